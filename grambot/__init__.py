@@ -1,0 +1,97 @@
+"""grambot: an instance-lifecycle engine for chat bots.
+
+This module is the plugin author's API and nothing else. Names are imported on first use
+(PEP 562), so `import grambot` and `grambot --help` stay instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # writing a plugin
+    "Plugin": "grambot.plugins.definition",
+    "NoSettings": "grambot.plugins.definition",
+    "PluginApi": "grambot.plugins.api",
+    "InstanceInfo": "grambot.plugins.api",
+    "PluginEvent": "grambot.plugins.events",
+    # extension points and their data
+    "Connector": "grambot.registries.connectors",
+    "Attachment": "grambot.registries.connectors",
+    "IncomingMessage": "grambot.registries.connectors",
+    "CONNECTOR_MESSAGE": "grambot.registries.connectors",
+    "InferenceProvider": "grambot.registries.inference",
+    "InferenceRequest": "grambot.registries.inference",
+    "InferenceResponse": "grambot.registries.inference",
+    "ChatMessage": "grambot.registries.inference",
+    "ToolCall": "grambot.registries.inference",
+    "ToolDefinition": "grambot.registries.inference",
+    "Usage": "grambot.registries.inference",
+    "Tool": "grambot.registries.tools",
+    "ToolContext": "grambot.registries.tools",
+    "ToolResult": "grambot.registries.tools",
+    "ImageProvider": "grambot.registries.images",
+    "GeneratedImage": "grambot.registries.images",
+    # errors
+    "GrambotError": "grambot.errors",
+    "SettingsError": "grambot.errors",
+    "DescriptorError": "grambot.errors",
+    "PluginNotFound": "grambot.errors",
+    "PluginLoadError": "grambot.errors",
+    "StageTimeout": "grambot.errors",
+    "RegistrationError": "grambot.errors",
+    "RegistrationConflict": "grambot.errors",
+    "SecretsError": "grambot.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'grambot' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+if TYPE_CHECKING:
+    from grambot.errors import (
+        DescriptorError,
+        GrambotError,
+        PluginLoadError,
+        PluginNotFound,
+        RegistrationConflict,
+        RegistrationError,
+        SecretsError,
+        SettingsError,
+        StageTimeout,
+    )
+    from grambot.plugins.api import InstanceInfo, PluginApi
+    from grambot.plugins.definition import NoSettings, Plugin
+    from grambot.plugins.events import PluginEvent
+    from grambot.registries.connectors import (
+        CONNECTOR_MESSAGE,
+        Attachment,
+        Connector,
+        IncomingMessage,
+    )
+    from grambot.registries.images import GeneratedImage, ImageProvider
+    from grambot.registries.inference import (
+        ChatMessage,
+        InferenceProvider,
+        InferenceRequest,
+        InferenceResponse,
+        ToolCall,
+        ToolDefinition,
+        Usage,
+    )
+    from grambot.registries.tools import Tool, ToolContext, ToolResult

@@ -1,0 +1,3 @@
+from grambot.cli import main
+
+main()

@@ -1,0 +1,123 @@
+"""grambot's exceptions: one hierarchy, each carrying the culprit it is about.
+
+    GrambotError
+    ├── SettingsError            settings.json cannot be used (file-level problem)
+    ├── DescriptorError          a plugin.json is invalid or its entry escapes its folder
+    ├── CatalogError             two plugins share one id
+    ├── PluginNotFound           an instance names a plugin the catalog does not have
+    ├── PluginLoadError          import, settings validation, create or load failed
+    │   └── StageTimeout         a plugin stage ran past its deadline
+    ├── RegistrationError        a registration was refused
+    │   └── RegistrationConflict another instance owns that key
+    └── SecretsError             the secrets store cannot be read or written
+
+Every error names what it is about (file, JSON path, instance, plugin, value) in its message,
+and keeps those names as attributes so callers never have to parse the text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class GrambotError(Exception):
+    """Base class of every error grambot raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input file: where it is, what value, and what is wrong."""
+
+    file: Path | None
+    json_path: str
+    message: str
+    value: str | None = None
+
+    def __str__(self) -> str:
+        where = str(self.file) if self.file is not None else "<input>"
+        if self.json_path:
+            where = f"{where}: {self.json_path}"
+        text = f"{where}: {self.message}"
+        if self.value is not None:
+            text = f"{text} (got {self.value})"
+        return text
+
+
+class _ProblemsError(GrambotError):
+    """An error made of one or more located problems."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class SettingsError(_ProblemsError):
+    """settings.json (or another engine file) cannot be used as a whole."""
+
+
+class DescriptorError(_ProblemsError):
+    """A plugin.json descriptor is invalid."""
+
+
+class CatalogError(_ProblemsError):
+    """The plugin catalog has conflicting plugins (e.g. two with one id)."""
+
+
+class PluginNotFound(GrambotError):
+    """An instance refers to a plugin id the catalog does not know."""
+
+    def __init__(self, plugin_id: str, instance_id: str | None = None, known: list[str] | None = None):
+        self.plugin_id = plugin_id
+        self.instance_id = instance_id
+        who = f"instance {instance_id!r}: " if instance_id else ""
+        hint = f"; known plugins: {', '.join(sorted(known))}" if known else ""
+        super().__init__(f"{who}no plugin with id {plugin_id!r}{hint}")
+
+
+class PluginLoadError(GrambotError):
+    """A stage of loading an instance failed; `stage` names which one."""
+
+    def __init__(self, instance_id: str, stage: str, message: str) -> None:
+        self.instance_id = instance_id
+        self.stage = stage
+        super().__init__(f"instance {instance_id!r}: {stage} failed: {message}")
+
+
+class StageTimeout(PluginLoadError):
+    """A plugin stage ran past its deadline and was abandoned."""
+
+    def __init__(self, instance_id: str, stage: str, seconds: float) -> None:
+        self.seconds = seconds
+        GrambotError.__init__(
+            self, f"instance {instance_id!r}: {stage} timed out after {format_seconds(seconds)}"
+        )
+        self.instance_id = instance_id
+        self.stage = stage
+
+
+class RegistrationError(GrambotError):
+    """A registration through a plugin's registrar was refused."""
+
+
+class RegistrationConflict(RegistrationError):
+    """The key is registered by another instance."""
+
+    def __init__(self, kind: str, key: str, owner: str, requester: str) -> None:
+        self.kind = kind
+        self.key = key
+        self.owner = owner
+        self.requester = requester
+        super().__init__(
+            f"instance {requester!r} cannot register {kind} {key!r}: "
+            f"it is already registered by instance {owner!r}"
+        )
+
+
+class SecretsError(GrambotError):
+    """The secrets store cannot be read or written."""
+
+
+def format_seconds(seconds: float) -> str:
+    """`30 s`, `0.5 s`: how deadlines appear in messages."""
+    return f"{seconds:g} s"

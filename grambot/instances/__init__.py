@@ -1,0 +1,1 @@
+"""Per-instance module namespaces live here: grambot.instances.<instanceId>__<generation>."""

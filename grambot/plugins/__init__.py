@@ -1,0 +1,1 @@
+"""Plugin machinery: definitions, lifecycle stages and events."""

@@ -1,0 +1,82 @@
+"""What a plugin instance is given: `api`, and nothing past it (DESIGN §2)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from grambot.plugins.loader import instance_logger_name
+
+if TYPE_CHECKING:
+    from grambot.plugins.events import PluginEvent, PluginEventQueue
+    from grambot.plugins.registrar import PluginRegistrar
+    from grambot.secrets import InstanceSecrets
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    instance_id: str
+    plugin_id: str
+    enabled: bool
+
+
+class InstanceEvents:
+    """`api.events`: emit events as this instance. `emit` returns at once, from any thread."""
+
+    __slots__ = ("_instance_id", "_plugin_id", "_queue")
+
+    def __init__(self, queue: PluginEventQueue, plugin_id: str, instance_id: str) -> None:
+        self._queue = queue
+        self._plugin_id = plugin_id
+        self._instance_id = instance_id
+
+    def emit(self, type: str, payload: Any = None) -> PluginEvent:
+        return self._queue.emit(self._plugin_id, self._instance_id, type, payload)
+
+
+class PluginApi:
+    """The whole surface a plugin instance may use."""
+
+    __slots__ = (
+        "_logger",
+        "data_dir",
+        "engine_settings",
+        "events",
+        "instance",
+        "registrar",
+        "secrets",
+        "settings",
+    )
+
+    def __init__(
+        self,
+        *,
+        instance: InstanceInfo,
+        settings: Any,
+        engine_settings: Mapping[str, Any],
+        registrar: PluginRegistrar,
+        secrets: InstanceSecrets,
+        events: InstanceEvents,
+        data_dir: Path,
+    ) -> None:
+        self.instance = instance
+        self.settings = settings
+        self.engine_settings = engine_settings
+        self.registrar = registrar
+        self.secrets = secrets
+        self.events = events
+        self.data_dir = data_dir
+        self._logger: logging.Logger | None = None
+
+    @property
+    def logger(self) -> logging.Logger:
+        """`grambot.plugin.<instanceId>`: every line names the instance; removed on unload."""
+        if self._logger is None:
+            self._logger = logging.getLogger(instance_logger_name(self.instance.instance_id))
+        return self._logger
+
+    def __repr__(self) -> str:
+        return f"PluginApi(instance={self.instance.instance_id!r})"

@@ -1,0 +1,182 @@
+"""The plugin catalog: every plugin.json grambot can see, keyed by plugin id.
+
+Plugins come from three places, in this order (the first of two with one id wins):
+built-ins (direct subfolders of the built-in folder), pluginDirs (searched recursively) and
+installed distributions' `grambot.plugins` entry points. Discovery never imports plugin code
+and never touches sys.path; a bad descriptor is recorded in `problems` and skipped, so one
+broken plugin never hides the others.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import grambot
+from grambot.errors import CatalogError, DescriptorError, Problem
+from grambot.plugins.descriptor import DESCRIPTOR_NAME, PluginDescriptor, load_descriptor
+
+__all__ = ["ENTRY_POINT_GROUP", "PluginCatalog", "builtin_plugins_dir"]
+
+ENTRY_POINT_GROUP = "grambot.plugins"
+
+_SKIPPED_DIRS = frozenset({"__pycache__", "node_modules", ".venv", "venv"})
+
+
+def builtin_plugins_dir() -> Path | None:
+    """The folder of built-in plugins: installed, or the checkout's `builtin_plugins/`."""
+    package_dir = Path(grambot.__file__).parent
+    installed = package_dir / "_builtin_plugins"
+    if installed.is_dir():
+        return installed
+    checkout = Path(grambot.__file__).resolve().parent.parent / "builtin_plugins"
+    if checkout.is_dir():
+        return checkout
+    return None
+
+
+class PluginCatalog:
+    """Plugin descriptors by id, plus the problems met while discovering them."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, PluginDescriptor] = {}
+        self.problems: list[Problem] = []
+
+    @classmethod
+    def discover(
+        cls,
+        *,
+        builtin_dir: Path | None,
+        plugin_dirs: Sequence[Path],
+        entry_points: bool = True,
+    ) -> PluginCatalog:
+        """Collect built-ins, then each pluginDir in order, then entry-point plugins."""
+        catalog = cls()
+        if builtin_dir is not None:
+            catalog._scan_builtins(Path(builtin_dir))
+        for directory in plugin_dirs:
+            catalog.scan_directory(Path(directory), source="pluginDir")
+        if entry_points:
+            catalog._scan_entry_points()
+        return catalog
+
+    def add(self, descriptor: PluginDescriptor) -> None:
+        """Add `descriptor`; `CatalogError` naming both plugin.json files if its id is taken."""
+        existing = self._by_id.get(descriptor.id)
+        if existing is not None:
+            message = (
+                f"plugin id {descriptor.id!r} is defined twice: {existing.descriptor_path} "
+                f"and {descriptor.descriptor_path}; the first is used"
+            )
+            raise CatalogError([Problem(descriptor.descriptor_path, "id", message)])
+        self._by_id[descriptor.id] = descriptor
+
+    def scan_directory(self, directory: Path, *, source: str) -> None:
+        """Add every plugin folder beneath `directory`; problems are recorded, not raised."""
+        directory = Path(directory)
+        if not directory.exists():
+            return
+        if not directory.is_dir():
+            self.problems.append(Problem(directory, "", "is not a directory"))
+            return
+        for descriptor_path in self._walk(directory, set()):
+            self._load_and_add(descriptor_path, source=source)
+
+    def get(self, plugin_id: str) -> PluginDescriptor | None:
+        return self._by_id.get(plugin_id)
+
+    def __contains__(self, plugin_id: object) -> bool:
+        return plugin_id in self._by_id
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def ids(self) -> list[str]:
+        return sorted(self._by_id)
+
+    def descriptors(self) -> list[PluginDescriptor]:
+        return [self._by_id[plugin_id] for plugin_id in self.ids()]
+
+    def __repr__(self) -> str:
+        return f"PluginCatalog(ids={self.ids()!r}, problems={len(self.problems)})"
+
+    # -- discovery ---------------------------------------------------------------------------
+
+    def _load_and_add(
+        self, descriptor_path: Path, *, source: str, package_name: str | None = None
+    ) -> None:
+        try:
+            descriptor = load_descriptor(descriptor_path, source=source, package_name=package_name)
+            self.add(descriptor)
+        except (DescriptorError, CatalogError) as exc:
+            self.problems.extend(exc.problems)
+
+    def _scan_builtins(self, builtin_dir: Path) -> None:
+        if not builtin_dir.is_dir():
+            return
+        for child in self._subfolders(builtin_dir):
+            descriptor_path = child / DESCRIPTOR_NAME
+            if descriptor_path.is_file():
+                self._load_and_add(descriptor_path, source="builtin")
+
+    def _walk(self, directory: Path, seen: set[Path]) -> Iterator[Path]:
+        """plugin.json paths beneath `directory`, depth first, by name; stops at plugin folders."""
+        real = directory.resolve()
+        if real in seen:  # a symlink loop, or two links to one folder
+            return
+        seen.add(real)
+        descriptor_path = directory / DESCRIPTOR_NAME
+        if descriptor_path.is_file():
+            yield descriptor_path
+            return
+        for child in self._subfolders(directory):
+            yield from self._walk(child, seen)
+
+    def _subfolders(self, directory: Path) -> list[Path]:
+        try:
+            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        except OSError as exc:
+            self.problems.append(Problem(directory, "", f"cannot be listed: {exc.strerror or exc}"))
+            return []
+        folders = []
+        for entry in entries:
+            if entry.name.startswith(".") or entry.name in _SKIPPED_DIRS:
+                continue
+            try:
+                if entry.is_dir():
+                    folders.append(Path(entry.path))
+            except OSError:
+                continue
+        return folders
+
+    def _scan_entry_points(self) -> None:
+        import importlib.metadata
+        import importlib.util
+
+        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            where = (
+                f"entry point {entry_point.name!r} = {entry_point.value!r} ({ENTRY_POINT_GROUP})"
+            )
+            name = entry_point.value.strip()
+            if not name.isidentifier():
+                self.problems.append(
+                    Problem(None, "", f"{where}: must name a top-level package, like 'myplugin'")
+                )
+                continue
+            try:
+                spec = importlib.util.find_spec(name)
+            except (ImportError, ValueError) as exc:
+                self.problems.append(Problem(None, "", f"{where}: cannot be located: {exc}"))
+                continue
+            locations = list(spec.submodule_search_locations or []) if spec is not None else []
+            if not locations:
+                found = "is not installed" if spec is None else "is a module, not a package"
+                self.problems.append(Problem(None, "", f"{where}: package {name!r} {found}"))
+                continue
+            descriptor_path = Path(locations[0]) / DESCRIPTOR_NAME
+            if not descriptor_path.is_file():
+                message = f"{where}: package {name!r} has no {DESCRIPTOR_NAME} in {locations[0]}"
+                self.problems.append(Problem(descriptor_path, "", message))
+                continue
+            self._load_and_add(descriptor_path, source="entry-point", package_name=name)

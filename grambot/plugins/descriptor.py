@@ -1,0 +1,231 @@
+"""plugin.json: parse, validate and freeze one plugin descriptor.
+
+`load_descriptor` reads a plugin.json, validates it with a strict pydantic model, checks that
+its `entry` stays inside the plugin folder, and returns a frozen `PluginDescriptor`. Every
+problem found is reported at once in a `DescriptorError`, each naming its file and JSON path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from types import MappingProxyType
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from grambot.errors import DescriptorError, Problem
+
+__all__ = [
+    "DESCRIPTOR_NAME",
+    "PLUGIN_ID_PATTERN",
+    "SOURCES",
+    "PluginDescriptor",
+    "load_descriptor",
+]
+
+PLUGIN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+DESCRIPTOR_NAME = "plugin.json"
+SOURCES = ("builtin", "pluginDir", "entry-point", "custom")
+
+_PluginId = Annotated[str, StringConstraints(pattern=PLUGIN_ID_PATTERN)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PluginDescriptor:
+    """A validated plugin.json; paths are resolved and the entry is known to be safe."""
+
+    id: str
+    name: str
+    description: str
+    entry: str
+    folder: Path
+    entry_path: Path
+    descriptor_path: Path
+    source: str
+    package_name: str | None = None
+    version: str | None = None
+    timeout_ms: int | None = None
+    allowed_env: tuple[str, ...] = ()
+    allowed_modules: tuple[str, ...] | None = None
+    allowed_vault_paths: tuple[str, ...] = ()
+    cache_key_prefix: str | None = None
+    raw: Mapping[str, Any]
+
+
+class _DescriptorModel(BaseModel):
+    """The JSON shape of plugin.json (camelCase keys, strict types, unknown keys kept)."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+    id: _PluginId | None = None
+    name: str | None = None
+    description: str | None = None
+    entry: Annotated[str, StringConstraints(min_length=1)]
+    version: str | None = None
+    timeout_ms: Annotated[int, Field(gt=0)] | None = Field(default=None, alias="timeoutMs")
+    allowed_env: list[str] = Field(default_factory=list, alias="allowedEnv")
+    allowed_modules: list[str] | None = Field(default=None, alias="allowedModules")
+    allowed_vault_paths: list[str] = Field(default_factory=list, alias="allowedVaultPaths")
+    cache_key_prefix: str | None = Field(default=None, alias="cacheKeyPrefix")
+
+
+def load_descriptor(
+    path: Path, *, source: str, package_name: str | None = None
+) -> PluginDescriptor:
+    """Read and validate the plugin.json at `path`; `DescriptorError` lists every problem."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown plugin source {source!r}; expected one of {', '.join(SOURCES)}")
+    path = Path(path)
+    data = _read_json(path)
+    problems: list[Problem] = []
+    model: _DescriptorModel | None = None
+    try:
+        model = _DescriptorModel.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_problems_from(path, exc, data))
+
+    plugin_id = model.id if model is not None else None
+    if model is not None and plugin_id is None:
+        # Summit-style manifest: no `id`, the `name` is the id.
+        if model.name is None:
+            problems.append(Problem(path, "id", "is required (or give a `name` usable as id)"))
+        elif not _matches_id(model.name):
+            problems.append(
+                Problem(
+                    path,
+                    "name",
+                    f"is used as the plugin id (no `id` given) and must match {PLUGIN_ID_PATTERN}",
+                    repr(model.name),
+                )
+            )
+        else:
+            plugin_id = model.name
+
+    folder = path.parent.resolve()
+    entry = data.get("entry")
+    entry_path: Path | None = None
+    if isinstance(entry, str) and entry:
+        entry_path = _check_entry(path, folder, entry, problems)
+
+    if problems:
+        raise DescriptorError(problems)
+    assert model is not None and plugin_id is not None and entry_path is not None
+    return PluginDescriptor(
+        id=plugin_id,
+        name=model.name if model.name is not None else plugin_id,
+        description=model.description or "",
+        entry=model.entry,
+        folder=folder,
+        entry_path=entry_path,
+        descriptor_path=folder / path.name,
+        source=source,
+        package_name=package_name,
+        version=model.version,
+        timeout_ms=model.timeout_ms,
+        allowed_env=tuple(model.allowed_env),
+        allowed_modules=None if model.allowed_modules is None else tuple(model.allowed_modules),
+        allowed_vault_paths=tuple(model.allowed_vault_paths),
+        cache_key_prefix=model.cache_key_prefix,
+        raw=_freeze(data),
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """The top-level JSON object of `path`, or `DescriptorError` saying why it is not one."""
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise DescriptorError(
+            [Problem(path, "", f"cannot be read: {exc.strerror or exc}")]
+        ) from exc
+    try:
+        text = blob.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DescriptorError(
+            [Problem(path, "", f"is not UTF-8 text (bad byte at offset {exc.start})")]
+        ) from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        message = f"is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        raise DescriptorError([Problem(path, "", message)]) from exc
+    if not isinstance(data, dict):
+        raise DescriptorError([Problem(path, "", "must be a JSON object", type(data).__name__)])
+    return data
+
+
+def _check_entry(path: Path, folder: Path, entry: str, problems: list[Problem]) -> Path | None:
+    """Resolve `entry` inside `folder`; append problems and return None if it is unusable."""
+    if PurePosixPath(entry).is_absolute() or PureWindowsPath(entry).is_absolute():
+        problems.append(
+            Problem(path, "entry", "must be relative to the plugin folder", repr(entry))
+        )
+        return None
+    try:
+        resolved = (folder / entry).resolve()
+    except (OSError, ValueError) as exc:  # a NUL byte, a symlink loop
+        problems.append(Problem(path, "entry", f"cannot be resolved: {exc}", repr(entry)))
+        return None
+    if not resolved.is_relative_to(folder):
+        problems.append(
+            Problem(
+                path,
+                "entry",
+                f"entry {entry!r} resolves to {resolved}, outside the plugin folder {folder}",
+            )
+        )
+        return None
+    if resolved.suffix != ".py":
+        problems.append(Problem(path, "entry", "must name a .py file", repr(entry)))
+        return None
+    if not resolved.is_file():
+        problems.append(
+            Problem(path, "entry", f"entry file {resolved} does not exist", repr(entry))
+        )
+        return None
+    return resolved
+
+
+def _problems_from(path: Path, exc: ValidationError, data: Mapping[str, Any]) -> list[Problem]:
+    """One `Problem` per pydantic error, located by its camelCase JSON path."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        json_path = _json_path(error["loc"])
+        value = None if error["type"] == "missing" else _short_repr(error.get("input"))
+        message = str(error["msg"])
+        if error["type"] == "string_pattern_mismatch" and json_path == "id":
+            message = f"must match {PLUGIN_ID_PATTERN}"
+        problems.append(Problem(path, json_path, message, value))
+    return problems
+
+
+def _json_path(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _matches_id(value: str) -> bool:
+    return re.fullmatch(PLUGIN_ID_PATTERN, value) is not None
+
+
+def _freeze(value: Any) -> Any:
+    """A deep read-only copy of parsed JSON: dicts become mapping proxies, lists tuples."""
+    if isinstance(value, dict):
+        return MappingProxyType({key: _freeze(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(item) for item in value)
+    return value

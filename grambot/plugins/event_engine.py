@@ -1,0 +1,236 @@
+"""The plugin event engine: one consumer task that dispatches queued events in order.
+
+For each event, the handlers registered for its type run first (in registration order), then
+the catch-all handlers.  A handler that raises is logged with the event id and the engine moves
+on.  Async handlers have a deadline: instead of wrapping every call in ``asyncio.timeout`` (about
+ten times slower), a watchdog task wakes periodically and cancels the consumer when the current
+handler has run longer than ``handler_timeout``; the consumer recognises its own timeout by the
+handler's sequence number, ``uncancel()``s itself and continues.  Any other cancellation (stop)
+propagates.
+
+Synchronous handlers run on the loop thread and cannot be interrupted: a sync handler that
+blocks, blocks the loop (and the watchdog).  Keep sync handlers short, or make them async and
+offload blocking work to a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias
+
+from grambot.plugins.events import PluginEvent, PluginEventQueue
+
+__all__ = ["Handler", "PluginEventEngine"]
+
+logger = logging.getLogger(__name__)
+
+Handler: TypeAlias = Callable[[PluginEvent], Awaitable[None] | None]
+
+_YIELD_EVERY = 256  # give the loop a turn after this many events handled without waiting
+_MAX_LISTED = 20  # leftover events named in the shutdown log
+
+
+class _Subscription:
+    __slots__ = ("handler", "is_async", "name")
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.is_async = inspect.iscoroutinefunction(handler)
+        self.name: str = getattr(handler, "__qualname__", None) or repr(handler)
+
+
+class PluginEventEngine:
+    """Dispatches the events of one :class:`PluginEventQueue` to registered handlers."""
+
+    def __init__(self, queue: PluginEventQueue, *, handler_timeout: float = 30.0) -> None:
+        if not handler_timeout > 0:
+            raise ValueError(f"handler_timeout must be > 0 seconds, got {handler_timeout!r}")
+        self._queue = queue
+        self._timeout = handler_timeout
+        self._typed: dict[str, tuple[_Subscription, ...]] = {}
+        self._catch_all: tuple[_Subscription, ...] = ()
+        self._task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._current: PluginEvent | None = None
+        self._seq = 0  # sequence number of the latest async handler call
+        self._busy_since: float | None = None  # loop.time() when the running async call began
+        self._timed_out_seq = 0  # seq the watchdog cancelled (the marker)
+        self.handled = 0
+
+    @property
+    def handler_timeout(self) -> float:
+        return self._timeout
+
+    @handler_timeout.setter
+    def handler_timeout(self, seconds: float) -> None:
+        """Takes effect from the next handler call (settings `timeouts.eventHandler`)."""
+        if not seconds > 0:
+            raise ValueError(f"handler_timeout must be > 0 seconds, got {seconds!r}")
+        self._timeout = seconds
+
+    # -- registration -------------------------------------------------------------------
+    def register(self, event_type: str | None, handler: Handler) -> Callable[[], None]:
+        """Subscribe ``handler`` to ``event_type`` (``None``: every event); returns unsubscribe."""
+        sub = _Subscription(handler)
+        # Copy-on-write tuples: dispatch iterates a snapshot, so (un)registering from inside a
+        # handler is safe.
+        if event_type is None:
+            self._catch_all = (*self._catch_all, sub)
+        else:
+            self._typed[event_type] = (*self._typed.get(event_type, ()), sub)
+
+        def unsubscribe() -> None:
+            if event_type is None:
+                self._catch_all = tuple(s for s in self._catch_all if s is not sub)
+                return
+            remaining = tuple(s for s in self._typed.get(event_type, ()) if s is not sub)
+            if remaining:
+                self._typed[event_type] = remaining
+            else:
+                self._typed.pop(event_type, None)
+
+        return unsubscribe
+
+    # -- lifecycle ----------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Start the consumer (and its watchdog) on the running loop."""
+        if self.running:
+            raise RuntimeError("PluginEventEngine.start(): the engine is already running")
+        self._task = asyncio.create_task(self._consume(), name="grambot-event-consumer")
+        self._watchdog = asyncio.create_task(self._watch(), name="grambot-event-watchdog")
+
+    async def stop(self, deadline: float = 5.0) -> int:
+        """Close intake, drain within ``deadline`` seconds, cancel; return the leftover count.
+
+        Leftovers are the events still queued plus the one being handled when cancelled.
+        """
+        self._queue.close()
+        task, watchdog = self._task, self._watchdog
+        if task is not None and task is asyncio.current_task():
+            raise RuntimeError("PluginEventEngine.stop() cannot be awaited from an event handler")
+        grace = min(0.25, deadline / 5)
+        if task is not None:
+            done, _ = await asyncio.wait({task}, timeout=max(deadline - grace, 0))
+            if not done:
+                task.cancel()
+                done, _ = await asyncio.wait({task}, timeout=grace)
+            if not done:
+                logger.warning(
+                    "Event consumer did not exit within %s s (a handler ignores cancellation)",
+                    deadline,
+                )
+            elif not task.cancelled() and (exc := task.exception()) is not None:
+                logger.error("Event consumer crashed", exc_info=exc)
+        if watchdog is not None:
+            watchdog.cancel()
+            await asyncio.wait({watchdog}, timeout=grace)
+        self._task = self._watchdog = None
+
+        leftovers = self._queue.drain_nowait()
+        if self._current is not None:
+            leftovers.insert(0, self._current)
+            self._current = None
+        if leftovers:
+            logger.warning(
+                "Event engine stopped with %s unhandled event(s) after %s s: %s%s",
+                len(leftovers),
+                deadline,
+                ", ".join(
+                    f"{e.id} ({e.type}, instance {e.instance_id})" for e in leftovers[:_MAX_LISTED]
+                ),
+                " ..." if len(leftovers) > _MAX_LISTED else "",
+            )
+        return len(leftovers)
+
+    # -- consumer -----------------------------------------------------------------------
+    async def _consume(self) -> None:
+        queue = self._queue
+        since_wait = 0
+        while True:
+            event = queue.get_nowait()
+            if event is None:
+                event = await queue.get()
+                if event is None:
+                    return
+                since_wait = 0
+            elif since_wait >= _YIELD_EVERY:
+                await asyncio.sleep(0)
+                since_wait = 0
+            since_wait += 1
+            self._current = event
+            for subs in (self._typed.get(event.type, ()), self._catch_all):
+                for sub in subs:
+                    if sub.is_async:
+                        await self._guard(sub, sub.handler(event), event)  # type: ignore[arg-type]
+                        continue
+                    try:
+                        result = sub.handler(event)
+                    except Exception:
+                        self._log_failure(sub, event)
+                        continue
+                    if result is not None and inspect.isawaitable(result):
+                        await self._guard(sub, result, event)
+            self._current = None
+            self.handled += 1
+
+    async def _guard(self, sub: _Subscription, call: Awaitable[Any], event: PluginEvent) -> None:
+        self._seq = seq = self._seq + 1
+        self._busy_since = asyncio.get_running_loop().time()
+        try:
+            await call
+        except asyncio.CancelledError:
+            if self._timed_out_seq != seq:
+                raise  # a genuine cancellation (stop)
+            task = asyncio.current_task()
+            if task is not None and task.uncancel() > 0:
+                raise  # also cancelled from outside
+            logger.error(
+                "Event handler %s timed out after %s s on event %s (%s) from instance %s; "
+                "moving on",
+                sub.name,
+                self._timeout,
+                event.id,
+                event.type,
+                event.instance_id,
+            )
+        except Exception:
+            self._log_failure(sub, event)
+        else:
+            if self._timed_out_seq == seq:  # the handler swallowed our cancellation
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    task.uncancel()
+        finally:
+            self._busy_since = None
+
+    def _log_failure(self, sub: _Subscription, event: PluginEvent) -> None:
+        logger.exception(
+            "Event handler %s failed on event %s (%s) from instance %s of plugin %s",
+            sub.name,
+            event.id,
+            event.type,
+            event.instance_id,
+            event.plugin_id,
+        )
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = min(self._timeout / 4, 1.0)
+        while True:
+            await asyncio.sleep(interval)
+            since, task = self._busy_since, self._task
+            if (
+                since is not None
+                and task is not None
+                and self._timed_out_seq != self._seq
+                and loop.time() - since > self._timeout
+            ):
+                self._timed_out_seq = self._seq
+                task.cancel(msg=f"grambot: event handler timed out (call {self._seq})")

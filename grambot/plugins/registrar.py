@@ -1,0 +1,107 @@
+"""The registrar of one instance: what it registered, so unload can remove exactly that."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from grambot.errors import RegistrationError
+from grambot.registries import Registries
+from grambot.registries.base import Registry
+from grambot.registries.connectors import Connector
+from grambot.registries.images import ImageProvider
+from grambot.registries.inference import InferenceProvider
+from grambot.registries.tools import Tool
+
+KINDS = ("connectors", "inference", "tools", "images")
+
+
+class PluginRegistrar:
+    """`api.registrar`. Connectors and providers are keyed by the instance id unless a key is
+    given; tools by their name. Another instance's key is a RegistrationConflict."""
+
+    def __init__(self, instance_id: str, registries: Registries) -> None:
+        self.instance_id = instance_id
+        self._registries = registries
+        self._owned: dict[str, list[str]] = {kind: [] for kind in KINDS}
+        self._lock = threading.Lock()
+
+    # -- registering ---------------------------------------------------------------------------
+
+    def register_connector(self, connector: Connector, *, key: str | None = None) -> str:
+        _check(connector, Connector, "connector", "start(), stop() and send_message()")
+        return self._add("connectors", self._registries.connectors, key, connector)
+
+    def register_inference_provider(
+        self, provider: InferenceProvider, *, key: str | None = None
+    ) -> str:
+        _check(provider, InferenceProvider, "inference provider", "id, label, models(), complete()")
+        return self._add("inference", self._registries.inference, key, provider)
+
+    def register_tool(self, tool: Tool) -> str:
+        _check(tool, Tool, "tool", "name, description, parameters() and execute()")
+        return self._add("tools", self._registries.tools, tool.name, tool)
+
+    def register_image_provider(self, provider: ImageProvider, *, key: str | None = None) -> str:
+        _check(provider, ImageProvider, "image provider", "id and generate()")
+        return self._add("images", self._registries.images, key, provider)
+
+    # -- unregistering -------------------------------------------------------------------------
+
+    def unregister_connector(self, key: str | None = None) -> None:
+        self._remove("connectors", self._registries.connectors, key or self.instance_id)
+
+    def unregister_inference_provider(self, key: str | None = None) -> None:
+        self._remove("inference", self._registries.inference, key or self.instance_id)
+
+    def unregister_tool(self, name: str) -> None:
+        self._remove("tools", self._registries.tools, name)
+
+    def unregister_image_provider(self, key: str | None = None) -> None:
+        self._remove("images", self._registries.images, key or self.instance_id)
+
+    def clear(self) -> None:
+        """Remove everything this instance registered (unload, or a failed load)."""
+        registries = self._registry_map()
+        with self._lock:
+            owned = {kind: list(keys) for kind, keys in self._owned.items()}
+            for keys in self._owned.values():
+                keys.clear()
+        for kind, keys in owned.items():
+            for key in keys:
+                registries[kind].unregister(key, self.instance_id)
+
+    def registrations(self) -> dict[str, list[str]]:
+        """What this instance holds now, per kind (status.json's `registrations`)."""
+        with self._lock:
+            return {kind: list(keys) for kind, keys in self._owned.items()}
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _registry_map(self) -> dict[str, Registry[Any]]:
+        r = self._registries
+        return {"connectors": r.connectors, "inference": r.inference, "tools": r.tools,
+                "images": r.images}
+
+    def _add(self, kind: str, registry: Registry[Any], key: str | None, item: Any) -> str:
+        key = key or self.instance_id
+        if not isinstance(key, str) or not key:
+            raise RegistrationError(f"instance {self.instance_id!r}: {kind} key must be a string")
+        registry.register(key, self.instance_id, item)
+        with self._lock:
+            if key not in self._owned[kind]:
+                self._owned[kind].append(key)
+        return key
+
+    def _remove(self, kind: str, registry: Registry[Any], key: str) -> None:
+        registry.unregister(key, self.instance_id)
+        with self._lock:
+            if key in self._owned[kind]:
+                self._owned[kind].remove(key)
+
+
+def _check(item: Any, protocol: type, what: str, needs: str) -> None:
+    if not isinstance(item, protocol):
+        raise RegistrationError(
+            f"{type(item).__name__} is not a {what}: a {what} needs {needs}"
+        )

@@ -1,0 +1,226 @@
+"""Running plugin code under a deadline, and knowing which tasks an instance started.
+
+Async stages run as tasks in the instance's context and are cancelled on expiry. Sync stages run
+in daemon worker threads: a thread that hangs cannot be killed, so it is abandoned (and reported)
+instead of waited on, and neither reconciles nor process exit wait for it. Workers are reused, so
+a fast sync `create()` costs a queue hand-off, not a thread start.
+
+Every task created while a stage runs (and every task those tasks create) inherits the
+instance's context; a task factory records it in the instance's `TaskGroupRef`, so unload can
+cancel what the plugin left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import itertools
+import logging
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from grambot.errors import StageTimeout
+
+logger = logging.getLogger(__name__)
+
+
+class InstanceTasks:
+    """The asyncio tasks one instance started, held weakly."""
+
+    def __init__(self, instance_id: str) -> None:
+        self.instance_id = instance_id
+        self.tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+    def pending(self) -> list[asyncio.Task[Any]]:
+        return [t for t in list(self.tasks) if not t.done()]
+
+    async def cancel_all(self, grace: float) -> list[str]:
+        """Cancel pending tasks; returns the names of those still running after `grace`."""
+        current = asyncio.current_task()
+        pending = [t for t in self.pending() if t is not current]
+        for task in pending:
+            task.cancel()
+        if not pending:
+            return []
+        _, still = await asyncio.wait(pending, timeout=grace)
+        return sorted(t.get_name() for t in still)
+
+
+_current_owner: contextvars.ContextVar[InstanceTasks | None] = contextvars.ContextVar(
+    "grambot_instance", default=None
+)
+
+
+def instance_context(tasks: InstanceTasks) -> contextvars.Context:
+    """A context in which code runs as `tasks.instance_id` (its new tasks are tracked)."""
+    context = contextvars.copy_context()
+    context.run(_current_owner.set, tasks)
+    return context
+
+
+def current_instance_id() -> str | None:
+    owner = _current_owner.get()
+    return owner.instance_id if owner is not None else None
+
+
+def install_task_tracking(loop: asyncio.AbstractEventLoop) -> None:
+    """Chain a task factory that records each task in its creator's instance (idempotent)."""
+    previous = loop.get_task_factory()
+    if getattr(previous, "_grambot_tracking", False):
+        return
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        if previous is not None:
+            task = previous(loop, coro, **kwargs)
+        else:
+            task = asyncio.Task(coro, loop=loop, **kwargs)
+        context = kwargs.get("context")
+        owner = context.get(_current_owner) if context is not None else _current_owner.get()
+        if owner is not None and isinstance(task, asyncio.Task):
+            owner.tasks.add(task)
+        return task
+
+    factory._grambot_tracking = True  # type: ignore[attr-defined]
+    loop.set_task_factory(factory)  # type: ignore[arg-type]
+
+
+class _WorkerPool:
+    """Daemon threads for sync plugin code; a hung call only costs its own thread."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+        self._names = itertools.count(1)
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1
+        if spawn:
+            name = f"grambot-stage-{next(self._names)}"
+            threading.Thread(target=self._work, args=(job,), name=name, daemon=True).start()
+        else:
+            self._jobs.put(job)
+
+    def _work(self, job: Callable[[], None]) -> None:
+        while True:
+            job()
+            with self._lock:
+                self._idle += 1
+            try:
+                job = self._jobs.get(timeout=30.0)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0 and self._jobs.empty():
+                        self._idle -= 1
+                        return
+                job = self._jobs.get()
+
+
+_POOL = _WorkerPool()
+
+
+async def run_stage(
+    fn: Callable[..., Any],
+    *args: Any,
+    instance_id: str,
+    stage: str,
+    timeout: float,
+    context: contextvars.Context,
+) -> Any:
+    """Call `fn(*args)` (sync or async) as `stage` of `instance_id` within `timeout` seconds.
+
+    Raises StageTimeout on expiry; exceptions of `fn` propagate unchanged.
+    """
+    deadline = time.monotonic() + timeout
+    if inspect.iscoroutinefunction(fn):
+        result = await _await_in_context(fn(*args), instance_id, stage, timeout, deadline, context)
+        return result
+    result = await _call_in_thread(fn, args, instance_id, stage, timeout, context)
+    if inspect.isawaitable(result):
+        result = await _await_in_context(result, instance_id, stage, timeout, deadline, context)
+    return result
+
+
+async def _await_in_context(
+    awaitable: Awaitable[Any],
+    instance_id: str,
+    stage: str,
+    timeout: float,
+    deadline: float,
+    context: contextvars.Context,
+) -> Any:
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(_guard(awaitable), name=f"{instance_id}:{stage}", context=context)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        logger.warning("instance %s: %s timed out; its task was cancelled", instance_id, stage)
+        raise StageTimeout(instance_id, stage, timeout)
+    return task.result()
+
+
+async def _guard(awaitable: Awaitable[Any]) -> Any:
+    # asyncio lets SystemExit/KeyboardInterrupt out of a task and stops the loop: a plugin that
+    # raises one must not stop the engine.
+    try:
+        return await awaitable
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise RuntimeError(f"plugin raised {type(exc).__name__}") from None
+
+
+async def _call_in_thread(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    instance_id: str,
+    stage: str,
+    timeout: float,
+    context: contextvars.Context,
+) -> Any:
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if future.done():
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def job() -> None:
+        outcome: tuple[bool, Any]
+        try:
+            outcome = (True, context.run(fn, *args))
+        except Exception as exc:
+            outcome = (False, exc)
+        except BaseException as exc:  # SystemExit in a plugin must not stop the engine
+            outcome = (False, RuntimeError(f"plugin raised {type(exc).__name__}"))
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:  # the loop closed while this stage hung: nobody is waiting
+            pass
+
+    _POOL.submit(job)
+    try:
+        return await asyncio.wait_for(future, timeout)
+    except TimeoutError:
+        logger.warning(
+            "instance %s: %s timed out after %s s; its thread is abandoned (threads cannot be "
+            "killed) and keeps running in the background",
+            instance_id,
+            stage,
+            f"{timeout:g}",
+        )
+        raise StageTimeout(instance_id, stage, timeout) from None

@@ -1,0 +1,27 @@
+"""The four registries plugins fill through their registrar."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from grambot.registries.connectors import ConnectorRegistry
+from grambot.registries.images import ImageGenerationRegistry
+from grambot.registries.inference import InferenceRegistry
+from grambot.registries.tools import ToolRegistry
+
+
+@dataclass
+class Registries:
+    connectors: ConnectorRegistry = field(default_factory=ConnectorRegistry)
+    inference: InferenceRegistry = field(default_factory=InferenceRegistry)
+    tools: ToolRegistry = field(default_factory=ToolRegistry)
+    images: ImageGenerationRegistry = field(default_factory=ImageGenerationRegistry)
+
+
+__all__ = [
+    "ConnectorRegistry",
+    "ImageGenerationRegistry",
+    "InferenceRegistry",
+    "Registries",
+    "ToolRegistry",
+]

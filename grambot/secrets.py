@@ -1,0 +1,155 @@
+"""Per-instance secrets.
+
+The file backend keeps `.scout/secrets.json` as `{"<instanceId>": {"<key>": "<value>"}}`, mode
+0600, written atomically (temp file + fsync + rename) under a file lock, so a crash mid-write
+never leaves it truncated and a CLI writing while the engine runs never loses an update.
+A plugin sees its secrets through `InstanceSecrets`, which is bound to one instance id.
+Values never appear in errors or logs: messages name the file, instance and key only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from grambot.errors import SecretsError
+
+
+class SecretsStore(Protocol):
+    def get(self, instance_id: str, key: str) -> str | None: ...
+
+    def set(self, instance_id: str, key: str, value: str) -> None: ...
+
+    def delete(self, instance_id: str, key: str) -> bool: ...
+
+    def keys(self, instance_id: str) -> list[str]: ...
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Atomically replace `path` with `data`, readable by the owner only (0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class FileSecretsStore:
+    """`.scout/secrets.json`, keyed by instance id."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock_path = path.with_name(path.name + ".lock")
+
+    def _lock(self):  # type: ignore[no-untyped-def]
+        from filelock import FileLock  # imported here: only commands touching secrets pay for it
+
+        return FileLock(str(self._lock_path), timeout=10)
+
+    def _read(self) -> dict[str, dict[str, str]]:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise SecretsError(f"{self.path}: cannot read the secrets file: {exc.strerror}") from None
+        mode = stat.S_IMODE(self.path.stat().st_mode)
+        if mode & 0o077:
+            raise SecretsError(
+                f"{self.path}: secrets file is readable by others (mode {mode:o}); "
+                f"run `chmod 600 {self.path}`"
+            )
+        if not raw.strip():
+            return {}
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            where = f" at line {exc.lineno}, column {exc.colno}" if hasattr(exc, "lineno") else ""
+            raise SecretsError(f"{self.path}: not valid JSON{where}") from None
+        if not isinstance(data, dict):
+            raise SecretsError(f"{self.path}: expected an object of instance ids at the top level")
+        for instance_id, entries in data.items():
+            if not isinstance(entries, dict) or not all(
+                isinstance(v, str) for v in entries.values()
+            ):
+                raise SecretsError(
+                    f"{self.path}: {instance_id}: expected an object of string values"
+                )
+        return data
+
+    def _write(self, data: dict[str, dict[str, str]]) -> None:
+        payload = json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
+        write_private_file(self.path, payload)
+
+    def get(self, instance_id: str, key: str) -> str | None:
+        return self._read().get(instance_id, {}).get(key)
+
+    def keys(self, instance_id: str) -> list[str]:
+        return sorted(self._read().get(instance_id, {}))
+
+    def set(self, instance_id: str, key: str, value: str) -> None:
+        if not isinstance(value, str):
+            raise SecretsError(f"secret {instance_id}/{key}: value must be a string")
+        with self._lock():
+            data = self._read()
+            data.setdefault(instance_id, {})[key] = value
+            self._write(data)
+
+    def delete(self, instance_id: str, key: str) -> bool:
+        with self._lock():
+            data = self._read()
+            entries = data.get(instance_id, {})
+            if key not in entries:
+                return False
+            del entries[key]
+            if not entries:
+                del data[instance_id]
+            self._write(data)
+            return True
+
+
+class InstanceSecrets:
+    """`api.secrets`: one instance's secrets and nobody else's."""
+
+    __slots__ = ("_instance_id", "_store")
+
+    def __init__(self, store: SecretsStore, instance_id: str) -> None:
+        self._store = store
+        self._instance_id = instance_id
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        value = self._store.get(self._instance_id, key)
+        return default if value is None else value
+
+    def require(self, key: str) -> str:
+        """The secret, or an error telling the operator how to set it."""
+        value = self._store.get(self._instance_id, key)
+        if value is None:
+            raise SecretsError(
+                f"instance {self._instance_id!r} needs the secret {key!r}: "
+                f"run `grambot secrets set {self._instance_id} {key}`"
+            )
+        return value
+
+    def set(self, key: str, value: str) -> None:
+        self._store.set(self._instance_id, key, value)
+
+    def delete(self, key: str) -> bool:
+        return self._store.delete(self._instance_id, key)
+
+    def keys(self) -> list[str]:
+        return self._store.keys(self._instance_id)
+
+    def __repr__(self) -> str:
+        return f"InstanceSecrets({self._instance_id!r})"

@@ -1,0 +1,313 @@
+"""Reading `.scout/settings.json`: validate at the boundary (pydantic), then freeze.
+
+File-level problems (unreadable, not JSON, wrong shape, bad engine keys) raise `SettingsError`.
+Entry-level problems do not raise: the entry is left out, reported in `problems`, and its id
+(when readable) lands in `held_instance_ids` so the engine keeps that instance as it was.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, TypeGuard
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from grambot.errors import Problem, SettingsError
+
+__all__ = [
+    "INSTANCE_ID_PATTERN",
+    "EngineSettings",
+    "InstanceConfig",
+    "Timeouts",
+    "empty_settings",
+    "freeze",
+    "load_settings",
+    "parse_settings",
+    "settings_path",
+]
+
+INSTANCE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+MAX_FILE_BYTES = 5 * 1024 * 1024
+MAX_DEPTH = 100
+_ID_RE = re.compile(INSTANCE_ID_PATTERN)
+_ID_RULE = (
+    f"must match {INSTANCE_ID_PATTERN} "
+    "(letters, digits, '-' and '_', at most 64, no '/', '.', or spaces)"
+)
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    instance_id: str
+    plugin_id: str
+    enabled: bool
+    settings: dict[str, Any]
+    json_path: str
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Stage deadlines in seconds, all > 0."""
+
+    create: float = 30.0
+    load: float = 30.0
+    unload: float = 10.0
+    event_handler: float = 30.0
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    path: Path
+    workspace: Path
+    instances: tuple[InstanceConfig, ...]
+    plugin_dirs: tuple[Path, ...]
+    timeouts: Timeouts
+    raw: Mapping[str, Any]
+    problems: tuple[Problem, ...] = ()
+    held_instance_ids: frozenset[str] = field(default_factory=frozenset)
+
+    def instance(self, instance_id: str) -> InstanceConfig | None:
+        """The valid instance with exactly this id, or None."""
+        return next((i for i in self.instances if i.instance_id == instance_id), None)
+
+
+def _is_valid_id(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
+
+
+class PluginEntry(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    instance_id: StrictStr = Field(alias="instanceId")
+    plugin_id: StrictStr = Field(alias="pluginId")
+    enabled: StrictBool = True
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("instance_id", "plugin_id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        if not _is_valid_id(value):
+            raise PydanticCustomError("id_pattern", "invalid id")
+        return value
+
+
+_Seconds = Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)]
+
+
+class TimeoutsModel(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    create: _Seconds = 30.0
+    load: _Seconds = 30.0
+    unload: _Seconds = 10.0
+    event_handler: _Seconds = Field(default=30.0, alias="eventHandler")
+
+
+class EngineKeys(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    plugin_dirs: list[Annotated[StrictStr, Field(min_length=1)]] = Field(
+        default_factory=lambda: ["plugins"], alias="pluginDirs"
+    )
+    timeouts: TimeoutsModel = TimeoutsModel()
+    secrets: dict[str, Any] = Field(default_factory=dict)
+    agent: dict[str, Any] = Field(default_factory=dict)
+
+
+_MESSAGES = {
+    "missing": "{f} is required",
+    "bool_type": "{f} must be true or false",
+    "string_type": "{f} must be a string",
+    "string_too_short": "{f} must not be empty",
+    "dict_type": "{f} must be an object",
+    "model_type": "{f} must be an object",
+    "model_attributes_type": "{f} must be an object",
+    "list_type": "{f} must be a list",
+    "float_type": "{f} must be a number",
+    "greater_than": "{f} must be a number greater than 0",
+    "finite_number": "{f} must be a finite number",
+    "id_pattern": "{f} " + _ID_RULE,
+}
+
+
+def _json_path(loc: tuple[int | str, ...]) -> str:
+    """`("plugins", 2, "instanceId")` -> `plugins[2].instanceId`."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _problem(file: Path, prefix: tuple[int | str, ...], err: ErrorDetails) -> Problem:
+    loc = tuple(err["loc"])
+    named = [i for i, part in enumerate(loc) if isinstance(part, str)]
+    name = _json_path(loc[named[-1] :]) if named else "each entry of plugins"
+    template = _MESSAGES.get(err["type"])
+    message = template.replace("{f}", name) if template else f"{name}: {err['msg']}"
+    value = None if err["type"] == "missing" else _short(err["input"])
+    return Problem(file, _json_path(prefix + loc), message, value)
+
+
+def _fail(file: Path, message: str, json_path: str = "", value: str | None = None) -> SettingsError:
+    return SettingsError([Problem(file, json_path, message, value)])
+
+
+def _too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def freeze(value: Any) -> Any:
+    """Deep-freeze JSON data: dict -> MappingProxyType, list -> tuple."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def settings_path(workspace: Path) -> Path:
+    return workspace / ".scout" / "settings.json"
+
+
+def empty_settings(workspace: Path) -> EngineSettings:
+    return EngineSettings(
+        path=settings_path(workspace),
+        workspace=workspace,
+        instances=(),
+        plugin_dirs=(workspace / "plugins",),
+        timeouts=Timeouts(),
+        raw=MappingProxyType({}),
+    )
+
+
+def load_settings(workspace: Path, path: Path | None = None) -> EngineSettings:
+    """Read and parse the settings file; a missing file means no instances."""
+    path = settings_path(workspace) if path is None else path
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        return replace(empty_settings(workspace), path=path)
+    except OSError as exc:
+        raise _fail(path, f"cannot read file: {exc.strerror or exc}") from exc
+    return parse_settings(data, path=path, workspace=workspace)
+
+
+def _decode(data: bytes | str, path: Path) -> Any:
+    if len(data) > MAX_FILE_BYTES:
+        raise _fail(path, f"file is larger than {MAX_FILE_BYTES} bytes; refusing to parse it")
+    if isinstance(data, bytes):
+        bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+        try:
+            data = data[bom:].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            offset = exc.start + bom
+            raise _fail(path, f"file is not valid UTF-8 (bad byte at offset {offset})") from None
+    if not data.strip(" \t\r\n"):
+        raise _fail(path, "file is empty")
+    try:
+        parsed = json.loads(data)
+    except json.JSONDecodeError as exc:
+        msg = f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        raise _fail(path, msg) from None
+    except RecursionError:
+        raise _fail(path, f"JSON is nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # e.g. an integer with too many digits
+        raise _fail(path, f"invalid JSON: {exc}") from None
+    if _too_deep(parsed):
+        raise _fail(path, f"JSON is nested deeper than {MAX_DEPTH} levels")
+    return parsed
+
+
+def parse_settings(data: bytes | str, *, path: Path, workspace: Path) -> EngineSettings:
+    """Validate the settings file's content; raise SettingsError on file-level problems."""
+    parsed = _decode(data, path)
+    if not isinstance(parsed, dict):
+        kind = "a list" if isinstance(parsed, list) else _short(parsed)
+        raise _fail(path, f"top level must be a JSON object, not {kind}")
+    entries = parsed.get("plugins", [])
+    if not isinstance(entries, list):
+        raise _fail(path, "plugins must be a list of objects", "plugins", _short(entries))
+    try:
+        engine = EngineKeys.model_validate({k: v for k, v in parsed.items() if k != "plugins"})
+    except ValidationError as exc:
+        raise SettingsError([_problem(path, (), e) for e in exc.errors()]) from None
+
+    instances: list[InstanceConfig] = []
+    problems: list[Problem] = []
+    held: set[str] = set()
+    owners: dict[str, tuple[str, str]] = {}  # lower-case id -> (entry path, id as written)
+    for index, entry in enumerate(entries):
+        where = f"plugins[{index}]"
+        found: list[Problem] = []
+        model: PluginEntry | None = None
+        try:
+            model = PluginEntry.model_validate(entry)
+        except ValidationError as exc:
+            found = [_problem(path, ("plugins", index), e) for e in exc.errors()]
+        raw_id = entry.get("instanceId") if isinstance(entry, dict) else None
+        iid: str | None = raw_id if _is_valid_id(raw_id) else None
+        if iid is not None and iid.lower() in owners:
+            first_where, first_id = owners[iid.lower()]
+            message = (
+                f"duplicate instanceId {iid!r} (already used by {first_where} as {first_id!r}; "
+                "ids are compared ignoring case)"
+            )
+            found.append(Problem(path, f"{where}.instanceId", message, _short(iid)))
+            iid = None
+        elif iid is not None:
+            owners[iid.lower()] = (where, iid)
+        if found or model is None:
+            problems.extend(found)
+            if iid is not None:
+                held.add(iid)
+            continue
+        instances.append(
+            InstanceConfig(
+                instance_id=model.instance_id,
+                plugin_id=model.plugin_id,
+                enabled=model.enabled,
+                settings=copy.deepcopy(model.settings),
+                json_path=where,
+            )
+        )
+
+    t = engine.timeouts
+    return EngineSettings(
+        path=path,
+        workspace=workspace,
+        instances=tuple(instances),
+        plugin_dirs=tuple(workspace / d for d in engine.plugin_dirs),
+        timeouts=Timeouts(t.create, t.load, t.unload, t.event_handler),
+        raw=freeze(parsed),
+        problems=tuple(problems),
+        held_instance_ids=frozenset(held),
+    )

@@ -1,0 +1,54 @@
+"""Shared fixtures: a temporary workspace whose pluginDirs point at tests/fixtures/plugins."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from grambot.engine import Engine
+from grambot.settings import EngineSettings, load_settings
+
+FIXTURE_PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
+
+
+def entry(instance_id: str, plugin_id: str = "probe", enabled: bool = True, **settings: Any) -> dict[str, Any]:
+    return {"instanceId": instance_id, "pluginId": plugin_id, "enabled": enabled, "settings": settings}
+
+
+class Workspace:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.scout = root / ".scout"
+        self.scout.mkdir(parents=True, exist_ok=True)
+        self.settings_file = self.scout / "settings.json"
+
+    def write(self, plugins: list[dict[str, Any]], **engine_keys: Any) -> EngineSettings:
+        data = {"pluginDirs": [str(FIXTURE_PLUGINS)], "plugins": plugins, **engine_keys}
+        self.settings_file.write_text(json.dumps(data, indent=2))
+        return load_settings(self.root)
+
+    def data_dir(self, instance_id: str) -> Path:
+        return self.scout / "plugins" / instance_id
+
+    def calls(self, instance_id: str) -> list[str]:
+        log = self.data_dir(instance_id) / "calls.log"
+        return log.read_text().split() if log.exists() else []
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    return Workspace(tmp_path)
+
+
+@pytest.fixture
+async def engine(workspace: Workspace) -> AsyncIterator[Engine]:
+    eng = Engine(workspace.root, builtin_dir=None, entry_points=False)
+    await eng.event_engine.start()
+    try:
+        yield eng
+    finally:
+        await eng.stop(drain_deadline=1.0)

@@ -67,7 +67,9 @@ class CatalogError(_ProblemsError):
 class PluginNotFound(GrambotError):
     """An instance refers to a plugin id the catalog does not know."""
 
-    def __init__(self, plugin_id: str, instance_id: str | None = None, known: list[str] | None = None):
+    def __init__(
+        self, plugin_id: str, instance_id: str | None = None, known: list[str] | None = None
+    ):
         self.plugin_id = plugin_id
         self.instance_id = instance_id
         who = f"instance {instance_id!r}: " if instance_id else ""

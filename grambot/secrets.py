@@ -14,7 +14,10 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
 
 from grambot.errors import SecretsError
 
@@ -52,7 +55,7 @@ class FileSecretsStore:
         self.path = path
         self._lock_path = path.with_name(path.name + ".lock")
 
-    def _lock(self):  # type: ignore[no-untyped-def]
+    def _lock(self) -> BaseFileLock:
         from filelock import FileLock  # imported here: only commands touching secrets pay for it
 
         return FileLock(str(self._lock_path), timeout=10)
@@ -63,7 +66,9 @@ class FileSecretsStore:
         except FileNotFoundError:
             return {}
         except OSError as exc:
-            raise SecretsError(f"{self.path}: cannot read the secrets file: {exc.strerror}") from None
+            raise SecretsError(
+                f"{self.path}: cannot read the secrets file: {exc.strerror}"
+            ) from None
         mode = stat.S_IMODE(self.path.stat().st_mode)
         if mode & 0o077:
             raise SecretsError(
@@ -74,9 +79,12 @@ class FileSecretsStore:
             return {}
         try:
             data = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            where = f" at line {exc.lineno}, column {exc.colno}" if hasattr(exc, "lineno") else ""
-            raise SecretsError(f"{self.path}: not valid JSON{where}") from None
+        except json.JSONDecodeError as exc:
+            raise SecretsError(
+                f"{self.path}: not valid JSON at line {exc.lineno}, column {exc.colno}"
+            ) from None
+        except (ValueError, RecursionError):  # non-UTF-8 bytes, absurd nesting
+            raise SecretsError(f"{self.path}: not valid UTF-8 JSON") from None
         if not isinstance(data, dict):
             raise SecretsError(f"{self.path}: expected an object of instance ids at the top level")
         for instance_id, entries in data.items():

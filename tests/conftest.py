@@ -15,8 +15,15 @@ from grambot.settings import EngineSettings, load_settings
 FIXTURE_PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
 
 
-def entry(instance_id: str, plugin_id: str = "probe", enabled: bool = True, **settings: Any) -> dict[str, Any]:
-    return {"instanceId": instance_id, "pluginId": plugin_id, "enabled": enabled, "settings": settings}
+def entry(
+    instance_id: str, plugin_id: str = "probe", enabled: bool = True, **settings: Any
+) -> dict[str, Any]:
+    return {
+        "instanceId": instance_id,
+        "pluginId": plugin_id,
+        "enabled": enabled,
+        "settings": settings,
+    }
 
 
 class Workspace:

@@ -16,7 +16,10 @@ async def test_two_instances_of_one_plugin_each_see_their_own_module_globals(
     engine: Engine, workspace: Workspace
 ) -> None:
     await engine.apply(workspace.write([entry("a", "counter"), entry("b", "counter")]))
-    assert engine.manager.loaded_ids() == ["a", "b"] or set(engine.manager.loaded_ids()) == {"a", "b"}
+    assert engine.manager.loaded_ids() == ["a", "b"] or set(engine.manager.loaded_ids()) == {
+        "a",
+        "b",
+    }
     # "1 1": the entry module's COUNT and the sibling helper's LOADS are both per instance.
     assert (workspace.data_dir("a") / "count").read_text() == "1 1"
     assert (workspace.data_dir("b") / "count").read_text() == "1 1"
@@ -37,26 +40,36 @@ async def test_enable_then_disable_loads_then_unloads(engine: Engine, workspace:
     assert engine.manager.state_of("p") is None
 
 
-async def test_changing_one_of_many_reloads_only_that_one(engine: Engine, workspace: Workspace) -> None:
+async def test_changing_one_of_many_reloads_only_that_one(
+    engine: Engine, workspace: Workspace
+) -> None:
     ids = [f"i{n}" for n in range(10)]
     await engine.apply(workspace.write([entry(i, label="x") for i in ids]))
     changed = [entry(i, label="y" if i == "i3" else "x") for i in ids]
     await engine.apply(workspace.write(changed))
     for i in ids:
-        expected = ["create", "load", "unload", "create", "load"] if i == "i3" else ["create", "load"]
+        expected = (
+            ["create", "load", "unload", "create", "load"] if i == "i3" else ["create", "load"]
+        )
         assert workspace.calls(i) == expected, i
 
 
 async def test_key_order_and_reapplying_never_reload(engine: Engine, workspace: Workspace) -> None:
     await engine.apply(workspace.write([entry("p", label="x", tool_name="t1")]))
-    reordered = {"settings": {"tool_name": "t1", "label": "x"}, "enabled": True,
-                 "pluginId": "probe", "instanceId": "p"}
+    reordered = {
+        "settings": {"tool_name": "t1", "label": "x"},
+        "enabled": True,
+        "pluginId": "probe",
+        "instanceId": "p",
+    }
     await engine.apply(workspace.write([reordered]))
     await engine.apply(workspace.write([reordered]))
     assert workspace.calls("p") == ["create", "load"]
 
 
-async def test_unknown_plugin_fails_that_instance_only(engine: Engine, workspace: Workspace) -> None:
+async def test_unknown_plugin_fails_that_instance_only(
+    engine: Engine, workspace: Workspace
+) -> None:
     await engine.apply(workspace.write([entry("ghost", "no-such-plugin"), entry("ok")]))
     record = engine.manager.record("ghost")
     assert record is not None and record.state is InstanceState.FAILED
@@ -65,7 +78,9 @@ async def test_unknown_plugin_fails_that_instance_only(engine: Engine, workspace
     assert engine.manager.state_of("ok") is InstanceState.LOADED
 
 
-async def test_invalid_instance_settings_name_the_path(engine: Engine, workspace: Workspace) -> None:
+async def test_invalid_instance_settings_name_the_path(
+    engine: Engine, workspace: Workspace
+) -> None:
     await engine.apply(workspace.write([entry("ok"), entry("bad", fail_in="sometimes")]))
     record = engine.manager.record("bad")
     assert record is not None and record.failure is not None
@@ -80,9 +95,11 @@ async def test_invalid_instance_settings_name_the_path(engine: Engine, workspace
 async def test_failed_load_calls_unload_and_rolls_back_registrations(
     engine: Engine, workspace: Workspace, sync_stages: bool
 ) -> None:
-    await engine.apply(workspace.write(
-        [entry("bad", fail_in="load", tool_name="shared_tool", sync_stages=sync_stages)]
-    ))
+    await engine.apply(
+        workspace.write(
+            [entry("bad", fail_in="load", tool_name="shared_tool", sync_stages=sync_stages)]
+        )
+    )
     record = engine.manager.record("bad")
     assert record is not None and record.state is InstanceState.FAILED
     assert record.failure is not None and record.failure.stage == "load"
@@ -90,10 +107,14 @@ async def test_failed_load_calls_unload_and_rolls_back_registrations(
     assert workspace.calls("bad") == ["create", "load", "unload"]
     assert "shared_tool" not in engine.registries.tools
     # The tool name is free again for a healthy instance.
-    await engine.apply(workspace.write(
-        [entry("bad", fail_in="load", tool_name="shared_tool", sync_stages=sync_stages),
-         entry("good", tool_name="shared_tool")]
-    ))
+    await engine.apply(
+        workspace.write(
+            [
+                entry("bad", fail_in="load", tool_name="shared_tool", sync_stages=sync_stages),
+                entry("good", tool_name="shared_tool"),
+            ]
+        )
+    )
     assert engine.registries.tools.owner_of("shared_tool") == "good"
 
 
@@ -105,11 +126,13 @@ async def test_failed_create_does_not_call_unload(engine: Engine, workspace: Wor
     assert workspace.calls("bad") == ["create"]
 
 
-async def test_registration_conflict_names_both_instances(engine: Engine, workspace: Workspace) -> None:
+async def test_registration_conflict_names_both_instances(
+    engine: Engine, workspace: Workspace
+) -> None:
     await engine.apply(workspace.write([entry("first", tool_name="search")]))
-    await engine.apply(workspace.write(
-        [entry("first", tool_name="search"), entry("second", tool_name="search")]
-    ))
+    await engine.apply(
+        workspace.write([entry("first", tool_name="search"), entry("second", tool_name="search")])
+    )
     record = engine.manager.record("second")
     assert record is not None and record.failure is not None
     assert "'second'" in record.failure.message and "'first'" in record.failure.message
@@ -132,9 +155,14 @@ async def test_instance_cannot_unregister_another_instances_registration(
     assert engine.registries.tools.owner_of("mine") == "owner"
 
 
-@pytest.mark.parametrize(("stage", "sync_stages"), [
-    ("create", True), ("load", False), ("load", True),
-])
+@pytest.mark.parametrize(
+    ("stage", "sync_stages"),
+    [
+        ("create", True),
+        ("load", False),
+        ("load", True),
+    ],
+)
 async def test_hanging_stage_times_out_and_nothing_waits_on_it(
     engine: Engine, workspace: Workspace, stage: str, sync_stages: bool
 ) -> None:
@@ -154,9 +182,12 @@ async def test_hanging_stage_times_out_and_nothing_waits_on_it(
     assert engine.manager.state_of("ok") is InstanceState.LOADED
 
 
-async def test_hanging_unload_does_not_block_the_reconcile(engine: Engine, workspace: Workspace) -> None:
-    await engine.apply(workspace.write([entry("h", hang_in="unload", tool_name="t")],
-                                       timeouts={"unload": 0.3}))
+async def test_hanging_unload_does_not_block_the_reconcile(
+    engine: Engine, workspace: Workspace
+) -> None:
+    await engine.apply(
+        workspace.write([entry("h", hang_in="unload", tool_name="t")], timeouts={"unload": 0.3})
+    )
     assert engine.manager.state_of("h") is InstanceState.LOADED
     await engine.apply(workspace.write([], timeouts={"unload": 0.3}))
     assert engine.manager.state_of("h") is None
@@ -173,9 +204,13 @@ async def test_concurrent_reconciles_never_load_an_instance_twice(
         assert workspace.calls(f"c{n}") == ["create", "load"]
 
 
-async def test_events_emitted_by_a_plugin_reach_handlers(engine: Engine, workspace: Workspace) -> None:
+async def test_events_emitted_by_a_plugin_reach_handlers(
+    engine: Engine, workspace: Workspace
+) -> None:
     seen: list[tuple[str, str, object]] = []
-    engine.event_engine.register("probe.hello", lambda ev: seen.append((ev.instance_id, ev.type, ev.payload)))
+    engine.event_engine.register(
+        "probe.hello", lambda ev: seen.append((ev.instance_id, ev.type, ev.payload))
+    )
     await engine.apply(workspace.write([entry("e", emit_on_load="probe.hello", label="hi")]))
     for _ in range(50):
         if seen:
@@ -189,13 +224,16 @@ async def test_failure_is_logged_with_the_instance_name(
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="grambot"):
         await engine.apply(workspace.write([entry("loud", fail_in="create")]))
-    assert any("instance loud (plugin probe) failed at create" in r.getMessage() for r in caplog.records)
+    assert any(
+        "instance loud (plugin probe) failed at create" in r.getMessage() for r in caplog.records
+    )
 
 
 async def test_secret_values_are_redacted_from_errors(engine: Engine, workspace: Workspace) -> None:
     engine.secrets.set("leaky", "token", "s3cr3t-value")
-    # The probe's failure message does not contain the secret; build one that does via settings label.
-    await engine.apply(workspace.write([entry("leaky", fail_in="create")]))
+    # The probe quotes its label in its error: make the label the secret value.
+    await engine.apply(workspace.write([entry("leaky", fail_in="create", label="s3cr3t-value")]))
     record = engine.manager.record("leaky")
     assert record is not None and record.failure is not None
+    assert "probe asked to fail in create ***" in record.failure.message
     assert "s3cr3t-value" not in record.failure.message + record.failure.details

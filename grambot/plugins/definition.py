@@ -46,10 +46,11 @@ def read_definition(module: ModuleType) -> Plugin:
     schema = getattr(source, "settings_schema", None) or NoSettings
     if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
         raise DefinitionError(
-            f"{module.__file__}: `settings_schema` must be a pydantic model class, "
-            f"got {schema!r}"
+            f"{module.__file__}: `settings_schema` must be a pydantic model class, got {schema!r}"
         )
-    return Plugin(create=create, settings_schema=schema, onboarding=getattr(source, "onboarding", None))
+    return Plugin(
+        create=create, settings_schema=schema, onboarding=getattr(source, "onboarding", None)
+    )
 
 
 def validate_settings(schema: type[BaseModel], settings: dict[str, Any], where: str) -> Any:

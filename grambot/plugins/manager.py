@@ -38,7 +38,7 @@ from grambot.plugins.definition import (
 )
 from grambot.plugins.events import PluginEventQueue
 from grambot.plugins.loader import PluginNamespace
-from grambot.plugins.registrar import PluginRegistrar
+from grambot.plugins.registrar import KINDS, PluginRegistrar
 from grambot.plugins.stages import (
     InstanceTasks,
     install_task_tracking,
@@ -122,9 +122,6 @@ class InstanceStatus:
 
 def iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat()
-
-
-_EMPTY_REGISTRATIONS = {"connectors": [], "inference": [], "tools": [], "images": []}
 
 
 class PluginManager:
@@ -216,15 +213,17 @@ class PluginManager:
 
         starting: list[InstanceConfig] = []
         for config in settings.instances:
-            record = self._records.get(config.instance_id)
+            current = self._records.get(config.instance_id)
             if not config.enabled:
                 self._records[config.instance_id] = InstanceRecord(config, InstanceState.DISABLED)
-            elif record is None or record.state is InstanceState.DISABLED or _differs(
-                record.config, config
+            elif (
+                current is None
+                or current.state is InstanceState.DISABLED
+                or _differs(current.config, config)
             ):
                 starting.append(config)
             else:
-                record.config = config  # equal as data; keep the running instance
+                current.config = config  # equal as data; keep the running instance
         self._changed()
         if starting:
             await asyncio.gather(*(self._load(config) for config in starting))
@@ -251,11 +250,17 @@ class PluginManager:
             record.live = live
             timeouts = self.timeouts
 
-            async def stage_call(name: str, fn: Callable[..., Any], *args: Any, limit: float) -> Any:
+            async def stage_call(
+                name: str, fn: Callable[..., Any], *args: Any, limit: float
+            ) -> Any:
                 nonlocal stage
                 stage = name
                 return await run_stage(
-                    fn, *args, instance_id=instance_id, stage=name, timeout=limit,
+                    fn,
+                    *args,
+                    instance_id=instance_id,
+                    stage=name,
+                    timeout=limit,
                     context=live.context,
                 )
 
@@ -314,8 +319,9 @@ class PluginManager:
         self._set(record, InstanceState.UNLOADING)
         await self._teardown(record, call_unload=True)
         self._set(record, InstanceState.DISABLED)
-        logger.info("instance %s (plugin %s) unloaded", record.config.instance_id,
-                    record.config.plugin_id)
+        logger.info(
+            "instance %s (plugin %s) unloaded", record.config.instance_id, record.config.plugin_id
+        )
 
     async def _teardown(self, record: InstanceRecord, *, call_unload: bool) -> None:
         live = record.live
@@ -325,25 +331,38 @@ class PluginManager:
         unload = getattr(live.plugin_object, "unload", None) if call_unload else None
         if callable(unload):
             try:
-                await run_stage(unload, instance_id=instance_id, stage="unload",
-                                timeout=self.timeouts.unload, context=live.context)
+                await run_stage(
+                    unload,
+                    instance_id=instance_id,
+                    stage="unload",
+                    timeout=self.timeouts.unload,
+                    context=live.context,
+                )
             except Exception as exc:  # an unload failure must not keep the instance half-alive
-                logger.error("instance %s: unload failed: %s", instance_id,
-                             self._redact(instance_id, _describe(exc)))
+                logger.error(
+                    "instance %s: unload failed: %s",
+                    instance_id,
+                    self._redact(instance_id, _describe(exc)),
+                )
         try:
             live.registrar.clear()
         except RegistrationError as exc:
             logger.error("instance %s: %s", instance_id, exc)
         leftover = await live.tasks.cancel_all(grace=min(1.0, self.timeouts.unload))
         if leftover:
-            logger.warning("instance %s: tasks still running after cancellation: %s",
-                           instance_id, ", ".join(leftover))
+            logger.warning(
+                "instance %s: tasks still running after cancellation: %s",
+                instance_id,
+                ", ".join(leftover),
+            )
         live.namespace.unload()
         record.live = None
 
     # -- state ---------------------------------------------------------------------------------
 
-    def _set(self, record: InstanceRecord, state: InstanceState, failure: Failure | None = None) -> None:
+    def _set(
+        self, record: InstanceRecord, state: InstanceState, failure: Failure | None = None
+    ) -> None:
         record.state = state
         record.failure = failure
         record.since = time.time()
@@ -359,8 +378,7 @@ class PluginManager:
     def _status(self, record: InstanceRecord) -> InstanceStatus:
         live = record.live
         registrations = (
-            live.registrar.registrations() if live is not None
-            else {k: list(v) for k, v in _EMPTY_REGISTRATIONS.items()}
+            live.registrar.registrations() if live is not None else {kind: [] for kind in KINDS}
         )
         return InstanceStatus(
             instance_id=record.config.instance_id,
@@ -388,8 +406,9 @@ class PluginManager:
         if stage == "import":
             return Failure("import-error", stage, message, recoverable=False, details=details)
         if isinstance(exc, RegistrationError):
-            return Failure("registration-conflict", stage, message, recoverable=True,
-                           details=details)
+            return Failure(
+                "registration-conflict", stage, message, recoverable=True, details=details
+            )
         return Failure(f"{stage}-error", stage, message, recoverable=True, details=details)
 
     def _redact(self, instance_id: str, text: str) -> str:

@@ -80,8 +80,12 @@ class PluginRegistrar:
 
     def _registry_map(self) -> dict[str, Registry[Any]]:
         r = self._registries
-        return {"connectors": r.connectors, "inference": r.inference, "tools": r.tools,
-                "images": r.images}
+        return {
+            "connectors": r.connectors,
+            "inference": r.inference,
+            "tools": r.tools,
+            "images": r.images,
+        }
 
     def _add(self, kind: str, registry: Registry[Any], key: str | None, item: Any) -> str:
         key = key or self.instance_id
@@ -102,6 +106,4 @@ class PluginRegistrar:
 
 def _check(item: Any, protocol: type, what: str, needs: str) -> None:
     if not isinstance(item, protocol):
-        raise RegistrationError(
-            f"{type(item).__name__} is not a {what}: a {what} needs {needs}"
-        )
+        raise RegistrationError(f"{type(item).__name__} is not a {what}: a {what} needs {needs}")

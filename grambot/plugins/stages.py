@@ -13,6 +13,7 @@ cancel what the plugin left running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import itertools
@@ -86,11 +87,15 @@ def install_task_tracking(loop: asyncio.AbstractEventLoop) -> None:
         return task
 
     factory._grambot_tracking = True  # type: ignore[attr-defined]
-    loop.set_task_factory(factory)  # type: ignore[arg-type]
+    loop.set_task_factory(factory)
 
 
 class _WorkerPool:
-    """Daemon threads for sync plugin code; a hung call only costs its own thread."""
+    """Daemon threads for sync plugin code; a hung call only costs its own thread.
+
+    Jobs always travel through the queue (never as Thread args, which a Thread keeps until it
+    exits), so a finished job, and the plugin objects it returned, is not pinned by a worker.
+    """
 
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -102,16 +107,17 @@ class _WorkerPool:
         with self._lock:
             spawn = self._idle == 0
             if not spawn:
-                self._idle -= 1
+                self._idle -= 1  # reserve an idle worker for this job
+        self._jobs.put(job)
         if spawn:
             name = f"grambot-stage-{next(self._names)}"
-            threading.Thread(target=self._work, args=(job,), name=name, daemon=True).start()
-        else:
-            self._jobs.put(job)
+            threading.Thread(target=self._work, name=name, daemon=True).start()
 
-    def _work(self, job: Callable[[], None]) -> None:
-        while True:
+    def _work(self) -> None:
+        job: Callable[[], None] | None = self._jobs.get()
+        while job is not None:
             job()
+            job = None  # do not pin the finished job while parked
             with self._lock:
                 self._idle += 1
             try:
@@ -207,10 +213,9 @@ async def _call_in_thread(
             outcome = (False, exc)
         except BaseException as exc:  # SystemExit in a plugin must not stop the engine
             outcome = (False, RuntimeError(f"plugin raised {type(exc).__name__}"))
-        try:
+        # If the loop closed while this stage hung, nobody is waiting for the outcome.
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(settle, *outcome)
-        except RuntimeError:  # the loop closed while this stage hung: nobody is waiting
-            pass
 
     _POOL.submit(job)
     try:

@@ -1,0 +1,75 @@
+"""`grambot run` as a real subprocess on a temporary workspace."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import FIXTURE_PLUGINS
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _wait_for(path: Path, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _start(workspace: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "grambot", "run", "--workspace", str(workspace)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def test_run_loads_then_unloads_on_sigterm_and_exits_zero(tmp_path: Path) -> None:
+    scout = tmp_path / ".scout"
+    scout.mkdir()
+    (scout / "settings.json").write_text(json.dumps({
+        "pluginDirs": [str(FIXTURE_PLUGINS)],
+        "plugins": [
+            {"instanceId": "m1", "pluginId": "marker", "enabled": True, "settings": {}},
+            {"instanceId": "broken", "pluginId": "probe", "enabled": True,
+             "settings": {"fail_in": "load"}},
+        ],
+    }))
+    proc = _start(tmp_path)
+    try:
+        assert _wait_for(scout / "plugins" / "m1" / "loaded"), "instance never loaded"
+        assert not (scout / "plugins" / "m1" / "unloaded").exists()
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, output
+    assert (scout / "plugins" / "m1" / "unloaded").exists()
+    assert "instance broken (plugin probe) failed at load" in output
+    assert "grambot ready" in output
+
+
+def test_run_on_the_shipped_example_workspace(tmp_path: Path) -> None:
+    proc = _start(REPO)
+    try:
+        deadline = time.monotonic() + 15
+        seen = ""
+        assert proc.stdout is not None
+        while time.monotonic() < deadline and "grambot ready" not in seen:
+            seen += proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+    assert "grambot ready" in seen, seen
+    assert proc.returncode == 0, seen + rest

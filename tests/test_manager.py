@@ -237,3 +237,17 @@ async def test_secret_values_are_redacted_from_errors(engine: Engine, workspace:
     assert record is not None and record.failure is not None
     assert "probe asked to fail in create ***" in record.failure.message
     assert "s3cr3t-value" not in record.failure.message + record.failure.details
+
+
+async def test_an_entry_that_becomes_invalid_keeps_its_instance_running(
+    engine: Engine, workspace: Workspace
+) -> None:
+    await engine.apply(workspace.write([entry("keep", label="a"), entry("other")]))
+    broken = entry("keep", label="a")
+    broken["enabled"] = "yes"  # invalid: not a boolean
+    settings = workspace.write([broken])
+    assert "keep" in settings.held_instance_ids and settings.problems
+    await engine.apply(settings)
+    assert engine.manager.state_of("keep") is InstanceState.LOADED
+    assert engine.manager.state_of("other") is None  # removed: it is gone from the valid file
+    assert workspace.calls("keep") == ["create", "load"]

@@ -37,14 +37,22 @@ def _start(workspace: Path) -> subprocess.Popen[str]:
 def test_run_loads_then_unloads_on_sigterm_and_exits_zero(tmp_path: Path) -> None:
     scout = tmp_path / ".scout"
     scout.mkdir()
-    (scout / "settings.json").write_text(json.dumps({
-        "pluginDirs": [str(FIXTURE_PLUGINS)],
-        "plugins": [
-            {"instanceId": "m1", "pluginId": "marker", "enabled": True, "settings": {}},
-            {"instanceId": "broken", "pluginId": "probe", "enabled": True,
-             "settings": {"fail_in": "load"}},
-        ],
-    }))
+    (scout / "settings.json").write_text(
+        json.dumps(
+            {
+                "pluginDirs": [str(FIXTURE_PLUGINS)],
+                "plugins": [
+                    {"instanceId": "m1", "pluginId": "marker", "enabled": True, "settings": {}},
+                    {
+                        "instanceId": "broken",
+                        "pluginId": "probe",
+                        "enabled": True,
+                        "settings": {"fail_in": "load"},
+                    },
+                ],
+            }
+        )
+    )
     proc = _start(tmp_path)
     try:
         assert _wait_for(scout / "plugins" / "m1" / "loaded"), "instance never loaded"

@@ -48,7 +48,7 @@ def test_world_readable_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "secrets.json"
     path.write_text('{"a": {"k": "v"}}')
     os.chmod(path, 0o644)
-    with pytest.raises(SecretsError, match="readable by others.*chmod 600"):
+    with pytest.raises(SecretsError, match=r"readable by others.*chmod 600"):
         FileSecretsStore(path).get("a", "k")
 
 

@@ -215,7 +215,12 @@ class PluginManager:
         for config in settings.instances:
             current = self._records.get(config.instance_id)
             if not config.enabled:
-                self._records[config.instance_id] = InstanceRecord(config, InstanceState.DISABLED)
+                if current is not None and current.state is InstanceState.DISABLED:
+                    current.config = config  # still disabled: keep its `since`
+                else:
+                    self._records[config.instance_id] = InstanceRecord(
+                        config, InstanceState.DISABLED
+                    )
             elif (
                 current is None
                 or current.state is InstanceState.DISABLED

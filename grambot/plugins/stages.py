@@ -186,6 +186,11 @@ async def _guard(awaitable: Awaitable[Any]) -> Any:
         raise RuntimeError(f"plugin raised {type(exc).__name__}") from None
 
 
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():  # it may have timed out meanwhile
+        future.set_result(None)
+
+
 async def _call_in_thread(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
@@ -195,31 +200,30 @@ async def _call_in_thread(
     context: contextvars.Context,
 ) -> Any:
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-
-    def settle(ok: bool, value: Any) -> None:
-        if future.done():
-            return
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
+    done: asyncio.Future[None] = loop.create_future()
+    # The worker takes the call out of `handoff` and leaves the outcome in `box`, where this
+    # side takes it. So a worker that still holds the job afterwards (it may not be scheduled
+    # for a while) pins nothing of the plugin: not its function, arguments, nor its result.
+    handoff: list[Any] = [fn, args]
+    box: list[tuple[bool, Any]] = []
 
     def job() -> None:
-        outcome: tuple[bool, Any]
+        call, call_args = handoff
+        handoff.clear()
         try:
-            outcome = (True, context.run(fn, *args))
+            box.append((True, context.run(call, *call_args)))
         except Exception as exc:
-            outcome = (False, exc)
+            box.append((False, exc))
         except BaseException as exc:  # SystemExit in a plugin must not stop the engine
-            outcome = (False, RuntimeError(f"plugin raised {type(exc).__name__}"))
+            box.append((False, RuntimeError(f"plugin raised {type(exc).__name__}")))
+        del call, call_args
         # If the loop closed while this stage hung, nobody is waiting for the outcome.
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, *outcome)
+            loop.call_soon_threadsafe(_wake, done)
 
     _POOL.submit(job)
     try:
-        return await asyncio.wait_for(future, timeout)
+        await asyncio.wait_for(done, timeout)
     except TimeoutError:
         logger.warning(
             "instance %s: %s timed out after %s s; its thread is abandoned (threads cannot be "
@@ -229,3 +233,7 @@ async def _call_in_thread(
             f"{timeout:g}",
         )
         raise StageTimeout(instance_id, stage, timeout) from None
+    ok, value = box.pop()
+    if ok:
+        return value
+    raise value

@@ -140,26 +140,45 @@ async def run_stage(
     stage: str,
     timeout: float,
     context: contextvars.Context,
+    timeout_ms: int | None = None,
 ) -> Any:
     """Call `fn(*args)` (sync or async) as `stage` of `instance_id` within `timeout` seconds.
 
-    Raises StageTimeout on expiry; exceptions of `fn` propagate unchanged.
+    Raises StageTimeout on expiry ("timed out after N ms" when `timeout_ms` says the deadline
+    came from a millisecond value); exceptions of `fn` propagate unchanged.
     """
     deadline = time.monotonic() + timeout
+    limit = _Limit(timeout, timeout_ms)
     if inspect.iscoroutinefunction(fn):
-        result = await _await_in_context(fn(*args), instance_id, stage, timeout, deadline, context)
+        result = await _await_in_context(fn(*args), instance_id, stage, limit, deadline, context)
         return result
-    result = await _call_in_thread(fn, args, instance_id, stage, timeout, context)
+    result = await _call_in_thread(fn, args, instance_id, stage, limit, context)
     if inspect.isawaitable(result):
-        result = await _await_in_context(result, instance_id, stage, timeout, deadline, context)
+        result = await _await_in_context(result, instance_id, stage, limit, deadline, context)
     return result
+
+
+class _Limit:
+    """A stage's deadline as given: seconds, and the milliseconds it came from (if any)."""
+
+    __slots__ = ("ms", "seconds")
+
+    def __init__(self, seconds: float, ms: int | None) -> None:
+        self.seconds = seconds
+        self.ms = ms
+
+    def __str__(self) -> str:
+        return f"{self.ms} ms" if self.ms is not None else f"{self.seconds:g} s"
+
+    def expired(self, instance_id: str, stage: str) -> StageTimeout:
+        return StageTimeout(instance_id, stage, self.seconds, ms=self.ms)
 
 
 async def _await_in_context(
     awaitable: Awaitable[Any],
     instance_id: str,
     stage: str,
-    timeout: float,
+    limit: _Limit,
     deadline: float,
     context: contextvars.Context,
 ) -> Any:
@@ -172,8 +191,10 @@ async def _await_in_context(
         raise
     if not done:
         task.cancel()
-        logger.warning("instance %s: %s timed out; its task was cancelled", instance_id, stage)
-        raise StageTimeout(instance_id, stage, timeout)
+        logger.warning(
+            "instance %s: %s timed out after %s; its task was cancelled", instance_id, stage, limit
+        )
+        raise limit.expired(instance_id, stage)
     return task.result()
 
 
@@ -191,7 +212,7 @@ async def _call_in_thread(
     args: tuple[Any, ...],
     instance_id: str,
     stage: str,
-    timeout: float,
+    limit: _Limit,
     context: contextvars.Context,
 ) -> Any:
     loop = asyncio.get_running_loop()
@@ -219,13 +240,13 @@ async def _call_in_thread(
 
     _POOL.submit(job)
     try:
-        return await asyncio.wait_for(future, timeout)
+        return await asyncio.wait_for(future, limit.seconds)
     except TimeoutError:
         logger.warning(
-            "instance %s: %s timed out after %s s; its thread is abandoned (threads cannot be "
+            "instance %s: %s timed out after %s; its thread is abandoned (threads cannot be "
             "killed) and keeps running in the background",
             instance_id,
             stage,
-            f"{timeout:g}",
+            limit,
         )
-        raise StageTimeout(instance_id, stage, timeout) from None
+        raise limit.expired(instance_id, stage) from None

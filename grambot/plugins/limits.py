@@ -15,6 +15,7 @@ A deadline that came from a millisecond value expires with "timed out after N ms
 from __future__ import annotations
 
 import contextvars
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,12 @@ def plugin_deadlines(
         ms, source = timeouts.override_ms, "engine"
     if ms is None and descriptor is not None:
         ms, source = descriptor.timeout_ms, "manifest"
+    return _deadlines(timeouts, ms, source if ms is not None else "default")
+
+
+@functools.lru_cache(maxsize=64)
+def _deadlines(timeouts: Timeouts, ms: int | None, source: str) -> PluginDeadlines:
+    # Memoized: a thousand instances share a handful of (immutable) deadline sets.
     if ms is not None:
         one = Deadline.from_ms(ms)
         return PluginDeadlines(one, one, one, one, one, source)
@@ -80,7 +87,7 @@ def plugin_deadlines(
         unload=Deadline(timeouts.unload),
         tool=summit,
         execute=summit,
-        source="default",
+        source=source,
     )
 
 

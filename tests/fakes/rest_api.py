@@ -60,7 +60,9 @@ def fake_rest_api() -> Iterator[FakeRestApi]:
     server.daemon_threads = True
     api = FakeRestApi(server)
     ref.append(api)
-    thread = threading.Thread(target=server.serve_forever, name="fake-rest-api", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.02,), name="fake-rest-api", daemon=True
+    )
     thread.start()
     try:
         yield api

@@ -218,7 +218,16 @@ async def _call_in_thread(
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
 
-    def settle(ok: bool, value: Any) -> None:
+    # The worker thread may hold `job` (and its frame) for a moment after the loop has the
+    # outcome: the call and its outcome travel in one-shot boxes that are emptied on use, so
+    # the worker never pins plugin objects (an unloaded instance stays collectable).
+    call: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [(fn, args)]
+    del fn, args
+    waiting = [future]  # settle() reaches the future (which will hold the result) only once
+
+    def settle(box: list[tuple[bool, Any]]) -> None:
+        ok, value = box.pop()
+        future = waiting.pop()
         if future.done():
             return
         if ok:
@@ -228,15 +237,19 @@ async def _call_in_thread(
 
     def job() -> None:
         outcome: tuple[bool, Any]
+        target, arguments = call.pop()
         try:
-            outcome = (True, context.run(fn, *args))
+            outcome = (True, context.run(target, *arguments))
         except Exception as exc:
             outcome = (False, exc)
         except BaseException as exc:  # SystemExit in a plugin must not stop the engine
             outcome = (False, RuntimeError(f"plugin raised {type(exc).__name__}"))
+        del target, arguments
+        box = [outcome]
+        del outcome
         # If the loop closed while this stage hung, nobody is waiting for the outcome.
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, *outcome)
+            loop.call_soon_threadsafe(settle, box)
 
     _POOL.submit(job)
     try:

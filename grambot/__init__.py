@@ -46,6 +46,8 @@ _EXPORTS: dict[str, str] = {
     "RegistrationError": "grambot.errors",
     "RegistrationConflict": "grambot.errors",
     "SecretsError": "grambot.errors",
+    "AccessDenied": "grambot.errors",
+    "PluginImportDenied": "grambot.errors",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -66,8 +68,10 @@ def __dir__() -> list[str]:
 
 if _TYPE_CHECKING:
     from grambot.errors import (
+        AccessDenied,
         DescriptorError,
         GrambotError,
+        PluginImportDenied,
         PluginLoadError,
         PluginNotFound,
         RegistrationConflict,

@@ -49,5 +49,9 @@ def run(workspace: Path, log_level: str) -> None:
     sys.exit(asyncio.run(run_engine(workspace)))
 
 
+from grambot.cli_run_plugin import run_plugin_command  # noqa: E402  (issue 5: Summit's runPlugin)
+
+main.add_command(run_plugin_command)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from grambot.errors import SettingsError
 from grambot.plugins.catalog import PluginCatalog, builtin_plugins_dir
+from grambot.plugins.context import MemoryCache
+from grambot.plugins.custom import CustomPlugins, apply_custom_plugins, check_timeout_ms
+from grambot.plugins.descriptor import PluginDescriptor
 from grambot.plugins.event_engine import PluginEventEngine
 from grambot.plugins.events import PluginEventQueue
 from grambot.plugins.manager import PluginManager
@@ -39,12 +43,15 @@ class Engine:
         self.queue = PluginEventQueue()
         self.event_engine = PluginEventEngine(self.queue)
         self.secrets = secrets or FileSecretsStore(self.scout_dir / "secrets.json")
+        self.cache = MemoryCache()
+        self.custom_plugins: list[CustomPlugins] = []
         self.manager = PluginManager(
             catalog=self.catalog,
             events=self.queue,
             registries=self.registries,
             secrets=self.secrets,
             data_root=self.scout_dir / "plugins",
+            cache=self.cache,
         )
 
     def read_settings(self) -> EngineSettings:
@@ -60,8 +67,47 @@ class Engine:
         )
         for problem in catalog.problems:
             logger.error("plugin catalog: %s", problem)
+        overrides: dict[str, int] = {}
+        for custom in self.custom_plugins:
+            apply_custom_plugins(catalog, overrides, custom, settings.plugin_dirs)
         self.catalog = catalog
         self.manager.catalog = catalog
+        self.manager.timeout_overrides = overrides
+
+    def ensure_catalog(self) -> None:
+        """Build the catalog from settings.json if it was never built (before `start`)."""
+        if self.catalog.ids():
+            return
+        try:
+            self.settings = self.read_settings()
+        except SettingsError as exc:
+            logger.error("cannot use the settings file; using the default pluginDirs:\n%s", exc)
+        self.rescan(self.settings)
+
+    def register_custom_plugins(
+        self, directory: Path | None = None, timeout_ms: int | None = None
+    ) -> list[PluginDescriptor]:
+        """Add every plugin folder beneath `directory` (default: `pluginDirs`) to the catalog,
+        with an optional deadline override in ms for them; returns the plugins found.
+
+        Bad manifests are logged and kept in `catalog.problems`. See grambot.plugins.custom.
+        """
+        custom = CustomPlugins(
+            Path(directory).resolve() if directory is not None else None,
+            check_timeout_ms(timeout_ms),
+        )
+        self.ensure_catalog()
+        self.custom_plugins.append(custom)
+        return apply_custom_plugins(
+            self.catalog, self.manager.timeout_overrides, custom, self.settings.plugin_dirs
+        )
+
+    async def run_plugin(self, name: str, inputs: Any, config: Any = None) -> Any:
+        """Run the execute-style plugin `name` once on demand and return its result (Summit's
+        `runPlugin`); raises what went wrong. See grambot.plugins.execute."""
+        from grambot.plugins.execute import run_plugin
+
+        return await run_plugin(self, name, inputs, config)
 
     async def apply(self, settings: EngineSettings) -> None:
         """Make the running instances match `settings` (valid entries; bad ones are logged)."""

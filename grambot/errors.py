@@ -9,7 +9,12 @@
     │   └── StageTimeout         a plugin stage ran past its deadline
     ├── RegistrationError        a registration was refused
     │   └── RegistrationConflict another instance owns that key
-    └── SecretsError             the secrets store cannot be read or written
+    ├── SecretsError             the secrets store cannot be read or written
+    └── AccessDenied             a plugin asked for an env variable or a vault path its
+                                 manifest does not allow
+
+A module import refused by a manifest's `allowedModules` raises `PluginImportDenied`, an
+`ImportError` (what importing code expects), not a GrambotError.
 
 Every error names what it is about (file, JSON path, instance, plugin, value) in its message,
 and keeps those names as attributes so callers never have to parse the text.
@@ -89,11 +94,13 @@ class PluginLoadError(GrambotError):
 class StageTimeout(PluginLoadError):
     """A plugin stage ran past its deadline and was abandoned."""
 
-    def __init__(self, instance_id: str, stage: str, seconds: float) -> None:
+    def __init__(
+        self, instance_id: str, stage: str, seconds: float, *, ms: int | None = None
+    ) -> None:
         self.seconds = seconds
-        GrambotError.__init__(
-            self, f"instance {instance_id!r}: {stage} timed out after {format_seconds(seconds)}"
-        )
+        self.ms = ms  # set when the deadline came from a millisecond value (timeoutMs)
+        after = f"{ms} ms" if ms is not None else format_seconds(seconds)
+        GrambotError.__init__(self, f"instance {instance_id!r}: {stage} timed out after {after}")
         self.instance_id = instance_id
         self.stage = stage
 
@@ -118,6 +125,22 @@ class RegistrationConflict(RegistrationError):
 
 class SecretsError(GrambotError):
     """The secrets store cannot be read or written."""
+
+
+class AccessDenied(GrambotError):
+    """A plugin read an env variable or vault path its manifest does not allow.
+
+    `what` is `"env"` or `"vault"`, `name` the variable or path refused.
+    """
+
+    def __init__(self, what: str, name: str, message: str) -> None:
+        self.what = what
+        self.name = name
+        super().__init__(message)
+
+
+class PluginImportDenied(ImportError):
+    """A plugin module imported a module its manifest's `allowedModules` does not list."""
 
 
 def format_seconds(seconds: float) -> str:

@@ -62,12 +62,17 @@ class InstanceConfig:
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Stage deadlines in seconds, all > 0."""
+    """Stage deadlines in seconds, all > 0, and the engine-wide plugin override.
+
+    `override_ms` (`timeouts.overrideMs`), when set, is the deadline of every stage, tool
+    execution and execute run of every plugin, over any manifest's `timeoutMs`.
+    """
 
     create: float = 30.0
     load: float = 30.0
     unload: float = 10.0
     event_handler: float = 30.0
+    override_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,9 @@ class TimeoutsModel(BaseModel):
     load: _Seconds = 30.0
     unload: _Seconds = 10.0
     event_handler: _Seconds = Field(default=30.0, alias="eventHandler")
+    override_ms: Annotated[int, Field(gt=0, strict=True)] | None = Field(
+        default=None, alias="overrideMs"
+    )
 
 
 class EngineKeys(BaseModel):
@@ -139,6 +147,7 @@ _MESSAGES = {
     "model_attributes_type": "{f} must be an object",
     "list_type": "{f} must be a list",
     "float_type": "{f} must be a number",
+    "int_type": "{f} must be an integer",
     "greater_than": "{f} must be a number greater than 0",
     "finite_number": "{f} must be a finite number",
     "id_pattern": "{f} " + _ID_RULE,
@@ -306,7 +315,7 @@ def parse_settings(data: bytes | str, *, path: Path, workspace: Path) -> EngineS
         workspace=workspace,
         instances=tuple(instances),
         plugin_dirs=tuple(workspace / d for d in engine.plugin_dirs),
-        timeouts=Timeouts(t.create, t.load, t.unload, t.event_handler),
+        timeouts=Timeouts(t.create, t.load, t.unload, t.event_handler, t.override_ms),
         raw=freeze(parsed),
         problems=tuple(problems),
         held_instance_ids=frozenset(held),

@@ -11,6 +11,10 @@ from typing import TYPE_CHECKING, Any
 from grambot.plugins.loader import instance_logger_name
 
 if TYPE_CHECKING:
+    import httpx
+
+    from grambot.plugins.context import InstanceCache, InstanceEnv, InstanceVault, PluginRuntime
+    from grambot.plugins.descriptor import PluginDescriptor
     from grambot.plugins.events import PluginEvent, PluginEventQueue
     from grambot.plugins.registrar import PluginRegistrar
     from grambot.secrets import InstanceSecrets
@@ -42,6 +46,7 @@ class PluginApi:
 
     __slots__ = (
         "_logger",
+        "_runtime",
         "data_dir",
         "engine_settings",
         "events",
@@ -61,6 +66,7 @@ class PluginApi:
         secrets: InstanceSecrets,
         events: InstanceEvents,
         data_dir: Path,
+        runtime: PluginRuntime | None = None,
     ) -> None:
         self.instance = instance
         self.settings = settings
@@ -70,6 +76,7 @@ class PluginApi:
         self.events = events
         self.data_dir = data_dir
         self._logger: logging.Logger | None = None
+        self._runtime = runtime
 
     @property
     def logger(self) -> logging.Logger:
@@ -78,5 +85,43 @@ class PluginApi:
             self._logger = logging.getLogger(instance_logger_name(self.instance.instance_id))
         return self._logger
 
+    # -- the Summit runtime helpers (grambot.plugins.context) -----------------------------------
+
+    @property
+    def env(self) -> InstanceEnv:
+        """The environment variables the manifest's `allowedEnv` names; others are refused."""
+        return runtime_of(self).env
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """An httpx.AsyncClient owned by this instance, created on first use, closed on unload."""
+        return runtime_of(self).http
+
+    @property
+    def cache(self) -> InstanceCache:
+        """`get/set/delete` (optional TTL) in this instance's own cache namespace."""
+        return runtime_of(self).cache
+
+    @property
+    def vault(self) -> InstanceVault:
+        """Secrets by path: `<instanceId>/<key>`, and `shared/...` under allowedVaultPaths."""
+        return runtime_of(self).vault
+
+    @property
+    def manifest(self) -> PluginDescriptor:
+        """The plugin's parsed plugin.json."""
+        return runtime_of(self).manifest
+
     def __repr__(self) -> str:
         return f"PluginApi(instance={self.instance.instance_id!r})"
+
+
+def runtime_of(api: PluginApi) -> PluginRuntime:
+    """The runtime context behind `api` (what an execute-style plugin gets as `context`)."""
+    runtime = api._runtime
+    if runtime is None:
+        raise RuntimeError(
+            f"instance {api.instance.instance_id!r}: this PluginApi was made without a runtime "
+            "context (env, http, cache, vault, manifest)"
+        )
+    return runtime

@@ -38,10 +38,16 @@ class DefinitionError(Exception):
 def read_definition(module: ModuleType) -> Plugin:
     source = getattr(module, "plugin", module)
     create = getattr(source, "create", None)
+    if not callable(create) and callable(getattr(source, "execute", None)):
+        # An execute-style (Summit) plugin: its instances are tools named after them.
+        from grambot.plugins.execute import execute_plugin_definition
+
+        return execute_plugin_definition(module)
     if not callable(create):
         raise DefinitionError(
             f"{module.__file__}: the entry module must define `plugin` with a callable "
-            "`create(api)` (e.g. `plugin = grambot.Plugin(create=create, settings_schema=...)`)"
+            "`create(api)` (e.g. `plugin = grambot.Plugin(create=create, settings_schema=...)`), "
+            "or an execute-style `async def execute(inputs, context, config)`"
         )
     schema = getattr(source, "settings_schema", None) or NoSettings
     if not (isinstance(schema, type) and issubclass(schema, BaseModel)):

@@ -15,7 +15,14 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from types import MappingProxyType
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 from grambot.errors import DescriptorError, Problem
 
@@ -32,6 +39,34 @@ DESCRIPTOR_NAME = "plugin.json"
 SOURCES = ("builtin", "pluginDir", "entry-point", "custom")
 
 _PluginId = Annotated[str, StringConstraints(pattern=PLUGIN_ID_PATTERN)]
+_MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _env_name(value: str) -> str:
+    if not value or "=" in value or "\0" in value:
+        raise ValueError("must be an environment variable name (non-empty, no '=' or NUL)")
+    return value
+
+
+def _module_name(value: str) -> str:
+    if _MODULE_RE.fullmatch(value) is None:
+        raise ValueError("must be a module name such as 'httpx' or 'json'")
+    return value
+
+
+def _vault_prefix(value: str) -> str:
+    parts = value.rstrip("/").split("/")
+    if value.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(
+            "must be a vault path prefix such as 'shared/notes/' (no leading '/', no empty, "
+            "'.' or '..' segments)"
+        )
+    return value
+
+
+_EnvName = Annotated[str, AfterValidator(_env_name)]
+_ModuleName = Annotated[str, AfterValidator(_module_name)]
+_VaultPrefix = Annotated[str, AfterValidator(_vault_prefix)]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,10 +102,14 @@ class _DescriptorModel(BaseModel):
     entry: Annotated[str, StringConstraints(min_length=1)]
     version: str | None = None
     timeout_ms: Annotated[int, Field(gt=0)] | None = Field(default=None, alias="timeoutMs")
-    allowed_env: list[str] = Field(default_factory=list, alias="allowedEnv")
-    allowed_modules: list[str] | None = Field(default=None, alias="allowedModules")
-    allowed_vault_paths: list[str] = Field(default_factory=list, alias="allowedVaultPaths")
-    cache_key_prefix: str | None = Field(default=None, alias="cacheKeyPrefix")
+    allowed_env: list[_EnvName] = Field(default_factory=list, alias="allowedEnv")
+    allowed_modules: list[_ModuleName] | None = Field(default=None, alias="allowedModules")
+    allowed_vault_paths: list[_VaultPrefix] = Field(
+        default_factory=list, alias="allowedVaultPaths"
+    )
+    cache_key_prefix: Annotated[str, StringConstraints(min_length=1)] | None = Field(
+        default=None, alias="cacheKeyPrefix"
+    )
 
 
 def load_descriptor(
@@ -196,7 +235,7 @@ def _problems_from(path: Path, exc: ValidationError, data: Mapping[str, Any]) ->
     for error in exc.errors(include_url=False):
         json_path = _json_path(error["loc"])
         value = None if error["type"] == "missing" else _short_repr(error.get("input"))
-        message = str(error["msg"])
+        message = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "string_pattern_mismatch" and json_path == "id":
             message = f"must match {PLUGIN_ID_PATTERN}"
         problems.append(Problem(path, json_path, message, value))

@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from grambot.errors import PluginNotFound, RegistrationError, StageTimeout
+from grambot.plugins.allowlist import module_guard
 from grambot.plugins.api import InstanceEvents, InstanceInfo, PluginApi
 from grambot.plugins.catalog import PluginCatalog
+from grambot.plugins.context import CacheBackend, MemoryCache, PluginRuntime
 from grambot.plugins.definition import (
     DefinitionError,
     Plugin,
@@ -36,7 +38,9 @@ from grambot.plugins.definition import (
     read_definition,
     validate_settings,
 )
+from grambot.plugins.descriptor import PluginDescriptor
 from grambot.plugins.events import PluginEventQueue
+from grambot.plugins.limits import Deadline, DeadlineTool, PluginDeadlines, plugin_deadlines
 from grambot.plugins.loader import PluginNamespace
 from grambot.plugins.registrar import KINDS, PluginRegistrar
 from grambot.plugins.stages import (
@@ -80,7 +84,9 @@ class _Live:
     registrar: PluginRegistrar
     tasks: InstanceTasks
     context: Any
+    deadlines: PluginDeadlines
     plugin_object: Any = None
+    runtime: PluginRuntime | None = None  # env/http/cache/vault; its http client closes on unload
 
 
 @dataclass
@@ -134,6 +140,7 @@ class PluginManager:
         secrets: SecretsStore,
         data_root: Path,
         timeouts: Timeouts | None = None,
+        cache: CacheBackend | None = None,
     ) -> None:
         self.catalog = catalog
         self.events = events
@@ -141,6 +148,9 @@ class PluginManager:
         self.secrets = secrets
         self.data_root = data_root
         self.timeouts = timeouts or Timeouts()
+        self.cache: CacheBackend = cache if cache is not None else MemoryCache()
+        # plugin id -> deadline in ms from register_custom_plugins(timeout_ms=...)
+        self.timeout_overrides: dict[str, int] = {}
         self._records: dict[str, InstanceRecord] = {}
         self._lock = asyncio.Lock()
         self._latest: EngineSettings | None = None
@@ -243,20 +253,31 @@ class PluginManager:
             descriptor = self.catalog.get(config.plugin_id)
             if descriptor is None:
                 raise PluginNotFound(config.plugin_id, instance_id, self.catalog.ids())
+            deadlines = plugin_deadlines(
+                descriptor, self.timeouts, self.timeout_overrides.get(descriptor.id)
+            )
             tasks = InstanceTasks(instance_id)
+            context = instance_context(tasks)
+
+            def wrap_tool(tool: Any) -> Any:
+                return DeadlineTool(tool, instance_id, deadlines.tool, context)
+
             live = _Live(
                 namespace=PluginNamespace(
-                    instance_id, descriptor.folder, package_name=descriptor.package_name
+                    instance_id,
+                    descriptor.folder,
+                    package_name=descriptor.package_name,
+                    import_hook=module_guard(descriptor, instance_id),
                 ),
-                registrar=PluginRegistrar(instance_id, self.registries),
+                registrar=PluginRegistrar(instance_id, self.registries, wrap_tool=wrap_tool),
                 tasks=tasks,
-                context=instance_context(tasks),
+                context=context,
+                deadlines=deadlines,
             )
             record.live = live
-            timeouts = self.timeouts
 
             async def stage_call(
-                name: str, fn: Callable[..., Any], *args: Any, limit: float
+                name: str, fn: Callable[..., Any], *args: Any, limit: Deadline
             ) -> Any:
                 nonlocal stage
                 stage = name
@@ -265,12 +286,13 @@ class PluginManager:
                     *args,
                     instance_id=instance_id,
                     stage=name,
-                    timeout=limit,
+                    timeout=limit.seconds,
+                    timeout_ms=limit.ms,
                     context=live.context,
                 )
 
             module = await stage_call(
-                "import", live.namespace.import_entry, descriptor.entry_path, limit=timeouts.create
+                "import", live.namespace.import_entry, descriptor.entry_path, limit=deadlines.create
             )
             definition: Plugin = read_definition(module)
             settings_model = await stage_call(
@@ -279,15 +301,15 @@ class PluginManager:
                 definition.settings_schema,
                 config.settings,
                 f"{config.json_path}.settings",
-                limit=timeouts.create,
+                limit=deadlines.create,
             )
-            api = self._make_api(config, settings_model, live)
+            api = self._make_api(config, settings_model, live, descriptor)
             live.plugin_object = await stage_call(
-                "create", definition.create, api, limit=timeouts.create
+                "create", definition.create, api, limit=deadlines.create
             )
             load = getattr(live.plugin_object, "load", None)
             if callable(load):
-                await stage_call("load", load, limit=timeouts.load)
+                await stage_call("load", load, limit=deadlines.load)
         except Exception as exc:  # one instance's failure never stops the reconcile
             failure = self._failure(instance_id, stage, exc)
             del exc
@@ -307,17 +329,32 @@ class PluginManager:
         self._set(record, InstanceState.LOADED)
         logger.info("instance %s (plugin %s) loaded", instance_id, config.plugin_id)
 
-    def _make_api(self, config: InstanceConfig, settings_model: Any, live: _Live) -> PluginApi:
+    def _make_api(
+        self,
+        config: InstanceConfig,
+        settings_model: Any,
+        live: _Live,
+        descriptor: PluginDescriptor,
+    ) -> PluginApi:
         data_dir = self.data_root / config.instance_id
         data_dir.mkdir(parents=True, exist_ok=True)
+        info = InstanceInfo(config.instance_id, config.plugin_id, config.enabled)
+        live.runtime = PluginRuntime(
+            instance=info,
+            manifest=descriptor,
+            secrets=self.secrets,
+            cache=self.cache,
+            data_dir=data_dir,
+        )
         return PluginApi(
-            instance=InstanceInfo(config.instance_id, config.plugin_id, config.enabled),
+            instance=info,
             settings=settings_model,
             engine_settings=self._engine_settings,
             registrar=live.registrar,
             secrets=InstanceSecrets(self.secrets, config.instance_id),
             events=InstanceEvents(self.events, config.plugin_id, config.instance_id),
             data_dir=data_dir,
+            runtime=live.runtime,
         )
 
     async def _unload(self, record: InstanceRecord) -> None:
@@ -340,7 +377,8 @@ class PluginManager:
                     unload,
                     instance_id=instance_id,
                     stage="unload",
-                    timeout=self.timeouts.unload,
+                    timeout=live.deadlines.unload.seconds,
+                    timeout_ms=live.deadlines.unload.ms,
                     context=live.context,
                 )
             except Exception as exc:  # an unload failure must not keep the instance half-alive
@@ -360,6 +398,12 @@ class PluginManager:
                 instance_id,
                 ", ".join(leftover),
             )
+        if live.runtime is not None:
+            try:
+                async with asyncio.timeout(live.deadlines.unload.seconds):
+                    await live.runtime.aclose()
+            except Exception as exc:  # a client that fails to close must not block unload
+                logger.error("instance %s: closing api.http failed: %s", instance_id, exc)
         live.namespace.unload()
         record.live = None
 

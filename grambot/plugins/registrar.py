@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from grambot.errors import RegistrationError
@@ -20,9 +21,16 @@ class PluginRegistrar:
     """`api.registrar`. Connectors and providers are keyed by the instance id unless a key is
     given; tools by their name. Another instance's key is a RegistrationConflict."""
 
-    def __init__(self, instance_id: str, registries: Registries) -> None:
+    def __init__(
+        self,
+        instance_id: str,
+        registries: Registries,
+        *,
+        wrap_tool: Callable[[Tool], Tool] | None = None,
+    ) -> None:
         self.instance_id = instance_id
         self._registries = registries
+        self._wrap_tool = wrap_tool  # e.g. the manager's deadline wrapper (DeadlineTool)
         self._owned: dict[str, list[str]] = {kind: [] for kind in KINDS}
         self._lock = threading.Lock()
 
@@ -40,7 +48,8 @@ class PluginRegistrar:
 
     def register_tool(self, tool: Tool) -> str:
         _check(tool, Tool, "tool", "name, description, parameters() and execute()")
-        return self._add("tools", self._registries.tools, tool.name, tool)
+        item = self._wrap_tool(tool) if self._wrap_tool is not None else tool
+        return self._add("tools", self._registries.tools, tool.name, item)
 
     def register_image_provider(self, provider: ImageProvider, *, key: str | None = None) -> str:
         _check(provider, ImageProvider, "image provider", "id and generate()")

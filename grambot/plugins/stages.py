@@ -140,26 +140,45 @@ async def run_stage(
     stage: str,
     timeout: float,
     context: contextvars.Context,
+    timeout_ms: int | None = None,
 ) -> Any:
     """Call `fn(*args)` (sync or async) as `stage` of `instance_id` within `timeout` seconds.
 
-    Raises StageTimeout on expiry; exceptions of `fn` propagate unchanged.
+    Raises StageTimeout on expiry ("timed out after N ms" when `timeout_ms` says the deadline
+    came from a millisecond value); exceptions of `fn` propagate unchanged.
     """
     deadline = time.monotonic() + timeout
+    limit = _Limit(timeout, timeout_ms)
     if inspect.iscoroutinefunction(fn):
-        result = await _await_in_context(fn(*args), instance_id, stage, timeout, deadline, context)
+        result = await _await_in_context(fn(*args), instance_id, stage, limit, deadline, context)
         return result
-    result = await _call_in_thread(fn, args, instance_id, stage, timeout, context)
+    result = await _call_in_thread(fn, args, instance_id, stage, limit, context)
     if inspect.isawaitable(result):
-        result = await _await_in_context(result, instance_id, stage, timeout, deadline, context)
+        result = await _await_in_context(result, instance_id, stage, limit, deadline, context)
     return result
+
+
+class _Limit:
+    """A stage's deadline as given: seconds, and the milliseconds it came from (if any)."""
+
+    __slots__ = ("ms", "seconds")
+
+    def __init__(self, seconds: float, ms: int | None) -> None:
+        self.seconds = seconds
+        self.ms = ms
+
+    def __str__(self) -> str:
+        return f"{self.ms} ms" if self.ms is not None else f"{self.seconds:g} s"
+
+    def expired(self, instance_id: str, stage: str) -> StageTimeout:
+        return StageTimeout(instance_id, stage, self.seconds, ms=self.ms)
 
 
 async def _await_in_context(
     awaitable: Awaitable[Any],
     instance_id: str,
     stage: str,
-    timeout: float,
+    limit: _Limit,
     deadline: float,
     context: contextvars.Context,
 ) -> Any:
@@ -172,8 +191,10 @@ async def _await_in_context(
         raise
     if not done:
         task.cancel()
-        logger.warning("instance %s: %s timed out; its task was cancelled", instance_id, stage)
-        raise StageTimeout(instance_id, stage, timeout)
+        logger.warning(
+            "instance %s: %s timed out after %s; its task was cancelled", instance_id, stage, limit
+        )
+        raise limit.expired(instance_id, stage)
     return task.result()
 
 
@@ -186,54 +207,59 @@ async def _guard(awaitable: Awaitable[Any]) -> Any:
         raise RuntimeError(f"plugin raised {type(exc).__name__}") from None
 
 
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():  # it may have timed out meanwhile
-        future.set_result(None)
-
-
 async def _call_in_thread(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     instance_id: str,
     stage: str,
-    timeout: float,
+    limit: _Limit,
     context: contextvars.Context,
 ) -> Any:
     loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-    # The worker takes the call out of `handoff` and leaves the outcome in `box`, where this
-    # side takes it. So a worker that still holds the job afterwards (it may not be scheduled
-    # for a while) pins nothing of the plugin: not its function, arguments, nor its result.
-    handoff: list[Any] = [fn, args]
-    box: list[tuple[bool, Any]] = []
+    future: asyncio.Future[Any] = loop.create_future()
+
+    # The worker thread may hold `job` (and its frame) for a moment after the loop has the
+    # outcome: the call and its outcome travel in one-shot boxes that are emptied on use, so
+    # the worker never pins plugin objects (an unloaded instance stays collectable).
+    call: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [(fn, args)]
+    del fn, args
+    waiting = [future]  # settle() reaches the future (which will hold the result) only once
+
+    def settle(box: list[tuple[bool, Any]]) -> None:
+        ok, value = box.pop()
+        future = waiting.pop()
+        if future.done():
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
     def job() -> None:
-        call, call_args = handoff
-        handoff.clear()
+        outcome: tuple[bool, Any]
+        target, arguments = call.pop()
         try:
-            box.append((True, context.run(call, *call_args)))
+            outcome = (True, context.run(target, *arguments))
         except Exception as exc:
-            box.append((False, exc))
+            outcome = (False, exc)
         except BaseException as exc:  # SystemExit in a plugin must not stop the engine
-            box.append((False, RuntimeError(f"plugin raised {type(exc).__name__}")))
-        del call, call_args
+            outcome = (False, RuntimeError(f"plugin raised {type(exc).__name__}"))
+        del target, arguments
+        box = [outcome]
+        del outcome
         # If the loop closed while this stage hung, nobody is waiting for the outcome.
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_wake, done)
+            loop.call_soon_threadsafe(settle, box)
 
     _POOL.submit(job)
     try:
-        await asyncio.wait_for(done, timeout)
+        return await asyncio.wait_for(future, limit.seconds)
     except TimeoutError:
         logger.warning(
-            "instance %s: %s timed out after %s s; its thread is abandoned (threads cannot be "
+            "instance %s: %s timed out after %s; its thread is abandoned (threads cannot be "
             "killed) and keeps running in the background",
             instance_id,
             stage,
-            f"{timeout:g}",
+            limit,
         )
-        raise StageTimeout(instance_id, stage, timeout) from None
-    ok, value = box.pop()
-    if ok:
-        return value
-    raise value
+        raise limit.expired(instance_id, stage) from None

@@ -1,0 +1,108 @@
+"""`grambot run-plugin NAME --input JSON [--config JSON]`: Summit's `runPlugin` from a shell.
+
+Runs an execute-style plugin of the workspace's catalog once, in a transient instance, prints
+its result as JSON on stdout and exits 0; on failure prints `error: ...` on stderr (with the
+catalog's problems, e.g. a bad plugin.json, when the plugin is not found) and exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+
+
+def _json_option(value: str, what: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(
+            f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", param_hint=what
+        ) from None
+
+
+@click.command("run-plugin")
+@click.argument("name")
+@click.option("--input", "input_json", default="{}", show_default=True, help="The inputs (JSON).")
+@click.option("--config", "config_json", default=None, help="The config (JSON object).")
+@click.option(
+    "--timeout-ms",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Deadline override for this run, over the manifest's timeoutMs.",
+)
+@click.option(
+    "--workspace",
+    "-w",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=lambda: os.environ.get("GRAMBOT_WORKSPACE", "."),
+    show_default="current folder or $GRAMBOT_WORKSPACE",
+    help="Folder holding .scout/settings.json.",
+)
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="warning", show_default=True)
+def run_plugin_command(
+    name: str,
+    input_json: str,
+    config_json: str | None,
+    timeout_ms: int | None,
+    workspace: Path,
+    log_level: str,
+) -> None:
+    """Run the execute-style plugin NAME once and print its result as JSON."""
+    import asyncio
+
+    inputs = _json_option(input_json, "--input")
+    config = _json_option(config_json, "--config") if config_json is not None else None
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        result = asyncio.run(_run(workspace, name, inputs, config, timeout_ms))
+        text = json.dumps(result, ensure_ascii=False)
+    except Exception as exc:
+        click.echo(f"error: {_describe(exc)}", err=True)
+        sys.exit(1)
+    click.echo(text)
+
+
+async def _run(
+    workspace: Path, name: str, inputs: Any, config: Any, timeout_ms: int | None
+) -> Any:
+    from grambot.engine import Engine
+    from grambot.errors import PluginNotFound
+
+    engine = Engine(workspace)
+    engine.ensure_catalog()
+    if timeout_ms is not None:
+        engine.manager.timeout_overrides[name] = timeout_ms
+    try:
+        return await engine.run_plugin(name, inputs, config)
+    except PluginNotFound as exc:
+        if not engine.catalog.problems:
+            raise
+        problems = "".join(f"\n  {p}" for p in engine.catalog.problems)
+        raise _NotFound(f"{exc}\nproblems met while reading plugins:{problems}") from None
+
+
+class _NotFound(Exception):
+    """The plugin is not in the catalog; the message lists the catalog's problems."""
+
+
+def _describe(exc: BaseException) -> str:
+    from grambot.errors import GrambotError
+
+    if isinstance(exc, GrambotError | _NotFound | ImportError):
+        return str(exc)
+    if isinstance(exc, TypeError) and "JSON serializable" in str(exc):
+        return f"the plugin's result cannot be written as JSON: {exc}"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -74,9 +74,7 @@ def run_plugin_command(
     click.echo(text)
 
 
-async def _run(
-    workspace: Path, name: str, inputs: Any, config: Any, timeout_ms: int | None
-) -> Any:
+async def _run(workspace: Path, name: str, inputs: Any, config: Any, timeout_ms: int | None) -> Any:
     from grambot.engine import Engine
     from grambot.errors import PluginNotFound
 

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from grambot.bot import Bot
 from grambot.errors import SettingsError
 from grambot.plugins.catalog import PluginCatalog, builtin_plugins_dir
 from grambot.plugins.context import MemoryCache
@@ -16,6 +17,7 @@ from grambot.plugins.event_engine import PluginEventEngine
 from grambot.plugins.events import PluginEventQueue
 from grambot.plugins.manager import PluginManager
 from grambot.registries import Registries
+from grambot.registries.connectors import CONNECTOR_MESSAGE
 from grambot.secrets import FileSecretsStore, SecretsStore
 from grambot.settings import EngineSettings, empty_settings, load_settings
 
@@ -32,6 +34,7 @@ class Engine:
         secrets: SecretsStore | None = None,
         builtin_dir: Path | None = None,
         entry_points: bool = True,
+        bot: bool = True,
     ) -> None:
         self.workspace = workspace.resolve()
         self.scout_dir = self.workspace / SCOUT_DIR
@@ -53,6 +56,12 @@ class Engine:
             data_root=self.scout_dir / "plugins",
             cache=self.cache,
         )
+        # The bot answers `connector.message` events with the `agent` of settings.json.
+        self.bot = Bot(
+            self.registries, self.scout_dir / "bot", lambda: self.settings.raw.get("agent")
+        )
+        if bot:
+            self.event_engine.register(CONNECTOR_MESSAGE, self.bot.on_event)
 
     def read_settings(self) -> EngineSettings:
         """Read settings.json; raises SettingsError for a file that cannot be used at all."""
@@ -130,6 +139,8 @@ class Engine:
         await self.apply(settings)
 
     async def stop(self, *, drain_deadline: float = 5.0) -> None:
-        """Stop the event engine (draining within the deadline), then unload every instance."""
+        """Stop the event engine (draining within the deadline), let the bot finish the replies
+        it holds, then unload every instance."""
         await self.event_engine.stop(drain_deadline)
+        await self.bot.stop(drain_deadline)
         await self.manager.unload_all()

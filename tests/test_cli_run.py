@@ -27,6 +27,7 @@ def _wait_for(path: Path, timeout: float = 15.0) -> bool:
 def _start(workspace: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "grambot", "run", "--workspace", str(workspace)],
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

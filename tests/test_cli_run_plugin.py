@@ -29,9 +29,7 @@ def workspace(tmp_path: Path) -> Path:
 def run_plugin(
     workspace: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    base = {
-        k: v for k, v in os.environ.items() if not k.startswith("SAMPLE_REST_API")
-    }
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SAMPLE_REST_API")}
     return subprocess.run(
         [sys.executable, "-m", "grambot", "run-plugin", *args, "--workspace", str(workspace)],
         capture_output=True,

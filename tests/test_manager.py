@@ -251,3 +251,25 @@ async def test_an_entry_that_becomes_invalid_keeps_its_instance_running(
     assert engine.manager.state_of("keep") is InstanceState.LOADED
     assert engine.manager.state_of("other") is None  # removed: it is gone from the valid file
     assert workspace.calls("keep") == ["create", "load"]
+
+
+async def test_connectors_start_after_load_and_stop_before_unload(
+    engine: Engine, workspace: Workspace
+) -> None:
+    await engine.apply(workspace.write([entry("chat", "fakechat")]))
+    assert workspace.calls("chat") == ["load", "start"]
+    await engine.apply(workspace.write([]))
+    assert workspace.calls("chat") == ["load", "start", "stop", "unload"]
+
+
+async def test_a_connector_that_cannot_start_fails_its_instance(
+    engine: Engine, workspace: Workspace
+) -> None:
+    await engine.apply(workspace.write([entry("chat", "fakechat", fail_start=True), entry("ok")]))
+    record = engine.manager.record("chat")
+    assert record is not None and record.failure is not None
+    assert record.failure.stage == "connector start"
+    assert "ConnectionError: cannot reach the chat service" in record.failure.message
+    assert "chat" not in engine.registries.connectors
+    assert workspace.calls("chat") == ["load", "start", "unload"]
+    assert engine.manager.state_of("ok") is InstanceState.LOADED

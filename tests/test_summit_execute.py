@@ -80,9 +80,7 @@ async def test_tasks_started_by_execute_are_cancelled_after_the_run(summit: Engi
     # The module was forgotten; its task must not outlive the run.
     import asyncio
 
-    leftover = [
-        t for t in asyncio.all_tasks() if "sleep" in repr(t.get_coro()) and not t.done()
-    ]
+    leftover = [t for t in asyncio.all_tasks() if "sleep" in repr(t.get_coro()) and not t.done()]
     assert leftover == []
 
 
@@ -286,22 +284,24 @@ async def test_a_clashing_id_keeps_the_first(
     assert engine.register_custom_plugins(tmp_path / "c") == []
     descriptor = engine.catalog.get("summit-exec")
     assert descriptor is not None and descriptor.folder == (SUMMIT / "exec").resolve()
-    assert any(p.file == clash.resolve() and "defined twice" in p.message
-               for p in engine.catalog.problems)
+    assert any(
+        p.file == clash.resolve() and "defined twice" in p.message for p in engine.catalog.problems
+    )
 
 
 # -- the sample, in process ---------------------------------------------------------------------
 
 
-async def test_rest_api_sample_in_process(
-    summit: Engine, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_rest_api_sample_in_process(summit: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     with fake_rest_api() as server:
         monkeypatch.setenv("SAMPLE_REST_API_URL", server.url)
         monkeypatch.delenv("SAMPLE_REST_API_TOKEN", raising=False)
         ok = await summit.run_plugin("rest-api-sample", {"resource": "posts", "id": 1})
-        assert ok == {"status": 200, "url": f"{server.url}/posts/1",
-                      "data": {"id": 1, "title": "first"}}
+        assert ok == {
+            "status": 200,
+            "url": f"{server.url}/posts/1",
+            "data": {"id": 1, "title": "first"},
+        }
         assert summit.cache.get("rest-api-sample:rest-api-sample", "last_status") == 200
         missing = await summit.run_plugin("rest-api-sample", {"resource": "posts", "id": 9})
         assert missing["status"] == 404

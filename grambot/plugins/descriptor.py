@@ -104,9 +104,7 @@ class _DescriptorModel(BaseModel):
     timeout_ms: Annotated[int, Field(gt=0)] | None = Field(default=None, alias="timeoutMs")
     allowed_env: list[_EnvName] = Field(default_factory=list, alias="allowedEnv")
     allowed_modules: list[_ModuleName] | None = Field(default=None, alias="allowedModules")
-    allowed_vault_paths: list[_VaultPrefix] = Field(
-        default_factory=list, alias="allowedVaultPaths"
-    )
+    allowed_vault_paths: list[_VaultPrefix] = Field(default_factory=list, alias="allowedVaultPaths")
     cache_key_prefix: Annotated[str, StringConstraints(min_length=1)] | None = Field(
         default=None, alias="cacheKeyPrefix"
     )

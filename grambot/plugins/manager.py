@@ -87,6 +87,7 @@ class _Live:
     deadlines: PluginDeadlines
     plugin_object: Any = None
     runtime: PluginRuntime | None = None  # env/http/cache/vault; its http client closes on unload
+    started_connectors: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -242,6 +243,7 @@ class PluginManager:
         self._changed()
         if starting:
             await asyncio.gather(*(self._load(config) for config in starting))
+            await self._start_connectors([c.instance_id for c in starting])
 
     async def _load(self, config: InstanceConfig) -> None:
         instance_id = config.instance_id
@@ -313,21 +315,53 @@ class PluginManager:
         except Exception as exc:  # one instance's failure never stops the reconcile
             failure = self._failure(instance_id, stage, exc)
             del exc
-            if record.live is not None:
-                await self._teardown(record, call_unload=record.live.plugin_object is not None)
-            self._set(record, InstanceState.FAILED, failure)
-            logger.error(
-                "instance %s (plugin %s) failed at %s: %s%s",
-                instance_id,
-                config.plugin_id,
-                failure.stage,
-                failure.message,
-                f"\n{failure.details}" if failure.details else "",
-            )
+            await self._fail(record, failure)
             return
         record.load_seq = next(self._load_seq)
         self._set(record, InstanceState.LOADED)
         logger.info("instance %s (plugin %s) loaded", instance_id, config.plugin_id)
+
+    async def _fail(self, record: InstanceRecord, failure: Failure) -> None:
+        """Undo what a failed load did and put the instance in `failed` with its reason."""
+        if record.live is not None:
+            await self._teardown(record, call_unload=record.live.plugin_object is not None)
+        self._set(record, InstanceState.FAILED, failure)
+        logger.error(
+            "instance %s (plugin %s) failed at %s: %s%s",
+            record.config.instance_id,
+            record.config.plugin_id,
+            failure.stage,
+            failure.message,
+            f"\n{failure.details}" if failure.details else "",
+        )
+
+    async def _start_connectors(self, instance_ids: list[str]) -> None:
+        """Start the connectors these instances registered, once the whole reconcile loaded:
+        so no message arrives before the inference providers and tools it needs are there."""
+        for instance_id in instance_ids:
+            record = self._records.get(instance_id)
+            if record is None or record.state is not InstanceState.LOADED or record.live is None:
+                continue
+            live = record.live
+            for key in live.registrar.registrations()["connectors"]:
+                connector = self.registries.connectors.get(key)
+                if connector is None or connector in live.started_connectors:
+                    continue
+                try:
+                    await run_stage(
+                        connector.start,
+                        instance_id=instance_id,
+                        stage="connector start",
+                        timeout=live.deadlines.load.seconds,
+                        timeout_ms=live.deadlines.load.ms,
+                        context=live.context,
+                    )
+                except Exception as exc:
+                    failure = self._failure(instance_id, "connector start", exc)
+                    del exc
+                    await self._fail(record, failure)
+                    break
+                live.started_connectors.append(connector)
 
     def _make_api(
         self,
@@ -370,6 +404,23 @@ class PluginManager:
         if live is None:
             return
         instance_id = record.config.instance_id
+        while live.started_connectors:  # stop intake before the plugin's own unload
+            connector = live.started_connectors.pop()
+            try:
+                await run_stage(
+                    connector.stop,
+                    instance_id=instance_id,
+                    stage="connector stop",
+                    timeout=live.deadlines.unload.seconds,
+                    timeout_ms=live.deadlines.unload.ms,
+                    context=live.context,
+                )
+            except Exception as exc:
+                logger.error(
+                    "instance %s: connector stop failed: %s",
+                    instance_id,
+                    self._redact(instance_id, _describe(exc)),
+                )
         unload = getattr(live.plugin_object, "unload", None) if call_unload else None
         if callable(unload):
             try:

@@ -2,22 +2,46 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_LOCKED = 1
+
 LOG_LEVELS = ["debug", "info", "warning", "error"]
+LOG_FORMATS = ["text", "json"]
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    from grambot.logs import configure_logging
+
+    configure_logging(level, fmt)
+
+
+def logging_options(default_level: str = "info") -> Callable[[F], F]:
+    """`--log-level` and `--log-format` for a command (configured before it runs)."""
+
+    def decorate(command: F) -> F:
+        command = click.option(
+            "--log-format",
+            type=click.Choice(LOG_FORMATS),
+            default="text",
+            show_default=True,
+            help="Log lines as text or as JSON objects (one per line, on stderr).",
+        )(command)
+        return click.option(
+            "--log-level",
+            type=click.Choice(LOG_LEVELS),
+            default=default_level,
+            show_default=True,
+        )(command)
+
+    return decorate
 
 
 workspace_option = click.option(
@@ -38,15 +62,40 @@ def main() -> None:
 
 @main.command()
 @workspace_option
-@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
-def run(workspace: Path, log_level: str) -> None:
-    """Load the enabled instances and run until SIGINT/SIGTERM."""
+@logging_options()
+@click.option(
+    "--reload-plugins",
+    is_flag=True,
+    help="Reload every loaded instance of a plugin when a file of its folder changes "
+    "(for plugin authors).",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds a SIGINT/SIGTERM shutdown may take in all before the process exits anyway.",
+)
+def run(
+    workspace: Path, log_level: str, log_format: str, reload_plugins: bool, shutdown_timeout: float
+) -> None:
+    """Load the enabled instances, follow edits of settings.json, run until SIGINT/SIGTERM."""
     import asyncio
 
+    from grambot.lock import EngineLocked
     from grambot.runtime import run as run_engine
 
-    _setup_logging(log_level)
-    sys.exit(asyncio.run(run_engine(workspace)))
+    _setup_logging(log_level, log_format)
+    try:
+        code = asyncio.run(
+            run_engine(
+                workspace, reload_plugins=reload_plugins, shutdown_timeout=shutdown_timeout
+            )
+        )
+    except EngineLocked as exc:
+        click.echo(f"grambot run: {exc}", err=True)
+        sys.exit(EXIT_LOCKED)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

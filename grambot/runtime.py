@@ -119,11 +119,12 @@ class Runtime:
         try:
             self.status.write_now()
             await self.engine.event_engine.start()
+            # Watch before the first read, so that no edit falls between the two.
+            self._tasks.append(asyncio.create_task(self._watch_scout(), name="grambot-watch"))
+            await _armed()
             await self._initial_apply()
-            self._tasks = [
-                asyncio.create_task(self._watch_scout(), name="grambot-watch-scout"),
-                asyncio.create_task(self._loop(), name="grambot-reconcile"),
-            ]
+            self._tasks.append(asyncio.create_task(self._loop(), name="grambot-reconcile"))
+            self.status.flush()
             loaded = self.engine.manager.loaded_ids()
             logger.info(
                 "grambot ready in %s: %d instance(s) loaded%s; watching %s",
@@ -414,6 +415,13 @@ class Runtime:
         if ids:
             logger.info("secrets of %s changed: reloading", ", ".join(ids))
             await manager.reload(ids)
+
+
+async def _armed() -> None:
+    """Let just-created watcher tasks run up to their first wait: watchfiles starts watching
+    (synchronously) before it waits for the first change."""
+    for _ in range(3):
+        await asyncio.sleep(0)
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -94,6 +94,13 @@ class StatusWriter:
         self._pending = None
         self.write_now()
 
+    def flush(self) -> None:
+        """Write now what is pending (e.g. before announcing readiness)."""
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        self.write_now()
+
     def write_now(self) -> None:
         self._last_write = time.monotonic()
         payload = json.dumps(self.snapshot(), indent=2).encode() + b"\n"

@@ -205,17 +205,27 @@ async def _call_in_thread(
         else:
             future.set_exception(value)
 
+    # The worker hands the call, its outcome and the way back to the loop over in lists that
+    # the receiving side empties: once the stage has returned, no worker frame or closure pins
+    # the plugin's objects (a worker may lose the GIL right after waking the loop).
+    pending: list[Any] = [fn, args, context, settle]
+
     def job() -> None:
+        call, call_args, call_context, deliver_to = pending
+        pending.clear()
         outcome: tuple[bool, Any]
         try:
-            outcome = (True, context.run(fn, *args))
+            outcome = (True, call_context.run(call, *call_args))
         except Exception as exc:
             outcome = (False, exc)
         except BaseException as exc:  # SystemExit in a plugin must not stop the engine
             outcome = (False, RuntimeError(f"plugin raised {type(exc).__name__}"))
+        del call, call_args, call_context
+        box: list[Any] = [deliver_to, outcome]
+        del deliver_to, outcome
         # If the loop closed while this stage hung, nobody is waiting for the outcome.
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, *outcome)
+            loop.call_soon_threadsafe(_deliver, box)
 
     _POOL.submit(job)
     try:
@@ -229,3 +239,9 @@ async def _call_in_thread(
             f"{timeout:g}",
         )
         raise StageTimeout(instance_id, stage, timeout) from None
+
+
+def _deliver(box: list[Any]) -> None:
+    settle, (ok, value) = box
+    box.clear()
+    settle(ok, value)

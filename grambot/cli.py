@@ -2,55 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
-F = TypeVar("F", bound=Callable[..., Any])
-EXIT_LOCKED = 1
-
-LOG_LEVELS = ["debug", "info", "warning", "error"]
-LOG_FORMATS = ["text", "json"]
-
-
-def _setup_logging(level: str, fmt: str = "text") -> None:
-    from grambot.logs import configure_logging
-
-    configure_logging(level, fmt)
-
-
-def logging_options(default_level: str = "info") -> Callable[[F], F]:
-    """`--log-level` and `--log-format` for a command (configured before it runs)."""
-
-    def decorate(command: F) -> F:
-        command = click.option(
-            "--log-format",
-            type=click.Choice(LOG_FORMATS),
-            default="text",
-            show_default=True,
-            help="Log lines as text or as JSON objects (one per line, on stderr).",
-        )(command)
-        return click.option(
-            "--log-level",
-            type=click.Choice(LOG_LEVELS),
-            default=default_level,
-            show_default=True,
-        )(command)
-
-    return decorate
-
-
-workspace_option = click.option(
-    "--workspace",
-    "-w",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=lambda: os.environ.get("GRAMBOT_WORKSPACE", "."),
-    show_default="current folder or $GRAMBOT_WORKSPACE",
-    help="Folder holding .scout/settings.json.",
+from grambot.cli_common import (
+    EXIT_PROBLEMS,
+    logging_options,
+    setup_logging,
+    workspace_option,
 )
 
 
@@ -85,7 +46,7 @@ def run(
     from grambot.lock import EngineLocked
     from grambot.runtime import run as run_engine
 
-    _setup_logging(log_level, log_format)
+    setup_logging(log_level, log_format)
     try:
         code = asyncio.run(
             run_engine(
@@ -94,8 +55,36 @@ def run(
         )
     except EngineLocked as exc:
         click.echo(f"grambot run: {exc}", err=True)
-        sys.exit(EXIT_LOCKED)
+        sys.exit(EXIT_PROBLEMS)
     sys.exit(code)
+
+
+def _add_commands() -> None:
+    from grambot.cli_manage import (
+        disable_command,
+        enable_command,
+        new_command,
+        plugins_command,
+        remove_command,
+        validate_command,
+    )
+    from grambot.cli_secrets import secrets_group
+    from grambot.cli_status import status_command
+
+    for command in (
+        status_command,
+        plugins_command,
+        enable_command,
+        disable_command,
+        remove_command,
+        validate_command,
+        new_command,
+        secrets_group,
+    ):
+        main.add_command(command)
+
+
+_add_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

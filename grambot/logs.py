@@ -28,6 +28,11 @@ _NAMESPACE_PREFIX = "grambot.instances."
 
 
 def _instance_of(record: logging.LogRecord) -> str | None:
+    # the engine's own lines about one instance read "instance %s ..."
+    if isinstance(record.msg, str) and record.msg.startswith("instance %s"):
+        args = record.args
+        if isinstance(args, tuple) and args and isinstance(args[0], str):
+            return args[0]
     name = record.name
     if name.startswith(_PLUGIN_PREFIX):
         return name[len(_PLUGIN_PREFIX) :].partition(".")[0]
@@ -90,7 +95,8 @@ class _Formatter(logging.Formatter):
                 data["exception"] = record.exc_text
             return self.mask.apply(json.dumps(data, ensure_ascii=False))
         stamp = datetime.fromtimestamp(record.created).strftime("%Y-%m-%d %H:%M:%S")
-        tag = f" [{instance}]" if instance and instance not in record.name else ""
+        named = not instance or instance in record.name or f"instance {instance}" in message
+        tag = "" if named else f" [{instance}]"
         head = f"{stamp}.{int(record.msecs):03d} {record.levelname:<7} {record.name}{tag}"
         line = f"{head}: {message}"
         if record.exc_text:
@@ -104,7 +110,8 @@ def configure_logging(level: str = "info", fmt: str = "text", mask: SecretMask =
     handler.setFormatter(_Formatter(fmt, mask))
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if isinstance(old.formatter, _Formatter):  # ours from an earlier call: replace it
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
     # watchfiles reports every batch at INFO; the engine logs what a change did instead

@@ -76,7 +76,9 @@ class Runtime:
         self.lock = EngineLock(self.workspace)
         self.secrets_config = SecretsConfig()
         self.secrets = SelectedSecretsStore(
-            open_store(self.workspace, self.secrets_config), on_write=self._own_secret_write
+            open_store(self.workspace, self.secrets_config),
+            on_write=self._own_secret_write,
+            on_value=lambda value: MASK.add([value]),
         )
         self.engine = Engine(self.workspace, secrets=self.secrets, retries=True)
         self._stop = asyncio.Event()
@@ -380,10 +382,9 @@ class Runtime:
         store = self.secrets
         pairs = []
         for key in store.keys(instance_id):
-            value = store.get(instance_id, key)
+            value = store.get(instance_id, key)  # read through: masked in logs from now on
             if value is not None:
                 pairs.append(f"{len(key)}:{key}={len(value)}:{value}")
-                MASK.add([value])
         return hashlib.blake2b("\n".join(pairs).encode(), digest_size=16).hexdigest()
 
     def _digests(self) -> dict[str, str] | None:
@@ -412,9 +413,11 @@ class Runtime:
         self._secret_digests = digests
         manager = self.engine.manager
         ids = [i for i in changed if manager.state_of(i) in _RELOADABLE]
-        if ids:
-            logger.info("secrets of %s changed: reloading", ", ".join(ids))
-            await manager.reload(ids)
+        if not ids:
+            logger.debug("secrets changed; no running instance is affected")
+            return
+        logger.info("secrets of %s changed: reloading", ", ".join(ids))
+        await manager.reload(ids)
 
 
 async def _armed() -> None:

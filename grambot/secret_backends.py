@@ -208,18 +208,27 @@ class SelectedSecretsStore:
     """The running engine's store: a switchable backend, reporting in-process writes."""
 
     def __init__(
-        self, current: SecretsStore, on_write: Callable[[str], None] | None = None
+        self,
+        current: SecretsStore,
+        on_write: Callable[[str], None] | None = None,
+        on_value: Callable[[str], None] | None = None,
     ) -> None:
         self.current = current
-        self.on_write = on_write
+        self.on_write = on_write  # called with the instance id after a set/delete
+        self.on_value = on_value  # called with every value read or written (log masking)
 
     def get(self, instance_id: str, key: str) -> str | None:
-        return self.current.get(instance_id, key)
+        value = self.current.get(instance_id, key)
+        if value is not None and self.on_value is not None:
+            self.on_value(value)
+        return value
 
     def keys(self, instance_id: str) -> list[str]:
         return self.current.keys(instance_id)
 
     def set(self, instance_id: str, key: str, value: str) -> None:
+        if self.on_value is not None and isinstance(value, str):
+            self.on_value(value)
         self.current.set(instance_id, key, value)
         if self.on_write is not None:
             self.on_write(instance_id)

@@ -11,7 +11,6 @@ at most every `min_interval` seconds, so a reconcile of 1000 instances costs a h
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import asyncio
+
     from grambot.plugins.manager import PluginManager
 
 __all__ = ["STATUS_NAME", "StatusWriter", "read_status", "write_atomic"]
@@ -86,6 +87,8 @@ class StatusWriter:
         """Note a state change: write now if quiet long enough, else once the interval ends."""
         if self._pending is not None:
             return
+        import asyncio  # here, so that `grambot status` (which only reads) stays light
+
         loop = asyncio.get_running_loop()
         delay = max(0.0, self._last_write + self.min_interval - time.monotonic())
         self._pending = loop.call_later(delay, self._flush)

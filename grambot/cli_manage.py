@@ -25,6 +25,7 @@ from grambot.cli_common import (
 if TYPE_CHECKING:
     from grambot.errors import Problem
     from grambot.plugins.catalog import PluginCatalog
+    from grambot.plugins.definition import Plugin
     from grambot.plugins.descriptor import PluginDescriptor
     from grambot.settings import EngineSettings
     from grambot.settings_edit import SettingsEdit
@@ -187,17 +188,21 @@ def enable_command(
     On a terminal, the plugin's onboarding hook asks for what it needs; secrets it asks for are
     stored in the instance's secrets, never in settings.json.
     """
+    from grambot.plugin_info import PluginUnreadable, read_plugin, text_fields
     from grambot.settings_edit import EditRefused, find_entry, merge, parse_assignments
 
     setup_logging(log_level, log_format)
     instance_id = instance_id or plugin_id
-    try:
-        updates = parse_assignments(assignments)
-    except EditRefused as exc:
-        fail(str(exc))
     settings = _settings(workspace)
     catalog = _catalog(settings)
-    _descriptor(catalog, plugin_id)
+    try:
+        definition = read_plugin(_descriptor(catalog, plugin_id))
+    except PluginUnreadable as exc:
+        fail(str(exc))
+    try:
+        updates = parse_assignments(assignments, text_fields(definition.settings_schema))
+    except EditRefused as exc:
+        fail(str(exc))
     existing = settings.instance(instance_id)
     if existing is not None and existing.plugin_id != plugin_id:
         fail(f"instance {instance_id!r} already exists with plugin {existing.plugin_id!r}; "
@@ -206,7 +211,7 @@ def enable_command(
     secrets: dict[str, str] = {}
     interactive = not no_input and sys.stdin.isatty()
     if interactive:
-        onboarded, secrets = _onboard(catalog, plugin_id, instance_id,
+        onboarded, secrets = _onboard(definition, plugin_id, instance_id,
                                       merge(existing.settings if existing else {}, updates))
         updates = merge(onboarded, updates)  # --set wins over answers
 
@@ -236,18 +241,13 @@ def enable_command(
 
 
 def _onboard(
-    catalog: PluginCatalog, plugin_id: str, instance_id: str, current: dict[str, Any]
+    definition: Plugin, plugin_id: str, instance_id: str, current: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, str]]:
     import asyncio
     import inspect
 
     from grambot.onboarding import TerminalPrompt
-    from grambot.plugin_info import PluginUnreadable, read_plugin
 
-    try:
-        definition = read_plugin(_descriptor(catalog, plugin_id))
-    except PluginUnreadable as exc:
-        fail(str(exc))
     if definition.onboarding is None:
         return {}, {}
     prompt = TerminalPrompt(instance_id, plugin_id, current)

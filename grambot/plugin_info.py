@@ -22,7 +22,14 @@ from grambot.plugins.descriptor import PluginDescriptor
 from grambot.plugins.loader import PluginNamespace
 from grambot.settings import EngineSettings
 
-__all__ = ["FieldInfo", "PluginUnreadable", "catalog_for", "describe_fields", "read_plugin"]
+__all__ = [
+    "FieldInfo",
+    "PluginUnreadable",
+    "catalog_for",
+    "describe_fields",
+    "read_plugin",
+    "text_fields",
+]
 
 _probe_ids = itertools.count(1)
 
@@ -118,3 +125,26 @@ def describe_fields(schema: type[BaseModel]) -> list[FieldInfo]:
             )
         )
     return fields
+
+
+def _is_text(annotation: Any) -> bool:
+    if annotation is str:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _is_text(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return bool(args) and all(_is_text(a) for a in args)
+    return False
+
+
+def text_fields(schema: type[BaseModel]) -> set[str]:
+    """Settings keys (names and aliases) whose type is plain text (`str`, `str | None`)."""
+    names: set[str] = set()
+    for name, field in schema.model_fields.items():
+        if _is_text(field.annotation):
+            names.add(name)
+            if field.alias:
+                names.add(field.alias)
+    return names

@@ -13,7 +13,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -160,11 +160,14 @@ def find_entry(doc: SettingsEdit, instance_id: str) -> tuple[int, dict[str, Any]
     return None
 
 
-def parse_assignments(assignments: Iterable[str]) -> dict[str, Any]:
+def parse_assignments(
+    assignments: Iterable[str], strings: Collection[str] = ()
+) -> dict[str, Any]:
     """`["a=1", "b.c=x", 'd=["y"]']` -> `{"a": 1, "b": {"c": "x"}, "d": ["y"]}`.
 
     A value that parses as JSON is taken as JSON (numbers, true/false, null, lists, objects,
-    quoted strings); anything else is a string. Dots in the key make nested objects.
+    quoted strings); anything else is a string. Keys in `strings` (fields the plugin's schema
+    types as text) always keep the text as written. Dots in the key make nested objects.
     """
     result: dict[str, Any] = {}
     for item in assignments:
@@ -172,10 +175,12 @@ def parse_assignments(assignments: Iterable[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise EditRefused(f"--set {item!r}: expected key=value")
-        try:
-            value: Any = json.loads(raw)
-        except ValueError:
-            value = raw
+        value: Any = raw
+        if key not in strings:
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw
         target = result
         *parents, leaf = key.split(".")
         for part in parents:

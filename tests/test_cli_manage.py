@@ -272,3 +272,10 @@ def test_new_refuses_bad_ids_and_kinds(ws: Path) -> None:
     assert result.exit_code == 2
     result = grambot(ws, "new", "probe", "--kind", "tool")
     assert result.exit_code == 1 and "already exists" in result.output
+
+
+def test_set_keeps_text_for_fields_the_schema_types_as_text(ws: Path) -> None:
+    result = grambot(ws, "enable", "probe", "--set", "label=123", "--set", "sync_stages=true",
+                     "--no-input")
+    assert result.exit_code == 0, result.output
+    assert settings_of(ws)["plugins"][1]["settings"] == {"label": "123", "sync_stages": True}

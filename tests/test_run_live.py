@@ -388,3 +388,27 @@ def test_status_json_matches_the_schema(tmp_path: Path) -> None:
     finally:
         assert engine.stop() == 0, engine.output
     assert os.path.exists(ws / ".scout" / "engine.lock")
+
+
+def test_management_commands_apply_to_the_running_engine(tmp_path: Path) -> None:
+    ws = workspace_with(tmp_path, [entry("m1", "marker")])
+    engine = EngineProcess(ws, "--log-level", "warning")
+
+    def grambot(*args: str) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "grambot", *args, "--workspace", str(ws)],
+            capture_output=True, text=True, timeout=20,
+        )
+        assert done.returncode == 0, done.stderr
+
+    try:
+        wait_until(lambda: engine.states() == {"m1": "loaded"}, what="m1 loaded")
+        grambot("enable", "probe", "--instance", "p", "--set", "tool_name=t", "--no-input")
+        engine.wait_states({"m1": "loaded", "p": "loaded"})
+        grambot("disable", "m1")
+        engine.wait_states({"m1": "disabled", "p": "loaded"})
+        grambot("remove", "p")
+        engine.wait_states({"m1": "disabled"})
+    finally:
+        assert engine.stop() == 0, engine.output
+    assert "INFO" not in engine.output and "grambot ready" not in engine.output

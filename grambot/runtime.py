@@ -124,7 +124,15 @@ class Runtime:
             # Watch before the first read, so that no edit falls between the two.
             self._tasks.append(asyncio.create_task(self._watch_scout(), name="grambot-watch"))
             await _armed()
-            await self._initial_apply()
+            # A signal during the first apply (a load may take up to its timeout) stops at once.
+            first = asyncio.create_task(self._initial_apply(), name="grambot-first-apply")
+            self._tasks.append(first)
+            stopping = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({first, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if self._stop.is_set():
+                return await self._shutdown()
+            first.result()
             self._tasks.append(asyncio.create_task(self._loop(), name="grambot-reconcile"))
             self.status.flush()
             loaded = self.engine.manager.loaded_ids()
@@ -344,7 +352,7 @@ class Runtime:
                     "plugin catalog changed%s: reconciling",
                     f" (new: {', '.join(added)})" if added else "",
                 )
-                await self.engine.apply(self.engine.settings)
+                await self.engine.manager.sync_with_settings(self.engine.settings)
         if not self.reload_plugins:
             return
         touched: set[str] = set()

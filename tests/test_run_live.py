@@ -412,3 +412,22 @@ def test_management_commands_apply_to_the_running_engine(tmp_path: Path) -> None
     finally:
         assert engine.stop() == 0, engine.output
     assert "INFO" not in engine.output and "grambot ready" not in engine.output
+
+
+def test_a_signal_during_a_hanging_first_load_stops_promptly(tmp_path: Path) -> None:
+    ws = workspace_with(
+        tmp_path, [entry("h", "probe", hang_in="load"), entry("m", "marker")],
+        timeouts={"load": 60},
+    )
+    engine = EngineProcess(ws)
+    try:
+        wait_until(lambda: "load" in (ws / ".scout/plugins/h/calls.log").read_text()
+                   if (ws / ".scout/plugins/h/calls.log").exists() else False, what="h loading")
+        started = time.monotonic()
+        engine.signal(signal.SIGTERM)
+        code = engine.proc.wait(10)
+        assert time.monotonic() - started < 5
+    finally:
+        engine.kill()
+    assert code == 0, engine.output
+    assert "grambot stopped" in engine.output

@@ -170,7 +170,8 @@ class Runtime:
         tasks = [t for t in (*self._tasks, self._tree_task) if t is not None]
         for task in tasks:
             task.cancel()  # an in-flight reconcile stops here; unload_all undoes what it began
-        await asyncio.wait(tasks, timeout=5.0) if tasks else None
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
         try:
             async with asyncio.timeout(self.shutdown_timeout):
                 await self.engine.stop(drain_deadline=self.drain_deadline)

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 from pathlib import Path
 
 import click
 
-LOG_LEVELS = ["debug", "info", "warning", "error"]
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-workspace_option = click.option(
-    "--workspace",
-    "-w",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=lambda: os.environ.get("GRAMBOT_WORKSPACE", "."),
-    show_default="current folder or $GRAMBOT_WORKSPACE",
-    help="Folder holding .scout/settings.json.",
+from grambot.cli_common import (
+    EXIT_PROBLEMS,
+    logging_options,
+    setup_logging,
+    workspace_option,
 )
 
 
@@ -38,15 +23,68 @@ def main() -> None:
 
 @main.command()
 @workspace_option
-@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
-def run(workspace: Path, log_level: str) -> None:
-    """Load the enabled instances and run until SIGINT/SIGTERM."""
+@logging_options()
+@click.option(
+    "--reload-plugins",
+    is_flag=True,
+    help="Reload every loaded instance of a plugin when a file of its folder changes "
+    "(for plugin authors).",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds a SIGINT/SIGTERM shutdown may take in all before the process exits anyway.",
+)
+def run(
+    workspace: Path, log_level: str, log_format: str, reload_plugins: bool, shutdown_timeout: float
+) -> None:
+    """Load the enabled instances, follow edits of settings.json, run until SIGINT/SIGTERM."""
     import asyncio
 
+    from grambot.lock import EngineLocked
     from grambot.runtime import run as run_engine
 
-    _setup_logging(log_level)
-    sys.exit(asyncio.run(run_engine(workspace)))
+    setup_logging(log_level, log_format)
+    try:
+        code = asyncio.run(
+            run_engine(
+                workspace, reload_plugins=reload_plugins, shutdown_timeout=shutdown_timeout
+            )
+        )
+    except EngineLocked as exc:
+        click.echo(f"grambot run: {exc}", err=True)
+        sys.exit(EXIT_PROBLEMS)
+    sys.exit(code)
+
+
+def _add_commands() -> None:
+    from grambot.cli_manage import (
+        disable_command,
+        enable_command,
+        new_command,
+        plugins_command,
+        remove_command,
+        validate_command,
+    )
+    from grambot.cli_secrets import secrets_group
+    from grambot.cli_status import status_command
+
+    for command in (
+        status_command,
+        plugins_command,
+        enable_command,
+        disable_command,
+        remove_command,
+        validate_command,
+        new_command,
+        secrets_group,
+    ):
+        main.add_command(command)
+
+
+_add_commands()
 
 
 from grambot.cli_run_plugin import run_plugin_command  # noqa: E402  (issue 5: Summit's runPlugin)

@@ -18,6 +18,7 @@ from grambot.plugins.events import PluginEventQueue
 from grambot.plugins.manager import PluginManager
 from grambot.registries import Registries
 from grambot.registries.connectors import CONNECTOR_MESSAGE
+from grambot.retry import retry_policy_from
 from grambot.secrets import FileSecretsStore, SecretsStore
 from grambot.settings import EngineSettings, empty_settings, load_settings
 
@@ -35,11 +36,15 @@ class Engine:
         builtin_dir: Path | None = None,
         entry_points: bool = True,
         bot: bool = True,
+        retries: bool = False,
     ) -> None:
+        """`retries`: retry recoverable failures with backoff (the `retry` settings key);
+        without it a failed instance waits for an edit."""
         self.workspace = workspace.resolve()
         self.scout_dir = self.workspace / SCOUT_DIR
         self.builtin_dir = builtin_dir if builtin_dir is not None else builtin_plugins_dir()
         self.entry_points = entry_points
+        self.retries = retries
         self.settings: EngineSettings = empty_settings(self.workspace)
         self.catalog = PluginCatalog()
         self.registries = Registries()
@@ -120,8 +125,11 @@ class Engine:
 
     async def apply(self, settings: EngineSettings) -> None:
         """Make the running instances match `settings` (valid entries; bad ones are logged)."""
-        for problem in settings.problems:
+        retry_policy, retry_problems = retry_policy_from(settings.raw, settings.path)
+        for problem in (*settings.problems, *retry_problems):
             logger.error("settings: %s", problem)
+        if self.retries:
+            self.manager.retry_policy = retry_policy
         if settings.plugin_dirs != self.settings.plugin_dirs or not self.catalog.ids():
             self.rescan(settings)
         self.settings = settings

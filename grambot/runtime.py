@@ -1,52 +1,455 @@
-"""The long-running `grambot run` process: start the engine, wait for a signal, stop cleanly."""
+"""The long-running `grambot run` process.
+
+    lock .scout/engine.lock ─ start events ─ apply settings.json ─ "grambot ready"
+        │
+        ├── watch .scout/ (settings.json, secrets.json, secrets.changed) ─┐  one loop:
+        ├── watch pluginDirs (new plugin folders; code: --reload-plugins) ─┴► reconcile, rescan,
+        ├── status.json (coalesced writes on every state change)              reload
+        └── SIGINT/SIGTERM ─► stop watching, drain events, unload (reverse order, each under its
+                              timeout), remove status.json, release the lock, exit 0.
+                              A second signal exits at once with 130.
+
+Edits are handled one at a time by a single loop, so a burst of edits ends in the state of the
+last valid file. While running, a missing or empty settings.json is transient (an editor in the
+middle of a save): nothing unloads and the file is re-read shortly. An invalid file (bad JSON,
+bad engine key) is reported once, with its file/line/JSON path, and changes nothing.
+`grambot secrets set` (or any change of an instance's secrets from outside the engine) reloads
+that instance when it is loaded, failed or retrying.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import os
 import signal
 from pathlib import Path
 
 from grambot.engine import Engine
+from grambot.errors import SecretsError
+from grambot.lock import EngineLock
+from grambot.logs import MASK
+from grambot.plugins.manager import InstanceState
+from grambot.secret_backends import (
+    SecretsConfig,
+    SelectedSecretsStore,
+    open_store,
+    secrets_config,
+)
+from grambot.settings import EngineSettings
+from grambot.status import StatusWriter
+from grambot.watcher import read_live_settings, watch_names, watch_trees
+
+__all__ = ["EXIT_FORCED", "EXIT_SHUTDOWN_TIMEOUT", "Runtime", "run"]
 
 logger = logging.getLogger(__name__)
 
 EXIT_FORCED = 130
+EXIT_SHUTDOWN_TIMEOUT = 1
+SETTINGS_NAME = "settings.json"
+SECRETS_NAMES = frozenset({"secrets.json", "secrets.changed"})
+_RELOADABLE = (InstanceState.LOADED, InstanceState.FAILED, InstanceState.RETRYING)
 
 
-async def run(workspace: Path, *, stop: asyncio.Event | None = None) -> int:
+class Runtime:
+    """One `grambot run`: the engine of a workspace plus its watchers, status and signals."""
+
+    def __init__(
+        self,
+        workspace: Path,
+        *,
+        reload_plugins: bool = False,
+        drain_deadline: float = 5.0,
+        shutdown_timeout: float = 60.0,
+        status_interval: float = 0.25,
+        recheck_interval: float = 0.5,
+    ) -> None:
+        self.workspace = workspace.resolve()
+        self.scout = self.workspace / ".scout"
+        self.reload_plugins = reload_plugins
+        self.drain_deadline = drain_deadline
+        self.shutdown_timeout = shutdown_timeout
+        self.status_interval = status_interval
+        self.recheck_interval = recheck_interval
+        self.lock = EngineLock(self.workspace)
+        self.secrets_config = SecretsConfig()
+        self.secrets = SelectedSecretsStore(
+            open_store(self.workspace, self.secrets_config),
+            on_write=self._own_secret_write,
+            on_value=lambda value: MASK.add([value]),
+        )
+        self.engine = Engine(self.workspace, secrets=self.secrets, retries=True)
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._settings_dirty = False
+        self._secrets_dirty = False
+        self._tree_changes: set[Path] = set()
+        self._applied_digest: str | None = None
+        self._reported: str | None = None
+        self._recheck: asyncio.TimerHandle | None = None
+        self._secret_digests: dict[str, str] = {}
+        self._watched_dirs: tuple[Path, ...] | None = None
+        self._watch_stop = asyncio.Event()
+        self._tree_stop: asyncio.Event | None = None
+        self._tree_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.status: StatusWriter | None = None
+
+    # -- the process ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> int:
+        """Run until SIGINT/SIGTERM (or `stop`); returns the exit code. EngineLocked if taken."""
+        self.lock.acquire()
+        try:
+            return await self._run(stop)
+        finally:
+            self.lock.release()
+
+    async def _run(self, stop: asyncio.Event | None) -> int:
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGINT, signal.SIGTERM)
+        for signum in signals:
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        waiter = asyncio.ensure_future(stop.wait()) if stop is not None else None
+        if waiter is not None:
+            waiter.add_done_callback(lambda _: self._stop.set())
+        self.status = StatusWriter(
+            self.scout, self.engine.manager, min_interval=self.status_interval
+        )
+        try:
+            self.status.write_now()
+            await self.engine.event_engine.start()
+            # Watch before the first read, so that no edit falls between the two.
+            self._tasks.append(asyncio.create_task(self._watch_scout(), name="grambot-watch"))
+            await _armed()
+            # A signal during the first apply (a load may take up to its timeout) stops at once.
+            first = asyncio.create_task(self._initial_apply(), name="grambot-first-apply")
+            self._tasks.append(first)
+            stopping = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({first, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if self._stop.is_set():
+                return await self._shutdown()
+            first.result()
+            self._tasks.append(asyncio.create_task(self._loop(), name="grambot-reconcile"))
+            self.status.flush()
+            loaded = self.engine.manager.loaded_ids()
+            logger.info(
+                "grambot ready in %s: %d instance(s) loaded%s; watching %s",
+                self.workspace,
+                len(loaded),
+                f" ({', '.join(loaded)})" if loaded else "",
+                self.engine.settings.path,
+            )
+            await self._stop.wait()
+            return await self._shutdown()
+        finally:
+            if waiter is not None:
+                waiter.cancel()
+            for signum in signals:
+                loop.remove_signal_handler(signum)
+            if self.status is not None:
+                self.status.close()
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self._stop.is_set():
+            logger.error("second %s: exiting now without finishing the shutdown", name)
+            os._exit(EXIT_FORCED)
+        logger.info("%s received: shutting down (send it again to exit at once)", name)
+        self._stop.set()
+
+    async def _shutdown(self) -> int:
+        self._watch_stop.set()
+        if self._tree_stop is not None:
+            self._tree_stop.set()
+        if self._recheck is not None:
+            self._recheck.cancel()
+        tasks = [t for t in (*self._tasks, self._tree_task) if t is not None]
+        for task in tasks:
+            task.cancel()  # an in-flight reconcile stops here; unload_all undoes what it began
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
+        try:
+            async with asyncio.timeout(self.shutdown_timeout):
+                await self.engine.stop(drain_deadline=self.drain_deadline)
+        except TimeoutError:
+            logger.error(
+                "shutdown did not finish within %s s; exiting with instances still unloading: %s",
+                self.shutdown_timeout,
+                ", ".join(
+                    s.instance_id for s in self.engine.manager.statuses()
+                ) or "none",
+            )
+            return EXIT_SHUTDOWN_TIMEOUT
+        logger.info("grambot stopped")
+        return 0
+
+    # -- settings ------------------------------------------------------------------------------
+
+    async def _initial_apply(self) -> None:
+        read = read_live_settings(self.workspace)
+        if read.kind == "ok" and read.settings is not None:
+            await self._apply(read.settings, read.digest)
+            return
+        if read.kind == "invalid":
+            logger.error(
+                "cannot use the settings file; starting with no instances until it is fixed:\n%s",
+                read.error,
+            )
+            self._reported = read.digest
+        else:
+            logger.info(
+                "%s %s: no instances until it is written", self.engine.settings.path, read.reason
+            )
+        self.engine.rescan(self.engine.settings)
+        self._restart_tree_watcher()
+        self._snapshot_secrets()
+
+    async def _apply(self, settings: EngineSettings, digest: str) -> None:
+        self._applied_digest = digest
+        self._reported = None
+        self._select_secrets(settings)
+        old_dirs = self.engine.settings.plugin_dirs
+        if any(not d.is_dir() for d in old_dirs) and settings.plugin_dirs == old_dirs:
+            self.engine.rescan(settings)  # a pluginDir that was missing may exist by now
+        await self.engine.apply(settings)
+        self._restart_tree_watcher()
+        self._snapshot_secrets()
+
+    async def _refresh_settings(self) -> None:
+        read = read_live_settings(self.workspace)
+        path = self.engine.settings.path
+        if read.kind == "transient":
+            key = f"transient:{read.reason}"
+            if self._reported != key:
+                running = len(self.engine.manager.loaded_ids())
+                logger.warning(
+                    "%s %s; keeping the %d running instance(s) as they are and re-reading it "
+                    "(write {\"plugins\": []} to stop every instance)",
+                    path,
+                    read.reason,
+                    running,
+                )
+                self._reported = key
+            self._schedule_recheck()
+            return
+        if read.digest == self._applied_digest:
+            if self._reported is not None:
+                logger.info("%s is back to the content in use; nothing to change", path)
+                self._reported = None
+            return
+        if read.kind == "invalid":
+            await asyncio.sleep(0.05)  # a half-written file settles within milliseconds
+            if read_live_settings(self.workspace).digest != read.digest:
+                self._settings_dirty = True
+                self._wake.set()
+                return
+            if self._reported != read.digest:
+                logger.error(
+                    "ignoring this edit of the settings file; the running instances stay as they "
+                    "are until the next valid edit:\n%s",
+                    read.error,
+                )
+                self._reported = read.digest
+            return
+        assert read.settings is not None
+        logger.info("%s changed: reconciling", path)
+        await self._apply(read.settings, read.digest)
+
+    def _schedule_recheck(self) -> None:
+        if self._recheck is not None:
+            self._recheck.cancel()
+
+        def recheck() -> None:
+            self._recheck = None
+            self._settings_dirty = True
+            self._wake.set()
+
+        self._recheck = asyncio.get_running_loop().call_later(self.recheck_interval, recheck)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def _watch_scout(self) -> None:
+        names = {SETTINGS_NAME, *SECRETS_NAMES}
+        while not self._watch_stop.is_set():
+            try:
+                async for changed in watch_names(self.scout, names, self._watch_stop):
+                    if SETTINGS_NAME in changed:
+                        self._settings_dirty = True
+                    if changed & SECRETS_NAMES:
+                        self._secrets_dirty = True
+                    self._wake.set()
+            except Exception:  # e.g. .scout/ removed: report, re-create, watch again
+                logger.exception("watching %s failed; watching again in 1 s", self.scout)
+                await asyncio.sleep(1.0)
+                self.scout.mkdir(parents=True, exist_ok=True)
+                self._settings_dirty = True
+                self._wake.set()
+
+    async def _loop(self) -> None:
+        """The one consumer of changes: settings first, then plugin files, then secrets."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                if self._settings_dirty:
+                    self._settings_dirty = False
+                    await self._refresh_settings()
+                if self._tree_changes:
+                    changes, self._tree_changes = self._tree_changes, set()
+                    await self._plugin_files_changed(changes)
+                if self._secrets_dirty:
+                    self._secrets_dirty = False
+                    await self._secrets_changed()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the loop must survive anything a reconcile throws
+                logger.exception("reconcile loop: unexpected error; carrying on")
+
+    # -- plugin folders ------------------------------------------------------------------------
+
+    def _restart_tree_watcher(self) -> None:
+        dirs = tuple(sorted({d.resolve() for d in self.engine.settings.plugin_dirs if d.is_dir()}))
+        if dirs == self._watched_dirs:
+            return
+        self._watched_dirs = dirs
+        if self._tree_stop is not None:
+            self._tree_stop.set()
+        if self._tree_task is not None:
+            self._tree_task.cancel()
+        self._tree_stop, self._tree_task = None, None
+        if dirs:
+            stop = asyncio.Event()
+            self._tree_stop = stop
+            self._tree_task = asyncio.create_task(
+                self._watch_tree(list(dirs), stop), name="grambot-watch-plugins"
+            )
+
+    async def _watch_tree(self, dirs: list[Path], stop: asyncio.Event) -> None:
+        try:
+            async for changed in watch_trees(dirs, stop):
+                self._tree_changes |= changed
+                self._wake.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("watching plugin folders %s failed", ", ".join(map(str, dirs)))
+            self._watched_dirs = None  # the next settings edit starts a new watcher
+
+    async def _plugin_files_changed(self, changes: set[Path]) -> None:
+        catalog_touched = any(
+            p.name == "plugin.json" or p.is_dir() or not p.exists() for p in changes
+        )
+        before = {d.id: d.folder for d in self.engine.catalog.descriptors()}
+        if catalog_touched:
+            self.engine.rescan(self.engine.settings)
+            after = {d.id: d.folder for d in self.engine.catalog.descriptors()}
+            if after != before:
+                added = sorted(set(after) - set(before))
+                logger.info(
+                    "plugin catalog changed%s: reconciling",
+                    f" (new: {', '.join(added)})" if added else "",
+                )
+                await self.engine.manager.sync_with_settings(self.engine.settings)
+        if not self.reload_plugins:
+            return
+        touched: set[str] = set()
+        for descriptor in self.engine.catalog.descriptors():
+            folder = descriptor.folder
+            if any(_inside(p, folder) for p in changes):
+                touched.add(descriptor.id)
+        for plugin_id in sorted(touched):
+            ids = [
+                i
+                for i in self.engine.manager.instances_of(plugin_id)
+                if self.engine.manager.state_of(i) in _RELOADABLE
+            ]
+            if ids:
+                logger.info("plugin %s changed: reloading %s", plugin_id, ", ".join(ids))
+                await self.engine.manager.reload(ids)
+
+    # -- secrets -------------------------------------------------------------------------------
+
+    def _select_secrets(self, settings: EngineSettings) -> None:
+        config, problems = secrets_config(settings.raw, settings.path)
+        for problem in problems:
+            logger.error(
+                "settings: %s (keeping the %s backend)", problem, self.secrets_config.backend
+            )
+        if problems or config == self.secrets_config:
+            return
+        self.secrets_config = config
+        self.secrets.current = open_store(self.workspace, config)
+        logger.info("secrets backend: %s", self.secrets.current)
+        self._secrets_dirty = True
+        self._wake.set()
+
+    def _digest(self, instance_id: str) -> str:
+        store = self.secrets
+        pairs = []
+        for key in store.keys(instance_id):
+            value = store.get(instance_id, key)  # read through: masked in logs from now on
+            if value is not None:
+                pairs.append(f"{len(key)}:{key}={len(value)}:{value}")
+        return hashlib.blake2b("\n".join(pairs).encode(), digest_size=16).hexdigest()
+
+    def _digests(self) -> dict[str, str] | None:
+        ids = [s.instance_id for s in self.engine.manager.statuses()]
+        try:
+            return {i: self._digest(i) for i in ids}
+        except SecretsError as exc:
+            logger.error("cannot read secrets: %s", exc)
+            return None
+
+    def _snapshot_secrets(self) -> None:
+        digests = self._digests()
+        if digests is not None:
+            self._secret_digests = digests
+
+    def _own_secret_write(self, instance_id: str) -> None:
+        """An instance changed its own secrets through `api.secrets`: no reload for that."""
+        with contextlib.suppress(SecretsError):
+            self._secret_digests[instance_id] = self._digest(instance_id)
+
+    async def _secrets_changed(self) -> None:
+        digests = self._digests()
+        if digests is None:
+            return
+        changed = [i for i, d in digests.items() if self._secret_digests.get(i) != d]
+        self._secret_digests = digests
+        manager = self.engine.manager
+        ids = [i for i in changed if manager.state_of(i) in _RELOADABLE]
+        if not ids:
+            logger.debug("secrets changed; no running instance is affected")
+            return
+        logger.info("secrets of %s changed: reloading", ", ".join(ids))
+        await manager.reload(ids)
+
+
+async def _armed() -> None:
+    """Let just-created watcher tasks run up to their first wait: watchfiles starts watching
+    (synchronously) before it waits for the first change."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.is_relative_to(folder) or path.resolve().is_relative_to(folder)
+
+
+async def run(
+    workspace: Path,
+    *,
+    stop: asyncio.Event | None = None,
+    reload_plugins: bool = False,
+    shutdown_timeout: float = 60.0,
+) -> int:
     """Run the engine of `workspace` until SIGINT/SIGTERM (or `stop` is set); returns exit code.
 
-    A second signal while stopping exits at once with a non-zero code.
+    Raises `EngineLocked` when another engine runs in that workspace.
     """
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            logger.error("second %s: exiting now", signal.Signals(signum).name)
-            os._exit(EXIT_FORCED)
-        logger.info("%s received: shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    for signum in signals:
-        loop.add_signal_handler(signum, on_signal, signum)
-    engine = Engine(workspace)
-    try:
-        await engine.start()
-        loaded = engine.manager.loaded_ids()
-        logger.info(
-            "grambot ready in %s: %d instance(s) loaded%s",
-            engine.workspace,
-            len(loaded),
-            f" ({', '.join(loaded)})" if loaded else "",
-        )
-        await stop.wait()
-    finally:
-        await engine.stop()
-        for signum in signals:
-            loop.remove_signal_handler(signum)
-    logger.info("grambot stopped")
-    return 0
+    runtime = Runtime(workspace, reload_plugins=reload_plugins, shutdown_timeout=shutdown_timeout)
+    return await runtime.run(stop)

@@ -24,6 +24,21 @@ def _wait_for(path: Path, timeout: float = 15.0) -> bool:
     return False
 
 
+def _wait_ready(scout: Path, timeout: float = 15.0) -> bool:
+    """status.json shows every instance settled (written before "grambot ready" is logged)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            states = {i["state"] for i in json.loads((scout / "status.json").read_text())[
+                "instances"]}
+        except (OSError, ValueError, KeyError):
+            states = set()
+        if states and not states & {"loading", "unloading"}:
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def _start(workspace: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "grambot", "run", "--workspace", str(workspace)],
@@ -57,6 +72,7 @@ def test_run_loads_then_unloads_on_sigterm_and_exits_zero(tmp_path: Path) -> Non
     proc = _start(tmp_path)
     try:
         assert _wait_for(scout / "plugins" / "m1" / "loaded"), "instance never loaded"
+        assert _wait_ready(scout), "engine never reported both instances"
         assert not (scout / "plugins" / "m1" / "unloaded").exists()
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=15)

@@ -15,6 +15,7 @@ loggers forgotten.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import logging
 import time
@@ -50,6 +51,7 @@ from grambot.plugins.stages import (
     run_stage,
 )
 from grambot.registries import Registries
+from grambot.retry import RetryPolicy
 from grambot.secrets import InstanceSecrets, SecretsStore
 from grambot.settings import EngineSettings, InstanceConfig, Timeouts
 
@@ -100,6 +102,13 @@ class InstanceRecord:
     attempt: int = 0
     next_attempt_at: float | None = None
     live: _Live | None = None
+    retry_handle: asyncio.TimerHandle | None = None
+
+    def cancel_retry(self) -> None:
+        if self.retry_handle is not None:
+            self.retry_handle.cancel()
+            self.retry_handle = None
+        self.next_attempt_at = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,7 @@ class PluginManager:
         data_root: Path,
         timeouts: Timeouts | None = None,
         cache: CacheBackend | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.catalog = catalog
         self.events = events
@@ -152,6 +162,9 @@ class PluginManager:
         self.cache: CacheBackend = cache if cache is not None else MemoryCache()
         # plugin id -> deadline in ms from register_custom_plugins(timeout_ms=...)
         self.timeout_overrides: dict[str, int] = {}
+        # None: a failed instance stays `failed` until an edit (recoverable or not).
+        self.retry_policy: RetryPolicy | None = retry
+        self._retry_tasks: set[asyncio.Task[None]] = set()
         self._records: dict[str, InstanceRecord] = {}
         self._lock = asyncio.Lock()
         self._latest: EngineSettings | None = None
@@ -190,9 +203,39 @@ class PluginManager:
             await self._reconcile(settings)
             return True
 
-    async def unload_all(self) -> None:
-        """Unload every instance, last loaded first (shutdown)."""
+    async def reload(self, instance_ids: list[str]) -> list[str]:
+        """Unload (if running) and load again these instances with their current settings.
+
+        Covers loaded, failed and retrying instances (a pending retry is cancelled); disabled
+        and unknown ids are skipped. Returns the ids it reloaded.
+        """
         async with self._lock:
+            chosen = [
+                r
+                for i in dict.fromkeys(instance_ids)
+                if (r := self._records.get(i)) is not None and r.state is not InstanceState.DISABLED
+            ]
+            for record in sorted(chosen, key=lambda r: r.load_seq, reverse=True):
+                record.cancel_retry()
+                if record.live is not None:
+                    await self._unload(record)
+            if chosen:
+                await asyncio.gather(*(self._load(r.config) for r in chosen))
+            return [r.config.instance_id for r in chosen]
+
+    def instances_of(self, plugin_id: str) -> list[str]:
+        """Ids of the instances (any state) of `plugin_id`."""
+        return [i for i, r in self._records.items() if r.config.plugin_id == plugin_id]
+
+    async def unload_all(self) -> None:
+        """Unload every instance, last loaded first (shutdown). Pending retries are dropped."""
+        for record in self._records.values():
+            record.cancel_retry()
+        for task in list(self._retry_tasks):
+            task.cancel()
+        async with self._lock:
+            for record in self._records.values():
+                record.cancel_retry()
             for record in sorted(self._records.values(), key=lambda r: r.load_seq, reverse=True):
                 if record.live is not None:
                     await self._unload(record)
@@ -207,6 +250,13 @@ class PluginManager:
         self.timeouts = settings.timeouts
         desired = {c.instance_id: c for c in settings.instances}
         held = settings.held_instance_ids
+
+        for instance_id, record in self._records.items():
+            config = desired.get(instance_id)
+            if instance_id not in held and (
+                config is None or not config.enabled or _differs(record.config, config)
+            ):
+                record.cancel_retry()  # an edit of the entry applies at once
 
         stopping = [
             record
@@ -236,7 +286,10 @@ class PluginManager:
                 current is None
                 or current.state is InstanceState.DISABLED
                 or _differs(current.config, config)
+                or self._plugin_appeared(current)
             ):
+                if current is not None:
+                    current.cancel_retry()
                 starting.append(config)
             else:
                 current.config = config  # equal as data; keep the running instance
@@ -245,9 +298,19 @@ class PluginManager:
             await asyncio.gather(*(self._load(config) for config in starting))
             await self._start_connectors([c.instance_id for c in starting])
 
-    async def _load(self, config: InstanceConfig) -> None:
+    def _plugin_appeared(self, record: InstanceRecord) -> bool:
+        """A failed instance whose unknown plugin is now in the catalog (after a rescan)."""
+        failure = record.failure
+        return (
+            record.state is InstanceState.FAILED
+            and failure is not None
+            and failure.kind == "plugin-not-found"
+            and record.config.plugin_id in self.catalog
+        )
+
+    async def _load(self, config: InstanceConfig, attempt: int = 0) -> None:
         instance_id = config.instance_id
-        record = InstanceRecord(config, InstanceState.LOADING)
+        record = InstanceRecord(config, InstanceState.LOADING, attempt=attempt)
         self._records[instance_id] = record
         self._changed()
         stage = "lookup"
@@ -318,13 +381,79 @@ class PluginManager:
             await self._fail(record, failure)
             return
         record.load_seq = next(self._load_seq)
+        record.attempt = 0
         self._set(record, InstanceState.LOADED)
-        logger.info("instance %s (plugin %s) loaded", instance_id, config.plugin_id)
+        logger.info(
+            "instance %s (plugin %s) loaded%s",
+            instance_id,
+            config.plugin_id,
+            f" after {attempt} retries" if attempt else "",
+        )
+
+    # -- retries -------------------------------------------------------------------------------
+
+    def _schedule_retry(self, record: InstanceRecord, failure: Failure) -> None:
+        """Put `record` in `retrying` and arm a timer for its next attempt."""
+        assert self.retry_policy is not None
+        record.attempt += 1
+        delay = self.retry_policy.delay(record.attempt)
+        record.next_attempt_at = time.time() + delay
+        loop = asyncio.get_running_loop()
+        record.retry_handle = loop.call_later(
+            delay, self._fire_retry, record, context=contextvars.Context()
+        )
+        self._set(record, InstanceState.RETRYING, failure)
+        config = record.config
+        if record.attempt == 1:  # the first failure in full; later ones in one line (no spam)
+            logger.error(
+                "instance %s (plugin %s) failed at %s: %s; retrying in %.3g s%s",
+                config.instance_id,
+                config.plugin_id,
+                failure.stage,
+                failure.message,
+                delay,
+                f"\n{failure.details}" if failure.details else "",
+            )
+        else:
+            logger.warning(
+                "instance %s (plugin %s): retry %d failed at %s: %s; next attempt in %.3g s",
+                config.instance_id,
+                config.plugin_id,
+                record.attempt - 1,
+                failure.stage,
+                failure.message,
+                delay,
+            )
+
+    def _fire_retry(self, record: InstanceRecord) -> None:
+        record.retry_handle = None
+        task = asyncio.get_running_loop().create_task(
+            self._retry(record), name=f"grambot-retry:{record.config.instance_id}"
+        )
+        self._retry_tasks.add(task)
+        task.add_done_callback(self._retry_tasks.discard)
+
+    async def _retry(self, record: InstanceRecord) -> None:
+        async with self._lock:
+            instance_id = record.config.instance_id
+            if self._records.get(instance_id) is not record or (
+                record.state is not InstanceState.RETRYING or record.retry_handle is not None
+            ):
+                return  # edited, removed or rescheduled meanwhile
+            logger.info("instance %s: retry %d", instance_id, record.attempt)
+            await self._load(record.config, attempt=record.attempt)
+            await self._start_connectors([instance_id])
 
     async def _fail(self, record: InstanceRecord, failure: Failure) -> None:
-        """Undo what a failed load did and put the instance in `failed` with its reason."""
+        """Undo what a failed load did; then retry it later (a failure that may pass, when
+        retries are on) or put it in `failed` with its reason."""
         if record.live is not None:
             await self._teardown(record, call_unload=record.live.plugin_object is not None)
+        if self._records.get(record.config.instance_id) is not record:
+            return  # replaced meanwhile (shutdown): nothing to report or retry
+        if failure.recoverable and self.retry_policy is not None:
+            self._schedule_retry(record, failure)
+            return
         self._set(record, InstanceState.FAILED, failure)
         logger.error(
             "instance %s (plugin %s) failed at %s: %s%s",
@@ -463,6 +592,8 @@ class PluginManager:
     def _set(
         self, record: InstanceRecord, state: InstanceState, failure: Failure | None = None
     ) -> None:
+        if state is not InstanceState.RETRYING:
+            record.next_attempt_at = None
         record.state = state
         record.failure = failure
         record.since = time.time()

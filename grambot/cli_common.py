@@ -1,0 +1,67 @@
+"""What the `grambot` commands share: options, logging set-up, exit codes, small helpers.
+
+Only click is imported at module level: `grambot --help` must stay instant.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1  # invalid settings, refused edit, engine lock taken
+EXIT_USAGE = 2  # click's own code for bad arguments
+EXIT_NOT_RUNNING = 3  # `grambot status`: no engine runs in the workspace
+
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+LOG_FORMATS = ["text", "json"]
+
+
+def setup_logging(level: str, fmt: str = "text") -> None:
+    from grambot.logs import configure_logging
+
+    configure_logging(level, fmt)
+
+
+def logging_options(default_level: str = "info") -> Callable[[F], F]:
+    """`--log-level` and `--log-format` for a command."""
+
+    def decorate(command: F) -> F:
+        command = click.option(
+            "--log-format",
+            type=click.Choice(LOG_FORMATS),
+            default="text",
+            show_default=True,
+            help="Log lines as text or as JSON objects (one per line, on stderr).",
+        )(command)
+        return click.option(
+            "--log-level",
+            type=click.Choice(LOG_LEVELS),
+            default=default_level,
+            show_default=True,
+            help="Least severe level logged (on stderr).",
+        )(command)
+
+    return decorate
+
+
+workspace_option = click.option(
+    "--workspace",
+    "-w",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=lambda: os.environ.get("GRAMBOT_WORKSPACE", "."),
+    show_default="current folder or $GRAMBOT_WORKSPACE",
+    help="Folder holding .scout/settings.json.",
+)
+
+
+def fail(message: str, code: int = EXIT_PROBLEMS) -> NoReturn:
+    """Print `message` on stderr and exit with `code`."""
+    click.echo(message, err=True)
+    raise SystemExit(code)

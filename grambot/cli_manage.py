@@ -1,0 +1,419 @@
+"""Management commands: plugins, enable, disable, remove, validate, new.
+
+They edit `.scout/settings.json` through `grambot.settings_edit` (file lock, atomic write, key
+order kept, validated first), so they are safe while `grambot run` follows the file: the engine
+applies each edit within a moment. Heavy imports stay inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from grambot.cli_common import (
+    EXIT_PROBLEMS,
+    fail,
+    logging_options,
+    setup_logging,
+    workspace_option,
+)
+
+if TYPE_CHECKING:
+    from grambot.errors import Problem
+    from grambot.plugins.catalog import PluginCatalog
+    from grambot.plugins.definition import Plugin
+    from grambot.plugins.descriptor import PluginDescriptor
+    from grambot.settings import EngineSettings
+    from grambot.settings_edit import SettingsEdit
+
+
+def _settings(workspace: Path) -> EngineSettings:
+    from grambot.errors import SettingsError
+    from grambot.settings import load_settings
+
+    try:
+        return load_settings(workspace)
+    except SettingsError as exc:
+        fail(f"{exc}\nfix the settings file first")
+
+
+def _catalog(settings: EngineSettings) -> PluginCatalog:
+    from grambot.plugin_info import catalog_for
+
+    return catalog_for(settings)
+
+
+def _descriptor(catalog: PluginCatalog, plugin_id: str) -> PluginDescriptor:
+    descriptor = catalog.get(plugin_id)
+    if descriptor is None:
+        known = ", ".join(catalog.ids()) or "none"
+        fail(f"no plugin with id {plugin_id!r}; available plugins: {known} (see `grambot plugins`)")
+    return descriptor
+
+
+# -- plugins -----------------------------------------------------------------------------------
+
+
+@click.command("plugins")
+@workspace_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@logging_options("warning")
+def plugins_command(workspace: Path, as_json: bool, log_level: str, log_format: str) -> None:
+    """List the available plugins with their descriptions and settings fields."""
+    from grambot.plugin_info import PluginUnreadable, describe_fields, read_plugin
+
+    setup_logging(log_level, log_format)
+    catalog = _catalog(_settings(workspace))
+    listing: list[dict[str, Any]] = []
+    for descriptor in catalog.descriptors():
+        item: dict[str, Any] = {
+            "id": descriptor.id,
+            "name": descriptor.name,
+            "description": descriptor.description,
+            "source": descriptor.source,
+            "folder": str(descriptor.folder),
+            "version": descriptor.version,
+        }
+        try:
+            definition = read_plugin(descriptor)
+        except PluginUnreadable as exc:
+            item["error"] = str(exc)
+            item["settings"] = []
+        else:
+            item["settings"] = [f.to_dict() for f in describe_fields(definition.settings_schema)]
+            item["onboarding"] = definition.onboarding is not None
+        listing.append(item)
+    if as_json:
+        click.echo(json.dumps({"plugins": listing, "problems": [str(p) for p in
+                                                                catalog.problems]}, indent=2))
+        return
+    if not listing:
+        click.echo("no plugins found (built-ins, pluginDirs and entry points are searched)")
+    for item in listing:
+        version = f" {item['version']}" if item.get("version") else ""
+        click.echo(click.style(f"{item['id']}{version}", bold=True) + f"  {item['name']}"
+                   f"  ({item['source']}: {item['folder']})")
+        if item["description"]:
+            click.echo(f"    {item['description']}")
+        if "error" in item:
+            click.echo(f"    cannot read the plugin: {item['error']}")
+        elif not item["settings"]:
+            click.echo("    settings: none")
+        else:
+            click.echo("    settings:")
+            for field in item["settings"]:
+                default = " (required)" if field["required"] else f" = {field['default']}"
+                click.echo(f"      {field['name']}: {field['type']}{default}")
+                if field["description"]:
+                    click.echo(f"          {field['description']}")
+        click.echo()
+    for problem in catalog.problems:
+        click.echo(f"problem: {problem}", err=True)
+
+
+# -- enable / disable / remove -----------------------------------------------------------------
+
+
+def _schema_check(
+    catalog: PluginCatalog, instance_ids: set[str]
+) -> Any:  # Callable[[EngineSettings], list[Problem]]
+    from grambot.errors import Problem
+    from grambot.plugin_info import PluginUnreadable, read_plugin
+    from grambot.plugins.definition import SettingsInvalid, validate_settings
+
+    def check(settings: EngineSettings) -> list[Problem]:
+        problems = []
+        for config in settings.instances:
+            if config.instance_id.lower() not in instance_ids:
+                continue
+            where = f"{config.json_path}.settings"
+            descriptor = catalog.get(config.plugin_id)
+            if descriptor is None:
+                problems.append(Problem(settings.path, f"{config.json_path}.pluginId",
+                                        f"no plugin with id {config.plugin_id!r}"))
+                continue
+            try:
+                schema = read_plugin(descriptor).settings_schema
+                validate_settings(schema, config.settings, where)
+            except PluginUnreadable as exc:
+                problems.append(Problem(descriptor.entry_path, "", str(exc)))
+            except SettingsInvalid as exc:
+                problems.append(Problem(settings.path, "", str(exc)))
+        return problems
+
+    return check
+
+
+def _edit(workspace: Path, change: Any, *, catalog: PluginCatalog | None, ids: set[str]) -> Any:
+    from grambot.errors import SettingsError
+    from grambot.settings_edit import EditRefused, edit_settings
+
+    lowered = {i.lower() for i in ids}
+    try:
+        return edit_settings(
+            workspace,
+            change,
+            check=_schema_check(catalog, lowered) if catalog is not None else None,
+            touched=lambda _doc: lowered,
+        )
+    except EditRefused as exc:
+        fail(str(exc))
+    except SettingsError as exc:
+        fail(f"{exc}\nfix the settings file first; nothing was written")
+
+
+@click.command("enable")
+@click.argument("plugin_id")
+@click.option("--instance", "instance_id", help="Instance id (default: the plugin id).")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="A setting of the instance; VALUE is JSON or a plain string. Repeatable.")
+@click.option("--no-input", is_flag=True, help="Never prompt (the onboarding hook is skipped).")
+@workspace_option
+@logging_options("warning")
+def enable_command(
+    plugin_id: str,
+    instance_id: str | None,
+    assignments: tuple[str, ...],
+    no_input: bool,
+    workspace: Path,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """Add an instance of PLUGIN_ID (or enable and update an existing one).
+
+    On a terminal, the plugin's onboarding hook asks for what it needs; secrets it asks for are
+    stored in the instance's secrets, never in settings.json.
+    """
+    from grambot.plugin_info import PluginUnreadable, read_plugin, text_fields
+    from grambot.settings_edit import EditRefused, find_entry, merge, parse_assignments
+
+    setup_logging(log_level, log_format)
+    instance_id = instance_id or plugin_id
+    settings = _settings(workspace)
+    catalog = _catalog(settings)
+    try:
+        definition = read_plugin(_descriptor(catalog, plugin_id))
+    except PluginUnreadable as exc:
+        fail(str(exc))
+    try:
+        updates = parse_assignments(assignments, text_fields(definition.settings_schema))
+    except EditRefused as exc:
+        fail(str(exc))
+    existing = settings.instance(instance_id)
+    if existing is not None and existing.plugin_id != plugin_id:
+        fail(f"instance {instance_id!r} already exists with plugin {existing.plugin_id!r}; "
+             "choose another id with --instance")
+
+    secrets: dict[str, str] = {}
+    interactive = not no_input and sys.stdin.isatty()
+    if interactive:
+        onboarded, secrets = _onboard(definition, plugin_id, instance_id,
+                                      merge(existing.settings if existing else {}, updates))
+        updates = merge(onboarded, updates)  # --set wins over answers
+
+    def change(doc: SettingsEdit) -> str:
+        found = find_entry(doc, instance_id)
+        if found is None:
+            doc.plugins.append({"instanceId": instance_id, "pluginId": plugin_id,
+                                "enabled": True, "settings": updates})
+            return "added"
+        _, entry = found
+        if entry.get("pluginId") != plugin_id:
+            raise EditRefused(f"instance {instance_id!r} belongs to plugin "
+                              f"{entry.get('pluginId')!r}; choose another id with --instance")
+        was = entry.get("enabled", True)
+        entry["enabled"] = True
+        if updates:
+            current = entry.get("settings", {})
+            entry["settings"] = merge(current if isinstance(current, dict) else {}, updates)
+        return "updated" if was is True else "enabled"
+
+    what = _edit(workspace, change, catalog=catalog, ids={instance_id})
+    if secrets:
+        _store_secrets(workspace, instance_id, secrets)
+    click.echo(f"{what} instance {instance_id!r} (plugin {plugin_id!r}) in "
+               f"{settings.path}" + (f"; stored secrets: {', '.join(sorted(secrets))}"
+                                     if secrets else ""))
+
+
+def _onboard(
+    definition: Plugin, plugin_id: str, instance_id: str, current: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    import asyncio
+    import inspect
+
+    from grambot.onboarding import TerminalPrompt
+
+    if definition.onboarding is None:
+        return {}, {}
+    prompt = TerminalPrompt(instance_id, plugin_id, current)
+    try:
+        result = definition.onboarding(prompt)
+        if inspect.isawaitable(result):
+            result = asyncio.run(_awaited(result))
+    except (click.Abort, EOFError, KeyboardInterrupt):
+        fail("\naborted; nothing was written")
+    except Exception as exc:
+        fail(f"onboarding of plugin {plugin_id!r} failed: {type(exc).__name__}: "
+             f"{_masked(str(exc), prompt.secrets)}; nothing was written")
+    if result is None:
+        result = {}
+    if not isinstance(result, dict):
+        fail(f"onboarding of plugin {plugin_id!r} must return a dict of settings, "
+             f"not {type(result).__name__}")
+    return result, prompt.secrets
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _masked(text: str, secrets: dict[str, str]) -> str:
+    for value in secrets.values():
+        if len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
+def _store_secrets(workspace: Path, instance_id: str, secrets: dict[str, str]) -> None:
+    from grambot.cli_secrets import notify_engine, open_workspace_store
+
+    store = open_workspace_store(workspace)
+    for key, value in secrets.items():
+        store.set(instance_id, key, value)
+    notify_engine(workspace)
+
+
+@click.command("disable")
+@click.argument("instance_id")
+@workspace_option
+def disable_command(instance_id: str, workspace: Path) -> None:
+    """Disable an instance (its entry and settings stay)."""
+    from grambot.settings_edit import EditRefused, find_entry
+
+    def change(doc: SettingsEdit) -> bool:
+        found = find_entry(doc, instance_id)
+        if found is None:
+            raise EditRefused(_unknown(doc, instance_id))
+        _, entry = found
+        was = entry.get("enabled", True) is not False
+        entry["enabled"] = False
+        return was
+
+    changed = _edit(workspace, change, catalog=None, ids={instance_id})
+    click.echo(f"disabled instance {instance_id!r}" if changed
+               else f"instance {instance_id!r} was already disabled")
+
+
+@click.command("remove")
+@click.argument("instance_id")
+@workspace_option
+def remove_command(instance_id: str, workspace: Path) -> None:
+    """Remove an instance's entry (its data folder and secrets are kept)."""
+    from grambot.settings_edit import EditRefused, find_entry
+
+    def change(doc: SettingsEdit) -> str:
+        found = find_entry(doc, instance_id)
+        if found is None:
+            raise EditRefused(_unknown(doc, instance_id))
+        index, entry = found
+        del doc.plugins[index]
+        return str(entry.get("pluginId"))
+
+    plugin_id = _edit(workspace, change, catalog=None, ids=set())
+    data = workspace / ".scout" / "plugins" / instance_id
+    click.echo(f"removed instance {instance_id!r} (plugin {plugin_id!r}); kept its data "
+               f"({data}) and secrets (`grambot secrets list {instance_id}`)")
+
+
+def _unknown(doc: SettingsEdit, instance_id: str) -> str:
+    ids = [e.get("instanceId") for e in doc.plugins if isinstance(e, dict)]
+    known = ", ".join(str(i) for i in ids if i) or "none"
+    return f"no instance {instance_id!r} in {doc.path}; instances: {known}"
+
+
+# -- validate ----------------------------------------------------------------------------------
+
+
+@click.command("validate")
+@workspace_option
+@logging_options("warning")
+def validate_command(workspace: Path, log_level: str, log_format: str) -> None:
+    """Check settings.json, every enabled instance's settings and the plugin descriptors,
+    without loading anything. Exit code 1 and a list of problems when anything is wrong."""
+    from grambot.errors import SettingsError
+    from grambot.settings import load_settings, settings_path
+
+    setup_logging(log_level, log_format)
+    path = settings_path(workspace)
+    try:
+        settings = load_settings(workspace)
+    except SettingsError as exc:
+        click.echo(f"{len(exc.problems)} problem(s):", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(EXIT_PROBLEMS)
+    problems = _validate(settings)
+    enabled = sum(1 for c in settings.instances if c.enabled)
+    if problems:
+        click.echo(f"{len(problems)} problem(s):", err=True)
+        for text in problems:
+            click.echo(f"  {text}", err=True)
+        sys.exit(EXIT_PROBLEMS)
+    where = path if path.exists() else f"{path} (missing: no instances)"
+    click.echo(f"ok: {where}: {len(settings.instances)} instance(s), {enabled} enabled")
+
+
+def _validate(settings: EngineSettings) -> list[str]:
+    from grambot.retry import retry_policy_from
+    from grambot.secret_backends import secrets_config
+
+    problems: list[Problem] = list(settings.problems)
+    problems += retry_policy_from(settings.raw, settings.path)[1]
+    problems += secrets_config(settings.raw, settings.path)[1]
+    for directory in settings.plugin_dirs:
+        if not directory.exists():
+            from grambot.errors import Problem as P
+
+            problems.append(P(settings.path, "pluginDirs", f"folder {directory} does not exist"))
+    catalog = _catalog(settings)
+    problems += catalog.problems
+    enabled = {c.instance_id.lower() for c in settings.instances if c.enabled}
+    problems += _schema_check(catalog, enabled)(settings)
+    return [str(p) for p in problems]
+
+
+# -- new ---------------------------------------------------------------------------------------
+
+
+@click.command("new")
+@click.argument("plugin_id")
+@click.option("--kind", type=click.Choice(["connector", "inference", "tool", "image"]),
+              required=True, help="What the plugin registers.")
+@click.option("--name", help="Human-readable name (default: from the id).")
+@workspace_option
+def new_command(plugin_id: str, kind: str, name: str | None, workspace: Path) -> None:
+    """Create a working plugin folder (plugin.json, plugin.py, a test) in the first pluginDir."""
+    from grambot.scaffold import ScaffoldError, scaffold
+
+    settings = _settings(workspace)
+    catalog = _catalog(settings)
+    if plugin_id in catalog:
+        existing = catalog.get(plugin_id)
+        assert existing is not None
+        fail(f"a plugin with id {plugin_id!r} already exists: {existing.descriptor_path}")
+    if not settings.plugin_dirs:
+        fail('pluginDirs is empty in settings.json; add a folder, e.g. "pluginDirs": ["plugins"]')
+    target = settings.plugin_dirs[0]
+    try:
+        folder = scaffold(target, plugin_id, kind, name=name)
+    except ScaffoldError as exc:
+        fail(str(exc))
+    test_name = f"test_{folder.name.replace('-', '_')}.py"
+    click.echo(f"created {folder}/ (plugin.json, plugin.py, {test_name})")
+    click.echo(f"next: grambot enable {plugin_id} -w {workspace}   "
+               f"# or test it: python -m pytest {folder}")

@@ -1,0 +1,182 @@
+"""`grambot secrets set|get|list|delete`: per-instance secrets in the configured backend.
+
+Values are read from a hidden prompt (on a terminal) or from stdin, never from the command
+line (argv is visible to every user of the machine and lands in shell history). `get` prints a
+masked value unless `--reveal`. After `set`/`delete`, the running engine (if any) is told
+through `.scout/secrets.changed` and reloads that instance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from grambot.cli_common import EXIT_PROBLEMS, fail, workspace_option
+
+if TYPE_CHECKING:
+    from grambot.secrets import SecretsStore
+
+CHANGED_NAME = "secrets.changed"
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def open_workspace_store(workspace: Path) -> SecretsStore:
+    """The secrets store settings.json selects (`secrets.backend`), file by default."""
+    from grambot.errors import SettingsError
+    from grambot.secret_backends import open_store, secrets_config
+    from grambot.settings import load_settings
+
+    try:
+        settings = load_settings(workspace)
+    except SettingsError as exc:
+        fail(f"{exc}\ncannot tell which secrets backend to use; fix the settings file first")
+    config, problems = secrets_config(settings.raw, settings.path)
+    if problems:
+        fail("\n".join(str(p) for p in problems))
+    return open_store(workspace, config)
+
+
+def notify_engine(workspace: Path) -> None:
+    """Tell a running engine that secrets changed (it watches this file)."""
+    from grambot.status import write_atomic
+
+    scout = workspace / ".scout"
+    if scout.is_dir():
+        write_atomic(scout / CHANGED_NAME, f"{time.time()}\n".encode())
+
+
+def _check_names(instance_id: str, key: str | None = None) -> None:
+    if not _ID.fullmatch(instance_id):
+        fail(f"instance id {instance_id!r} must match {_ID.pattern}")
+    if key is not None and not _KEY.fullmatch(key):
+        fail(f"secret key {key!r} must match {_KEY.pattern}")
+
+
+@contextlib.contextmanager
+def _errors(action: str) -> Iterator[None]:
+    from grambot.errors import SecretsError
+
+    try:
+        yield
+    except SecretsError as exc:
+        fail(f"{action}: {exc}")
+
+
+@click.group("secrets")
+def secrets_group() -> None:
+    """Per-instance secrets (bot tokens, API keys): never in settings.json."""
+
+
+@secrets_group.command("set")
+@click.argument("instance_id")
+@click.argument("key")
+@workspace_option
+def set_command(instance_id: str, key: str, workspace: Path) -> None:
+    """Set secret KEY of INSTANCE_ID; the value comes from a hidden prompt or stdin."""
+    _check_names(instance_id, key)
+    if sys.stdin.isatty():
+        value = click.prompt(
+            f"{key} for {instance_id}", hide_input=True, confirmation_prompt=True, type=str
+        )
+    else:
+        value = sys.stdin.read()
+        if value.endswith("\n"):
+            value = value[:-1]
+            if value.endswith("\r"):
+                value = value[:-1]
+    if not value:
+        fail("empty value; nothing stored (use `grambot secrets delete` to remove a secret)")
+    store = open_workspace_store(workspace)
+    with _errors(f"cannot store {instance_id}/{key}"):
+        store.set(instance_id, key, value)
+    notify_engine(workspace)
+    click.echo(f"stored secret {key!r} of instance {instance_id!r} ({_where(store)})")
+    _warn_unknown_instance(workspace, instance_id)
+
+
+@secrets_group.command("get")
+@click.argument("instance_id")
+@click.argument("key")
+@click.option("--reveal", is_flag=True, help="Print the value itself, not a masked form.")
+@workspace_option
+def get_command(instance_id: str, key: str, reveal: bool, workspace: Path) -> None:
+    """Print secret KEY of INSTANCE_ID (masked unless --reveal)."""
+    _check_names(instance_id, key)
+    store = open_workspace_store(workspace)
+    with _errors(f"cannot read {instance_id}/{key}"):
+        value = store.get(instance_id, key)
+    if value is None:
+        fail(f"instance {instance_id!r} has no secret {key!r}")
+    click.echo(value if reveal else mask(value))
+
+
+def mask(value: str) -> str:
+    """`********  (40 characters)`: shows that a value is there, not what it is."""
+    return f"{'*' * 8}  ({len(value)} characters)"
+
+
+@secrets_group.command("list")
+@click.argument("instance_id", required=False)
+@workspace_option
+def list_command(instance_id: str | None, workspace: Path) -> None:
+    """List secret keys (never values), of one instance or of all."""
+    from grambot.secret_backends import store_instance_ids
+
+    if instance_id is not None:
+        _check_names(instance_id)
+    store = open_workspace_store(workspace)
+    with _errors("cannot list secrets"):
+        ids = [instance_id] if instance_id else store_instance_ids(store)
+        rows = [(i, store.keys(i)) for i in ids]
+    if instance_id is not None:
+        for key in rows[0][1]:
+            click.echo(key)
+        return
+    if not rows:
+        click.echo(f"no secrets ({_where(store)})")
+    for i, keys in rows:
+        click.echo(f"{i}: {', '.join(keys)}")
+
+
+@secrets_group.command("delete")
+@click.argument("instance_id")
+@click.argument("key")
+@workspace_option
+def delete_command(instance_id: str, key: str, workspace: Path) -> None:
+    """Delete secret KEY of INSTANCE_ID."""
+    _check_names(instance_id, key)
+    store = open_workspace_store(workspace)
+    with _errors(f"cannot delete {instance_id}/{key}"):
+        found = store.delete(instance_id, key)
+    if not found:
+        fail(f"instance {instance_id!r} has no secret {key!r}", EXIT_PROBLEMS)
+    notify_engine(workspace)
+    click.echo(f"deleted secret {key!r} of instance {instance_id!r}")
+
+
+def _where(store: SecretsStore) -> str:
+    path = getattr(store, "path", None)
+    if path is not None:
+        return f"file {path}"
+    service = getattr(store, "service", None)
+    return f"keyring service {service!r}" if service else repr(store)
+
+
+def _warn_unknown_instance(workspace: Path, instance_id: str) -> None:
+    from grambot.errors import SettingsError
+    from grambot.settings import load_settings
+
+    try:
+        settings = load_settings(workspace)
+    except SettingsError:
+        return
+    if settings.instance(instance_id) is None:
+        click.echo(f"note: settings.json has no instance {instance_id!r} (yet)", err=True)

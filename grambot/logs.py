@@ -1,0 +1,118 @@
+"""Logging of the `grambot` command: text or JSON lines on stderr.
+
+Every record about an instance names it: records of a plugin's own loggers
+(`grambot.plugin.<instanceId>`, or a module logger inside the instance's namespace) and records
+emitted while an instance's code runs get an `instance` attribute, shown as `[<id>]` in text
+(unless the logger name already says it) and as `"instance"` in JSON. `SecretMask` replaces known
+secret values in every formatted line with `***`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["FORMATS", "LEVELS", "MASK", "SecretMask", "configure_logging"]
+
+LEVELS = ("debug", "info", "warning", "error")
+FORMATS = ("text", "json")
+MASKED = "***"
+MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
+
+_PLUGIN_PREFIX = "grambot.plugin."
+_NAMESPACE_PREFIX = "grambot.instances."
+
+
+def _instance_of(record: logging.LogRecord) -> str | None:
+    # the engine's own lines about one instance read "instance %s ..."
+    if isinstance(record.msg, str) and record.msg.startswith("instance %s"):
+        args = record.args
+        if isinstance(args, tuple) and args and isinstance(args[0], str):
+            return args[0]
+    name = record.name
+    if name.startswith(_PLUGIN_PREFIX):
+        return name[len(_PLUGIN_PREFIX) :].partition(".")[0]
+    if name.startswith(_NAMESPACE_PREFIX):
+        return name[len(_NAMESPACE_PREFIX) :].partition(".")[0].rpartition("__")[0] or None
+    stages = sys.modules.get("grambot.plugins.stages")  # loaded only once plugins run
+    current = getattr(stages, "current_instance_id", None)
+    return current() if callable(current) else None
+
+
+class SecretMask:
+    """The secret values to hide from log lines; thread-safe."""
+
+    def __init__(self) -> None:
+        self._values: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+
+    def add(self, values: Any) -> None:
+        fresh = {v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH}
+        if fresh - self._values:
+            with self._lock:
+                self._values = self._values | fresh
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values = frozenset()
+
+    def apply(self, text: str) -> str:
+        # longest first, so a secret containing another is masked whole
+        for value in sorted(self._values, key=len, reverse=True):
+            if value in text:
+                text = text.replace(value, MASKED)
+        return text
+
+
+MASK = SecretMask()
+
+
+class _Formatter(logging.Formatter):
+    def __init__(self, fmt: str, mask: SecretMask) -> None:
+        super().__init__()
+        self.fmt = fmt
+        self.mask = mask
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        instance = getattr(record, "instance", None) or _instance_of(record)
+        if self.fmt == "json":
+            data: dict[str, Any] = {
+                "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": message,
+            }
+            if instance:
+                data["instance"] = instance
+            if record.exc_text:
+                data["exception"] = record.exc_text
+            return self.mask.apply(json.dumps(data, ensure_ascii=False))
+        stamp = datetime.fromtimestamp(record.created).strftime("%Y-%m-%d %H:%M:%S")
+        named = not instance or instance in record.name or f"instance {instance}" in message
+        tag = "" if named else f" [{instance}]"
+        head = f"{stamp}.{int(record.msecs):03d} {record.levelname:<7} {record.name}{tag}"
+        line = f"{head}: {message}"
+        if record.exc_text:
+            line = f"{line}\n{record.exc_text}"
+        return self.mask.apply(line)
+
+
+def configure_logging(level: str = "info", fmt: str = "text", mask: SecretMask = MASK) -> None:
+    """Send grambot's (and plugins') log records to stderr as text or JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter(fmt, mask))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if isinstance(old.formatter, _Formatter):  # ours from an earlier call: replace it
+            root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # watchfiles reports every batch at INFO; the engine logs what a change did instead
+    logging.getLogger("watchfiles").setLevel("DEBUG" if level == "debug" else "WARNING")

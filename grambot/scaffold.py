@@ -1,0 +1,320 @@
+"""`grambot new PLUGIN_ID --kind ...`: a working plugin folder to start from.
+
+Writes `<first pluginDir>/<id>/plugin.json`, `plugin.py` (a settings schema and one registered
+connector, inference provider, tool or image provider) and `test_<id>.py`, which loads the
+plugin through the real engine (`grambot.testing.running_instance`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from pathlib import Path
+
+__all__ = ["KINDS", "ScaffoldError", "scaffold"]
+
+KINDS = ("connector", "inference", "tool", "image")
+
+
+class ScaffoldError(Exception):
+    pass
+
+
+_COMMON_HEAD = '''"""{name}: {description}
+
+Import heavy SDKs inside `create`/`load`, never at the top of this module:
+listing and validating plugins imports it.
+"""
+
+from __future__ import annotations
+
+{imports}
+from pydantic import BaseModel, Field
+
+from grambot import {names}
+
+
+'''
+
+_TOOL = '''class Settings(BaseModel):
+    prefix: str = Field("echo", description="Put before the echoed text.")
+
+
+class EchoTool:
+    name = "{tool_name}"
+    description = "Echoes the given text."
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def parameters(self) -> dict[str, Any]:
+        text = {{"type": "string"}}
+        return {{"type": "object", "properties": {{"text": text}}, "required": ["text"]}}
+
+    async def execute(self, args: dict[str, Any], context: ToolContext) -> ToolResult:
+        return ToolResult(text=f"{{self.prefix}}: {{args.get('text', '')}}")
+
+
+class Instance:
+    def __init__(self, api: PluginApi) -> None:
+        self.api = api
+
+    async def load(self) -> None:
+        settings: Settings = self.api.settings
+        self.api.registrar.register_tool(EchoTool(settings.prefix))
+
+    async def unload(self) -> None:
+        pass  # the engine removes what load() registered
+
+
+plugin = Plugin(settings_schema=Settings, create=Instance)
+'''
+
+_TOOL_TEST = '''        tool = engine.registries.tools.get("{tool_name}")
+        assert tool is not None
+        result = await tool.execute({{"text": "ping"}}, ToolContext())
+        assert result.text == "hi: ping"
+'''
+
+_INFERENCE = '''class Settings(BaseModel):
+    model: str = Field("echo-1", description="The model answering by default.")
+
+
+class EchoProvider:
+    """Answers with the last user message (replace with a real SDK call)."""
+
+    def __init__(self, instance_id: str, model: str) -> None:
+        self.id = instance_id
+        self.label = "{name}"
+        self.model = model
+
+    def models(self) -> Sequence[str]:
+        return [self.model]
+
+    async def complete(self, request: InferenceRequest) -> InferenceResponse:
+        last = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        return InferenceResponse(text=last, model=request.model or self.model)
+
+
+class Instance:
+    def __init__(self, api: PluginApi) -> None:
+        self.api = api
+
+    async def load(self) -> None:
+        settings: Settings = self.api.settings
+        # e.g. api_key = self.api.secrets.require("apiKey")
+        provider = EchoProvider(self.api.instance.instance_id, settings.model)
+        self.api.registrar.register_inference_provider(provider)
+
+
+plugin = Plugin(settings_schema=Settings, create=Instance)
+'''
+
+_INFERENCE_TEST = '''        provider = engine.registries.inference.get("{plugin_id}")
+        assert provider is not None
+        answer = await provider.complete(
+            InferenceRequest(messages=[ChatMessage(role="user", content="ping")])
+        )
+        assert answer.text == "ping" and answer.model == "hi"
+'''
+
+_CONNECTOR = '''class Settings(BaseModel):
+    sender: str = Field("me", description="Who the messages of this connector come from.")
+
+
+class Outbox:
+    """Keeps what it sends (replace with a real chat transport)."""
+
+    def __init__(self, api: PluginApi) -> None:
+        self.api = api
+        self.sent: list[tuple[str, str]] = []
+
+    async def start(self) -> None:
+        self.api.logger.info("connector started")
+
+    async def stop(self) -> None:
+        self.api.logger.info("connector stopped")
+
+    async def send_message(
+        self,
+        chat_id: str,
+        text: str,
+        *,
+        files: Sequence[Attachment] = (),
+        reply_to: str | None = None,
+    ) -> None:
+        self.sent.append((chat_id, text))
+
+    def receive(self, chat_id: str, text: str) -> None:
+        """Hand an incoming message to the bot (a real connector does this when polling)."""
+        settings: Settings = self.api.settings
+        message = IncomingMessage(
+            connector_id=self.api.instance.instance_id,
+            chat_id=chat_id,
+            sender=settings.sender,
+            text=text,
+        )
+        self.api.events.emit(CONNECTOR_MESSAGE, message)
+
+
+class Instance:
+    def __init__(self, api: PluginApi) -> None:
+        self.api = api
+        self.connector = Outbox(api)
+
+    async def load(self) -> None:
+        # e.g. token = self.api.secrets.require("token")
+        await self.connector.start()
+        self.api.registrar.register_connector(self.connector)
+
+    async def unload(self) -> None:
+        await self.connector.stop()
+
+
+plugin = Plugin(settings_schema=Settings, create=Instance)
+'''
+
+_CONNECTOR_TEST = '''        connector = engine.registries.connectors.get("{plugin_id}")
+        assert connector is not None
+        await connector.send_message("chat-1", "ping")
+        assert connector.sent == [("chat-1", "ping")]
+'''
+
+_IMAGE = '''class Settings(BaseModel):
+    size: str = Field("64x64", description="Default image size.")
+
+
+class BlankImages:
+    """Writes blank PPM images (replace with a real image API)."""
+
+    def __init__(self, api: PluginApi) -> None:
+        self.api = api
+        self.id = api.instance.instance_id
+
+    async def generate(
+        self, prompt: str, *, size: str | None = None, count: int = 1, model: str | None = None
+    ) -> Sequence[GeneratedImage]:
+        settings: Settings = self.api.settings
+        width, _, height = (size or settings.size).partition("x")
+        images = []
+        for n in range(count):
+            path = self.api.data_dir / f"image-{{n}}.ppm"
+            pixels = b"\\0" * 3 * int(width) * int(height)
+            path.write_bytes(f"P6 {{width}} {{height}} 255\\n".encode() + pixels)
+            images.append(GeneratedImage(path, "image/x-portable-pixmap", path.stat().st_size))
+        return images
+
+
+class Instance:
+    def __init__(self, api: PluginApi) -> None:
+        self.api = api
+
+    async def load(self) -> None:
+        self.api.registrar.register_image_provider(BlankImages(self.api))
+
+
+plugin = Plugin(settings_schema=Settings, create=Instance)
+'''
+
+_IMAGE_TEST = '''        provider = engine.registries.images.get("{plugin_id}")
+        assert provider is not None
+        (image,) = await provider.generate("a cat", size="2x2")
+        assert image.path.exists() and image.size_bytes > 0
+'''
+
+_KINDS: dict[str, tuple[str, str, str, str, str]] = {
+    # kind: (imports, extra grambot names, body, test body, test imports / settings)
+    "tool": ("from typing import Any\n", ", ToolContext, ToolResult", _TOOL, _TOOL_TEST,
+             'ToolContext|{"prefix": "hi"}'),
+    "inference": (
+        "from collections.abc import Sequence\n",
+        ", InferenceRequest, InferenceResponse",
+        _INFERENCE,
+        _INFERENCE_TEST,
+        'ChatMessage, InferenceRequest|{"model": "hi"}',
+    ),
+    "connector": (
+        "from collections.abc import Sequence\n",
+        ", CONNECTOR_MESSAGE, Attachment, IncomingMessage",
+        _CONNECTOR,
+        _CONNECTOR_TEST,
+        '|{"sender": "tester"}',
+    ),
+    "image": (
+        "from collections.abc import Sequence\n",
+        ", GeneratedImage",
+        _IMAGE,
+        _IMAGE_TEST,
+        '|{"size": "4x4"}',
+    ),
+}
+
+_TEST = '''"""Tests of the {plugin_id} plugin: `python -m pytest {folder}`."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+{test_imports}from grambot.testing import running_instance
+
+HERE = Path(__file__).parent
+
+
+def test_{ident}_loads_and_works() -> None:
+    async def scenario() -> None:
+        async with running_instance(HERE, {settings}) as engine:
+            assert engine.manager.state_of("{plugin_id}") == "loaded", engine.manager.statuses()
+{test_body}
+
+    asyncio.run(scenario())
+'''
+
+
+def scaffold(plugin_dir: Path, plugin_id: str, kind: str, *, name: str | None = None) -> Path:
+    """Create the plugin folder `plugin_dir/plugin_id`; returns it. ScaffoldError if taken."""
+    if kind not in KINDS:
+        raise ScaffoldError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", plugin_id):
+        raise ScaffoldError(
+            f"plugin id {plugin_id!r} must match ^[A-Za-z0-9][A-Za-z0-9_-]{{0,63}}$"
+        )
+    folder = plugin_dir / plugin_id
+    if folder.exists():
+        raise ScaffoldError(f"{folder} already exists; choose another id or remove it")
+    ident = re.sub(r"\W", "_", plugin_id)
+    title = name or plugin_id.replace("-", " ").replace("_", " ").title()
+    description = f"An {kind} plugin." if kind[0] in "aeiou" else f"A {kind} plugin."
+    imports, extra_names, body, test_body, test_spec = _KINDS[kind]
+    test_names, _, settings = test_spec.partition("|")
+    tool_name = ident.lower()
+    folder.mkdir(parents=True)
+    descriptor = {
+        "id": plugin_id,
+        "name": title,
+        "description": description,
+        "entry": "plugin.py",
+        "version": "0.1.0",
+    }
+    (folder / "plugin.json").write_text(json.dumps(descriptor, indent=2) + "\n")
+    names = ["Plugin", "PluginApi", *(n.strip() for n in extra_names.split(",") if n.strip())]
+    names.sort(key=lambda n: (not n.isupper(), n))
+    source = _COMMON_HEAD.format(
+        name=title, description=description, imports=imports, names=", ".join(names)
+    ) + body.format(name=title, tool_name=tool_name, plugin_id=plugin_id)
+    (folder / "plugin.py").write_text(source)
+    test_path = folder / f"test_{ident}.py"
+    test_imports = f"from grambot import {test_names}\n" if test_names else ""
+    test = _TEST.format(
+        plugin_id=plugin_id,
+        folder=folder,
+        test_imports=test_imports,
+        ident=ident,
+        settings=settings,
+        test_body=textwrap.indent(
+            test_body.format(plugin_id=plugin_id, tool_name=tool_name), "    "
+        ).rstrip("\n"),
+    )
+    test_path.write_text(test)
+    return folder

@@ -1,0 +1,204 @@
+"""Editing `.scout/settings.json` from the CLI while an engine may be running.
+
+Every edit runs under a file lock (`.scout/settings.json.lock`), starts from the file as it is
+now, keeps unknown keys and the user's key order and indentation, is validated (file level and
+the touched entries) before anything is written, and replaces the file atomically (temp file +
+fsync + rename, same permissions), so a running engine only ever sees the old or the new file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import tempfile
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from grambot.errors import GrambotError, Problem, SettingsError
+from grambot.settings import EngineSettings, parse_settings, settings_path
+
+__all__ = [
+    "EditRefused",
+    "SettingsEdit",
+    "edit_settings",
+    "find_entry",
+    "parse_assignments",
+    "read_document",
+]
+
+T = TypeVar("T")
+LOCK_SUFFIX = ".lock"
+
+
+class EditRefused(GrambotError):
+    """The edit would make settings.json invalid (or cannot be made); nothing was written."""
+
+
+@dataclass
+class SettingsEdit:
+    """The document being edited: `data` is the parsed file, in its key order."""
+
+    path: Path
+    workspace: Path
+    data: dict[str, Any]
+    existed: bool
+
+    @property
+    def plugins(self) -> list[Any]:
+        entries = self.data.setdefault("plugins", [])
+        if not isinstance(entries, list):
+            raise EditRefused(f"{self.path}: plugins must be a list; fix the file first")
+        return entries
+
+
+def _indent_of(text: str) -> int | str:
+    match = re.search(r"^\{\s*\n([ \t]+)\S", text)
+    if match is None:
+        return 2
+    indent = match.group(1)
+    return indent if "\t" in indent else len(indent)
+
+
+def read_document(workspace: Path) -> tuple[SettingsEdit, str]:
+    """The settings file as an editable document, and its text ('' when missing)."""
+    path = settings_path(workspace)
+    try:
+        text = path.read_text("utf-8-sig")
+    except FileNotFoundError:
+        return SettingsEdit(path, workspace, {"plugins": []}, existed=False), ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EditRefused(f"{path}: cannot read the settings file: {exc}") from None
+    if not text.strip():
+        return SettingsEdit(path, workspace, {"plugins": []}, existed=True), text
+    parse_settings(text, path=path, workspace=workspace)  # SettingsError: fix the file first
+    data = json.loads(text)
+    return SettingsEdit(path, workspace, data, existed=True), text
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o644
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def edit_settings(
+    workspace: Path,
+    change: Callable[[SettingsEdit], T],
+    *,
+    check: Callable[[EngineSettings], Iterable[Problem]] | None = None,
+    touched: Callable[[SettingsEdit], Iterable[str]] | None = None,
+) -> T:
+    """Apply `change` to settings.json under the lock; validate; write atomically.
+
+    `touched(doc)` names the instance ids the edit concerns: an entry-level problem of one of
+    them refuses the edit (problems of other entries were there before and are left alone).
+    `check(settings)` adds checks (e.g. the plugin's schema); any problem refuses the edit.
+    Raises EditRefused (nothing written) or SettingsError (the file is broken: fix it first).
+    """
+    from filelock import FileLock
+
+    path = settings_path(workspace)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + LOCK_SUFFIX, timeout=10):
+        doc, text = read_document(workspace)
+        result = change(doc)
+        indent = _indent_of(text) if text else 2
+        new_text = json.dumps(doc.data, indent=indent, ensure_ascii=False) + "\n"
+        try:
+            settings = parse_settings(new_text, path=path, workspace=workspace)
+        except SettingsError as exc:
+            raise EditRefused(f"refused, nothing written:\n{exc}") from None
+        problems: list[Problem] = []
+        if touched is not None:
+            ids = {i.lower() for i in touched(doc)}
+            for problem in settings.problems:
+                index = _entry_index(problem.json_path)
+                entry = doc.plugins[index] if index is not None else None
+                entry_id = entry.get("instanceId") if isinstance(entry, dict) else None
+                if isinstance(entry_id, str) and entry_id.lower() in ids:
+                    problems.append(problem)
+        if check is not None:
+            problems.extend(check(settings))
+        if problems:
+            raise EditRefused(
+                "refused, nothing written:\n" + "\n".join(str(p) for p in problems)
+            )
+        if new_text != text:
+            _write(path, new_text)
+        return result
+
+
+def _entry_index(json_path: str) -> int | None:
+    match = re.match(r"plugins\[(\d+)\]", json_path)
+    return int(match.group(1)) if match else None
+
+
+def find_entry(doc: SettingsEdit, instance_id: str) -> tuple[int, dict[str, Any]] | None:
+    """The entry with this instance id (ignoring case, as ids are unique that way)."""
+    for index, entry in enumerate(doc.plugins):
+        if isinstance(entry, dict):
+            value = entry.get("instanceId")
+            if isinstance(value, str) and value.lower() == instance_id.lower():
+                return index, entry
+    return None
+
+
+def parse_assignments(
+    assignments: Iterable[str], strings: Collection[str] = ()
+) -> dict[str, Any]:
+    """`["a=1", "b.c=x", 'd=["y"]']` -> `{"a": 1, "b": {"c": "x"}, "d": ["y"]}`.
+
+    A value that parses as JSON is taken as JSON (numbers, true/false, null, lists, objects,
+    quoted strings); anything else is a string. Keys in `strings` (fields the plugin's schema
+    types as text) always keep the text as written. Dots in the key make nested objects.
+    """
+    result: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise EditRefused(f"--set {item!r}: expected key=value")
+        value: Any = raw
+        if key not in strings:
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw
+        target = result
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = target.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise EditRefused(f"--set {item!r}: {part!r} is already set to a value")
+            target = child
+        target[leaf] = value
+    return result
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`base` updated with `update`, nested objects merged (keeps base's key order)."""
+    merged = dict(base)
+    for key, value in update.items():
+        old = merged.get(key)
+        if isinstance(old, dict) and isinstance(value, dict):
+            merged[key] = merge(old, value)
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,127 @@
+""".scout/status.json: what the running engine reports about its instances (DESIGN §3).
+
+    {"pid": 123, "startedAt": "...", "instances": [{"instanceId", "pluginId", "state", "error",
+     "since", "registrations": {"connectors": [], "inference": [], "tools": [], "images": []},
+     "attempt", "nextAttemptAt"}]}
+
+`StatusWriter` listens to the manager's state changes and rewrites the file atomically (temp
+file + rename), coalesced: the first change after a quiet period is written at once, later ones
+at most every `min_interval` seconds, so a reconcile of 1000 instances costs a handful of writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from grambot.plugins.manager import PluginManager
+
+__all__ = ["STATUS_NAME", "StatusWriter", "read_status", "write_atomic"]
+
+logger = logging.getLogger(__name__)
+
+STATUS_NAME = "status.json"
+
+
+def write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
+    """Replace `path` with `data` so readers see the old or the new file, never a part."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_status(scout_dir: Path) -> dict[str, Any] | None:
+    """The status file's content, or None when it is missing or unreadable."""
+    try:
+        data = json.loads((scout_dir / STATUS_NAME).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class StatusWriter:
+    def __init__(
+        self,
+        scout_dir: Path,
+        manager: PluginManager,
+        *,
+        min_interval: float = 0.25,
+        pid: int | None = None,
+    ) -> None:
+        self.path = scout_dir / STATUS_NAME
+        self.manager = manager
+        self.min_interval = min_interval
+        self.pid = os.getpid() if pid is None else pid
+        self.started_at = datetime.now(UTC).isoformat()
+        self.writes = 0
+        self._last_write = float("-inf")
+        self._pending: asyncio.TimerHandle | None = None
+        self._remove_listener = manager.add_listener(self.mark)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "startedAt": self.started_at,
+            "instances": [s.to_dict() for s in self.manager.statuses()],
+        }
+
+    def mark(self) -> None:
+        """Note a state change: write now if quiet long enough, else once the interval ends."""
+        if self._pending is not None:
+            return
+        import asyncio  # here, so that `grambot status` (which only reads) stays light
+
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, self._last_write + self.min_interval - time.monotonic())
+        self._pending = loop.call_later(delay, self._flush)
+
+    def _flush(self) -> None:
+        self._pending = None
+        self.write_now()
+
+    def flush(self) -> None:
+        """Write now what is pending (e.g. before announcing readiness)."""
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        self.write_now()
+
+    def write_now(self) -> None:
+        self._last_write = time.monotonic()
+        payload = json.dumps(self.snapshot(), indent=2).encode() + b"\n"
+        try:
+            write_atomic(self.path, payload)
+        except OSError as exc:  # a full disk must not stop the engine
+            logger.error("cannot write %s: %s", self.path, exc)
+            return
+        self.writes += 1
+
+    def close(self, *, remove: bool = True) -> None:
+        """Stop listening; remove the file (the engine is gone) or write a last time."""
+        self._remove_listener()
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        if remove:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        else:
+            self.write_now()

@@ -1,0 +1,131 @@
+"""A `grambot run` subprocess on a temporary workspace, observed with deadlines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import FIXTURE_PLUGINS
+
+DEADLINE = 10.0
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = DEADLINE, what: str = "") -> Any:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(0.01)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """How editors save: write a temp file, then rename it over the original."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+class EngineProcess:
+    def __init__(self, workspace: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.workspace = workspace
+        self.scout = workspace / ".scout"
+        self.settings_file = self.scout / "settings.json"
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "grambot", "run", "--workspace", str(workspace), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._lock:
+                self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        with self._lock:
+            return "".join(self.lines)
+
+    def wait_for_log(self, text: str, timeout: float = DEADLINE, count: int = 1) -> None:
+        wait_until(
+            lambda: self.output.count(text) >= count or self.proc.poll() is not None,
+            timeout,
+            f"log line {text!r}",
+        )
+        assert self.output.count(text) >= count, f"{text!r} not logged:\n{self.output}"
+
+    def wait_ready(self) -> None:
+        self.wait_for_log("grambot ready")
+
+    def status(self) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads((self.scout / "status.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data
+
+    def states(self) -> dict[str, str]:
+        status = self.status() or {"instances": []}
+        return {i["instanceId"]: i["state"] for i in status["instances"]}
+
+    def wait_states(self, expected: dict[str, str], timeout: float = DEADLINE) -> dict[str, str]:
+        def match() -> bool:
+            return self.states() == expected
+
+        try:
+            wait_until(match, timeout, f"states {expected}")
+        except AssertionError:
+            raise AssertionError(f"states {self.states()} != {expected}\n{self.output}") from None
+        return expected
+
+    def write(self, plugins: list[dict[str, Any]], **engine_keys: Any) -> None:
+        data = {"pluginDirs": [str(FIXTURE_PLUGINS)], "plugins": plugins, **engine_keys}
+        write_json_atomic(self.settings_file, data)
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = DEADLINE) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            self.kill()
+        return code
+
+    def kill(self) -> None:
+        """Kill if still running, then release the pipe (idempotent)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._reader.join(5)
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
+            self.proc.stdout.close()
+
+
+def workspace_with(root: Path, plugins: list[dict[str, Any]], **engine_keys: Any) -> Path:
+    scout = root / ".scout"
+    scout.mkdir(parents=True, exist_ok=True)
+    data = {"pluginDirs": [str(FIXTURE_PLUGINS)], "plugins": plugins, **engine_keys}
+    (scout / "settings.json").write_text(json.dumps(data, indent=2))
+    return root

@@ -1,0 +1,91 @@
+"""`grambot status`: a table or the JSON of the running engine; judged by the engine lock."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from grambot.cli_status import render
+from tests.conftest import entry
+from tests.runproc import EngineProcess, workspace_with
+
+
+def status(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "grambot", "status", "--workspace", str(ws), *args],
+        capture_output=True, text=True, timeout=20,
+    )
+
+
+def test_status_of_a_running_engine_as_table_and_json(tmp_path: Path) -> None:
+    ws = workspace_with(
+        tmp_path,
+        [entry("t", "probe", tool_name="echo"), entry("bad", "nope"),
+         entry("r", "probe", fail_in="load"), entry("off", "marker", enabled=False)],
+        retry={"initialDelay": 60, "maxDelay": 60},
+    )
+    engine = EngineProcess(ws)
+    try:
+        engine.wait_ready()
+        engine.wait_states({"t": "loaded", "bad": "failed", "r": "retrying", "off": "disabled"})
+        table = status(ws)
+        as_json = status(ws, "--json")
+    finally:
+        assert engine.stop() == 0, engine.output
+    assert table.returncode == 0, table.stderr
+    out = table.stdout
+    assert f"engine pid {engine.proc.pid}" in out
+    assert "1 disabled, 1 failed, 1 loaded, 1 retrying" in out
+    header, *rows = out.splitlines()[1:6]
+    assert header.split() == ["INSTANCE", "PLUGIN", "STATE", "SINCE", "REGISTERED"]
+    by_id = {row.split()[0]: row for row in rows}
+    assert "loaded" in by_id["t"] and "tool: echo" in by_id["t"] and "ago" in by_id["t"]
+    assert "retrying #1 in " in by_id["r"]
+    assert "errors:" in out
+    assert "bad: instance 'bad': no plugin with id 'nope'" in out
+    assert "r: RuntimeError: probe asked to fail in load" in out
+
+    assert as_json.returncode == 0
+    data = json.loads(as_json.stdout)
+    assert set(data) == {"pid", "startedAt", "instances"} and data["pid"] == engine.proc.pid
+    assert {i["instanceId"]: i["state"] for i in data["instances"]} == {
+        "t": "loaded", "bad": "failed", "r": "retrying", "off": "disabled"
+    }
+
+
+def test_no_engine_running_is_judged_by_the_lock_not_the_file(tmp_path: Path) -> None:
+    ws = workspace_with(tmp_path, [])
+    result = status(ws)
+    assert result.returncode == 3
+    assert "no grambot engine is running in" in result.stderr
+    # a status file left by a crashed engine (whose pid may even be alive) is not trusted
+    (ws / ".scout" / "status.json").write_text(
+        json.dumps({"pid": 1, "startedAt": "2020-01-01T00:00:00+00:00", "instances": []})
+    )
+    (ws / ".scout" / "engine.lock").write_text("")
+    for args in ((), ("--json",)):
+        result = status(ws, *args)
+        assert result.returncode == 3 and result.stdout == ""
+
+
+def test_render_shows_ages_and_retry_times() -> None:
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    doc = {
+        "pid": 7,
+        "startedAt": (now - timedelta(hours=2, minutes=5)).isoformat(),
+        "instances": [
+            {"instanceId": "a", "pluginId": "p", "state": "retrying", "error": "boom\nline 2",
+             "since": (now - timedelta(seconds=5)).isoformat(),
+             "registrations": {"connectors": ["a"], "inference": [], "tools": ["x", "y"],
+                               "images": []},
+             "attempt": 3, "nextAttemptAt": (now + timedelta(seconds=90)).isoformat()},
+        ],
+    }
+    text = render(doc, now)
+    assert "engine pid 7, started 2h05m ago: 1 retrying" in text
+    assert "retrying #3 in 1m30s" in text and "5s ago" in text
+    assert "connector: a; tool: x, y" in text
+    assert "  a: boom\n    line 2" in text

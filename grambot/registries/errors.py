@@ -53,3 +53,16 @@ class ServiceError(GrambotError):
     def retryable(self) -> bool:
         """True when trying again later may succeed (rate limit, timeout, network, 5xx)."""
         return self.kind in _RETRYABLE
+
+
+def kind_for_status(status: int) -> str:
+    """The `ServiceError.kind` of an HTTP error status."""
+    if status in (401, 403):
+        return "auth"
+    if status == 429:
+        return "rate-limit"
+    if status in (408, 504):
+        return "timeout"
+    if status >= 500:
+        return "server"
+    return "bad-request"

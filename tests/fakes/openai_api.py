@@ -33,7 +33,7 @@ class FakeOpenAI(FakeServer):
     def __init__(self, api_key: str) -> None:
         super().__init__()
         self.api_key = api_key
-        self._replies: deque[tuple[str, list[tuple[str, str, dict[str, Any]]]]] = deque()
+        self._replies: deque[tuple[str, list[tuple[str, str, Any]]]] = deque()
         self._ids = itertools.count(1)
         self.bodies: list[dict[str, Any]] = []
         self.image_bytes = PNG_1PX
@@ -41,7 +41,10 @@ class FakeOpenAI(FakeServer):
     def reply_text(self, text: str) -> None:
         self._replies.append((text, []))
 
-    def reply_tool_call(self, name: str, arguments: dict[str, Any], text: str = "") -> str:
+    def reply_tool_call(
+        self, name: str, arguments: dict[str, Any] | str, text: str = ""
+    ) -> str:
+        """Script a function call; `arguments` as a str goes out verbatim (garbled JSON)."""
         call_id = f"call_{next(self._ids):04d}"
         self._replies.append((text, [(call_id, name, arguments)]))
         return call_id
@@ -73,7 +76,7 @@ class FakeOpenAI(FakeServer):
             return self._images(body)
         return self.error_response(404, f"Unknown path {request.path}", {})
 
-    def _next(self, echo: str) -> tuple[str, list[tuple[str, str, dict[str, Any]]]]:
+    def _next(self, echo: str) -> tuple[str, list[tuple[str, str, Any]]]:
         return self._replies.popleft() if self._replies else (f"echo: {echo}", [])
 
     def _responses(self, body: dict[str, Any]) -> Response:
@@ -98,7 +101,7 @@ class FakeOpenAI(FakeServer):
                     "id": f"fc_{next(self._ids)}",
                     "call_id": call_id,
                     "name": name,
-                    "arguments": json.dumps(arguments),
+                    "arguments": _arguments(arguments),
                     "status": "completed",
                 }
             )
@@ -139,7 +142,7 @@ class FakeOpenAI(FakeServer):
                 {
                     "id": call_id,
                     "type": "function",
-                    "function": {"name": name, "arguments": json.dumps(arguments)},
+                    "function": {"name": name, "arguments": _arguments(arguments)},
                 }
                 for call_id, name, arguments in calls
             ]
@@ -175,6 +178,10 @@ class FakeOpenAI(FakeServer):
                 "usage": {"input_tokens": 10, "output_tokens": 100, "total_tokens": 110},
             }
         )
+
+
+def _arguments(arguments: Any) -> str:
+    return arguments if isinstance(arguments, str) else json.dumps(arguments)
 
 
 def _last_user_text_responses(items: list[dict[str, Any]]) -> str:

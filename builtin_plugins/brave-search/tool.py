@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from grambot import PluginApi, ToolContext, ToolResult
 
-from .transport import Failure, send, status_failure
+from .transport import Failure, retry_after, send, status_failure
 
 if TYPE_CHECKING:
     from .plugin import Settings
@@ -132,7 +132,8 @@ class BraveSearchTool:
                     f"`grambot secrets set {self.api.instance.instance_id} apiKey`",
                     status=response.status_code,
                 )
-            raise status_failure(response.status_code, said, response.headers, s.max_retries)
+            wait = retry_after(response.headers) if response.status_code == 429 else None
+            raise status_failure(response.status_code, said, s.max_retries, wait)
         try:
             data = response.json()
             raw = data.get("web", {}).get("results", []) if isinstance(data, dict) else None

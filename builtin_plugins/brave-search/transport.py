@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
+from collections.abc import Callable
 from typing import Any
 
 from grambot.registries.errors import kind_for_status
@@ -56,9 +57,14 @@ async def send(
     max_retry_after: float,
     timeout: float,
     backoff: float = 0.5,
+    retry_after_of: Callable[[Any], float | None] | None = None,
     **kwargs: Any,
 ) -> Any:
-    """The response (any status once retries are spent), or Failure for timeouts/network."""
+    """The response (any status once retries are spent), or Failure for timeouts/network.
+
+    `retry_after_of(response)` reads how long the service asks to wait (default: headers).
+    """
+    wait_asked = retry_after_of or (lambda response: retry_after(response.headers))
     attempt = 0
     while True:
         wait = backoff * (2**attempt)
@@ -74,7 +80,7 @@ async def send(
         else:
             if response.status_code not in RETRY_STATUSES or attempt >= max_retries:
                 return response
-            asked = retry_after(response.headers)
+            asked = wait_asked(response)
             if asked is not None:
                 if asked > max_retry_after:
                     return response
@@ -83,9 +89,10 @@ async def send(
         await asyncio.sleep(wait)
 
 
-def status_failure(status: int, said: str, headers: Any, retries: int) -> Failure:
-    kind = kind_for_status(status)
-    wait = retry_after(headers) if status == 429 else None
+def status_failure(
+    status: int, said: str, retries: int, wait: float | None = None, kind: str | None = None
+) -> Failure:
+    kind = kind or kind_for_status(status)
     if kind == "rate-limit":
         after = f"; the service asks to wait {wait:g} s" if wait is not None else ""
         text = f"rate limited (429: {said}){after}"

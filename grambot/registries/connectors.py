@@ -37,6 +37,12 @@ class IncomingMessage:
 
 @runtime_checkable
 class Connector(Protocol):
+    """A chat transport. `start()` begins delivering incoming messages (idempotent; a built-in
+    connector starts itself when its instance loads), `stop()` stops and returns promptly.
+    Each incoming message is emitted as a `connector.message` event whose payload is an
+    `IncomingMessage`. `send_message` splits text to the transport's limits and raises
+    `grambot.ServiceError` when the transport fails."""
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,6 +97,12 @@ async def test_an_update_arrives_as_a_connector_message_event(
     assert msg.extra["senderName"] == "Ada" and msg.extra["updateId"] == uid
     await harness.wait_for(lambda: state_file(harness).exists())
     assert json.loads(state_file(harness).read_text()) == {"botId": 123456, "lastUpdateId": uid}
+
+
+async def test_clear_webhook_can_be_turned_off(harness: Harness, fake: FakeTelegram) -> None:
+    await load(harness, fake, clearWebhook=False)
+    assert fake.bots[TOKEN].deleted_webhook == 0
+    assert "site-packages" in str(sys.modules["telegram"].__file__)  # the SDK, not our folder
 
 
 async def test_messages_from_strangers_are_ignored_and_logged(

@@ -86,16 +86,13 @@ class TelegramConnector:
                     "deleteWebhook", lambda: bot.delete_webhook(drop_pending_updates=drop)
                 )
             self.offsets.load(me.id)
+            # Polling starts in start(), which the engine calls once the whole reconcile has
+            # loaded: messages waiting at Telegram must not arrive before the providers do.
             self.api.registrar.register_connector(self)
-            await self.start()
         except BaseException:
             await self._close()
             raise
-        self.log.info(
-            "telegram bot @%s polling (resuming after update %s)",
-            self.bot_username,
-            self.offsets.last_update_id,
-        )
+        self.log.info("telegram bot @%s ready", self.bot_username)
 
     async def unload(self) -> None:
         await self.stop()
@@ -108,6 +105,11 @@ class TelegramConnector:
         if self._poll_task is None or self._poll_task.done():
             self._poll_task = asyncio.create_task(
                 self._poll(), name=f"telegram-poll-{self.instance_id}"
+            )
+            self.log.info(
+                "telegram bot @%s polling (resuming after update %s)",
+                self.bot_username,
+                self.offsets.last_update_id,
             )
 
     async def stop(self) -> None:

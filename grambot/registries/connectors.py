@@ -37,9 +37,10 @@ class IncomingMessage:
 
 @runtime_checkable
 class Connector(Protocol):
-    """A chat transport. `start()` begins delivering incoming messages (idempotent; a built-in
-    connector starts itself when its instance loads), `stop()` stops and returns promptly.
-    Each incoming message is emitted as a `connector.message` event whose payload is an
+    """A chat transport, registered in `load()`. `start()` begins delivering incoming messages
+    (idempotent; the engine calls it once the reconcile that loaded the instance is done, so
+    early messages never race the providers' loads) and `stop()` ends that promptly. Each
+    incoming message is emitted as a `connector.message` event whose payload is an
     `IncomingMessage`. `send_message` splits text to the transport's limits and raises
     `grambot.ServiceError` when the transport fails."""
 

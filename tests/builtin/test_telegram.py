@@ -51,12 +51,20 @@ def settings(fake: FakeTelegram, **extra: Any) -> dict[str, Any]:
 
 
 async def load(
-    h: Harness, fake: FakeTelegram, instance: str = "tg", token: str = TOKEN, **extra: Any
+    h: Harness,
+    fake: FakeTelegram,
+    instance: str = "tg",
+    token: str = TOKEN,
+    *,
+    start: bool = True,
+    **extra: Any,
 ) -> Connector:
     await h.load(instance, "telegram", secrets={"botToken": token}, **settings(fake, **extra))
     assert h.loaded(instance), h.failure(instance)
     connector = h.engine.registries.connectors.get(instance)
     assert connector is not None
+    if start:
+        await connector.start()  # what the engine does once a reconcile has loaded everything
     return connector
 
 
@@ -97,6 +105,22 @@ async def test_an_update_arrives_as_a_connector_message_event(
     assert msg.extra["senderName"] == "Ada" and msg.extra["updateId"] == uid
     await harness.wait_for(lambda: state_file(harness).exists())
     assert json.loads(state_file(harness).read_text()) == {"botId": 123456, "lastUpdateId": uid}
+
+
+async def test_polling_waits_for_start(harness: Harness, fake: FakeTelegram) -> None:
+    connector = await load(harness, fake, start=False)
+    fake.push_message(TOKEN, "early", user_id=OWNER)
+    await asyncio.sleep(0.2)
+    assert fake.bots[TOKEN].offsets == [] and messages(harness) == []
+    await connector.start()
+    await connector.start()  # idempotent
+    await harness.wait_for(lambda: messages(harness))
+    await connector.stop()
+    await connector.stop()
+    polls = len(fake.bots[TOKEN].offsets)
+    fake.push_message(TOKEN, "after stop", user_id=OWNER)
+    await asyncio.sleep(0.2)
+    assert len(fake.bots[TOKEN].offsets) == polls and len(messages(harness)) == 1
 
 
 async def test_clear_webhook_can_be_turned_off(harness: Harness, fake: FakeTelegram) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -78,9 +79,18 @@ class Harness:
         return [e for e in self.events if e.type == event_type]
 
 
+def make_engine(root: Path) -> Engine:
+    """An engine whose catalog holds the repository's builtin_plugins/ (and not the bot's
+    message routing, where the engine has it: these tests watch the plugins alone)."""
+    options: dict[str, Any] = {"entry_points": False}
+    if "bot" in inspect.signature(Engine).parameters:
+        options["bot"] = False
+    return Engine(root, **options)
+
+
 @pytest.fixture
 async def harness(workspace: Workspace) -> AsyncIterator[Harness]:
-    engine = Engine(workspace.root, entry_points=False)
+    engine = make_engine(workspace.root)
     await engine.event_engine.start()
     try:
         yield Harness(engine, workspace)

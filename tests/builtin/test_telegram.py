@@ -107,20 +107,22 @@ async def test_an_update_arrives_as_a_connector_message_event(
     assert json.loads(state_file(harness).read_text()) == {"botId": 123456, "lastUpdateId": uid}
 
 
-async def test_polling_waits_for_start(harness: Harness, fake: FakeTelegram) -> None:
-    connector = await load(harness, fake, start=False)
-    fake.push_message(TOKEN, "early", user_id=OWNER)
-    await asyncio.sleep(0.2)
-    assert fake.bots[TOKEN].offsets == [] and messages(harness) == []
-    await connector.start()
-    await connector.start()  # idempotent
-    await harness.wait_for(lambda: messages(harness))
+async def test_stop_and_start_pause_and_resume_polling(
+    harness: Harness, fake: FakeTelegram
+) -> None:
+    connector = await load(harness, fake)
     await connector.stop()
-    await connector.stop()
+    await connector.stop()  # idempotent
     polls = len(fake.bots[TOKEN].offsets)
-    fake.push_message(TOKEN, "after stop", user_id=OWNER)
+    fake.push_message(TOKEN, "while stopped", user_id=OWNER)
     await asyncio.sleep(0.2)
-    assert len(fake.bots[TOKEN].offsets) == polls and len(messages(harness)) == 1
+    assert len(fake.bots[TOKEN].offsets) == polls and messages(harness) == []
+    await connector.start()
+    await connector.start()  # idempotent: one poller
+    (msg,) = await harness.wait_for(lambda: messages(harness))
+    assert msg.text == "while stopped"
+    await asyncio.sleep(0.2)
+    assert len(messages(harness)) == 1
 
 
 async def test_clear_webhook_can_be_turned_off(harness: Harness, fake: FakeTelegram) -> None:

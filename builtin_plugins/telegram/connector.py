@@ -437,7 +437,10 @@ class TelegramConnector:
                             "server", f"{what}: server error {status} ({self._describe(exc)})",
                             status=status,
                         ) from None
-                    raise self._error("network", f"{what}: {self._describe(exc)}") from None
+                    raise self._error(
+                        "network",
+                        f"{what}: cannot reach {s.base_url} ({self._describe(exc)})",
+                    ) from None
             except TelegramError as exc:  # e.g. a body that is not the Bot API's JSON
                 raise self._error("bad-response", f"{what}: {self._describe(exc)}") from None
             attempt += 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import inspect
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -129,3 +130,11 @@ def load_plugin_module(plugin_folder: str, module: str) -> ModuleType:
     loaded = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(loaded)
     return loaded
+
+
+def closed_port_url() -> str:
+    """An http://127.0.0.1 URL nothing listens on (connection refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

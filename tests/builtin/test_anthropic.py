@@ -3,6 +3,7 @@ anthropic SDK on the wire)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,7 @@ from grambot import (
     ToolCall,
     ToolDefinition,
 )
-from tests.builtin.conftest import POISON, Harness
+from tests.builtin.conftest import POISON, Harness, closed_port_url
 from tests.fakes.anthropic_api import FakeAnthropic
 
 KEY = "sk-ant-test-key-0123456789"
@@ -181,3 +182,28 @@ async def test_a_missing_key_fails_the_load_with_the_fix(
 async def test_bad_settings_are_rejected_with_their_json_path(harness: Harness) -> None:
     await harness.load("claude", "anthropic", maxTokens=0, secrets={"apiKey": KEY})
     assert "maxTokens" in harness.failure("claude")
+
+
+async def test_an_unreachable_service_is_a_network_error(harness: Harness) -> None:
+    url = closed_port_url()
+    await harness.load("claude", "anthropic", secrets={"apiKey": KEY}, baseUrl=url, maxRetries=0)
+    provider = harness.engine.registries.inference.get("claude")
+    assert provider is not None
+    with pytest.raises(ServiceError) as caught:
+        await provider.complete(ask("anyone?"))
+    assert caught.value.kind == "network" and f"cannot reach {url}" in str(caught.value)
+    assert harness.loaded("claude")
+
+
+async def test_the_key_stays_out_of_debug_logs(
+    harness: Harness, fake: FakeAnthropic, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    provider = await load(harness, fake)
+    await provider.complete(ask("hi"))
+    fake.fail(401, message=f"bad key {KEY}")
+    with pytest.raises(ServiceError):
+        await provider.complete(ask("hi"))
+    await harness.remove("claude")
+    assert caplog.records
+    assert not [r for r in caplog.records if KEY in r.getMessage()]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from grambot import Tool, ToolContext
-from tests.builtin.conftest import Harness
+from tests.builtin.conftest import Harness, closed_port_url
 from tests.fakes.brave_api import FakeBrave
 
 KEY = "BSA-test-subscription-token-42"
@@ -158,3 +158,13 @@ async def test_two_instances_cannot_share_a_tool_name(harness: Harness, fake: Fa
     assert not harness.loaded("search2")
     assert "web_search" in harness.failure("search2") and "search" in harness.failure("search2")
     assert harness.loaded("search")
+
+
+async def test_an_unreachable_service_is_a_network_error(harness: Harness) -> None:
+    await harness.load("search", "brave-search", secrets={"apiKey": KEY},
+                       baseUrl=closed_port_url(), maxRetries=0)
+    tool = harness.engine.registries.tools.get("web_search")
+    assert tool is not None
+    result = await tool.execute({"query": "x"}, CTX)
+    assert result.is_error and result.data["kind"] == "network"
+    assert "cannot reach" in result.text

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from grambot import ImageProvider, ServiceError
-from tests.builtin.conftest import Harness, load_plugin_module
+from tests.builtin.conftest import Harness, closed_port_url, load_plugin_module
 from tests.fakes.gemini_api import FakeGemini
 from tests.fakes.telegram_api import PNG_1PX
 
@@ -152,3 +152,13 @@ async def test_settings_must_ask_for_images(harness: Harness) -> None:
                        secrets={"apiKey": KEY})
     assert "responseModalities" in harness.failure("banana")
     assert "must include IMAGE" in harness.failure("banana")
+
+
+async def test_an_unreachable_service_is_a_network_error(harness: Harness) -> None:
+    await harness.load("banana", "nanobanana", secrets={"apiKey": KEY},
+                       baseUrl=closed_port_url(), maxRetries=0)
+    provider = harness.engine.registries.images.get("banana")
+    assert provider is not None
+    with pytest.raises(ServiceError) as caught:
+        await provider.generate("x")
+    assert caught.value.kind == "network" and "cannot reach" in str(caught.value)

@@ -4,6 +4,7 @@ SDK on the wire), over both the Responses API and Chat Completions."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +19,7 @@ from grambot import (
     ToolCall,
     ToolDefinition,
 )
-from tests.builtin.conftest import POISON, Harness
+from tests.builtin.conftest import POISON, Harness, closed_port_url
 from tests.fakes.openai_api import FakeOpenAI
 
 KEY = "sk-proj-test-key-abcdefghijkl"
@@ -212,3 +213,28 @@ async def test_the_deadline_bounds_a_whole_call(harness: Harness, fake: FakeOpen
     with pytest.raises(ServiceError) as caught:
         await provider.complete(ask("slow"))
     assert caught.value.kind == "timeout" and "deadline of 0.3 s" in str(caught.value)
+
+
+async def test_an_unreachable_service_is_a_network_error(harness: Harness) -> None:
+    url = closed_port_url()
+    await harness.load("codex", "openai-codex", secrets={"apiKey": KEY}, baseUrl=url,
+                       maxRetries=0)
+    provider = harness.engine.registries.inference.get("codex")
+    assert provider is not None
+    with pytest.raises(ServiceError) as caught:
+        await provider.complete(ask("anyone?"))
+    assert caught.value.kind == "network" and f"cannot reach {url}" in str(caught.value)
+
+
+async def test_the_key_stays_out_of_debug_logs(
+    harness: Harness, fake: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    provider = await load(harness, fake)
+    await provider.complete(ask("hi"))
+    fake.fail(401, message=f"Incorrect API key provided: {KEY}")
+    with pytest.raises(ServiceError):
+        await provider.complete(ask("hi"))
+    await harness.remove("codex")
+    assert caplog.records
+    assert not [r for r in caplog.records if KEY in r.getMessage()]

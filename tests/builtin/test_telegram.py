@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from grambot import CONNECTOR_MESSAGE, Attachment, Connector, IncomingMessage, ServiceError
-from tests.builtin.conftest import Harness, load_plugin_module
+from tests.builtin.conftest import Harness, closed_port_url, load_plugin_module
 from tests.fakes.telegram_api import PNG_1PX, FakeTelegram
 
 TOKEN = "123456:AAH-secret-token-for-tests"
@@ -400,3 +400,17 @@ def test_split_text_respects_utf16_and_breaks() -> None:
     assert all(len(c) <= 100 for c in chunks)
     assert all(not c.startswith("\n") and not c.endswith("\n") for c in chunks)
     assert "\n".join(chunks) == lines
+
+
+async def test_an_unreachable_bot_api_fails_the_load_as_a_network_error(
+    harness: Harness,
+) -> None:
+    url = closed_port_url()
+    await harness.load(
+        "tg", "telegram", secrets={"botToken": TOKEN}, baseUrl=f"{url}/bot",
+        backoffInitial=0.05, maxRetries=1,
+    )
+    assert not harness.loaded("tg")
+    message = harness.failure("tg")
+    assert f"getMe: cannot reach {url}/bot" in message and "ConnectError" in message
+    assert TOKEN not in message

@@ -2,6 +2,8 @@
 
 Failures come out as `Failure(kind, text, status, retry_after)`; kinds are those of
 grambot.ServiceError. httpx is passed in (imported by the caller at load time).
+brave-search and nanobanana carry identical copies (plugins cannot import each other's modules);
+tests/builtin/test_catalog_builtins.py keeps them identical.
 """
 
 from __future__ import annotations

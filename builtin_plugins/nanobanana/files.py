@@ -1,4 +1,5 @@
-"""Recognising and saving generated images."""
+"""Recognising and saving generated images (identical in gpt-image and nanobanana; a test keeps
+the copies identical, as plugins cannot import each other's modules)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,10 @@
-"""openai SDK exceptions → grambot.ServiceError, with the key scrubbed from every text."""
+"""anthropic / openai SDK exceptions → grambot.ServiceError, the key scrubbed from every text.
+
+Both SDKs share one exception design (APIStatusError with status_code/body/response,
+APIConnectionError, APITimeoutError). Plugins cannot import each other's modules (each instance
+has its own namespace), so anthropic, openai-codex and gpt-image carry identical copies of this
+file; tests/builtin/test_catalog_builtins.py keeps them identical.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ def scrub(text: str, secret: str | None) -> str:
 
 
 def server_message(body: Any) -> str:
-    """The `error.message` of OpenAI's error envelope, else the body."""
+    """The `error.message` of the error envelope (Anthropic's and OpenAI's), else the body."""
     if isinstance(body, dict):
         error = body.get("error", body)
         if isinstance(error, dict) and isinstance(error.get("message"), str):

@@ -328,11 +328,9 @@ class TelegramConnector:
         from telegram import ReplyParameters
 
         bot = self._require_bot()
-        reply: Any = (
-            ReplyParameters(message_id=int(reply_to), allow_sending_without_reply=True)
-            if reply_to
-            else None
-        )
+        reply: Any = None
+        if reply_to and reply_to.isdigit():  # Telegram message ids; anything else: no reply
+            reply = ReplyParameters(message_id=int(reply_to), allow_sending_without_reply=True)
         caption: str | None = None
         if len(files) == 1 and text and utf16_len(text) <= CAPTION_LIMIT:
             caption, text = text, ""

@@ -261,6 +261,8 @@ async def test_a_reply_goes_out_through_send_message(
     (sent,) = fake.sent(TOKEN, "sendMessage")
     assert sent["text"] == "pong" and str(sent["chat_id"]) == str(OWNER)
     assert json.loads(sent["reply_parameters"])["message_id"] == 7
+    await connector.send_message(str(OWNER), "no reply", reply_to="console-3")
+    assert "reply_parameters" not in fake.sent(TOKEN, "sendMessage")[-1]
 
 
 async def test_long_messages_are_split_at_4096(harness: Harness, fake: FakeTelegram) -> None:

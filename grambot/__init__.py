@@ -36,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "ToolResult": "grambot.registries.tools",
     "ImageProvider": "grambot.registries.images",
     "GeneratedImage": "grambot.registries.images",
+    "ServiceError": "grambot.registries.errors",
     # errors
     "GrambotError": "grambot.errors",
     "SettingsError": "grambot.errors",
@@ -89,6 +90,7 @@ if _TYPE_CHECKING:
         Connector,
         IncomingMessage,
     )
+    from grambot.registries.errors import ServiceError
     from grambot.registries.images import GeneratedImage, ImageProvider
     from grambot.registries.inference import (
         ChatMessage,

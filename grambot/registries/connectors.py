@@ -37,6 +37,13 @@ class IncomingMessage:
 
 @runtime_checkable
 class Connector(Protocol):
+    """A chat transport, registered in `load()`. `start()` begins delivering incoming messages
+    (idempotent; the engine calls it once the reconcile that loaded the instance is done, so
+    early messages never race the providers' loads) and `stop()` ends that promptly. Each
+    incoming message is emitted as a `connector.message` event whose payload is an
+    `IncomingMessage`. `send_message` splits text to the transport's limits and raises
+    `grambot.ServiceError` when the transport fails."""
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...

@@ -19,6 +19,10 @@ class GeneratedImage:
 
 @runtime_checkable
 class ImageProvider(Protocol):
+    """Generates `count` images for `prompt`, saves them under the instance's data dir and
+    returns them; raises `grambot.ServiceError` (kind `bad-request` for a call it refuses before
+    asking the service)."""
+
     id: str
 
     async def generate(

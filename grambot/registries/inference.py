@@ -61,6 +61,10 @@ class InferenceResponse:
 
 @runtime_checkable
 class InferenceProvider(Protocol):
+    """A model behind an API. `complete` maps the request to the provider's wire format (tool
+    definitions, assistant tool calls and `tool` results both ways) and raises
+    `grambot.ServiceError` when the service fails; `models()` lists the default model first."""
+
     id: str
     label: str
 

@@ -26,6 +26,10 @@ class ToolResult:
 
 @runtime_checkable
 class Tool(Protocol):
+    """A function the model may call. Invalid arguments and failures of the service behind
+    the tool come back as `ToolResult(is_error=True)` with a sentence the model can act on,
+    never as exceptions."""
+
     name: str
     description: str
 

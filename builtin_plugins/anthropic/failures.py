@@ -1,0 +1,96 @@
+"""anthropic / openai SDK exceptions → grambot.ServiceError, the key scrubbed from every text.
+
+Both SDKs share one exception design (APIStatusError with status_code/body/response,
+APIConnectionError, APITimeoutError). Plugins cannot import each other's modules (each instance
+has its own namespace), so anthropic, openai-codex and gpt-image carry identical copies of this
+file; tests/builtin/test_catalog_builtins.py keeps them identical.
+"""
+
+from __future__ import annotations
+
+import json
+from types import ModuleType
+from typing import Any
+
+from grambot import ServiceError
+from grambot.registries.errors import kind_for_status
+
+MASK = "<apiKey>"
+
+
+def scrub(text: str, secret: str | None) -> str:
+    if secret:
+        text = text.replace(secret, MASK)
+    return text
+
+
+def server_message(body: Any) -> str:
+    """The `error.message` of the error envelope (Anthropic's and OpenAI's), else the body."""
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+    text = "" if body is None else str(body)
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+def retry_after(headers: Any) -> float | None:
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        try:
+            return float(headers.get(name)) / scale
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def to_service_error(
+    exc: BaseException,
+    sdk: ModuleType,
+    *,
+    instance_id: str,
+    service: str,
+    secret: str | None,
+    base_url: str,
+    timeout: float,
+    retries: int,
+) -> ServiceError | None:
+    """The ServiceError for an SDK exception, or None when `exc` is not the SDK's."""
+    status: int | None = None
+    wait: float | None = None
+    if isinstance(exc, sdk.APITimeoutError):
+        kind, text = "timeout", f"no answer from {base_url} within {timeout:g} s"
+    elif isinstance(exc, sdk.APIConnectionError):
+        cause = exc.__cause__ or exc.__context__
+        reason = f"{type(cause).__name__}: {cause}" if cause else str(exc)
+        kind, text = "network", f"cannot reach {base_url} ({reason})"
+    elif isinstance(exc, sdk.APIStatusError):
+        status = exc.status_code
+        kind = kind_for_status(status)
+        said = server_message(exc.body)
+        if status == 401:
+            text = (
+                f"the API key was rejected (401: {said}); "
+                f"set it with `grambot secrets set {instance_id} apiKey`"
+            )
+        elif kind == "rate-limit":
+            wait = retry_after(exc.response.headers)
+            after = f"; the service asks to wait {wait:g} s" if wait is not None else ""
+            text = f"rate limited (429: {said}) after {retries} retries{after}"
+        elif kind == "server":
+            text = f"server error {status} ({said}) after {retries} retries"
+        else:
+            text = f"HTTP {status}: {said}"
+    elif isinstance(exc, sdk.APIResponseValidationError | sdk.APIError):
+        kind, text = "bad-response", f"unexpected answer from {base_url}: {exc}"
+    elif isinstance(exc, json.JSONDecodeError):  # the SDK lets a broken body through as is
+        kind, text = "bad-response", f"unexpected answer from {base_url}: not JSON ({exc})"
+    else:
+        return None
+    return ServiceError(
+        scrub(text, secret),
+        instance_id=instance_id,
+        service=service,
+        kind=kind,
+        status=status,
+        retry_after=wait,
+    )

@@ -1,0 +1,105 @@
+"""One HTTP request with bounded retries (timeouts, network errors, 429 + retry-after, 5xx).
+
+Failures come out as `Failure(kind, text, status, retry_after)`; kinds are those of
+grambot.ServiceError. httpx is passed in (imported by the caller at load time).
+brave-search and nanobanana carry identical copies (plugins cannot import each other's modules);
+tests/builtin/test_catalog_builtins.py keeps them identical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Callable
+from typing import Any
+
+from grambot.registries.errors import kind_for_status
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class Failure(Exception):
+    def __init__(
+        self, kind: str, text: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(text)
+        self.kind = kind
+        self.text = text
+        self.status = status
+        self.retry_after = retry_after
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds from `Retry-After` (seconds or an HTTP date) or Brave's `X-RateLimit-Reset`."""
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(value) if value else None
+            if parsed is not None:
+                return max(0.0, parsed.timestamp() - time.time())
+    reset = headers.get("x-ratelimit-reset")
+    if reset:
+        try:
+            return max(0.0, float(reset.split(",")[0]))
+        except ValueError:
+            return None
+    return None
+
+
+async def send(
+    httpx: Any,
+    client: Any,
+    method: str,
+    url: str,
+    *,
+    max_retries: int,
+    max_retry_after: float,
+    timeout: float,
+    backoff: float = 0.5,
+    retry_after_of: Callable[[Any], float | None] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """The response (any status once retries are spent), or Failure for timeouts/network.
+
+    `retry_after_of(response)` reads how long the service asks to wait (default: headers).
+    """
+    wait_asked = retry_after_of or (lambda response: retry_after(response.headers))
+    attempt = 0
+    while True:
+        wait = backoff * (2**attempt)
+        try:
+            response = await client.request(method, url, **kwargs)
+        except httpx.TimeoutException:
+            if attempt >= max_retries:
+                raise Failure("timeout", f"no answer within {timeout:g} s") from None
+        except httpx.TransportError as exc:
+            if attempt >= max_retries:
+                raise Failure("network", f"cannot reach the service ({type(exc).__name__}: "
+                              f"{exc})") from None
+        else:
+            if response.status_code not in RETRY_STATUSES or attempt >= max_retries:
+                return response
+            asked = wait_asked(response)
+            if asked is not None:
+                if asked > max_retry_after:
+                    return response
+                wait = asked
+        attempt += 1
+        await asyncio.sleep(wait)
+
+
+def status_failure(
+    status: int, said: str, retries: int, wait: float | None = None, kind: str | None = None
+) -> Failure:
+    kind = kind or kind_for_status(status)
+    if kind == "rate-limit":
+        after = f"; the service asks to wait {wait:g} s" if wait is not None else ""
+        text = f"rate limited (429: {said}){after}"
+    elif kind == "server":
+        text = f"server error {status} ({said}) after {retries} retries"
+    else:
+        text = f"HTTP {status}: {said}"
+    return Failure(kind, text, status=status, retry_after=wait)

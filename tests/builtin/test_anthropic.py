@@ -1,0 +1,209 @@
+"""The anthropic built-in, driven through the engine against a fake Messages API (the real
+anthropic SDK on the wire)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from grambot import (
+    ChatMessage,
+    InferenceProvider,
+    InferenceRequest,
+    ServiceError,
+    ToolCall,
+    ToolDefinition,
+)
+from tests.builtin.conftest import POISON, Harness, closed_port_url
+from tests.fakes.anthropic_api import FakeAnthropic
+
+KEY = "sk-ant-test-key-0123456789"
+WEATHER = ToolDefinition(
+    name="weather",
+    description="Weather for a city.",
+    parameters={"type": "object", "properties": {"city": {"type": "string"}},
+                "required": ["city"]},
+)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAnthropic]:
+    server = FakeAnthropic(KEY).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def load(h: Harness, fake: FakeAnthropic, **extra: Any) -> InferenceProvider:
+    settings = {"baseUrl": fake.url, "maxRetries": 1, "timeout": 2.0, **extra}
+    await h.load("claude", "anthropic", secrets={"apiKey": KEY}, **settings)
+    assert h.loaded("claude"), h.failure("claude")
+    provider = h.engine.registries.inference.get("claude")
+    assert provider is not None
+    return provider
+
+
+def ask(text: str, **kwargs: Any) -> InferenceRequest:
+    return InferenceRequest(messages=[ChatMessage("user", text)], **kwargs)
+
+
+async def test_a_completion_goes_through_the_sdk(harness: Harness, fake: FakeAnthropic) -> None:
+    provider = await load(harness, fake, model="claude-test", models=["claude-other"])
+    assert provider.id == "claude" and provider.label == "Anthropic Claude"
+    assert list(provider.models()) == ["claude-test", "claude-other"]
+    answer = await provider.complete(ask("hello"))
+    assert answer.text == "echo: hello"
+    assert answer.tool_calls == () and answer.stop_reason == "end_turn"
+    assert (answer.usage.input_tokens, answer.usage.output_tokens) == (12, 7)
+    body = fake.bodies[-1]
+    assert body["model"] == "claude-test" and body["max_tokens"] == 4096
+    request = fake.requests[-1]
+    assert KEY in (request.headers.get("x-api-key", "") + request.headers.get("authorization", ""))
+
+
+async def test_tool_calls_are_mapped_both_ways(harness: Harness, fake: FakeAnthropic) -> None:
+    provider = await load(harness, fake)
+    call_id = fake.reply_tool_use("weather", {"city": "Oslo"}, text="Let me check.")
+    first = await provider.complete(
+        InferenceRequest(
+            messages=[ChatMessage("system", "Be brief."), ChatMessage("user", "Weather in Oslo?")],
+            tools=[WEATHER],
+            model="claude-x",
+            max_tokens=100,
+        )
+    )
+    assert first.text == "Let me check." and first.stop_reason == "tool_use"
+    assert first.tool_calls == (ToolCall(call_id, "weather", {"city": "Oslo"}),)
+    sent = fake.bodies[-1]
+    assert sent["system"] == "Be brief." and sent["max_tokens"] == 100
+    assert sent["tools"] == [{"name": "weather", "description": "Weather for a city.",
+                              "input_schema": WEATHER.parameters}]
+
+    second = await provider.complete(
+        InferenceRequest(
+            messages=[
+                ChatMessage("user", "Weather in Oslo?"),
+                ChatMessage("assistant", first.text, tool_calls=first.tool_calls),
+                ChatMessage("tool", "-3 C, snow", tool_call_id=call_id),
+            ],
+            tools=[WEATHER],
+        )
+    )
+    assert second.text == "echo: tool result -3 C, snow"
+    messages = fake.bodies[-1]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert messages[1]["content"][1] == {
+        "type": "tool_use", "id": call_id, "name": "weather", "input": {"city": "Oslo"}
+    }
+    assert messages[2]["content"] == [
+        {"type": "tool_result", "tool_use_id": call_id, "content": "-3 C, snow",
+         "is_error": False}
+    ]
+
+
+async def test_environment_credentials_are_ignored(
+    harness: Harness, fake: FakeAnthropic, poisoned_env: str
+) -> None:
+    provider = await load(harness, fake)
+    assert (await provider.complete(ask("hi"))).text == "echo: hi"
+    headers = fake.requests[-1].headers
+    assert POISON not in " ".join(headers.values())
+    assert fake.url.startswith("http://127.0.0.1")  # the request reached the fake, not the env URL
+
+
+async def test_a_429_with_retry_after_is_retried(harness: Harness, fake: FakeAnthropic) -> None:
+    provider = await load(harness, fake)
+    fake.fail(429, headers={"retry-after": "0.3"})
+    started = time.monotonic()
+    answer = await provider.complete(ask("again"))
+    assert answer.text == "echo: again"
+    assert time.monotonic() - started >= 0.25
+    assert len(fake.requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("script", "kind", "words"),
+    [
+        ({"status": 401}, "auth", ["401", "grambot secrets set claude apiKey"]),
+        ({"status": 429, "headers": {"retry-after": "0.1"}, "times": 2}, "rate-limit",
+         ["429", "0.1 s"]),
+        ({"status": 500, "times": 2}, "server", ["500"]),
+        ({"status": 400}, "bad-request", ["400"]),
+        ({"hang": 3.0}, "timeout", ["within 0.3 s"]),
+        ({"malformed": b'{"id": "msg_1", "content": [tru'}, "bad-response", ["unexpected answer"]),
+        ({"malformed": b'{"unexpected": true}'}, "bad-response", ["unexpected answer"]),
+        ({"malformed": b"<html>502</html>", "type": "text/html"}, "bad-response",
+         ["unexpected answer"]),
+    ],
+)
+async def test_failures_are_clear_and_leave_the_instance_loaded(
+    harness: Harness, fake: FakeAnthropic, script: dict[str, Any], kind: str, words: list[str]
+) -> None:
+    provider = await load(harness, fake, timeout=0.3)
+    if "hang" in script:
+        fake.hang(script["hang"], times=2)
+    elif "malformed" in script:
+        ctype = script.get("type", "application/json")
+        fake.malformed(body=script["malformed"], content_type=ctype)
+    else:
+        fake.fail(
+            script["status"],
+            times=script.get("times", 1),
+            headers=script.get("headers"),
+            message=f"bad key {KEY}" if script["status"] == 401 else "nope",
+        )
+    started = time.monotonic()
+    with pytest.raises(ServiceError) as caught:
+        await provider.complete(ask("hello"))
+    assert time.monotonic() - started < 5
+    error = caught.value
+    assert (error.kind, error.instance_id, error.service) == (kind, "claude", "anthropic")
+    for word in words:
+        assert word in str(error), str(error)
+    assert KEY not in str(error) and KEY not in repr(error.args)
+    assert error.__cause__ is None and error.__suppress_context__
+    assert harness.loaded("claude") and harness.engine.event_engine.running
+    assert (await provider.complete(ask("later"))).text == "echo: later"
+
+
+async def test_a_missing_key_fails_the_load_with_the_fix(
+    harness: Harness, fake: FakeAnthropic
+) -> None:
+    await harness.load("claude", "anthropic", baseUrl=fake.url)
+    assert not harness.loaded("claude")
+    assert "grambot secrets set claude apiKey" in harness.failure("claude")
+
+
+async def test_bad_settings_are_rejected_with_their_json_path(harness: Harness) -> None:
+    await harness.load("claude", "anthropic", maxTokens=0, secrets={"apiKey": KEY})
+    assert "maxTokens" in harness.failure("claude")
+
+
+async def test_an_unreachable_service_is_a_network_error(harness: Harness) -> None:
+    url = closed_port_url()
+    await harness.load("claude", "anthropic", secrets={"apiKey": KEY}, baseUrl=url, maxRetries=0)
+    provider = harness.engine.registries.inference.get("claude")
+    assert provider is not None
+    with pytest.raises(ServiceError) as caught:
+        await provider.complete(ask("anyone?"))
+    assert caught.value.kind == "network" and f"cannot reach {url}" in str(caught.value)
+    assert harness.loaded("claude")
+
+
+async def test_the_key_stays_out_of_debug_logs(
+    harness: Harness, fake: FakeAnthropic, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    provider = await load(harness, fake)
+    await provider.complete(ask("hi"))
+    fake.fail(401, message=f"bad key {KEY}")
+    with pytest.raises(ServiceError):
+        await provider.complete(ask("hi"))
+    await harness.remove("claude")
+    assert caplog.records
+    assert not [r for r in caplog.records if KEY in r.getMessage()]

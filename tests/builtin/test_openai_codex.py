@@ -1,0 +1,240 @@
+"""The openai-codex built-in, driven through the engine against a fake OpenAI API (the real openai
+SDK on the wire), over both the Responses API and Chat Completions."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from grambot import (
+    ChatMessage,
+    InferenceProvider,
+    InferenceRequest,
+    ServiceError,
+    ToolCall,
+    ToolDefinition,
+)
+from tests.builtin.conftest import POISON, Harness, closed_port_url
+from tests.fakes.openai_api import FakeOpenAI
+
+KEY = "sk-proj-test-key-abcdefghijkl"
+WEATHER = ToolDefinition(
+    name="weather",
+    description="Weather for a city.",
+    parameters={"type": "object", "properties": {"city": {"type": "string"}},
+                "required": ["city"]},
+)
+APIS = ["responses", "chat"]
+PATHS = {"responses": "/v1/responses", "chat": "/v1/chat/completions"}
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI(KEY).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def load(h: Harness, fake: FakeOpenAI, **extra: Any) -> InferenceProvider:
+    settings = {"baseUrl": f"{fake.url}/v1", "maxRetries": 1, "timeout": 2.0, **extra}
+    await h.load("codex", "openai-codex", secrets={"apiKey": KEY}, **settings)
+    assert h.loaded("codex"), h.failure("codex")
+    provider = h.engine.registries.inference.get("codex")
+    assert provider is not None
+    return provider
+
+
+def ask(text: str, **kwargs: Any) -> InferenceRequest:
+    return InferenceRequest(messages=[ChatMessage("user", text)], **kwargs)
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_a_completion_goes_through_the_sdk(
+    harness: Harness, fake: FakeOpenAI, api: str
+) -> None:
+    provider = await load(harness, fake, api=api, model="gpt-test")
+    assert list(provider.models()) == ["gpt-test"] and provider.label == "OpenAI Codex"
+    answer = await provider.complete(
+        InferenceRequest([ChatMessage("system", "Be brief."), ChatMessage("user", "hello")])
+    )
+    assert answer.text == "echo: hello" and answer.tool_calls == ()
+    assert (answer.usage.input_tokens, answer.usage.output_tokens) == (21, 9)
+    assert answer.model == "gpt-test"
+    assert fake.requests[-1].path == PATHS[api]
+    assert fake.requests[-1].headers["authorization"] == f"Bearer {KEY}"
+    body = fake.bodies[-1]
+    if api == "responses":
+        assert body["instructions"] == "Be brief." and body["store"] is False
+        assert body["max_output_tokens"] == 4096
+        assert body["input"] == [{"role": "user", "content": "hello"}]
+    else:
+        assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+        assert body["max_completion_tokens"] == 4096
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_tool_calls_are_mapped_both_ways(
+    harness: Harness, fake: FakeOpenAI, api: str
+) -> None:
+    provider = await load(harness, fake, api=api)
+    call_id = fake.reply_tool_call("weather", {"city": "Oslo"})
+    first = await provider.complete(ask("Weather in Oslo?", tools=[WEATHER]))
+    assert first.tool_calls == (ToolCall(call_id, "weather", {"city": "Oslo"}),)
+    assert first.stop_reason == "tool_calls"
+    tools = fake.bodies[-1]["tools"]
+    if api == "responses":
+        assert tools == [{"type": "function", "name": "weather",
+                          "description": "Weather for a city.",
+                          "parameters": WEATHER.parameters, "strict": False}]
+    else:
+        assert tools == [{"type": "function", "function": {
+            "name": "weather", "description": "Weather for a city.",
+            "parameters": WEATHER.parameters}}]
+
+    second = await provider.complete(
+        InferenceRequest(
+            [
+                ChatMessage("user", "Weather in Oslo?"),
+                ChatMessage("assistant", "", tool_calls=first.tool_calls),
+                ChatMessage("tool", "-3 C", tool_call_id=call_id),
+            ],
+            tools=[WEATHER],
+        )
+    )
+    assert second.text == "echo: tool result -3 C"
+    body = fake.bodies[-1]
+    if api == "responses":
+        assert body["input"][1:] == [
+            {"type": "function_call", "call_id": call_id, "name": "weather",
+             "arguments": json.dumps({"city": "Oslo"})},
+            {"type": "function_call_output", "call_id": call_id, "output": "-3 C"},
+        ]
+    else:
+        assert body["messages"][1]["tool_calls"][0]["id"] == call_id
+        assert body["messages"][2] == {"role": "tool", "tool_call_id": call_id, "content": "-3 C"}
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_garbled_tool_arguments_are_kept_for_the_tool_to_report(
+    harness: Harness, fake: FakeOpenAI, api: str
+) -> None:
+    provider = await load(harness, fake, api=api)
+    call_id = fake.reply_tool_call("weather", '{"city": "Os')
+    answer = await provider.complete(ask("x", tools=[WEATHER]))
+    assert answer.tool_calls == (ToolCall(call_id, "weather", {"_unparsed": '{"city": "Os'}),)
+
+
+async def test_environment_credentials_are_ignored(
+    harness: Harness, fake: FakeOpenAI, poisoned_env: str
+) -> None:
+    provider = await load(harness, fake)
+    assert (await provider.complete(ask("hi"))).text == "echo: hi"
+    headers = fake.requests[-1].headers
+    assert headers["authorization"] == f"Bearer {KEY}"
+    assert "openai-organization" not in headers and "openai-project" not in headers
+    assert POISON not in " ".join(headers.values())
+
+
+async def test_organization_and_project_come_from_settings(
+    harness: Harness, fake: FakeOpenAI, poisoned_env: str
+) -> None:
+    provider = await load(harness, fake, organization="org-mine", project="proj-mine")
+    await provider.complete(ask("hi"))
+    headers = fake.requests[-1].headers
+    assert headers["openai-organization"] == "org-mine"
+    assert headers["openai-project"] == "proj-mine"
+
+
+async def test_a_429_with_retry_after_is_retried(harness: Harness, fake: FakeOpenAI) -> None:
+    provider = await load(harness, fake)
+    fake.fail(429, headers={"retry-after-ms": "300"})
+    started = time.monotonic()
+    assert (await provider.complete(ask("again"))).text == "echo: again"
+    assert time.monotonic() - started >= 0.25 and len(fake.requests) == 2
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize(
+    ("script", "kind", "words"),
+    [
+        ({"status": 401}, "auth", ["401", "grambot secrets set codex apiKey"]),
+        ({"status": 429, "headers": {"retry-after": "0.1"}, "times": 2}, "rate-limit",
+         ["429", "0.1 s"]),
+        ({"status": 500, "times": 2}, "server", ["500"]),
+        ({"status": 404}, "bad-request", ["404"]),
+        ({"hang": 3.0}, "timeout", ["within 0.3 s"]),
+        ({"malformed": b'{"id": "x", "output": [tru'}, "bad-response", ["unexpected answer"]),
+        ({"malformed": b'{"unexpected": true}'}, "bad-response", ["unexpected answer"]),
+    ],
+)
+async def test_failures_are_clear_and_leave_the_instance_loaded(
+    harness: Harness,
+    fake: FakeOpenAI,
+    api: str,
+    script: dict[str, Any],
+    kind: str,
+    words: list[str],
+) -> None:
+    provider = await load(harness, fake, api=api, timeout=0.3)
+    if "hang" in script:
+        fake.hang(script["hang"], times=2)
+    elif "malformed" in script:
+        fake.malformed(body=script["malformed"])
+    else:
+        fake.fail(
+            script["status"],
+            times=script.get("times", 1),
+            headers=script.get("headers"),
+            message=f"Incorrect API key provided: {KEY}" if script["status"] == 401 else "nope",
+        )
+    started = time.monotonic()
+    with pytest.raises(ServiceError) as caught:
+        await provider.complete(ask("hello"))
+    assert time.monotonic() - started < 5
+    error = caught.value
+    assert (error.kind, error.instance_id, error.service) == (kind, "codex", "openai")
+    for word in words:
+        assert word in str(error), str(error)
+    assert KEY not in str(error)
+    assert harness.loaded("codex") and harness.engine.event_engine.running
+    assert (await provider.complete(ask("later"))).text == "echo: later"
+
+
+async def test_the_deadline_bounds_a_whole_call(harness: Harness, fake: FakeOpenAI) -> None:
+    provider = await load(harness, fake, deadline=0.3, timeout=5.0)
+    fake.hang(2.0)
+    with pytest.raises(ServiceError) as caught:
+        await provider.complete(ask("slow"))
+    assert caught.value.kind == "timeout" and "deadline of 0.3 s" in str(caught.value)
+
+
+async def test_an_unreachable_service_is_a_network_error(harness: Harness) -> None:
+    url = closed_port_url()
+    await harness.load("codex", "openai-codex", secrets={"apiKey": KEY}, baseUrl=url,
+                       maxRetries=0)
+    provider = harness.engine.registries.inference.get("codex")
+    assert provider is not None
+    with pytest.raises(ServiceError) as caught:
+        await provider.complete(ask("anyone?"))
+    assert caught.value.kind == "network" and f"cannot reach {url}" in str(caught.value)
+
+
+async def test_the_key_stays_out_of_debug_logs(
+    harness: Harness, fake: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    provider = await load(harness, fake)
+    await provider.complete(ask("hi"))
+    fake.fail(401, message=f"Incorrect API key provided: {KEY}")
+    with pytest.raises(ServiceError):
+        await provider.complete(ask("hi"))
+    await harness.remove("codex")
+    assert caplog.records
+    assert not [r for r in caplog.records if KEY in r.getMessage()]

@@ -49,9 +49,7 @@ def run(
     setup_logging(log_level, log_format)
     try:
         code = asyncio.run(
-            run_engine(
-                workspace, reload_plugins=reload_plugins, shutdown_timeout=shutdown_timeout
-            )
+            run_engine(workspace, reload_plugins=reload_plugins, shutdown_timeout=shutdown_timeout)
         )
     except EngineLocked as exc:
         click.echo(f"grambot run: {exc}", err=True)

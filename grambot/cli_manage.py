@@ -88,15 +88,20 @@ def plugins_command(workspace: Path, as_json: bool, log_level: str, log_format: 
             item["onboarding"] = definition.onboarding is not None
         listing.append(item)
     if as_json:
-        click.echo(json.dumps({"plugins": listing, "problems": [str(p) for p in
-                                                                catalog.problems]}, indent=2))
+        click.echo(
+            json.dumps(
+                {"plugins": listing, "problems": [str(p) for p in catalog.problems]}, indent=2
+            )
+        )
         return
     if not listing:
         click.echo("no plugins found (built-ins, pluginDirs and entry points are searched)")
     for item in listing:
         version = f" {item['version']}" if item.get("version") else ""
-        click.echo(click.style(f"{item['id']}{version}", bold=True) + f"  {item['name']}"
-                   f"  ({item['source']}: {item['folder']})")
+        click.echo(
+            click.style(f"{item['id']}{version}", bold=True) + f"  {item['name']}"
+            f"  ({item['source']}: {item['folder']})"
+        )
         if item["description"]:
             click.echo(f"    {item['description']}")
         if "error" in item:
@@ -133,8 +138,13 @@ def _schema_check(
             where = f"{config.json_path}.settings"
             descriptor = catalog.get(config.plugin_id)
             if descriptor is None:
-                problems.append(Problem(settings.path, f"{config.json_path}.pluginId",
-                                        f"no plugin with id {config.plugin_id!r}"))
+                problems.append(
+                    Problem(
+                        settings.path,
+                        f"{config.json_path}.pluginId",
+                        f"no plugin with id {config.plugin_id!r}",
+                    )
+                )
                 continue
             try:
                 schema = read_plugin(descriptor).settings_schema
@@ -169,8 +179,13 @@ def _edit(workspace: Path, change: Any, *, catalog: PluginCatalog | None, ids: s
 @click.command("enable")
 @click.argument("plugin_id")
 @click.option("--instance", "instance_id", help="Instance id (default: the plugin id).")
-@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
-              help="A setting of the instance; VALUE is JSON or a plain string. Repeatable.")
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A setting of the instance; VALUE is JSON or a plain string. Repeatable.",
+)
 @click.option("--no-input", is_flag=True, help="Never prompt (the onboarding hook is skipped).")
 @workspace_option
 @logging_options("warning")
@@ -205,26 +220,40 @@ def enable_command(
         fail(str(exc))
     existing = settings.instance(instance_id)
     if existing is not None and existing.plugin_id != plugin_id:
-        fail(f"instance {instance_id!r} already exists with plugin {existing.plugin_id!r}; "
-             "choose another id with --instance")
+        fail(
+            f"instance {instance_id!r} already exists with plugin {existing.plugin_id!r}; "
+            "choose another id with --instance"
+        )
 
     secrets: dict[str, str] = {}
     interactive = not no_input and sys.stdin.isatty()
     if interactive:
-        onboarded, secrets = _onboard(definition, plugin_id, instance_id,
-                                      merge(existing.settings if existing else {}, updates))
+        onboarded, secrets = _onboard(
+            definition,
+            plugin_id,
+            instance_id,
+            merge(existing.settings if existing else {}, updates),
+        )
         updates = merge(onboarded, updates)  # --set wins over answers
 
     def change(doc: SettingsEdit) -> str:
         found = find_entry(doc, instance_id)
         if found is None:
-            doc.plugins.append({"instanceId": instance_id, "pluginId": plugin_id,
-                                "enabled": True, "settings": updates})
+            doc.plugins.append(
+                {
+                    "instanceId": instance_id,
+                    "pluginId": plugin_id,
+                    "enabled": True,
+                    "settings": updates,
+                }
+            )
             return "added"
         _, entry = found
         if entry.get("pluginId") != plugin_id:
-            raise EditRefused(f"instance {instance_id!r} belongs to plugin "
-                              f"{entry.get('pluginId')!r}; choose another id with --instance")
+            raise EditRefused(
+                f"instance {instance_id!r} belongs to plugin "
+                f"{entry.get('pluginId')!r}; choose another id with --instance"
+            )
         was = entry.get("enabled", True)
         entry["enabled"] = True
         if updates:
@@ -235,9 +264,10 @@ def enable_command(
     what = _edit(workspace, change, catalog=catalog, ids={instance_id})
     if secrets:
         _store_secrets(workspace, instance_id, secrets)
-    click.echo(f"{what} instance {instance_id!r} (plugin {plugin_id!r}) in "
-               f"{settings.path}" + (f"; stored secrets: {', '.join(sorted(secrets))}"
-                                     if secrets else ""))
+    click.echo(
+        f"{what} instance {instance_id!r} (plugin {plugin_id!r}) in "
+        f"{settings.path}" + (f"; stored secrets: {', '.join(sorted(secrets))}" if secrets else "")
+    )
 
 
 def _onboard(
@@ -258,13 +288,17 @@ def _onboard(
     except (click.Abort, EOFError, KeyboardInterrupt):
         fail("\naborted; nothing was written")
     except Exception as exc:
-        fail(f"onboarding of plugin {plugin_id!r} failed: {type(exc).__name__}: "
-             f"{_masked(str(exc), prompt.secrets)}; nothing was written")
+        fail(
+            f"onboarding of plugin {plugin_id!r} failed: {type(exc).__name__}: "
+            f"{_masked(str(exc), prompt.secrets)}; nothing was written"
+        )
     if result is None:
         result = {}
     if not isinstance(result, dict):
-        fail(f"onboarding of plugin {plugin_id!r} must return a dict of settings, "
-             f"not {type(result).__name__}")
+        fail(
+            f"onboarding of plugin {plugin_id!r} must return a dict of settings, "
+            f"not {type(result).__name__}"
+        )
     return result, prompt.secrets
 
 
@@ -305,8 +339,11 @@ def disable_command(instance_id: str, workspace: Path) -> None:
         return was
 
     changed = _edit(workspace, change, catalog=None, ids={instance_id})
-    click.echo(f"disabled instance {instance_id!r}" if changed
-               else f"instance {instance_id!r} was already disabled")
+    click.echo(
+        f"disabled instance {instance_id!r}"
+        if changed
+        else f"instance {instance_id!r} was already disabled"
+    )
 
 
 @click.command("remove")
@@ -326,8 +363,10 @@ def remove_command(instance_id: str, workspace: Path) -> None:
 
     plugin_id = _edit(workspace, change, catalog=None, ids=set())
     data = workspace / ".scout" / "plugins" / instance_id
-    click.echo(f"removed instance {instance_id!r} (plugin {plugin_id!r}); kept its data "
-               f"({data}) and secrets (`grambot secrets list {instance_id}`)")
+    click.echo(
+        f"removed instance {instance_id!r} (plugin {plugin_id!r}); kept its data "
+        f"({data}) and secrets (`grambot secrets list {instance_id}`)"
+    )
 
 
 def _unknown(doc: SettingsEdit, instance_id: str) -> str:
@@ -392,8 +431,12 @@ def _validate(settings: EngineSettings) -> list[str]:
 
 @click.command("new")
 @click.argument("plugin_id")
-@click.option("--kind", type=click.Choice(["connector", "inference", "tool", "image"]),
-              required=True, help="What the plugin registers.")
+@click.option(
+    "--kind",
+    type=click.Choice(["connector", "inference", "tool", "image"]),
+    required=True,
+    help="What the plugin registers.",
+)
 @click.option("--name", help="Human-readable name (default: from the id).")
 @workspace_option
 def new_command(plugin_id: str, kind: str, name: str | None, workspace: Path) -> None:
@@ -415,5 +458,6 @@ def new_command(plugin_id: str, kind: str, name: str | None, workspace: Path) ->
         fail(str(exc))
     test_name = f"test_{folder.name.replace('-', '_')}.py"
     click.echo(f"created {folder}/ (plugin.json, plugin.py, {test_name})")
-    click.echo(f"next: grambot enable {plugin_id} -w {workspace}   "
-               f"# or test it: python -m pytest {folder}")
+    click.echo(
+        f"next: grambot enable {plugin_id} -w {workspace}   # or test it: python -m pytest {folder}"
+    )

@@ -15,8 +15,12 @@ import click
 
 from grambot.cli_common import EXIT_NOT_RUNNING, EXIT_PROBLEMS, fail, workspace_option
 
-KINDS = (("connectors", "connector"), ("inference", "inference"), ("tools", "tool"),
-         ("images", "image"))
+KINDS = (
+    ("connectors", "connector"),
+    ("inference", "inference"),
+    ("tools", "tool"),
+    ("images", "image"),
+)
 
 
 def _age(iso: str | None, now: datetime) -> str:
@@ -57,8 +61,7 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
         counts[item.get("state", "?")] = counts.get(item.get("state", "?"), 0) + 1
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no instances"
     lines = [
-        f"engine pid {status.get('pid')}, started {_age(status.get('startedAt'), now)}: "
-        f"{summary}",
+        f"engine pid {status.get('pid')}, started {_age(status.get('startedAt'), now)}: {summary}",
     ]
     if not instances:
         return "\n".join(lines)
@@ -68,14 +71,20 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
         state = str(item.get("state"))
         if state == "retrying":
             state = f"retrying #{item.get('attempt')} {_age(item.get('nextAttemptAt'), now)}"
-        rows.append((
-            str(item.get("instanceId")), str(item.get("pluginId")), state,
-            _age(item.get("since"), now), _registered(item.get("registrations") or {}),
-        ))
+        rows.append(
+            (
+                str(item.get("instanceId")),
+                str(item.get("pluginId")),
+                state,
+                _age(item.get("since"), now),
+                _registered(item.get("registrations") or {}),
+            )
+        )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-                     .rstrip())
+        lines.append(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
     errors = [(i.get("instanceId"), i.get("error")) for i in instances if i.get("error")]
     if errors:
         lines.append("")
@@ -97,11 +106,16 @@ def status_command(workspace: Path, as_json: bool) -> None:
 
     workspace = workspace.resolve()
     if not engine_running(workspace):
-        fail(f"no grambot engine is running in {workspace} (nothing holds "
-             f"{workspace / '.scout' / 'engine.lock'}); start one with `grambot run`",
-             EXIT_NOT_RUNNING)
+        fail(
+            f"no grambot engine is running in {workspace} (nothing holds "
+            f"{workspace / '.scout' / 'engine.lock'}); start one with `grambot run`",
+            EXIT_NOT_RUNNING,
+        )
     status = read_status(workspace / ".scout")
     if status is None:
-        fail(f"an engine is running in {workspace} but has not written "
-             f"{workspace / '.scout' / 'status.json'} yet; try again in a moment", EXIT_PROBLEMS)
+        fail(
+            f"an engine is running in {workspace} but has not written "
+            f"{workspace / '.scout' / 'status.json'} yet; try again in a moment",
+            EXIT_PROBLEMS,
+        )
     click.echo(json.dumps(status, indent=2) if as_json else render(status))

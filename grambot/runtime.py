@@ -179,9 +179,7 @@ class Runtime:
             logger.error(
                 "shutdown did not finish within %s s; exiting with instances still unloading: %s",
                 self.shutdown_timeout,
-                ", ".join(
-                    s.instance_id for s in self.engine.manager.statuses()
-                ) or "none",
+                ", ".join(s.instance_id for s in self.engine.manager.statuses()) or "none",
             )
             return EXIT_SHUTDOWN_TIMEOUT
         logger.info("grambot stopped")
@@ -228,7 +226,7 @@ class Runtime:
                 running = len(self.engine.manager.loaded_ids())
                 logger.warning(
                     "%s %s; keeping the %d running instance(s) as they are and re-reading it "
-                    "(write {\"plugins\": []} to stop every instance)",
+                    '(write {"plugins": []} to stop every instance)',
                     path,
                     read.reason,
                     running,

@@ -37,7 +37,7 @@ from grambot import {names}
 
 '''
 
-_TOOL = '''class Settings(BaseModel):
+_TOOL = """class Settings(BaseModel):
     prefix: str = Field("echo", description="Put before the echoed text.")
 
 
@@ -69,13 +69,13 @@ class Instance:
 
 
 plugin = Plugin(settings_schema=Settings, create=Instance)
-'''
+"""
 
-_TOOL_TEST = '''        tool = engine.registries.tools.get("{tool_name}")
+_TOOL_TEST = """        tool = engine.registries.tools.get("{tool_name}")
         assert tool is not None
         result = await tool.execute({{"text": "ping"}}, ToolContext())
         assert result.text == "hi: ping"
-'''
+"""
 
 _INFERENCE = '''class Settings(BaseModel):
     model: str = Field("echo-1", description="The model answering by default.")
@@ -111,13 +111,13 @@ class Instance:
 plugin = Plugin(settings_schema=Settings, create=Instance)
 '''
 
-_INFERENCE_TEST = '''        provider = engine.registries.inference.get("{plugin_id}")
+_INFERENCE_TEST = """        provider = engine.registries.inference.get("{plugin_id}")
         assert provider is not None
         answer = await provider.complete(
             InferenceRequest(messages=[ChatMessage(role="user", content="ping")])
         )
         assert answer.text == "ping" and answer.model == "hi"
-'''
+"""
 
 _CONNECTOR = '''class Settings(BaseModel):
     sender: str = Field("me", description="Who the messages of this connector come from.")
@@ -175,11 +175,11 @@ class Instance:
 plugin = Plugin(settings_schema=Settings, create=Instance)
 '''
 
-_CONNECTOR_TEST = '''        connector = engine.registries.connectors.get("{plugin_id}")
+_CONNECTOR_TEST = """        connector = engine.registries.connectors.get("{plugin_id}")
         assert connector is not None
         await connector.send_message("chat-1", "ping")
         assert connector.sent == [("chat-1", "ping")]
-'''
+"""
 
 _IMAGE = '''class Settings(BaseModel):
     size: str = Field("64x64", description="Default image size.")
@@ -217,16 +217,21 @@ class Instance:
 plugin = Plugin(settings_schema=Settings, create=Instance)
 '''
 
-_IMAGE_TEST = '''        provider = engine.registries.images.get("{plugin_id}")
+_IMAGE_TEST = """        provider = engine.registries.images.get("{plugin_id}")
         assert provider is not None
         (image,) = await provider.generate("a cat", size="2x2")
         assert image.path.exists() and image.size_bytes > 0
-'''
+"""
 
 _KINDS: dict[str, tuple[str, str, str, str, str]] = {
     # kind: (imports, extra grambot names, body, test body, test imports / settings)
-    "tool": ("from typing import Any\n", ", ToolContext, ToolResult", _TOOL, _TOOL_TEST,
-             'ToolContext|{"prefix": "hi"}'),
+    "tool": (
+        "from typing import Any\n",
+        ", ToolContext, ToolResult",
+        _TOOL,
+        _TOOL_TEST,
+        'ToolContext|{"prefix": "hi"}',
+    ),
     "inference": (
         "from collections.abc import Sequence\n",
         ", InferenceRequest, InferenceResponse",

@@ -59,13 +59,18 @@ def secrets_config(
     problems = []
     if backend not in BACKENDS:
         problems.append(
-            Problem(file, "secrets.backend", 'secrets.backend must be "file" or "keyring"',
-                    repr(backend))
+            Problem(
+                file,
+                "secrets.backend",
+                'secrets.backend must be "file" or "keyring"',
+                repr(backend),
+            )
         )
     if service is not None and (not isinstance(service, str) or not service.strip()):
         problems.append(
-            Problem(file, "secrets.service", "secrets.service must be a non-empty string",
-                    repr(service))
+            Problem(
+                file, "secrets.service", "secrets.service must be a non-empty string", repr(service)
+            )
         )
     if problems:
         return SecretsConfig(), problems
@@ -124,9 +129,7 @@ class KeyringSecretsStore:
             return {}
         if not isinstance(data, dict):
             return {}
-        return {
-            str(k): [str(x) for x in v] for k, v in data.items() if isinstance(v, list)
-        }
+        return {str(k): [str(x) for x in v] for k, v in data.items() if isinstance(v, list)}
 
     def _save_index(self, index: dict[str, list[str]]) -> None:
         import keyring

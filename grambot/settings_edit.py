@@ -137,9 +137,7 @@ def edit_settings(
         if check is not None:
             problems.extend(check(settings))
         if problems:
-            raise EditRefused(
-                "refused, nothing written:\n" + "\n".join(str(p) for p in problems)
-            )
+            raise EditRefused("refused, nothing written:\n" + "\n".join(str(p) for p in problems))
         if new_text != text:
             _write(path, new_text)
         return result
@@ -160,9 +158,7 @@ def find_entry(doc: SettingsEdit, instance_id: str) -> tuple[int, dict[str, Any]
     return None
 
 
-def parse_assignments(
-    assignments: Iterable[str], strings: Collection[str] = ()
-) -> dict[str, Any]:
+def parse_assignments(assignments: Iterable[str], strings: Collection[str] = ()) -> dict[str, Any]:
     """`["a=1", "b.c=x", 'd=["y"]']` -> `{"a": 1, "b": {"c": "x"}, "d": ["y"]}`.
 
     A value that parses as JSON is taken as JSON (numbers, true/false, null, lists, objects,

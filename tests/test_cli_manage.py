@@ -55,24 +55,39 @@ def settings_of(ws: Path) -> dict[str, Any]:
 
 
 def test_enable_adds_an_instance_keeping_unknown_keys_order_and_indent(ws: Path) -> None:
-    result = grambot(ws, "enable", "probe", "--instance", "p1", "--set", "label=hi",
-                     "--set", "tool_name=t1", "--no-input")
+    result = grambot(
+        ws,
+        "enable",
+        "probe",
+        "--instance",
+        "p1",
+        "--set",
+        "label=hi",
+        "--set",
+        "tool_name=t1",
+        "--no-input",
+    )
     assert result.exit_code == 0, result.output
     assert "added instance 'p1'" in result.output
     data = settings_of(ws)
     assert list(data) == ["zeta", "pluginDirs", "plugins", "alpha"]
     assert data["plugins"][0] == {"pluginId": "marker", "instanceId": "m1", "note": "keep me"}
     assert list(data["plugins"][0]) == ["pluginId", "instanceId", "note"]
-    assert data["plugins"][1] == {"instanceId": "p1", "pluginId": "probe", "enabled": True,
-                                  "settings": {"label": "hi", "tool_name": "t1"}}
+    assert data["plugins"][1] == {
+        "instanceId": "p1",
+        "pluginId": "probe",
+        "enabled": True,
+        "settings": {"label": "hi", "tool_name": "t1"},
+    }
     assert data["alpha"] == {"x": 1}
     assert (ws / ".scout" / "settings.json").read_text().startswith('{\n    "zeta": 1,')
 
 
 def test_enable_refuses_a_value_failing_the_schema_and_writes_nothing(ws: Path) -> None:
     before = (ws / ".scout" / "settings.json").read_bytes()
-    result = grambot(ws, "enable", "probe", "--set", "fail_in=bogus", "--set", "sync_stages=3",
-                     "--no-input")
+    result = grambot(
+        ws, "enable", "probe", "--set", "fail_in=bogus", "--set", "sync_stages=3", "--no-input"
+    )
     assert result.exit_code == 1
     assert "refused, nothing written" in result.output
     assert "plugins[1].settings.fail_in: Input should be '', 'create', 'load' or 'unload'" in (
@@ -94,8 +109,12 @@ def test_enable_unknown_plugin_and_foreign_instance_are_refused(ws: Path) -> Non
 
 
 def test_enable_existing_instance_enables_and_merges_settings(ws: Path) -> None:
-    assert grambot(ws, "enable", "probe", "--set", "label=a", "--set", "tool_name=t",
-                   "--no-input").exit_code == 0
+    assert (
+        grambot(
+            ws, "enable", "probe", "--set", "label=a", "--set", "tool_name=t", "--no-input"
+        ).exit_code
+        == 0
+    )
     assert grambot(ws, "disable", "probe").exit_code == 0
     assert settings_of(ws)["plugins"][1]["enabled"] is False
     result = grambot(ws, "enable", "probe", "--set", "label=b", "--no-input")
@@ -108,7 +127,13 @@ def test_set_values_are_json_when_they_parse(ws: Path) -> None:
     from grambot.settings_edit import parse_assignments
 
     assert parse_assignments(["a=1", "b=true", "c=x y", 'd=["q"]', "e.f=2", "g=", 'h="7"']) == {
-        "a": 1, "b": True, "c": "x y", "d": ["q"], "e": {"f": 2}, "g": "", "h": "7"
+        "a": 1,
+        "b": True,
+        "c": "x y",
+        "d": ["q"],
+        "e": {"f": 2},
+        "g": "",
+        "h": "7",
     }
     result = grambot(ws, "enable", "probe", "--set", "novalue", "--no-input")
     assert result.exit_code == 1 and "expected key=value" in result.output
@@ -118,7 +143,10 @@ def test_disable_and_remove(ws: Path) -> None:
     result = grambot(ws, "disable", "M1")  # ids are matched ignoring case
     assert result.exit_code == 0, result.output
     assert settings_of(ws)["plugins"][0] == {
-        "pluginId": "marker", "instanceId": "m1", "note": "keep me", "enabled": False
+        "pluginId": "marker",
+        "instanceId": "m1",
+        "note": "keep me",
+        "enabled": False,
     }
     assert "already disabled" in grambot(ws, "disable", "m1").output
     result = grambot(ws, "remove", "ghost")
@@ -149,9 +177,9 @@ def test_enable_creates_a_missing_settings_file(tmp_path: Path) -> None:
     assert grambot(tmp_path, "new", "hello", "--kind", "tool").exit_code == 0
     result = grambot(tmp_path, "enable", "hello", "--no-input")
     assert result.exit_code == 0, result.output
-    assert settings_of(tmp_path) == {"plugins": [
-        {"instanceId": "hello", "pluginId": "hello", "enabled": True, "settings": {}}
-    ]}
+    assert settings_of(tmp_path) == {
+        "plugins": [{"instanceId": "hello", "pluginId": "hello", "enabled": True, "settings": {}}]
+    }
 
 
 def test_validate_ok_and_problems(ws: Path) -> None:
@@ -211,8 +239,13 @@ def test_plugins_lists_descriptions_and_settings_fields(ws: Path) -> None:
     listing = {p["id"]: p for p in json.loads(result.output)["plugins"]}
     assert {"probe", "marker", "counter", "flaky"} <= set(listing)
     fields = {f["name"]: f for f in listing["probe"]["settings"]}
-    assert fields["sync_stages"] == {"name": "sync_stages", "type": "bool", "required": False,
-                                     "default": "False", "description": None}
+    assert fields["sync_stages"] == {
+        "name": "sync_stages",
+        "type": "bool",
+        "required": False,
+        "default": "False",
+        "description": None,
+    }
     assert listing["marker"]["settings"] == []
 
 
@@ -225,9 +258,7 @@ def test_new_scaffolds_a_plugin_that_loads(tmp_path: Path, kind: str) -> None:
     result = grambot(tmp_path, "new", f"my-{kind}", "--kind", kind)
     assert result.exit_code == 0, result.output
     folder = tmp_path / "mine" / f"my-{kind}"
-    assert {p.name for p in folder.iterdir()} == {
-        "plugin.json", "plugin.py", f"test_my_{kind}.py"
-    }
+    assert {p.name for p in folder.iterdir()} == {"plugin.json", "plugin.py", f"test_my_{kind}.py"}
     assert grambot(tmp_path, "enable", f"my-{kind}", "--no-input").exit_code == 0
     assert grambot(tmp_path, "validate").exit_code == 0
 
@@ -258,7 +289,10 @@ def test_the_scaffolded_test_passes(tmp_path: Path) -> None:
     folder = tmp_path / "plugins" / "echoer"
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder)],
-        capture_output=True, text=True, timeout=50, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        cwd=tmp_path,
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
     )
     assert run.returncode == 0, run.stdout + run.stderr
@@ -275,7 +309,8 @@ def test_new_refuses_bad_ids_and_kinds(ws: Path) -> None:
 
 
 def test_set_keeps_text_for_fields_the_schema_types_as_text(ws: Path) -> None:
-    result = grambot(ws, "enable", "probe", "--set", "label=123", "--set", "sync_stages=true",
-                     "--no-input")
+    result = grambot(
+        ws, "enable", "probe", "--set", "label=123", "--set", "sync_stages=true", "--no-input"
+    )
     assert result.exit_code == 0, result.output
     assert settings_of(ws)["plugins"][1]["settings"] == {"label": "123", "sync_stages": True}

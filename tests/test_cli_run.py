@@ -29,8 +29,9 @@ def _wait_ready(scout: Path, timeout: float = 15.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            states = {i["state"] for i in json.loads((scout / "status.json").read_text())[
-                "instances"]}
+            states = {
+                i["state"] for i in json.loads((scout / "status.json").read_text())["instances"]
+            }
         except (OSError, ValueError, KeyError):
             states = set()
         if states and not states & {"loading", "unloading"}:

@@ -16,15 +16,21 @@ from tests.runproc import EngineProcess, workspace_with
 def status(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "grambot", "status", "--workspace", str(ws), *args],
-        capture_output=True, text=True, timeout=20,
+        capture_output=True,
+        text=True,
+        timeout=20,
     )
 
 
 def test_status_of_a_running_engine_as_table_and_json(tmp_path: Path) -> None:
     ws = workspace_with(
         tmp_path,
-        [entry("t", "probe", tool_name="echo"), entry("bad", "nope"),
-         entry("r", "probe", fail_in="load"), entry("off", "marker", enabled=False)],
+        [
+            entry("t", "probe", tool_name="echo"),
+            entry("bad", "nope"),
+            entry("r", "probe", fail_in="load"),
+            entry("off", "marker", enabled=False),
+        ],
         retry={"initialDelay": 60, "maxDelay": 60},
     )
     engine = EngineProcess(ws)
@@ -52,7 +58,10 @@ def test_status_of_a_running_engine_as_table_and_json(tmp_path: Path) -> None:
     data = json.loads(as_json.stdout)
     assert set(data) == {"pid", "startedAt", "instances"} and data["pid"] == engine.proc.pid
     assert {i["instanceId"]: i["state"] for i in data["instances"]} == {
-        "t": "loaded", "bad": "failed", "r": "retrying", "off": "disabled"
+        "t": "loaded",
+        "bad": "failed",
+        "r": "retrying",
+        "off": "disabled",
     }
 
 
@@ -77,11 +86,21 @@ def test_render_shows_ages_and_retry_times() -> None:
         "pid": 7,
         "startedAt": (now - timedelta(hours=2, minutes=5)).isoformat(),
         "instances": [
-            {"instanceId": "a", "pluginId": "p", "state": "retrying", "error": "boom\nline 2",
-             "since": (now - timedelta(seconds=5)).isoformat(),
-             "registrations": {"connectors": ["a"], "inference": [], "tools": ["x", "y"],
-                               "images": []},
-             "attempt": 3, "nextAttemptAt": (now + timedelta(seconds=90)).isoformat()},
+            {
+                "instanceId": "a",
+                "pluginId": "p",
+                "state": "retrying",
+                "error": "boom\nline 2",
+                "since": (now - timedelta(seconds=5)).isoformat(),
+                "registrations": {
+                    "connectors": ["a"],
+                    "inference": [],
+                    "tools": ["x", "y"],
+                    "images": [],
+                },
+                "attempt": 3,
+                "nextAttemptAt": (now + timedelta(seconds=90)).isoformat(),
+            },
         ],
     }
     text = render(doc, now)

@@ -29,11 +29,11 @@ print("MODULES=" + json.dumps(sorted(m.split(".")[0] for m in sys.modules)))
 def _modules(*args: str) -> set[str]:
     run = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(list(args))],
-        capture_output=True, text=True, timeout=50,
+        capture_output=True,
+        text=True,
+        timeout=50,
     )
-    line = next(
-        (x for x in run.stdout.splitlines() if x.startswith("MODULES=")), None
-    )
+    line = next((x for x in run.stdout.splitlines() if x.startswith("MODULES=")), None)
     assert line is not None, run.stdout + run.stderr
     return set(json.loads(line.removeprefix("MODULES=")))
 
@@ -42,10 +42,14 @@ def _modules(*args: str) -> set[str]:
 def ws(tmp_path: Path) -> Path:
     scout = tmp_path / ".scout"
     scout.mkdir()
-    (scout / "settings.json").write_text(json.dumps({
-        "pluginDirs": [str(FIXTURE_PLUGINS)],
-        "plugins": [{"instanceId": "m", "pluginId": "marker"}],
-    }))
+    (scout / "settings.json").write_text(
+        json.dumps(
+            {
+                "pluginDirs": [str(FIXTURE_PLUGINS)],
+                "plugins": [{"instanceId": "m", "pluginId": "marker"}],
+            }
+        )
+    )
     return tmp_path
 
 

@@ -20,7 +20,10 @@ class Terminal:
         self.master, slave = os.openpty()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "grambot", *args],
-            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
             env={**os.environ, "TERM": "dumb"},
         )
         os.close(slave)
@@ -71,8 +74,12 @@ def test_enable_on_a_terminal_runs_onboarding_and_stores_the_secret(tmp_path: Pa
     assert "stored secrets: token" in term.seen
     data = json.loads((ws / ".scout" / "settings.json").read_text())
     assert data["plugins"] == [
-        {"instanceId": "ob", "pluginId": "onboarded", "enabled": True,
-         "settings": {"chat": "12345"}}
+        {
+            "instanceId": "ob",
+            "pluginId": "onboarded",
+            "enabled": True,
+            "settings": {"chat": "12345"},
+        }
     ]
     secrets = json.loads((ws / ".scout" / "secrets.json").read_text())
     assert secrets == {"ob": {"token": "tok-hidden-42"}}

@@ -114,8 +114,9 @@ def test_rename_saves_and_a_burst_of_20_edits_end_in_the_last_state(tmp_path: Pa
             ids = [f"b{k}" for k in range(n % 7, n % 7 + 3)]
             plugins = [entry(i, "probe", label=str(n)) for i in ids]
             if n % 2:
-                write_json_atomic(engine.settings_file, {"pluginDirs": [str(FIXTURE_PLUGINS)],
-                                                         "plugins": plugins})
+                write_json_atomic(
+                    engine.settings_file, {"pluginDirs": [str(FIXTURE_PLUGINS)], "plugins": plugins}
+                )
             else:
                 engine.settings_file.write_text(
                     json.dumps({"pluginDirs": [str(FIXTURE_PLUGINS)], "plugins": plugins})
@@ -178,7 +179,9 @@ def test_unknown_plugin_waits_and_loads_when_its_folder_appears(tmp_path: Path) 
     plugins = tmp_path / "myplugins"
     plugins.mkdir()
     ws = workspace_with(
-        tmp_path, [entry("late", "latecomer")], pluginDirs=[str(plugins)],
+        tmp_path,
+        [entry("late", "latecomer")],
+        pluginDirs=[str(plugins)],
         retry={"initialDelay": 0.05, "maxDelay": 0.1},
     )
     engine = EngineProcess(ws)
@@ -237,8 +240,11 @@ def test_second_run_on_the_same_workspace_is_refused(tmp_path: Path) -> None:
 def test_sigterm_with_a_hanging_unload_exits_zero_within_the_deadline(tmp_path: Path) -> None:
     ws = workspace_with(
         tmp_path,
-        [entry("m1", "marker"), entry("h", "probe", hang_in="unload"),
-         entry("hs", "probe", hang_in="unload", sync_stages=True)],
+        [
+            entry("m1", "marker"),
+            entry("h", "probe", hang_in="unload"),
+            entry("hs", "probe", hang_in="unload", sync_stages=True),
+        ],
         timeouts={"unload": 0.5},
     )
     engine = EngineProcess(ws)
@@ -256,6 +262,7 @@ def test_sigterm_with_a_hanging_unload_exits_zero_within_the_deadline(tmp_path: 
     assert elapsed < 5, elapsed
     assert "instance h: unload failed" in output and "timed out" in output
     assert _marker(ws, "m1", "unloaded").exists()
+
     # reverse load order
     def order(what: str) -> list[str]:
         return [
@@ -269,9 +276,7 @@ def test_sigterm_with_a_hanging_unload_exits_zero_within_the_deadline(tmp_path: 
 
 
 def test_second_signal_exits_at_once_with_a_nonzero_code(tmp_path: Path) -> None:
-    ws = workspace_with(
-        tmp_path, [entry("h", "probe", hang_in="unload")], timeouts={"unload": 60}
-    )
+    ws = workspace_with(tmp_path, [entry("h", "probe", hang_in="unload")], timeouts={"unload": 60})
     engine = EngineProcess(ws)
     try:
         engine.wait_ready()
@@ -306,7 +311,8 @@ def test_reload_plugins_picks_up_an_edited_helper_module(tmp_path: Path) -> None
         "plugin = Plugin(create=P)\n"
     )
     ws = workspace_with(
-        tmp_path, [entry("a", "helped"), entry("b", "helped"), entry("m", "marker")],
+        tmp_path,
+        [entry("a", "helped"), entry("b", "helped"), entry("m", "marker")],
         pluginDirs=[str(plugins), str(FIXTURE_PLUGINS)],
     )
     engine = EngineProcess(ws, "--reload-plugins")
@@ -334,8 +340,10 @@ def test_without_reload_plugins_code_edits_do_not_reload(tmp_path: Path) -> None
         source = plugins / "probe" / "plugin.py"
         source.write_text(source.read_text() + "\n# edited\n")
         # a settings edit after the code edit proves the engine saw and ignored the code edit
-        engine.write([entry("p", "probe"), entry("m", "marker")],
-                     pluginDirs=[str(plugins), str(FIXTURE_PLUGINS)])
+        engine.write(
+            [entry("p", "probe"), entry("m", "marker")],
+            pluginDirs=[str(plugins), str(FIXTURE_PLUGINS)],
+        )
         engine.wait_states({"p": "loaded", "m": "loaded"})
         assert (ws / ".scout" / "plugins" / "p" / "calls.log").read_text().split() == [
             "create",
@@ -364,8 +372,11 @@ def test_edit_to_loaded_latency_is_well_under_a_second(tmp_path: Path) -> None:
 def test_status_json_matches_the_schema(tmp_path: Path) -> None:
     ws = workspace_with(
         tmp_path,
-        [entry("t", "probe", tool_name="echo"), entry("off", "marker", enabled=False),
-         entry("bad", "nope")],
+        [
+            entry("t", "probe", tool_name="echo"),
+            entry("off", "marker", enabled=False),
+            entry("bad", "nope"),
+        ],
     )
     engine = EngineProcess(ws)
     try:
@@ -375,8 +386,16 @@ def test_status_json_matches_the_schema(tmp_path: Path) -> None:
         assert status is not None
         assert set(status) == {"pid", "startedAt", "instances"}
         assert status["pid"] == engine.proc.pid
-        keys = {"instanceId", "pluginId", "state", "error", "since", "registrations", "attempt",
-                "nextAttemptAt"}
+        keys = {
+            "instanceId",
+            "pluginId",
+            "state",
+            "error",
+            "since",
+            "registrations",
+            "attempt",
+            "nextAttemptAt",
+        }
         by_id = {i["instanceId"]: i for i in status["instances"]}
         for item in by_id.values():
             assert set(item) == keys
@@ -397,7 +416,9 @@ def test_management_commands_apply_to_the_running_engine(tmp_path: Path) -> None
     def grambot(*args: str) -> None:
         done = subprocess.run(
             [sys.executable, "-m", "grambot", *args, "--workspace", str(ws)],
-            capture_output=True, text=True, timeout=20,
+            capture_output=True,
+            text=True,
+            timeout=20,
         )
         assert done.returncode == 0, done.stderr
 
@@ -416,13 +437,20 @@ def test_management_commands_apply_to_the_running_engine(tmp_path: Path) -> None
 
 def test_a_signal_during_a_hanging_first_load_stops_promptly(tmp_path: Path) -> None:
     ws = workspace_with(
-        tmp_path, [entry("h", "probe", hang_in="load"), entry("m", "marker")],
+        tmp_path,
+        [entry("h", "probe", hang_in="load"), entry("m", "marker")],
         timeouts={"load": 60},
     )
     engine = EngineProcess(ws)
     try:
-        wait_until(lambda: "load" in (ws / ".scout/plugins/h/calls.log").read_text()
-                   if (ws / ".scout/plugins/h/calls.log").exists() else False, what="h loading")
+        wait_until(
+            lambda: (
+                "load" in (ws / ".scout/plugins/h/calls.log").read_text()
+                if (ws / ".scout/plugins/h/calls.log").exists()
+                else False
+            ),
+            what="h loading",
+        )
         started = time.monotonic()
         engine.signal(signal.SIGTERM)
         code = engine.proc.wait(10)

@@ -87,7 +87,8 @@ def test_set_get_list_delete(tmp_path: Path, backend: str, memory_keyring: Memor
     if backend == "file":
         assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
         assert json.loads(secrets_file.read_text()) == {
-            "bot": {"apiKey": "k-123456"}, "other": {"x": "yyyy"}
+            "bot": {"apiKey": "k-123456"},
+            "other": {"x": "yyyy"},
         }
     else:
         assert not secrets_file.exists()
@@ -139,16 +140,17 @@ def _sha(value: str) -> str:
 def _set_secret(ws: Path, value: str, env: dict[str, str] | None = None) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "grambot", "secrets", "set", "s", "token", "-w", str(ws)],
-        input=value, capture_output=True, text=True, timeout=20,
+        input=value,
+        capture_output=True,
+        text=True,
+        timeout=20,
         env={**os.environ, **(env or {})},
     )
     assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.parametrize("backend", ["file", "keyring"])
-def test_secrets_set_reloads_the_instance_in_a_running_engine(
-    tmp_path: Path, backend: str
-) -> None:
+def test_secrets_set_reloads_the_instance_in_a_running_engine(tmp_path: Path, backend: str) -> None:
     env = {
         "PYTHONPATH": str(REPO),
         "PYTHON_KEYRING_BACKEND": "tests.keyring_backends.FileKeyring",

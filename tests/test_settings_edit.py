@@ -23,9 +23,21 @@ def test_concurrent_cli_edits_never_lose_an_update(tmp_path: Path) -> None:
     )
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "grambot", "enable", "marker", "--instance", f"m{n}",
-             "--no-input", "-w", str(tmp_path)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "grambot",
+                "enable",
+                "marker",
+                "--instance",
+                f"m{n}",
+                "--no-input",
+                "-w",
+                str(tmp_path),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for n in range(8)
     ]

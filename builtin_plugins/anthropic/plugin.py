@@ -30,7 +30,9 @@ class Settings(BaseModel):
         "https://api.anthropic.com", alias="baseUrl", description="API base URL (a proxy, a fake)."
     )
     max_tokens: int = Field(
-        4096, gt=0, alias="maxTokens",
+        4096,
+        gt=0,
+        alias="maxTokens",
         description="Largest answer, in tokens, when a request sets none.",
     )
     temperature: float | None = Field(
@@ -43,12 +45,16 @@ class Settings(BaseModel):
         10.0, gt=0, alias="connectTimeout", description="Seconds to wait for a connection."
     )
     max_retries: int = Field(
-        2, ge=0, le=10, alias="maxRetries",
+        2,
+        ge=0,
+        le=10,
+        alias="maxRetries",
         description="SDK retries on connection errors, 408/409/429 and 5xx (with backoff, "
         "honouring retry-after).",
     )
     deadline: float = Field(
-        300.0, gt=0,
+        300.0,
+        gt=0,
         description="Upper bound in seconds on one complete() call, retries and waits included.",
     )
 

@@ -26,8 +26,7 @@ from grambot import (
     ToolDefinition,
     Usage,
 )
-
-from .failures import scrub, to_service_error
+from grambot.kit.sdk_errors import scrub, to_service_error
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -117,9 +116,7 @@ class AnthropicProvider:
             ) from None
 
     def _error(self, kind: str, text: str) -> ServiceError:
-        return ServiceError(
-            scrub(text, self._key), instance_id=self.id, service=SERVICE, kind=kind
-        )
+        return ServiceError(scrub(text, self._key), instance_id=self.id, service=SERVICE, kind=kind)
 
 
 def to_anthropic_messages(

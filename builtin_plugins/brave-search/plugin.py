@@ -20,7 +20,9 @@ class Settings(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
 
     tool_name: str = Field(
-        "web_search", alias="toolName", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        "web_search",
+        alias="toolName",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
         description="Name the model calls the tool by (unique among all tools).",
     )
     description: str = Field(
@@ -29,7 +31,8 @@ class Settings(BaseModel):
         description="What the model is told the tool does.",
     )
     base_url: str = Field(
-        "https://api.search.brave.com", alias="baseUrl",
+        "https://api.search.brave.com",
+        alias="baseUrl",
         description="API base URL; the tool calls <baseUrl>/res/v1/web/search.",
     )
     count: int = Field(5, ge=1, le=20, description="Results per search, unless the call says.")
@@ -44,11 +47,16 @@ class Settings(BaseModel):
     )
     timeout: float = Field(10.0, gt=0, description="Seconds to wait for an answer.")
     max_retries: int = Field(
-        1, ge=0, le=5, alias="maxRetries",
+        1,
+        ge=0,
+        le=5,
+        alias="maxRetries",
         description="Retries after a timeout, a network error, 429 or 5xx.",
     )
     max_retry_after: float = Field(
-        5.0, ge=0, alias="maxRetryAfter",
+        5.0,
+        ge=0,
+        alias="maxRetryAfter",
         description="Longest wait a 429 may ask for before a retry; longer fails at once.",
     )
     max_snippet_chars: int = Field(

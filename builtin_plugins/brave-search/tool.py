@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from grambot import PluginApi, ToolContext, ToolResult
-
-from .transport import Failure, retry_after, send, status_failure
+from grambot.kit.http import Failure, retry_after, send, status_failure
 
 if TYPE_CHECKING:
     from .plugin import Settings
@@ -166,8 +165,11 @@ class BraveSearchTool:
     def _failed(self, failure: Failure) -> ToolResult:
         return ToolResult(
             text=self._scrub(f"{self.name} failed: {failure.text}"),
-            data={"kind": failure.kind, "status": failure.status,
-                  "retryAfter": failure.retry_after},
+            data={
+                "kind": failure.kind,
+                "status": failure.status,
+                "retryAfter": failure.retry_after,
+            },
             is_error=True,
         )
 

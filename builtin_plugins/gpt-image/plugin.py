@@ -22,7 +22,8 @@ class Settings(BaseModel):
 
     model: str = Field("gpt-image-1", min_length=1, description="Image model to use by default.")
     size: str = Field(
-        "1024x1024", pattern=SIZE_PATTERN,
+        "1024x1024",
+        pattern=SIZE_PATTERN,
         description="Default size, `WIDTHxHEIGHT` (e.g. 1024x1024, 1536x1024, 1024x1536) or "
         "`auto`.",
     )
@@ -52,7 +53,10 @@ class Settings(BaseModel):
         10.0, gt=0, alias="connectTimeout", description="Seconds to wait for a connection."
     )
     max_retries: int = Field(
-        2, ge=0, le=10, alias="maxRetries",
+        2,
+        ge=0,
+        le=10,
+        alias="maxRetries",
         description="SDK retries on connection errors, 429 and 5xx.",
     )
     deadline: float = Field(

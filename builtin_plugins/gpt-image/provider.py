@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from grambot import GeneratedImage, PluginApi, ServiceError
-
-from .failures import scrub, to_service_error
-from .files import save, sniff
+from grambot.kit.images import save, sniff
+from grambot.kit.sdk_errors import scrub, to_service_error
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -135,10 +134,9 @@ class GptImageProvider:
         return images
 
     def _bad(self, text: str) -> ServiceError:
-        return self._error("bad-response", f"unexpected answer from {self.settings.base_url}: "
-                                           f"{text}")
+        return self._error(
+            "bad-response", f"unexpected answer from {self.settings.base_url}: {text}"
+        )
 
     def _error(self, kind: str, text: str) -> ServiceError:
-        return ServiceError(
-            scrub(text, self._key), instance_id=self.id, service=SERVICE, kind=kind
-        )
+        return ServiceError(scrub(text, self._key), instance_id=self.id, service=SERVICE, kind=kind)

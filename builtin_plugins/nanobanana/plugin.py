@@ -25,7 +25,8 @@ class Settings(BaseModel):
         "gemini-2.5-flash-image", min_length=1, description="Gemini image model to use by default."
     )
     base_url: str = Field(
-        "https://generativelanguage.googleapis.com/v1beta", alias="baseUrl",
+        "https://generativelanguage.googleapis.com/v1beta",
+        alias="baseUrl",
         description="API base URL; requests go to <baseUrl>/models/<model>:generateContent.",
     )
     endpoint: str | None = Field(
@@ -34,11 +35,13 @@ class Settings(BaseModel):
         "`{model}` in it is replaced by the model.",
     )
     aspect_ratio: AspectRatio | None = Field(
-        None, alias="aspectRatio",
+        None,
+        alias="aspectRatio",
         description="Default aspect ratio; the model's default (square) when unset.",
     )
     response_modalities: list[Literal["TEXT", "IMAGE"]] = Field(
-        default_factory=lambda: ["TEXT", "IMAGE"], alias="responseModalities",
+        default_factory=lambda: ["TEXT", "IMAGE"],
+        alias="responseModalities",
         description="What the model may answer with; must include IMAGE.",
     )
     max_count: int = Field(
@@ -46,11 +49,16 @@ class Settings(BaseModel):
     )
     timeout: float = Field(120.0, gt=0, description="Seconds to wait for one answer.")
     max_retries: int = Field(
-        2, ge=0, le=10, alias="maxRetries",
+        2,
+        ge=0,
+        le=10,
+        alias="maxRetries",
         description="Retries after a timeout, a network error, 429 or 5xx.",
     )
     max_retry_after: float = Field(
-        30.0, ge=0, alias="maxRetryAfter",
+        30.0,
+        ge=0,
+        alias="maxRetryAfter",
         description="Longest wait a 429 may ask for before a retry; longer fails at once.",
     )
 

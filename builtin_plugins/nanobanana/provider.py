@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from grambot import GeneratedImage, PluginApi, ServiceError
+from grambot.kit.http import Failure, retry_after, send, status_failure
+from grambot.kit.images import save, sniff
 
-from .files import save, sniff
 from .ratios import aspect_ratio
-from .transport import Failure, retry_after, send, status_failure
 
 if TYPE_CHECKING:
     from .plugin import Settings
@@ -89,7 +89,9 @@ class NanoBananaProvider:
                 found.extend(await self._call(url, body))
             except Failure as failure:
                 raise self._error(
-                    failure.kind, failure.text, status=failure.status,
+                    failure.kind,
+                    failure.text,
+                    status=failure.status,
                     retry_after=failure.retry_after,
                 ) from None
             if len(found) >= count:
@@ -119,8 +121,9 @@ class NanoBananaProvider:
         try:
             data = response.json()
         except ValueError as exc:
-            raise Failure("bad-response", f"unexpected answer from {url}: not JSON ({exc})") \
-                from None
+            raise Failure(
+                "bad-response", f"unexpected answer from {url}: not JSON ({exc})"
+            ) from None
         return self._images(data, url)
 
     def _images(self, data: Any, url: str) -> list[tuple[bytes, str, str]]:
@@ -159,8 +162,9 @@ class NanoBananaProvider:
                 )
             found.append((raw, kind[0], kind[1]))
         if not found:
-            if not isinstance(data, dict) or ("candidates" not in data and
-                                               "promptFeedback" not in data):
+            if not isinstance(data, dict) or (
+                "candidates" not in data and "promptFeedback" not in data
+            ):
                 raise Failure(
                     "bad-response", f"unexpected answer from {url}: not a generateContent reply"
                 )
@@ -182,11 +186,11 @@ class NanoBananaProvider:
         if not isinstance(error, dict):
             error = {}
         said = str(error.get("message") or response.text[:200] or response.reason_phrase)
-        reasons = {
-            d.get("reason") for d in error.get("details") or [] if isinstance(d, dict)
-        }
-        if status in (401, 403) or "API_KEY_INVALID" in reasons or error.get("status") in (
-            "UNAUTHENTICATED", "PERMISSION_DENIED"
+        reasons = {d.get("reason") for d in error.get("details") or [] if isinstance(d, dict)}
+        if (
+            status in (401, 403)
+            or "API_KEY_INVALID" in reasons
+            or error.get("status") in ("UNAUTHENTICATED", "PERMISSION_DENIED")
         ):
             return Failure(
                 "auth",
@@ -208,7 +212,11 @@ class NanoBananaProvider:
         if self._key:
             text = text.replace(self._key, MASK)
         return ServiceError(
-            text, instance_id=self.id, service=SERVICE, kind=kind, status=status,
+            text,
+            instance_id=self.id,
+            service=SERVICE,
+            kind=kind,
+            status=status,
             retry_after=retry_after,
         )
 

@@ -18,5 +18,6 @@ def aspect_ratio(size: str) -> str:
     if match is None:
         raise ValueError(f"size must be an aspect ratio like 16:9 or WIDTHxHEIGHT (got {size!r})")
     wanted = math.log(int(match[1]) / int(match[2]))
-    return min(RATIOS, key=lambda r: abs(math.log(int(r.split(":")[0]) / int(r.split(":")[1]))
-                                         - wanted))
+    return min(
+        RATIOS, key=lambda r: abs(math.log(int(r.split(":")[0]) / int(r.split(":")[1])) - wanted)
+    )

@@ -34,7 +34,8 @@ class Settings(BaseModel):
     )
     label: str = Field("OpenAI Codex", description="Name shown to people choosing a model.")
     base_url: str = Field(
-        "https://api.openai.com/v1", alias="baseUrl",
+        "https://api.openai.com/v1",
+        alias="baseUrl",
         description="API base URL, including the /v1 (a proxy, a compatible server, a fake).",
     )
     organization: str | None = Field(
@@ -44,12 +45,15 @@ class Settings(BaseModel):
         None, description="OpenAI-Project header; none when unset (OPENAI_PROJECT_ID is ignored)."
     )
     max_tokens: int = Field(
-        4096, gt=0, alias="maxTokens",
+        4096,
+        gt=0,
+        alias="maxTokens",
         description="Largest answer, in tokens, when a request sets none "
         "(max_output_tokens / max_completion_tokens).",
     )
     reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = Field(
-        None, alias="reasoningEffort",
+        None,
+        alias="reasoningEffort",
         description="Reasoning effort for reasoning models; the API default when unset.",
     )
     timeout: float = Field(
@@ -59,12 +63,16 @@ class Settings(BaseModel):
         10.0, gt=0, alias="connectTimeout", description="Seconds to wait for a connection."
     )
     max_retries: int = Field(
-        2, ge=0, le=10, alias="maxRetries",
+        2,
+        ge=0,
+        le=10,
+        alias="maxRetries",
         description="SDK retries on connection errors, 408/409/429 and 5xx (with backoff, "
         "honouring retry-after).",
     )
     deadline: float = Field(
-        300.0, gt=0,
+        300.0,
+        gt=0,
         description="Upper bound in seconds on one complete() call, retries and waits included.",
     )
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from grambot import InferenceRequest, InferenceResponse, PluginApi, ServiceError
+from grambot.kit.sdk_errors import scrub, to_service_error
 
-from .failures import scrub, to_service_error
 from .mapping import (
     from_chat_completion,
     from_response,
@@ -134,6 +134,4 @@ class OpenAIProvider:
         return params
 
     def _error(self, kind: str, text: str) -> ServiceError:
-        return ServiceError(
-            scrub(text, self._key), instance_id=self.id, service=SERVICE, kind=kind
-        )
+        return ServiceError(scrub(text, self._key), instance_id=self.id, service=SERVICE, kind=kind)

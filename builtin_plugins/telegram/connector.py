@@ -259,9 +259,7 @@ class TelegramConnector:
                 "chatType": chat.type,
                 "date": message.date.isoformat() if message.date else None,
                 "replyTo": (
-                    str(message.reply_to_message.message_id)
-                    if message.reply_to_message
-                    else None
+                    str(message.reply_to_message.message_id) if message.reply_to_message else None
                 ),
             },
         )
@@ -287,8 +285,9 @@ class TelegramConnector:
         attachments = []
         for file_id, mime, name, size in wanted:
             if size is not None and size > self.settings.max_download_bytes:
-                self.log.info("message %s: file of %s bytes not downloaded", message.message_id,
-                              size)
+                self.log.info(
+                    "message %s: file of %s bytes not downloaded", message.message_id, size
+                )
                 continue
             attachments.append(await self._download(message, file_id, mime, name))
         return tuple(attachments)
@@ -412,7 +411,8 @@ class TelegramConnector:
                 )
                 refused = "the bot token was rejected" if status == 401 else "access denied"
                 raise self._error(
-                    "auth", f"{what}: {refused} ({status}: {self._describe(exc)}){hint}",
+                    "auth",
+                    f"{what}: {refused} ({status}: {self._describe(exc)}){hint}",
                     status=status,
                 ) from None
             except BadRequest as exc:
@@ -432,7 +432,8 @@ class TelegramConnector:
                     status = _last_status.get()
                     if status is not None and status >= 500:
                         raise self._error(
-                            "server", f"{what}: server error {status} ({self._describe(exc)})",
+                            "server",
+                            f"{what}: server error {status} ({self._describe(exc)})",
                             status=status,
                         ) from None
                     raise self._error(
@@ -502,4 +503,3 @@ def _retry_after(exc: BaseException) -> float | None:
         if isinstance(value, int | float):
             return float(value)
     return None
-

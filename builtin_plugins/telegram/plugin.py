@@ -58,38 +58,53 @@ class Settings(BaseModel):
         description="With clearWebhook: drop the updates Telegram queued while the bot was away.",
     )
     poll_timeout: int = Field(
-        30, ge=0, le=50, alias="pollTimeout",
+        30,
+        ge=0,
+        le=50,
+        alias="pollTimeout",
         description="Long-polling wait of one getUpdates call, in seconds.",
     )
     request_timeout: float = Field(
-        10.0, gt=0, alias="requestTimeout",
+        10.0,
+        gt=0,
+        alias="requestTimeout",
         description="Read/write timeout of one Bot API request, in seconds.",
     )
     connect_timeout: float = Field(
         5.0, gt=0, alias="connectTimeout", description="Connect timeout, in seconds."
     )
     max_retries: int = Field(
-        4, ge=0, le=20, alias="maxRetries",
+        4,
+        ge=0,
+        le=20,
+        alias="maxRetries",
         description="Retries of a send after a network error or flood control (429).",
     )
     backoff_initial: float = Field(
-        1.0, gt=0, alias="backoffInitial",
+        1.0,
+        gt=0,
+        alias="backoffInitial",
         description="First wait after a network error, in seconds; doubles each time.",
     )
     backoff_max: float = Field(
         30.0, gt=0, alias="backoffMax", description="Longest wait between retries, in seconds."
     )
     max_retry_after: float = Field(
-        60.0, ge=0, alias="maxRetryAfter",
+        60.0,
+        ge=0,
+        alias="maxRetryAfter",
         description="Longest flood-control wait (429 retry_after) a send accepts, in seconds; "
         "a longer one fails the send at once.",
     )
     download_files: bool = Field(
-        True, alias="downloadFiles",
+        True,
+        alias="downloadFiles",
         description="Download incoming photos and documents into the data dir as attachments.",
     )
     max_download_bytes: int = Field(
-        20_000_000, gt=0, alias="maxDownloadBytes",
+        20_000_000,
+        gt=0,
+        alias="maxDownloadBytes",
         description="Incoming files larger than this are not downloaded.",
     )
 

@@ -25,8 +25,7 @@ KEY = "sk-ant-test-key-0123456789"
 WEATHER = ToolDefinition(
     name="weather",
     description="Weather for a city.",
-    parameters={"type": "object", "properties": {"city": {"type": "string"}},
-                "required": ["city"]},
+    parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 )
 
 
@@ -81,8 +80,13 @@ async def test_tool_calls_are_mapped_both_ways(harness: Harness, fake: FakeAnthr
     assert first.tool_calls == (ToolCall(call_id, "weather", {"city": "Oslo"}),)
     sent = fake.bodies[-1]
     assert sent["system"] == "Be brief." and sent["max_tokens"] == 100
-    assert sent["tools"] == [{"name": "weather", "description": "Weather for a city.",
-                              "input_schema": WEATHER.parameters}]
+    assert sent["tools"] == [
+        {
+            "name": "weather",
+            "description": "Weather for a city.",
+            "input_schema": WEATHER.parameters,
+        }
+    ]
 
     second = await provider.complete(
         InferenceRequest(
@@ -98,11 +102,13 @@ async def test_tool_calls_are_mapped_both_ways(harness: Harness, fake: FakeAnthr
     messages = fake.bodies[-1]["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]
     assert messages[1]["content"][1] == {
-        "type": "tool_use", "id": call_id, "name": "weather", "input": {"city": "Oslo"}
+        "type": "tool_use",
+        "id": call_id,
+        "name": "weather",
+        "input": {"city": "Oslo"},
     }
     assert messages[2]["content"] == [
-        {"type": "tool_result", "tool_use_id": call_id, "content": "-3 C, snow",
-         "is_error": False}
+        {"type": "tool_result", "tool_use_id": call_id, "content": "-3 C, snow", "is_error": False}
     ]
 
 
@@ -130,15 +136,21 @@ async def test_a_429_with_retry_after_is_retried(harness: Harness, fake: FakeAnt
     ("script", "kind", "words"),
     [
         ({"status": 401}, "auth", ["401", "grambot secrets set claude apiKey"]),
-        ({"status": 429, "headers": {"retry-after": "0.1"}, "times": 2}, "rate-limit",
-         ["429", "0.1 s"]),
+        (
+            {"status": 429, "headers": {"retry-after": "0.1"}, "times": 2},
+            "rate-limit",
+            ["429", "0.1 s"],
+        ),
         ({"status": 500, "times": 2}, "server", ["500"]),
         ({"status": 400}, "bad-request", ["400"]),
         ({"hang": 3.0}, "timeout", ["within 0.3 s"]),
         ({"malformed": b'{"id": "msg_1", "content": [tru'}, "bad-response", ["unexpected answer"]),
         ({"malformed": b'{"unexpected": true}'}, "bad-response", ["unexpected answer"]),
-        ({"malformed": b"<html>502</html>", "type": "text/html"}, "bad-response",
-         ["unexpected answer"]),
+        (
+            {"malformed": b"<html>502</html>", "type": "text/html"},
+            "bad-response",
+            ["unexpected answer"],
+        ),
     ],
 )
 async def test_failures_are_clear_and_leave_the_instance_loaded(

@@ -48,23 +48,36 @@ async def test_a_search_returns_compact_text(harness: Harness, fake: FakeBrave) 
         "2. grambot result 2 (2 days ago)\n   https://example.com/2\n"
         "   All about grambot, part 2."
     )
-    assert [r["url"] for r in result.data["results"]] == ["https://example.com/1",
-                                                          "https://example.com/2"]
+    assert [r["url"] for r in result.data["results"]] == [
+        "https://example.com/1",
+        "https://example.com/2",
+    ]
     request = fake.requests[-1]
     assert request.headers["x-subscription-token"] == KEY
-    assert request.query == {"q": "grambot", "count": "2", "safesearch": "strict",
-                             "text_decorations": "false", "country": "DE", "search_lang": "de"}
+    assert request.query == {
+        "q": "grambot",
+        "count": "2",
+        "safesearch": "strict",
+        "text_decorations": "false",
+        "country": "DE",
+        "search_lang": "de",
+    }
 
 
 async def test_call_arguments_override_settings(harness: Harness, fake: FakeBrave) -> None:
     tool = await load(harness, fake, count=3)
     await tool.execute({"query": "q"}, CTX)
     assert fake.requests[-1].query["count"] == "3"
-    await tool.execute({"query": "q", "count": 7, "country": "fr", "language": "fr",
-                        "safesearch": "off"}, CTX)
+    await tool.execute(
+        {"query": "q", "count": 7, "country": "fr", "language": "fr", "safesearch": "off"}, CTX
+    )
     query = fake.requests[-1].query
     assert (query["count"], query["country"], query["search_lang"], query["safesearch"]) == (
-        "7", "FR", "fr", "off")
+        "7",
+        "FR",
+        "fr",
+        "off",
+    )
 
 
 async def test_the_tool_name_comes_from_settings(harness: Harness, fake: FakeBrave) -> None:
@@ -115,8 +128,11 @@ async def test_a_429_with_retry_after_is_retried(harness: Harness, fake: FakeBra
     ("script", "kind", "words"),
     [
         ({"status": 401}, "auth", ["401", "grambot secrets set search apiKey"]),
-        ({"status": 429, "headers": {"X-RateLimit-Reset": "1, 86400"}, "times": 2},
-         "rate-limit", ["429", "wait 1 s"]),
+        (
+            {"status": 429, "headers": {"X-RateLimit-Reset": "1, 86400"}, "times": 2},
+            "rate-limit",
+            ["429", "wait 1 s"],
+        ),
         ({"status": 429, "headers": {"Retry-After": "60"}}, "rate-limit", ["wait 60 s"]),
         ({"status": 500, "times": 2}, "server", ["500"]),
         ({"status": 422}, "bad-request", ["422"]),
@@ -161,8 +177,9 @@ async def test_two_instances_cannot_share_a_tool_name(harness: Harness, fake: Fa
 
 
 async def test_an_unreachable_service_is_a_network_error(harness: Harness) -> None:
-    await harness.load("search", "brave-search", secrets={"apiKey": KEY},
-                       baseUrl=closed_port_url(), maxRetries=0)
+    await harness.load(
+        "search", "brave-search", secrets={"apiKey": KEY}, baseUrl=closed_port_url(), maxRetries=0
+    )
     tool = harness.engine.registries.tools.get("web_search")
     assert tool is not None
     result = await tool.execute({"query": "x"}, CTX)

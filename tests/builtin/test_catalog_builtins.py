@@ -111,19 +111,3 @@ def test_listing_and_creating_builtins_imports_no_sdk(tmp_path: Path) -> None:
 
 def test_no_builtin_folder_goes_on_sys_path() -> None:
     assert not any(Path(p).resolve().is_relative_to(BUILTIN_DIR) for p in sys.path if p)
-
-
-@pytest.mark.parametrize(
-    "copies",
-    [
-        ("anthropic/failures.py", "openai-codex/failures.py", "gpt-image/failures.py"),
-        ("brave-search/transport.py", "nanobanana/transport.py"),
-        ("gpt-image/files.py", "nanobanana/files.py"),
-    ],
-)
-def test_shared_helper_copies_stay_identical(copies: tuple[str, ...]) -> None:
-    """Each instance has its own module namespace, so built-ins cannot share a helper module;
-    the few they need are copied, and must not drift apart."""
-    first, *others = [(BUILTIN_DIR / path).read_text(encoding="utf-8") for path in copies]
-    for path, text in zip(copies[1:], others, strict=True):
-        assert text == first, f"{path} differs from {copies[0]}"

@@ -58,8 +58,14 @@ async def running(workspace: Workspace, fakes: Fakes) -> AsyncIterator[Harness]:
     for (instance_id, key), value in secrets.items():
         engine.secrets.set(instance_id, key, value)
     plugins: list[dict[str, Any]] = [
-        entry("tg", "telegram", baseUrl=fakes.telegram.base_url,
-              baseFileUrl=fakes.telegram.base_file_url, allowedUserIds=[OWNER], pollTimeout=1),
+        entry(
+            "tg",
+            "telegram",
+            baseUrl=fakes.telegram.base_url,
+            baseFileUrl=fakes.telegram.base_file_url,
+            allowedUserIds=[OWNER],
+            pollTimeout=1,
+        ),
         entry("claude", "anthropic", baseUrl=fakes.anthropic.url, maxRetries=0),
         entry("search", "brave-search", baseUrl=fakes.brave.url, maxRetries=0),
         entry("images", "gpt-image", baseUrl=f"{fakes.openai.url}/v1", maxRetries=0),
@@ -96,14 +102,10 @@ async def test_an_image_command_sends_a_photo(running: Harness, fakes: Fakes) ->
     assert photo["caption"] == "Here is your image for: a red square"
 
 
-async def test_a_failing_model_gets_an_apology_not_a_secret(
-    running: Harness, fakes: Fakes
-) -> None:
+async def test_a_failing_model_gets_an_apology_not_a_secret(running: Harness, fakes: Fakes) -> None:
     fakes.anthropic.fail(401, message=f"invalid x-api-key: {fakes.anthropic.api_key}")
     fakes.telegram.push_message(TOKEN, "hello?", user_id=OWNER)
-    (reply,) = await running.wait_for(
-        lambda: fakes.telegram.sent(TOKEN, "sendMessage"), timeout=10
-    )
+    (reply,) = await running.wait_for(lambda: fakes.telegram.sent(TOKEN, "sendMessage"), timeout=10)
     assert reply["text"].startswith("Sorry,")
     assert fakes.anthropic.api_key not in reply["text"]
     assert running.loaded("claude") and running.loaded("tg")

@@ -48,8 +48,14 @@ async def test_images_are_generated_and_saved_as_pngs(
         assert image.path.read_bytes() == PNG_1PX and image.size_bytes == len(PNG_1PX)
     assert images[0].path != images[1].path
     body = fake.bodies[-1]
-    assert body == {"model": "gpt-image-1", "prompt": "a red square", "n": 2,
-                    "size": "1536x1024", "quality": "high", "output_format": "png"}
+    assert body == {
+        "model": "gpt-image-1",
+        "prompt": "a red square",
+        "n": 2,
+        "size": "1536x1024",
+        "quality": "high",
+        "output_format": "png",
+    }
     assert fake.requests[-1].path == "/v1/images/generations"
     assert fake.requests[-1].headers["authorization"] == f"Bearer {KEY}"
     assert POISON not in " ".join(fake.requests[-1].headers.values())
@@ -100,10 +106,16 @@ async def test_a_429_with_retry_after_is_retried(harness: Harness, fake: FakeOpe
         ({"status": 400}, "bad-request", ["400"]),
         ({"hang": 3.0}, "timeout", ["within 0.3 s"]),
         ({"malformed": b"{nope"}, "bad-response", ["not JSON"]),
-        ({"malformed": b'{"created": 1, "data": [{"b64_json": "!!!"}]}'}, "bad-response",
-         ["not valid base64"]),
-        ({"malformed": b'{"created": 1, "data": [{"b64_json": "aGVsbG8="}]}'}, "bad-response",
-         ["not a PNG"]),
+        (
+            {"malformed": b'{"created": 1, "data": [{"b64_json": "!!!"}]}'},
+            "bad-response",
+            ["not valid base64"],
+        ),
+        (
+            {"malformed": b'{"created": 1, "data": [{"b64_json": "aGVsbG8="}]}'},
+            "bad-response",
+            ["not a PNG"],
+        ),
         ({"malformed": b'{"created": 1, "data": []}'}, "refused", ["no image"]),
     ],
 )

@@ -46,8 +46,10 @@ async def test_images_come_back_as_saved_files(harness: Harness, fake: FakeGemin
     assert request.headers["x-goog-api-key"] == KEY and "key" not in request.query
     assert fake.bodies[-1] == {
         "contents": [{"role": "user", "parts": [{"text": "a banana"}]}],
-        "generationConfig": {"responseModalities": ["TEXT", "IMAGE"],
-                             "imageConfig": {"aspectRatio": "3:2"}},
+        "generationConfig": {
+            "responseModalities": ["TEXT", "IMAGE"],
+            "imageConfig": {"aspectRatio": "3:2"},
+        },
     }
 
 
@@ -67,7 +69,9 @@ async def test_count_model_and_size_are_honoured(harness: Harness, fake: FakeGem
 
 async def test_the_endpoint_override_is_used(harness: Harness, fake: FakeGemini) -> None:
     provider = await load(
-        harness, fake, endpoint=f"{fake.url}/v1beta/models/{{model}}:generateContent",
+        harness,
+        fake,
+        endpoint=f"{fake.url}/v1beta/models/{{model}}:generateContent",
         baseUrl="http://127.0.0.1:9/unused",
     )
     assert len(await provider.generate("x", model="m1")) == 1
@@ -103,20 +107,31 @@ async def test_a_429_with_a_retry_delay_is_retried(harness: Harness, fake: FakeG
 @pytest.mark.parametrize(
     ("script", "kind", "words"),
     [
-        ({"status": 400, "headers": {"apiKeyInvalid": "1"}}, "auth",
-         ["API key", "grambot secrets set banana apiKey"]),
+        (
+            {"status": 400, "headers": {"apiKeyInvalid": "1"}},
+            "auth",
+            ["API key", "grambot secrets set banana apiKey"],
+        ),
         ({"status": 403}, "auth", ["403"]),
-        ({"status": 429, "headers": {"retryDelay": "0.1s"}, "times": 2}, "rate-limit",
-         ["429", "wait 0.1 s"]),
+        (
+            {"status": 429, "headers": {"retryDelay": "0.1s"}, "times": 2},
+            "rate-limit",
+            ["429", "wait 0.1 s"],
+        ),
         ({"status": 429, "headers": {"retryDelay": "3600s"}}, "rate-limit", ["wait 3600 s"]),
         ({"status": 500, "times": 2}, "server", ["500"]),
         ({"status": 400}, "bad-request", ["400"]),
         ({"hang": 2.0}, "timeout", ["within 0.3 s"]),
         ({"malformed": b"{nope"}, "bad-response", ["not JSON"]),
         ({"malformed": b'{"what": 1}'}, "bad-response", ["not a generateContent reply"]),
-        ({"malformed": b'{"candidates": [{"content": {"parts": [{"inlineData": '
-                       b'{"mimeType": "image/png", "data": "@@"}}]}}]}'},
-         "bad-response", ["not base64"]),
+        (
+            {
+                "malformed": b'{"candidates": [{"content": {"parts": [{"inlineData": '
+                b'{"mimeType": "image/png", "data": "@@"}}]}}]}'
+            },
+            "bad-response",
+            ["not base64"],
+        ),
     ],
 )
 async def test_failures_are_clear_and_leave_the_instance_loaded(
@@ -148,15 +163,15 @@ async def test_failures_are_clear_and_leave_the_instance_loaded(
 
 
 async def test_settings_must_ask_for_images(harness: Harness) -> None:
-    await harness.load("banana", "nanobanana", responseModalities=["TEXT"],
-                       secrets={"apiKey": KEY})
+    await harness.load("banana", "nanobanana", responseModalities=["TEXT"], secrets={"apiKey": KEY})
     assert "responseModalities" in harness.failure("banana")
     assert "must include IMAGE" in harness.failure("banana")
 
 
 async def test_an_unreachable_service_is_a_network_error(harness: Harness) -> None:
-    await harness.load("banana", "nanobanana", secrets={"apiKey": KEY},
-                       baseUrl=closed_port_url(), maxRetries=0)
+    await harness.load(
+        "banana", "nanobanana", secrets={"apiKey": KEY}, baseUrl=closed_port_url(), maxRetries=0
+    )
     provider = harness.engine.registries.images.get("banana")
     assert provider is not None
     with pytest.raises(ServiceError) as caught:

@@ -26,8 +26,7 @@ KEY = "sk-proj-test-key-abcdefghijkl"
 WEATHER = ToolDefinition(
     name="weather",
     description="Weather for a city.",
-    parameters={"type": "object", "properties": {"city": {"type": "string"}},
-                "required": ["city"]},
+    parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 )
 APIS = ["responses", "chat"]
 PATHS = {"responses": "/v1/responses", "chat": "/v1/chat/completions"}
@@ -90,13 +89,26 @@ async def test_tool_calls_are_mapped_both_ways(
     assert first.stop_reason == "tool_calls"
     tools = fake.bodies[-1]["tools"]
     if api == "responses":
-        assert tools == [{"type": "function", "name": "weather",
-                          "description": "Weather for a city.",
-                          "parameters": WEATHER.parameters, "strict": False}]
+        assert tools == [
+            {
+                "type": "function",
+                "name": "weather",
+                "description": "Weather for a city.",
+                "parameters": WEATHER.parameters,
+                "strict": False,
+            }
+        ]
     else:
-        assert tools == [{"type": "function", "function": {
-            "name": "weather", "description": "Weather for a city.",
-            "parameters": WEATHER.parameters}}]
+        assert tools == [
+            {
+                "type": "function",
+                "function": {
+                    "name": "weather",
+                    "description": "Weather for a city.",
+                    "parameters": WEATHER.parameters,
+                },
+            }
+        ]
 
     second = await provider.complete(
         InferenceRequest(
@@ -112,8 +124,12 @@ async def test_tool_calls_are_mapped_both_ways(
     body = fake.bodies[-1]
     if api == "responses":
         assert body["input"][1:] == [
-            {"type": "function_call", "call_id": call_id, "name": "weather",
-             "arguments": json.dumps({"city": "Oslo"})},
+            {
+                "type": "function_call",
+                "call_id": call_id,
+                "name": "weather",
+                "arguments": json.dumps({"city": "Oslo"}),
+            },
             {"type": "function_call_output", "call_id": call_id, "output": "-3 C"},
         ]
     else:
@@ -165,8 +181,11 @@ async def test_a_429_with_retry_after_is_retried(harness: Harness, fake: FakeOpe
     ("script", "kind", "words"),
     [
         ({"status": 401}, "auth", ["401", "grambot secrets set codex apiKey"]),
-        ({"status": 429, "headers": {"retry-after": "0.1"}, "times": 2}, "rate-limit",
-         ["429", "0.1 s"]),
+        (
+            {"status": 429, "headers": {"retry-after": "0.1"}, "times": 2},
+            "rate-limit",
+            ["429", "0.1 s"],
+        ),
         ({"status": 500, "times": 2}, "server", ["500"]),
         ({"status": 404}, "bad-request", ["404"]),
         ({"hang": 3.0}, "timeout", ["within 0.3 s"]),
@@ -217,8 +236,7 @@ async def test_the_deadline_bounds_a_whole_call(harness: Harness, fake: FakeOpen
 
 async def test_an_unreachable_service_is_a_network_error(harness: Harness) -> None:
     url = closed_port_url()
-    await harness.load("codex", "openai-codex", secrets={"apiKey": KEY}, baseUrl=url,
-                       maxRetries=0)
+    await harness.load("codex", "openai-codex", secrets={"apiKey": KEY}, baseUrl=url, maxRetries=0)
     provider = harness.engine.registries.inference.get("codex")
     assert provider is not None
     with pytest.raises(ServiceError) as caught:

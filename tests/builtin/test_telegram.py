@@ -189,10 +189,18 @@ async def test_a_restart_resumes_from_the_stored_offset(
 
     fake.ignore_offset = True  # the server re-sends what it had: the connector must drop it
     fake.bots[TOKEN].pending.extend(
-        [{"update_id": first, "message": {"message_id": 1, "date": 0,
-                                          "chat": {"id": OWNER, "type": "private"},
-                                          "from": {"id": OWNER, "is_bot": False,
-                                                   "first_name": "Ada"}, "text": "one"}}]
+        [
+            {
+                "update_id": first,
+                "message": {
+                    "message_id": 1,
+                    "date": 0,
+                    "chat": {"id": OWNER, "type": "private"},
+                    "from": {"id": OWNER, "is_bot": False, "first_name": "Ada"},
+                    "text": "one",
+                },
+            }
+        ]
     )
     third = fake.push_message(TOKEN, "three", user_id=OWNER)
     polls_before = len(fake.bots[TOKEN].offsets)
@@ -253,9 +261,7 @@ async def test_two_instances_with_two_tokens_run_side_by_side(
 # -- sending ---------------------------------------------------------------------------------
 
 
-async def test_a_reply_goes_out_through_send_message(
-    harness: Harness, fake: FakeTelegram
-) -> None:
+async def test_a_reply_goes_out_through_send_message(harness: Harness, fake: FakeTelegram) -> None:
     connector = await load(harness, fake)
     await connector.send_message(str(OWNER), "pong", reply_to="7")
     (sent,) = fake.sent(TOKEN, "sendMessage")
@@ -285,18 +291,19 @@ async def test_a_photo_goes_out_with_its_caption(
     picture.write_bytes(PNG_1PX)
     document = tmp_path / "notes.txt"
     document.write_text("notes")
-    await connector.send_message(
-        str(OWNER), "a cat", files=[Attachment(picture, "image/png")]
-    )
+    await connector.send_message(str(OWNER), "a cat", files=[Attachment(picture, "image/png")])
     (photo,) = fake.sent(TOKEN, "sendPhoto")
     assert photo["photo"] == PNG_1PX and photo["caption"] == "a cat"
     assert fake.sent(TOKEN, "sendMessage") == []
     await connector.send_message(
-        str(OWNER), "two files", files=[Attachment(picture, "image/png"),
-                                       Attachment(document, "text/plain")]
+        str(OWNER),
+        "two files",
+        files=[Attachment(picture, "image/png"), Attachment(document, "text/plain")],
     )
     assert [s["method"] for s in fake.sent(TOKEN)][1:] == [
-        "sendMessage", "sendPhoto", "sendDocument"
+        "sendMessage",
+        "sendPhoto",
+        "sendDocument",
     ]
 
 
@@ -409,8 +416,12 @@ async def test_an_unreachable_bot_api_fails_the_load_as_a_network_error(
 ) -> None:
     url = closed_port_url()
     await harness.load(
-        "tg", "telegram", secrets={"botToken": TOKEN}, baseUrl=f"{url}/bot",
-        backoffInitial=0.05, maxRetries=1,
+        "tg",
+        "telegram",
+        secrets={"botToken": TOKEN},
+        baseUrl=f"{url}/bot",
+        backoffInitial=0.05,
+        maxRetries=1,
     )
     assert not harness.loaded("tg")
     message = harness.failure("tg")

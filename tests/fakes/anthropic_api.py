@@ -65,9 +65,11 @@ class FakeAnthropic(FakeServer):
         self.bodies.append(body)
         if not body.get("model") or not isinstance(body.get("max_tokens"), int):
             return self.error_response(400, "model and max_tokens are required", {})
-        blocks = self._replies.popleft() if self._replies else [
-            {"type": "text", "text": f"echo: {_last_user_text(body)}"}
-        ]
+        blocks = (
+            self._replies.popleft()
+            if self._replies
+            else [{"type": "text", "text": f"echo: {_last_user_text(body)}"}]
+        )
         stop = "tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn"
         return Response.json(
             {

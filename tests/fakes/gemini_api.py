@@ -40,8 +40,11 @@ class FakeGemini(FakeServer):
             )
         if headers.pop("apiKeyInvalid", None):
             details.append(
-                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
-                 "domain": "googleapis.com"}
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "API_KEY_INVALID",
+                    "domain": "googleapis.com",
+                }
             )
         body = {
             "error": {
@@ -55,8 +58,10 @@ class FakeGemini(FakeServer):
 
     def handle(self, request: Request) -> Response:
         prefix, _, method = request.path.rpartition(":")
-        if request.method != "POST" or method != "generateContent" or not prefix.startswith(
-            "/v1beta/models/"
+        if (
+            request.method != "POST"
+            or method != "generateContent"
+            or not prefix.startswith("/v1beta/models/")
         ):
             return self.error_response(404, f"Not found: {request.path}", {})
         given = request.headers.get("x-goog-api-key") or request.query.get("key", "")
@@ -80,11 +85,17 @@ class FakeGemini(FakeServer):
         return Response.json(
             {
                 "candidates": [
-                    {"content": {"role": "model", "parts": parts}, "finishReason": finish,
-                     "index": 0}
+                    {
+                        "content": {"role": "model", "parts": parts},
+                        "finishReason": finish,
+                        "index": 0,
+                    }
                 ],
-                "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 1290,
-                                  "totalTokenCount": 1295},
+                "usageMetadata": {
+                    "promptTokenCount": 5,
+                    "candidatesTokenCount": 1290,
+                    "totalTokenCount": 1295,
+                },
                 "modelVersion": prefix.removeprefix("/v1beta/models/"),
             }
         )

@@ -41,9 +41,7 @@ class FakeOpenAI(FakeServer):
     def reply_text(self, text: str) -> None:
         self._replies.append((text, []))
 
-    def reply_tool_call(
-        self, name: str, arguments: dict[str, Any] | str, text: str = ""
-    ) -> str:
+    def reply_tool_call(self, name: str, arguments: dict[str, Any] | str, text: str = "") -> str:
         """Script a function call; `arguments` as a str goes out verbatim (garbled JSON)."""
         call_id = f"call_{next(self._ids):04d}"
         self._replies.append((text, [(call_id, name, arguments)]))

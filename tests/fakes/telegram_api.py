@@ -96,8 +96,13 @@ class FakeTelegram(FakeServer):
             path = f"photos/{file_id}.png"
             state.files[path] = photo
             message["photo"] = [
-                {"file_id": file_id, "file_unique_id": f"u{file_id}", "width": 1, "height": 1,
-                 "file_size": len(photo)}
+                {
+                    "file_id": file_id,
+                    "file_unique_id": f"u{file_id}",
+                    "width": 1,
+                    "height": 1,
+                    "file_size": len(photo),
+                }
             ]
             if caption is not None:
                 message["caption"] = caption
@@ -229,6 +234,10 @@ class FakeTelegram(FakeServer):
         file_id = str(params["file_id"])
         for path, content in state.files.items():
             if path.split("/")[-1].startswith(file_id + "."):
-                return {"file_id": file_id, "file_unique_id": f"u{file_id}",
-                        "file_size": len(content), "file_path": path}
+                return {
+                    "file_id": file_id,
+                    "file_unique_id": f"u{file_id}",
+                    "file_size": len(content),
+                    "file_path": path,
+                }
         return self.error_response(400, "Bad Request: invalid file_id", {})

@@ -1,9 +1,8 @@
 """anthropic / openai SDK exceptions → grambot.ServiceError, the key scrubbed from every text.
 
 Both SDKs share one exception design (APIStatusError with status_code/body/response,
-APIConnectionError, APITimeoutError). Plugins cannot import each other's modules (each instance
-has its own namespace), so anthropic, openai-codex and gpt-image carry identical copies of this
-file; tests/builtin/test_catalog_builtins.py keeps them identical.
+APIConnectionError, APITimeoutError); the caller passes the SDK module in. Used by the
+anthropic, openai-codex and gpt-image built-ins.
 """
 
 from __future__ import annotations
@@ -12,8 +11,7 @@ import json
 from types import ModuleType
 from typing import Any
 
-from grambot import ServiceError
-from grambot.registries.errors import kind_for_status
+from grambot.registries.errors import ServiceError, kind_for_status
 
 MASK = "<apiKey>"
 

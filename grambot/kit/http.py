@@ -1,9 +1,8 @@
 """One HTTP request with bounded retries (timeouts, network errors, 429 + retry-after, 5xx).
 
 Failures come out as `Failure(kind, text, status, retry_after)`; kinds are those of
-grambot.ServiceError. httpx is passed in (imported by the caller at load time).
-brave-search and nanobanana carry identical copies (plugins cannot import each other's modules);
-tests/builtin/test_catalog_builtins.py keeps them identical.
+grambot.ServiceError. httpx is passed in (imported by the caller at load time). Used by the
+brave-search and nanobanana built-ins.
 """
 
 from __future__ import annotations
@@ -77,8 +76,9 @@ async def send(
                 raise Failure("timeout", f"no answer within {timeout:g} s") from None
         except httpx.TransportError as exc:
             if attempt >= max_retries:
-                raise Failure("network", f"cannot reach the service ({type(exc).__name__}: "
-                              f"{exc})") from None
+                raise Failure(
+                    "network", f"cannot reach the service ({type(exc).__name__}: {exc})"
+                ) from None
         else:
             if response.status_code not in RETRY_STATUSES or attempt >= max_retries:
                 return response

@@ -1,5 +1,4 @@
-"""Recognising and saving generated images (identical in gpt-image and nanobanana; a test keeps
-the copies identical, as plugins cannot import each other's modules)."""
+"""Recognising and saving generated images (used by the gpt-image and nanobanana built-ins)."""
 
 from __future__ import annotations
 

@@ -58,6 +58,7 @@ def run(
 
 
 def _add_commands() -> None:
+    from grambot.cli_agent import agent_command
     from grambot.cli_manage import (
         disable_command,
         enable_command,
@@ -78,6 +79,7 @@ def _add_commands() -> None:
         validate_command,
         new_command,
         secrets_group,
+        agent_command,
     ):
         main.add_command(command)
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from grambot.settings import thaw
+
 DEFAULT_SYSTEM_PROMPT = "You are grambot, a helpful assistant in a chat. Answer briefly."
 
 
@@ -36,18 +38,9 @@ def read_agent_settings(raw: Mapping[str, Any] | None) -> tuple[AgentSettings, s
     if raw is None:
         return AgentSettings.model_validate({}), None
     try:
-        return AgentSettings.model_validate(_thaw(raw)), None
+        return AgentSettings.model_validate(thaw(raw)), None
     except ValidationError as exc:
         problems = "; ".join(
             f"agent.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         return AgentSettings.model_validate({}), problems
-
-
-def _thaw(value: Any) -> Any:
-    """Frozen settings (MappingProxyType, tuples) back to plain JSON data for pydantic."""
-    if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [_thaw(v) for v in value]
-    return value

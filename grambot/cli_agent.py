@@ -1,0 +1,51 @@
+"""`grambot agent`: show or change the `agent` key of settings.json (who answers, and how)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from grambot.cli_common import workspace_option
+
+
+@click.command("agent")
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="e.g. inference=anthropic, model=claude-sonnet-4-6, maxToolSteps=8. Repeatable.",
+)
+@workspace_option
+def agent_command(assignments: tuple[str, ...], workspace: Path) -> None:
+    """Show the bot's agent settings, or change them with --set (validated before writing)."""
+    from grambot.bot.agent import read_agent_settings
+    from grambot.cli_manage import _edit
+    from grambot.settings_edit import EditRefused, SettingsEdit, merge, parse_assignments
+
+    if assignments:
+        # Text fields stay text even when they look like JSON (a model named "4", say).
+        update = parse_assignments(
+            assignments, strings={"inference", "model", "systemPrompt", "imageProvider"}
+        )
+
+        def change(doc: SettingsEdit) -> dict[str, Any]:
+            current = doc.data.get("agent") or {}
+            if not isinstance(current, dict):
+                raise EditRefused("agent must be an object; fix the settings file first")
+            merged = merge(current, update)
+            _, problem = read_agent_settings(merged)
+            if problem:
+                raise EditRefused(f"refused, nothing written: {problem}")
+            doc.data["agent"] = merged
+            return merged
+
+        agent = _edit(workspace, change, catalog=None, ids=set())
+    else:
+        from grambot.settings import load_settings, thaw
+
+        agent = thaw(load_settings(workspace).raw.get("agent") or {})
+    click.echo(json.dumps(agent, indent=2))

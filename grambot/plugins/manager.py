@@ -403,13 +403,12 @@ class PluginManager:
             return Failure("invalid-plugin", stage, str(exc), recoverable=False)
         details = self._redact(instance_id, "".join(traceback.format_exception(exc)).rstrip())
         message = self._redact(instance_id, _describe(exc))
-        if stage == "import":
-            return Failure("import-error", stage, message, recoverable=False, details=details)
         if isinstance(exc, RegistrationError):
             return Failure(
                 "registration-conflict", stage, message, recoverable=True, details=details
             )
-        return Failure(f"{stage}-error", stage, message, recoverable=True, details=details)
+        kind, recoverable = _STAGE_FAILURES.get(stage, ("load-error", True))
+        return Failure(kind, stage, message, recoverable=recoverable, details=details)
 
     def _redact(self, instance_id: str, text: str) -> str:
         """Replace this instance's secret values in `text` (plugin errors may quote them)."""
@@ -421,6 +420,16 @@ class PluginManager:
             if value and len(value) >= 4:
                 text = text.replace(value, "***")
         return text
+
+
+# The failure kind of an unexpected exception, by the stage it escaped from. A settings schema
+# whose validator raises something other than ValueError still rejects these settings.
+_STAGE_FAILURES: dict[str, tuple[str, bool]] = {
+    "import": ("import-error", False),
+    "settings validation": ("invalid-settings", False),
+    "create": ("create-error", True),
+    "load": ("load-error", True),
+}
 
 
 def _describe(exc: BaseException) -> str:

@@ -44,6 +44,7 @@ from grambot.plugins.stages import (
     install_task_tracking,
     instance_context,
     run_stage,
+    wait_for_threads,
 )
 from grambot.registries import Registries
 from grambot.secrets import InstanceSecrets, SecretsStore
@@ -348,12 +349,22 @@ class PluginManager:
             live.registrar.clear()
         except RegistrationError as exc:
             logger.error("instance %s: %s", instance_id, exc)
-        leftover = await live.tasks.cancel_all(grace=min(1.0, self.timeouts.unload))
+        grace = min(1.0, self.timeouts.unload)
+        deadline = time.monotonic() + grace
+        leftover = await live.tasks.cancel_all(grace=grace)
         if leftover:
             logger.warning(
                 "instance %s: tasks still running after cancellation: %s",
                 instance_id,
                 ", ".join(leftover),
+            )
+        threads = await wait_for_threads(live.namespace.name, deadline)
+        if threads:
+            logger.warning(
+                "instance %s: threads still running its code after unload (threads cannot be "
+                "stopped from outside; the plugin must end them in unload()): %s",
+                instance_id,
+                ", ".join(threads),
             )
         live.namespace.unload()
         record.live = None

@@ -6,8 +6,15 @@ instead of waited on, and neither reconciles nor process exit wait for it. Worke
 a fast sync `create()` costs a queue hand-off, not a thread start.
 
 Every task created while a stage runs (and every task those tasks create) inherits the
-instance's context; a task factory records it in the instance's `TaskGroupRef`, so unload can
+instance's context; a task factory records it in the instance's `InstanceTasks`, so unload can
 cancel what the plugin left running.
+
+Threads cannot be cancelled, so they are reported instead: at unload, `threads_running_code_of`
+finds every live thread that runs the instance's code (a frame of one of its modules on the
+thread's stack, or a thread class or target defined by them) and the manager logs a warning
+naming each, e.g. a plugin thread that was never stopped, or a worker still stuck in a stage
+that timed out. Attribution is by module name (each instance has its own namespace), so nothing
+global is patched and two instances of one plugin are told apart.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import inspect
 import itertools
 import logging
 import queue
+import sys
 import threading
 import time
 import weakref
@@ -88,6 +96,45 @@ def install_task_tracking(loop: asyncio.AbstractEventLoop) -> None:
 
     factory._grambot_tracking = True  # type: ignore[attr-defined]
     loop.set_task_factory(factory)
+
+
+def threads_running_code_of(namespace: str) -> list[str]:
+    """Names of live threads (but the caller's) running code of module `namespace` or below.
+
+    A thread counts when one of its frames belongs to such a module, or when its class or its
+    target (a `Timer`'s function too) was defined there. Non-daemon threads are marked: they
+    also keep the process from exiting.
+    """
+    prefix = namespace + "."
+
+    def ours(module: object) -> bool:
+        return isinstance(module, str) and (module == namespace or module.startswith(prefix))
+
+    frames = sys._current_frames()
+    current = threading.get_ident()
+    found: list[str] = []
+    for thread in threading.enumerate():
+        if thread.ident is None or thread.ident == current:
+            continue
+        target = getattr(thread, "_target", None) or getattr(thread, "function", None)
+        hit = ours(type(thread).__module__) or ours(getattr(target, "__module__", None))
+        frame = frames.get(thread.ident)
+        while frame is not None and not hit:
+            hit = ours(frame.f_globals.get("__name__"))
+            frame = frame.f_back
+        if hit:
+            found.append(thread.name if thread.daemon else f"{thread.name} (non-daemon)")
+    del frames
+    return sorted(found)
+
+
+async def wait_for_threads(namespace: str, deadline: float) -> list[str]:
+    """`threads_running_code_of(namespace)`, polled until none is left or `deadline` (monotonic)."""
+    names = threads_running_code_of(namespace)
+    while names and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        names = threads_running_code_of(namespace)
+    return names
 
 
 class _WorkerPool:

@@ -239,7 +239,7 @@ class PluginManager:
             descriptor = self.catalog.get(config.plugin_id)
             if descriptor is None:
                 raise PluginNotFound(config.plugin_id, instance_id, self.catalog.ids())
-            tasks = InstanceTasks(instance_id)
+            tasks = InstanceTasks(instance_id, on_failure=self._task_failed)
             live = _Live(
                 namespace=PluginNamespace(
                     instance_id, descriptor.folder, package_name=descriptor.package_name
@@ -368,6 +368,16 @@ class PluginManager:
             )
         live.namespace.unload()
         record.live = None
+
+    def _task_failed(self, instance_id: str, task_name: str, exc: BaseException) -> None:
+        details = self._redact(instance_id, "".join(traceback.format_exception(exc)).rstrip())
+        logger.error(
+            "instance %s: background task %s failed: %s\n%s",
+            instance_id,
+            task_name,
+            self._redact(instance_id, _describe(exc)),
+            details,
+        )
 
     # -- state ---------------------------------------------------------------------------------
 

@@ -38,12 +38,37 @@ from grambot.errors import StageTimeout
 logger = logging.getLogger(__name__)
 
 
-class InstanceTasks:
-    """The asyncio tasks one instance started, held weakly."""
+TaskFailureReporter = Callable[[str, str, BaseException], None]
 
-    def __init__(self, instance_id: str) -> None:
+
+class InstanceTasks:
+    """The asyncio tasks one instance started, held weakly.
+
+    A background task that fails is reported through `on_failure(instance_id, task_name, exc)`
+    (the manager redacts secrets and logs it), instead of asyncio's anonymous "Task exception
+    was never retrieved" at garbage collection.
+    """
+
+    def __init__(self, instance_id: str, on_failure: TaskFailureReporter | None = None) -> None:
         self.instance_id = instance_id
         self.tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        self.on_failure = on_failure
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()  # retrieved: asyncio will not log it again
+        if exc is None:
+            return
+        if self.on_failure is not None:
+            self.on_failure(self.instance_id, task.get_name(), exc)
+        else:
+            logger.error(
+                "instance %s: background task %s failed",
+                self.instance_id,
+                task.get_name(),
+                exc_info=exc,
+            )
 
     def pending(self) -> list[asyncio.Task[Any]]:
         return [t for t in list(self.tasks) if not t.done()]
@@ -78,20 +103,35 @@ def current_instance_id() -> str | None:
 
 
 def install_task_tracking(loop: asyncio.AbstractEventLoop) -> None:
-    """Chain a task factory that records each task in its creator's instance (idempotent)."""
+    """Chain a task factory that records each task in its creator's instance (idempotent).
+
+    A background task of an instance runs under the same guard as its stages: SystemExit or
+    KeyboardInterrupt raised in it would otherwise propagate out of the event loop and stop
+    the whole engine. Its failure is reported by name (`InstanceTasks.on_failure`).
+    """
     previous = loop.get_task_factory()
     if getattr(previous, "_grambot_tracking", False):
         return
 
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        context = kwargs.get("context")
+        owner = context.get(_current_owner) if context is not None else _current_owner.get()
+        # Stage tasks come already guarded, and run_stage consumes their outcome.
+        background = (
+            owner is not None
+            and asyncio.iscoroutine(coro)
+            and getattr(coro, "cr_code", None) is not _guard.__code__
+        )
+        if background:
+            coro = _guard(coro)
         if previous is not None:
             task = previous(loop, coro, **kwargs)
         else:
             task = asyncio.Task(coro, loop=loop, **kwargs)
-        context = kwargs.get("context")
-        owner = context.get(_current_owner) if context is not None else _current_owner.get()
         if owner is not None and isinstance(task, asyncio.Task):
             owner.tasks.add(task)
+            if background:
+                task.add_done_callback(owner._task_done)
         return task
 
     factory._grambot_tracking = True  # type: ignore[attr-defined]

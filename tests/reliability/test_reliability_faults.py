@@ -284,3 +284,22 @@ async def _scenario(
         faulty=len(FAULTS),
         load_seconds=round(load_seconds, 2),
     )
+
+
+async def test_background_task_raising_systemexit_does_not_stop_the_engine(
+    engine: Engine, workspace: Workspace, caplog: pytest.LogCaptureFixture, evidence: Evidence
+) -> None:
+    settings = [entry("h", "probe"), entry("x", "faulty", fault="task-exit")]
+    with caplog.at_level(logging.ERROR, logger="grambot"):
+        await engine.apply(workspace.write(settings, pluginDirs=PLUGIN_DIRS))
+        assert await apoll(lambda: not _pending_tasks("x:"), 2.0)
+        await asyncio.sleep(0.05)  # the loop keeps turning after the task died
+    assert sorted(engine.manager.loaded_ids()) == ["h", "x"]
+    assert "x:crash" in caplog.text and "SystemExit" in caplog.text
+    engine.queue.emit("test", "test", "after")
+    assert await apoll(lambda: engine.event_engine.handled >= 1, 2.0)
+    evidence.add(
+        "fault injection",
+        "a plugin's background task raises SystemExit",
+        "the event loop and the event consumer live on; the failure is logged naming the task",
+    )

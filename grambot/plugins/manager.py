@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import time
 import traceback
@@ -437,9 +438,16 @@ class PluginManager:
             values = [self.secrets.get(instance_id, k) for k in self.secrets.keys(instance_id)]
         except Exception:  # an unreadable store must not hide the original error
             return text
+        forms: set[str] = set()
         for value in values:
             if value and len(value) >= 4:
-                text = text.replace(value, "***")
+                # Also as quoted by repr()/ascii() (`{token!r}`) or JSON, which escape quotes,
+                # backslashes and non-ASCII letters.
+                forms.update({value, repr(value)[1:-1], ascii(value)[1:-1]})
+                forms.add(json.dumps(value)[1:-1])
+                forms.add(json.dumps(value, ensure_ascii=False)[1:-1])
+        for form in sorted(forms, key=len, reverse=True):
+            text = text.replace(form, "***")
         return text
 
 

@@ -283,26 +283,36 @@ async def _call_in_thread(
 ) -> Any:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
+    # The worker reaches the call, its outcome and the future only through these lists, which
+    # are emptied as they are used: once `settle` ran, a worker that has not yet returned from
+    # `job` (it may not get the GIL for a while) pins nothing the plugin made.
+    call: list[Any] = [fn, args]
+    waiting: list[asyncio.Future[Any]] = [future]
 
-    def settle(ok: bool, value: Any) -> None:
-        if future.done():
+    def settle(box: list[tuple[bool, Any]]) -> None:
+        ok, value = box.pop()
+        waiter = waiting.pop()
+        if waiter.done():
             return
         if ok:
-            future.set_result(value)
+            waiter.set_result(value)
         else:
-            future.set_exception(value)
+            waiter.set_exception(value)
 
     def job() -> None:
-        outcome: tuple[bool, Any]
+        target, target_args = call
+        call.clear()
+        box: list[tuple[bool, Any]] = []
         try:
-            outcome = (True, context.run(fn, *args))
+            box.append((True, context.run(target, *target_args)))
         except Exception as exc:
-            outcome = (False, exc)
+            box.append((False, exc))
         except BaseException as exc:  # SystemExit in a plugin must not stop the engine
-            outcome = (False, RuntimeError(f"plugin raised {type(exc).__name__}"))
+            box.append((False, RuntimeError(f"plugin raised {type(exc).__name__}")))
+        del target, target_args
         # If the loop closed while this stage hung, nobody is waiting for the outcome.
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, *outcome)
+            loop.call_soon_threadsafe(settle, box)
 
     _POOL.submit(job)
     try:

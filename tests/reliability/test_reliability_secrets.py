@@ -49,9 +49,14 @@ def _instances() -> list[dict[str, object]]:
     return plugins
 
 
-def _store_secrets(store: FileSecretsStore) -> None:
+def _store_secrets(store: FileSecretsStore, secret: str = SECRET) -> None:
     for stage in STAGES:
-        store.set(f"s-{stage or 'ok'}", "token", SECRET)
+        store.set(f"s-{stage or 'ok'}", "token", secret)
+
+
+def _forms(secret: str) -> list[str]:
+    """The value as text may show it: raw, and escaped as by repr() and by JSON."""
+    return sorted({secret, repr(secret)[1:-1], json.dumps(secret)[1:-1]})
 
 
 def _files_holding(root: Path, needle: bytes, allowed: Path) -> list[Path]:
@@ -67,13 +72,15 @@ def _files_holding(root: Path, needle: bytes, allowed: Path) -> list[Path]:
     return found
 
 
+@pytest.mark.parametrize("secret", [SECRET, "pa'ss\"w\\rd-\u00fcn\u00ef"], ids=["plain", "quotes"])
 async def test_secret_never_leaks_in_process(
+    secret: str,
     engine: Engine,
     workspace: Workspace,
     caplog: pytest.LogCaptureFixture,
     evidence: Evidence,
 ) -> None:
-    _store_secrets(engine.secrets)  # type: ignore[arg-type]
+    _store_secrets(engine.secrets, secret)  # type: ignore[arg-type]
     events: list[object] = []
     engine.event_engine.register(None, lambda event: events.append(event.to_dict()))
     with caplog.at_level(logging.DEBUG):
@@ -90,8 +97,8 @@ async def test_secret_never_leaks_in_process(
         states = json.dumps([s.to_dict() for s in engine.manager.statuses()])
         texts = [states] + [f"{f.message}\n{f.details}" for f in failures.values()]
         # The failure paths were really taken, each quoting the secret before redaction.
-        assert "rejected token '***'" in failures["s-create"].message
-        assert "rejected token '***'" in failures["s-load"].message
+        assert "rejected token '***'" in failures["s-create"].message.replace('"', "'")
+        assert "rejected token '***'" in failures["s-load"].message.replace('"', "'")
         assert "needs the secret 'token'" in failures["s-missing"].message
         await engine.apply(workspace.write([], pluginDirs=[str(FAULTY_PLUGINS)]))
         await engine.event_engine.stop(1.0)
@@ -102,14 +109,17 @@ async def test_secret_never_leaks_in_process(
     assert "s-unload: unload failed" in logged
     assert any(r.levelno == logging.DEBUG for r in caplog.records)
     texts += [logged, json.dumps(events)]
-    for text in texts:
-        assert SECRET not in text
+    for form in _forms(secret):
+        for text in texts:
+            assert form not in text
     secrets_file = engine.scout_dir / "secrets.json"
-    assert _files_holding(workspace.root, SECRET.encode(), secrets_file) == []
+    for form in _forms(secret):
+        assert _files_holding(workspace.root, form.encode(), secrets_file) == []
     assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    kind = "plain" if secret == SECRET else "with quotes, a backslash and non-ASCII letters"
     evidence.add(
         "secrets hygiene",
-        "a plugin holding a known secret fails quoting it in create, load, unload and a "
+        f"a plugin holding a known secret ({kind}) fails quoting it in create, load, unload and a "
         "background task; another misses its secret; logs captured at DEBUG",
         "the value is in no log record, traceback, instance state, event or workspace file "
         "but .scout/secrets.json (0600); the errors show `***`",

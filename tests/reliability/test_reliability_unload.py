@@ -80,9 +80,17 @@ async def test_a_thousand_load_unload_cycles_leave_nothing_behind(
         expected = InstanceState.FAILED if fails else InstanceState.LOADED
         assert manager.state_of("leak") is expected, cycle
         failed_loads += fails
+        sample = cycle % 100 == 1  # checked along the way too, not just at the end
+        if sample:
+            loaded_tool = engine.registries.tools.get("tool-leak")
+            assert loaded_tool is not None
+            cycle_class = weakref.ref(type(loaded_tool))
+            del loaded_tool
         await manager.sync_with_settings(off)
-        if cycle % 100 == 0:  # checked along the way too, not just at the end
+        if sample:
             assert _instance_modules() == [] and _instance_loggers() == [], cycle
+            gc.collect()  # collectable as soon as the reconcile returns, not "eventually"
+            assert cycle_class() is None, cycle
     seconds = time.perf_counter() - started
 
     assert manager.state_of("leak") is None

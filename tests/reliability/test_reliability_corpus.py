@@ -108,7 +108,7 @@ async def test_hostile_settings_file(
         "hostile input: settings",
         f"settings file `{name}`",
         f"{'refused as a whole' if expect['level'] == 'file' else 'bad entries reported'}: "
-        f"{texts[0][len(str(workspace.settings_file)) + 2 :][:90]}; running set unchanged",
+        f"{texts[0][len(str(workspace.settings_file)) + 2 :][:120]}; running set unchanged",
     )
 
 
@@ -187,7 +187,7 @@ def test_hostile_descriptor(name: str, tmp_path: Path, evidence: Evidence) -> No
     evidence.add(
         "hostile input: descriptors",
         f"plugin.json `{name}`",
-        f"DescriptorError: {text.split(': ', 1)[1][:90]}",
+        f"DescriptorError: {text.split(': ', 1)[1][:120]}",
     )
 
 
@@ -197,7 +197,7 @@ def test_entry_escaping_through_a_symlink(tmp_path: Path, evidence: Evidence) ->
         evidence.add(
             "hostile input: descriptors",
             f"plugin.json `{name}` (symlink made by the test)",
-            f"DescriptorError: {text.split(': ', 1)[1][:90]}",
+            f"DescriptorError: {text.split(': ', 1)[1][:120]}",
         )
 
 
@@ -254,7 +254,7 @@ def test_hostile_secrets_file(name: str, tmp_path: Path, evidence: Evidence) -> 
     evidence.add(
         "hostile input: secrets",
         f"secrets file `{name}`",
-        f"SecretsError: {text[len(str(store.path)) + 2 :][:90]}",
+        f"SecretsError: {text[len(str(store.path)) + 2 :][:120]}",
     )
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -47,6 +48,9 @@ from grambot.plugins.manager import InstanceState
 from grambot.settings import EngineSettings, load_settings, parse_settings
 from tests.conftest import FIXTURE_PLUGINS
 from tests.reliability.evidence import Evidence, slow_mode
+
+# Sized for CI by default; --slow runs far more and may take minutes.
+SIZED = pytest.mark.timeout(900 if slow_mode() else 60)
 
 IDS = ("a", "b", "c", "d", "e")
 PLUGINS = ("probe", "twin", "ghost")  # twin: a copy of probe under another id; ghost: unknown
@@ -360,6 +364,7 @@ def _differs(old: Spec, new: Spec) -> bool:
     return old.plugin != new.plugin or (old.label, old.fail) != (new.label, new.fail)
 
 
+@SIZED
 def test_reconcile_matches_its_model(evidence: Evidence) -> None:
     before = dict(STATS)
     run_state_machine_as_test(

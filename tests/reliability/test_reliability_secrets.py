@@ -28,6 +28,9 @@ from grambot.secrets import FileSecretsStore
 from tests.conftest import Workspace
 from tests.reliability.evidence import Evidence, poll, slow_mode
 
+# Sized for CI by default; --slow runs far more and may take minutes.
+SIZED = pytest.mark.timeout(900 if slow_mode() else 60)
+
 REPO = Path(__file__).resolve().parents[2]
 FAULTY_PLUGINS = REPO / "tests" / "fixtures" / "faulty"
 SECRET = "sk-grambot-7f3a9c1e5b2d"
@@ -197,6 +200,7 @@ while True:
 """
 
 
+@SIZED
 def test_killed_writer_never_leaves_the_store_truncated(tmp_path: Path, evidence: Evidence) -> None:
     path = tmp_path / ".scout" / "secrets.json"
     store = FileSecretsStore(path)

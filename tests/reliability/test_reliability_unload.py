@@ -17,6 +17,8 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from grambot.engine import Engine
 from grambot.plugins.loader import NAMESPACE_ROOT, PLUGIN_LOGGER_ROOT
 from grambot.plugins.manager import InstanceState
@@ -24,6 +26,9 @@ from grambot.plugins.stages import threads_running_code_of
 from grambot.settings import EngineSettings, parse_settings
 from tests.conftest import Workspace, entry
 from tests.reliability.evidence import Evidence, slow_mode
+
+# Sized for CI by default; --slow runs far more and may take minutes.
+SIZED = pytest.mark.timeout(900 if slow_mode() else 60)
 
 FAULTY_PLUGINS = Path(__file__).resolve().parents[1] / "fixtures" / "faulty"
 CYCLES = 5000 if slow_mode() else 1000
@@ -47,6 +52,7 @@ def _instance_loggers() -> list[str]:
     ]
 
 
+@SIZED
 async def test_a_thousand_load_unload_cycles_leave_nothing_behind(
     engine: Engine, workspace: Workspace, evidence: Evidence
 ) -> None:

@@ -28,7 +28,7 @@ from tests.reliability.faults import release_all
 
 FAULTY_PLUGINS = Path(__file__).resolve().parents[1] / "fixtures" / "faulty"
 PLUGIN_DIRS = [str(FIXTURE_PLUGINS), str(FAULTY_PLUGINS)]
-TIMEOUTS = {"create": 1.5, "load": 1.5, "unload": 1.5, "eventHandler": 0.3}
+TIMEOUTS = {"create": 2.0, "load": 2.0, "unload": 2.0, "eventHandler": 0.3}
 # Every reason an instance may be failed for (README, "Lifecycle"; "invalid-plugin": the entry
 # module defines no usable `plugin`).
 FAILURE_KINDS = {

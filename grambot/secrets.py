@@ -97,6 +97,11 @@ class FileSecretsStore:
         return data
 
     def _write(self, data: dict[str, dict[str, str]]) -> None:
+        """Replace the store (the caller holds the lock)."""
+        # A writer killed mid-write leaves its temp file, a copy of the secrets, behind. Under
+        # the lock no other writer is busy, so any such file is stale: remove it.
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
         payload = json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
         write_private_file(self.path, payload)
 

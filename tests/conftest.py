@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -59,3 +60,27 @@ async def engine(workspace: Workspace) -> AsyncIterator[Engine]:
         yield eng
     finally:
         await eng.stop(drain_deadline=1.0)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--slow",
+        action="store_true",
+        default=False,
+        help="run tests marked slow, and the hypothesis tests with many more examples",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--slow"):
+        # Read by tests that size themselves (tests/reliability/evidence.py: slow_mode()).
+        os.environ["GRAMBOT_SLOW"] = "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--slow") or os.environ.get("GRAMBOT_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -190,9 +190,31 @@ def _read_json(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         message = f"is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
         raise DescriptorError([Problem(path, "", message)]) from exc
+    except RecursionError:
+        raise DescriptorError([Problem(path, "", _TOO_DEEP)]) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise DescriptorError([Problem(path, "", f"is not valid JSON: {exc}")]) from None
     if not isinstance(data, dict):
         raise DescriptorError([Problem(path, "", "must be a JSON object", type(data).__name__)])
+    if _depth_exceeds(data, MAX_DEPTH):  # freezing and validating recurse per level
+        raise DescriptorError([Problem(path, "", _TOO_DEEP)])
     return data
+
+
+MAX_DEPTH = 100
+_TOO_DEEP = f"is nested deeper than {MAX_DEPTH} levels"
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _check_entry(path: Path, folder: Path, entry: str, problems: list[Problem]) -> Path | None:
@@ -204,7 +226,7 @@ def _check_entry(path: Path, folder: Path, entry: str, problems: list[Problem]) 
         return None
     try:
         resolved = (folder / entry).resolve()
-    except (OSError, ValueError) as exc:  # a NUL byte, a symlink loop
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte; a symlink loop (3.11)
         problems.append(Problem(path, "entry", f"cannot be resolved: {exc}", repr(entry)))
         return None
     if not resolved.is_relative_to(folder):
@@ -219,7 +241,12 @@ def _check_entry(path: Path, folder: Path, entry: str, problems: list[Problem]) 
     if resolved.suffix != ".py":
         problems.append(Problem(path, "entry", "must name a .py file", repr(entry)))
         return None
-    if not resolved.is_file():
+    try:
+        is_file = resolved.is_file()
+    except OSError as exc:  # e.g. a name too long for the file system
+        problems.append(Problem(path, "entry", f"cannot be read: {exc.strerror}", repr(entry)))
+        return None
+    if not is_file:
         problems.append(
             Problem(path, "entry", f"entry file {resolved} does not exist", repr(entry))
         )

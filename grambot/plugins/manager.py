@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
+import json
 import logging
 import time
 import traceback
@@ -49,6 +50,7 @@ from grambot.plugins.stages import (
     install_task_tracking,
     instance_context,
     run_stage,
+    wait_for_threads,
 )
 from grambot.registries import Registries
 from grambot.retry import RetryPolicy
@@ -321,7 +323,7 @@ class PluginManager:
             deadlines = plugin_deadlines(
                 descriptor, self.timeouts, self.timeout_overrides.get(descriptor.id)
             )
-            tasks = InstanceTasks(instance_id)
+            tasks = InstanceTasks(instance_id, on_failure=self._task_failed)
             context = instance_context(tasks)
 
             def wrap_tool(tool: Any) -> Any:
@@ -571,7 +573,9 @@ class PluginManager:
             live.registrar.clear()
         except RegistrationError as exc:
             logger.error("instance %s: %s", instance_id, exc)
-        leftover = await live.tasks.cancel_all(grace=min(1.0, self.timeouts.unload))
+        grace = min(1.0, self.timeouts.unload)
+        deadline = time.monotonic() + grace
+        leftover = await live.tasks.cancel_all(grace=grace)
         if leftover:
             logger.warning(
                 "instance %s: tasks still running after cancellation: %s",
@@ -584,8 +588,26 @@ class PluginManager:
                     await live.runtime.aclose()
             except Exception as exc:  # a client that fails to close must not block unload
                 logger.error("instance %s: closing api.http failed: %s", instance_id, exc)
+        threads = await wait_for_threads(live.namespace.name, deadline)
+        if threads:
+            logger.warning(
+                "instance %s: threads still running its code after unload (threads cannot be "
+                "stopped from outside; the plugin must end them in unload()): %s",
+                instance_id,
+                ", ".join(threads),
+            )
         live.namespace.unload()
         record.live = None
+
+    def _task_failed(self, instance_id: str, task_name: str, exc: BaseException) -> None:
+        details = self._redact(instance_id, "".join(traceback.format_exception(exc)).rstrip())
+        logger.error(
+            "instance %s: background task %s failed: %s\n%s",
+            instance_id,
+            task_name,
+            self._redact(instance_id, _describe(exc)),
+            details,
+        )
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -634,13 +656,12 @@ class PluginManager:
             return Failure("invalid-plugin", stage, str(exc), recoverable=False)
         details = self._redact(instance_id, "".join(traceback.format_exception(exc)).rstrip())
         message = self._redact(instance_id, _describe(exc))
-        if stage == "import":
-            return Failure("import-error", stage, message, recoverable=False, details=details)
         if isinstance(exc, RegistrationError):
             return Failure(
                 "registration-conflict", stage, message, recoverable=True, details=details
             )
-        return Failure(f"{stage}-error", stage, message, recoverable=True, details=details)
+        kind, recoverable = _STAGE_FAILURES.get(stage, ("load-error", True))
+        return Failure(kind, stage, message, recoverable=recoverable, details=details)
 
     def _redact(self, instance_id: str, text: str) -> str:
         """Replace this instance's secret values in `text` (plugin errors may quote them)."""
@@ -648,10 +669,27 @@ class PluginManager:
             values = [self.secrets.get(instance_id, k) for k in self.secrets.keys(instance_id)]
         except Exception:  # an unreadable store must not hide the original error
             return text
+        forms: set[str] = set()
         for value in values:
             if value and len(value) >= 4:
-                text = text.replace(value, "***")
+                # Also as quoted by repr()/ascii() (`{token!r}`) or JSON, which escape quotes,
+                # backslashes and non-ASCII letters.
+                forms.update({value, repr(value)[1:-1], ascii(value)[1:-1]})
+                forms.add(json.dumps(value)[1:-1])
+                forms.add(json.dumps(value, ensure_ascii=False)[1:-1])
+        for form in sorted(forms, key=len, reverse=True):
+            text = text.replace(form, "***")
         return text
+
+
+# The failure kind of an unexpected exception, by the stage it escaped from. A settings schema
+# whose validator raises something other than ValueError still rejects these settings.
+_STAGE_FAILURES: dict[str, tuple[str, bool]] = {
+    "import": ("import-error", False),
+    "settings validation": ("invalid-settings", False),
+    "create": ("create-error", True),
+    "load": ("load-error", True),
+}
 
 
 def _describe(exc: BaseException) -> str:

@@ -6,8 +6,15 @@ instead of waited on, and neither reconciles nor process exit wait for it. Worke
 a fast sync `create()` costs a queue hand-off, not a thread start.
 
 Every task created while a stage runs (and every task those tasks create) inherits the
-instance's context; a task factory records it in the instance's `TaskGroupRef`, so unload can
+instance's context; a task factory records it in the instance's `InstanceTasks`, so unload can
 cancel what the plugin left running.
+
+Threads cannot be cancelled, so they are reported instead: at unload, `threads_running_code_of`
+finds every live thread that runs the instance's code (a frame of one of its modules on the
+thread's stack, or a thread class or target defined by them) and the manager logs a warning
+naming each, e.g. a plugin thread that was never stopped, or a worker still stuck in a stage
+that timed out. Attribution is by module name (each instance has its own namespace), so nothing
+global is patched and two instances of one plugin are told apart.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import inspect
 import itertools
 import logging
 import queue
+import sys
 import threading
 import time
 import weakref
@@ -30,12 +38,37 @@ from grambot.errors import StageTimeout
 logger = logging.getLogger(__name__)
 
 
-class InstanceTasks:
-    """The asyncio tasks one instance started, held weakly."""
+TaskFailureReporter = Callable[[str, str, BaseException], None]
 
-    def __init__(self, instance_id: str) -> None:
+
+class InstanceTasks:
+    """The asyncio tasks one instance started, held weakly.
+
+    A background task that fails is reported through `on_failure(instance_id, task_name, exc)`
+    (the manager redacts secrets and logs it), instead of asyncio's anonymous "Task exception
+    was never retrieved" at garbage collection.
+    """
+
+    def __init__(self, instance_id: str, on_failure: TaskFailureReporter | None = None) -> None:
         self.instance_id = instance_id
         self.tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        self.on_failure = on_failure
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()  # retrieved: asyncio will not log it again
+        if exc is None:
+            return
+        if self.on_failure is not None:
+            self.on_failure(self.instance_id, task.get_name(), exc)
+        else:
+            logger.error(
+                "instance %s: background task %s failed",
+                self.instance_id,
+                task.get_name(),
+                exc_info=exc,
+            )
 
     def pending(self) -> list[asyncio.Task[Any]]:
         return [t for t in list(self.tasks) if not t.done()]
@@ -70,24 +103,78 @@ def current_instance_id() -> str | None:
 
 
 def install_task_tracking(loop: asyncio.AbstractEventLoop) -> None:
-    """Chain a task factory that records each task in its creator's instance (idempotent)."""
+    """Chain a task factory that records each task in its creator's instance (idempotent).
+
+    A background task of an instance runs under the same guard as its stages: SystemExit or
+    KeyboardInterrupt raised in it would otherwise propagate out of the event loop and stop
+    the whole engine. Its failure is reported by name (`InstanceTasks.on_failure`).
+    """
     previous = loop.get_task_factory()
     if getattr(previous, "_grambot_tracking", False):
         return
 
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        context = kwargs.get("context")
+        owner = context.get(_current_owner) if context is not None else _current_owner.get()
+        # Stage tasks come already guarded, and run_stage consumes their outcome.
+        background = (
+            owner is not None
+            and asyncio.iscoroutine(coro)
+            and getattr(coro, "cr_code", None) is not _guard.__code__
+        )
+        if background:
+            coro = _guard(coro)
         if previous is not None:
             task = previous(loop, coro, **kwargs)
         else:
             task = asyncio.Task(coro, loop=loop, **kwargs)
-        context = kwargs.get("context")
-        owner = context.get(_current_owner) if context is not None else _current_owner.get()
         if owner is not None and isinstance(task, asyncio.Task):
             owner.tasks.add(task)
+            if background:
+                task.add_done_callback(owner._task_done)
         return task
 
     factory._grambot_tracking = True  # type: ignore[attr-defined]
     loop.set_task_factory(factory)
+
+
+def threads_running_code_of(namespace: str) -> list[str]:
+    """Names of live threads (but the caller's) running code of module `namespace` or below.
+
+    A thread counts when one of its frames belongs to such a module, or when its class or its
+    target (a `Timer`'s function too) was defined there. Non-daemon threads are marked: they
+    also keep the process from exiting.
+    """
+    prefix = namespace + "."
+
+    def ours(module: object) -> bool:
+        return isinstance(module, str) and (module == namespace or module.startswith(prefix))
+
+    frames = sys._current_frames()
+    current = threading.get_ident()
+    found: list[str] = []
+    for thread in threading.enumerate():
+        if thread.ident is None or thread.ident == current:
+            continue
+        target = getattr(thread, "_target", None) or getattr(thread, "function", None)
+        hit = ours(type(thread).__module__) or ours(getattr(target, "__module__", None))
+        frame = frames.get(thread.ident)
+        while frame is not None and not hit:
+            hit = ours(frame.f_globals.get("__name__"))
+            frame = frame.f_back
+        if hit:
+            found.append(thread.name if thread.daemon else f"{thread.name} (non-daemon)")
+    del frames
+    return sorted(found)
+
+
+async def wait_for_threads(namespace: str, deadline: float) -> list[str]:
+    """`threads_running_code_of(namespace)`, polled until none is left or `deadline` (monotonic)."""
+    names = threads_running_code_of(namespace)
+    while names and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        names = threads_running_code_of(namespace)
+    return names
 
 
 class _WorkerPool:
@@ -217,36 +304,34 @@ async def _call_in_thread(
 ) -> Any:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
-
-    # The worker thread may hold `job` (and its frame) for a moment after the loop has the
-    # outcome: the call and its outcome travel in one-shot boxes that are emptied on use, so
-    # the worker never pins plugin objects (an unloaded instance stays collectable).
-    call: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [(fn, args)]
+    # The worker reaches the call, its outcome and the future only through these lists, which
+    # are emptied as they are used: once `settle` ran, a worker that has not yet returned from
+    # `job` (it may not get the GIL for a while) pins nothing the plugin made.
+    call: list[Any] = [fn, args]
+    waiting: list[asyncio.Future[Any]] = [future]
     del fn, args
-    waiting = [future]  # settle() reaches the future (which will hold the result) only once
 
     def settle(box: list[tuple[bool, Any]]) -> None:
         ok, value = box.pop()
-        future = waiting.pop()
-        if future.done():
+        waiter = waiting.pop()
+        if waiter.done():
             return
         if ok:
-            future.set_result(value)
+            waiter.set_result(value)
         else:
-            future.set_exception(value)
+            waiter.set_exception(value)
 
     def job() -> None:
-        outcome: tuple[bool, Any]
-        target, arguments = call.pop()
+        target, target_args = call
+        call.clear()
+        box: list[tuple[bool, Any]] = []
         try:
-            outcome = (True, context.run(target, *arguments))
+            box.append((True, context.run(target, *target_args)))
         except Exception as exc:
-            outcome = (False, exc)
+            box.append((False, exc))
         except BaseException as exc:  # SystemExit in a plugin must not stop the engine
-            outcome = (False, RuntimeError(f"plugin raised {type(exc).__name__}"))
-        del target, arguments
-        box = [outcome]
-        del outcome
+            box.append((False, RuntimeError(f"plugin raised {type(exc).__name__}")))
+        del target, target_args
         # If the loop closed while this stage hung, nobody is waiting for the outcome.
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(settle, box)

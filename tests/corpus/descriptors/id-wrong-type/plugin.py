@@ -1,0 +1,1 @@
+raise RuntimeError('a hostile plugin must never be imported')

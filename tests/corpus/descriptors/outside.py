@@ -1,0 +1,1 @@
+plugin = None  # outside every plugin folder

@@ -1,0 +1,394 @@
+"""Model-based test of reconcile (hypothesis stateful testing).
+
+Random sequences of settings edits (add, remove, enable, disable, change settings, change
+pluginId, reorder keys and entries, rewrite unchanged, break one entry, break the whole file),
+load failures (the probe's `fail_in`) and concurrent reconciles (asyncio.gather of
+`sync_with_settings`) are applied to a real engine and to a small model of what reconcile
+promises. After every step:
+
+* the loaded set is the enabled-and-healthy set of the last valid settings (an entry that became
+  invalid keeps its instance as it was; an invalid file is not applied at all);
+* every instance's calls.log (create/load/unload, written by the probe) is exactly what the model
+  expects, so each loaded instance was loaded exactly once since its last change and nothing was
+  reloaded without a real change;
+* the tool registry holds exactly the loaded instances' tools, owned by them, and sys.modules
+  holds exactly one namespace per loaded instance.
+
+Each test case gets its own event loop, workspace and engine. Sized for CI by default; `--slow`
+runs many more and longer cases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from grambot.engine import Engine
+from grambot.errors import SettingsError
+from grambot.plugins.loader import NAMESPACE_ROOT
+from grambot.plugins.manager import InstanceState
+from grambot.settings import EngineSettings, load_settings, parse_settings
+from tests.conftest import FIXTURE_PLUGINS
+from tests.reliability.evidence import Evidence, slow_mode
+
+# Sized for CI by default; --slow runs far more and may take minutes.
+SIZED = pytest.mark.timeout(900 if slow_mode() else 60)
+
+IDS = ("a", "b", "c", "d", "e")
+PLUGINS = ("probe", "twin", "ghost")  # twin: a copy of probe under another id; ghost: unknown
+FAILS = ("", "create", "load", "unload")
+LABELS = ("x", "y", "z")
+BROKEN_VARIANTS = (
+    {"enabled": "yes"},
+    {"pluginId": "../evil"},
+    {"settings": ["not", "an", "object"]},
+    {"pluginId": 42},
+)
+LOADED, FAILED, DISABLED = "loaded", "failed", "disabled"
+
+EXAMPLES, STEPS = (400, 50) if slow_mode() else (40, 25)
+STATS = {"cases": 0, "steps": 0, "reconciles": 0, "concurrent": 0, "superseded": 0}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One valid entry, as the model sees it."""
+
+    plugin: str
+    enabled: bool
+    label: str
+    fail: str
+
+    def settings(self, instance_id: str) -> dict[str, Any]:
+        return {"label": self.label, "fail_in": self.fail, "tool_name": f"t-{instance_id}"}
+
+    def healthy(self) -> bool:
+        return self.plugin != "ghost" and self.fail not in ("create", "load")
+
+
+@dataclass
+class Record:
+    spec: Spec
+    state: str
+
+
+def _entry(instance_id: str, spec: Spec, rng: random.Random | None) -> dict[str, Any]:
+    settings_ = spec.settings(instance_id)
+    entry = {
+        "instanceId": instance_id,
+        "pluginId": spec.plugin,
+        "enabled": spec.enabled,
+        "settings": settings_,
+    }
+    if rng is not None:  # the same data, keys in another order
+        keys = list(settings_)
+        rng.shuffle(keys)
+        entry["settings"] = {k: settings_[k] for k in keys}
+        order = list(entry)
+        rng.shuffle(order)
+        entry = {k: entry[k] for k in order}
+    return entry
+
+
+class ReconcileMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        STATS["cases"] += 1
+        self.tmp = Path(tempfile.mkdtemp(prefix="grambot-model-"))
+        twin = self.tmp / "extra" / "twin"
+        shutil.copytree(FIXTURE_PLUGINS / "probe", twin)
+        descriptor = json.loads((twin / "plugin.json").read_text())
+        (twin / "plugin.json").write_text(json.dumps({**descriptor, "id": "twin"}))
+        self.root = self.tmp / "ws"
+        (self.root / ".scout").mkdir(parents=True)
+        self.plugin_dirs = [str(FIXTURE_PLUGINS), str(self.tmp / "extra")]
+        self.loop = asyncio.new_event_loop()
+        self.engine = Engine(self.root, builtin_dir=None, entry_points=False)
+        self.loop.run_until_complete(self.engine.event_engine.start())
+        # The file as written: valid specs in file order; `broken` ids are written invalid.
+        self.entries: dict[str, Spec] = {}
+        self.broken: dict[str, dict[str, Any]] = {}
+        self.order_seed: int | None = None
+        # What reconcile promises, and what each probe must have logged.
+        self.records: dict[str, Record] = {}
+        self.calls: dict[str, list[str]] = {i: [] for i in IDS}
+        self.engine.rescan(self._parse(self._document()))
+
+    def teardown(self) -> None:
+        try:
+            self.loop.run_until_complete(self.engine.stop(drain_deadline=0.5))
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        finally:
+            self.loop.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # -- writing and applying --------------------------------------------------------------
+
+    def _document(self) -> dict[str, Any]:
+        rng = random.Random(self.order_seed) if self.order_seed is not None else None
+        ids = list(self.entries)
+        if rng is not None:
+            rng.shuffle(ids)
+        plugins = []
+        for instance_id in ids:
+            entry = _entry(instance_id, self.entries[instance_id], rng)
+            plugins.append({**entry, **self.broken.get(instance_id, {})})
+        return {"pluginDirs": self.plugin_dirs, "plugins": plugins}
+
+    def _parse(self, document: dict[str, Any]) -> EngineSettings:
+        path = self.root / ".scout" / "settings.json"
+        return parse_settings(json.dumps(document), path=path, workspace=self.root)
+
+    def _write_and_apply(self) -> None:
+        path = self.root / ".scout" / "settings.json"
+        path.write_text(json.dumps(self._document()))
+        settings_ = load_settings(self.root)
+        assert settings_.held_instance_ids == frozenset(self.broken)
+        self._sync(settings_)
+        self._model_reconcile()
+
+    def _sync(self, settings_: EngineSettings) -> None:
+        STATS["reconciles"] += 1
+        applied = self.loop.run_until_complete(self.engine.manager.sync_with_settings(settings_))
+        assert applied
+
+    def _model_reconcile(self) -> None:
+        desired = {i: s for i, s in self.entries.items() if i not in self.broken}
+        held = set(self.broken)
+        for instance_id, record in self.records.items():
+            if instance_id in held or record.state != LOADED:
+                continue
+            new = desired.get(instance_id)
+            if new is None or not new.enabled or _differs(record.spec, new):
+                self.calls[instance_id].append("unload")
+                record.state = DISABLED
+        for instance_id in list(self.records):
+            if instance_id not in desired and instance_id not in held:
+                del self.records[instance_id]
+        for instance_id, spec in desired.items():
+            current = self.records.get(instance_id)
+            if not spec.enabled:
+                self.records[instance_id] = Record(spec, DISABLED)
+            elif current is None or current.state == DISABLED or _differs(current.spec, spec):
+                self.records[instance_id] = Record(spec, self._model_load(instance_id, spec))
+            else:
+                current.spec = spec
+
+    def _model_load(self, instance_id: str, spec: Spec) -> str:
+        if spec.plugin == "ghost":
+            return FAILED
+        calls = self.calls[instance_id]
+        calls.append("create")
+        if spec.fail == "create":
+            return FAILED
+        calls.append("load")
+        if spec.fail == "load":
+            calls.append("unload")  # a created instance whose load failed is unloaded
+            return FAILED
+        return LOADED
+
+    def _edit(self, instance_id: str, spec: Spec) -> None:
+        self.entries[instance_id] = spec
+        self.broken.pop(instance_id, None)  # editing an entry rewrites it whole and valid
+
+    # -- rules -----------------------------------------------------------------------------
+
+    @precondition(lambda self: len(self.entries) < len(IDS))
+    @rule(
+        data=st.data(),
+        plugin=st.sampled_from(PLUGINS),
+        enabled=st.booleans(),
+        label=st.sampled_from(LABELS),
+        fail=st.sampled_from(FAILS),
+    )
+    def add(self, data: st.DataObject, plugin: str, enabled: bool, label: str, fail: str) -> None:
+        instance_id = data.draw(st.sampled_from([i for i in IDS if i not in self.entries]))
+        self._edit(instance_id, Spec(plugin, enabled, label, fail))
+        self._write_and_apply()
+
+    def _existing(self, data: st.DataObject) -> str:
+        return data.draw(st.sampled_from(sorted(self.entries)))
+
+    @precondition(lambda self: self.entries)
+    @rule(data=st.data())
+    def remove(self, data: st.DataObject) -> None:
+        instance_id = self._existing(data)
+        del self.entries[instance_id]
+        self.broken.pop(instance_id, None)
+        self._write_and_apply()
+
+    @precondition(lambda self: self.entries)
+    @rule(data=st.data(), enabled=st.booleans())
+    def set_enabled(self, data: st.DataObject, enabled: bool) -> None:
+        instance_id = self._existing(data)
+        self._edit(instance_id, replace(self.entries[instance_id], enabled=enabled))
+        self._write_and_apply()
+
+    @precondition(lambda self: self.entries)
+    @rule(data=st.data(), label=st.sampled_from(LABELS))
+    def change_settings(self, data: st.DataObject, label: str) -> None:
+        instance_id = self._existing(data)
+        self._edit(instance_id, replace(self.entries[instance_id], label=label))
+        self._write_and_apply()
+
+    @precondition(lambda self: self.entries)
+    @rule(data=st.data(), fail=st.sampled_from(FAILS))
+    def change_failure(self, data: st.DataObject, fail: str) -> None:
+        instance_id = self._existing(data)
+        self._edit(instance_id, replace(self.entries[instance_id], fail=fail))
+        self._write_and_apply()
+
+    @precondition(lambda self: self.entries)
+    @rule(data=st.data(), plugin=st.sampled_from(PLUGINS))
+    def change_plugin(self, data: st.DataObject, plugin: str) -> None:
+        instance_id = self._existing(data)
+        self._edit(instance_id, replace(self.entries[instance_id], plugin=plugin))
+        self._write_and_apply()
+
+    @rule(seed=st.integers(0, 2**16))
+    def reorder(self, seed: int) -> None:
+        """Entries and keys in another order: the same data, nothing may reload."""
+        self.order_seed = seed
+        self._write_and_apply()
+
+    @precondition(lambda self: any(i not in self.broken for i in self.entries))
+    @rule(data=st.data(), variant=st.sampled_from(BROKEN_VARIANTS))
+    def break_entry(self, data: st.DataObject, variant: dict[str, Any]) -> None:
+        """One entry becomes invalid: its instance is held as it was."""
+        instance_id = data.draw(st.sampled_from(sorted(set(self.entries) - set(self.broken))))
+        self.broken[instance_id] = variant
+        self._write_and_apply()
+
+    @rule(cut=st.floats(0.0, 0.95))
+    def break_file(self, cut: float) -> None:
+        """A truncated file is refused as a whole and nothing changes."""
+        text = json.dumps(self._document())
+        path = self.root / ".scout" / "settings.json"
+        path.write_text(text[: int(len(text) * cut)])
+        try:
+            load_settings(self.root)
+        except SettingsError as exc:
+            assert str(path) in str(exc)
+        else:
+            raise AssertionError("a truncated settings file was accepted")
+
+    @precondition(lambda self: self.entries)
+    @rule(data=st.data(), count=st.integers(2, 3))
+    def concurrent_edits(self, data: st.DataObject, count: int) -> None:
+        """`count` edits reconciled concurrently: the last one wins and none loads twice."""
+        STATS["concurrent"] += 1
+        versions: list[tuple[EngineSettings, dict[str, Spec], dict[str, dict[str, Any]]]] = []
+        for _ in range(count):
+            instance_id = data.draw(st.sampled_from(IDS))
+            spec = Spec(
+                data.draw(st.sampled_from(PLUGINS)),
+                data.draw(st.booleans()),
+                data.draw(st.sampled_from(LABELS)),
+                data.draw(st.sampled_from(FAILS)),
+            )
+            if data.draw(st.booleans(), label="remove instead") and instance_id in self.entries:
+                del self.entries[instance_id]
+                self.broken.pop(instance_id, None)
+            else:
+                self._edit(instance_id, spec)
+            versions.append((self._parse(self._document()), dict(self.entries), dict(self.broken)))
+
+        async def together() -> list[bool]:
+            manager = self.engine.manager
+            return list(await asyncio.gather(*(manager.sync_with_settings(v[0]) for v in versions)))
+
+        STATS["reconciles"] += count
+        results = self.loop.run_until_complete(together())
+        assert results[0] and results[-1]  # the first runs at once, the last always runs
+        STATS["superseded"] += results.count(False)
+        final = (self.entries, self.broken)
+        for (_, entries, broken), applied in zip(versions, results, strict=True):
+            if applied:
+                self.entries, self.broken = entries, broken
+                self._model_reconcile()
+        self.entries, self.broken = final
+        (self.root / ".scout" / "settings.json").write_text(json.dumps(self._document()))
+
+    # -- invariants ------------------------------------------------------------------------
+
+    @invariant()
+    def matches_the_model(self) -> None:
+        STATS["steps"] += 1
+        manager = self.engine.manager
+        loaded = sorted(manager.loaded_ids())
+        # The loaded set is the enabled-and-healthy set of the last valid settings (a held
+        # instance counts as it was).
+        expected = sorted(i for i, r in self.records.items() if r.spec.enabled and r.spec.healthy())
+        assert loaded == expected
+        assert loaded == sorted(i for i, r in self.records.items() if r.state == LOADED)
+        for instance_id in IDS:
+            record = self.records.get(instance_id)
+            state = manager.state_of(instance_id)
+            if record is None:
+                assert state is None, instance_id
+            else:
+                assert state is InstanceState(record.state), (instance_id, state, record)
+            log = self.root / ".scout" / "plugins" / instance_id / "calls.log"
+            logged = log.read_text().split() if log.exists() else []
+            assert logged == self.calls[instance_id], instance_id
+        tools = self.engine.registries.tools
+        assert {k: tools.owner_of(k) for k in tools} == {f"t-{i}": i for i in loaded}
+        namespaces = sorted(
+            name.split(".")[2].rsplit("__", 1)[0]
+            for name in sys.modules
+            if name.startswith(NAMESPACE_ROOT + ".") and name.count(".") == 2
+        )
+        assert namespaces == loaded  # exactly one namespace per loaded instance
+
+
+def _differs(old: Spec, new: Spec) -> bool:
+    """What reconcile compares: the plugin id and the settings as data."""
+    return old.plugin != new.plugin or (old.label, old.fail) != (new.label, new.fail)
+
+
+@SIZED
+def test_reconcile_matches_its_model(evidence: Evidence) -> None:
+    before = dict(STATS)
+    run_state_machine_as_test(
+        ReconcileMachine,
+        settings=settings(
+            max_examples=EXAMPLES,
+            stateful_step_count=STEPS,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )
+    ran = {key: STATS[key] - before[key] for key in STATS}
+    assert ran["cases"] >= EXAMPLES and ran["concurrent"] > 0
+    evidence.add(
+        "model-based reconcile",
+        f"{ran['cases']} random cases of up to {STEPS} steps: add, remove, enable/disable, change "
+        "settings, change pluginId, reorder keys and entries, break one entry, truncate the "
+        "file, load failures (create/load/unload, unknown plugin), 2-3 concurrent reconciles",
+        "after every step: loaded set = enabled-and-healthy set of the last valid settings; "
+        "each probe's create/load/unload log exactly as modelled (loaded once per change, no "
+        "reload without a real change); tool registry and sys.modules = loaded instances",
+        cases=ran["cases"],
+        steps=ran["steps"],
+        reconciles=ran["reconciles"],
+        concurrent_batches=ran["concurrent"],
+        superseded=ran["superseded"],
+    )

@@ -31,8 +31,10 @@ import importlib.abc
 import importlib.machinery
 import itertools
 import logging
+import os
 import sys
 import threading
+import time
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -51,22 +53,52 @@ class CodeCache:
 
     Keyed by content, not mtime: an edit that keeps size and mtime still recompiles. One entry
     per path, so repeated edits do not grow it.
+
+    Reading and hashing every module of every instance costs more than executing small ones,
+    so an entry also keeps the file's stat signature (mtime, ctime, size, inode): when that is
+    unchanged and the entry was recorded at least `RACY_SECONDS` after the file last changed,
+    the file is not read again. Any write changes the ctime (which `os.utime` cannot set back),
+    and the delay covers filesystems whose timestamps are coarse: a file written again within
+    the same clock tick is re-read, as git does with its "racily clean" entries.
     """
 
+    RACY_SECONDS = 2.0
+
     def __init__(self) -> None:
-        self._entries: dict[Path, tuple[bytes, CodeType]] = {}
+        self._entries: dict[str, _CodeEntry] = {}
         self._lock = threading.Lock()
 
-    def get(self, path: Path) -> CodeType:
-        source = path.read_bytes()
+    def get(self, path: Path | str) -> CodeType:
+        key = str(path)
+        st = os.stat(key)
+        signature = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+        entry = self._entries.get(key)
+        if entry is not None and entry.trusted and entry.signature == signature:
+            return entry.code
+        with open(key, "rb") as fh:
+            source = fh.read()
         digest = hashlib.blake2b(source, digest_size=16).digest()
-        entry = self._entries.get(path)
-        if entry is not None and entry[0] == digest:
-            return entry[1]
-        code = compile(source, str(path), "exec", dont_inherit=True)
+        if entry is not None and entry.digest == digest:
+            code = entry.code
+        else:
+            code = compile(source, key, "exec", dont_inherit=True)
+        changed = max(st.st_mtime_ns, st.st_ctime_ns) / 1e9
+        trusted = time.time() - changed >= self.RACY_SECONDS
         with self._lock:
-            self._entries[path] = (digest, code)
+            self._entries[key] = _CodeEntry(signature, digest, code, trusted)
         return code
+
+
+class _CodeEntry:
+    __slots__ = ("code", "digest", "signature", "trusted")
+
+    def __init__(
+        self, signature: tuple[int, int, int, int], digest: bytes, code: CodeType, trusted: bool
+    ) -> None:
+        self.signature = signature
+        self.digest = digest
+        self.code = code
+        self.trusted = trusted
 
 
 CODE_CACHE = CodeCache()
@@ -85,14 +117,15 @@ class PluginNamespace:
     ) -> None:
         self.instance_id = instance_id
         self.folder = folder
+        self.folder_str = str(folder)
         self.name = f"{NAMESPACE_ROOT}.{instance_id}__{next(_generations)}"
+        self._prefix = self.name + "."
         self.self_package = package_name
         self.import_hook = import_hook
-        self.builtins: dict[str, Any] | None = None
-        if package_name is not None or import_hook is not None:
-            self.builtins = dict(builtins.__dict__)
-            self.builtins["__import__"] = self._import
+        self.modules: set[str] = set()  # names the finder gave a spec for
+        self._lock = threading.RLock()  # one per namespace: imports inside it cannot deadlock
         self._loaded = False
+        _refresh_builtins()
 
     # -- importing -----------------------------------------------------------------------------
 
@@ -103,38 +136,112 @@ class PluginNamespace:
         _FINDER.add(self)
         self._loaded = True
         module_name = ".".join([self.name, *parts]) if parts else self.name
-        return importlib.import_module(module_name)
+        return self.load(module_name)
+
+    def load(self, fullname: str) -> ModuleType:
+        """This namespace's module `fullname`, executed on first use (parents first).
+
+        Does what importlib does for these modules (spec from our finder, module attributes,
+        sys.modules, the parent's attribute) without its per-module lock objects, meta-path
+        walk and bytecode-cache path computations, which cost about as much as executing a
+        small module. Importing inside a namespace is serialised by the namespace's own lock;
+        importlib's path (`importlib.import_module` of a namespace module) takes it too.
+        """
+        module = sys.modules.get(fullname)
+        if module is not None:
+            if not getattr(module.__spec__, "_initializing", False):
+                return module
+            with self._lock:  # another thread is executing it: wait (same thread: circular)
+                return sys.modules.get(fullname, module)
+        with self._lock:
+            module = sys.modules.get(fullname)
+            if module is not None:
+                return module
+            parent, _, child = fullname.rpartition(".")
+            parent_module = self.load(parent) if fullname != self.name else None
+            spec = _FINDER.find_spec(fullname)
+            if spec is None or spec.loader is None:
+                raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+            module = ModuleType(fullname)
+            module.__spec__ = spec
+            module.__loader__ = spec.loader
+            if spec.submodule_search_locations is not None:
+                module.__package__ = fullname
+                module.__path__ = spec.submodule_search_locations
+            else:
+                module.__package__ = parent
+            if spec.has_location and spec.origin is not None:
+                module.__file__ = spec.origin
+            spec._initializing = True  # type: ignore[attr-defined]
+            sys.modules[fullname] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(fullname, None)
+                raise
+            finally:
+                spec._initializing = False  # type: ignore[attr-defined]
+            module = sys.modules.get(fullname, module)
+            if parent_module is not None:
+                setattr(parent_module, child, module)
+            return module
 
     def _import(
         self,
         name: str,
         globals: Mapping[str, Any] | None = None,
         locals: Mapping[str, Any] | None = None,
-        fromlist: Sequence[str] = (),
+        fromlist: Sequence[str] | None = (),
         level: int = 0,
     ) -> ModuleType:
-        """`__import__` for this namespace's modules: redirect self-imports, check allowlists."""
-        if level == 0:
-            own = self.self_package
-            if own is not None and (name == own or name.startswith(own + ".")):
-                target = self.name + name[len(own) :]
-                module = builtins.__import__(target, globals, locals, fromlist, 0)
-                return module if fromlist else sys.modules[self.name]
-            if self.import_hook is not None:
-                self.import_hook(name, self)
-        return builtins.__import__(name, globals, locals, fromlist, level)
+        """`__import__` for this namespace's modules: its own relative imports directly,
+        self-imports redirected, allowlists checked; anything else as usual."""
+        if level > 0:
+            package = globals.get("__package__") if globals is not None else None
+            if fromlist and package and (package == self.name or package.startswith(self._prefix)):
+                bits = package.rsplit(".", level - 1)
+                target = bits[0] if not name else f"{bits[0]}.{name}"
+                if len(bits) == level and (target == self.name or target.startswith(self._prefix)):
+                    return self._from(target, fromlist)
+            return _real_import(name, globals, locals, fromlist, level)
+        own = self.self_package
+        if own is not None and (name == own or name.startswith(own + ".")):
+            target = self.name + name[len(own) :]
+            module = _real_import(target, globals, locals, fromlist, 0)
+            return module if fromlist else sys.modules[self.name]
+        if self.import_hook is not None:
+            self.import_hook(name, self)
+        return _real_import(name, globals, locals, fromlist, level)
+
+    def _from(self, target: str, fromlist: Sequence[str]) -> ModuleType:
+        """`from <target> import a, b`: submodules not yet attributes are imported."""
+        module = self.load(target)
+        if hasattr(module, "__path__"):
+            for item in fromlist:
+                if item == "*" or hasattr(module, item):
+                    continue  # `*`: importlib would read __all__; plugins rarely do this
+                try:
+                    self.load(f"{target}.{item}")
+                except ModuleNotFoundError as exc:
+                    if exc.name != f"{target}.{item}":
+                        raise
+                    # not a submodule: `from . import x` then fails with "cannot import name"
+        return module
 
     # -- unloading -----------------------------------------------------------------------------
 
     def module_names(self) -> list[str]:
-        prefix = self.name + "."
-        return [n for n in list(sys.modules) if n == self.name or n.startswith(prefix)]
+        """This namespace's modules now in sys.modules (the finder records every one it made:
+        no scan of sys.modules, which holds every other instance's modules too)."""
+        modules = sys.modules
+        return sorted(n for n in self.modules if n in modules)
 
     def unload(self) -> None:
         """Forget every module, logger and cache entry that could keep this namespace alive."""
         _FINDER.remove(self)
         for module_name in self.module_names():
             sys.modules.pop(module_name, None)
+        self.modules.clear()
         parent = sys.modules.get(NAMESPACE_ROOT)
         if parent is not None:
             parent.__dict__.pop(self.name.rpartition(".")[2], None)
@@ -182,7 +289,7 @@ def _clear_typing_caches() -> None:
 
 
 class _InstanceLoader(importlib.abc.Loader):
-    def __init__(self, namespace: PluginNamespace, path: Path | None) -> None:
+    def __init__(self, namespace: PluginNamespace, path: str | None) -> None:
         self.namespace = namespace
         self.path = path
 
@@ -190,13 +297,17 @@ class _InstanceLoader(importlib.abc.Loader):
         return None
 
     def exec_module(self, module: ModuleType) -> None:
-        if self.namespace.builtins is not None:
-            module.__dict__["__builtins__"] = self.namespace.builtins
+        module.__dict__["__builtins__"] = _BUILTINS
         if self.path is not None:
-            exec(CODE_CACHE.get(self.path), module.__dict__)
+            code = CODE_CACHE.get(self.path)
+            with self.namespace._lock:
+                exec(code, module.__dict__)
 
     def get_source(self, fullname: str) -> str | None:
-        return self.path.read_text(encoding="utf-8") if self.path is not None else None
+        if self.path is None:
+            return None
+        with open(self.path, encoding="utf-8") as fh:
+            return fh.read()
 
 
 class _InstanceFinder(importlib.abc.MetaPathFinder):
@@ -212,6 +323,11 @@ class _InstanceFinder(importlib.abc.MetaPathFinder):
     def remove(self, namespace: PluginNamespace) -> None:
         self._namespaces.pop(namespace.name, None)
 
+    def owner(self, module_name: str) -> PluginNamespace | None:
+        if not module_name.startswith(self._prefix):
+            return None
+        return self._namespaces.get(".".join(module_name.split(".", 3)[:3]))
+
     def find_spec(
         self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
@@ -221,22 +337,25 @@ class _InstanceFinder(importlib.abc.MetaPathFinder):
         namespace = self._namespaces.get(".".join(parts[:3]))
         if namespace is None:
             return None
-        base = namespace.folder.joinpath(*parts[3:])
-        if base.is_dir():
-            init = base / "__init__.py"
-            loader = _InstanceLoader(namespace, init if init.is_file() else None)
+        # plain string paths: pathlib costs more than the two stat calls it wraps
+        base = os.path.join(namespace.folder_str, *parts[3:])
+        if os.path.isdir(base):
+            init = os.path.join(base, "__init__.py")
+            has_init = os.path.isfile(init)
+            loader = _InstanceLoader(namespace, init if has_init else None)
             spec = importlib.machinery.ModuleSpec(fullname, loader, is_package=True)
-            spec.submodule_search_locations = [str(base)]
-            if init.is_file():
-                spec.origin = str(init)
+            spec.submodule_search_locations = [base]
+            if has_init:
+                spec.origin = init
                 spec.has_location = True
-            return spec
-        source = base.with_suffix(".py")
-        if not source.is_file():
-            return None
-        spec = importlib.machinery.ModuleSpec(fullname, _InstanceLoader(namespace, source))
-        spec.origin = str(source)
-        spec.has_location = True
+        else:
+            source = base + ".py"
+            if not os.path.isfile(source):
+                return None
+            spec = importlib.machinery.ModuleSpec(fullname, _InstanceLoader(namespace, source))
+            spec.origin = source
+            spec.has_location = True
+        namespace.modules.add(fullname)
         return spec
 
 
@@ -250,3 +369,41 @@ def _install_finder() -> _InstanceFinder:
 
 
 _FINDER = _install_finder()
+
+def _real_import(
+    name: str,
+    globals: Mapping[str, Any] | None = None,
+    locals: Mapping[str, Any] | None = None,
+    fromlist: Sequence[str] | None = (),
+    level: int = 0,
+) -> ModuleType:
+    return builtins.__import__(name, globals, locals, fromlist, level)
+
+
+def _namespace_import(
+    name: str,
+    globals: Mapping[str, Any] | None = None,
+    locals: Mapping[str, Any] | None = None,
+    fromlist: Sequence[str] | None = (),
+    level: int = 0,
+) -> ModuleType:
+    """The `__import__` of every namespace module: hands over to the module's namespace."""
+    module_name = globals.get("__name__") if globals is not None else None
+    namespace = _FINDER.owner(module_name) if isinstance(module_name, str) else None
+    if namespace is None:
+        return _real_import(name, globals, locals, fromlist, level)
+    return namespace._import(name, globals, locals, fromlist, level)
+
+
+# The `__builtins__` of every namespace module: the builtins with `__import__` replaced. One
+# dict for all of them (a copy per instance would cost 5 KB each), refreshed whenever a
+# namespace is created so that later additions to builtins show up. Nothing global is patched.
+_BUILTINS: dict[str, Any] = {}
+
+
+def _refresh_builtins() -> None:
+    _BUILTINS.update(builtins.__dict__)
+    _BUILTINS["__import__"] = _namespace_import
+
+
+_refresh_builtins()

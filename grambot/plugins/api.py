@@ -41,8 +41,9 @@ class PluginApi:
     """The whole surface a plugin instance may use."""
 
     __slots__ = (
+        "_data_dir",
+        "_data_dir_made",
         "_logger",
-        "data_dir",
         "engine_settings",
         "events",
         "instance",
@@ -68,8 +69,18 @@ class PluginApi:
         self.registrar = registrar
         self.secrets = secrets
         self.events = events
-        self.data_dir = data_dir
+        self._data_dir = data_dir
+        self._data_dir_made = False
         self._logger: logging.Logger | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        """`.scout/plugins/<instanceId>/`, created on first use (a mkdir per loaded instance
+        costs more than loading a small plugin, and most plugins never write files)."""
+        if not self._data_dir_made:
+            self._data_dir.mkdir(parents=True, exist_ok=True)
+            self._data_dir_made = True
+        return self._data_dir
 
     @property
     def logger(self) -> logging.Logger:

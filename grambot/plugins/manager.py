@@ -303,8 +303,6 @@ class PluginManager:
         logger.info("instance %s (plugin %s) loaded", instance_id, config.plugin_id)
 
     def _make_api(self, config: InstanceConfig, settings_model: Any, live: _Live) -> PluginApi:
-        data_dir = self.data_root / config.instance_id
-        data_dir.mkdir(parents=True, exist_ok=True)
         return PluginApi(
             instance=InstanceInfo(config.instance_id, config.plugin_id, config.enabled),
             settings=settings_model,
@@ -312,7 +310,7 @@ class PluginManager:
             registrar=live.registrar,
             secrets=InstanceSecrets(self.secrets, config.instance_id),
             events=InstanceEvents(self.events, config.plugin_id, config.instance_id),
-            data_dir=data_dir,
+            data_dir=self.data_root / config.instance_id,
         )
 
     async def _unload(self, record: InstanceRecord) -> None:

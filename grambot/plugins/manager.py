@@ -7,14 +7,17 @@ and changed ones load concurrently. Each instance is independent: whatever goes 
 instance in `failed` with a typed reason and the reconcile carries on.
 
 Loading one instance:  import entry → validate settings → create(api) → load()
-each under a deadline (stages.run_stage). If any step fails, what was done is undone: unload()
-if the instance was created, its registrations removed, its tasks cancelled, its modules and
-loggers forgotten.
+under deadlines (stages.run_stage): the first three share `timeouts.create` and, when `create` is
+sync, run as one call in one worker thread (a thread hand-off costs more than loading a small
+plugin); an async `create` runs on the loop with what is left of that deadline. If any step
+fails, what was done is undone: unload() if the instance was created, its registrations
+removed, its tasks cancelled, its modules and loggers forgotten.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import logging
 import time
@@ -41,6 +44,7 @@ from grambot.plugins.loader import PluginNamespace
 from grambot.plugins.registrar import KINDS, PluginRegistrar
 from grambot.plugins.stages import (
     InstanceTasks,
+    Progress,
     install_task_tracking,
     instance_context,
     run_stage,
@@ -50,6 +54,8 @@ from grambot.secrets import InstanceSecrets, SecretsStore
 from grambot.settings import EngineSettings, InstanceConfig, Timeouts
 
 logger = logging.getLogger(__name__)
+
+_NOT_CREATED: Any = object()  # prepare() left an async create() to the event loop
 
 
 class InstanceState(StrEnum):
@@ -233,7 +239,7 @@ class PluginManager:
         record = InstanceRecord(config, InstanceState.LOADING)
         self._records[instance_id] = record
         self._changed()
-        stage = "lookup"
+        progress = Progress("lookup")
         try:
             descriptor = self.catalog.get(config.plugin_id)
             if descriptor is None:
@@ -249,42 +255,57 @@ class PluginManager:
             )
             record.live = live
             timeouts = self.timeouts
+            deadline = time.monotonic() + timeouts.create
 
-            async def stage_call(
-                name: str, fn: Callable[..., Any], *args: Any, limit: float
-            ) -> Any:
-                nonlocal stage
-                stage = name
-                return await run_stage(
-                    fn,
-                    *args,
-                    instance_id=instance_id,
-                    stage=name,
-                    timeout=limit,
-                    context=live.context,
+            def prepare() -> tuple[Plugin, PluginApi, Any]:
+                # import → settings validation → create, in one worker-thread hand-off when
+                # `create` is sync (one deadline covers the three: `timeouts.create`)
+                module = live.namespace.import_entry(descriptor.entry_path)
+                definition = read_definition(module)
+                del module
+                progress.stage = "settings validation"
+                settings_model = validate_settings(
+                    definition.settings_schema, config.settings, f"{config.json_path}.settings"
                 )
+                api = self._make_api(config, settings_model, live)
+                if inspect.iscoroutinefunction(definition.create):
+                    return definition, api, _NOT_CREATED
+                progress.stage = "create"
+                return definition, api, definition.create(api)
 
-            module = await stage_call(
-                "import", live.namespace.import_entry, descriptor.entry_path, limit=timeouts.create
+            definition, api, created = await run_stage(
+                prepare,
+                instance_id=instance_id,
+                stage="import",
+                timeout=timeouts.create,
+                context=live.context,
+                progress=progress,
             )
-            definition: Plugin = read_definition(module)
-            settings_model = await stage_call(
-                "settings validation",
-                validate_settings,
-                definition.settings_schema,
-                config.settings,
-                f"{config.json_path}.settings",
-                limit=timeouts.create,
-            )
-            api = self._make_api(config, settings_model, live)
-            live.plugin_object = await stage_call(
-                "create", definition.create, api, limit=timeouts.create
-            )
+            if created is _NOT_CREATED:
+                created = await run_stage(
+                    definition.create,
+                    api,
+                    instance_id=instance_id,
+                    stage="create",
+                    timeout=max(0.0, deadline - time.monotonic()),
+                    context=live.context,
+                    progress=progress,
+                )
+            live.plugin_object = created
+            del definition, api, created
             load = getattr(live.plugin_object, "load", None)
             if callable(load):
-                await stage_call("load", load, limit=timeouts.load)
+                await run_stage(
+                    load,
+                    instance_id=instance_id,
+                    stage="load",
+                    timeout=timeouts.load,
+                    context=live.context,
+                    progress=progress,
+                )
+                del load
         except Exception as exc:  # one instance's failure never stops the reconcile
-            failure = self._failure(instance_id, stage, exc)
+            failure = self._failure(instance_id, progress.stage, exc)
             del exc
             if record.live is not None:
                 await self._teardown(record, call_unload=record.live.plugin_object is not None)

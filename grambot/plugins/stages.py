@@ -5,9 +5,13 @@ in daemon worker threads: a thread that hangs cannot be killed, so it is abandon
 instead of waited on, and neither reconciles nor process exit wait for it. Workers are reused, so
 a fast sync `create()` costs a queue hand-off, not a thread start.
 
-Every task created while a stage runs (and every task those tasks create) inherits the
-instance's context; a task factory records it in the instance's `TaskGroupRef`, so unload can
-cancel what the plugin left running.
+A reconcile that loads many instances at once must not start a thread per instance (a thread
+start costs more than loading a small plugin, and a thousand threads fight for the GIL), nor wait
+for the event loop between one job and the next: jobs queue in the pool, and at most
+`YOUNG_LIMIT` workers run *young* jobs (started less than `YOUNG_SECONDS` ago) while the others
+wait in the queue. A job that grows old (it blocks, or hangs) stops counting, so another worker
+starts and a hung stage never holds the queue up for more than `YOUNG_SECONDS`. A stage's
+deadline starts when its job starts, not while it waits in the queue.
 """
 
 from __future__ import annotations
@@ -90,6 +94,10 @@ def install_task_tracking(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_task_factory(factory)
 
 
+YOUNG_LIMIT = 1
+YOUNG_SECONDS = 0.05
+
+
 class _WorkerPool:
     """Daemon threads for sync plugin code; a hung call only costs its own thread.
 
@@ -97,40 +105,72 @@ class _WorkerPool:
     exits), so a finished job, and the plugin objects it returned, is not pinned by a worker.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._idle = 0
         self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0  # workers waiting for a job
+        self._pending = 0  # jobs queued and not yet taken
+        self._started: dict[int, float] = {}  # worker ident -> when its job started
         self._names = itertools.count(1)
 
     def submit(self, job: Callable[[], None]) -> None:
         with self._lock:
-            spawn = self._idle == 0
-            if not spawn:
-                self._idle -= 1  # reserve an idle worker for this job
+            self._pending += 1
         self._jobs.put(job)
-        if spawn:
-            name = f"grambot-stage-{next(self._names)}"
-            threading.Thread(target=self._work, name=name, daemon=True).start()
+        self.kick()
+
+    def kick(self) -> None:
+        """Start a worker if jobs wait, none is idle and fewer than `limit` run young jobs."""
+        with self._lock:
+            if self._pending <= self._idle:
+                return
+            if self._threads - self._old() >= self.limit:
+                return
+            self._threads += 1
+        name = f"grambot-stage-{next(self._names)}"
+        threading.Thread(target=self._work, name=name, daemon=True).start()
+
+    def _old(self) -> int:
+        cutoff = time.monotonic() - YOUNG_SECONDS
+        return sum(1 for started in self._started.values() if started < cutoff)
 
     def _work(self) -> None:
-        job: Callable[[], None] | None = self._jobs.get()
-        while job is not None:
-            job()
-            job = None  # do not pin the finished job while parked
+        ident = threading.get_ident()
+        while True:
             with self._lock:
                 self._idle += 1
             try:
-                job = self._jobs.get(timeout=30.0)
+                job: Callable[[], None] | None = self._jobs.get(timeout=30.0)
             except queue.Empty:
                 with self._lock:
-                    if self._idle > 0 and self._jobs.empty():
+                    if self._pending == 0:
                         self._idle -= 1
+                        self._threads -= 1
                         return
                 job = self._jobs.get()
+            with self._lock:
+                self._idle -= 1
+                self._pending -= 1
+                self._started[ident] = time.monotonic()
+            assert job is not None
+            job()
+            job = None  # do not pin the finished job while parked
+            with self._lock:
+                del self._started[ident]
 
 
-_POOL = _WorkerPool()
+_POOL = _WorkerPool(YOUNG_LIMIT)
+
+
+class Progress:
+    """Which step a multi-step stage call is in; read when it fails or times out."""
+
+    __slots__ = ("stage",)
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
 
 
 async def run_stage(
@@ -140,18 +180,27 @@ async def run_stage(
     stage: str,
     timeout: float,
     context: contextvars.Context,
+    progress: Progress | None = None,
 ) -> Any:
     """Call `fn(*args)` (sync or async) as `stage` of `instance_id` within `timeout` seconds.
 
-    Raises StageTimeout on expiry; exceptions of `fn` propagate unchanged.
+    Raises StageTimeout on expiry; exceptions of `fn` propagate unchanged. When `fn` runs
+    several steps, it may record the current one in `progress` (set to `stage` first): a
+    timeout then names that step.
     """
+    if progress is None:
+        progress = Progress(stage)
+    else:
+        progress.stage = stage
     deadline = time.monotonic() + timeout
     if inspect.iscoroutinefunction(fn):
         result = await _await_in_context(fn(*args), instance_id, stage, timeout, deadline, context)
         return result
-    result = await _call_in_thread(fn, args, instance_id, stage, timeout, context)
+    result = await _call_in_thread(fn, args, instance_id, progress, timeout, context)
     if inspect.isawaitable(result):
-        result = await _await_in_context(result, instance_id, stage, timeout, deadline, context)
+        result = await _await_in_context(
+            result, instance_id, progress.stage, timeout, deadline, context
+        )
     return result
 
 
@@ -190,42 +239,78 @@ async def _call_in_thread(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     instance_id: str,
-    stage: str,
+    progress: Progress,
     timeout: float,
     context: contextvars.Context,
 ) -> Any:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
+    # The worker reaches plugin code, its result and the future only through these lists, which
+    # are emptied as soon as they have served: a worker thread that has not yet run on after
+    # the hand-off must not keep an unloaded instance's objects alive.
+    call: list[Any] = [fn, args]
+    outcome: list[tuple[bool, Any]] = []
+    waiting: list[asyncio.Future[Any]] = [future]
+    started: list[float] = []  # monotonic time the job started (set by the worker)
 
-    def settle(ok: bool, value: Any) -> None:
-        if future.done():
+    def settle() -> None:
+        ok, value = outcome.pop()
+        if not waiting or waiting[0].done():
             return
         if ok:
-            future.set_result(value)
+            waiting[0].set_result(value)
         else:
-            future.set_exception(value)
+            waiting[0].set_exception(value)
 
     def job() -> None:
-        outcome: tuple[bool, Any]
+        started.append(time.monotonic())
+        target, target_args = call
+        call.clear()
         try:
-            outcome = (True, context.run(fn, *args))
+            result: tuple[bool, Any] = (True, context.run(target, *target_args))
         except Exception as exc:
-            outcome = (False, exc)
+            result = (False, exc)
         except BaseException as exc:  # SystemExit in a plugin must not stop the engine
-            outcome = (False, RuntimeError(f"plugin raised {type(exc).__name__}"))
+            result = (False, RuntimeError(f"plugin raised {type(exc).__name__}"))
+        del target, target_args
+        outcome.append(result)
+        del result
         # If the loop closed while this stage hung, nobody is waiting for the outcome.
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, *outcome)
+            loop.call_soon_threadsafe(settle)
 
+    timer: asyncio.TimerHandle
+
+    def check_deadline() -> None:
+        nonlocal timer
+        if not waiting or waiting[0].done():
+            return
+        now = time.monotonic()
+        due = (started[0] if started else now) + timeout  # the clock starts with the job
+        if due > now:
+            timer = loop.call_later(due - now, check_deadline)
+        else:
+            waiting[0].set_exception(_Expired())
+
+    timer = loop.call_later(timeout, check_deadline)
+    young = loop.call_later(YOUNG_SECONDS, _POOL.kick)  # if it is still queued or running then
     _POOL.submit(job)
     try:
-        return await asyncio.wait_for(future, timeout)
-    except TimeoutError:
+        return await future
+    except _Expired:
         logger.warning(
             "instance %s: %s timed out after %s s; its thread is abandoned (threads cannot be "
             "killed) and keeps running in the background",
             instance_id,
-            stage,
+            progress.stage,
             f"{timeout:g}",
         )
-        raise StageTimeout(instance_id, stage, timeout) from None
+        raise StageTimeout(instance_id, progress.stage, timeout) from None
+    finally:
+        waiting.clear()
+        timer.cancel()
+        young.cancel()
+
+
+class _Expired(Exception):
+    """A sync stage ran past its deadline (internal; surfaces as StageTimeout)."""

@@ -87,3 +87,80 @@ async def test_worker_keeps_no_reference_to_the_result(pool: stages._WorkerPool)
         await asyncio.sleep(0)
         gc.collect()
         assert ref() is None
+
+
+# -- async stages: the first step runs inline, the rest in a task ---------------------------
+
+
+async def test_async_stage_that_never_waits_runs_in_the_instance_context() -> None:
+    tasks = InstanceTasks("eager")
+    context = instance_context(tasks)
+    seen: list[str | None] = []
+
+    async def stage() -> str:
+        seen.append(stages.current_instance_id())
+        asyncio.get_running_loop().create_task(asyncio.sleep(0), name="started-by-stage")
+        return "done"
+
+    stages.install_task_tracking(asyncio.get_running_loop())
+    result = await run_stage(stage, instance_id="eager", stage="load", timeout=1, context=context)
+    assert result == "done" and seen == ["eager"]
+    assert [t.get_name() for t in tasks.tasks] == ["started-by-stage"]
+    await asyncio.sleep(0.01)
+
+
+async def test_async_stage_that_waits_carries_on_after_its_first_step() -> None:
+    steps: list[str] = []
+
+    async def stage(n: int) -> int:
+        steps.append("first")
+        await asyncio.sleep(0)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.01, fut.set_result, n)
+        value = await fut
+        try:
+            await asyncio.sleep(0)
+            raise KeyError("inner")
+        except KeyError:
+            steps.append("caught")
+        steps.append(f"current={stages.current_instance_id()}")
+        return value * 2
+
+    result = await run_stage(stage, 21, instance_id="w", stage="load", timeout=1, context=_ctx())
+    assert result == 42
+    assert steps == ["first", "caught", "current=pool-test"]
+
+
+async def test_async_stage_timeout_cancels_it_after_the_first_step() -> None:
+    cleaned = asyncio.Event()
+
+    async def stage() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            cleaned.set()
+
+    with pytest.raises(StageTimeout, match="load timed out"):
+        await run_stage(stage, instance_id="t", stage="load", timeout=0.1, context=_ctx())
+    await asyncio.wait_for(cleaned.wait(), 1)
+
+
+async def test_async_stage_errors_propagate_from_either_step() -> None:
+    async def at_once() -> None:
+        raise ValueError("first step")
+
+    async def later() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("later step")
+
+    for fn, text in ((at_once, "first step"), (later, "later step")):
+        with pytest.raises(ValueError, match=text):
+            await run_stage(fn, instance_id="e", stage="load", timeout=1, context=_ctx())
+
+
+async def test_async_stage_system_exit_becomes_an_error() -> None:
+    async def bye() -> None:
+        raise SystemExit(3)
+
+    with pytest.raises(RuntimeError, match="SystemExit"):
+        await run_stage(bye, instance_id="x", stage="load", timeout=1, context=_ctx())

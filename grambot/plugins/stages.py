@@ -25,8 +25,9 @@ import logging
 import queue
 import threading
 import time
+import types
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
 from grambot.errors import StageTimeout
@@ -132,6 +133,9 @@ class _WorkerPool:
         name = f"grambot-stage-{next(self._names)}"
         threading.Thread(target=self._work, name=name, daemon=True).start()
 
+    def pending(self) -> int:
+        return self._pending
+
     def _old(self) -> int:
         cutoff = time.monotonic() - YOUNG_SECONDS
         return sum(1 for started in self._started.values() if started < cutoff)
@@ -162,6 +166,71 @@ class _WorkerPool:
 
 
 _POOL = _WorkerPool(YOUNG_LIMIT)
+
+_kickers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.TimerHandle] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _arm_kicker(loop: asyncio.AbstractEventLoop) -> None:
+    """While jobs wait in the pool, kick it every YOUNG_SECONDS (one timer per loop, not one
+    per job), so that jobs queued behind old ones get a new worker."""
+    if loop in _kickers:
+        return
+
+    def tick() -> None:
+        _POOL.kick()
+        if _POOL.pending():
+            _kickers[loop] = loop.call_later(YOUNG_SECONDS, tick)
+        else:
+            _kickers.pop(loop, None)
+
+    _kickers[loop] = loop.call_later(YOUNG_SECONDS, tick)
+
+
+class _Inbox:
+    """Outcomes of sync jobs for one event loop, handed over in batches.
+
+    Waking the loop (a self-pipe write, and the loop thread then wanting the GIL back from the
+    busy worker) costs more than a small job: the first outcome of a batch wakes the loop,
+    those that arrive before it has run join that wake-up.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def put(self, settle: Callable[[], None]) -> None:
+        """From a worker thread."""
+        with self._lock:
+            self._items.append(settle)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        # If the loop closed while this stage hung, nobody is waiting for the outcome.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            batch, self._items = self._items, []
+            self._scheduled = False
+        for settle in batch:
+            settle()
+
+
+_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _inbox(loop: asyncio.AbstractEventLoop) -> _Inbox:
+    inbox = _inboxes.get(loop)
+    if inbox is None:
+        inbox = _inboxes[loop] = _Inbox(loop)
+    return inbox
 
 
 class Progress:
@@ -212,6 +281,16 @@ async def _await_in_context(
     deadline: float,
     context: contextvars.Context,
 ) -> Any:
+    if isinstance(awaitable, types.CoroutineType):
+        # Take the first step here, in the instance's context: most load()/unload() coroutines
+        # finish without ever waiting, and then need no task, no timer and no loop turn.
+        try:
+            yielded = context.run(awaitable.send, None)
+        except StopIteration as stop:
+            return stop.value
+        except (SystemExit, KeyboardInterrupt) as exc:
+            raise RuntimeError(f"plugin raised {type(exc).__name__}") from None
+        awaitable = _resume(awaitable, yielded)
     loop = asyncio.get_running_loop()
     task = loop.create_task(_guard(awaitable), name=f"{instance_id}:{stage}", context=context)
     try:
@@ -224,6 +303,27 @@ async def _await_in_context(
         logger.warning("instance %s: %s timed out; its task was cancelled", instance_id, stage)
         raise StageTimeout(instance_id, stage, timeout)
     return task.result()
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
+    """Carry on `coro` after its first step yielded `yielded`: `yield from`, by hand."""
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
 
 
 async def _guard(awaitable: Awaitable[Any]) -> Any:
@@ -244,6 +344,7 @@ async def _call_in_thread(
     context: contextvars.Context,
 ) -> Any:
     loop = asyncio.get_running_loop()
+    inbox = _inbox(loop)
     future: asyncio.Future[Any] = loop.create_future()
     # The worker reaches plugin code, its result and the future only through these lists, which
     # are emptied as soon as they have served: a worker thread that has not yet run on after
@@ -275,9 +376,7 @@ async def _call_in_thread(
         del target, target_args
         outcome.append(result)
         del result
-        # If the loop closed while this stage hung, nobody is waiting for the outcome.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle)
+        inbox.put(settle)
 
     timer: asyncio.TimerHandle
 
@@ -293,8 +392,8 @@ async def _call_in_thread(
             waiting[0].set_exception(_Expired())
 
     timer = loop.call_later(timeout, check_deadline)
-    young = loop.call_later(YOUNG_SECONDS, _POOL.kick)  # if it is still queued or running then
     _POOL.submit(job)
+    _arm_kicker(loop)
     try:
         return await future
     except _Expired:
@@ -309,7 +408,6 @@ async def _call_in_thread(
     finally:
         waiting.clear()
         timer.cancel()
-        young.cancel()
 
 
 class _Expired(Exception):

@@ -242,6 +242,7 @@ class PluginNamespace:
         _FINDER.remove(self)
         for module_name in self.module_names():
             sys.modules.pop(module_name, None)
+        _FINDER.disown(self)
         self.modules.clear()
         parent = sys.modules.get(NAMESPACE_ROOT)
         if parent is not None:
@@ -316,6 +317,7 @@ class _InstanceFinder(importlib.abc.MetaPathFinder):
 
     def __init__(self) -> None:
         self._namespaces: dict[str, PluginNamespace] = {}
+        self._owners: dict[str, PluginNamespace] = {}  # module name -> its namespace
         self._prefix = NAMESPACE_ROOT + "."
 
     def add(self, namespace: PluginNamespace) -> None:
@@ -325,9 +327,16 @@ class _InstanceFinder(importlib.abc.MetaPathFinder):
         self._namespaces.pop(namespace.name, None)
 
     def owner(self, module_name: str) -> PluginNamespace | None:
-        if not module_name.startswith(self._prefix):
-            return None
-        return self._namespaces.get(".".join(module_name.split(".", 3)[:3]))
+        return self._owners.get(module_name)
+
+    def _own(self, fullname: str, namespace: PluginNamespace) -> None:
+        namespace.modules.add(fullname)
+        self._owners[fullname] = namespace
+
+    def disown(self, namespace: PluginNamespace) -> None:
+        for name in namespace.modules:
+            if self._owners.get(name) is namespace:
+                del self._owners[name]
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
@@ -340,20 +349,20 @@ class _InstanceFinder(importlib.abc.MetaPathFinder):
             return None
         relative = parts[3:]
         if relative:
-            folder = os.path.join(namespace.folder_str, *relative[:-1])
+            folder = os.sep.join([namespace.folder_str, *relative[:-1]])
             listing = _listing(folder)
             if listing is None:
                 return None
             files, folders = listing
             name = relative[-1]
             if name in folders:
-                base = os.path.join(folder, name)
+                base = f"{folder}{os.sep}{name}"
             elif name + ".py" in files:
-                source = os.path.join(folder, name + ".py")
+                source = f"{folder}{os.sep}{name}.py"
                 spec = importlib.machinery.ModuleSpec(fullname, _InstanceLoader(namespace, source))
                 spec.origin = source
                 spec.has_location = True
-                namespace.modules.add(fullname)
+                self._own(fullname, namespace)
                 return spec
             else:
                 return None
@@ -362,7 +371,7 @@ class _InstanceFinder(importlib.abc.MetaPathFinder):
         inner = _listing(base)
         if inner is None:
             return None
-        init = os.path.join(base, "__init__.py") if "__init__.py" in inner[0] else None
+        init = f"{base}{os.sep}__init__.py" if "__init__.py" in inner[0] else None
         spec = importlib.machinery.ModuleSpec(
             fullname, _InstanceLoader(namespace, init), is_package=True
         )
@@ -370,7 +379,7 @@ class _InstanceFinder(importlib.abc.MetaPathFinder):
         if init is not None:
             spec.origin = init
             spec.has_location = True
-        namespace.modules.add(fullname)
+        self._own(fullname, namespace)
         return spec
 
 
@@ -444,8 +453,10 @@ def _namespace_import(
     """The `__import__` of every namespace module: hands over to the module's namespace."""
     module_name = globals.get("__name__") if globals is not None else None
     namespace = _FINDER.owner(module_name) if isinstance(module_name, str) else None
-    if namespace is None:
-        return _real_import(name, globals, locals, fromlist, level)
+    if namespace is None or (
+        level == 0 and namespace.self_package is None and namespace.import_hook is None
+    ):
+        return builtins.__import__(name, globals, locals, fromlist, level)
     return namespace._import(name, globals, locals, fromlist, level)
 
 

@@ -11,8 +11,10 @@ content, so:
 * tracebacks, dataclasses, pydantic models and `typing.get_type_hints` see real modules with
   real file names;
 * an installed plugin package importing itself absolutely (`from myplugin.helper import x`) is
-  redirected into the instance's namespace through a per-module `__builtins__` whose
-  `__import__` rewrites only that package's name. Nothing global is patched.
+  redirected into the instance's namespace. Nothing global is patched: namespace modules get a
+  `__builtins__` of their own (one dict shared by all namespaces) whose `__import__` hands
+  their imports to their namespace, which also resolves their relative imports itself,
+  without importlib's per-module machinery (see `PluginNamespace.load`).
 
 The generation suffix keeps a reload from ever waiting on an import lock still held by a
 previous, abandoned load of the same instance.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,7 +61,7 @@ class PluginApi:
         registrar: PluginRegistrar,
         secrets: InstanceSecrets,
         events: InstanceEvents,
-        data_dir: Path,
+        data_dir: Path | Callable[[], Path],
     ) -> None:
         self.instance = instance
         self.settings = settings
@@ -69,7 +69,7 @@ class PluginApi:
         self.registrar = registrar
         self.secrets = secrets
         self.events = events
-        self._data_dir = data_dir
+        self._data_dir = data_dir  # or a function making the path, called on first use
         self._data_dir_made = False
         self._logger: logging.Logger | None = None
 
@@ -78,8 +78,11 @@ class PluginApi:
         """`.scout/plugins/<instanceId>/`, created on first use (a mkdir per loaded instance
         costs more than loading a small plugin, and most plugins never write files)."""
         if not self._data_dir_made:
-            self._data_dir.mkdir(parents=True, exist_ok=True)
+            path = self._data_dir if isinstance(self._data_dir, Path) else self._data_dir()
+            path.mkdir(parents=True, exist_ok=True)
+            self._data_dir = path
             self._data_dir_made = True
+        assert isinstance(self._data_dir, Path)
         return self._data_dir
 
     @property

@@ -27,6 +27,7 @@ arguments), so that nothing the plugin defined stays reachable.
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import importlib
 import importlib.abc
@@ -127,6 +128,7 @@ class PluginNamespace:
         self.import_hook = import_hook
         self.modules: set[str] = set()  # names the finder gave a spec for
         self._lock = threading.RLock()  # one per namespace: imports inside it cannot deadlock
+        self.loader = _InstanceLoader(self)
         self._loaded = False
         _refresh_builtins()
 
@@ -134,12 +136,9 @@ class PluginNamespace:
 
     def import_entry(self, entry_path: Path) -> ModuleType:
         """Import the entry module (and, through it, its helpers) into this namespace."""
-        relative = entry_path.relative_to(self.folder).with_suffix("")
-        parts = [p for p in relative.parts if p != "__init__"]
         _FINDER.add(self)
         self._loaded = True
-        module_name = ".".join([self.name, *parts]) if parts else self.name
-        return self.load(module_name)
+        return self.load(self.name + _entry_suffix(self.folder, entry_path))
 
     def load(self, fullname: str) -> ModuleType:
         """This namespace's module `fullname`, executed on first use (parents first).
@@ -254,6 +253,14 @@ class PluginNamespace:
         self._loaded = False
 
 
+@functools.lru_cache(maxsize=256)
+def _entry_suffix(folder: Path, entry_path: Path) -> str:
+    """`.sub.module` for `folder/sub/module.py` ("" for `folder/__init__.py`): the same for
+    every instance of a plugin, so computed once (pathlib is slow)."""
+    relative = entry_path.relative_to(folder).with_suffix("")
+    return "".join(f".{p}" for p in relative.parts if p != "__init__")
+
+
 def instance_logger_name(instance_id: str) -> str:
     return f"{PLUGIN_LOGGER_ROOT}.{instance_id}"
 
@@ -293,24 +300,29 @@ def _clear_typing_caches() -> None:
 
 
 class _InstanceLoader(importlib.abc.Loader):
-    def __init__(self, namespace: PluginNamespace, path: str | None) -> None:
+    """Executes a namespace's modules; one per namespace (a module's file is its spec's
+    origin, None for a package folder without `__init__.py`)."""
+
+    def __init__(self, namespace: PluginNamespace) -> None:
         self.namespace = namespace
-        self.path = path
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
         return None
 
     def exec_module(self, module: ModuleType) -> None:
         module.__dict__["__builtins__"] = _BUILTINS
-        if self.path is not None:
-            code = CODE_CACHE.get(self.path)
+        spec = module.__spec__
+        if spec is not None and spec.has_location and spec.origin is not None:
+            code = CODE_CACHE.get(spec.origin)
             with self.namespace._lock:
                 exec(code, module.__dict__)
 
     def get_source(self, fullname: str) -> str | None:
-        if self.path is None:
+        module = sys.modules.get(fullname)
+        spec = getattr(module, "__spec__", None)
+        if spec is None or not spec.has_location or spec.origin is None:
             return None
-        with open(self.path, encoding="utf-8") as fh:
+        with open(spec.origin, encoding="utf-8") as fh:
             return fh.read()
 
 
@@ -361,7 +373,7 @@ class _InstanceFinder(importlib.abc.MetaPathFinder):
                 base = f"{folder}{os.sep}{name}"
             elif name + ".py" in files:
                 source = f"{folder}{os.sep}{name}.py"
-                spec = importlib.machinery.ModuleSpec(fullname, _InstanceLoader(namespace, source))
+                spec = importlib.machinery.ModuleSpec(fullname, namespace.loader)
                 spec.origin = source
                 spec.has_location = True
                 self._own(fullname, namespace)
@@ -374,9 +386,7 @@ class _InstanceFinder(importlib.abc.MetaPathFinder):
         if inner is None:
             return None
         init = f"{base}{os.sep}__init__.py" if "__init__.py" in inner[0] else None
-        spec = importlib.machinery.ModuleSpec(
-            fullname, _InstanceLoader(namespace, init), is_package=True
-        )
+        spec = importlib.machinery.ModuleSpec(fullname, namespace.loader, is_package=True)
         spec.submodule_search_locations = [base]
         if init is not None:
             spec.origin = init

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import inspect
 import itertools
 import logging
+import operator
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -334,7 +336,7 @@ class PluginManager:
             registrar=live.registrar,
             secrets=InstanceSecrets(self.secrets, config.instance_id),
             events=InstanceEvents(self.events, config.plugin_id, config.instance_id),
-            data_dir=self.data_root / config.instance_id,
+            data_dir=functools.partial(operator.truediv, self.data_root, config.instance_id),
         )
 
     async def _unload(self, record: InstanceRecord) -> None:

@@ -38,12 +38,22 @@ logger = logging.getLogger(__name__)
 class InstanceTasks:
     """The asyncio tasks one instance started, held weakly."""
 
+    __slots__ = ("_tasks", "instance_id")
+
     def __init__(self, instance_id: str) -> None:
         self.instance_id = instance_id
-        self.tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        self._tasks: weakref.WeakSet[asyncio.Task[Any]] | None = None  # made on first task
+
+    @property
+    def tasks(self) -> weakref.WeakSet[asyncio.Task[Any]]:
+        if self._tasks is None:
+            self._tasks = weakref.WeakSet()
+        return self._tasks
 
     def pending(self) -> list[asyncio.Task[Any]]:
-        return [t for t in list(self.tasks) if not t.done()]
+        if self._tasks is None:
+            return []
+        return [t for t in list(self._tasks) if not t.done()]
 
     async def cancel_all(self, grace: float) -> list[str]:
         """Cancel pending tasks; returns the names of those still running after `grace`."""

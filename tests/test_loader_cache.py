@@ -56,3 +56,24 @@ def test_an_old_file_rewritten_is_recompiled(tmp_path: Path) -> None:
     source.write_text("VALUE = 2\n")
     _age(source)  # even with an old mtime: the ctime moved
     assert _load(tmp_path).VALUE == 2  # type: ignore[attr-defined]
+
+
+def test_remove_loggers_leaves_no_reference_in_placeholders() -> None:
+    import logging
+
+    from grambot.plugins.loader import remove_loggers
+
+    deep = logging.getLogger("grambot.instances.rl__1.pkg.mod")  # placeholders above it
+    other = logging.getLogger("grambot.instances.rl__2.pkg.mod")
+    remove_loggers("grambot.instances.rl__1")
+    manager = logging.Logger.manager
+    assert "grambot.instances.rl__1.pkg.mod" not in manager.loggerDict
+    assert "grambot.instances.rl__2.pkg.mod" in manager.loggerDict
+    for holder in manager.loggerDict.values():
+        if isinstance(holder, logging.PlaceHolder):
+            assert deep not in holder.loggerMap
+    assert any(
+        isinstance(h, logging.PlaceHolder) and other in h.loggerMap
+        for h in manager.loggerDict.values()
+    )
+    remove_loggers("grambot.instances.rl__2")

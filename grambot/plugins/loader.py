@@ -138,7 +138,7 @@ class PluginNamespace:
         """Import the entry module (and, through it, its helpers) into this namespace."""
         _FINDER.add(self)
         self._loaded = True
-        return self.load(self.name + _entry_suffix(self.folder, entry_path))
+        return self.load(self.name + _entry_suffix(self.folder_str, str(entry_path)))
 
     def load(self, fullname: str) -> ModuleType:
         """This namespace's module `fullname`, executed on first use (parents first).
@@ -254,10 +254,10 @@ class PluginNamespace:
 
 
 @functools.lru_cache(maxsize=256)
-def _entry_suffix(folder: Path, entry_path: Path) -> str:
+def _entry_suffix(folder: str, entry_path: str) -> str:
     """`.sub.module` for `folder/sub/module.py` ("" for `folder/__init__.py`): the same for
     every instance of a plugin, so computed once (pathlib is slow)."""
-    relative = entry_path.relative_to(folder).with_suffix("")
+    relative = Path(entry_path).relative_to(folder).with_suffix("")
     return "".join(f".{p}" for p in relative.parts if p != "__init__")
 
 
@@ -268,26 +268,26 @@ def instance_logger_name(instance_id: str) -> str:
 def remove_loggers(*prefixes: str) -> None:
     """Drop loggers named `prefix` or `prefix.*` from the logging manager."""
     manager = logging.Logger.manager
+    exact = set(prefixes)
+    children = tuple(p + "." for p in prefixes)
     lock = getattr(logging, "_lock", None)
     if lock is not None:
         lock.acquire()
     try:
-        doomed = [
-            name
-            for name in manager.loggerDict
-            if any(name == p or name.startswith(p + ".") for p in prefixes)
-        ]
-        removed = {manager.loggerDict.pop(name) for name in doomed}
-        for holder in manager.loggerDict.values():
-            # Placeholders for parent names keep a map of their child loggers.
-            logger_map = getattr(holder, "loggerMap", None)
-            if logger_map:
-                for logger in removed & set(logger_map):
-                    del logger_map[logger]
-        for logger in removed:
-            if isinstance(logger, logging.Logger):
-                for handler in list(logger.handlers):
-                    logger.removeHandler(handler)
+        loggers = manager.loggerDict
+        doomed = [name for name in loggers if name in exact or name.startswith(children)]
+        removed = [(name, loggers.pop(name)) for name in doomed]
+        for name, logger in removed:
+            if not isinstance(logger, logging.Logger):
+                continue  # a placeholder: only loggers are listed in other placeholders
+            # Placeholders for ancestor names keep a map of their descendant loggers.
+            parts = name.split(".")
+            for i in range(len(parts) - 1, 0, -1):
+                holder = loggers.get(".".join(parts[:i]))
+                if isinstance(holder, logging.PlaceHolder):
+                    holder.loggerMap.pop(logger, None)
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
     finally:
         if lock is not None:
             lock.release()

@@ -345,6 +345,91 @@ async def _guard(awaitable: Awaitable[Any]) -> Any:
         raise RuntimeError(f"plugin raised {type(exc).__name__}") from None
 
 
+class _SyncCall:
+    """One sync stage call: run by a worker thread, settled on the loop.
+
+    The worker reaches the plugin's callable, its result and the future only through these
+    fields, and each is cleared once it has served (the call by the worker, the result by
+    `settle`, the future by the caller once it has the outcome): a worker that has not yet run
+    on after the hand-off must not keep an unloaded instance's objects alive.
+    """
+
+    __slots__ = (
+        "args",
+        "context",
+        "fn",
+        "future",
+        "inbox",
+        "loop",
+        "ok",
+        "started",
+        "timeout",
+        "timer",
+        "value",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        context: contextvars.Context,
+        loop: asyncio.AbstractEventLoop,
+        timeout: float,
+    ) -> None:
+        self.fn: Callable[..., Any] | None = fn
+        self.args: tuple[Any, ...] | None = args
+        self.context = context
+        self.loop = loop
+        self.inbox = _inbox(loop)
+        self.future: asyncio.Future[Any] | None = loop.create_future()
+        self.timeout = timeout
+        self.started: float | None = None  # monotonic time the worker started the call
+        self.ok = False
+        self.value: Any = None
+        self.timer = loop.call_later(timeout, self.check_deadline)
+
+    def __call__(self) -> None:
+        """In a worker thread."""
+        self.started = time.monotonic()
+        fn, args = self.fn, self.args
+        self.fn = self.args = None
+        assert fn is not None and args is not None
+        try:
+            value = self.context.run(fn, *args)
+            ok = True
+        except Exception as exc:
+            value, ok = exc, False
+        except BaseException as exc:  # SystemExit in a plugin must not stop the engine
+            value, ok = RuntimeError(f"plugin raised {type(exc).__name__}"), False
+        del fn, args
+        self.ok, self.value = ok, value
+        del value
+        self.inbox.put(self.settle)
+
+    def settle(self) -> None:
+        """On the loop: hand the outcome to the waiting caller."""
+        value, self.value = self.value, None
+        future = self.future
+        if future is None or future.done():
+            return
+        if self.ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def check_deadline(self) -> None:
+        """On the loop, when the deadline may have passed; the clock starts with the job."""
+        future = self.future
+        if future is None or future.done():
+            return
+        now = time.monotonic()
+        due = (self.started if self.started is not None else now) + self.timeout
+        if due > now:
+            self.timer = self.loop.call_later(due - now, self.check_deadline)
+        else:
+            future.set_exception(_Expired())
+
+
 async def _call_in_thread(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
@@ -353,57 +438,11 @@ async def _call_in_thread(
     timeout: float,
     context: contextvars.Context,
 ) -> Any:
-    loop = asyncio.get_running_loop()
-    inbox = _inbox(loop)
-    future: asyncio.Future[Any] = loop.create_future()
-    # The worker reaches plugin code, its result and the future only through these lists, which
-    # are emptied as soon as they have served: a worker thread that has not yet run on after
-    # the hand-off must not keep an unloaded instance's objects alive.
-    call: list[Any] = [fn, args]
-    outcome: list[tuple[bool, Any]] = []
-    waiting: list[asyncio.Future[Any]] = [future]
-    started: list[float] = []  # monotonic time the job started (set by the worker)
-
-    def settle() -> None:
-        ok, value = outcome.pop()
-        if not waiting or waiting[0].done():
-            return
-        if ok:
-            waiting[0].set_result(value)
-        else:
-            waiting[0].set_exception(value)
-
-    def job() -> None:
-        started.append(time.monotonic())
-        target, target_args = call
-        call.clear()
-        try:
-            result: tuple[bool, Any] = (True, context.run(target, *target_args))
-        except Exception as exc:
-            result = (False, exc)
-        except BaseException as exc:  # SystemExit in a plugin must not stop the engine
-            result = (False, RuntimeError(f"plugin raised {type(exc).__name__}"))
-        del target, target_args
-        outcome.append(result)
-        del result
-        inbox.put(settle)
-
-    timer: asyncio.TimerHandle
-
-    def check_deadline() -> None:
-        nonlocal timer
-        if not waiting or waiting[0].done():
-            return
-        now = time.monotonic()
-        due = (started[0] if started else now) + timeout  # the clock starts with the job
-        if due > now:
-            timer = loop.call_later(due - now, check_deadline)
-        else:
-            waiting[0].set_exception(_Expired())
-
-    timer = loop.call_later(timeout, check_deadline)
-    _POOL.submit(job)
-    _arm_kicker(loop)
+    call = _SyncCall(fn, args, context, asyncio.get_running_loop(), timeout)
+    future = call.future
+    assert future is not None
+    _POOL.submit(call)
+    _arm_kicker(call.loop)
     try:
         return await future
     except _Expired:
@@ -416,8 +455,9 @@ async def _call_in_thread(
         )
         raise StageTimeout(instance_id, progress.stage, timeout) from None
     finally:
-        waiting.clear()
-        timer.cancel()
+        call.timer.cancel()
+        call.future = None
+        del future
 
 
 class _Expired(Exception):

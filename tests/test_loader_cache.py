@@ -77,3 +77,21 @@ def test_remove_loggers_leaves_no_reference_in_placeholders() -> None:
         for h in manager.loggerDict.values()
     )
     remove_loggers("grambot.instances.rl__2")
+
+
+def test_a_snapshot_checks_each_file_once_and_ends(tmp_path: Path) -> None:
+    from grambot.plugins.loader import snapshot
+
+    source = tmp_path / "plugin.py"
+    source.write_text("VALUE = 1\n")
+    _age(source)
+    _age(tmp_path)
+    with snapshot():
+        assert _load(tmp_path).VALUE == 1  # type: ignore[attr-defined]
+        source.write_text("VALUE = 2\n")
+        _age(source)
+        # every instance loaded in one reconcile sees the same code
+        assert _load(tmp_path).VALUE == 1  # type: ignore[attr-defined]
+    assert _load(tmp_path).VALUE == 2  # type: ignore[attr-defined]
+    with snapshot():
+        assert _load(tmp_path).VALUE == 2  # type: ignore[attr-defined]

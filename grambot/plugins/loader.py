@@ -27,6 +27,7 @@ arguments), so that nothing the plugin defined stays reachable.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -40,7 +41,7 @@ import sys
 import threading
 import time
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
@@ -74,10 +75,14 @@ class CodeCache:
 
     def get(self, path: Path | str) -> CodeType:
         key = str(path)
+        epoch = _epoch
+        entry = self._entries.get(key)
+        if entry is not None and epoch and entry.checked == epoch:
+            return entry.code  # already checked against the disk in this snapshot
         st = os.stat(key)
         signature = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
-        entry = self._entries.get(key)
         if entry is not None and entry.trusted and entry.signature == signature:
+            entry.checked = epoch
             return entry.code
         with open(key, "rb") as fh:
             source = fh.read()
@@ -89,20 +94,57 @@ class CodeCache:
         changed = max(st.st_mtime_ns, st.st_ctime_ns) / 1e9
         trusted = time.time() - changed >= self.RACY_SECONDS
         with self._lock:
-            self._entries[key] = _CodeEntry(signature, digest, code, trusted)
+            self._entries[key] = _CodeEntry(signature, digest, code, trusted, epoch)
         return code
 
 
 class _CodeEntry:
-    __slots__ = ("code", "digest", "signature", "trusted")
+    __slots__ = ("checked", "code", "digest", "signature", "trusted")
 
     def __init__(
-        self, signature: tuple[int, int, int, int], digest: bytes, code: CodeType, trusted: bool
+        self,
+        signature: tuple[int, int, int, int],
+        digest: bytes,
+        code: CodeType,
+        trusted: bool,
+        epoch: int,
     ) -> None:
         self.signature = signature
         self.digest = digest
         self.code = code
         self.trusted = trusted
+        self.checked = epoch if trusted else 0  # the snapshot that last checked it
+
+
+# -- snapshots ----------------------------------------------------------------------------------
+
+_epochs = itertools.count(1)
+_epoch = 0  # the snapshot in force (0: none: every use checks the disk)
+_holders = 0
+_snapshot_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def snapshot() -> Iterator[None]:
+    """Within this block, each plugin file and folder is checked against the disk once.
+
+    A reconcile loads its instances inside one: the instances it loads see the same code (an
+    edit made meanwhile applies from the next reconcile), and the stat calls that would
+    otherwise check every module of every instance again (each one a GIL hand-off for the
+    worker thread doing the import) happen once per file. Outside a snapshot every use checks.
+    """
+    global _epoch, _holders
+    with _snapshot_lock:
+        if _holders == 0:
+            _epoch = next(_epochs)
+        _holders += 1
+    try:
+        yield
+    finally:
+        with _snapshot_lock:
+            _holders -= 1
+            if _holders == 0:
+                _epoch = 0
 
 
 CODE_CACHE = CodeCache()
@@ -395,7 +437,8 @@ class _InstanceFinder(importlib.abc.MetaPathFinder):
         return spec
 
 
-_listings: dict[str, tuple[int, bool, frozenset[str], frozenset[str]]] = {}
+# folder -> (mtime_ns, trusted, files, folders, snapshot that last checked it)
+_listings: dict[str, tuple[int, bool, frozenset[str], frozenset[str], int]] = {}
 
 
 def _listing(folder: str) -> tuple[frozenset[str], frozenset[str]] | None:
@@ -405,14 +448,18 @@ def _listing(folder: str) -> tuple[frozenset[str], frozenset[str]] | None:
     changes it), with the same racily-clean rule as CodeCache: one stat instead of two per
     module imported.
     """
+    epoch = _epoch
+    cached = _listings.get(folder)
+    if cached is not None and epoch and cached[4] == epoch:
+        return cached[2], cached[3]  # already checked in this snapshot
     try:
         st = os.stat(folder)
     except OSError:
         return None
     if not stat.S_ISDIR(st.st_mode):
         return None
-    cached = _listings.get(folder)
     if cached is not None and cached[1] and cached[0] == st.st_mtime_ns:
+        _listings[folder] = (*cached[:4], epoch)
         return cached[2], cached[3]
     files: set[str] = set()
     folders: set[str] = set()
@@ -430,7 +477,7 @@ def _listing(folder: str) -> tuple[frozenset[str], frozenset[str]] | None:
         return None
     trusted = time.time() - st.st_mtime_ns / 1e9 >= CodeCache.RACY_SECONDS
     result = (frozenset(files), frozenset(folders))
-    _listings[folder] = (st.st_mtime_ns, trusted, *result)
+    _listings[folder] = (st.st_mtime_ns, trusted, *result, epoch if trusted else 0)
     return result
 
 

@@ -45,6 +45,7 @@ from grambot.plugins.definition import (
 )
 from grambot.plugins.events import PluginEventQueue
 from grambot.plugins.loader import PluginNamespace
+from grambot.plugins.loader import snapshot as loader_snapshot
 from grambot.plugins.registrar import KINDS, PluginRegistrar
 from grambot.plugins.stages import (
     InstanceTasks,
@@ -236,7 +237,7 @@ class PluginManager:
                 current.config = config  # equal as data; keep the running instance
         self._changed()
         if starting:
-            with _old_heap_set_aside(len(starting)):
+            with loader_snapshot(), _old_heap_set_aside(len(starting)):
                 await asyncio.gather(*(self._load(config) for config in starting))
 
     async def _load(self, config: InstanceConfig) -> None:

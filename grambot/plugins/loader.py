@@ -113,7 +113,7 @@ class _CodeEntry:
         self.digest = digest
         self.code = code
         self.trusted = trusted
-        self.checked = epoch if trusted else 0  # the snapshot that last checked it
+        self.checked = epoch  # the snapshot that last checked it against the disk
 
 
 # -- snapshots ----------------------------------------------------------------------------------
@@ -477,7 +477,7 @@ def _listing(folder: str) -> tuple[frozenset[str], frozenset[str]] | None:
         return None
     trusted = time.time() - st.st_mtime_ns / 1e9 >= CodeCache.RACY_SECONDS
     result = (frozenset(files), frozenset(folders))
-    _listings[folder] = (st.st_mtime_ns, trusted, *result, epoch if trusted else 0)
+    _listings[folder] = (st.st_mtime_ns, trusted, *result, epoch)
     return result
 
 

@@ -69,6 +69,26 @@ async def test_deadline_starts_when_the_job_starts(
     await slow
 
 
+async def test_the_last_outcome_wakes_the_loop_without_the_kicker(
+    pool: stages._WorkerPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stages, "YOUNG_SECONDS", 30.0)  # the kicker would be far too late
+    for _ in range(3):
+        assert await asyncio.wait_for(_run(lambda: "one"), 5.0) == "one"
+    results = await asyncio.wait_for(asyncio.gather(*(_run(lambda: 1) for _ in range(100))), 5.0)
+    assert results == [1] * 100
+
+
+async def test_outcomes_behind_a_hung_call_are_delivered(pool: stages._WorkerPool) -> None:
+    release = threading.Event()
+    hung = asyncio.ensure_future(_run(release.wait, 10.0))
+    await asyncio.sleep(0.01)
+    # the hung call stays outstanding, so these outcomes do not wake the loop: the kicker does
+    assert await asyncio.wait_for(_run(lambda: "late"), 5.0) == "late"
+    release.set()
+    assert await hung is True
+
+
 async def test_timeout_still_fires_for_a_started_job(pool: stages._WorkerPool) -> None:
     release = threading.Event()
     with pytest.raises(StageTimeout, match=r"create timed out after 0\.2"):

@@ -183,14 +183,17 @@ _kickers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.TimerHand
 
 
 def _arm_kicker(loop: asyncio.AbstractEventLoop) -> None:
-    """While jobs wait in the pool, kick it every YOUNG_SECONDS (one timer per loop, not one
-    per job), so that jobs queued behind old ones get a new worker."""
+    """While jobs wait in the pool or outcomes are due, tick every YOUNG_SECONDS (one timer
+    per loop, not one per job): kick the pool, so that jobs queued behind old ones get a new
+    worker, and deliver the outcomes that did not wake the loop (see _Inbox)."""
     if loop in _kickers:
         return
 
     def tick() -> None:
         _POOL.kick()
-        if _POOL.pending():
+        inbox = _inbox(loop)
+        inbox.drain()
+        if _POOL.pending() or inbox.outstanding:
             _kickers[loop] = loop.call_later(YOUNG_SECONDS, tick)
         else:
             _kickers.pop(loop, None)
@@ -199,31 +202,54 @@ def _arm_kicker(loop: asyncio.AbstractEventLoop) -> None:
 
 
 class _Inbox:
-    """Outcomes of sync jobs for one event loop, handed over in batches.
+    """Outcomes of the sync calls made from one event loop, handed over in batches.
 
-    Waking the loop (a self-pipe write, and the loop thread then wanting the GIL back from the
-    busy worker) costs more than a small job: the first outcome of a batch wakes the loop,
-    those that arrive before it has run join that wake-up.
+    Waking the loop (a self-pipe write, then the loop thread taking the GIL back from the busy
+    worker) costs more than a small job. So an outcome wakes the loop only when it is the last
+    one the loop is waiting for, or when `BATCH` have gathered; otherwise the loop's kicker
+    (which ticks every YOUNG_SECONDS while calls are outstanding) delivers it at the latest.
     """
+
+    BATCH = 32
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._items: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._scheduled = False
+        self.outstanding = 0  # calls submitted from this loop whose outcome has not arrived
 
-    def put(self, settle: Callable[[], None]) -> None:
-        """From a worker thread."""
+    def expect(self, call: _SyncCall) -> None:
+        """On the loop, before `call` is submitted."""
         with self._lock:
-            self._items.append(settle)
+            self.outstanding += 1
+            call.counted = True
+
+    def forget(self, call: _SyncCall) -> None:
+        """On the loop, when nobody waits for `call` any more (it timed out, or is done)."""
+        with self._lock:
+            if call.counted:
+                call.counted = False
+                self.outstanding -= 1
+
+    def put(self, call: _SyncCall) -> None:
+        """From a worker thread: `call` has its outcome."""
+        with self._lock:
+            if call.counted:
+                call.counted = False
+                self.outstanding -= 1
+            self._items.append(call.settle)
             if self._scheduled:
                 return
+            if self.outstanding > 0 and len(self._items) < self.BATCH:
+                return  # more are coming; the kicker delivers these at the latest
             self._scheduled = True
         # If the loop closed while this stage hung, nobody is waiting for the outcome.
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._drain)
+            self._loop.call_soon_threadsafe(self.drain)
 
-    def _drain(self) -> None:
+    def drain(self) -> None:
+        """On the loop."""
         with self._lock:
             batch, self._items = self._items, []
             self._scheduled = False
@@ -357,6 +383,7 @@ class _SyncCall:
     __slots__ = (
         "args",
         "context",
+        "counted",
         "fn",
         "future",
         "inbox",
@@ -386,6 +413,7 @@ class _SyncCall:
         self.started: float | None = None  # monotonic time the worker started the call
         self.ok = False
         self.value: Any = None
+        self.counted = False  # counted in the inbox's outstanding calls
         self.timer = loop.call_later(timeout, self.check_deadline)
 
     def __call__(self) -> None:
@@ -404,7 +432,7 @@ class _SyncCall:
         del fn, args
         self.ok, self.value = ok, value
         del value
-        self.inbox.put(self.settle)
+        self.inbox.put(self)
 
     def settle(self) -> None:
         """On the loop: hand the outcome to the waiting caller."""
@@ -441,6 +469,7 @@ async def _call_in_thread(
     call = _SyncCall(fn, args, context, asyncio.get_running_loop(), timeout)
     future = call.future
     assert future is not None
+    call.inbox.expect(call)
     _POOL.submit(call)
     _arm_kicker(call.loop)
     try:
@@ -456,6 +485,7 @@ async def _call_in_thread(
         raise StageTimeout(instance_id, progress.stage, timeout) from None
     finally:
         call.timer.cancel()
+        call.inbox.forget(call)
         call.future = None
         del future
 

@@ -49,6 +49,7 @@ class Bench:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.seq = 0
+        self.pickup_timeout = PICKUP_TIMEOUT
 
     def write(self, seq: int) -> float:
         """Rename-save settings.json with `seq`; returns the perf_counter before the write."""
@@ -85,7 +86,7 @@ class Bench:
         self.seq += 1
         start = self.write(self.seq)
         floor = grambot = None
-        deadline = start + PICKUP_TIMEOUT
+        deadline = start + self.pickup_timeout
         while (floor is None or (want_grambot and grambot is None)) and (
             left := deadline - time.perf_counter()
         ) > 0:
@@ -150,6 +151,8 @@ def run(quick: bool) -> list[Result]:
     env = child_env()
     with tempfile.TemporaryDirectory(prefix="grambot-bench-") as tmp:
         bench = Bench(Path(tmp) / "ws")
+        if quick:
+            bench.pickup_timeout = 2.0
         bench.write(0)
         floor_proc = subprocess.Popen(
             [PYTHON, "-c", _FLOOR_WATCHER, str(bench.scout), str(bench.port)],
@@ -211,8 +214,8 @@ def run(quick: bool) -> list[Result]:
                     meets=False,
                     group=GROUP,
                     notes="not available: grambot run does not watch settings yet (no reload "
-                    f"within {PICKUP_TIMEOUT:g} s of an edit); floor over {len(floors)} edits, "
-                    f"watchfiles step={STEP_MS} ms debounce={DEBOUNCE_MS} ms",
+                    f"within {bench.pickup_timeout:g} s of an edit); floor over {len(floors)} "
+                    f"edits, watchfiles step={STEP_MS} ms debounce={DEBOUNCE_MS} ms",
                 )
             )
             continue

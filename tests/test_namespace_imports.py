@@ -102,3 +102,21 @@ def test_missing_names_and_modules_raise_import_errors(namespace) -> None:  # ty
 def test_importlib_path_still_works(namespace) -> None:  # type: ignore[no-untyped-def]
     ns, _ = namespace({"plugin.py": "", "extra.py": "E = 5\n"})
     assert importlib.import_module(f"{ns.name}.extra").E == 5
+
+
+def test_two_threads_importing_one_module_run_it_once(namespace) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    _, module = namespace({
+        "plugin.py": "def get():\n    from .slow import X\n    return X\n",
+        "counter.py": "N = []\n",
+        "slow.py": "import time\nfrom . import counter\ncounter.N.append(1)\ntime.sleep(0.2)\n"
+        "X = len(counter.N)\n",
+    })
+    got: list[int] = []
+    threads = [threading.Thread(target=lambda: got.append(module.get())) for _ in range(2)]  # type: ignore[attr-defined]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert got == [1, 1]

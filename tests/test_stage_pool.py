@@ -184,3 +184,18 @@ async def test_async_stage_system_exit_becomes_an_error() -> None:
 
     with pytest.raises(RuntimeError, match="SystemExit"):
         await run_stage(bye, instance_id="x", stage="load", timeout=1, context=_ctx())
+
+
+def test_finished_event_loops_are_not_kept_alive() -> None:
+    async def one() -> None:
+        assert await _run(lambda: 1) == 1
+
+    refs = []
+    for _ in range(3):
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(one())
+        loop.close()
+        refs.append(weakref.ref(loop))
+        del loop
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]

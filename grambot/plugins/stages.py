@@ -177,9 +177,8 @@ class _WorkerPool:
 
 _POOL = _WorkerPool(YOUNG_LIMIT)
 
-_kickers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.TimerHandle] = (
-    weakref.WeakKeyDictionary()
-)
+# loops whose kicker is armed (a marker, not the timer: a handle would keep its loop alive)
+_kickers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, bool] = weakref.WeakKeyDictionary()
 
 
 def _arm_kicker(loop: asyncio.AbstractEventLoop) -> None:
@@ -194,11 +193,12 @@ def _arm_kicker(loop: asyncio.AbstractEventLoop) -> None:
         inbox = _inbox(loop)
         inbox.drain()
         if _POOL.pending() or inbox.outstanding:
-            _kickers[loop] = loop.call_later(YOUNG_SECONDS, tick)
+            loop.call_later(YOUNG_SECONDS, tick)
         else:
             _kickers.pop(loop, None)
 
-    _kickers[loop] = loop.call_later(YOUNG_SECONDS, tick)
+    _kickers[loop] = True
+    loop.call_later(YOUNG_SECONDS, tick)
 
 
 class _Inbox:
@@ -213,7 +213,7 @@ class _Inbox:
     BATCH = 32
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self._loop = weakref.ref(loop)  # weak: this is the value of a loop-keyed weak dict
         self._items: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._scheduled = False
@@ -244,9 +244,12 @@ class _Inbox:
             if self.outstanding > 0 and len(self._items) < self.BATCH:
                 return  # more are coming; the kicker delivers these at the latest
             self._scheduled = True
+        loop = self._loop()
+        if loop is None:
+            return  # the loop is gone: nobody is waiting for the outcome
         # If the loop closed while this stage hung, nobody is waiting for the outcome.
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self.drain)
+            loop.call_soon_threadsafe(self.drain)
 
     def drain(self) -> None:
         """On the loop."""

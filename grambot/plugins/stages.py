@@ -1,7 +1,8 @@
 """Running plugin code under a deadline, and knowing which tasks an instance started.
 
-Async stages run as tasks in the instance's context and are cancelled on expiry. Sync stages run
-in daemon worker threads: a thread that hangs cannot be killed, so it is abandoned (and reported)
+Async stages run in the instance's context: their first step on the caller's task (most never
+wait, and then cost no task at all), the rest as a task that is cancelled on expiry. Sync stages
+run in daemon worker threads: a thread that hangs cannot be killed, so it is abandoned (and reported)
 instead of waited on, and neither reconciles nor process exit wait for it. Workers are reused, so
 a fast sync `create()` costs a queue hand-off, not a thread start.
 
@@ -169,10 +170,14 @@ class _WorkerPool:
                 self._pending -= 1
                 self._started[ident] = time.monotonic()
             assert job is not None
-            job()
-            job = None  # do not pin the finished job while parked
-            with self._lock:
-                del self._started[ident]
+            try:
+                job()
+            except BaseException:  # jobs catch plugin errors; this is a bug of ours: keep going
+                logger.exception("stage worker: a job failed")
+            finally:
+                job = None  # do not pin the finished job while parked
+                with self._lock:
+                    del self._started[ident]
 
 
 _POOL = _WorkerPool(YOUNG_LIMIT)

@@ -1,10 +1,10 @@
 """Running plugin code under a deadline, and knowing which tasks an instance started.
 
 Async stages run in the instance's context: their first step on the caller's task (most never
-wait, and then cost no task at all), the rest as a task that is cancelled on expiry. Sync stages
-run in daemon worker threads: a thread that hangs cannot be killed, so it is abandoned (and reported)
-instead of waited on, and neither reconciles nor process exit wait for it. Workers are reused, so
-a fast sync `create()` costs a queue hand-off, not a thread start.
+wait, and then cost no task at all), the rest as a task that is cancelled on expiry. Sync
+stages run in daemon worker threads: a thread that hangs cannot be killed, so it is abandoned
+(and reported) instead of waited on, and neither reconciles nor process exit wait for it.
+Workers are reused, so a fast sync `create()` costs a queue hand-off, not a thread start.
 
 A reconcile that loads many instances at once must not start a thread per instance (a thread
 start costs more than loading a small plugin, and a thousand threads fight for the GIL), nor wait

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LiveRead", "read_live_settings", "watch_names", "watch_trees"]
 
-STEP_MS = 10
+STEP_MS = 5
 DEBOUNCE_MS = 150
 _IGNORED_DIRS = frozenset({"__pycache__", "node_modules", ".venv", "venv"})
 _IGNORED_SUFFIXES = (".pyc", ".pyo", ".swp", ".swx", ".tmp", "~")

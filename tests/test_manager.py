@@ -273,3 +273,9 @@ async def test_a_connector_that_cannot_start_fails_its_instance(
     assert "chat" not in engine.registries.connectors
     assert workspace.calls("chat") == ["load", "start", "unload"]
     assert engine.manager.state_of("ok") is InstanceState.LOADED
+
+
+async def test_an_async_stage_stays_in_one_task(engine: Engine, workspace: Workspace) -> None:
+    await engine.apply(workspace.write([entry("tb", "taskbound")]))
+    record = engine.manager.record("tb")
+    assert record is not None and record.state is InstanceState.LOADED, record.failure

@@ -322,11 +322,12 @@ class PluginRuntime:
     __slots__ = (
         "_cache",
         "_cache_backend",
+        "_data_dir",
+        "_data_dir_made",
         "_env",
         "_http",
         "_secrets",
         "_vault",
-        "data_dir",
         "instance",
         "manifest",
     )
@@ -342,13 +343,22 @@ class PluginRuntime:
     ) -> None:
         self.instance = instance
         self.manifest = manifest
-        self.data_dir = data_dir
+        self._data_dir = data_dir
+        self._data_dir_made = False
         self._secrets = secrets
         self._cache_backend = cache
         self._env: InstanceEnv | None = None
         self._cache: InstanceCache | None = None
         self._vault: InstanceVault | None = None
         self._http: httpx.AsyncClient | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        """`.scout/plugins/<instanceId>/`, created on first use."""
+        if not self._data_dir_made:
+            self._data_dir.mkdir(parents=True, exist_ok=True)
+            self._data_dir_made = True
+        return self._data_dir
 
     @property
     def logger(self) -> logging.Logger:

@@ -3,9 +3,10 @@
 For each event, the handlers registered for its type run first (in registration order), then
 the catch-all handlers.  A handler that raises is logged with the event id and the engine moves
 on.  Async handlers have a deadline: instead of wrapping every call in ``asyncio.timeout`` (about
-ten times slower), a watchdog task wakes periodically and cancels the consumer when the current
-handler has run longer than ``handler_timeout``; the consumer recognises its own timeout by the
-handler's sequence number, ``uncancel()``s itself and continues.  Any other cancellation (stop)
+ten times slower), each call only gets a sequence number, and a watchdog task that wakes every
+``handler_timeout / 4`` (at most 1 s) cancels the consumer when it has seen the same call running
+for ``handler_timeout``; the consumer recognises its own timeout by that sequence number,
+``uncancel()``s itself and continues.  Any other cancellation (stop)
 propagates.
 
 Synchronous handlers run on the loop thread and cannot be interrupted: a sync handler that
@@ -31,6 +32,7 @@ Handler: TypeAlias = Callable[[PluginEvent], Awaitable[None] | None]
 
 _YIELD_EVERY = 256  # give the loop a turn after this many events handled without waiting
 _MAX_LISTED = 20  # leftover events named in the shutdown log
+_MAX_ROUTES = 1024  # cached per-type handler lists (event types are few; this bounds a flood)
 
 
 class _Subscription:
@@ -52,11 +54,13 @@ class PluginEventEngine:
         self._timeout = handler_timeout
         self._typed: dict[str, tuple[_Subscription, ...]] = {}
         self._catch_all: tuple[_Subscription, ...] = ()
+        # event type -> typed handlers + catch-all ones; rebuilt after every (un)register
+        self._routes: dict[str, tuple[_Subscription, ...]] = {}
         self._task: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._current: PluginEvent | None = None
         self._seq = 0  # sequence number of the latest async handler call
-        self._busy_since: float | None = None  # loop.time() when the running async call began
+        self._running = 0  # seq of the async call being awaited now (0: none)
         self._timed_out_seq = 0  # seq the watchdog cancelled (the marker)
         self.handled = 0
 
@@ -81,8 +85,10 @@ class PluginEventEngine:
             self._catch_all = (*self._catch_all, sub)
         else:
             self._typed[event_type] = (*self._typed.get(event_type, ()), sub)
+        self._routes = {}
 
         def unsubscribe() -> None:
+            self._routes = {}
             if event_type is None:
                 self._catch_all = tuple(s for s in self._catch_all if s is not sub)
                 return
@@ -149,12 +155,21 @@ class PluginEventEngine:
             )
         return len(leftovers)
 
-    # -- consumer -----------------------------------------------------------------------
+    # -- consumer -----------------------------------------------------------------------------
+    def _route(self, event_type: str) -> tuple[_Subscription, ...]:
+        """The handlers of `event_type` then the catch-all ones, cached per type."""
+        route = self._typed.get(event_type, ()) + self._catch_all
+        if len(self._routes) >= _MAX_ROUTES:
+            self._routes = {}
+        self._routes[event_type] = route
+        return route
+
     async def _consume(self) -> None:
         queue = self._queue
+        get_nowait = queue.get_nowait
         since_wait = 0
         while True:
-            event = queue.get_nowait()
+            event = get_nowait()
             if event is None:
                 event = await queue.get()
                 if event is None:
@@ -165,50 +180,53 @@ class PluginEventEngine:
                 since_wait = 0
             since_wait += 1
             self._current = event
-            for subs in (self._typed.get(event.type, ()), self._catch_all):
-                for sub in subs:
-                    if sub.is_async:
-                        await self._guard(sub, sub.handler(event), event)  # type: ignore[arg-type]
-                        continue
+            route = self._routes.get(event.type)
+            if route is None:
+                route = self._route(event.type)
+            for sub in route:
+                if sub.is_async:
+                    call: Any = sub.handler(event)
+                else:
                     try:
-                        result = sub.handler(event)
+                        call = sub.handler(event)
                     except Exception:
                         self._log_failure(sub, event)
                         continue
-                    if result is not None and inspect.isawaitable(result):
-                        await self._guard(sub, result, event)
+                    if call is None or not inspect.isawaitable(call):
+                        continue
+                # The deadline guard, inline (no wrapper coroutine, no clock read): the
+                # watchdog samples `_running` and cancels a call it sees running too long.
+                self._seq = seq = self._seq + 1
+                self._running = seq
+                try:
+                    await call
+                except asyncio.CancelledError:
+                    self._running = 0
+                    if self._timed_out_seq != seq:
+                        raise  # a genuine cancellation (stop)
+                    task = asyncio.current_task()
+                    if task is not None and task.uncancel() > 0:
+                        raise  # also cancelled from outside
+                    logger.error(
+                        "Event handler %s timed out after %s s on event %s (%s) from instance "
+                        "%s; moving on",
+                        sub.name,
+                        self._timeout,
+                        event.id,
+                        event.type,
+                        event.instance_id,
+                    )
+                except Exception:
+                    self._running = 0
+                    self._log_failure(sub, event)
+                else:
+                    self._running = 0
+                    if self._timed_out_seq == seq:  # the handler swallowed our cancellation
+                        task = asyncio.current_task()
+                        if task is not None and task.cancelling():
+                            task.uncancel()
             self._current = None
             self.handled += 1
-
-    async def _guard(self, sub: _Subscription, call: Awaitable[Any], event: PluginEvent) -> None:
-        self._seq = seq = self._seq + 1
-        self._busy_since = asyncio.get_running_loop().time()
-        try:
-            await call
-        except asyncio.CancelledError:
-            if self._timed_out_seq != seq:
-                raise  # a genuine cancellation (stop)
-            task = asyncio.current_task()
-            if task is not None and task.uncancel() > 0:
-                raise  # also cancelled from outside
-            logger.error(
-                "Event handler %s timed out after %s s on event %s (%s) from instance %s; "
-                "moving on",
-                sub.name,
-                self._timeout,
-                event.id,
-                event.type,
-                event.instance_id,
-            )
-        except Exception:
-            self._log_failure(sub, event)
-        else:
-            if self._timed_out_seq == seq:  # the handler swallowed our cancellation
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    task.uncancel()
-        finally:
-            self._busy_since = None
 
     def _log_failure(self, sub: _Subscription, event: PluginEvent) -> None:
         logger.exception(
@@ -221,16 +239,23 @@ class PluginEventEngine:
         )
 
     async def _watch(self) -> None:
+        """Cancel the consumer when one async handler call has run longer than the timeout.
+
+        The call is identified by its sequence number: the first tick that sees a call running
+        notes the time, so a call is never cut short, and is cancelled at most one interval
+        after its deadline.
+        """
         loop = asyncio.get_running_loop()
-        interval = min(self._timeout / 4, 1.0)
+        watched, seen_at = 0, 0.0
         while True:
-            await asyncio.sleep(interval)
-            since, task = self._busy_since, self._task
-            if (
-                since is not None
-                and task is not None
-                and self._timed_out_seq != self._seq
-                and loop.time() - since > self._timeout
-            ):
-                self._timed_out_seq = self._seq
-                task.cancel(msg=f"grambot: event handler timed out (call {self._seq})")
+            await asyncio.sleep(min(self._timeout / 4, 1.0))
+            running, task = self._running, self._task
+            if running == 0 or task is None:
+                watched = 0
+                continue
+            now = loop.time()
+            if running != watched:
+                watched, seen_at = running, now
+            elif self._timed_out_seq != running and now - seen_at >= self._timeout:
+                self._timed_out_seq = running
+                task.cancel(msg=f"grambot: event handler timed out (call {running})")

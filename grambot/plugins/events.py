@@ -1,7 +1,7 @@
 """Plugin events and the queue that carries them to the event engine.
 
 A :class:`PluginEvent` is a small ``__slots__`` object: creating one costs a counter step and a
-``time.time()`` call; the ISO-8601 timestamp is only formatted when ``created_at`` is read.
+``time.time()`` call; its id string and the ISO-8601 timestamp are only formatted when read.
 
 :class:`PluginEventQueue` is a ``collections.deque`` plus a single waiter future for the one
 consumer (the :class:`~grambot.plugins.event_engine.PluginEventEngine`).  ``emit`` may be called
@@ -48,9 +48,8 @@ if hasattr(os, "register_at_fork"):
 class PluginEvent:
     """One event emitted by a plugin instance; ids are unique within the process."""
 
-    __slots__ = ("created", "id", "instance_id", "payload", "plugin_id", "type")
+    __slots__ = ("_n", "_prefix", "created", "instance_id", "payload", "plugin_id", "type")
 
-    id: str
     plugin_id: str
     instance_id: str
     type: str
@@ -58,12 +57,18 @@ class PluginEvent:
     created: float
 
     def __init__(self, plugin_id: str, instance_id: str, type: str, payload: Any = None) -> None:
-        self.id = f"{_id_prefix}{next(_id_counter)}"
+        self._prefix = _id_prefix
+        self._n = next(_id_counter)
         self.plugin_id = plugin_id
         self.instance_id = instance_id
         self.type = type
         self.payload = payload
         self.created = time.time()
+
+    @property
+    def id(self) -> str:
+        """Unique within the process, e.g. ``ev-3f2a-17``."""
+        return f"{self._prefix}{self._n}"
 
     @property
     def created_at(self) -> str:

@@ -11,8 +11,10 @@ content, so:
 * tracebacks, dataclasses, pydantic models and `typing.get_type_hints` see real modules with
   real file names;
 * an installed plugin package importing itself absolutely (`from myplugin.helper import x`) is
-  redirected into the instance's namespace through a per-module `__builtins__` whose
-  `__import__` rewrites only that package's name. Nothing global is patched.
+  redirected into the instance's namespace. Nothing global is patched: namespace modules get a
+  `__builtins__` of their own (one dict shared by all namespaces) whose `__import__` hands
+  their imports to their namespace, which also resolves their relative imports itself,
+  without importlib's per-module machinery (see `PluginNamespace.load`).
 
 The generation suffix keeps a reload from ever waiting on an import lock still held by a
 previous, abandoned load of the same instance.
@@ -25,16 +27,21 @@ arguments), so that nothing the plugin defined stays reachable.
 from __future__ import annotations
 
 import builtins
+import contextlib
+import functools
 import hashlib
 import importlib
 import importlib.abc
 import importlib.machinery
 import itertools
 import logging
+import os
+import stat
 import sys
 import threading
+import time
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
@@ -51,22 +58,93 @@ class CodeCache:
 
     Keyed by content, not mtime: an edit that keeps size and mtime still recompiles. One entry
     per path, so repeated edits do not grow it.
+
+    Reading and hashing every module of every instance costs more than executing small ones,
+    so an entry also keeps the file's stat signature (mtime, ctime, size, inode): when that is
+    unchanged and the entry was recorded at least `RACY_SECONDS` after the file last changed,
+    the file is not read again. Any write changes the ctime (which `os.utime` cannot set back),
+    and the delay covers filesystems whose timestamps are coarse: a file written again within
+    the same clock tick is re-read, as git does with its "racily clean" entries.
     """
 
+    RACY_SECONDS = 2.0
+
     def __init__(self) -> None:
-        self._entries: dict[Path, tuple[bytes, CodeType]] = {}
+        self._entries: dict[str, _CodeEntry] = {}
         self._lock = threading.Lock()
 
-    def get(self, path: Path) -> CodeType:
-        source = path.read_bytes()
+    def get(self, path: Path | str) -> CodeType:
+        key = str(path)
+        epoch = _epoch
+        entry = self._entries.get(key)
+        if entry is not None and epoch and entry.checked == epoch:
+            return entry.code  # already checked against the disk in this snapshot
+        st = os.stat(key)
+        signature = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+        if entry is not None and entry.trusted and entry.signature == signature:
+            entry.checked = epoch
+            return entry.code
+        with open(key, "rb") as fh:
+            source = fh.read()
         digest = hashlib.blake2b(source, digest_size=16).digest()
-        entry = self._entries.get(path)
-        if entry is not None and entry[0] == digest:
-            return entry[1]
-        code = compile(source, str(path), "exec", dont_inherit=True)
+        if entry is not None and entry.digest == digest:
+            code = entry.code
+        else:
+            code = compile(source, key, "exec", dont_inherit=True)
+        changed = max(st.st_mtime_ns, st.st_ctime_ns) / 1e9
+        trusted = time.time() - changed >= self.RACY_SECONDS
         with self._lock:
-            self._entries[path] = (digest, code)
+            self._entries[key] = _CodeEntry(signature, digest, code, trusted, epoch)
         return code
+
+
+class _CodeEntry:
+    __slots__ = ("checked", "code", "digest", "signature", "trusted")
+
+    def __init__(
+        self,
+        signature: tuple[int, int, int, int],
+        digest: bytes,
+        code: CodeType,
+        trusted: bool,
+        epoch: int,
+    ) -> None:
+        self.signature = signature
+        self.digest = digest
+        self.code = code
+        self.trusted = trusted
+        self.checked = epoch  # the snapshot that last checked it against the disk
+
+
+# -- snapshots ----------------------------------------------------------------------------------
+
+_epochs = itertools.count(1)
+_epoch = 0  # the snapshot in force (0: none: every use checks the disk)
+_holders = 0
+_snapshot_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def snapshot() -> Iterator[None]:
+    """Within this block, each plugin file and folder is checked against the disk once.
+
+    A reconcile loads its instances inside one: the instances it loads see the same code (an
+    edit made meanwhile applies from the next reconcile), and the stat calls that would
+    otherwise check every module of every instance again (each one a GIL hand-off for the
+    worker thread doing the import) happen once per file. Outside a snapshot every use checks.
+    """
+    global _epoch, _holders
+    with _snapshot_lock:
+        if _holders == 0:
+            _epoch = next(_epochs)
+        _holders += 1
+    try:
+        yield
+    finally:
+        with _snapshot_lock:
+            _holders -= 1
+            if _holders == 0:
+                _epoch = 0
 
 
 CODE_CACHE = CodeCache()
@@ -85,62 +163,144 @@ class PluginNamespace:
     ) -> None:
         self.instance_id = instance_id
         self.folder = folder
+        self.folder_str = str(folder)
         self.name = f"{NAMESPACE_ROOT}.{instance_id}__{next(_generations)}"
+        self._prefix = self.name + "."
         self.self_package = package_name
         self.import_hook = import_hook
-        self.builtins: dict[str, Any] | None = None
-        if package_name is not None or import_hook is not None:
-            self.builtins = dict(builtins.__dict__)
-            self.builtins["__import__"] = self._import
+        self.modules: set[str] = set()  # names the finder gave a spec for
+        self._lock = threading.RLock()  # one per namespace: imports inside it cannot deadlock
+        self.loader = _InstanceLoader(self)
         self._loaded = False
+        _refresh_builtins()
 
     # -- importing -----------------------------------------------------------------------------
 
     def import_entry(self, entry_path: Path) -> ModuleType:
         """Import the entry module (and, through it, its helpers) into this namespace."""
-        relative = entry_path.relative_to(self.folder).with_suffix("")
-        parts = [p for p in relative.parts if p != "__init__"]
         _FINDER.add(self)
         self._loaded = True
-        module_name = ".".join([self.name, *parts]) if parts else self.name
-        return importlib.import_module(module_name)
+        return self.load(self.name + _entry_suffix(self.folder_str, str(entry_path)))
+
+    def load(self, fullname: str) -> ModuleType:
+        """This namespace's module `fullname`, executed on first use (parents first).
+
+        Does what importlib does for these modules (spec from our finder, module attributes,
+        sys.modules, the parent's attribute) without its per-module lock objects, meta-path
+        walk and bytecode-cache path computations, which cost about as much as executing a
+        small module. Importing inside a namespace is serialised by the namespace's own lock;
+        importlib's path (`importlib.import_module` of a namespace module) takes it too.
+        """
+        module = sys.modules.get(fullname)
+        if module is not None:
+            if not getattr(module.__spec__, "_initializing", False):
+                return module
+            with self._lock:  # another thread is executing it: wait (same thread: circular)
+                return sys.modules.get(fullname, module)
+        with self._lock:
+            module = sys.modules.get(fullname)
+            if module is not None:
+                return module
+            parent, _, child = fullname.rpartition(".")
+            parent_module = self.load(parent) if fullname != self.name else None
+            spec = _FINDER.find_spec(fullname)
+            if spec is None or spec.loader is None:
+                raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+            module = ModuleType(fullname)
+            module.__spec__ = spec
+            module.__loader__ = spec.loader
+            if spec.submodule_search_locations is not None:
+                module.__package__ = fullname
+                module.__path__ = spec.submodule_search_locations
+            else:
+                module.__package__ = parent
+            if spec.has_location and spec.origin is not None:
+                module.__file__ = spec.origin
+            spec._initializing = True  # type: ignore[attr-defined]
+            sys.modules[fullname] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(fullname, None)
+                raise
+            finally:
+                spec._initializing = False  # type: ignore[attr-defined]
+            module = sys.modules.get(fullname, module)
+            if parent_module is not None:
+                setattr(parent_module, child, module)
+            return module
 
     def _import(
         self,
         name: str,
         globals: Mapping[str, Any] | None = None,
         locals: Mapping[str, Any] | None = None,
-        fromlist: Sequence[str] = (),
+        fromlist: Sequence[str] | None = (),
         level: int = 0,
     ) -> ModuleType:
-        """`__import__` for this namespace's modules: redirect self-imports, check allowlists."""
-        if level == 0:
-            own = self.self_package
-            if own is not None and (name == own or name.startswith(own + ".")):
-                target = self.name + name[len(own) :]
-                module = builtins.__import__(target, globals, locals, fromlist, 0)
-                return module if fromlist else sys.modules[self.name]
-            if self.import_hook is not None:
-                self.import_hook(name, self)
-        return builtins.__import__(name, globals, locals, fromlist, level)
+        """`__import__` for this namespace's modules: its own relative imports directly,
+        self-imports redirected, allowlists checked; anything else as usual."""
+        if level > 0:
+            package = globals.get("__package__") if globals is not None else None
+            if fromlist and package and (package == self.name or package.startswith(self._prefix)):
+                bits = package.rsplit(".", level - 1)
+                target = bits[0] if not name else f"{bits[0]}.{name}"
+                if len(bits) == level and (target == self.name or target.startswith(self._prefix)):
+                    return self._from(target, fromlist)
+            return _real_import(name, globals, locals, fromlist, level)
+        own = self.self_package
+        if own is not None and (name == own or name.startswith(own + ".")):
+            target = self.name + name[len(own) :]
+            module = _real_import(target, globals, locals, fromlist, 0)
+            return module if fromlist else sys.modules[self.name]
+        if self.import_hook is not None:
+            self.import_hook(name, self)
+        return _real_import(name, globals, locals, fromlist, level)
+
+    def _from(self, target: str, fromlist: Sequence[str]) -> ModuleType:
+        """`from <target> import a, b`: submodules not yet attributes are imported."""
+        module = self.load(target)
+        if hasattr(module, "__path__"):
+            for item in fromlist:
+                if item == "*" or hasattr(module, item):
+                    continue  # `*`: importlib would read __all__; plugins rarely do this
+                try:
+                    self.load(f"{target}.{item}")
+                except ModuleNotFoundError as exc:
+                    if exc.name != f"{target}.{item}":
+                        raise
+                    # not a submodule: `from . import x` then fails with "cannot import name"
+        return module
 
     # -- unloading -----------------------------------------------------------------------------
 
     def module_names(self) -> list[str]:
-        prefix = self.name + "."
-        return [n for n in list(sys.modules) if n == self.name or n.startswith(prefix)]
+        """This namespace's modules now in sys.modules (the finder records every one it made:
+        no scan of sys.modules, which holds every other instance's modules too)."""
+        modules = sys.modules
+        return sorted(n for n in self.modules if n in modules)
 
     def unload(self) -> None:
         """Forget every module, logger and cache entry that could keep this namespace alive."""
         _FINDER.remove(self)
         for module_name in self.module_names():
             sys.modules.pop(module_name, None)
+        _FINDER.disown(self)
+        self.modules.clear()
         parent = sys.modules.get(NAMESPACE_ROOT)
         if parent is not None:
             parent.__dict__.pop(self.name.rpartition(".")[2], None)
         remove_loggers(self.name, instance_logger_name(self.instance_id))
         _clear_typing_caches()
         self._loaded = False
+
+
+@functools.lru_cache(maxsize=256)
+def _entry_suffix(folder: str, entry_path: str) -> str:
+    """`.sub.module` for `folder/sub/module.py` ("" for `folder/__init__.py`): the same for
+    every instance of a plugin, so computed once (pathlib is slow)."""
+    relative = Path(entry_path).relative_to(folder).with_suffix("")
+    return "".join(f".{p}" for p in relative.parts if p != "__init__")
 
 
 def instance_logger_name(instance_id: str) -> str:
@@ -150,26 +310,26 @@ def instance_logger_name(instance_id: str) -> str:
 def remove_loggers(*prefixes: str) -> None:
     """Drop loggers named `prefix` or `prefix.*` from the logging manager."""
     manager = logging.Logger.manager
+    exact = set(prefixes)
+    children = tuple(p + "." for p in prefixes)
     lock = getattr(logging, "_lock", None)
     if lock is not None:
         lock.acquire()
     try:
-        doomed = [
-            name
-            for name in manager.loggerDict
-            if any(name == p or name.startswith(p + ".") for p in prefixes)
-        ]
-        removed = {manager.loggerDict.pop(name) for name in doomed}
-        for holder in manager.loggerDict.values():
-            # Placeholders for parent names keep a map of their child loggers.
-            logger_map = getattr(holder, "loggerMap", None)
-            if logger_map:
-                for logger in removed & set(logger_map):
-                    del logger_map[logger]
-        for logger in removed:
-            if isinstance(logger, logging.Logger):
-                for handler in list(logger.handlers):
-                    logger.removeHandler(handler)
+        loggers = manager.loggerDict
+        doomed = [name for name in loggers if name in exact or name.startswith(children)]
+        removed = [(name, loggers.pop(name)) for name in doomed]
+        for name, logger in removed:
+            if not isinstance(logger, logging.Logger):
+                continue  # a placeholder: only loggers are listed in other placeholders
+            # Placeholders for ancestor names keep a map of their descendant loggers.
+            parts = name.split(".")
+            for i in range(len(parts) - 1, 0, -1):
+                holder = loggers.get(".".join(parts[:i]))
+                if isinstance(holder, logging.PlaceHolder):
+                    holder.loggerMap.pop(logger, None)
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
     finally:
         if lock is not None:
             lock.release()
@@ -182,21 +342,30 @@ def _clear_typing_caches() -> None:
 
 
 class _InstanceLoader(importlib.abc.Loader):
-    def __init__(self, namespace: PluginNamespace, path: Path | None) -> None:
+    """Executes a namespace's modules; one per namespace (a module's file is its spec's
+    origin, None for a package folder without `__init__.py`)."""
+
+    def __init__(self, namespace: PluginNamespace) -> None:
         self.namespace = namespace
-        self.path = path
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
         return None
 
     def exec_module(self, module: ModuleType) -> None:
-        if self.namespace.builtins is not None:
-            module.__dict__["__builtins__"] = self.namespace.builtins
-        if self.path is not None:
-            exec(CODE_CACHE.get(self.path), module.__dict__)
+        module.__dict__["__builtins__"] = _BUILTINS
+        spec = module.__spec__
+        if spec is not None and spec.has_location and spec.origin is not None:
+            code = CODE_CACHE.get(spec.origin)
+            with self.namespace._lock:
+                exec(code, module.__dict__)
 
     def get_source(self, fullname: str) -> str | None:
-        return self.path.read_text(encoding="utf-8") if self.path is not None else None
+        module = sys.modules.get(fullname)
+        spec = getattr(module, "__spec__", None)
+        if spec is None or not spec.has_location or spec.origin is None:
+            return None
+        with open(spec.origin, encoding="utf-8") as fh:
+            return fh.read()
 
 
 class _InstanceFinder(importlib.abc.MetaPathFinder):
@@ -204,6 +373,7 @@ class _InstanceFinder(importlib.abc.MetaPathFinder):
 
     def __init__(self) -> None:
         self._namespaces: dict[str, PluginNamespace] = {}
+        self._owners: dict[str, PluginNamespace] = {}  # module name -> its namespace
         self._prefix = NAMESPACE_ROOT + "."
 
     def add(self, namespace: PluginNamespace) -> None:
@@ -211,6 +381,18 @@ class _InstanceFinder(importlib.abc.MetaPathFinder):
 
     def remove(self, namespace: PluginNamespace) -> None:
         self._namespaces.pop(namespace.name, None)
+
+    def owner(self, module_name: str) -> PluginNamespace | None:
+        return self._owners.get(module_name)
+
+    def _own(self, fullname: str, namespace: PluginNamespace) -> None:
+        namespace.modules.add(fullname)
+        self._owners[fullname] = namespace
+
+    def disown(self, namespace: PluginNamespace) -> None:
+        for name in namespace.modules:
+            if self._owners.get(name) is namespace:
+                del self._owners[name]
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
@@ -221,23 +403,82 @@ class _InstanceFinder(importlib.abc.MetaPathFinder):
         namespace = self._namespaces.get(".".join(parts[:3]))
         if namespace is None:
             return None
-        base = namespace.folder.joinpath(*parts[3:])
-        if base.is_dir():
-            init = base / "__init__.py"
-            loader = _InstanceLoader(namespace, init if init.is_file() else None)
-            spec = importlib.machinery.ModuleSpec(fullname, loader, is_package=True)
-            spec.submodule_search_locations = [str(base)]
-            if init.is_file():
-                spec.origin = str(init)
+        relative = parts[3:]
+        if relative:
+            folder = os.sep.join([namespace.folder_str, *relative[:-1]])
+            listing = _listing(folder)
+            if listing is None:
+                return None
+            files, folders = listing
+            name = relative[-1]
+            if name in folders:
+                base = f"{folder}{os.sep}{name}"
+            elif name + ".py" in files:
+                source = f"{folder}{os.sep}{name}.py"
+                spec = importlib.machinery.ModuleSpec(fullname, namespace.loader)
+                spec.origin = source
                 spec.has_location = True
-            return spec
-        source = base.with_suffix(".py")
-        if not source.is_file():
+                self._own(fullname, namespace)
+                return spec
+            else:
+                return None
+        else:
+            base = namespace.folder_str
+        inner = _listing(base)
+        if inner is None:
             return None
-        spec = importlib.machinery.ModuleSpec(fullname, _InstanceLoader(namespace, source))
-        spec.origin = str(source)
-        spec.has_location = True
+        init = f"{base}{os.sep}__init__.py" if "__init__.py" in inner[0] else None
+        spec = importlib.machinery.ModuleSpec(fullname, namespace.loader, is_package=True)
+        spec.submodule_search_locations = [base]
+        if init is not None:
+            spec.origin = init
+            spec.has_location = True
+        self._own(fullname, namespace)
         return spec
+
+
+# folder -> (mtime_ns, trusted, files, folders, snapshot that last checked it)
+_listings: dict[str, tuple[int, bool, frozenset[str], frozenset[str], int]] = {}
+
+
+def _listing(folder: str) -> tuple[frozenset[str], frozenset[str]] | None:
+    """(file names, folder names) in `folder`, or None if it is not a folder.
+
+    Cached while the folder's mtime is unchanged (adding, removing or renaming an entry
+    changes it), with the same racily-clean rule as CodeCache: one stat instead of two per
+    module imported.
+    """
+    epoch = _epoch
+    cached = _listings.get(folder)
+    if cached is not None and epoch and cached[4] == epoch:
+        return cached[2], cached[3]  # already checked in this snapshot
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        return None
+    if cached is not None and cached[1] and cached[0] == st.st_mtime_ns:
+        _listings[folder] = (*cached[:4], epoch)
+        return cached[2], cached[3]
+    files: set[str] = set()
+    folders: set[str] = set()
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_dir():
+                        folders.add(entry.name)
+                    elif entry.is_file():
+                        files.add(entry.name)
+                except OSError:
+                    continue
+    except OSError:
+        return None
+    trusted = time.time() - st.st_mtime_ns / 1e9 >= CodeCache.RACY_SECONDS
+    result = (frozenset(files), frozenset(folders))
+    _listings[folder] = (st.st_mtime_ns, trusted, *result, epoch)
+    return result
 
 
 def _install_finder() -> _InstanceFinder:
@@ -250,3 +491,45 @@ def _install_finder() -> _InstanceFinder:
 
 
 _FINDER = _install_finder()
+
+def _real_import(
+    name: str,
+    globals: Mapping[str, Any] | None = None,
+    locals: Mapping[str, Any] | None = None,
+    fromlist: Sequence[str] | None = (),
+    level: int = 0,
+) -> ModuleType:
+    return builtins.__import__(name, globals, locals, fromlist, level)
+
+
+def _namespace_import(
+    name: str,
+    globals: Mapping[str, Any] | None = None,
+    locals: Mapping[str, Any] | None = None,
+    fromlist: Sequence[str] | None = (),
+    level: int = 0,
+) -> ModuleType:
+    """The `__import__` of every namespace module: hands over to the module's namespace."""
+    if globals is None:  # an explicit `__import__(name)` call: the caller's module decides
+        globals = sys._getframe(1).f_globals
+    module_name = globals.get("__name__")
+    namespace = _FINDER.owner(module_name) if isinstance(module_name, str) else None
+    if namespace is None or (
+        level == 0 and namespace.self_package is None and namespace.import_hook is None
+    ):
+        return builtins.__import__(name, globals, locals, fromlist, level)
+    return namespace._import(name, globals, locals, fromlist, level)
+
+
+# The `__builtins__` of every namespace module: the builtins with `__import__` replaced. One
+# dict for all of them (a copy per instance would cost 5 KB each), refreshed whenever a
+# namespace is created so that later additions to builtins show up. Nothing global is patched.
+_BUILTINS: dict[str, Any] = {}
+
+
+def _refresh_builtins() -> None:
+    _BUILTINS.update(builtins.__dict__)
+    _BUILTINS["__import__"] = _namespace_import
+
+
+_refresh_builtins()

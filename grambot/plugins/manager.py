@@ -7,21 +7,26 @@ and changed ones load concurrently. Each instance is independent: whatever goes 
 instance in `failed` with a typed reason and the reconcile carries on.
 
 Loading one instance:  import entry → validate settings → create(api) → load()
-each under a deadline (stages.run_stage). If any step fails, what was done is undone: unload()
-if the instance was created, its registrations removed, its tasks cancelled, its modules and
-loggers forgotten.
+under deadlines (stages.run_stage): the first three share the create deadline and, when `create`
+is sync, run as one call in one worker thread (a thread hand-off costs more than loading a small
+plugin); an async `create` runs on the loop with what is left of that deadline. If any step
+fails, what was done is undone: unload() if the instance was created, its registrations
+removed, its tasks cancelled, its modules and loggers forgotten.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import gc
+import inspect
 import itertools
 import json
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -42,11 +47,13 @@ from grambot.plugins.definition import (
 )
 from grambot.plugins.descriptor import PluginDescriptor
 from grambot.plugins.events import PluginEventQueue
-from grambot.plugins.limits import Deadline, DeadlineTool, PluginDeadlines, plugin_deadlines
+from grambot.plugins.limits import DeadlineTool, PluginDeadlines, plugin_deadlines
 from grambot.plugins.loader import PluginNamespace
+from grambot.plugins.loader import snapshot as loader_snapshot
 from grambot.plugins.registrar import KINDS, PluginRegistrar
 from grambot.plugins.stages import (
     InstanceTasks,
+    Progress,
     install_task_tracking,
     instance_context,
     run_stage,
@@ -58,6 +65,8 @@ from grambot.secrets import InstanceSecrets, SecretsStore
 from grambot.settings import EngineSettings, InstanceConfig, Timeouts
 
 logger = logging.getLogger(__name__)
+
+_NOT_CREATED: Any = object()  # prepare() left an async create() to the event loop
 
 
 class InstanceState(StrEnum):
@@ -297,7 +306,8 @@ class PluginManager:
                 current.config = config  # equal as data; keep the running instance
         self._changed()
         if starting:
-            await asyncio.gather(*(self._load(config) for config in starting))
+            with loader_snapshot(), _old_heap_set_aside(len(starting)):
+                await asyncio.gather(*(self._load(config) for config in starting))
             await self._start_connectors([c.instance_id for c in starting])
 
     def _plugin_appeared(self, record: InstanceRecord) -> bool:
@@ -315,7 +325,7 @@ class PluginManager:
         record = InstanceRecord(config, InstanceState.LOADING, attempt=attempt)
         self._records[instance_id] = record
         self._changed()
-        stage = "lookup"
+        progress = Progress("lookup")
         try:
             descriptor = self.catalog.get(config.plugin_id)
             if descriptor is None:
@@ -343,42 +353,61 @@ class PluginManager:
             )
             record.live = live
 
-            async def stage_call(
-                name: str, fn: Callable[..., Any], *args: Any, limit: Deadline
-            ) -> Any:
-                nonlocal stage
-                stage = name
-                return await run_stage(
-                    fn,
-                    *args,
-                    instance_id=instance_id,
-                    stage=name,
-                    timeout=limit.seconds,
-                    timeout_ms=limit.ms,
-                    context=live.context,
-                )
+            create_limit = deadlines.create
+            deadline = time.monotonic() + create_limit.seconds
 
-            module = await stage_call(
-                "import", live.namespace.import_entry, descriptor.entry_path, limit=deadlines.create
+            def prepare() -> tuple[Plugin, PluginApi, Any]:
+                # import → settings validation → create, in one worker-thread hand-off when
+                # `create` is sync (one deadline covers the three)
+                module = live.namespace.import_entry(descriptor.entry_path)
+                definition = read_definition(module)
+                del module
+                progress.stage = "settings validation"
+                settings_model = validate_settings(
+                    definition.settings_schema, config.settings, f"{config.json_path}.settings"
+                )
+                api = self._make_api(config, settings_model, live, descriptor)
+                if inspect.iscoroutinefunction(definition.create):
+                    return definition, api, _NOT_CREATED
+                progress.stage = "create"
+                return definition, api, definition.create(api)
+
+            definition, api, created = await run_stage(
+                prepare,
+                instance_id=instance_id,
+                stage="import",
+                timeout=create_limit.seconds,
+                timeout_ms=create_limit.ms,
+                context=live.context,
+                progress=progress,
             )
-            definition: Plugin = read_definition(module)
-            settings_model = await stage_call(
-                "settings validation",
-                validate_settings,
-                definition.settings_schema,
-                config.settings,
-                f"{config.json_path}.settings",
-                limit=deadlines.create,
-            )
-            api = self._make_api(config, settings_model, live, descriptor)
-            live.plugin_object = await stage_call(
-                "create", definition.create, api, limit=deadlines.create
-            )
+            if created is _NOT_CREATED:
+                created = await run_stage(
+                    definition.create,
+                    api,
+                    instance_id=instance_id,
+                    stage="create",
+                    timeout=max(0.0, deadline - time.monotonic()),
+                    timeout_ms=create_limit.ms,
+                    context=live.context,
+                    progress=progress,
+                )
+            live.plugin_object = created
+            del definition, api, created
             load = getattr(live.plugin_object, "load", None)
             if callable(load):
-                await stage_call("load", load, limit=deadlines.load)
+                await run_stage(
+                    load,
+                    instance_id=instance_id,
+                    stage="load",
+                    timeout=deadlines.load.seconds,
+                    timeout_ms=deadlines.load.ms,
+                    context=live.context,
+                    progress=progress,
+                )
+                del load
         except Exception as exc:  # one instance's failure never stops the reconcile
-            failure = self._failure(instance_id, stage, exc)
+            failure = self._failure(instance_id, progress.stage, exc)
             del exc
             await self._fail(record, failure)
             return
@@ -501,8 +530,7 @@ class PluginManager:
         live: _Live,
         descriptor: PluginDescriptor,
     ) -> PluginApi:
-        data_dir = self.data_root / config.instance_id
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir = self.data_root / config.instance_id  # created on first use (api.data_dir)
         info = InstanceInfo(config.instance_id, config.plugin_id, config.enabled)
         live.runtime = PluginRuntime(
             instance=info,
@@ -690,6 +718,31 @@ _STAGE_FAILURES: dict[str, tuple[str, bool]] = {
     "create": ("create-error", True),
     "load": ("load-error", True),
 }
+
+
+BURST = 64  # loads in one reconcile from which the old heap is set aside (gc.freeze)
+
+
+@contextlib.contextmanager
+def _old_heap_set_aside(loads: int) -> Iterator[None]:
+    """While many instances load, keep the collector from rescanning what existed before.
+
+    Each full collection walks every tracked object; loading N instances grows the heap by N
+    instances' modules and classes and triggers full collections along the way, so without
+    this a big reconcile spends a growing share of its time rescanning objects that were old
+    before it started. `gc.freeze()` parks them (objects created during the loads are
+    collected as usual) and `gc.unfreeze()` puts them back into the oldest generation, where
+    the next full collection sees them again: nothing becomes uncollectable. Left alone when
+    someone else in the process froze objects (unfreeze would release theirs too).
+    """
+    if loads < BURST or gc.get_freeze_count() != 0:
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _describe(exc: BaseException) -> str:

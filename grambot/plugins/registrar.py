@@ -15,6 +15,7 @@ from grambot.registries.inference import InferenceProvider
 from grambot.registries.tools import Tool
 
 KINDS = ("connectors", "inference", "tools", "images")
+_LOCK = threading.Lock()  # every registrar's bookkeeping (short; never held over plugin code)
 
 
 class PluginRegistrar:
@@ -31,8 +32,9 @@ class PluginRegistrar:
         self.instance_id = instance_id
         self._registries = registries
         self._wrap_tool = wrap_tool  # e.g. the manager's deadline wrapper (DeadlineTool)
-        self._owned: dict[str, list[str]] = {kind: [] for kind in KINDS}
-        self._lock = threading.Lock()
+        # kind -> keys, filled on first registration (most instances register one kind or none)
+        self._owned: dict[str, list[str]] = {}
+        self._lock = _LOCK
 
     # -- registering ---------------------------------------------------------------------------
 
@@ -73,9 +75,8 @@ class PluginRegistrar:
         """Remove everything this instance registered (unload, or a failed load)."""
         registries = self._registry_map()
         with self._lock:
-            owned = {kind: list(keys) for kind, keys in self._owned.items()}
-            for keys in self._owned.values():
-                keys.clear()
+            owned = self._owned
+            self._owned = {}
         for kind, keys in owned.items():
             for key in keys:
                 registries[kind].unregister(key, self.instance_id)
@@ -83,7 +84,7 @@ class PluginRegistrar:
     def registrations(self) -> dict[str, list[str]]:
         """What this instance holds now, per kind (status.json's `registrations`)."""
         with self._lock:
-            return {kind: list(keys) for kind, keys in self._owned.items()}
+            return {kind: list(self._owned.get(kind, ())) for kind in KINDS}
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -102,15 +103,17 @@ class PluginRegistrar:
             raise RegistrationError(f"instance {self.instance_id!r}: {kind} key must be a string")
         registry.register(key, self.instance_id, item)
         with self._lock:
-            if key not in self._owned[kind]:
-                self._owned[kind].append(key)
+            keys = self._owned.setdefault(kind, [])
+            if key not in keys:
+                keys.append(key)
         return key
 
     def _remove(self, kind: str, registry: Registry[Any], key: str) -> None:
         registry.unregister(key, self.instance_id)
         with self._lock:
-            if key in self._owned[kind]:
-                self._owned[kind].remove(key)
+            keys = self._owned.get(kind)
+            if keys is not None and key in keys:
+                keys.remove(key)
 
 
 def _check(item: Any, protocol: type, what: str, needs: str) -> None:

@@ -1,9 +1,19 @@
 """Running plugin code under a deadline, and knowing which tasks an instance started.
 
-Async stages run as tasks in the instance's context and are cancelled on expiry. Sync stages run
-in daemon worker threads: a thread that hangs cannot be killed, so it is abandoned (and reported)
-instead of waited on, and neither reconciles nor process exit wait for it. Workers are reused, so
-a fast sync `create()` costs a queue hand-off, not a thread start.
+Async stages run as tasks in the instance's context, cancelled on expiry. (Their first step is
+not taken inline on the caller's task: code that ties state to the current task, like anyio's
+cancel scopes inside httpx, breaks when a coroutine moves to another task halfway.) Sync
+stages run in daemon worker threads: a thread that hangs cannot be killed, so it is abandoned
+(and reported) instead of waited on, and neither reconciles nor process exit wait for it.
+Workers are reused, so a fast sync `create()` costs a queue hand-off, not a thread start.
+
+A reconcile that loads many instances at once must not start a thread per instance (a thread
+start costs more than loading a small plugin, and a thousand threads fight for the GIL), nor wait
+for the event loop between one job and the next: jobs queue in the pool, and at most
+`YOUNG_LIMIT` workers run *young* jobs (started less than `YOUNG_SECONDS` ago) while the others
+wait in the queue. A job that grows old (it blocks, or hangs) stops counting, so another worker
+starts and a hung stage never holds the queue up for more than `YOUNG_SECONDS`. A stage's
+deadline starts when its job starts, not while it waits in the queue.
 
 Every task created while a stage runs (and every task those tasks create) inherits the
 instance's context; a task factory records it in the instance's `InstanceTasks`, so unload can
@@ -49,9 +59,11 @@ class InstanceTasks:
     was never retrieved" at garbage collection.
     """
 
+    __slots__ = ("_tasks", "instance_id", "on_failure")
+
     def __init__(self, instance_id: str, on_failure: TaskFailureReporter | None = None) -> None:
         self.instance_id = instance_id
-        self.tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        self._tasks: weakref.WeakSet[asyncio.Task[Any]] | None = None  # made on first task
         self.on_failure = on_failure
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
@@ -70,8 +82,16 @@ class InstanceTasks:
                 exc_info=exc,
             )
 
+    @property
+    def tasks(self) -> weakref.WeakSet[asyncio.Task[Any]]:
+        if self._tasks is None:
+            self._tasks = weakref.WeakSet()
+        return self._tasks
+
     def pending(self) -> list[asyncio.Task[Any]]:
-        return [t for t in list(self.tasks) if not t.done()]
+        if self._tasks is None:
+            return []
+        return [t for t in list(self._tasks) if not t.done()]
 
     async def cancel_all(self, grace: float) -> list[str]:
         """Cancel pending tasks; returns the names of those still running after `grace`."""
@@ -177,6 +197,10 @@ async def wait_for_threads(namespace: str, deadline: float) -> list[str]:
     return names
 
 
+YOUNG_LIMIT = 1
+YOUNG_SECONDS = 0.05
+
+
 class _WorkerPool:
     """Daemon threads for sync plugin code; a hung call only costs its own thread.
 
@@ -184,40 +208,173 @@ class _WorkerPool:
     exits), so a finished job, and the plugin objects it returned, is not pinned by a worker.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._idle = 0
         self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0  # workers waiting for a job
+        self._pending = 0  # jobs queued and not yet taken
+        self._started: dict[int, float] = {}  # worker ident -> when its job started
         self._names = itertools.count(1)
 
     def submit(self, job: Callable[[], None]) -> None:
         with self._lock:
-            spawn = self._idle == 0
-            if not spawn:
-                self._idle -= 1  # reserve an idle worker for this job
+            self._pending += 1
         self._jobs.put(job)
-        if spawn:
-            name = f"grambot-stage-{next(self._names)}"
-            threading.Thread(target=self._work, name=name, daemon=True).start()
+        self.kick()
+
+    def kick(self) -> None:
+        """Start a worker if jobs wait, none is idle and fewer than `limit` run young jobs."""
+        with self._lock:
+            if self._pending <= self._idle:
+                return
+            if self._threads - self._old() >= self.limit:
+                return
+            self._threads += 1
+        name = f"grambot-stage-{next(self._names)}"
+        threading.Thread(target=self._work, name=name, daemon=True).start()
+
+    def pending(self) -> int:
+        return self._pending
+
+    def _old(self) -> int:
+        cutoff = time.monotonic() - YOUNG_SECONDS
+        return sum(1 for started in self._started.values() if started < cutoff)
 
     def _work(self) -> None:
-        job: Callable[[], None] | None = self._jobs.get()
-        while job is not None:
-            job()
-            job = None  # do not pin the finished job while parked
+        ident = threading.get_ident()
+        while True:
             with self._lock:
                 self._idle += 1
             try:
-                job = self._jobs.get(timeout=30.0)
+                job: Callable[[], None] | None = self._jobs.get(timeout=30.0)
             except queue.Empty:
                 with self._lock:
-                    if self._idle > 0 and self._jobs.empty():
+                    if self._pending == 0:
                         self._idle -= 1
+                        self._threads -= 1
                         return
                 job = self._jobs.get()
+            with self._lock:
+                self._idle -= 1
+                self._pending -= 1
+                self._started[ident] = time.monotonic()
+            assert job is not None
+            try:
+                job()
+            except BaseException:  # jobs catch plugin errors; this is a bug of ours: keep going
+                logger.exception("stage worker: a job failed")
+            finally:
+                job = None  # do not pin the finished job while parked
+                with self._lock:
+                    del self._started[ident]
 
 
-_POOL = _WorkerPool()
+_POOL = _WorkerPool(YOUNG_LIMIT)
+
+# loops whose kicker is armed (a marker, not the timer: a handle would keep its loop alive)
+_kickers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, bool] = weakref.WeakKeyDictionary()
+
+
+def _arm_kicker(loop: asyncio.AbstractEventLoop) -> None:
+    """While jobs wait in the pool or outcomes are due, tick every YOUNG_SECONDS (one timer
+    per loop, not one per job): kick the pool, so that jobs queued behind old ones get a new
+    worker, and deliver the outcomes that did not wake the loop (see _Inbox)."""
+    if loop in _kickers:
+        return
+
+    def tick() -> None:
+        _POOL.kick()
+        inbox = _inbox(loop)
+        inbox.drain()
+        if _POOL.pending() or inbox.outstanding:
+            loop.call_later(YOUNG_SECONDS, tick)
+        else:
+            _kickers.pop(loop, None)
+
+    _kickers[loop] = True
+    loop.call_later(YOUNG_SECONDS, tick)
+
+
+class _Inbox:
+    """Outcomes of the sync calls made from one event loop, handed over in batches.
+
+    Waking the loop (a self-pipe write, then the loop thread taking the GIL back from the busy
+    worker) costs more than a small job. So an outcome wakes the loop only when it is the last
+    one the loop is waiting for, or when `BATCH` have gathered; otherwise the loop's kicker
+    (which ticks every YOUNG_SECONDS while calls are outstanding) delivers it at the latest.
+    """
+
+    BATCH = 32
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = weakref.ref(loop)  # weak: this is the value of a loop-keyed weak dict
+        self._items: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self._scheduled = False
+        self.outstanding = 0  # calls submitted from this loop whose outcome has not arrived
+
+    def expect(self, call: _SyncCall) -> None:
+        """On the loop, before `call` is submitted."""
+        with self._lock:
+            self.outstanding += 1
+            call.counted = True
+
+    def forget(self, call: _SyncCall) -> None:
+        """On the loop, when nobody waits for `call` any more (it timed out, or is done)."""
+        with self._lock:
+            if call.counted:
+                call.counted = False
+                self.outstanding -= 1
+
+    def put(self, call: _SyncCall) -> None:
+        """From a worker thread: `call` has its outcome."""
+        with self._lock:
+            if call.counted:
+                call.counted = False
+                self.outstanding -= 1
+            self._items.append(call.settle)
+            if self._scheduled:
+                return
+            if self.outstanding > 0 and len(self._items) < self.BATCH:
+                return  # more are coming; the kicker delivers these at the latest
+            self._scheduled = True
+        loop = self._loop()
+        if loop is None:
+            return  # the loop is gone: nobody is waiting for the outcome
+        # If the loop closed while this stage hung, nobody is waiting for the outcome.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self.drain)
+
+    def drain(self) -> None:
+        """On the loop."""
+        with self._lock:
+            batch, self._items = self._items, []
+            self._scheduled = False
+        for settle in batch:
+            settle()
+
+
+_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _inbox(loop: asyncio.AbstractEventLoop) -> _Inbox:
+    inbox = _inboxes.get(loop)
+    if inbox is None:
+        inbox = _inboxes[loop] = _Inbox(loop)
+    return inbox
+
+
+class Progress:
+    """Which step a multi-step stage call is in; read when it fails or times out."""
+
+    __slots__ = ("stage",)
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
 
 
 async def run_stage(
@@ -227,21 +384,30 @@ async def run_stage(
     stage: str,
     timeout: float,
     context: contextvars.Context,
+    progress: Progress | None = None,
     timeout_ms: int | None = None,
 ) -> Any:
     """Call `fn(*args)` (sync or async) as `stage` of `instance_id` within `timeout` seconds.
 
     Raises StageTimeout on expiry ("timed out after N ms" when `timeout_ms` says the deadline
-    came from a millisecond value); exceptions of `fn` propagate unchanged.
+    came from a millisecond value); exceptions of `fn` propagate unchanged. When `fn` runs
+    several steps, it may record the current one in `progress` (set to `stage` first): a
+    timeout then names that step.
     """
+    if progress is None:
+        progress = Progress(stage)
+    else:
+        progress.stage = stage
     deadline = time.monotonic() + timeout
     limit = _Limit(timeout, timeout_ms)
     if inspect.iscoroutinefunction(fn):
         result = await _await_in_context(fn(*args), instance_id, stage, limit, deadline, context)
         return result
-    result = await _call_in_thread(fn, args, instance_id, stage, limit, context)
+    result = await _call_in_thread(fn, args, instance_id, progress, limit, context)
     if inspect.isawaitable(result):
-        result = await _await_in_context(result, instance_id, stage, limit, deadline, context)
+        result = await _await_in_context(
+            result, instance_id, progress.stage, limit, deadline, context
+        )
     return result
 
 
@@ -294,57 +460,124 @@ async def _guard(awaitable: Awaitable[Any]) -> Any:
         raise RuntimeError(f"plugin raised {type(exc).__name__}") from None
 
 
+class _SyncCall:
+    """One sync stage call: run by a worker thread, settled on the loop.
+
+    The worker reaches the plugin's callable, its result and the future only through these
+    fields, and each is cleared once it has served (the call by the worker, the result by
+    `settle`, the future by the caller once it has the outcome): a worker that has not yet run
+    on after the hand-off must not keep an unloaded instance's objects alive.
+    """
+
+    __slots__ = (
+        "args",
+        "context",
+        "counted",
+        "fn",
+        "future",
+        "inbox",
+        "loop",
+        "ok",
+        "started",
+        "timeout",
+        "timer",
+        "value",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        context: contextvars.Context,
+        loop: asyncio.AbstractEventLoop,
+        timeout: float,
+    ) -> None:
+        self.fn: Callable[..., Any] | None = fn
+        self.args: tuple[Any, ...] | None = args
+        self.context = context
+        self.loop = loop
+        self.inbox = _inbox(loop)
+        self.future: asyncio.Future[Any] | None = loop.create_future()
+        self.timeout = timeout
+        self.started: float | None = None  # monotonic time the worker started the call
+        self.ok = False
+        self.value: Any = None
+        self.counted = False  # counted in the inbox's outstanding calls
+        self.timer = loop.call_later(timeout, self.check_deadline)
+
+    def __call__(self) -> None:
+        """In a worker thread."""
+        self.started = time.monotonic()
+        fn, args = self.fn, self.args
+        self.fn = self.args = None
+        assert fn is not None and args is not None
+        try:
+            value = self.context.run(fn, *args)
+            ok = True
+        except Exception as exc:
+            value, ok = exc, False
+        except BaseException as exc:  # SystemExit in a plugin must not stop the engine
+            value, ok = RuntimeError(f"plugin raised {type(exc).__name__}"), False
+        del fn, args
+        self.ok, self.value = ok, value
+        del value
+        self.inbox.put(self)
+
+    def settle(self) -> None:
+        """On the loop: hand the outcome to the waiting caller."""
+        value, self.value = self.value, None
+        future = self.future
+        if future is None or future.done():
+            return
+        if self.ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def check_deadline(self) -> None:
+        """On the loop, when the deadline may have passed; the clock starts with the job."""
+        future = self.future
+        if future is None or future.done():
+            return
+        now = time.monotonic()
+        due = (self.started if self.started is not None else now) + self.timeout
+        if due > now:
+            self.timer = self.loop.call_later(due - now, self.check_deadline)
+        else:
+            future.set_exception(_Expired())
+
+
 async def _call_in_thread(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     instance_id: str,
-    stage: str,
+    progress: Progress,
     limit: _Limit,
     context: contextvars.Context,
 ) -> Any:
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-    # The worker reaches the call, its outcome and the future only through these lists, which
-    # are emptied as they are used: once `settle` ran, a worker that has not yet returned from
-    # `job` (it may not get the GIL for a while) pins nothing the plugin made.
-    call: list[Any] = [fn, args]
-    waiting: list[asyncio.Future[Any]] = [future]
-    del fn, args
-
-    def settle(box: list[tuple[bool, Any]]) -> None:
-        ok, value = box.pop()
-        waiter = waiting.pop()
-        if waiter.done():
-            return
-        if ok:
-            waiter.set_result(value)
-        else:
-            waiter.set_exception(value)
-
-    def job() -> None:
-        target, target_args = call
-        call.clear()
-        box: list[tuple[bool, Any]] = []
-        try:
-            box.append((True, context.run(target, *target_args)))
-        except Exception as exc:
-            box.append((False, exc))
-        except BaseException as exc:  # SystemExit in a plugin must not stop the engine
-            box.append((False, RuntimeError(f"plugin raised {type(exc).__name__}")))
-        del target, target_args
-        # If the loop closed while this stage hung, nobody is waiting for the outcome.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, box)
-
-    _POOL.submit(job)
+    call = _SyncCall(fn, args, context, asyncio.get_running_loop(), limit.seconds)
+    future = call.future
+    assert future is not None
+    call.inbox.expect(call)
+    _POOL.submit(call)
+    _arm_kicker(call.loop)
     try:
-        return await asyncio.wait_for(future, limit.seconds)
-    except TimeoutError:
+        return await future
+    except _Expired:
         logger.warning(
             "instance %s: %s timed out after %s; its thread is abandoned (threads cannot be "
             "killed) and keeps running in the background",
             instance_id,
-            stage,
+            progress.stage,
             limit,
         )
-        raise limit.expired(instance_id, stage) from None
+        raise limit.expired(instance_id, progress.stage) from None
+    finally:
+        call.timer.cancel()
+        call.inbox.forget(call)
+        call.future = None
+        del future
+
+
+class _Expired(Exception):
+    """A sync stage ran past its deadline (internal; surfaces as StageTimeout)."""

@@ -1,0 +1,97 @@
+"""The loader's caches (compiled code, folder listings) never serve a stale plugin."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from grambot.plugins.loader import PluginNamespace
+
+
+def _age(path: Path, seconds: float = 60.0) -> None:
+    past = time.time() - seconds
+    os.utime(path, (past, past))
+
+
+def _load(folder: Path) -> object:
+    namespace = PluginNamespace("cache", folder)
+    try:
+        return namespace.import_entry(folder / "plugin.py")
+    finally:
+        namespace.unload()
+
+
+def test_a_module_added_later_is_found(tmp_path: Path) -> None:
+    (tmp_path / "plugin.py").write_text("from .helper import VALUE\n")
+    _age(tmp_path / "plugin.py")
+    _age(tmp_path)  # an old folder: its listing is trusted while its mtime stays
+    with pytest.raises(ImportError):
+        _load(tmp_path)
+    (tmp_path / "helper.py").write_text("VALUE = 7\n")
+    assert _load(tmp_path).VALUE == 7  # type: ignore[attr-defined]
+
+
+def test_a_module_turned_package_is_found(tmp_path: Path) -> None:
+    (tmp_path / "plugin.py").write_text("from .part import VALUE\n")
+    (tmp_path / "part.py").write_text("VALUE = 'module'\n")
+    for path in (tmp_path / "plugin.py", tmp_path / "part.py", tmp_path):
+        _age(path)
+    assert _load(tmp_path).VALUE == "module"  # type: ignore[attr-defined]
+    (tmp_path / "part.py").unlink()
+    (tmp_path / "part").mkdir()
+    (tmp_path / "part" / "__init__.py").write_text("VALUE = 'package'\n")
+    assert _load(tmp_path).VALUE == "package"  # type: ignore[attr-defined]
+
+
+def test_an_old_file_rewritten_is_recompiled(tmp_path: Path) -> None:
+    source = tmp_path / "plugin.py"
+    source.write_text("VALUE = 1\n")
+    _age(source)
+    _age(tmp_path)
+    assert _load(tmp_path).VALUE == 1  # type: ignore[attr-defined]
+    assert _load(tmp_path).VALUE == 1  # type: ignore[attr-defined]  # now from the stat check
+    source.write_text("VALUE = 2\n")
+    _age(source)  # even with an old mtime: the ctime moved
+    assert _load(tmp_path).VALUE == 2  # type: ignore[attr-defined]
+
+
+def test_remove_loggers_leaves_no_reference_in_placeholders() -> None:
+    import logging
+
+    from grambot.plugins.loader import remove_loggers
+
+    deep = logging.getLogger("grambot.instances.rl__1.pkg.mod")  # placeholders above it
+    other = logging.getLogger("grambot.instances.rl__2.pkg.mod")
+    remove_loggers("grambot.instances.rl__1")
+    manager = logging.Logger.manager
+    assert "grambot.instances.rl__1.pkg.mod" not in manager.loggerDict
+    assert "grambot.instances.rl__2.pkg.mod" in manager.loggerDict
+    for holder in manager.loggerDict.values():
+        if isinstance(holder, logging.PlaceHolder):
+            assert deep not in holder.loggerMap
+    assert any(
+        isinstance(h, logging.PlaceHolder) and other in h.loggerMap
+        for h in manager.loggerDict.values()
+    )
+    remove_loggers("grambot.instances.rl__2")
+
+
+def test_a_snapshot_checks_each_file_once_and_ends(tmp_path: Path) -> None:
+    from grambot.plugins.loader import snapshot
+
+    source = tmp_path / "plugin.py"
+    source.write_text("VALUE = 1\n")
+    _age(source)
+    _age(tmp_path)
+    with snapshot():
+        assert _load(tmp_path).VALUE == 1  # type: ignore[attr-defined]
+        source.write_text("VALUE = 2\n")
+        _age(source)
+        # every instance loaded in one reconcile sees the same code
+        assert _load(tmp_path).VALUE == 1  # type: ignore[attr-defined]
+    assert _load(tmp_path).VALUE == 2  # type: ignore[attr-defined]
+    with snapshot():
+        assert _load(tmp_path).VALUE == 2  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from grambot.cli_status import render
+from grambot.cli.status import render
 from tests.conftest import entry
 from tests.runproc import EngineProcess, workspace_with
 

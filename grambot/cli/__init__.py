@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from grambot.cli_common import (
+from grambot.cli.common import (
     EXIT_PROBLEMS,
     logging_options,
     setup_logging,
@@ -58,8 +58,8 @@ def run(
 
 
 def _add_commands() -> None:
-    from grambot.cli_agent import agent_command
-    from grambot.cli_manage import (
+    from grambot.cli.agent import agent_command
+    from grambot.cli.manage import (
         disable_command,
         enable_command,
         new_command,
@@ -67,8 +67,9 @@ def _add_commands() -> None:
         remove_command,
         validate_command,
     )
-    from grambot.cli_secrets import secrets_group
-    from grambot.cli_status import status_command
+    from grambot.cli.run_plugin import run_plugin_command
+    from grambot.cli.secrets import secrets_group
+    from grambot.cli.status import status_command
 
     for command in (
         status_command,
@@ -80,16 +81,9 @@ def _add_commands() -> None:
         new_command,
         secrets_group,
         agent_command,
+        run_plugin_command,
     ):
         main.add_command(command)
 
 
 _add_commands()
-
-
-from grambot.cli_run_plugin import run_plugin_command  # noqa: E402  (issue 5: Summit's runPlugin)
-
-main.add_command(run_plugin_command)
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from grambot.cli_common import workspace_option
+from grambot.cli.common import workspace_option
 
 
 @click.command("agent")
@@ -23,7 +23,7 @@ from grambot.cli_common import workspace_option
 def agent_command(assignments: tuple[str, ...], workspace: Path) -> None:
     """Show the bot's agent settings, or change them with --set (validated before writing)."""
     from grambot.bot.agent import read_agent_settings
-    from grambot.cli_manage import _edit
+    from grambot.cli.manage import _edit
     from grambot.settings_edit import EditRefused, SettingsEdit, merge, parse_assignments
 
     if assignments:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from grambot.cli_common import EXIT_PROBLEMS, fail, workspace_option
+from grambot.cli.common import EXIT_PROBLEMS, fail, workspace_option
 
 if TYPE_CHECKING:
     from grambot.secrets import SecretsStore

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from grambot.cli_common import EXIT_NOT_RUNNING, EXIT_PROBLEMS, fail, workspace_option
+from grambot.cli.common import EXIT_NOT_RUNNING, EXIT_PROBLEMS, fail, workspace_option
 
 KINDS = (
     ("connectors", "connector"),

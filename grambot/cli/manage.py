@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from grambot.cli_common import (
+from grambot.cli.common import (
     EXIT_PROBLEMS,
     fail,
     logging_options,
@@ -314,7 +314,7 @@ def _masked(text: str, secrets: dict[str, str]) -> str:
 
 
 def _store_secrets(workspace: Path, instance_id: str, secrets: dict[str, str]) -> None:
-    from grambot.cli_secrets import notify_engine, open_workspace_store
+    from grambot.cli.secrets import notify_engine, open_workspace_store
 
     store = open_workspace_store(workspace)
     for key, value in secrets.items():

@@ -72,6 +72,8 @@ class Console:
         self.api.registrar.register_connector(self)
 
     def _read(self) -> None:
+        if self._interactive:
+            sys.stdout.write("Chat with the bot here: /help lists the commands, Ctrl-C stops.\n")
         while not self._stopped.is_set():
             if self._interactive:
                 sys.stdout.write(self.settings.prompt)

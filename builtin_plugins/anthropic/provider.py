@@ -26,7 +26,7 @@ from grambot import (
     ToolDefinition,
     Usage,
 )
-from grambot.kit.sdk_errors import scrub, to_service_error
+from grambot.kit.sdk_errors import call_sdk, scrub
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -86,27 +86,18 @@ class AnthropicProvider:
             params["tools"] = [to_anthropic_tool(t) for t in request.tools]
         if s.temperature is not None:
             params["temperature"] = s.temperature
-        try:
-            async with asyncio.timeout(s.deadline):
-                message = await client.messages.create(**params)
-        except TimeoutError:
-            raise self._error(
-                "timeout", f"no complete answer within the deadline of {s.deadline:g} s"
-            ) from None
-        except Exception as exc:
-            error = to_service_error(
-                exc,
-                self._sdk,
-                instance_id=self.id,
-                service=SERVICE,
-                secret=self._key,
-                base_url=s.base_url,
-                timeout=s.timeout,
-                retries=s.max_retries,
-            )
-            if error is None:
-                raise
-            raise error from None
+        message = await call_sdk(
+            client.messages.create(**params),
+            self._sdk,
+            deadline=s.deadline,
+            what="complete answer",
+            instance_id=self.id,
+            service=SERVICE,
+            secret=self._key,
+            base_url=s.base_url,
+            timeout=s.timeout,
+            retries=s.max_retries,
+        )
         try:
             return from_anthropic_message(message)
         except (AttributeError, TypeError, ValueError, KeyError) as exc:

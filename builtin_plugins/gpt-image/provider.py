@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from grambot import GeneratedImage, PluginApi, ServiceError
 from grambot.kit.images import save, sniff
-from grambot.kit.sdk_errors import scrub, to_service_error
+from grambot.kit.sdk_errors import call_sdk, scrub
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -85,27 +85,18 @@ class GptImageProvider:
             params["output_format"] = s.output_format
             if s.background:
                 params["background"] = s.background
-        try:
-            async with asyncio.timeout(s.deadline):
-                result = await client.images.generate(**params)
-        except TimeoutError:
-            raise self._error(
-                "timeout", f"no images within the deadline of {s.deadline:g} s"
-            ) from None
-        except Exception as exc:
-            error = to_service_error(
-                exc,
-                self._sdk,
-                instance_id=self.id,
-                service=SERVICE,
-                secret=self._key,
-                base_url=s.base_url,
-                timeout=s.timeout,
-                retries=s.max_retries,
-            )
-            if error is None:
-                raise
-            raise error from None
+        result = await call_sdk(
+            client.images.generate(**params),
+            self._sdk,
+            deadline=s.deadline,
+            what="images",
+            instance_id=self.id,
+            service=SERVICE,
+            secret=self._key,
+            base_url=s.base_url,
+            timeout=s.timeout,
+            retries=s.max_retries,
+        )
         return await self._save_all(result)
 
     async def _save_all(self, result: Any) -> list[GeneratedImage]:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from grambot import InferenceRequest, InferenceResponse, PluginApi, ServiceError
-from grambot.kit.sdk_errors import scrub, to_service_error
+from grambot.kit.sdk_errors import call_sdk, scrub
 
 from .mapping import (
     from_chat_completion,
@@ -71,30 +71,23 @@ class OpenAIProvider:
         if client is None:
             raise self._error("unavailable", "the provider is not loaded")
         s = self.settings
-        try:
-            async with asyncio.timeout(s.deadline):
-                if s.api == "responses":
-                    raw = await client.responses.create(**self._responses_params(request))
-                else:
-                    raw = await client.chat.completions.create(**self._chat_params(request))
-        except TimeoutError:
-            raise self._error(
-                "timeout", f"no complete answer within the deadline of {s.deadline:g} s"
-            ) from None
-        except Exception as exc:
-            error = to_service_error(
-                exc,
-                self._sdk,
-                instance_id=self.id,
-                service=SERVICE,
-                secret=self._key,
-                base_url=s.base_url,
-                timeout=s.timeout,
-                retries=s.max_retries,
-            )
-            if error is None:
-                raise
-            raise error from None
+        call = (
+            client.responses.create(**self._responses_params(request))
+            if s.api == "responses"
+            else client.chat.completions.create(**self._chat_params(request))
+        )
+        raw = await call_sdk(
+            call,
+            self._sdk,
+            deadline=s.deadline,
+            what="complete answer",
+            instance_id=self.id,
+            service=SERVICE,
+            secret=self._key,
+            base_url=s.base_url,
+            timeout=s.timeout,
+            retries=s.max_retries,
+        )
         try:
             return from_response(raw) if s.api == "responses" else from_chat_completion(raw)
         except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:

@@ -492,6 +492,7 @@ def _install_finder() -> _InstanceFinder:
 
 _FINDER = _install_finder()
 
+
 def _real_import(
     name: str,
     globals: Mapping[str, Any] | None = None,

@@ -356,9 +356,7 @@ class _Inbox:
             settle()
 
 
-_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = (
-    weakref.WeakKeyDictionary()
-)
+_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = weakref.WeakKeyDictionary()
 
 
 def _inbox(loop: asyncio.AbstractEventLoop) -> _Inbox:

@@ -314,7 +314,7 @@ async def _scenario(
         f"tools of plugins without timeoutMs carry the {DEFAULT_TIMEOUT_MS} ms default",
         deadline_ms=TOOL_MS,
         call_seconds=round(tool_seconds, 3),
-        other_tool_answered_after_s=round(answered_after, 3),
+        other_tool_answered_after_ms=round(answered_after * 1000, 1),
     )
 
 

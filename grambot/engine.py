@@ -19,7 +19,7 @@ from grambot.plugins.manager import PluginManager
 from grambot.registries import Registries
 from grambot.registries.connectors import CONNECTOR_MESSAGE
 from grambot.retry import retry_policy_from
-from grambot.secrets import FileSecretsStore, SecretsStore
+from grambot.secrets import FileSecretsStore, SecretsStore, redact_instance_secrets
 from grambot.settings import EngineSettings, empty_settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,10 @@ class Engine:
         )
         # The bot answers `connector.message` events with the `agent` of settings.json.
         self.bot = Bot(
-            self.registries, self.scout_dir / "bot", lambda: self.settings.raw.get("agent")
+            self.registries,
+            self.scout_dir / "bot",
+            lambda: self.settings.raw.get("agent"),
+            redact=lambda owner, text: redact_instance_secrets(self.secrets, owner, text),
         )
         if bot:
             self.event_engine.register(CONNECTOR_MESSAGE, self.bot.on_event)

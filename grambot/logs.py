@@ -4,7 +4,7 @@ Every record about an instance names it: records of a plugin's own loggers
 (`grambot.plugin.<instanceId>`, or a module logger inside the instance's namespace) and records
 emitted while an instance's code runs get an `instance` attribute, shown as `[<id>]` in text
 (unless the logger name already says it) and as `"instance"` in JSON. `SecretMask` replaces known
-secret values in every formatted line with `***`.
+secret values in every formatted line with `***`, also where repr() or JSON quoted them.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
+from grambot.secrets import MASKED, MIN_SECRET_LENGTH, secret_forms
+
 __all__ = ["FORMATS", "LEVELS", "MASK", "SecretMask", "configure_logging"]
 
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("text", "json")
-MASKED = "***"
-MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
 
 _PLUGIN_PREFIX = "grambot.plugin."
 _NAMESPACE_PREFIX = "grambot.instances."
@@ -51,7 +51,14 @@ class SecretMask:
         self._lock = threading.Lock()
 
     def add(self, values: Any) -> None:
-        fresh = {v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH}
+        """Mask these values from now on, also as repr() and JSON quote them (`{token!r}` in
+        a traceback's exception line shows `pa\\'ss`, not `pa'ss`)."""
+        fresh = {
+            form
+            for v in values
+            if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH
+            for form in secret_forms(v)
+        }
         if fresh - self._values:
             with self._lock:
                 self._values = self._values | fresh
@@ -83,16 +90,17 @@ class _Formatter(logging.Formatter):
             record.exc_text = self.formatException(record.exc_info)
         instance = getattr(record, "instance", None) or _instance_of(record)
         if self.fmt == "json":
+            # Masked before encoding: JSON escapes the quotes and backslashes of a secret.
             data: dict[str, Any] = {
                 "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
                 "level": record.levelname.lower(),
                 "logger": record.name,
-                "message": message,
+                "message": self.mask.apply(message),
             }
             if instance:
                 data["instance"] = instance
             if record.exc_text:
-                data["exception"] = record.exc_text
+                data["exception"] = self.mask.apply(record.exc_text)
             return self.mask.apply(json.dumps(data, ensure_ascii=False))
         stamp = datetime.fromtimestamp(record.created).strftime("%Y-%m-%d %H:%M:%S")
         named = not instance or instance in record.name or f"instance {instance}" in message

@@ -13,6 +13,7 @@ import json
 import os
 import stat
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -20,6 +21,42 @@ if TYPE_CHECKING:
     from filelock import BaseFileLock
 
 from grambot.errors import SecretsError
+
+MASKED = "***"
+MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
+
+
+def secret_forms(value: str) -> set[str]:
+    """The ways text may show a secret value: as it is, and as quoted by repr()/ascii()
+    (`{token!r}` in an exception message) or by JSON, which escape quotes, backslashes and
+    non-ASCII letters."""
+    return {
+        value,
+        repr(value)[1:-1],
+        ascii(value)[1:-1],
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+    }
+
+
+def redact(text: str, values: Iterable[str | None]) -> str:
+    """`text` with every form of each value (at least MIN_SECRET_LENGTH long) shown as ***."""
+    forms: set[str] = set()
+    for value in values:
+        if value and len(value) >= MIN_SECRET_LENGTH:
+            forms |= secret_forms(value)
+    for form in sorted(forms, key=len, reverse=True):  # a secret containing another: whole
+        text = text.replace(form, MASKED)
+    return text
+
+
+def redact_instance_secrets(store: SecretsStore, instance_id: str, text: str) -> str:
+    """`text` without the secret values of `instance_id` (plugin errors may quote them)."""
+    try:
+        values = [store.get(instance_id, key) for key in store.keys(instance_id)]
+    except Exception:  # an unreadable store must not hide the original error
+        return text
+    return redact(text, values)
 
 
 class SecretsStore(Protocol):

@@ -38,7 +38,14 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 class EngineProcess:
-    def __init__(self, workspace: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workspace: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        stdin_text: str | None = None,
+    ) -> None:
+        """`stdin_text`: written to the process's stdin, which is then closed (console input)."""
         self.workspace = workspace
         self.scout = workspace / ".scout"
         self.settings_file = self.scout / "settings.json"
@@ -46,11 +53,16 @@ class EngineProcess:
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "grambot", "run", "--workspace", str(workspace), *args],
+            stdin=subprocess.PIPE if stdin_text is not None else None,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
+        if stdin_text is not None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(stdin_text)
+            self.proc.stdin.close()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 

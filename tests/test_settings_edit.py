@@ -112,6 +112,19 @@ def test_json_lines_name_the_instance_and_mask_secrets() -> None:
     assert "instance" not in json.loads(formatter.format(_record("engine line")))
 
 
+def test_mask_covers_secrets_as_repr_and_json_quote_them() -> None:
+    secret = "pa'ss\"w\\rd-\u00fcn\u00ef"
+    mask = SecretMask()
+    mask.add([secret])
+    for fmt in ("text", "json"):
+        formatter = _Formatter(fmt, mask)
+        for message in (f"raw {secret}", f"repr {secret!r}", f"ascii {secret!a}"):
+            line = formatter.format(_record("%s", message))
+            for form in {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1]}:
+                assert form not in line, (fmt, message, line)
+            assert "***" in line, (fmt, line)
+
+
 def test_text_lines_tag_the_instance_when_the_line_does_not_say_it() -> None:
     formatter = _Formatter("text", MASK)
     assert formatter.format(_record("hi", name="grambot.instances.x__3.plugin")).endswith(

@@ -7,13 +7,15 @@ so the sequential event queue is never blocked by a slow model.
 A turn: the conversation (from disk) goes to the inference provider with the tool definitions;
 tool calls run through the ToolRegistry and their results go back, until a final answer or the
 step limit; the answer goes out through the connector. Every failure becomes a short apology
-naming what failed (never a message that could carry a secret) and a logged traceback.
+naming what failed (never a message that could carry a secret) and a logged traceback, from
+which the failing instance's secret values are removed (a plugin's error may quote them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,8 @@ from grambot.registries.tools import ToolContext, ToolResult
 logger = logging.getLogger(__name__)
 
 IMAGE_TOOL = "image_generate"
+# (instance id, text) -> the text without that instance's secret values
+Redactor = Callable[[str, str], str]
 HELP_TEXT = """\
 Commands:
 /help - this message
@@ -59,8 +63,10 @@ class Bot:
         registries: Registries,
         data_dir: Path,
         agent_settings: Callable[[], Mapping[str, Any] | None],
+        redact: Redactor | None = None,
     ) -> None:
         self.registries = registries
+        self._redact = redact
         self.conversations = ConversationStore(data_dir / "conversations")
         self._agent_settings = agent_settings
         self._queues: dict[_Chat, asyncio.Queue[IncomingMessage | None]] = {}
@@ -165,7 +171,8 @@ class Bot:
                     f"{agent.reply_timeout:g} s."
                 ) from None
             except Exception as exc:
-                logger.exception("bot: inference provider %s failed", provider_id)
+                owner = self.registries.inference.owner_of(provider_id)
+                self._log_failure(f"inference provider {provider_id}", owner, exc)
                 raise TurnFailed(
                     f"the inference provider '{provider_id}' failed ({type(exc).__name__})."
                 ) from None
@@ -204,10 +211,11 @@ class Bot:
         tool = self.registries.tools.get(call.name)
         if tool is None or not self._tool_allowed(agent, call.name):
             return ToolResult(text=f"unknown tool {call.name!r}", is_error=True)
+        owner = self.registries.tools.owner_of(call.name)  # before: it may unload meanwhile
         try:
             return await tool.execute(dict(call.arguments), context)
         except Exception as exc:
-            logger.exception("bot: tool %s failed", call.name)
+            self._log_failure(f"tool {call.name}", owner, exc)
             return ToolResult(
                 text=f"tool {call.name!r} failed ({type(exc).__name__})", is_error=True
             )
@@ -237,7 +245,8 @@ class Bot:
         except TimeoutError:
             raise TurnFailed(f"the image provider '{provider_id}' timed out.") from None
         except Exception as exc:
-            logger.exception("bot: image provider %s failed", provider_id)
+            owner = self.registries.images.owner_of(provider_id) if provider_id else None
+            self._log_failure(f"image provider {provider_id}", owner, exc)
             raise TurnFailed(
                 f"the image provider '{provider_id}' failed ({type(exc).__name__})."
             ) from None
@@ -310,12 +319,20 @@ class Bot:
         if connector is None:
             logger.error("bot: connector %s is gone; reply dropped", message.connector_id)
             return
+        owner = self.registries.connectors.owner_of(message.connector_id)
         try:
             await connector.send_message(
                 message.chat_id, text, files=tuple(files or ()), reply_to=message.message_id
             )
-        except Exception:
-            logger.exception("bot: connector %s could not send the reply", message.connector_id)
+        except Exception as exc:
+            self._log_failure(f"connector {message.connector_id} sending the reply", owner, exc)
+
+    def _log_failure(self, what: str, owner: str | None, exc: BaseException) -> None:
+        """Log a plugin's failure with its traceback, without its instance's secret values."""
+        details = "".join(traceback.format_exception(exc)).rstrip()
+        if owner is not None and self._redact is not None:
+            details = self._redact(owner, details)
+        logger.error("bot: %s failed\n%s", what, details)
 
 
 def incoming_message(payload: Any, *, default_connector: str) -> IncomingMessage | None:

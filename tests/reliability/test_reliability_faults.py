@@ -8,6 +8,7 @@ keeps running unreported; the event loop and the event consumer live on througho
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 import threading
@@ -18,6 +19,8 @@ from typing import Any
 import pytest
 
 from grambot.engine import Engine
+from grambot.errors import StageTimeout
+from grambot.plugins.limits import DEFAULT_TIMEOUT_MS, Deadline, DeadlineTool
 from grambot.plugins.loader import NAMESPACE_ROOT
 from grambot.plugins.manager import InstanceState
 from grambot.plugins.stages import threads_running_code_of
@@ -42,6 +45,8 @@ FAILURE_KINDS = {
     "registration-conflict",
 }
 BURST = 200
+# The deadline-tool plugin's manifest `timeoutMs`: short, so that its hanging tool times out fast.
+TOOL_MS = json.loads((FAULTY_PLUGINS / "deadline-tool" / "plugin.json").read_text())["timeoutMs"]
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,7 @@ FAULTS = [
     Fault("handler-raise", "faulty", _faulty("emit", event_type="faulty.raise")),
     Fault("handler-hang", "faulty", _faulty("emit", event_type="faulty.hang")),
     Fault("tool-raise", "faulty", _faulty("tool-raise", tool_name="raising-tool")),
-    Fault("tool-hang", "faulty", _faulty("tool-hang", tool_name="hanging-tool")),
+    Fault("tool-hang", "deadline-tool", {"mode": "hang", "tool_name": "hanging-tool"}),
     Fault("task-leak", "faulty", _faulty("task-leak")),
     Fault("thread-leak", "faulty", _faulty("thread-leak")),
     Fault("unload-raise", "faulty", _faulty("unload-raise")),
@@ -222,14 +227,30 @@ async def _scenario(
         if fault.name != "import-hang":  # its abandoned import is checked after release
             assert _instance_modules(fault.instance_id + "__") == [], fault.name
 
-    # Tools called through the registry: a raising or hanging tool hurts only its caller.
+    # Tools called through the registry: a raising tool hurts only its caller; a hanging one
+    # is ended at its plugin's deadline (manifest timeoutMs, else 5000 ms) and its task
+    # cancelled, while the other tools go on answering.
+    tools = engine.registries.tools
     with pytest.raises(RuntimeError, match="fails on purpose"):
-        await engine.registries.tools.get("raising-tool").execute({}, ToolContext())  # type: ignore[union-attr]
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(
-            engine.registries.tools.get("hanging-tool").execute({}, ToolContext()),  # type: ignore[union-attr]
-            0.2,
-        )
+        await tools.get("raising-tool").execute({}, ToolContext())  # type: ignore[union-attr]
+    hanging, echo = tools.get("hanging-tool"), tools.get("h0-tool")
+    assert isinstance(hanging, DeadlineTool) and hanging.deadline == Deadline.from_ms(TOOL_MS)
+    for name in ("raising-tool", "h0-tool", "h1-tool"):  # no timeoutMs: the default deadline
+        tool = tools.get(name)
+        assert isinstance(tool, DeadlineTool), name
+        assert tool.deadline == Deadline.from_ms(DEFAULT_TIMEOUT_MS), name
+    assert echo is not None
+    call_started = loop.time()
+    hang_call = asyncio.ensure_future(hanging.execute({}, ToolContext()))
+    answered = await echo.execute({"text": "still here"}, ToolContext())
+    answered_after = loop.time() - call_started
+    with pytest.raises(StageTimeout, match=f"tool 'hanging-tool' timed out after {TOOL_MS} ms"):
+        await hang_call
+    tool_seconds = loop.time() - call_started
+    assert answered.text == "still here" and answered_after < TOOL_MS / 1000
+    assert TOOL_MS / 1000 * 0.9 <= tool_seconds < TOOL_MS / 1000 + 2.0, tool_seconds
+    assert await apoll(lambda: not _pending_tasks("x-tool-hang:"), 2.0)
+    assert engine.manager.state_of("x-tool-hang") is InstanceState.LOADED
 
     # Events: the burst of the failed instance is handled in full, the raising and the hanging
     # handler are logged, and the consumer goes on to the next event.
@@ -283,6 +304,17 @@ async def _scenario(
         instances=3 * len(FAULTS),
         faulty=len(FAULTS),
         load_seconds=round(load_seconds, 2),
+    )
+    evidence.add(
+        "tool deadlines",
+        "a tool that never returns, called through the ToolRegistry, in the 63-instance engine "
+        f"above (its plugin's manifest: timeoutMs {TOOL_MS}); another tool called meanwhile",
+        f"the call raised StageTimeout 'timed out after {TOOL_MS} ms' and its task was "
+        "cancelled; the other tool answered during the hang; the instance stayed loaded; "
+        f"tools of plugins without timeoutMs carry the {DEFAULT_TIMEOUT_MS} ms default",
+        deadline_ms=TOOL_MS,
+        call_seconds=round(tool_seconds, 3),
+        other_tool_answered_after_ms=round(answered_after * 1000, 1),
     )
 
 

@@ -4,10 +4,20 @@ Random sequences of settings edits (add, remove, enable, disable, change setting
 pluginId, reorder keys and entries, rewrite unchanged, break one entry, break the whole file),
 load failures (the probe's `fail_in`) and concurrent reconciles (asyncio.gather of
 `sync_with_settings`) are applied to a real engine and to a small model of what reconcile
-promises. After every step:
+promises. A second machine runs the same with retries on (a RetryPolicy on the manager):
+recoverable failures are `retrying`, and a `time_passes` step moves the event loop's clock past
+the retry delay so that every pending retry fires at once (delays are an hour of that clock, so
+no retry fires by itself). A `heal` step removes the outside cause of an instance's create/load
+failure (the probe then ignores `fail_in`): a retry, or without retries the next edit, loads it.
+After every step:
 
 * the loaded set is the enabled-and-healthy set of the last valid settings (an entry that became
-  invalid keeps its instance as it was; an invalid file is not applied at all);
+  invalid keeps its instance as it was; an invalid file is not applied at all; an instance healed
+  after its failure waits for its retry or an edit);
+* every instance is in the modelled state: `failed` for what waiting cannot cure (unknown plugin,
+  invalid settings) and, without retries, for every failure; with retries `retrying` with the
+  modelled attempt count and a pending retry, which an edit of the entry, its removal or
+  disabling cancels and an edit of other entries keeps;
 * every instance's calls.log (create/load/unload, written by the probe) is exactly what the model
   expects, so each loaded instance was loaded exactly once since its last change and nothing was
   reloaded without a real change;
@@ -35,6 +45,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    initialize,
     invariant,
     precondition,
     rule,
@@ -45,6 +56,7 @@ from grambot.engine import Engine
 from grambot.errors import SettingsError
 from grambot.plugins.loader import NAMESPACE_ROOT
 from grambot.plugins.manager import InstanceState
+from grambot.retry import RetryPolicy
 from grambot.settings import EngineSettings, load_settings, parse_settings
 from tests.conftest import FIXTURE_PLUGINS
 from tests.reliability.evidence import Evidence, slow_mode
@@ -54,7 +66,7 @@ SIZED = pytest.mark.timeout(900 if slow_mode() else 60)
 
 IDS = ("a", "b", "c", "d", "e")
 PLUGINS = ("probe", "twin", "ghost")  # twin: a copy of probe under another id; ghost: unknown
-FAILS = ("", "create", "load", "unload")
+FAILS = ("", "create", "load", "unload", "invalid")  # invalid: settings the schema refuses
 LABELS = ("x", "y", "z")
 BROKEN_VARIANTS = (
     {"enabled": "yes"},
@@ -62,10 +74,19 @@ BROKEN_VARIANTS = (
     {"settings": ["not", "an", "object"]},
     {"pluginId": 42},
 )
-LOADED, FAILED, DISABLED = "loaded", "failed", "disabled"
+LOADED, FAILED, DISABLED, RETRYING = "loaded", "failed", "disabled", "retrying"
+RETRY_DELAY = 3600.0  # seconds of the loop's clock; only `time_passes` gets there
 
 EXAMPLES, STEPS = (400, 50) if slow_mode() else (40, 25)
-STATS = {"cases": 0, "steps": 0, "reconciles": 0, "concurrent": 0, "superseded": 0}
+STATS = {
+    "cases": 0,
+    "steps": 0,
+    "reconciles": 0,
+    "concurrent": 0,
+    "superseded": 0,
+    "retries": 0,
+    "retried_to_loaded": 0,
+}
 
 
 @dataclass(frozen=True)
@@ -78,16 +99,31 @@ class Spec:
     fail: str
 
     def settings(self, instance_id: str) -> dict[str, Any]:
-        return {"label": self.label, "fail_in": self.fail, "tool_name": f"t-{instance_id}"}
+        fail: object = 5 if self.fail == "invalid" else self.fail
+        return {"label": self.label, "fail_in": fail, "tool_name": f"t-{instance_id}"}
 
-    def healthy(self) -> bool:
-        return self.plugin != "ghost" and self.fail not in ("create", "load")
+    def healthy(self, healed: bool) -> bool:
+        if self.plugin == "ghost" or self.fail == "invalid":
+            return False
+        return healed or self.fail not in ("create", "load")
 
 
 @dataclass
 class Record:
     spec: Spec
     state: str
+    attempt: int = 0  # with retries: failed attempts since the last change
+
+
+class _ClockLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock can be moved forward, so that retry timers fire on demand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return super().time() + self.offset
 
 
 def _entry(instance_id: str, spec: Spec, rng: random.Random | None) -> dict[str, Any]:
@@ -109,6 +145,8 @@ def _entry(instance_id: str, spec: Spec, rng: random.Random | None) -> dict[str,
 
 
 class ReconcileMachine(RuleBasedStateMachine):
+    RETRIES = False
+
     def __init__(self) -> None:
         super().__init__()
         STATS["cases"] += 1
@@ -120,8 +158,10 @@ class ReconcileMachine(RuleBasedStateMachine):
         self.root = self.tmp / "ws"
         (self.root / ".scout").mkdir(parents=True)
         self.plugin_dirs = [str(FIXTURE_PLUGINS), str(self.tmp / "extra")]
-        self.loop = asyncio.new_event_loop()
+        self.loop = _ClockLoop()
         self.engine = Engine(self.root, builtin_dir=None, entry_points=False)
+        if self.RETRIES:  # what Engine.apply sets from the `retry` key; reconciles go direct
+            self.engine.manager.retry_policy = RetryPolicy(initial=RETRY_DELAY, cap=RETRY_DELAY)
         self.loop.run_until_complete(self.engine.event_engine.start())
         # The file as written: valid specs in file order; `broken` ids are written invalid.
         self.entries: dict[str, Spec] = {}
@@ -130,6 +170,10 @@ class ReconcileMachine(RuleBasedStateMachine):
         # What reconcile promises, and what each probe must have logged.
         self.records: dict[str, Record] = {}
         self.calls: dict[str, list[str]] = {i: [] for i in IDS}
+        # Instances whose create/load failure has passed (the probe ignores `fail_in`), and
+        # those of them that failed before and have not been tried since.
+        self.healed: set[str] = set()
+        self.waiting: set[str] = set()
         self.engine.rescan(self._parse(self._document()))
 
     def teardown(self) -> None:
@@ -188,22 +232,34 @@ class ReconcileMachine(RuleBasedStateMachine):
             if not spec.enabled:
                 self.records[instance_id] = Record(spec, DISABLED)
             elif current is None or current.state == DISABLED or _differs(current.spec, spec):
-                self.records[instance_id] = Record(spec, self._model_load(instance_id, spec))
+                self.records[instance_id] = self._model_load(instance_id, spec)
             else:
                 current.spec = spec
 
-    def _model_load(self, instance_id: str, spec: Spec) -> str:
-        if spec.plugin == "ghost":
-            return FAILED
+    def _model_attempt(self, instance_id: str, spec: Spec) -> str | None:
+        """Log the calls of one load attempt; None if it loads, else "recoverable" (may pass
+        by waiting) or "permanent" (unknown plugin, invalid settings)."""
+        self.waiting.discard(instance_id)
+        if spec.plugin == "ghost" or spec.fail == "invalid":
+            return "permanent"
+        fail = "" if instance_id in self.healed else spec.fail
         calls = self.calls[instance_id]
         calls.append("create")
-        if spec.fail == "create":
-            return FAILED
+        if fail == "create":
+            return "recoverable"
         calls.append("load")
-        if spec.fail == "load":
+        if fail == "load":
             calls.append("unload")  # a created instance whose load failed is unloaded
-            return FAILED
-        return LOADED
+            return "recoverable"
+        return None
+
+    def _model_load(self, instance_id: str, spec: Spec) -> Record:
+        failure = self._model_attempt(instance_id, spec)
+        if failure is None:
+            return Record(spec, LOADED)
+        if failure == "recoverable" and self.RETRIES:
+            return Record(spec, RETRYING, attempt=1)
+        return Record(spec, FAILED)
 
     def _edit(self, instance_id: str, spec: Spec) -> None:
         self.entries[instance_id] = spec
@@ -290,6 +346,59 @@ class ReconcileMachine(RuleBasedStateMachine):
         else:
             raise AssertionError("a truncated settings file was accepted")
 
+    def _heal(self, instance_id: str) -> None:
+        folder = self.root / ".scout" / "plugins" / instance_id
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "healed").write_text("")
+        self.healed.add(instance_id)
+        record = self.records.get(instance_id)
+        if record is not None and record.state in (FAILED, RETRYING):
+            self.waiting.add(instance_id)
+
+    @precondition(lambda self: len(self.healed) < len(IDS))
+    @rule(data=st.data())
+    def heal(self, data: st.DataObject) -> None:
+        """The outside cause of an instance's create/load failures goes away (one that is
+        failing, if there is one)."""
+        ids = [i for i in IDS if i not in self.healed]
+        failing = [
+            i for i in ids if i in self.records and self.records[i].state in (FAILED, RETRYING)
+        ]
+        self._heal(data.draw(st.sampled_from(failing or ids)))
+
+    @precondition(lambda self: any(r.state == RETRYING for r in self.records.values()))
+    @rule(data=st.data())
+    def time_passes(self, data: st.DataObject) -> None:
+        """The retry delay passes: every pending retry fires, one after the other (and the
+        cause of one of their failures may have gone away meanwhile)."""
+        manager = self.engine.manager
+        due = {i: manager.record(i) for i, r in self.records.items() if r.state == RETRYING}
+        if data.draw(st.integers(0, 3), label="heal one first if 0") == 0:
+            self._heal(data.draw(st.sampled_from(sorted(due))))
+        self.loop.offset += RETRY_DELAY + 1.0
+
+        async def settled() -> None:
+            async with asyncio.timeout(20):
+                while any(
+                    manager.record(i) is old or manager.state_of(i) is InstanceState.LOADING
+                    for i, old in due.items()
+                ):
+                    await asyncio.sleep(0.001)
+
+        self.loop.run_until_complete(settled())
+        for instance_id in due:
+            STATS["retries"] += 1
+            record = self.records[instance_id]
+            if self._model_attempt(instance_id, record.spec) is None:
+                STATS["retried_to_loaded"] += 1
+                record.state, record.attempt = LOADED, 0
+            else:
+                record.attempt += 1
+
+    # A second name for the same rule: hypothesis picks among rules evenly (and leaves some out
+    # of each case), and this one is the only way retries fire.
+    time_passes_again = time_passes
+
     @precondition(lambda self: self.entries)
     @rule(data=st.data(), count=st.integers(2, 3))
     def concurrent_edits(self, data: st.DataObject, count: int) -> None:
@@ -336,7 +445,11 @@ class ReconcileMachine(RuleBasedStateMachine):
         loaded = sorted(manager.loaded_ids())
         # The loaded set is the enabled-and-healthy set of the last valid settings (a held
         # instance counts as it was).
-        expected = sorted(i for i, r in self.records.items() if r.spec.enabled and r.spec.healthy())
+        expected = sorted(
+            i
+            for i, r in self.records.items()
+            if r.spec.enabled and r.spec.healthy(i in self.healed) and i not in self.waiting
+        )
         assert loaded == expected
         assert loaded == sorted(i for i, r in self.records.items() if r.state == LOADED)
         for instance_id in IDS:
@@ -344,8 +457,18 @@ class ReconcileMachine(RuleBasedStateMachine):
             state = manager.state_of(instance_id)
             if record is None:
                 assert state is None, instance_id
+                continue
+            assert state is InstanceState(record.state), (instance_id, state, record)
+            actual = manager.record(instance_id)
+            assert actual is not None and actual.attempt == record.attempt, (instance_id, actual)
+            handle = actual.retry_handle
+            if record.state == RETRYING:  # a retry is pending
+                assert handle is not None and not handle.cancelled(), instance_id
+                assert actual.next_attempt_at is not None
             else:
-                assert state is InstanceState(record.state), (instance_id, state, record)
+                assert handle is None and actual.next_attempt_at is None, instance_id
+            if record.state == FAILED and self.RETRIES:  # only what waiting cannot cure
+                assert actual.failure is not None and not actual.failure.recoverable
             log = self.root / ".scout" / "plugins" / instance_id / "calls.log"
             logged = log.read_text().split() if log.exists() else []
             assert logged == self.calls[instance_id], instance_id
@@ -364,11 +487,24 @@ def _differs(old: Spec, new: Spec) -> bool:
     return old.plugin != new.plugin or (old.label, old.fail) != (new.label, new.fail)
 
 
-@SIZED
-def test_reconcile_matches_its_model(evidence: Evidence) -> None:
+class RetryingReconcileMachine(ReconcileMachine):
+    RETRIES = True
+
+    @initialize(
+        fails=st.lists(st.sampled_from(("create", "load")), min_size=1, max_size=3),
+        plugin=st.sampled_from(PLUGINS[:2]),
+    )
+    def start_with_failures(self, fails: list[str], plugin: str) -> None:
+        """Each case starts with instances whose create or load fails, so there are retries."""
+        for instance_id, fail in zip(IDS, fails, strict=False):
+            self._edit(instance_id, Spec(plugin, True, "x", fail))
+        self._write_and_apply()
+
+
+def _run(machine: type[ReconcileMachine]) -> dict[str, int]:
     before = dict(STATS)
     run_state_machine_as_test(
-        ReconcileMachine,
+        machine,
         settings=settings(
             max_examples=EXAMPLES,
             stateful_step_count=STEPS,
@@ -378,17 +514,52 @@ def test_reconcile_matches_its_model(evidence: Evidence) -> None:
     )
     ran = {key: STATS[key] - before[key] for key in STATS}
     assert ran["cases"] >= EXAMPLES and ran["concurrent"] > 0
+    return ran
+
+
+TRIED = (
+    "add, remove, enable/disable, change settings, change pluginId, reorder keys and entries, "
+    "break one entry, truncate the file, load failures (create/load/unload, unknown plugin, "
+    "invalid settings), heal a failure's outside cause, 2-3 concurrent reconciles"
+)
+HELD = (
+    "after every step: loaded set = enabled-and-healthy set of the last valid settings; "
+    "each probe's create/load/unload log exactly as modelled (loaded once per change, no "
+    "reload without a real change); tool registry and sys.modules = loaded instances"
+)
+
+
+@SIZED
+def test_reconcile_matches_its_model(evidence: Evidence) -> None:
+    ran = _run(ReconcileMachine)
     evidence.add(
         "model-based reconcile",
-        f"{ran['cases']} random cases of up to {STEPS} steps: add, remove, enable/disable, change "
-        "settings, change pluginId, reorder keys and entries, break one entry, truncate the "
-        "file, load failures (create/load/unload, unknown plugin), 2-3 concurrent reconciles",
-        "after every step: loaded set = enabled-and-healthy set of the last valid settings; "
-        "each probe's create/load/unload log exactly as modelled (loaded once per change, no "
-        "reload without a real change); tool registry and sys.modules = loaded instances",
+        f"{ran['cases']} random cases of up to {STEPS} steps, retries off: {TRIED}",
+        f"{HELD}; every failure stays `failed` until its entry changes",
         cases=ran["cases"],
         steps=ran["steps"],
         reconciles=ran["reconciles"],
         concurrent_batches=ran["concurrent"],
         superseded=ran["superseded"],
+    )
+
+
+@SIZED
+def test_reconcile_with_retries_matches_its_model(evidence: Evidence) -> None:
+    ran = _run(RetryingReconcileMachine)
+    assert ran["retries"] > 0 and ran["retried_to_loaded"] > 0
+    evidence.add(
+        "model-based reconcile",
+        f"{ran['cases']} random cases of up to {STEPS} steps, retries on: the same steps, plus "
+        "the retry delay passing (every pending retry fires)",
+        f"{HELD}; recoverable failures `retrying` with the modelled attempt count and a pending "
+        "retry (cancelled by an edit, removal or disabling of the entry, kept across edits of "
+        "others and while the entry is invalid), loaded by the retry after a heal; unknown "
+        "plugin and invalid settings `failed` and never retried",
+        cases=ran["cases"],
+        steps=ran["steps"],
+        reconciles=ran["reconciles"],
+        retries_fired=ran["retries"],
+        retries_that_loaded=ran["retried_to_loaded"],
+        concurrent_batches=ran["concurrent"],
     )

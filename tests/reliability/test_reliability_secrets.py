@@ -27,6 +27,7 @@ from grambot.plugins.manager import InstanceState
 from grambot.secrets import FileSecretsStore
 from tests.conftest import Workspace
 from tests.reliability.evidence import Evidence, poll, slow_mode
+from tests.runproc import EngineProcess, wait_until
 
 # Sized for CI by default; --slow runs far more and may take minutes.
 SIZED = pytest.mark.timeout(900 if slow_mode() else 60)
@@ -60,6 +61,15 @@ def _store_secrets(store: FileSecretsStore, secret: str = SECRET) -> None:
 def _forms(secret: str) -> list[str]:
     """The value as text may show it: raw, and escaped as by repr() and by JSON."""
     return sorted({secret, repr(secret)[1:-1], json.dumps(secret)[1:-1]})
+
+
+def _where(data: bytes, needle: bytes) -> list[str]:
+    """The lines of `data` holding `needle` (shown as <SECRET>), for a failure message."""
+    return [
+        line.replace(needle, b"<SECRET>").decode("utf-8", "replace")
+        for line in data.splitlines()
+        if needle in line
+    ]
 
 
 def _files_holding(root: Path, needle: bytes, allowed: Path) -> list[Path]:
@@ -129,59 +139,143 @@ async def test_secret_never_leaks_in_process(
     )
 
 
+# What the console (stdin) says to the bot in `grambot run`, and the replies it must print.
+CONSOLE = {
+    "fail": "bot> Sorry, the inference provider 'brain' failed (RuntimeError).",
+    "!vault_tool open": "bot> tool result: tool 'vault_tool' failed (RuntimeError)",
+    "hello": "bot> ok: hello",
+}
+RETRIED = ("s-create", "s-load", "s-missing")  # recoverable failures: retried with backoff
+MIN_ATTEMPT = 3  # wait until retries 1 and 2 failed (and were logged) too
+
+
+def _run_settings() -> dict[str, object]:
+    plugins = [
+        *_instances(),
+        {"instanceId": "s-ghost", "pluginId": "no-such-plugin"},  # failed, never retried
+        {"instanceId": "s-log", "pluginId": "secret-holder", "settings": {"log_token": True}},
+        {"instanceId": "console", "pluginId": "console"},
+        {"instanceId": "brain", "pluginId": "secret-holder", "settings": {"serve": True}},
+        {
+            "instanceId": "vault",
+            "pluginId": "deadline-tool",
+            "settings": {"tool_name": "vault_tool", "mode": "raise"},
+        },
+    ]
+    return {
+        "pluginDirs": [str(FAULTY_PLUGINS)],
+        "plugins": plugins,
+        "agent": {"inference": "brain", "replyTimeoutSeconds": 5},
+        "retry": {"initialDelay": 0.05, "maxDelay": 0.2},
+    }
+
+
+def _settled(engine: EngineProcess) -> bool:
+    status = engine.status()
+    if status is None:
+        return False
+    by_id = {i["instanceId"]: i for i in status["instances"]}
+    loaded = ("s-ok", "s-task", "s-unload", "s-log", "console", "brain", "vault")
+    return (
+        all(by_id.get(i, {}).get("state") == "loaded" for i in loaded)
+        and by_id.get("s-ghost", {}).get("state") == "failed"
+        and all(
+            by_id.get(i, {}).get("state") == "retrying"
+            and by_id[i].get("attempt", 0) >= MIN_ATTEMPT
+            for i in RETRIED
+        )
+    )
+
+
+def _status_cli(workspace: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "grambot", "status", "--workspace", str(workspace), *args],
+        capture_output=True,
+        timeout=20,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("secret", [SECRET, "pa'ss\"w\\rd-\u00fcn\u00ef"], ids=["plain", "quotes"])
 def test_secret_never_leaks_from_grambot_run_at_debug_level(
-    tmp_path: Path, evidence: Evidence
+    secret: str, tmp_path: Path, evidence: Evidence
 ) -> None:
     scout = tmp_path / ".scout"
     scout.mkdir()
     store = FileSecretsStore(scout / "secrets.json")
-    _store_secrets(store)
-    (scout / "settings.json").write_text(
-        json.dumps({"pluginDirs": [str(FAULTY_PLUGINS)], "plugins": _instances()})
-    )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "grambot",
-            "run",
-            "--log-level",
-            "debug",
-            "--workspace",
-            str(tmp_path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONASYNCIODEBUG": "1"},
-        cwd=tmp_path,
+    _store_secrets(store, secret)
+    for instance_id in ("brain", "vault", "s-log"):
+        store.set(instance_id, "token", secret)
+    (scout / "settings.json").write_text(json.dumps(_run_settings()))
+    engine = EngineProcess(
+        tmp_path,
+        "--log-level",
+        "debug",
+        env={"PYTHONASYNCIODEBUG": "1", "PYTHONPATH": str(REPO), "PYTHONIOENCODING": "utf-8"},
+        stdin_text="".join(f"{line}\n" for line in CONSOLE),
     )
     try:
-        assert proc.stdout is not None
-        output = b""
-        deadline = time.monotonic() + 20
-        while b"grambot ready" not in output and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            output += line
-        proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=20)
-        output += rest
+        engine.wait_ready()
+        # grambot run retries recoverable failures: wait until those quoting the secret are
+        # `retrying` after several failed retries (each logged), the rest loaded or failed.
+        wait_until(lambda: _settled(engine), 20.0, "instances settled")
+        for reply in CONSOLE.values():
+            engine.wait_for_log(reply)
+        status_file = (scout / "status.json").read_bytes()
+        table = _status_cli(tmp_path)
+        as_json = _status_cli(tmp_path, "--json")
+        files = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     finally:
-        proc.kill()
-    text = output.decode("utf-8", "replace")
-    assert proc.returncode == 0, text
+        code = engine.stop(20.0)
+    text = engine.output
+    assert code == 0, text
+    assert table.returncode == 0 and as_json.returncode == 0, (table.stderr, as_json.stderr)
+    # The failure paths all ran, each quoting the secret before redaction.
     assert "grambot ready" in text and " DEBUG " in text
-    assert "rejected token '***'" in text  # the failure paths ran, redacted
+    for instance_id in RETRIED[:2]:
+        assert f"instance {instance_id} (plugin secret-holder) failed at" in text
+    assert "retry 2 failed at create" in text and "retry 2 failed at load" in text
+    assert "rejected token '***'" in text.replace('"', "'")
     assert "unload failed" in text and "background task secretive-background failed" in text
-    assert SECRET.encode() not in output
-    assert _files_holding(tmp_path, SECRET.encode(), scout / "secrets.json") == []
+    assert "bot: inference provider brain failed" in text and "bot: tool vault_tool failed" in text
+    assert "careless: loading with token '***'" in text  # the plugin's own logger, masked
+    states = {i["instanceId"]: i for i in json.loads(status_file)["instances"]}
+    assert "rejected token '***'" in states["s-load"]["error"].replace('"', "'")
+    assert "needs the secret 'token'" in states["s-missing"]["error"]
+    shown = table.stdout.decode()
+    assert "s-load" in shown and "retrying #" in shown and "errors:" in shown
+    assert "rejected token '***'" in shown.replace('"', "'")  # the table shows the redacted error
+    assert {i["instanceId"] for i in json.loads(as_json.stdout)["instances"]} == set(states)
+    conversations = [p for p in files if p.is_relative_to(scout / "bot")]
+    assert conversations, "the bot saved no conversation"
+    outputs = {
+        "grambot run output": text.encode(),
+        ".scout/status.json": status_file,
+        "grambot status": table.stdout + table.stderr,
+        "grambot status --json": as_json.stdout + as_json.stderr,
+    }
+    files_after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    for form in _forms(secret):
+        needle = form.encode()
+        for name, data in outputs.items():
+            assert needle not in data, (name, _where(data, needle))
+        for path, data in [*files.items(), *files_after.items()]:
+            if path != scout / "secrets.json":
+                assert needle not in data, (path, _where(data, needle))
+    kind = "plain" if secret == SECRET else "with quotes, a backslash and non-ASCII letters"
     evidence.add(
         "secrets hygiene",
-        "`grambot run --log-level debug` (with PYTHONASYNCIODEBUG=1) on the same instances, "
+        f"`grambot run --log-level debug` (PYTHONASYNCIODEBUG=1, retries on) with the secret "
+        f"({kind}): the same failing instances, retried with backoff until each had failed "
+        f"{MIN_ATTEMPT} times; console lines make the bot's provider and a tool fail quoting "
+        "the secret; a plugin logs it with %r; `grambot status` and `--json` while running; "
         "stopped with SIGTERM",
-        "the value is nowhere in its output or in the workspace but .scout/secrets.json",
+        "the value is in neither the process output (retry lines included), "
+        ".scout/status.json, `grambot status` nor `--json`, nor any workspace file "
+        "(conversations in .scout/bot/ included) but .scout/secrets.json, while running and "
+        "after the stop",
         output_lines=text.count("\n"),
+        files_scanned=len(set(files) | set(files_after)),
     )
 
 

@@ -22,7 +22,6 @@ import contextvars
 import gc
 import inspect
 import itertools
-import json
 import logging
 import time
 import traceback
@@ -61,7 +60,7 @@ from grambot.plugins.stages import (
 )
 from grambot.registries import Registries
 from grambot.retry import RetryPolicy
-from grambot.secrets import InstanceSecrets, SecretsStore
+from grambot.secrets import InstanceSecrets, SecretsStore, redact_instance_secrets
 from grambot.settings import EngineSettings, InstanceConfig, Timeouts
 
 logger = logging.getLogger(__name__)
@@ -693,21 +692,7 @@ class PluginManager:
 
     def _redact(self, instance_id: str, text: str) -> str:
         """Replace this instance's secret values in `text` (plugin errors may quote them)."""
-        try:
-            values = [self.secrets.get(instance_id, k) for k in self.secrets.keys(instance_id)]
-        except Exception:  # an unreadable store must not hide the original error
-            return text
-        forms: set[str] = set()
-        for value in values:
-            if value and len(value) >= 4:
-                # Also as quoted by repr()/ascii() (`{token!r}`) or JSON, which escape quotes,
-                # backslashes and non-ASCII letters.
-                forms.update({value, repr(value)[1:-1], ascii(value)[1:-1]})
-                forms.add(json.dumps(value)[1:-1])
-                forms.add(json.dumps(value, ensure_ascii=False)[1:-1])
-        for form in sorted(forms, key=len, reverse=True):
-            text = text.replace(form, "***")
-        return text
+        return redact_instance_secrets(self.secrets, instance_id, text)
 
 
 # The failure kind of an unexpected exception, by the stage it escaped from. A settings schema

@@ -49,14 +49,6 @@ def ratio(value: float | None, baseline: float | None) -> float | None:
     return value / baseline
 
 
-def skipped(
-    name: str, *, target: str, unit: str, why: str, baseline: float | None = None, group: str = ""
-) -> Result:
-    return Result(
-        name, None, baseline, None, target, unit, False, notes=f"not available: {why}", group=group
-    )
-
-
 def percentile(values: Sequence[float], p: float) -> float:
     """Nearest-rank percentile (p in 0..100) of a non-empty sequence."""
     ordered = sorted(values)

@@ -198,7 +198,7 @@ def run(quick: bool) -> list[Result]:
                 if grambot is not None:
                     grambots.append(grambot)
                 elif i == 0:
-                    picked_up = False  # one miss of PICKUP_TIMEOUT is enough to tell
+                    picked_up = False  # a broken watcher: do not wait PICKUP_TIMEOUT per edit
                 time.sleep(0.15)
                 bench.drain()
         finally:
@@ -223,9 +223,10 @@ def run(quick: bool) -> list[Result]:
                     unit="ms",
                     meets=False,
                     group=GROUP,
-                    notes="not available: grambot run does not watch settings yet (no reload "
-                    f"within {bench.pickup_timeout:g} s of an edit); floor over {len(floors)} "
-                    f"edits, watchfiles step={STEP_MS} ms debounce={DEBOUNCE_MS} ms",
+                    notes=f"not available: grambot run loaded only {len(grambots)} of {edits} "
+                    f"edits within {bench.pickup_timeout:g} s each (is its settings watcher "
+                    f"broken?); floor over {len(floors)} edits, watchfiles step={STEP_MS} ms "
+                    f"debounce={DEBOUNCE_MS} ms",
                 )
             )
             continue
@@ -239,7 +240,7 @@ def run(quick: bool) -> list[Result]:
                 ratio=ratio(value, base),
                 target=target,
                 unit="ms",
-                meets=value <= limit,
+                meets=value <= limit and len(grambots) == edits,  # a missed edit fails it
                 notes=f"{len(grambots)} of {edits} edits seen by grambot (rename-saves); floor: a "
                 f"raw watchfiles process, step={STEP_MS} ms debounce={DEBOUNCE_MS} ms, on the same "
                 "edits",

@@ -31,11 +31,8 @@ WEATHER = ToolDefinition(
 
 @pytest.fixture
 def fake() -> Iterator[FakeAnthropic]:
-    server = FakeAnthropic(KEY).start()
-    try:
+    with FakeAnthropic(KEY) as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def load(h: Harness, fake: FakeAnthropic, **extra: Any) -> InferenceProvider:

@@ -18,11 +18,8 @@ CTX = ToolContext(connector_id="tg", chat_id="1")
 
 @pytest.fixture
 def fake() -> Iterator[FakeBrave]:
-    server = FakeBrave(KEY).start()
-    try:
+    with FakeBrave(KEY) as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def load(h: Harness, fake: FakeBrave, **extra: Any) -> Tool:

@@ -19,11 +19,8 @@ KEY = "sk-proj-image-key-0987654321"
 
 @pytest.fixture
 def fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI(KEY).start()
-    try:
+    with FakeOpenAI(KEY) as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def load(h: Harness, fake: FakeOpenAI, **extra: Any) -> ImageProvider:

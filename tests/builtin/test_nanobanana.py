@@ -19,11 +19,8 @@ JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 20
 
 @pytest.fixture
 def fake() -> Iterator[FakeGemini]:
-    server = FakeGemini(KEY).start()
-    try:
+    with FakeGemini(KEY) as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def load(h: Harness, fake: FakeGemini, **extra: Any) -> ImageProvider:

@@ -34,11 +34,8 @@ PATHS = {"responses": "/v1/responses", "chat": "/v1/chat/completions"}
 
 @pytest.fixture
 def fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI(KEY).start()
-    try:
+    with FakeOpenAI(KEY) as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def load(h: Harness, fake: FakeOpenAI, **extra: Any) -> InferenceProvider:

@@ -44,6 +44,8 @@ _EXPORTS: dict[str, str] = {
     "PluginNotFound": "grambot.errors",
     "PluginLoadError": "grambot.errors",
     "StageTimeout": "grambot.errors",
+    "NotReady": "grambot.errors",
+    "SetupError": "grambot.errors",
     "RegistrationError": "grambot.errors",
     "RegistrationConflict": "grambot.errors",
     "SecretsError": "grambot.errors",
@@ -72,6 +74,7 @@ if _TYPE_CHECKING:
         AccessDenied,
         DescriptorError,
         GrambotError,
+        NotReady,
         PluginImportDenied,
         PluginLoadError,
         PluginNotFound,
@@ -79,6 +82,7 @@ if _TYPE_CHECKING:
         RegistrationError,
         SecretsError,
         SettingsError,
+        SetupError,
         StageTimeout,
     )
     from grambot.plugins.api import InstanceInfo, PluginApi

@@ -71,6 +71,34 @@ class Engine:
         if bot:
             self.event_engine.register(CONNECTOR_MESSAGE, self.bot.on_event)
 
+    # -- the instances (read-only views; change them through the methods below) -------------
+
+    def instance(self, instance_id: str) -> Any:
+        """The instance with this id (any state), or None."""
+        return self.manager.record(instance_id)
+
+    def state_of(self, instance_id: str) -> Any:
+        return self.manager.state_of(instance_id)
+
+    def loaded_ids(self) -> list[str]:
+        """Loaded instances, in load order."""
+        return self.manager.loaded_ids()
+
+    def instances_of(self, plugin_id: str) -> list[str]:
+        return self.manager.instances_of(plugin_id)
+
+    async def reload(self, instance_ids: list[str]) -> list[str]:
+        """Unload and load again these instances with their current settings."""
+        return await self.manager.reload(instance_ids)
+
+    async def retry(self, instance_id: str) -> bool:
+        """Try a failed or retrying instance again now; False if it is neither."""
+        state = self.manager.state_of(instance_id)
+        if state is None or str(state) not in ("failed", "retrying"):
+            return False
+        await self.manager.reload([instance_id])
+        return True
+
     def read_settings(self) -> EngineSettings:
         """Read settings.json; raises SettingsError for a file that cannot be used at all."""
         return load_settings(self.workspace)

@@ -7,6 +7,8 @@
     ├── PluginNotFound           an instance names a plugin the catalog does not have
     ├── PluginLoadError          import, settings validation, create or load failed
     │   └── StageTimeout         a plugin stage ran past its deadline
+    ├── NotReady                 raised by a plugin: not ready yet, retry with backoff
+    ├── SetupError               raised by a plugin: cannot work as configured, do not retry
     ├── RegistrationError        a registration was refused
     │   └── RegistrationConflict another instance owns that key
     ├── SecretsError             the secrets store cannot be read or written
@@ -103,6 +105,17 @@ class StageTimeout(PluginLoadError):
         GrambotError.__init__(self, f"instance {instance_id!r}: {stage} timed out after {after}")
         self.instance_id = instance_id
         self.stage = stage
+
+
+class NotReady(GrambotError):
+    """Raise from `create`/`load` when the instance cannot start *yet* (a service still
+    booting, a network hiccup): the engine retries it with backoff."""
+
+
+class SetupError(GrambotError):
+    """Raise from `create`/`load` when the instance cannot work as configured (a refused key,
+    a missing resource): the engine does not retry; it stays `failed` until its entry or its
+    secrets change, or `grambot retry ID`."""
 
 
 class RegistrationError(GrambotError):

@@ -40,6 +40,7 @@ class ServiceError(GrambotError):
         kind: str,
         status: int | None = None,
         retry_after: float | None = None,
+        retryable: bool | None = None,
     ) -> None:
         self.instance_id = instance_id
         self.service = service
@@ -47,11 +48,15 @@ class ServiceError(GrambotError):
         self.status = status
         self.retry_after = retry_after
         self.detail = message
+        self._retryable = retryable
         super().__init__(f"{service} (instance {instance_id!r}): {message}")
 
     @property
     def retryable(self) -> bool:
-        """True when trying again later may succeed (rate limit, timeout, network, 5xx)."""
+        """True when trying again later may succeed: the plugin's `retryable=` when it gave
+        one, else by kind (rate limit, timeout, network, 5xx; never `auth`)."""
+        if self._retryable is not None:
+            return self._retryable
         return self.kind in _RETRYABLE
 
 

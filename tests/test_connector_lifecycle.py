@@ -1,0 +1,186 @@
+"""A connector is started again after every path that reloads its instance.
+
+Each test runs a real `grambot run` with the real telegram built-in (python-telegram-bot) on the
+fake Telegram Bot API, the offline `echo` model answering, and checks the user-visible outcome:
+after the path, a message sent to the bot is answered (so polling resumed), with the new token
+after a rotation. Paths: a settings edit, `grambot secrets set`, `--reload-plugins`, a retry
+that succeeds, disable then enable. The scaffolded connector no longer starts itself in load.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import entry
+from tests.fakes.telegram_api import FakeTelegram
+from tests.runproc import EngineProcess, wait_until, workspace_with
+
+TOKEN = "123456:AAH-first-token-for-lifecycle"
+TOKEN2 = "654321:BBH-rotated-token-for-lifecycle"
+OWNER = 111
+BUILTIN = Path(__file__).resolve().parent.parent / "builtin_plugins"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeTelegram]:
+    with FakeTelegram() as server:
+        server.add_bot(TOKEN)
+        server.add_bot(TOKEN2, username="rotated_bot")
+        yield server
+
+
+def _telegram(fake: FakeTelegram, plugin_id: str = "telegram", **extra: Any) -> dict[str, Any]:
+    settings = {
+        "baseUrl": fake.base_url,
+        "baseFileUrl": fake.base_file_url,
+        "allowedUserIds": [OWNER],
+        "pollTimeout": 1,
+        "requestTimeout": 3.0,
+        "backoffInitial": 0.05,
+        "backoffMax": 0.2,
+        "maxRetries": 1,
+        **extra,
+    }
+    return entry("tg", plugin_id, **settings)
+
+
+def _workspace(root: Path, fake: FakeTelegram, **engine_keys: Any) -> Path:
+    plugin_id = engine_keys.pop("plugin_id", "telegram")
+    ws = workspace_with(
+        root,
+        [_telegram(fake, plugin_id), entry("echo", "echo")],
+        agent={"inference": "echo"},
+        **engine_keys,
+    )
+    secrets = ws / ".scout" / "secrets.json"
+    secrets.write_text(json.dumps({"tg": {"botToken": TOKEN}}))
+    secrets.chmod(0o600)
+    return ws
+
+
+def _answered(fake: FakeTelegram, token: str, text: str) -> None:
+    """Send `text` to the bot and wait until the echo answer comes back through Telegram."""
+    fake.push_message(token, text, user_id=OWNER)
+    wait_until(
+        lambda: any(s.get("text") == text for s in fake.sent(token, "sendMessage")),
+        timeout=15,
+        what=f"an answer to {text!r}",
+    )
+
+
+def _grambot(ws: Path, *args: str, stdin: str = "") -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "grambot", *args, "--workspace", str(ws)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_polling_resumes_after_a_settings_edit(tmp_path: Path, fake: FakeTelegram) -> None:
+    ws = _workspace(tmp_path, fake)
+    engine = EngineProcess(ws)
+    try:
+        engine.wait_ready()
+        _answered(fake, TOKEN, "before the edit")
+        _grambot(ws, "enable", "telegram", "--instance", "tg", "--set", "pollTimeout=2")
+        engine.wait_for_log("telegram bot @fake_bot ready", count=2)
+        _answered(fake, TOKEN, "after the edit")
+    finally:
+        assert engine.stop() == 0, engine.output
+
+
+def test_polling_resumes_with_the_new_token_after_secrets_set(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    ws = _workspace(tmp_path, fake)
+    engine = EngineProcess(ws)
+    try:
+        engine.wait_ready()
+        _answered(fake, TOKEN, "with the first token")
+        _grambot(ws, "secrets", "set", "tg", "botToken", stdin=TOKEN2 + "\n")
+        engine.wait_for_log("telegram bot @rotated_bot ready")
+        _answered(fake, TOKEN2, "with the rotated token")
+    finally:
+        assert engine.stop() == 0, engine.output
+    assert TOKEN2 not in engine.output and TOKEN not in engine.output
+
+
+def test_polling_resumes_after_reload_plugins(tmp_path: Path, fake: FakeTelegram) -> None:
+    plugins = tmp_path / "dev-plugins"
+    copy = plugins / "tgdev"
+    shutil.copytree(BUILTIN / "telegram", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    descriptor = json.loads((copy / "plugin.json").read_text())
+    (copy / "plugin.json").write_text(json.dumps({**descriptor, "id": "tgdev"}))
+    ws = _workspace(tmp_path / "ws", fake, plugin_id="tgdev")
+    settings_file = ws / ".scout" / "settings.json"
+    data = json.loads(settings_file.read_text())
+    data["pluginDirs"].append(str(plugins))
+    settings_file.write_text(json.dumps(data))
+    engine = EngineProcess(ws, "--reload-plugins")
+    try:
+        engine.wait_ready()
+        _answered(fake, TOKEN, "before the code change")
+        text = copy / "text.py"
+        text.write_text(text.read_text() + "\n# edited\n")
+        engine.wait_for_log("plugin tgdev changed: reloading tg")
+        engine.wait_for_log("telegram bot @fake_bot ready", count=2)
+        _answered(fake, TOKEN, "after the code change")
+    finally:
+        assert engine.stop() == 0, engine.output
+
+
+def test_polling_starts_when_a_retry_succeeds(tmp_path: Path, fake: FakeTelegram) -> None:
+    fake.fail(502, times=2, path_contains="getMe")
+    ws = _workspace(tmp_path, fake, retry={"initialDelay": 0.2, "maxDelay": 0.5})
+    engine = EngineProcess(ws)
+    try:
+        engine.wait_ready()
+        engine.wait_for_log("instance tg (plugin telegram) loaded after")
+        _answered(fake, TOKEN, "after the retry")
+    finally:
+        assert engine.stop() == 0, engine.output
+
+
+def test_polling_resumes_after_disable_then_enable(tmp_path: Path, fake: FakeTelegram) -> None:
+    ws = _workspace(tmp_path, fake)
+    engine = EngineProcess(ws)
+    try:
+        engine.wait_ready()
+        _grambot(ws, "disable", "tg")
+        engine.wait_for_log("instance tg (plugin telegram) unloaded")
+        _grambot(ws, "enable", "telegram", "--instance", "tg", "--no-input")
+        engine.wait_for_log("telegram bot @fake_bot ready", count=2)
+        _answered(fake, TOKEN, "after enable")
+    finally:
+        assert engine.stop() == 0, engine.output
+
+
+def test_the_scaffolded_connector_is_started_once_by_the_engine(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    (ws / ".scout").mkdir(parents=True)
+    (ws / ".scout" / "settings.json").write_text(json.dumps({"plugins": []}))
+    _grambot(ws, "new", "mychat", "--kind", "connector")
+    source = (ws / "plugins" / "mychat" / "plugin.py").read_text()
+    load = source[source.index("async def load") :].split("\n\n")[0]
+    assert "start()" not in load, load
+    test_file = next((ws / "plugins" / "mychat").glob("test_*.py"))
+    assert "engine.manager" not in test_file.read_text()
+    settings = {"plugins": [entry("mychat", "mychat")]}
+    (ws / ".scout" / "settings.json").write_text(json.dumps(settings))
+    engine = EngineProcess(ws)
+    try:
+        engine.wait_ready()
+        assert engine.output.count("connector started") == 1, engine.output
+    finally:
+        assert engine.stop() == 0, engine.output

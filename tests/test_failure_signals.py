@@ -1,0 +1,120 @@
+"""How a plugin says how it failed, and what makes the engine try again at once.
+
+`grambot.NotReady` is retried with backoff, `grambot.SetupError` is not (`failed` until an edit,
+a secret change or `grambot retry ID`); `ServiceError` is retried by its kind (never `auth`)
+unless it says `retryable=`. Removing the owner of a conflicting registration retries the
+instance that lost the conflict at once. `grambot retry` and `grambot reload` act on a running
+engine.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from grambot.engine import Engine
+from tests.conftest import Workspace, entry
+from tests.runproc import EngineProcess, wait_until, workspace_with
+
+HOUR = {"initialDelay": 3600, "maxDelay": 3600}  # no retry fires by itself during a test
+
+
+@pytest.fixture
+async def retrying(workspace: Workspace) -> AsyncIterator[Engine]:
+    eng = Engine(workspace.root, builtin_dir=None, entry_points=False, retries=True)
+    await eng.event_engine.start()
+    try:
+        yield eng
+    finally:
+        await eng.stop(drain_deadline=1.0)
+
+
+@pytest.mark.parametrize(
+    ("mode", "state"),
+    [
+        ("not-ready", "retrying"),
+        ("setup-error", "failed"),
+        ("service:auth", "failed"),
+        ("service:auth:yes", "retrying"),
+        ("service:network", "retrying"),
+        ("service:network:no", "failed"),
+        ("service:bad-request", "failed"),
+    ],
+)
+async def test_the_failure_says_whether_it_is_retried(
+    retrying: Engine, workspace: Workspace, mode: str, state: str
+) -> None:
+    await retrying.apply(workspace.write([entry("h", "hostile", mode=mode)], retry=HOUR))
+    instance = retrying.instance("h")
+    assert instance is not None and str(instance.state) == state, instance
+    assert instance.failure is not None and instance.failure.recoverable == (state == "retrying")
+
+
+async def test_setup_error_keeps_the_plugins_message(
+    retrying: Engine, workspace: Workspace
+) -> None:
+    await retrying.apply(workspace.write([entry("h", "hostile", mode="setup-error")], retry=HOUR))
+    instance = retrying.instance("h")
+    assert instance is not None and instance.failure is not None
+    assert "this account cannot use the service" in instance.failure.message
+
+
+async def test_retry_tries_a_failed_instance_again_now(
+    retrying: Engine, workspace: Workspace
+) -> None:
+    await retrying.apply(workspace.write([entry("h", "hostile", mode="setup-error")], retry=HOUR))
+    assert workspace.calls("h") == ["load", "unload"]
+    assert await retrying.retry("h") is True
+    assert workspace.calls("h") == ["load", "unload", "load", "unload"]
+    assert await retrying.retry("nobody") is False
+
+
+async def test_removing_the_owner_of_a_conflict_retries_the_other_at_once(
+    retrying: Engine, workspace: Workspace
+) -> None:
+    both = [entry("a", tool_name="shared"), entry("b", tool_name="shared")]
+    await retrying.apply(workspace.write(both, retry=HOUR))
+    assert str(retrying.state_of("a")) == "loaded"
+    assert str(retrying.state_of("b")) == "retrying"
+    await retrying.apply(workspace.write([entry("b", tool_name="shared")], retry=HOUR))
+    assert str(retrying.state_of("b")) == "loaded"  # not an hour later
+    assert retrying.registries.tools.owner_of("shared") == "b"
+
+
+def _grambot(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "grambot", *args, "--workspace", str(ws)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_grambot_retry_and_reload_act_on_the_running_engine(tmp_path: Path) -> None:
+    ws = workspace_with(
+        tmp_path, [entry("h", "hostile", mode="setup-error"), entry("p")], retry=HOUR
+    )
+    calls_h = ws / ".scout" / "plugins" / "h" / "calls.log"
+    calls_p = ws / ".scout" / "plugins" / "p" / "calls.log"
+    engine = EngineProcess(ws)
+    try:
+        engine.wait_ready()
+        assert engine.states() == {"h": "failed", "p": "loaded"}
+        done = _grambot(ws, "retry", "h")
+        assert done.returncode == 0, done.stderr
+        wait_until(lambda: calls_h.read_text().split().count("load") == 2, what="h retried")
+        done = _grambot(ws, "reload", "p")
+        assert done.returncode == 0, done.stderr
+        reloaded = ["create", "load", "unload", "create", "load"]
+        wait_until(lambda: calls_p.read_text().split() == reloaded, what="p reloaded")
+        refused = _grambot(ws, "retry", "nobody")
+        assert refused.returncode == 1 and "nobody" in refused.stderr
+    finally:
+        assert engine.stop() == 0, engine.output
+    missing = _grambot(ws, "retry", "h")
+    assert missing.returncode == 3, missing.stderr  # no engine runs

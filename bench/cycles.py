@@ -76,7 +76,7 @@ def run(quick: bool) -> list[Result]:
             fl_trace.append(tracemalloc.get_traced_memory()[0])
             fl_rss.append(rss_bytes())
         tracemalloc.stop()
-        if engine.manager.loaded_ids():
+        if engine.loaded_ids():
             raise RuntimeError("the instance is still loaded after the last cycle")
         loop.run_until_complete(engine.stop(drain_deadline=1.0))
     finally:

@@ -115,7 +115,7 @@ async def _load_all(
     elapsed = time.perf_counter() - start
     if cpu is not None:
         cpu.append(time.process_time() - start_cpu)
-    loaded = len(engine.manager.loaded_ids())
+    loaded = len(engine.loaded_ids())
     if loaded != len(settings.instances):
         raise RuntimeError(f"only {loaded} of {len(settings.instances)} instances loaded")
     return elapsed
@@ -193,7 +193,7 @@ def _reconcile(ws: Workspace, full: EngineSettings, n: int, edits: int) -> list[
                 start = time.perf_counter()
                 await engine.apply(settings)
                 times.append(time.perf_counter() - start)
-            if len(engine.manager.loaded_ids()) != n:
+            if len(engine.loaded_ids()) != n:
                 raise RuntimeError("reconcile lost instances")
             return times
         finally:

@@ -1,13 +1,22 @@
-"""The engine of one workspace: settings, catalog, registries, events, secrets and the manager,
-wired together. `grambot run` drives one; tests and embedding code can drive one directly."""
+"""The engine of one workspace, and the only facade of its instances.
+
+`Engine` wires settings, catalog, registries, events, secrets, the bot and the manager together.
+`Runtime` (grambot run), the CLI, the bot, `grambot.testing` and embedding code use its methods
+(`apply`, `instance`, `instances`, `reload`, `retry`, ...), never the manager behind it.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from grambot.bot import Bot
+from grambot.core.instance import Instance, InstanceState, Services, iso
+from grambot.core.manager import PluginManager
 from grambot.errors import SettingsError
 from grambot.plugins.catalog import PluginCatalog, builtin_plugins_dir
 from grambot.plugins.context import MemoryCache
@@ -15,16 +24,25 @@ from grambot.plugins.custom import CustomPlugins, apply_custom_plugins, check_ti
 from grambot.plugins.descriptor import PluginDescriptor
 from grambot.plugins.event_engine import PluginEventEngine
 from grambot.plugins.events import PluginEventQueue
-from grambot.plugins.manager import PluginManager
 from grambot.registries import Registries
 from grambot.registries.connectors import CONNECTOR_MESSAGE
-from grambot.retry import retry_policy_from
 from grambot.secrets import FileSecretsStore, SecretsStore, redact_instance_secrets
-from grambot.settings import EngineSettings, empty_settings, load_settings
+from grambot.settings import AgentSettings, EngineSettings, empty_settings, load_settings
 
 logger = logging.getLogger(__name__)
 
 SCOUT_DIR = ".scout"
+
+
+@dataclass(frozen=True)
+class IgnoredEdit:
+    """A settings file that could not be used at all; nothing of it was applied."""
+
+    at: float
+    problems: tuple[str, ...]
+
+    def to_status(self) -> dict[str, Any]:
+        return {"at": iso(self.at), "problems": list(self.problems)}
 
 
 class Engine:
@@ -53,31 +71,40 @@ class Engine:
         self.secrets = secrets or FileSecretsStore(self.scout_dir / "secrets.json")
         self.cache = MemoryCache()
         self.custom_plugins: list[CustomPlugins] = []
+        # plugin id -> deadline in ms from register_custom_plugins(timeout_ms=...)
+        self.timeout_overrides: dict[str, int] = {}
+        self.ignored_edit: IgnoredEdit | None = None
         self.manager = PluginManager(
-            catalog=self.catalog,
-            events=self.queue,
-            registries=self.registries,
-            secrets=self.secrets,
-            data_root=self.scout_dir / "plugins",
-            cache=self.cache,
+            Services(
+                catalog=self.catalog,
+                registries=self.registries,
+                events=self.queue,
+                secrets=self.secrets,
+                cache=self.cache,
+                data_root=self.scout_dir / "plugins",
+                timeout_overrides=self.timeout_overrides,
+            )
         )
-        # The bot answers `connector.message` events with the `agent` of settings.json.
+        # The bot answers `connector.message` events with the last valid `agent` block.
         self.bot = Bot(
             self.registries,
             self.scout_dir / "bot",
-            lambda: self.settings.raw.get("agent"),
+            lambda: self.settings.agent,
             redact=lambda owner, text: redact_instance_secrets(self.secrets, owner, text),
         )
         if bot:
             self.event_engine.register(CONNECTOR_MESSAGE, self.bot.on_event)
 
-    # -- the instances (read-only views; change them through the methods below) -------------
+    # -- the instances (read them here; change them through the methods below) -------------
 
-    def instance(self, instance_id: str) -> Any:
-        """The instance with this id (any state), or None."""
-        return self.manager.record(instance_id)
+    def instance(self, instance_id: str) -> Instance | None:
+        """The instance with this id (any state), or None. Read it; do not call its methods."""
+        return self.manager.instance(instance_id)
 
-    def state_of(self, instance_id: str) -> Any:
+    def instances(self) -> list[Instance]:
+        return self.manager.instances()
+
+    def state_of(self, instance_id: str) -> InstanceState | None:
         return self.manager.state_of(instance_id)
 
     def loaded_ids(self) -> list[str]:
@@ -87,17 +114,33 @@ class Engine:
     def instances_of(self, plugin_id: str) -> list[str]:
         return self.manager.instances_of(plugin_id)
 
+    def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener()` after every change of an instance; returns the remover."""
+        return self.manager.add_listener(listener)
+
+    @property
+    def agent(self) -> AgentSettings:
+        """The `agent` block in force: the last valid one."""
+        return self.settings.agent
+
     async def reload(self, instance_ids: list[str]) -> list[str]:
-        """Unload and load again these instances with their current settings."""
+        """Unload and load again these instances with their current entries; their connectors
+        start again. Returns the ids reloaded (enabled instances only)."""
         return await self.manager.reload(instance_ids)
 
     async def retry(self, instance_id: str) -> bool:
         """Try a failed or retrying instance again now; False if it is neither."""
-        state = self.manager.state_of(instance_id)
-        if state is None or str(state) not in ("failed", "retrying"):
-            return False
-        await self.manager.reload([instance_id])
-        return True
+        return bool(await self.manager.retry_now([instance_id]))
+
+    async def reconcile(self) -> None:
+        """Apply the current settings again (after the plugin catalog changed)."""
+        await self.manager.sync_with_settings(self.settings)
+
+    def ignore_edit(self, error: SettingsError) -> None:
+        """Record an edit of the settings file that could not be used at all (status shows
+        it until the next valid edit)."""
+        self.ignored_edit = IgnoredEdit(time.time(), tuple(str(p) for p in error.problems))
+        self.manager.services.on_change()
 
     def read_settings(self) -> EngineSettings:
         """Read settings.json; raises SettingsError for a file that cannot be used at all."""
@@ -116,8 +159,9 @@ class Engine:
         for custom in self.custom_plugins:
             apply_custom_plugins(catalog, overrides, custom, settings.plugin_dirs)
         self.catalog = catalog
-        self.manager.catalog = catalog
-        self.manager.timeout_overrides = overrides
+        self.manager.services.catalog = catalog
+        self.timeout_overrides.clear()
+        self.timeout_overrides.update(overrides)
 
     def ensure_catalog(self) -> None:
         """Build the catalog from settings.json if it was never built (before `start`)."""
@@ -144,7 +188,7 @@ class Engine:
         self.ensure_catalog()
         self.custom_plugins.append(custom)
         return apply_custom_plugins(
-            self.catalog, self.manager.timeout_overrides, custom, self.settings.plugin_dirs
+            self.catalog, self.timeout_overrides, custom, self.settings.plugin_dirs
         )
 
     async def run_plugin(self, name: str, inputs: Any, config: Any = None) -> Any:
@@ -154,18 +198,38 @@ class Engine:
 
         return await run_plugin(self, name, inputs, config)
 
-    async def apply(self, settings: EngineSettings) -> None:
-        """Make the running instances match `settings` (valid entries; bad ones are logged)."""
-        retry_policy, retry_problems = retry_policy_from(settings.raw, settings.path)
-        for problem in (*settings.problems, *retry_problems):
-            logger.error("settings: %s", problem)
+    async def apply(self, settings: EngineSettings) -> bool:
+        """Make the running instances match `settings`: each entry that cannot be applied is
+        held (what runs under its id keeps running as it was), and every problem of the edit is
+        reported in one log record. False if a newer apply superseded this one."""
         if self.retries:
-            self.manager.retry_policy = retry_policy
+            self.manager.services.retry_policy = settings.retry
         if settings.plugin_dirs != self.settings.plugin_dirs or not self.catalog.ids():
             self.rescan(settings)
         self.settings = settings
+        self.ignored_edit = None
         self.event_engine.handler_timeout = settings.timeouts.event_handler
-        await self.manager.sync_with_settings(settings)
+        applied = await self.manager.sync_with_settings(settings)
+        if applied:
+            self._report(settings)
+        return applied
+
+    def _report(self, settings: EngineSettings) -> None:
+        lines = [str(p) for p in settings.problems]
+        for instance in self.instances():
+            shape = settings.held.get(instance.instance_id, ())
+            lines += [
+                f"instance {instance.instance_id} keeps running as it was: {p}"
+                for p in instance.held
+                if p not in shape and instance.state is InstanceState.LOADED
+            ]
+        if lines:
+            logger.error(
+                "settings: %d problem(s) in %s; the rest of the edit is applied:\n  - %s",
+                len(lines),
+                settings.path,
+                "\n  - ".join(lines),
+            )
 
     async def start(self) -> None:
         """Start the event engine and load what settings.json enables."""

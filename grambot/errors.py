@@ -11,6 +11,10 @@
     ├── SetupError               raised by a plugin: cannot work as configured, do not retry
     ├── RegistrationError        a registration was refused
     │   └── RegistrationConflict another instance owns that key
+    ├── PluginCrash              plugin code raised a BaseException (SystemExit,
+    │                            KeyboardInterrupt, GeneratorExit, a CancelledError the engine
+    │                            did not ask for), kept as an ordinary exception
+    ├── CallCancelled            a call into an instance ended because it unloaded meanwhile
     ├── SecretsError             the secrets store cannot be read or written
     └── AccessDenied             a plugin asked for an env variable or a vault path its
                                  manifest does not allow
@@ -133,6 +137,29 @@ class RegistrationConflict(RegistrationError):
         super().__init__(
             f"instance {requester!r} cannot register {kind} {key!r}: "
             f"it is already registered by instance {owner!r}"
+        )
+
+
+class PluginCrash(GrambotError):
+    """Plugin code raised a BaseException. Only the engine may stop the engine: whatever a
+    plugin raises is that plugin's failure. `name` is the type raised (e.g. `SystemExit`)."""
+
+    def __init__(self, name: str, detail: str = "") -> None:
+        self.name = name
+        super().__init__(
+            f"plugin code raised {name}: {detail}" if detail else f"plugin code raised {name}"
+        )
+
+
+class CallCancelled(GrambotError):
+    """A call into an instance (a stage, a tool, a model call) was cancelled because the
+    instance unloaded or reloaded meanwhile."""
+
+    def __init__(self, instance_id: str, what: str) -> None:
+        self.instance_id = instance_id
+        self.what = what
+        super().__init__(
+            f"instance {instance_id!r}: {what} was cancelled: the instance unloaded meanwhile"
         )
 
 

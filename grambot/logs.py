@@ -38,8 +38,8 @@ def _instance_of(record: logging.LogRecord) -> str | None:
         return name[len(_PLUGIN_PREFIX) :].partition(".")[0]
     if name.startswith(_NAMESPACE_PREFIX):
         return name[len(_NAMESPACE_PREFIX) :].partition(".")[0].rpartition("__")[0] or None
-    stages = sys.modules.get("grambot.plugins.stages")  # loaded only once plugins run
-    current = getattr(stages, "current_instance_id", None)
+    tracking = sys.modules.get("grambot.plugins.tracking")  # loaded only once plugins run
+    current = getattr(tracking, "current_instance_id", None)
     return current() if callable(current) else None
 
 

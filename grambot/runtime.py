@@ -14,7 +14,8 @@ last valid file. While running, a missing or empty settings.json is transient (a
 middle of a save): nothing unloads and the file is re-read shortly. An invalid file (bad JSON,
 bad engine key) is reported once, with its file/line/JSON path, and changes nothing.
 `grambot secrets set` (or any change of an instance's secrets from outside the engine) reloads
-that instance when it is loaded, failed or retrying.
+that instance when it is loaded, failed or retrying. `grambot retry|reload ID` arrive as files in
+`.scout/requests/` (grambot.control). The runtime talks to the engine only through `Engine`.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ import os
 import signal
 from pathlib import Path
 
+from grambot.control import REQUESTS_DIR, handle_requests, is_request
+from grambot.core.failures import engine_cancelled, format_details
+from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.errors import SecretsError
 from grambot.lock import EngineLock
 from grambot.logs import MASK
-from grambot.plugins.manager import InstanceState
 from grambot.secret_backends import (
     SecretsConfig,
     SelectedSecretsStore,
@@ -40,7 +43,7 @@ from grambot.secret_backends import (
 )
 from grambot.settings import EngineSettings
 from grambot.status import StatusWriter
-from grambot.watcher import read_live_settings, watch_names, watch_trees
+from grambot.watcher import read_live_settings, watch_files, watch_trees
 
 __all__ = ["EXIT_FORCED", "EXIT_SHUTDOWN_TIMEOUT", "Runtime", "run"]
 
@@ -85,6 +88,7 @@ class Runtime:
         self._wake = asyncio.Event()
         self._settings_dirty = False
         self._secrets_dirty = False
+        self._requests_dirty = False
         self._tree_changes: set[Path] = set()
         self._applied_digest: str | None = None
         self._reported: str | None = None
@@ -115,9 +119,7 @@ class Runtime:
         waiter = asyncio.ensure_future(stop.wait()) if stop is not None else None
         if waiter is not None:
             waiter.add_done_callback(lambda _: self._stop.set())
-        self.status = StatusWriter(
-            self.scout, self.engine.manager, min_interval=self.status_interval
-        )
+        self.status = StatusWriter(self.scout, self.engine, min_interval=self.status_interval)
         try:
             self.status.write_now()
             await self.engine.event_engine.start()
@@ -135,7 +137,7 @@ class Runtime:
             first.result()
             self._tasks.append(asyncio.create_task(self._loop(), name="grambot-reconcile"))
             self.status.flush()
-            loaded = self.engine.manager.loaded_ids()
+            loaded = self.engine.loaded_ids()
             logger.info(
                 "grambot ready in %s: %d instance(s) loaded%s; watching %s",
                 self.workspace,
@@ -179,7 +181,7 @@ class Runtime:
             logger.error(
                 "shutdown did not finish within %s s; exiting with instances still unloading: %s",
                 self.shutdown_timeout,
-                ", ".join(s.instance_id for s in self.engine.manager.statuses()) or "none",
+                ", ".join(i.instance_id for i in self.engine.instances()) or "none",
             )
             return EXIT_SHUTDOWN_TIMEOUT
         logger.info("grambot stopped")
@@ -193,10 +195,12 @@ class Runtime:
             await self._apply(read.settings, read.digest)
             return
         if read.kind == "invalid":
+            assert read.error is not None
             logger.error(
                 "cannot use the settings file; starting with no instances until it is fixed:\n%s",
                 read.error,
             )
+            self.engine.ignore_edit(read.error)
             self._reported = read.digest
         else:
             logger.info(
@@ -223,7 +227,7 @@ class Runtime:
         if read.kind == "transient":
             key = f"transient:{read.reason}"
             if self._reported != key:
-                running = len(self.engine.manager.loaded_ids())
+                running = len(self.engine.loaded_ids())
                 logger.warning(
                     "%s %s; keeping the %d running instance(s) as they are and re-reading it "
                     '(write {"plugins": []} to stop every instance)',
@@ -246,11 +250,13 @@ class Runtime:
                 self._wake.set()
                 return
             if self._reported != read.digest:
+                assert read.error is not None
                 logger.error(
                     "ignoring this edit of the settings file; the running instances stay as they "
                     "are until the next valid edit:\n%s",
                     read.error,
                 )
+                self.engine.ignore_edit(read.error)
                 self._reported = read.digest
             return
         assert read.settings is not None
@@ -272,13 +278,24 @@ class Runtime:
 
     async def _watch_scout(self) -> None:
         names = {SETTINGS_NAME, *SECRETS_NAMES}
+        requests = self.scout / REQUESTS_DIR
+
+        def accept(path: Path) -> bool:
+            return path.name in names if path.parent == self.scout else is_request(path)
+
         while not self._watch_stop.is_set():
             try:
-                async for changed in watch_names(self.scout, names, self._watch_stop):
-                    if SETTINGS_NAME in changed:
+                requests.mkdir(parents=True, exist_ok=True)
+                self._requests_dirty = True  # requests written before the watch began
+                self._wake.set()
+                async for changed in watch_files([self.scout, requests], accept, self._watch_stop):
+                    found = {p.name for p in changed if p.parent == self.scout}
+                    if SETTINGS_NAME in found:
                         self._settings_dirty = True
-                    if changed & SECRETS_NAMES:
+                    if found & SECRETS_NAMES:
                         self._secrets_dirty = True
+                    if any(is_request(p) for p in changed):
+                        self._requests_dirty = True
                     self._wake.set()
             except Exception:  # e.g. .scout/ removed: report, re-create, watch again
                 logger.exception("watching %s failed; watching again in 1 s", self.scout)
@@ -288,7 +305,8 @@ class Runtime:
                 self._wake.set()
 
     async def _loop(self) -> None:
-        """The one consumer of changes: settings first, then plugin files, then secrets."""
+        """The one consumer of changes: settings first, then plugin files, then secrets, then
+        requests (`grambot retry|reload`)."""
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -302,10 +320,16 @@ class Runtime:
                 if self._secrets_dirty:
                     self._secrets_dirty = False
                     await self._secrets_changed()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the loop must survive anything a reconcile throws
-                logger.exception("reconcile loop: unexpected error; carrying on")
+                if self._requests_dirty:
+                    self._requests_dirty = False
+                    await handle_requests(self.scout / REQUESTS_DIR, self.engine)
+            except BaseException as exc:  # the loop survives anything but its own cancellation
+                if engine_cancelled(exc):
+                    raise
+                logger.error(
+                    "reconcile loop: unexpected error; carrying on\n%s", format_details(exc)
+                )
+                del exc
 
     # -- plugin folders ------------------------------------------------------------------------
 
@@ -351,7 +375,7 @@ class Runtime:
                     "plugin catalog changed%s: reconciling",
                     f" (new: {', '.join(added)})" if added else "",
                 )
-                await self.engine.manager.sync_with_settings(self.engine.settings)
+                await self.engine.reconcile()
         if not self.reload_plugins:
             return
         touched: set[str] = set()
@@ -362,12 +386,12 @@ class Runtime:
         for plugin_id in sorted(touched):
             ids = [
                 i
-                for i in self.engine.manager.instances_of(plugin_id)
-                if self.engine.manager.state_of(i) in _RELOADABLE
+                for i in self.engine.instances_of(plugin_id)
+                if self.engine.state_of(i) in _RELOADABLE
             ]
             if ids:
                 logger.info("plugin %s changed: reloading %s", plugin_id, ", ".join(ids))
-                await self.engine.manager.reload(ids)
+                await self.engine.reload(ids)
 
     # -- secrets -------------------------------------------------------------------------------
 
@@ -395,7 +419,7 @@ class Runtime:
         return hashlib.blake2b("\n".join(pairs).encode(), digest_size=16).hexdigest()
 
     def _digests(self) -> dict[str, str] | None:
-        ids = [s.instance_id for s in self.engine.manager.statuses()]
+        ids = [i.instance_id for i in self.engine.instances()]
         try:
             return {i: self._digest(i) for i in ids}
         except SecretsError as exc:
@@ -418,13 +442,12 @@ class Runtime:
             return
         changed = [i for i, d in digests.items() if self._secret_digests.get(i) != d]
         self._secret_digests = digests
-        manager = self.engine.manager
-        ids = [i for i in changed if manager.state_of(i) in _RELOADABLE]
+        ids = [i for i in changed if self.engine.state_of(i) in _RELOADABLE]
         if not ids:
             logger.debug("secrets changed; no running instance is affected")
             return
         logger.info("secrets of %s changed: reloading", ", ".join(ids))
-        await manager.reload(ids)
+        await self.engine.reload(ids)
 
 
 async def _armed() -> None:

@@ -165,11 +165,9 @@ class Instance:
 
     async def load(self) -> None:
         # e.g. token = self.api.secrets.require("token")
-        await self.connector.start()
+        # The engine calls start() once everything of this reconcile has loaded, and stop()
+        # before unload(): register here, never start yourself.
         self.api.registrar.register_connector(self.connector)
-
-    async def unload(self) -> None:
-        await self.connector.stop()
 
 
 plugin = Plugin(settings_schema=Settings, create=Instance)
@@ -270,7 +268,8 @@ HERE = Path(__file__).parent
 def test_{ident}_loads_and_works() -> None:
     async def scenario() -> None:
         async with running_instance(HERE, {settings}) as engine:
-            assert engine.manager.state_of("{plugin_id}") == "loaded", engine.manager.statuses()
+            instance = engine.instance("{plugin_id}")
+            assert instance is not None and instance.state == "loaded", instance
 {test_body}
 
     asyncio.run(scenario())

@@ -1,8 +1,10 @@
 """Reading `.scout/settings.json`: validate at the boundary (pydantic), then freeze.
 
-File-level problems (unreadable, not JSON, wrong shape, bad engine keys) raise `SettingsError`.
-Entry-level problems do not raise: the entry is left out, reported in `problems`, and its id
-(when readable) lands in `held_instance_ids` so the engine keeps that instance as it was.
+File-level problems (unreadable, not JSON, wrong shape, no `plugins` list, bad engine keys:
+`pluginDirs`, `timeouts`, `retry`, `agent` with the instances it names) raise `SettingsError`
+listing every problem of the file at once, entries included: such an edit is not applied at
+all. Entry-level problems do not raise: the entry is left out, reported in `problems`, and its
+id (when readable) lands in `held` so the engine keeps that instance as it was.
 """
 
 from __future__ import annotations
@@ -28,15 +30,19 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from grambot.errors import Problem, SettingsError
+from grambot.retry import RetryPolicy, retry_policy_from
 
 __all__ = [
+    "DEFAULT_SYSTEM_PROMPT",
     "INSTANCE_ID_PATTERN",
+    "AgentSettings",
     "EngineSettings",
     "InstanceConfig",
     "Timeouts",
     "empty_settings",
     "freeze",
     "load_settings",
+    "parse_agent",
     "parse_settings",
     "settings_path",
     "thaw",
@@ -76,6 +82,31 @@ class Timeouts:
     override_ms: int | None = None
 
 
+DEFAULT_SYSTEM_PROMPT = "You are grambot, a helpful assistant in a chat. Answer briefly."
+
+
+class AgentSettings(BaseModel):
+    """`"agent": {"inference": "anthropic", "model": null, ...}`: which inference instance
+    answers the bot's chats, and within what limits (all keys optional)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
+
+    inference: str | None = Field(
+        None, description="Instance id of the inference provider; default: the first registered."
+    )
+    model: str | None = Field(None, description="Model name passed to the provider.")
+    system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, alias="systemPrompt")
+    tools: tuple[str, ...] | None = Field(
+        None, description="Tool names the model may call; default: every registered tool."
+    )
+    image_provider: str | None = Field(
+        None, alias="imageProvider", description="Instance id for /image; default: the first."
+    )
+    max_tool_steps: int = Field(5, alias="maxToolSteps", ge=0, le=50)
+    max_history: int = Field(40, alias="maxHistory", ge=2, le=1000)
+    reply_timeout: float = Field(120.0, alias="replyTimeoutSeconds", gt=0)
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     path: Path
@@ -85,7 +116,14 @@ class EngineSettings:
     timeouts: Timeouts
     raw: Mapping[str, Any]
     problems: tuple[Problem, ...] = ()
-    held_instance_ids: frozenset[str] = field(default_factory=frozenset)
+    # instance id -> the problems of its entry: whatever runs under that id keeps running
+    held: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    agent: AgentSettings = field(default_factory=lambda: AgentSettings.model_validate({}))
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @property
+    def held_instance_ids(self) -> frozenset[str]:
+        return frozenset(self.held)
 
     def instance(self, instance_id: str) -> InstanceConfig | None:
         """The valid instance with exactly this id, or None."""
@@ -135,7 +173,7 @@ class EngineKeys(BaseModel):
     )
     timeouts: TimeoutsModel = TimeoutsModel()
     secrets: dict[str, Any] = Field(default_factory=dict)
-    agent: dict[str, Any] = Field(default_factory=dict)
+    agent: AgentSettings = Field(default_factory=lambda: AgentSettings.model_validate({}))
 
 
 _MESSAGES = {
@@ -152,6 +190,7 @@ _MESSAGES = {
     "greater_than": "{f} must be a number greater than 0",
     "finite_number": "{f} must be a finite number",
     "id_pattern": "{f} " + _ID_RULE,
+    "extra_forbidden": "{f} is not a known key",
 }
 
 
@@ -168,12 +207,12 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _problem(file: Path, prefix: tuple[int | str, ...], err: ErrorDetails) -> Problem:
+def _problem(file: Path | None, prefix: tuple[int | str, ...], err: ErrorDetails) -> Problem:
     loc = tuple(err["loc"])
     named = [i for i, part in enumerate(loc) if isinstance(part, str)]
     name = _json_path(loc[named[-1] :]) if named else "each entry of plugins"
     template = _MESSAGES.get(err["type"])
-    message = template.replace("{f}", name) if template else f"{name}: {err['msg']}"
+    message = template.replace("{f}", name) if template else str(err["msg"])
     value = None if err["type"] == "missing" else _short(err["input"])
     return Problem(file, _json_path(prefix + loc), message, value)
 
@@ -227,7 +266,9 @@ def empty_settings(workspace: Path) -> EngineSettings:
     )
 
 
-def load_settings(workspace: Path, path: Path | None = None) -> EngineSettings:
+def load_settings(
+    workspace: Path, path: Path | None = None, *, lenient: bool = False
+) -> EngineSettings:
     """Read and parse the settings file; a missing file means no instances."""
     path = settings_path(workspace) if path is None else path
     try:
@@ -237,7 +278,7 @@ def load_settings(workspace: Path, path: Path | None = None) -> EngineSettings:
         return replace(empty_settings(workspace), path=path)
     except OSError as exc:
         raise _fail(path, f"cannot read file: {exc.strerror or exc}") from exc
-    return parse_settings(data, path=path, workspace=workspace)
+    return parse_settings(data, path=path, workspace=workspace, lenient=lenient)
 
 
 def _decode(data: bytes | str, path: Path) -> Any:
@@ -266,23 +307,94 @@ def _decode(data: bytes | str, path: Path) -> Any:
     return parsed
 
 
-def parse_settings(data: bytes | str, *, path: Path, workspace: Path) -> EngineSettings:
-    """Validate the settings file's content; raise SettingsError on file-level problems."""
+def parse_agent(raw: Any, file: Path | None = None) -> tuple[AgentSettings, list[Problem]]:
+    """The `agent` key validated (the defaults when absent), and its problems."""
+    if raw is None:
+        return AgentSettings.model_validate({}), []
+    try:
+        return AgentSettings.model_validate(thaw(raw)), []
+    except ValidationError as exc:
+        problems = [_problem(file, ("agent",), e) for e in exc.errors()]
+        return AgentSettings.model_validate({}), problems
+
+
+_PLUGINS_MISSING = 'plugins is required: the list of instances (write "plugins": [] for none)'
+
+
+def _plugins_missing(path: Path, parsed: dict[str, Any]) -> Problem:
+    near = [k for k in parsed if isinstance(k, str) and k.lower().rstrip("s") == "plugin"]
+    hint = f"; found {near[0]!r}: a misspelling of plugins?" if near else ""
+    return Problem(path, "plugins", _PLUGINS_MISSING + hint)
+
+
+def _agent_references(path: Path, agent: AgentSettings, ids: set[str]) -> list[Problem]:
+    """`agent.inference` and `agent.imageProvider` must name an entry of `plugins`."""
+    problems = []
+    for key, value in (("inference", agent.inference), ("imageProvider", agent.image_provider)):
+        if value is not None and value not in ids:
+            known = ", ".join(sorted(ids)) or "none"
+            message = f"agent.{key} names no instance of plugins (instances: {known})"
+            problems.append(Problem(path, f"agent.{key}", message, _short(value)))
+    return problems
+
+
+def parse_settings(
+    data: bytes | str, *, path: Path, workspace: Path, lenient: bool = False
+) -> EngineSettings:
+    """Validate the settings file's content; raise SettingsError on file-level problems (with
+    every problem of the file, entries included). `lenient` (for `grambot validate`): bad
+    engine keys are reported in `problems` with their defaults in force, so the entries can
+    still be checked; a file that is not a JSON object still raises."""
     parsed = _decode(data, path)
     if not isinstance(parsed, dict):
         kind = "a list" if isinstance(parsed, list) else _short(parsed)
         raise _fail(path, f"top level must be a JSON object, not {kind}")
-    entries = parsed.get("plugins", [])
-    if not isinstance(entries, list):
-        raise _fail(path, "plugins must be a list of objects", "plugins", _short(entries))
+    file_problems: list[Problem] = []
+    entries = parsed.get("plugins")
+    if entries is None:
+        file_problems.append(_plugins_missing(path, parsed))
+        entries = []
+    elif not isinstance(entries, list):
+        file_problems.append(
+            Problem(path, "plugins", "plugins must be a list of objects", _short(entries))
+        )
+        entries = []
+    engine = EngineKeys.model_validate({})
     try:
         engine = EngineKeys.model_validate({k: v for k, v in parsed.items() if k != "plugins"})
     except ValidationError as exc:
-        raise SettingsError([_problem(path, (), e) for e in exc.errors()]) from None
+        file_problems.extend(_problem(path, (), e) for e in exc.errors())
+    retry, retry_problems = retry_policy_from(parsed, path)
+    file_problems.extend(retry_problems)
 
+    instances, problems, held, ids = _entries(path, entries)
+    file_problems.extend(_agent_references(path, engine.agent, ids))
+    if file_problems and not lenient:
+        raise SettingsError([*file_problems, *problems])
+    problems = [*file_problems, *problems]
+    t = engine.timeouts
+    return EngineSettings(
+        path=path,
+        workspace=workspace,
+        instances=tuple(instances),
+        plugin_dirs=tuple(workspace / d for d in engine.plugin_dirs),
+        timeouts=Timeouts(t.create, t.load, t.unload, t.event_handler, t.override_ms),
+        raw=freeze(parsed),
+        problems=tuple(problems),
+        held=held,
+        agent=engine.agent,
+        retry=retry,
+    )
+
+
+def _entries(
+    path: Path, entries: list[Any]
+) -> tuple[list[InstanceConfig], list[Problem], dict[str, tuple[str, ...]], set[str]]:
+    """The valid entries; the problems of the others; the held ids with their problems; and
+    every readable instance id (valid or not)."""
     instances: list[InstanceConfig] = []
     problems: list[Problem] = []
-    held: set[str] = set()
+    held: dict[str, tuple[str, ...]] = {}
     owners: dict[str, tuple[str, str]] = {}  # lower-case id -> (entry path, id as written)
     for index, entry in enumerate(entries):
         where = f"plugins[{index}]"
@@ -307,7 +419,7 @@ def parse_settings(data: bytes | str, *, path: Path, workspace: Path) -> EngineS
         if found or model is None:
             problems.extend(found)
             if iid is not None:
-                held.add(iid)
+                held[iid] = tuple(str(p) for p in found)
             continue
         instances.append(
             InstanceConfig(
@@ -318,15 +430,4 @@ def parse_settings(data: bytes | str, *, path: Path, workspace: Path) -> EngineS
                 json_path=where,
             )
         )
-
-    t = engine.timeouts
-    return EngineSettings(
-        path=path,
-        workspace=workspace,
-        instances=tuple(instances),
-        plugin_dirs=tuple(workspace / d for d in engine.plugin_dirs),
-        timeouts=Timeouts(t.create, t.load, t.unload, t.event_handler, t.override_ms),
-        raw=freeze(parsed),
-        problems=tuple(problems),
-        held_instance_ids=frozenset(held),
-    )
+    return instances, problems, held, {first for _, first in owners.values()}

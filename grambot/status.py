@@ -1,10 +1,11 @@
 """.scout/status.json: what the running engine reports about its instances (DESIGN §3).
 
-    {"pid": 123, "startedAt": "...", "instances": [{"instanceId", "pluginId", "state", "error",
-     "since", "registrations": {"connectors": [], "inference": [], "tools": [], "images": []},
-     "attempt", "nextAttemptAt"}]}
+    {"pid": 123, "startedAt": "...", "ignoredEdit": null | {"at", "problems": [...]},
+     "instances": [{"instanceId", "pluginId", "state", "reason", "error", "since",
+     "registrations": {"connectors": [], "inference": [], "tools": [], "images": []},
+     "attempt", "nextAttemptAt", "held": [...]}]}
 
-`StatusWriter` listens to the manager's state changes and rewrites the file atomically (temp
+`StatusWriter` listens to the engine's state changes and rewrites the file atomically (temp
 file + rename), coalesced: the first change after a quiet period is written at once, later ones
 at most every `min_interval` seconds, so a reconcile of 1000 instances costs a handful of writes.
 """
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import asyncio
 
-    from grambot.plugins.manager import PluginManager
+    from grambot.engine import Engine
 
 __all__ = ["STATUS_NAME", "StatusWriter", "read_status", "write_atomic"]
 
@@ -61,26 +62,28 @@ class StatusWriter:
     def __init__(
         self,
         scout_dir: Path,
-        manager: PluginManager,
+        engine: Engine,
         *,
         min_interval: float = 0.25,
         pid: int | None = None,
     ) -> None:
         self.path = scout_dir / STATUS_NAME
-        self.manager = manager
+        self.engine = engine
         self.min_interval = min_interval
         self.pid = os.getpid() if pid is None else pid
         self.started_at = datetime.now(UTC).isoformat()
         self.writes = 0
         self._last_write = float("-inf")
         self._pending: asyncio.TimerHandle | None = None
-        self._remove_listener = manager.add_listener(self.mark)
+        self._remove_listener = engine.add_listener(self.mark)
 
     def snapshot(self) -> dict[str, Any]:
+        ignored = self.engine.ignored_edit
         return {
             "pid": self.pid,
             "startedAt": self.started_at,
-            "instances": [s.to_dict() for s in self.manager.statuses()],
+            "ignoredEdit": ignored.to_status() if ignored is not None else None,
+            "instances": [i.to_status() for i in self.engine.instances()],
         }
 
     def mark(self) -> None:

@@ -1,7 +1,7 @@
 """Helpers for testing plugins through the real engine (used by `grambot new`'s test).
 
 async with running_instance(Path(__file__).parent, {"greeting": "hi"}) as engine:
-    assert engine.manager.state_of("myplugin") == "loaded"
+    assert engine.state_of("myplugin") == "loaded"
     tool = engine.registries.tools.get("hello")
 """
 

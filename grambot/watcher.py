@@ -12,7 +12,7 @@ how long a burst is grouped before it is reported anyway.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +23,7 @@ from grambot.settings import EngineSettings, parse_settings, settings_path
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["LiveRead", "read_live_settings", "watch_names", "watch_trees"]
+__all__ = ["LiveRead", "read_live_settings", "watch_files", "watch_trees"]
 
 STEP_MS = 5
 DEBOUNCE_MS = 150
@@ -64,26 +64,22 @@ def read_live_settings(workspace: Path) -> LiveRead:
     return LiveRead("ok", digest, settings=settings)
 
 
-async def watch_names(
-    folder: Path, names: Iterable[str], stop: asyncio.Event
-) -> AsyncIterator[set[str]]:
-    """Names (among `names`) of files of `folder` that changed, batch by batch, until `stop`."""
+async def watch_files(
+    folders: Iterable[Path], accept: Callable[[Path], bool], stop: asyncio.Event
+) -> AsyncIterator[set[Path]]:
+    """Files directly in `folders` (not below) that changed and that `accept` takes, batch by
+    batch, until `stop`."""
     from watchfiles import awatch
 
-    wanted = frozenset(names)
-
-    def accept(_change: object, path: str) -> bool:
-        return Path(path).name in wanted
-
     async for changes in awatch(
-        folder,
-        watch_filter=accept,
+        *folders,
+        watch_filter=lambda _change, path: accept(Path(path)),
         debounce=DEBOUNCE_MS,
         step=STEP_MS,
         recursive=False,
         stop_event=stop,
     ):
-        yield {Path(p).name for _, p in changes}
+        yield {Path(p) for _, p in changes}
 
 
 def _interesting(root_parts: dict[Path, int], path: Path) -> bool:

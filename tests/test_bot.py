@@ -155,7 +155,8 @@ async def test_image_command_and_tool_send_files(engine: Engine, workspace: Work
 async def test_image_without_provider_and_missing_inference_apologise(
     engine: Engine, workspace: Workspace
 ) -> None:
-    await engine.apply(workspace.write([entry("chat", "fakechat")], agent={"inference": "nobody"}))
+    plugins = [entry("chat", "fakechat"), entry("nobody", "scripted", enabled=False)]
+    await engine.apply(workspace.write(plugins, agent={"inference": "nobody"}))
     (reply,) = await _say(engine, "/image cat")
     assert reply[1] == "Sorry, no image provider is enabled."
     (reply,) = await _say(engine, "hello")

@@ -270,9 +270,9 @@ def test_new_scaffolds_a_plugin_that_loads(tmp_path: Path, kind: str) -> None:
         engine = Engine(tmp_path, builtin_dir=None, entry_points=False)
         await engine.start()
         try:
-            statuses = engine.manager.statuses()
-            assert [s.state for s in statuses] == ["loaded"], statuses
-            return str(statuses[0].registrations)
+            instances = engine.instances()
+            assert [i.state for i in instances] == ["loaded"], instances
+            return str(instances[0].registrations())
         finally:
             await engine.stop(drain_deadline=0.5)
 

@@ -51,12 +51,13 @@ def test_status_of_a_running_engine_as_table_and_json(tmp_path: Path) -> None:
     assert "loaded" in by_id["t"] and "tool: echo" in by_id["t"] and "ago" in by_id["t"]
     assert "retrying #1 in " in by_id["r"]
     assert "errors:" in out
-    assert "bad: instance 'bad': no plugin with id 'nope'" in out
-    assert "r: RuntimeError: probe asked to fail in load" in out
+    assert "bad (plugin-not-found): instance 'bad': no plugin with id 'nope'" in out
+    assert "r (load-error): RuntimeError: probe asked to fail in load" in out
 
     assert as_json.returncode == 0
     data = json.loads(as_json.stdout)
-    assert set(data) == {"pid", "startedAt", "instances"} and data["pid"] == engine.proc.pid
+    assert set(data) == {"pid", "startedAt", "ignoredEdit", "instances"}
+    assert data["pid"] == engine.proc.pid
     assert {i["instanceId"]: i["state"] for i in data["instances"]} == {
         "t": "loaded",
         "bad": "failed",
@@ -104,7 +105,49 @@ def test_render_shows_ages_and_retry_times() -> None:
         ],
     }
     text = render(doc, now)
+    assert "ignored" not in text and "not applied" not in text
     assert "engine pid 7, started 2h05m ago: 1 retrying" in text
     assert "retrying #3 in 1m30s" in text and "5s ago" in text
     assert "connector: a; tool: x, y" in text
     assert "  a: boom\n    line 2" in text
+
+
+def test_render_shows_the_ignored_edit_and_held_entries() -> None:
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    doc = {
+        "pid": 7,
+        "startedAt": now.isoformat(),
+        "ignoredEdit": {
+            "at": (now - timedelta(seconds=3)).isoformat(),
+            "problems": ["settings.json: plugins: plugins is required", "settings.json: x: y"],
+        },
+        "instances": [
+            {
+                "instanceId": "tg",
+                "pluginId": "telegram",
+                "state": "loaded",
+                "reason": None,
+                "error": None,
+                "since": now.isoformat(),
+                "registrations": {},
+                "attempt": 0,
+                "nextAttemptAt": None,
+                "held": ["plugins[0].settings.pollTimeout: Input should be a valid integer"],
+            },
+            {
+                "instanceId": "b",
+                "pluginId": "nope",
+                "state": "failed",
+                "reason": "plugin-not-found",
+                "error": "no plugin with id 'nope'",
+                "since": now.isoformat(),
+                "registrations": {},
+            },
+        ],
+    }
+    text = render(doc, now)
+    assert "the last edit of settings.json (3s ago) was ignored" in text
+    assert "  settings.json: plugins: plugins is required\n  settings.json: x: y" in text
+    assert "edits not applied (these run as they were):" in text
+    assert "  tg: plugins[0].settings.pollTimeout: Input should be a valid integer" in text
+    assert "  b (plugin-not-found): no plugin with id 'nope'" in text

@@ -173,7 +173,7 @@ def test_the_scaffolded_connector_is_started_once_by_the_engine(tmp_path: Path) 
     _grambot(ws, "new", "mychat", "--kind", "connector")
     source = (ws / "plugins" / "mychat" / "plugin.py").read_text()
     load = source[source.index("async def load") :].split("\n\n")[0]
-    assert "start()" not in load, load
+    assert ".start()" not in load, load
     test_file = next((ws / "plugins" / "mychat").glob("test_*.py"))
     assert "engine.manager" not in test_file.read_text()
     settings = {"plugins": [entry("mychat", "mychat")]}

@@ -22,12 +22,12 @@ from tests.runproc import EngineProcess, wait_until, workspace_with
 async def test_load_awaiting_a_cancelled_task_fails_that_instance_and_edits_go_on(
     engine: Engine, workspace: Workspace
 ) -> None:
-    await engine.apply(workspace.write([entry("h", "hostile", mode="load-awaits-cancelled")]))
+    await engine.apply(workspace.write([entry("h", "rogue", mode="load-awaits-cancelled")]))
     instance = engine.instance("h")
     assert instance is not None and str(instance.state) in ("failed", "retrying")
     assert instance.failure is not None and "CancelledError" in instance.failure.message
     await engine.apply(
-        workspace.write([entry("h", "hostile", mode="load-awaits-cancelled"), entry("p")])
+        workspace.write([entry("h", "rogue", mode="load-awaits-cancelled"), entry("p")])
     )
     assert str(engine.state_of("p")) == "loaded"
 
@@ -35,7 +35,7 @@ async def test_load_awaiting_a_cancelled_task_fails_that_instance_and_edits_go_o
 async def test_unload_awaiting_its_cancelled_task_still_unloads(
     engine: Engine, workspace: Workspace
 ) -> None:
-    await engine.apply(workspace.write([entry("h", "hostile", mode="unload-awaits-cancelled")]))
+    await engine.apply(workspace.write([entry("h", "rogue", mode="unload-awaits-cancelled")]))
     assert str(engine.state_of("h")) == "loaded"
     await engine.apply(workspace.write([entry("p")]))
     assert engine.state_of("h") is None  # removed, not stuck in `unloading`
@@ -49,7 +49,7 @@ async def test_an_exception_whose_str_raises_fails_only_its_instance(
     engine: Engine, workspace: Workspace
 ) -> None:
     await engine.apply(
-        workspace.write([entry("h", "hostile", mode="load-bad-str"), entry("chat", "fakechat")])
+        workspace.write([entry("h", "rogue", mode="load-bad-str"), entry("chat", "fakechat")])
     )
     instance = engine.instance("h")
     assert instance is not None and str(instance.state) in ("failed", "retrying")
@@ -61,7 +61,7 @@ async def test_an_exception_whose_str_raises_fails_only_its_instance(
 async def test_system_exit_in_async_load_fails_only_its_instance(
     engine: Engine, workspace: Workspace
 ) -> None:
-    await engine.apply(workspace.write([entry("h", "hostile", mode="load-exit"), entry("p")]))
+    await engine.apply(workspace.write([entry("h", "rogue", mode="load-exit"), entry("p")]))
     instance = engine.instance("h")
     assert instance is not None and instance.failure is not None
     assert "SystemExit" in instance.failure.message
@@ -70,7 +70,7 @@ async def test_system_exit_in_async_load_fails_only_its_instance(
 
 # -- through the bot -------------------------------------------------------------------------
 
-BOT = [entry("chat", "fakechat"), entry("brain", "hostile", provider=True)]
+BOT = [entry("chat", "fakechat"), entry("brain", "rogue", provider=True)]
 
 
 async def _say(engine: Engine, text: str, chat: str = "c1", timeout: float = 5.0) -> str:
@@ -92,7 +92,7 @@ async def _say(engine: Engine, text: str, chat: str = "c1", timeout: float = 5.0
 async def test_a_tool_whose_parameters_raise_is_left_out_and_the_chat_is_answered(
     engine: Engine, workspace: Workspace
 ) -> None:
-    plugins = [*BOT, entry("bad", "hostile", tool_name="bad_tool", broken_parameters=True)]
+    plugins = [*BOT, entry("bad", "rogue", tool_name="bad_tool", broken_parameters=True)]
     await engine.apply(workspace.write([*plugins, entry("p", tool_name="echo_tool")]))
     assert await _say(engine, "hello") == "ok: hello"
     assert await _say(engine, "!echo_tool hi") == "tool said: hi"
@@ -101,7 +101,7 @@ async def test_a_tool_whose_parameters_raise_is_left_out_and_the_chat_is_answere
 async def test_a_tool_returning_a_dict_gives_an_error_result_not_silence(
     engine: Engine, workspace: Workspace
 ) -> None:
-    await engine.apply(workspace.write([*BOT, entry("t", "hostile", tool_name="t1")]))
+    await engine.apply(workspace.write([*BOT, entry("t", "rogue", tool_name="t1")]))
     reply = await _say(engine, "!t1 dict")
     assert reply.startswith("tool said: ") and "ToolResult" in reply, reply
     assert await _say(engine, "still there?") == "ok: still there?"
@@ -110,7 +110,7 @@ async def test_a_tool_returning_a_dict_gives_an_error_result_not_silence(
 async def test_tool_raising_base_exceptions_gives_error_results(
     engine: Engine, workspace: Workspace
 ) -> None:
-    await engine.apply(workspace.write([*BOT, entry("t", "hostile", tool_name="t1")]))
+    await engine.apply(workspace.write([*BOT, entry("t", "rogue", tool_name="t1")]))
     for what in ("exit", "generator-exit", "cancelled", "bad-str"):
         reply = await _say(engine, f"!t1 {what}")
         assert reply.startswith("tool said: ") and "failed" in reply, (what, reply)
@@ -130,7 +130,7 @@ async def test_provider_raising_base_exceptions_gives_an_apology_and_the_chat_go
 async def test_a_tool_call_cancelled_by_a_reload_gets_an_apology_and_the_chat_goes_on(
     engine: Engine, workspace: Workspace
 ) -> None:
-    await engine.apply(workspace.write([*BOT, entry("t", "hostile", tool_name="t1")]))
+    await engine.apply(workspace.write([*BOT, entry("t", "rogue", tool_name="t1")]))
     pending = asyncio.ensure_future(_say(engine, "!t1 slow", timeout=10))
     await asyncio.sleep(0.3)  # the tool call is in progress
     await engine.reload(["t"])
@@ -186,8 +186,8 @@ async def test_event_handlers_raising_base_exceptions_do_not_stop_the_queue(
 def _console_workspace(tmp_path: Path, *extra: dict[str, Any]) -> Path:
     plugins = [
         entry("console", "console"),
-        entry("brain", "hostile", provider=True),
-        entry("t", "hostile", tool_name="t1"),
+        entry("brain", "rogue", provider=True),
+        entry("t", "rogue", tool_name="t1"),
         *extra,
     ]
     return workspace_with(tmp_path, plugins, agent={"inference": "brain"})
@@ -213,9 +213,9 @@ def test_keyboard_interrupt_and_system_exit_from_a_provider_or_tool_never_end_th
 def test_keyboard_interrupt_from_a_connector_send_never_ends_the_process(
     tmp_path: Path,
 ) -> None:
-    chat = entry("hc", "hostile", connector=True, script=["one", "two"], send_fault="interrupt")
+    chat = entry("hc", "rogue", connector=True, script=["one", "two"], send_fault="interrupt")
     ws = workspace_with(
-        tmp_path, [chat, entry("brain", "hostile", provider=True)], agent={"inference": "brain"}
+        tmp_path, [chat, entry("brain", "rogue", provider=True)], agent={"inference": "brain"}
     )
     engine = EngineProcess(ws)
     sent = ws / ".scout" / "plugins" / "hc" / "sent.log"
@@ -230,7 +230,7 @@ def test_keyboard_interrupt_from_a_connector_send_never_ends_the_process(
 
 def test_a_cancelled_error_in_load_at_start_does_not_end_the_process(tmp_path: Path) -> None:
     ws = workspace_with(
-        tmp_path, [entry("h", "hostile", mode="load-awaits-cancelled"), entry("m", "marker")]
+        tmp_path, [entry("h", "rogue", mode="load-awaits-cancelled"), entry("m", "marker")]
     )
     engine = EngineProcess(ws)
     try:

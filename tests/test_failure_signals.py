@@ -48,7 +48,7 @@ async def retrying(workspace: Workspace) -> AsyncIterator[Engine]:
 async def test_the_failure_says_whether_it_is_retried(
     retrying: Engine, workspace: Workspace, mode: str, state: str
 ) -> None:
-    await retrying.apply(workspace.write([entry("h", "hostile", mode=mode)], retry=HOUR))
+    await retrying.apply(workspace.write([entry("h", "rogue", mode=mode)], retry=HOUR))
     instance = retrying.instance("h")
     assert instance is not None and str(instance.state) == state, instance
     assert instance.failure is not None and instance.failure.recoverable == (state == "retrying")
@@ -57,7 +57,7 @@ async def test_the_failure_says_whether_it_is_retried(
 async def test_setup_error_keeps_the_plugins_message(
     retrying: Engine, workspace: Workspace
 ) -> None:
-    await retrying.apply(workspace.write([entry("h", "hostile", mode="setup-error")], retry=HOUR))
+    await retrying.apply(workspace.write([entry("h", "rogue", mode="setup-error")], retry=HOUR))
     instance = retrying.instance("h")
     assert instance is not None and instance.failure is not None
     assert "this account cannot use the service" in instance.failure.message
@@ -66,7 +66,7 @@ async def test_setup_error_keeps_the_plugins_message(
 async def test_retry_tries_a_failed_instance_again_now(
     retrying: Engine, workspace: Workspace
 ) -> None:
-    await retrying.apply(workspace.write([entry("h", "hostile", mode="setup-error")], retry=HOUR))
+    await retrying.apply(workspace.write([entry("h", "rogue", mode="setup-error")], retry=HOUR))
     assert workspace.calls("h") == ["load", "unload"]
     assert await retrying.retry("h") is True
     assert workspace.calls("h") == ["load", "unload", "load", "unload"]
@@ -76,6 +76,7 @@ async def test_retry_tries_a_failed_instance_again_now(
 async def test_removing_the_owner_of_a_conflict_retries_the_other_at_once(
     retrying: Engine, workspace: Workspace
 ) -> None:
+    await retrying.apply(workspace.write([entry("a", tool_name="shared")], retry=HOUR))
     both = [entry("a", tool_name="shared"), entry("b", tool_name="shared")]
     await retrying.apply(workspace.write(both, retry=HOUR))
     assert str(retrying.state_of("a")) == "loaded"
@@ -96,18 +97,17 @@ def _grambot(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_grambot_retry_and_reload_act_on_the_running_engine(tmp_path: Path) -> None:
-    ws = workspace_with(
-        tmp_path, [entry("h", "hostile", mode="setup-error"), entry("p")], retry=HOUR
-    )
+    ws = workspace_with(tmp_path, [entry("h", "rogue", mode="setup-error"), entry("p")], retry=HOUR)
     calls_h = ws / ".scout" / "plugins" / "h" / "calls.log"
     calls_p = ws / ".scout" / "plugins" / "p" / "calls.log"
     engine = EngineProcess(ws)
     try:
         engine.wait_ready()
         assert engine.states() == {"h": "failed", "p": "loaded"}
-        done = _grambot(ws, "retry", "h")
-        assert done.returncode == 0, done.stderr
-        wait_until(lambda: calls_h.read_text().split().count("load") == 2, what="h retried")
+        again = _grambot(ws, "retry", "h")  # tried again, and it fails again: exit 1, why
+        assert again.returncode == 1 and "h: failed" in again.stderr, again.stderr
+        assert "this account cannot use the service" in again.stderr
+        assert calls_h.read_text().split().count("load") == 2
         done = _grambot(ws, "reload", "p")
         assert done.returncode == 0, done.stderr
         reloaded = ["create", "load", "unload", "create", "load"]

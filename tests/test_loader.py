@@ -10,9 +10,9 @@ import sys
 import weakref
 from pathlib import Path
 
+from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.plugins.loader import CODE_CACHE, NAMESPACE_ROOT, PluginNamespace
-from grambot.plugins.manager import InstanceState
 from tests.conftest import FIXTURE_PLUGINS, Workspace, entry
 
 
@@ -31,12 +31,12 @@ def _instance_loggers(instance_id: str) -> list[str]:
 
 async def test_unloaded_instance_is_collectable(engine: Engine, workspace: Workspace) -> None:
     await engine.apply(workspace.write([entry("col", "collectable")]))
-    assert engine.manager.state_of("col") is InstanceState.LOADED
-    thing = engine.registries.connectors.get("col")
+    assert engine.state_of("col") is InstanceState.LOADED
+    # The registries hold guards (grambot.plugins.guards); `wrapped` is the plugin's object.
+    thing = getattr(engine.registries.connectors.get("col"), "wrapped", None)
     assert thing is not None
     for registry in (engine.registries.inference, engine.registries.images):
-        assert registry.get("col") is thing
-    # Tools are registered wrapped in their instance's deadline (grambot.plugins.limits).
+        assert getattr(registry.get("col"), "wrapped", None) is thing
     assert getattr(engine.registries.tools.get("collectable_tool"), "wrapped", None) is thing
     cls_ref = weakref.ref(type(thing))
     module_ref = weakref.ref(sys.modules[type(thing).__module__])
@@ -71,12 +71,12 @@ async def test_instance_whose_load_fails_is_collectable(
     original = engine.registries.connectors.register
 
     def spy(key, owner, item):  # type: ignore[no-untyped-def]
-        classes.append(weakref.ref(type(item)))
+        classes.append(weakref.ref(type(getattr(item, "wrapped", item))))
         original(key, owner, item)
 
     engine.registries.connectors.register = spy  # type: ignore[method-assign]
     await engine.apply(workspace.write([entry("col", "collectable", fail_load=True)]))
-    record = engine.manager.record("col")
+    record = engine.instance("col")
     assert record is not None and record.state is InstanceState.FAILED
     assert record.failure is not None and "load failed on purpose" in record.failure.message
     assert "plugin.py" in record.failure.details  # the traceback, kept as text
@@ -90,7 +90,7 @@ async def test_instance_whose_load_fails_is_collectable(
 
 async def test_traceback_shows_the_real_file_paths(engine: Engine, workspace: Workspace) -> None:
     await engine.apply(workspace.write([entry("t", "tracer")]))
-    record = engine.manager.record("t")
+    record = engine.instance("t")
     assert record is not None and record.failure is not None
     assert "ValueError: boom from the helper" in record.failure.message
     raiser = FIXTURE_PLUGINS / "tracer" / "deep" / "raiser.py"

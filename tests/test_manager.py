@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
+from grambot.core.instance import InstanceState
 from grambot.engine import Engine
-from grambot.plugins.manager import InstanceState
 from tests.conftest import Workspace, entry
 
 
@@ -16,7 +16,7 @@ async def test_two_instances_of_one_plugin_each_see_their_own_module_globals(
     engine: Engine, workspace: Workspace
 ) -> None:
     await engine.apply(workspace.write([entry("a", "counter"), entry("b", "counter")]))
-    assert engine.manager.loaded_ids() == ["a", "b"] or set(engine.manager.loaded_ids()) == {
+    assert engine.loaded_ids() == ["a", "b"] or set(engine.loaded_ids()) == {
         "a",
         "b",
     }
@@ -27,17 +27,17 @@ async def test_two_instances_of_one_plugin_each_see_their_own_module_globals(
 
 async def test_entry_importing_a_sibling_helper_loads(engine: Engine, workspace: Workspace) -> None:
     await engine.apply(workspace.write([entry("c", "counter")]))
-    assert engine.manager.state_of("c") is InstanceState.LOADED
+    assert engine.state_of("c") is InstanceState.LOADED
 
 
 async def test_enable_then_disable_loads_then_unloads(engine: Engine, workspace: Workspace) -> None:
     await engine.apply(workspace.write([entry("p")]))
-    assert engine.manager.state_of("p") is InstanceState.LOADED
+    assert engine.state_of("p") is InstanceState.LOADED
     await engine.apply(workspace.write([entry("p", enabled=False)]))
-    assert engine.manager.state_of("p") is InstanceState.DISABLED
+    assert engine.state_of("p") is InstanceState.DISABLED
     assert workspace.calls("p") == ["create", "load", "unload"]
     await engine.apply(workspace.write([]))
-    assert engine.manager.state_of("p") is None
+    assert engine.state_of("p") is None
 
 
 async def test_changing_one_of_many_reloads_only_that_one(
@@ -71,24 +71,24 @@ async def test_unknown_plugin_fails_that_instance_only(
     engine: Engine, workspace: Workspace
 ) -> None:
     await engine.apply(workspace.write([entry("ghost", "no-such-plugin"), entry("ok")]))
-    record = engine.manager.record("ghost")
+    record = engine.instance("ghost")
     assert record is not None and record.state is InstanceState.FAILED
     assert record.failure is not None and record.failure.kind == "plugin-not-found"
     assert "no-such-plugin" in record.failure.message and not record.failure.recoverable
-    assert engine.manager.state_of("ok") is InstanceState.LOADED
+    assert engine.state_of("ok") is InstanceState.LOADED
 
 
 async def test_invalid_instance_settings_name_the_path(
     engine: Engine, workspace: Workspace
 ) -> None:
     await engine.apply(workspace.write([entry("ok"), entry("bad", fail_in="sometimes")]))
-    record = engine.manager.record("bad")
+    record = engine.instance("bad")
     assert record is not None and record.failure is not None
     assert record.failure.kind == "invalid-settings"
     assert "plugins[1].settings.fail_in" in record.failure.message
     assert "'sometimes'" in record.failure.message
     assert workspace.calls("bad") == []  # create was never called
-    assert engine.manager.state_of("ok") is InstanceState.LOADED
+    assert engine.state_of("ok") is InstanceState.LOADED
 
 
 @pytest.mark.parametrize("sync_stages", [False, True])
@@ -100,7 +100,7 @@ async def test_failed_load_calls_unload_and_rolls_back_registrations(
             [entry("bad", fail_in="load", tool_name="shared_tool", sync_stages=sync_stages)]
         )
     )
-    record = engine.manager.record("bad")
+    record = engine.instance("bad")
     assert record is not None and record.state is InstanceState.FAILED
     assert record.failure is not None and record.failure.stage == "load"
     assert "probe asked to fail in load" in record.failure.message
@@ -120,7 +120,7 @@ async def test_failed_load_calls_unload_and_rolls_back_registrations(
 
 async def test_failed_create_does_not_call_unload(engine: Engine, workspace: Workspace) -> None:
     await engine.apply(workspace.write([entry("bad", fail_in="create")]))
-    record = engine.manager.record("bad")
+    record = engine.instance("bad")
     assert record is not None and record.failure is not None
     assert record.failure.stage == "create" and record.failure.recoverable
     assert workspace.calls("bad") == ["create"]
@@ -133,11 +133,11 @@ async def test_registration_conflict_names_both_instances(
     await engine.apply(
         workspace.write([entry("first", tool_name="search"), entry("second", tool_name="search")])
     )
-    record = engine.manager.record("second")
+    record = engine.instance("second")
     assert record is not None and record.failure is not None
     assert "'second'" in record.failure.message and "'first'" in record.failure.message
     assert engine.registries.tools.owner_of("search") == "first"
-    assert engine.manager.state_of("first") is InstanceState.LOADED
+    assert engine.state_of("first") is InstanceState.LOADED
     # The failed instance's rollback did not remove the owner's tool.
     assert "search" in engine.registries.tools
 
@@ -174,12 +174,12 @@ async def test_hanging_stage_times_out_and_nothing_waits_on_it(
     started = loop.time()
     await engine.apply(settings)
     assert loop.time() - started < 2.5
-    record = engine.manager.record("hang")
+    record = engine.instance("hang")
     assert record is not None and record.failure is not None
     assert record.failure.kind == "timeout"
     assert f"{stage} timed out after 0.3 s" in record.failure.message
     assert "t" not in engine.registries.tools
-    assert engine.manager.state_of("ok") is InstanceState.LOADED
+    assert engine.state_of("ok") is InstanceState.LOADED
 
 
 async def test_hanging_unload_does_not_block_the_reconcile(
@@ -188,9 +188,9 @@ async def test_hanging_unload_does_not_block_the_reconcile(
     await engine.apply(
         workspace.write([entry("h", hang_in="unload", tool_name="t")], timeouts={"unload": 0.3})
     )
-    assert engine.manager.state_of("h") is InstanceState.LOADED
+    assert engine.state_of("h") is InstanceState.LOADED
     await engine.apply(workspace.write([], timeouts={"unload": 0.3}))
-    assert engine.manager.state_of("h") is None
+    assert engine.state_of("h") is None
     assert "t" not in engine.registries.tools
 
 
@@ -233,7 +233,7 @@ async def test_secret_values_are_redacted_from_errors(engine: Engine, workspace:
     engine.secrets.set("leaky", "token", "s3cr3t-value")
     # The probe quotes its label in its error: make the label the secret value.
     await engine.apply(workspace.write([entry("leaky", fail_in="create", label="s3cr3t-value")]))
-    record = engine.manager.record("leaky")
+    record = engine.instance("leaky")
     assert record is not None and record.failure is not None
     assert "probe asked to fail in create ***" in record.failure.message
     assert "s3cr3t-value" not in record.failure.message + record.failure.details
@@ -248,8 +248,8 @@ async def test_an_entry_that_becomes_invalid_keeps_its_instance_running(
     settings = workspace.write([broken])
     assert "keep" in settings.held_instance_ids and settings.problems
     await engine.apply(settings)
-    assert engine.manager.state_of("keep") is InstanceState.LOADED
-    assert engine.manager.state_of("other") is None  # removed: it is gone from the valid file
+    assert engine.state_of("keep") is InstanceState.LOADED
+    assert engine.state_of("other") is None  # removed: it is gone from the valid file
     assert workspace.calls("keep") == ["create", "load"]
 
 
@@ -266,16 +266,16 @@ async def test_a_connector_that_cannot_start_fails_its_instance(
     engine: Engine, workspace: Workspace
 ) -> None:
     await engine.apply(workspace.write([entry("chat", "fakechat", fail_start=True), entry("ok")]))
-    record = engine.manager.record("chat")
+    record = engine.instance("chat")
     assert record is not None and record.failure is not None
     assert record.failure.stage == "connector start"
     assert "ConnectionError: cannot reach the chat service" in record.failure.message
     assert "chat" not in engine.registries.connectors
     assert workspace.calls("chat") == ["load", "start", "unload"]
-    assert engine.manager.state_of("ok") is InstanceState.LOADED
+    assert engine.state_of("ok") is InstanceState.LOADED
 
 
 async def test_an_async_stage_stays_in_one_task(engine: Engine, workspace: Workspace) -> None:
     await engine.apply(workspace.write([entry("tb", "taskbound")]))
-    record = engine.manager.record("tb")
+    record = engine.instance("tb")
     assert record is not None and record.state is InstanceState.LOADED, record.failure

@@ -7,10 +7,10 @@ import gc
 import sys
 import weakref
 
+from grambot.core import manager
+from grambot.core.instance import Instance, InstanceState
 from grambot.engine import Engine
-from grambot.plugins import manager
 from grambot.plugins.loader import NAMESPACE_ROOT
-from grambot.plugins.manager import InstanceState
 from tests.conftest import Workspace, entry
 
 
@@ -19,22 +19,25 @@ async def test_a_burst_of_loads_unfreezes_and_stays_collectable(
 ) -> None:
     count = manager.BURST + 6
     frozen_during: list[int] = []
-    original = manager.PluginManager._load
+    original = Instance.load
 
-    async def spy(self, config):  # type: ignore[no-untyped-def]
+    async def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         frozen_during.append(gc.get_freeze_count())
-        await original(self, config)
+        return await original(self, *args, **kwargs)
 
-    manager.PluginManager._load = spy  # type: ignore[method-assign]
+    Instance.load = spy  # type: ignore[method-assign]
     try:
         await engine.apply(workspace.write([entry(f"c{i}", "counter") for i in range(count)]))
     finally:
-        manager.PluginManager._load = original  # type: ignore[method-assign]
-    assert all(engine.manager.state_of(f"c{i}") is InstanceState.LOADED for i in range(count))
+        Instance.load = original  # type: ignore[method-assign]
+    assert all(engine.state_of(f"c{i}") is InstanceState.LOADED for i in range(count))
     assert frozen_during and all(n > 0 for n in frozen_during)  # set aside while loading
     assert gc.get_freeze_count() == 0  # and put back
 
-    module = sys.modules[f"{engine.manager.record('c0').live.namespace.name}.plugin"]  # type: ignore[union-attr]
+    generation = engine.instance("c0").generation  # type: ignore[union-attr]
+    assert generation is not None
+    module = sys.modules[f"{generation.namespace.name}.plugin"]
+    del generation
     ref = weakref.ref(module)
     del module
     await engine.apply(workspace.write([]))

@@ -64,5 +64,5 @@ def test_wheel_carries_the_builtin_plugins(tmp_path: Path) -> None:
     for descriptor in builtins:
         folder = descriptor.parent.name
         assert f"grambot/_builtin_plugins/{folder}/plugin.json" in names
-    assert "grambot/plugins/manager.py" in names
+    assert "grambot/core/manager.py" in names
     assert not any(n.startswith("builtin_plugins/") for n in names)

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from grambot.core.instance import InstanceState
 from grambot.engine import Engine
-from grambot.plugins.manager import InstanceState
 from grambot.retry import RetryPolicy, retry_policy_from
 from tests.conftest import Workspace, entry
 
@@ -29,7 +29,7 @@ async def retrying(workspace: Workspace) -> AsyncIterator[Engine]:
 
 async def _wait_state(engine: Engine, instance_id: str, state: InstanceState) -> None:
     async with asyncio.timeout(5):
-        while engine.manager.state_of(instance_id) is not state:
+        while engine.state_of(instance_id) is not state:
             await asyncio.sleep(0.005)
 
 
@@ -74,14 +74,14 @@ async def test_recoverable_failure_retries_with_attempt_and_next_attempt_at(
         [entry("f", "flaky", failures=2)], retry={"initialDelay": 0.02, "maxDelay": 0.05}
     )
     await retrying.apply(settings)
-    record = retrying.manager.record("f")
+    record = retrying.instance("f")
     assert record is not None and record.state is InstanceState.RETRYING
-    (status,) = retrying.manager.statuses()
+    (status,) = retrying.instances()
     assert status.attempt == 1 and status.next_attempt_at is not None
-    assert status.error is not None and "attempt 1 fails on purpose" in status.error
+    assert status.failure is not None and "attempt 1 fails on purpose" in status.failure.message
     await _wait_state(retrying, "f", InstanceState.LOADED)
-    (status,) = retrying.manager.statuses()
-    assert status.attempt == 0 and status.next_attempt_at is None and status.error is None
+    (status,) = retrying.instances()
+    assert status.attempt == 0 and status.next_attempt_at is None and status.failure is None
     assert (workspace.data_dir("f") / "loaded").read_text() == "3"
 
 
@@ -95,7 +95,7 @@ async def test_non_recoverable_failures_wait_for_an_edit(
     await retrying.apply(settings)
     await asyncio.sleep(0.1)
     for instance_id in ("ghost", "bad"):
-        record = retrying.manager.record(instance_id)
+        record = retrying.instance(instance_id)
         assert record is not None and record.state is InstanceState.FAILED
         assert record.attempt == 0 and record.next_attempt_at is None
     assert workspace.calls("bad") == []
@@ -107,13 +107,13 @@ async def test_an_edit_cancels_the_pending_retry_and_applies_at_once(
     await retrying.apply(
         workspace.write([entry("p", fail_in="load")], retry={"initialDelay": 60, "maxDelay": 60})
     )
-    record = retrying.manager.record("p")
+    record = retrying.instance("p")
     assert record is not None and record.state is InstanceState.RETRYING
     handle = record.retry_handle
     assert handle is not None
     started = time.monotonic()
     await retrying.apply(workspace.write([entry("p")], retry={"initialDelay": 60, "maxDelay": 60}))
-    assert retrying.manager.state_of("p") is InstanceState.LOADED
+    assert retrying.state_of("p") is InstanceState.LOADED
     assert time.monotonic() - started < 2
     assert handle.cancelled()
     assert workspace.calls("p") == ["create", "load", "unload", "create", "load"]
@@ -126,7 +126,7 @@ async def test_an_unchanged_entry_keeps_its_retry_schedule(
         [entry("p", fail_in="load")], retry={"initialDelay": 60, "maxDelay": 60}
     )
     await retrying.apply(settings)
-    record = retrying.manager.record("p")
+    record = retrying.instance("p")
     assert record is not None
     handle = record.retry_handle
     await retrying.apply(
@@ -134,7 +134,7 @@ async def test_an_unchanged_entry_keeps_its_retry_schedule(
             [entry("p", fail_in="load"), entry("q")], retry={"initialDelay": 60, "maxDelay": 60}
         )
     )
-    assert retrying.manager.record("p") is record and record.retry_handle is handle
+    assert retrying.instance("p") is record and record.retry_handle is handle
     assert handle is not None and not handle.cancelled()
 
 
@@ -144,13 +144,13 @@ async def test_removing_or_disabling_a_retrying_instance_cancels_its_retry(
     keys = {"retry": {"initialDelay": 0.05, "maxDelay": 0.05}}
     await retrying.apply(workspace.write([entry("p", fail_in="load")], **keys))
     await retrying.apply(workspace.write([entry("p", enabled=False, fail_in="load")], **keys))
-    assert retrying.manager.state_of("p") is InstanceState.DISABLED
+    assert retrying.state_of("p") is InstanceState.DISABLED
     await asyncio.sleep(0.2)
     assert workspace.calls("p") == ["create", "load", "unload"]
     await retrying.apply(workspace.write([entry("q", fail_in="load")], **keys))
     await retrying.apply(workspace.write([], **keys))
     await asyncio.sleep(0.2)
-    assert retrying.manager.state_of("q") is None
+    assert retrying.state_of("q") is None
     assert workspace.calls("q") == ["create", "load", "unload"]
 
 
@@ -167,7 +167,7 @@ async def test_without_retries_a_recoverable_failure_stays_failed(
     engine: Engine, workspace: Workspace
 ) -> None:
     await engine.apply(workspace.write([entry("p", fail_in="load")]))
-    record = engine.manager.record("p")
+    record = engine.instance("p")
     assert record is not None and record.state is InstanceState.FAILED
     assert record.failure is not None and record.failure.recoverable
     assert record.retry_handle is None

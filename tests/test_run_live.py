@@ -384,17 +384,19 @@ def test_status_json_matches_the_schema(tmp_path: Path) -> None:
         engine.wait_states({"t": "loaded", "off": "disabled", "bad": "failed"})
         status = engine.status()
         assert status is not None
-        assert set(status) == {"pid", "startedAt", "instances"}
-        assert status["pid"] == engine.proc.pid
+        assert set(status) == {"pid", "startedAt", "ignoredEdit", "instances"}
+        assert status["pid"] == engine.proc.pid and status["ignoredEdit"] is None
         keys = {
             "instanceId",
             "pluginId",
             "state",
+            "reason",
             "error",
             "since",
             "registrations",
             "attempt",
             "nextAttemptAt",
+            "held",
         }
         by_id = {i["instanceId"]: i for i in status["instances"]}
         for item in by_id.values():
@@ -402,7 +404,7 @@ def test_status_json_matches_the_schema(tmp_path: Path) -> None:
             assert set(item["registrations"]) == {"connectors", "inference", "tools", "images"}
         assert by_id["t"]["registrations"]["tools"] == ["echo"]
         assert by_id["t"]["error"] is None and by_id["off"]["state"] == "disabled"
-        assert "nope" in by_id["bad"]["error"]
+        assert "nope" in by_id["bad"]["error"] and by_id["bad"]["reason"] == "plugin-not-found"
         assert not any(p.name.endswith(".tmp") for p in (ws / ".scout").iterdir())
     finally:
         assert engine.stop() == 0, engine.output

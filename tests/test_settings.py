@@ -29,7 +29,7 @@ def write(workspace: Path, content: bytes | str | dict[str, Any]) -> Path:
     path = settings_path(workspace)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(content, dict):
-        content = json.dumps(content)
+        content = json.dumps({"plugins": [], **content})  # a file needs its plugins list
     if isinstance(content, str):
         content = content.encode("utf-8")
     path.write_bytes(content)
@@ -37,7 +37,7 @@ def write(workspace: Path, content: bytes | str | dict[str, Any]) -> Path:
 
 
 def parse(data: dict[str, Any] | str, workspace: Path = Path("/ws")) -> EngineSettings:
-    text = data if isinstance(data, str) else json.dumps(data)
+    text = data if isinstance(data, str) else json.dumps({"plugins": [], **data})
     return parse_settings(text, path=workspace / ".scout/settings.json", workspace=workspace)
 
 
@@ -235,7 +235,9 @@ def test_bad_engine_keys_list_every_problem(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bad", [0, True, None, "NaN"])
 def test_timeouts_must_be_positive_numbers(bad: Any) -> None:
-    text = '{"timeouts": {"create": %s}}' % (bad if bad == "NaN" else json.dumps(bad))
+    text = '{"plugins": [], "timeouts": {"create": %s}}' % (
+        bad if bad == "NaN" else json.dumps(bad)
+    )
     with pytest.raises(SettingsError) as info:
         parse(text)
     assert info.value.problems[0].json_path == "timeouts.create"
@@ -275,11 +277,11 @@ def test_unreadable_path_is_a_settings_error(tmp_path: Path) -> None:
 
 
 def test_raw_is_read_only() -> None:
-    s = parse({"plugins": [entry("a", settings={"k": [1, {"z": 2}]})], "agent": {"m": 1}})
+    s = parse({"plugins": [entry("a", settings={"k": [1, {"z": 2}]})], "agent": {"model": "m"}})
     with pytest.raises(TypeError):
         s.raw["agent"] = {}  # type: ignore[index]
     with pytest.raises(TypeError):
-        s.raw["agent"]["m"] = 2
+        s.raw["agent"]["model"] = "n"
     with pytest.raises(TypeError):
         s.raw["plugins"][0]["settings"]["k"][1]["z"] = 3
     assert isinstance(s.raw["plugins"], tuple)

@@ -12,9 +12,10 @@ import weakref
 
 import pytest
 
-from grambot.errors import StageTimeout
-from grambot.plugins import stages
-from grambot.plugins.stages import InstanceTasks, instance_context, run_stage
+from grambot.errors import PluginCrash, StageTimeout
+from grambot.plugins import stages, tracking
+from grambot.plugins.stages import run_stage
+from grambot.plugins.tracking import InstanceTasks, instance_context
 
 
 def _ctx() -> contextvars.Context:
@@ -118,11 +119,11 @@ async def test_async_stage_that_never_waits_runs_in_the_instance_context() -> No
     seen: list[str | None] = []
 
     async def stage() -> str:
-        seen.append(stages.current_instance_id())
+        seen.append(tracking.current_instance_id())
         asyncio.get_running_loop().create_task(asyncio.sleep(0), name="started-by-stage")
         return "done"
 
-    stages.install_task_tracking(asyncio.get_running_loop())
+    tracking.install_task_tracking(asyncio.get_running_loop())
     result = await run_stage(stage, instance_id="eager", stage="load", timeout=1, context=context)
     assert result == "done" and seen == ["eager"]
     assert [t.get_name() for t in tasks.tasks] == ["started-by-stage"]
@@ -143,7 +144,7 @@ async def test_async_stage_that_waits_carries_on_after_its_first_step() -> None:
             raise KeyError("inner")
         except KeyError:
             steps.append("caught")
-        steps.append(f"current={stages.current_instance_id()}")
+        steps.append(f"current={tracking.current_instance_id()}")
         return value * 2
 
     result = await run_stage(stage, 21, instance_id="w", stage="load", timeout=1, context=_ctx())
@@ -182,7 +183,7 @@ async def test_async_stage_system_exit_becomes_an_error() -> None:
     async def bye() -> None:
         raise SystemExit(3)
 
-    with pytest.raises(RuntimeError, match="SystemExit"):
+    with pytest.raises(PluginCrash, match="SystemExit"):
         await run_stage(bye, instance_id="x", stage="load", timeout=1, context=_ctx())
 
 

@@ -15,7 +15,7 @@ from tests.conftest import Workspace, entry
 
 
 async def test_many_state_changes_cost_few_writes(engine: Engine, workspace: Workspace) -> None:
-    writer = StatusWriter(workspace.scout, engine.manager, min_interval=0.1)
+    writer = StatusWriter(workspace.scout, engine, min_interval=0.1)
     try:
         started = time.monotonic()
         await engine.apply(workspace.write([entry(f"i{n}") for n in range(300)]))
@@ -38,7 +38,7 @@ async def test_many_state_changes_cost_few_writes(engine: Engine, workspace: Wor
 async def test_first_change_after_a_quiet_period_is_written_at_once(
     engine: Engine, workspace: Workspace
 ) -> None:
-    writer = StatusWriter(workspace.scout, engine.manager, min_interval=10)
+    writer = StatusWriter(workspace.scout, engine, min_interval=10)
     try:
         await engine.apply(workspace.write([entry("a")]))
         await asyncio.sleep(0.05)

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.errors import AccessDenied, PluginImportDenied, PluginNotFound, StageTimeout
 from grambot.plugins.definition import DefinitionError, SettingsInvalid
 from grambot.plugins.loader import NAMESPACE_ROOT
-from grambot.plugins.manager import InstanceState
 from grambot.registries.tools import ToolContext
 from tests.conftest import Workspace, entry
 from tests.fakes.rest_api import fake_rest_api
@@ -154,7 +154,7 @@ async def test_an_enabled_instance_is_a_tool_named_after_it(
             ],
         )
     )
-    assert engine.manager.state_of("exec_alpha") is InstanceState.LOADED
+    assert engine.state_of("exec_alpha") is InstanceState.LOADED
     tool = engine.registries.tools.get("exec_alpha")
     assert tool is not None and engine.registries.tools.owner_of("exec_alpha") == "exec_alpha"
     assert "exec_beta" not in engine.registries.tools
@@ -181,7 +181,7 @@ async def test_an_execute_plugin_with_an_unusable_execute_fails_clearly(
     (folder / "x.py").write_text("def execute(inputs, context, config):\n    return 1\n")
     dirs = [str(tmp_path / "plugs")]
     await engine.apply(workspace.write([entry("s", "sync-exec")], pluginDirs=dirs))
-    record = engine.manager.record("s")
+    record = engine.instance("s")
     assert record is not None and record.failure is not None
     assert record.failure.kind == "invalid-plugin"
     assert "must be `async def execute(inputs, context, config)`" in record.failure.message
@@ -207,7 +207,7 @@ async def test_settings_schema_validates_config_both_ways(
     with pytest.raises(SettingsInvalid, match=r"config\.limit"):
         await engine.run_plugin("typed", {}, {"limit": "many"})
     await engine.apply(workspace.write([entry("t", "typed", limit="x")], pluginDirs=dirs))
-    record = engine.manager.record("t")
+    record = engine.instance("t")
     assert record is not None and record.failure is not None
     assert record.failure.kind == "invalid-settings"
     assert "plugins[0].settings.limit" in record.failure.message
@@ -247,7 +247,7 @@ async def test_register_custom_plugins_default_is_plugin_dirs(
     engine.settings = write(workspace, [])
     found = engine.register_custom_plugins(timeout_ms=90)
     assert "summit-exec" in {d.id for d in found} and "rest-api-sample" in {d.id for d in found}
-    assert engine.manager.timeout_overrides["summit-exec"] == 90
+    assert engine.timeout_overrides["summit-exec"] == 90
     with pytest.raises(StageTimeout, match="after 90 ms"):
         await engine.run_plugin("summit-exec", {"action": "hang"})
 

@@ -71,7 +71,7 @@ def test_every_field_valid(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, True, "100"])
 def test_override_ms_setting_is_a_positive_integer(tmp_path: Path, value: Any) -> None:
-    data = json.dumps({"timeouts": {"overrideMs": value}})
+    data = json.dumps({"plugins": [], "timeouts": {"overrideMs": value}})
     with pytest.raises(SettingsError) as info:
         parse_settings(data, path=tmp_path / "settings.json", workspace=tmp_path)
     (problem,) = info.value.problems
@@ -79,6 +79,6 @@ def test_override_ms_setting_is_a_positive_integer(tmp_path: Path, value: Any) -
 
 
 def test_override_ms_setting_parses(tmp_path: Path) -> None:
-    data = json.dumps({"timeouts": {"overrideMs": 2500, "load": 3}})
+    data = json.dumps({"plugins": [], "timeouts": {"overrideMs": 2500, "load": 3}})
     settings = parse_settings(data, path=tmp_path / "settings.json", workspace=tmp_path)
     assert settings.timeouts.override_ms == 2500 and settings.timeouts.load == 3

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.errors import AccessDenied, StageTimeout
 from grambot.plugins.context import MemoryCache
-from grambot.plugins.limits import DeadlineTool
-from grambot.plugins.manager import InstanceState
+from grambot.plugins.guards import GuardedTool
 from grambot.registries.tools import ToolContext
 from tests.conftest import Workspace, entry
 from tests.fakes.rest_api import fake_rest_api
@@ -27,9 +27,9 @@ def write(workspace: Workspace, plugins: list[dict[str, Any]], **keys: Any) -> A
 
 
 def api_of(engine: Engine, instance_id: str) -> Any:
-    record = engine.manager.record(instance_id)
-    assert record is not None and record.live is not None, instance_id
-    return record.live.plugin_object.api
+    record = engine.instance(instance_id)
+    assert record is not None and record.generation is not None, instance_id
+    return record.generation.plugin_object.api
 
 
 # -- deadlines ---------------------------------------------------------------------------------
@@ -41,7 +41,7 @@ async def test_hanging_load_times_out_at_the_manifest_value(
     started = time.monotonic()
     await engine.apply(write(workspace, [entry("slow", "summit-probe", hang_in="load")]))
     elapsed = time.monotonic() - started
-    record = engine.manager.record("slow")
+    record = engine.instance("slow")
     assert record is not None and record.failure is not None
     assert record.failure.kind == "timeout" and record.failure.stage == "load"
     assert "load timed out after 300 ms" in record.failure.message
@@ -54,11 +54,11 @@ async def test_create_and_unload_use_the_manifest_value(
 ) -> None:
     await engine.apply(write(workspace, [entry("p", "summit-probe", hang_in=stage)]))
     if stage == "create":
-        record = engine.manager.record("p")
+        record = engine.instance("p")
         assert record is not None and record.failure is not None
         assert "create timed out after 300 ms" in record.failure.message
     else:
-        assert engine.manager.state_of("p") is InstanceState.LOADED
+        assert engine.state_of("p") is InstanceState.LOADED
         started = time.monotonic()
         await engine.apply(write(workspace, []))
         assert time.monotonic() - started < 2.0
@@ -70,7 +70,7 @@ async def test_engine_override_beats_the_manifest(engine: Engine, workspace: Wor
         workspace, [entry("p", "summit-probe", hang_in="load")], timeouts={"overrideMs": 120}
     )
     await engine.apply(settings)
-    record = engine.manager.record("p")
+    record = engine.instance("p")
     assert record is not None and record.failure is not None
     assert "load timed out after 120 ms" in record.failure.message
 
@@ -85,7 +85,7 @@ async def test_register_custom_plugins_override_beats_engine_and_manifest(
     found = engine.register_custom_plugins(SUMMIT / "probe", timeout_ms=80)
     assert [d.id for d in found] == ["summit-probe"]
     await engine.apply(settings)
-    record = engine.manager.record("p")
+    record = engine.instance("p")
     assert record is not None and record.failure is not None
     assert "load timed out after 80 ms" in record.failure.message
 
@@ -96,7 +96,7 @@ async def test_without_any_ms_value_the_engine_seconds_apply(
     # The `probe` plugin of tests/fixtures/plugins has no timeoutMs.
     settings = workspace.write([entry("p", hang_in="load")], timeouts={"load": 0.2})
     await engine.apply(settings)
-    record = engine.manager.record("p")
+    record = engine.instance("p")
     assert record is not None and record.failure is not None
     assert "load timed out after 0.2 s" in record.failure.message
 
@@ -114,7 +114,7 @@ async def test_every_tool_execution_runs_under_the_manifest_deadline(
         )
     )
     fast = engine.registries.tools.get("fast_tool")
-    assert isinstance(fast, DeadlineTool) and str(fast.deadline) == "300 ms"
+    assert isinstance(fast, GuardedTool) and str(fast.deadline) == "300 ms"
     assert (await fast.execute({}, ToolContext())).text == "done"
     stuck = engine.registries.tools.get("stuck_tool")
     assert stuck is not None
@@ -122,7 +122,7 @@ async def test_every_tool_execution_runs_under_the_manifest_deadline(
     with pytest.raises(StageTimeout, match=r"tool 'stuck_tool' timed out after 300 ms"):
         await stuck.execute({}, ToolContext())
     assert time.monotonic() - started < 2.0
-    assert engine.manager.state_of("stuck") is InstanceState.LOADED  # the instance lives on
+    assert engine.state_of("stuck") is InstanceState.LOADED  # the instance lives on
 
 
 # -- env -----------------------------------------------------------------------------------------
@@ -259,9 +259,13 @@ async def test_http_is_lazy_owned_and_closed_on_unload(
     engine: Engine, workspace: Workspace
 ) -> None:
     await engine.apply(write(workspace, [entry("h", "summit-probe")]))
-    record = engine.manager.record("h")
-    assert record is not None and record.live is not None and record.live.runtime is not None
-    runtime = record.live.runtime
+    record = engine.instance("h")
+    assert (
+        record is not None
+        and record.generation is not None
+        and record.generation.runtime is not None
+    )
+    runtime = record.generation.runtime
     assert not runtime.http_created  # loading never pays for a client
     api = api_of(engine, "h")
     with fake_rest_api() as server:
@@ -288,7 +292,7 @@ async def test_allowed_modules_let_listed_grambot_and_relative_imports_through(
     engine: Engine, workspace: Workspace
 ) -> None:
     await engine.apply(write(workspace, [entry("ok", "summit-allowed")]))
-    assert engine.manager.state_of("ok") is InstanceState.LOADED
+    assert engine.state_of("ok") is InstanceState.LOADED
     assert (workspace.data_dir("ok") / "loaded").exists()
 
 
@@ -297,7 +301,7 @@ async def test_a_disallowed_import_fails_naming_plugin_and_module(
     engine: Engine, workspace: Workspace, module: str
 ) -> None:
     await engine.apply(write(workspace, [entry("no", "summit-allowed", late_import=module)]))
-    record = engine.manager.record("no")
+    record = engine.instance("no")
     assert record is not None and record.failure is not None
     message = record.failure.message
     assert record.failure.stage == "load"
@@ -309,7 +313,7 @@ async def test_a_disallowed_top_level_import_fails_the_import_stage(
     engine: Engine, workspace: Workspace
 ) -> None:
     await engine.apply(write(workspace, [entry("den", "summit-denied")]))
-    record = engine.manager.record("den")
+    record = engine.instance("den")
     assert record is not None and record.failure is not None
     assert record.failure.kind == "import-error"
     assert "plugin 'summit-denied' (instance 'den') may not import 'csv'" in record.failure.message

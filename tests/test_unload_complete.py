@@ -16,9 +16,9 @@ async def test_a_timer_of_the_instance_stops_at_unload_and_the_instance_is_freed
     engine: Engine, workspace: Workspace
 ) -> None:
     ticks: list[Any] = []
-    engine.event_engine.register("hostile.tick", ticks.append)
+    engine.event_engine.register("rogue.tick", ticks.append)
     engine.secrets.set("h", "token", "tick-secret")
-    await engine.apply(workspace.write([entry("h", "hostile", mode="timer", tool_name="tt")]))
+    await engine.apply(workspace.write([entry("h", "rogue", mode="timer", tool_name="tt")]))
     for _ in range(200):
         if len(ticks) >= 3:
             break
@@ -28,7 +28,7 @@ async def test_a_timer_of_the_instance_stops_at_unload_and_the_instance_is_freed
     assert tool is not None
     plugin_object = weakref.ref(tool.wrapped.owner)
     del tool
-    await engine.apply(workspace.write([entry("h", "hostile", enabled=False)]))
+    await engine.apply(workspace.write([entry("h", "rogue", enabled=False)]))
     seen = len(ticks)
     await asyncio.sleep(0.2)  # ten timer periods
     assert len(ticks) == seen, "the instance's timer kept running after unload"
@@ -38,7 +38,7 @@ async def test_a_timer_of_the_instance_stops_at_unload_and_the_instance_is_freed
 
 
 async def test_a_registration_after_unload_is_refused(engine: Engine, workspace: Workspace) -> None:
-    await engine.apply(workspace.write([entry("h", "hostile", mode="late-register")]))
+    await engine.apply(workspace.write([entry("h", "rogue", mode="late-register")]))
     await engine.apply(workspace.write([]))  # unloaded before its thread registers
     for _ in range(200):
         if "late-register" in " ".join(workspace.calls("h")):

@@ -107,14 +107,18 @@ async def test_an_invalid_agent_block_keeps_the_last_good_one_never_all_tools(
 ) -> None:
     plugins = [
         entry("chat", "fakechat"),
-        entry("brain", "hostile", provider=True),
-        entry("t", "hostile", tool_name="secret_tool"),
+        entry("brain", "rogue", provider=True),
+        entry("t", "rogue", tool_name="secret_tool"),
     ]
     await engine.apply(workspace.write(plugins, agent={"inference": "brain", "tools": []}))
     assert await _say(engine, "!secret_tool run") == "tool said: unknown tool 'secret_tool'"
-    # one invalid key in the block: the whole edit of the block is refused, never "all tools"
+    # one invalid key in the block: the edit is refused as a whole (naming the key), and the
+    # engine keeps the last good block, never the defaults ("all tools")
     bad = {"inference": "brain", "tools": [], "maxToolSteps": "lots"}
-    await engine.apply(workspace.write(plugins, agent=bad))
+    with pytest.raises(SettingsError) as caught:
+        workspace.write(plugins, agent=bad)
+    assert "agent.maxToolSteps" in str(caught.value) and "'lots'" in str(caught.value)
+    assert engine.agent.tools == ()
     assert await _say(engine, "!secret_tool run") == "tool said: unknown tool 'secret_tool'"
     assert not (workspace.data_dir("t") / "sent.log").exists()
 

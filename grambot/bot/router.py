@@ -9,20 +9,24 @@ tool calls run through the ToolRegistry and their results go back, until a final
 step limit; the answer goes out through the connector. Every failure becomes a short apology
 naming what failed (never a message that could carry a secret) and a logged traceback, from
 which the failing instance's secret values are removed (a plugin's error may quote them).
+
+The registries hold guarded objects (grambot.plugins.guards): whatever a plugin raises reaches
+the bot as an ordinary exception. A chat worker still survives anything but its own
+cancellation, and a worker that ended is started again by the chat's next message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grambot.bot.agent import AgentSettings, read_agent_settings
 from grambot.bot.conversations import ConversationStore, trim_history
+from grambot.core.failures import engine_cancelled, format_details
+from grambot.errors import CallCancelled
 from grambot.registries import Registries
 from grambot.registries.connectors import CONNECTOR_MESSAGE, Attachment, IncomingMessage
 from grambot.registries.inference import (
@@ -33,6 +37,7 @@ from grambot.registries.inference import (
     ToolDefinition,
 )
 from grambot.registries.tools import ToolContext, ToolResult
+from grambot.settings import AgentSettings
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +67,7 @@ class Bot:
         self,
         registries: Registries,
         data_dir: Path,
-        agent_settings: Callable[[], Mapping[str, Any] | None],
+        agent_settings: Callable[[], AgentSettings],
         redact: Redactor | None = None,
     ) -> None:
         self.registries = registries
@@ -84,6 +89,8 @@ class Bot:
         queue = self._queues.get(chat)
         if queue is None:
             queue = self._queues[chat] = asyncio.Queue()
+        worker = self._workers.get(chat)
+        if worker is None or worker.done():  # a worker that ended is replaced
             self._workers[chat] = asyncio.create_task(
                 self._work(chat, queue), name=f"bot:{chat.connector_id}:{chat.chat_id}"
             )
@@ -110,8 +117,14 @@ class Bot:
         while (message := await queue.get()) is not None:
             try:
                 await self.handle(message)
-            except Exception:  # a chat's failure never stops its worker
-                logger.exception("bot: chat %s/%s: unexpected failure", *_names(chat))
+            except BaseException as exc:  # a chat's failure never stops its worker
+                if engine_cancelled(exc):
+                    raise
+                logger.error(
+                    "bot: chat %s/%s: unexpected failure\n%s", *_names(chat), format_details(exc)
+                )
+                del exc
+                await self._reply(message, "Sorry, something went wrong; details are in the log.")
 
     # -- one message ---------------------------------------------------------------------------
 
@@ -162,6 +175,7 @@ class Bot:
                 model=agent.model,
                 tools=tools,
             )
+            owner = self.registries.inference.owner_of(provider_id)
             try:
                 async with asyncio.timeout(agent.reply_timeout):
                     response = await provider.complete(request)
@@ -170,8 +184,12 @@ class Bot:
                     f"the inference provider '{provider_id}' did not answer within "
                     f"{agent.reply_timeout:g} s."
                 ) from None
+            except CallCancelled:
+                raise TurnFailed(
+                    f"the inference provider '{provider_id}' stopped while answering (it was "
+                    "reloaded or disabled); please send your message again."
+                ) from None
             except Exception as exc:
-                owner = self.registries.inference.owner_of(provider_id)
                 self._log_failure(f"inference provider {provider_id}", owner, exc)
                 raise TurnFailed(
                     f"the inference provider '{provider_id}' failed ({type(exc).__name__})."
@@ -255,10 +273,7 @@ class Bot:
     # -- lookups -------------------------------------------------------------------------------
 
     def _agent(self) -> AgentSettings:
-        agent, problem = read_agent_settings(self._agent_settings())
-        if problem:
-            logger.error("settings: %s; using defaults", problem)
-        return agent
+        return self._agent_settings()
 
     def _provider(self, agent: AgentSettings) -> tuple[str, InferenceProvider]:
         registry = self.registries.inference
@@ -283,11 +298,15 @@ class Bot:
         return agent.tools is None or name in agent.tools
 
     def _tool_definitions(self, agent: AgentSettings) -> list[ToolDefinition]:
-        definitions = [
-            ToolDefinition(tool.name, tool.description, tool.parameters())
-            for name, tool in self.registries.tools.items()
-            if self._tool_allowed(agent, name)
-        ]
+        definitions = []
+        for name, tool in self.registries.tools.items():
+            if not self._tool_allowed(agent, name):
+                continue
+            try:
+                definitions.append(ToolDefinition(tool.name, tool.description, tool.parameters()))
+            except Exception as exc:  # a broken tool is left out, the others are offered
+                owner = self.registries.tools.owner_of(name)
+                self._log_failure(f"tool {name} (its parameters())", owner, exc)
         if self._image_provider(agent)[1] is not None and self._tool_allowed(agent, IMAGE_TOOL):
             definitions.append(
                 ToolDefinition(
@@ -329,7 +348,7 @@ class Bot:
 
     def _log_failure(self, what: str, owner: str | None, exc: BaseException) -> None:
         """Log a plugin's failure with its traceback, without its instance's secret values."""
-        details = "".join(traceback.format_exception(exc)).rstrip()
+        details = format_details(exc)
         if owner is not None and self._redact is not None:
             details = self._redact(owner, details)
         logger.error("bot: %s failed\n%s", what, details)

@@ -59,6 +59,7 @@ def run(
 
 def _add_commands() -> None:
     from grambot.cli.agent import agent_command
+    from grambot.cli.control import reload_command, retry_command
     from grambot.cli.manage import (
         disable_command,
         enable_command,
@@ -82,6 +83,8 @@ def _add_commands() -> None:
         secrets_group,
         agent_command,
         run_plugin_command,
+        retry_command,
+        reload_command,
     ):
         main.add_command(command)
 

@@ -22,8 +22,8 @@ from grambot.cli.common import workspace_option
 @workspace_option
 def agent_command(assignments: tuple[str, ...], workspace: Path) -> None:
     """Show the bot's agent settings, or change them with --set (validated before writing)."""
-    from grambot.bot.agent import read_agent_settings
     from grambot.cli.manage import _edit
+    from grambot.settings import parse_agent
     from grambot.settings_edit import EditRefused, SettingsEdit, merge, parse_assignments
 
     if assignments:
@@ -37,9 +37,10 @@ def agent_command(assignments: tuple[str, ...], workspace: Path) -> None:
             if not isinstance(current, dict):
                 raise EditRefused("agent must be an object; fix the settings file first")
             merged = merge(current, update)
-            _, problem = read_agent_settings(merged)
-            if problem:
-                raise EditRefused(f"refused, nothing written: {problem}")
+            _, problems = parse_agent(merged, doc.path)
+            if problems:
+                lines = "\n".join(str(p) for p in problems)
+                raise EditRefused(f"refused, nothing written:\n{lines}")
             doc.data["agent"] = merged
             return merged
 

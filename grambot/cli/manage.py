@@ -390,7 +390,7 @@ def validate_command(workspace: Path, log_level: str, log_format: str) -> None:
     setup_logging(log_level, log_format)
     path = settings_path(workspace)
     try:
-        settings = load_settings(workspace)
+        settings = load_settings(workspace, lenient=True)
     except SettingsError as exc:
         click.echo(f"{len(exc.problems)} problem(s):", err=True)
         for problem in exc.problems:
@@ -408,11 +408,9 @@ def validate_command(workspace: Path, log_level: str, log_format: str) -> None:
 
 
 def _validate(settings: EngineSettings) -> list[str]:
-    from grambot.retry import retry_policy_from
     from grambot.secret_backends import secrets_config
 
     problems: list[Problem] = list(settings.problems)
-    problems += retry_policy_from(settings.raw, settings.path)[1]
     problems += secrets_config(settings.raw, settings.path)[1]
     for directory in settings.plugin_dirs:
         if not directory.exists():

@@ -81,7 +81,7 @@ async def _run(workspace: Path, name: str, inputs: Any, config: Any, timeout_ms:
     engine = Engine(workspace)
     engine.ensure_catalog()
     if timeout_ms is not None:
-        engine.manager.timeout_overrides[name] = timeout_ms
+        engine.timeout_overrides[name] = timeout_ms
     try:
         return await engine.run_plugin(name, inputs, config)
     except PluginNotFound as exc:

@@ -63,6 +63,13 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
     lines = [
         f"engine pid {status.get('pid')}, started {_age(status.get('startedAt'), now)}: {summary}",
     ]
+    ignored = status.get("ignoredEdit")
+    if isinstance(ignored, dict):
+        lines.append(
+            f"the last edit of settings.json ({_age(ignored.get('at'), now)}) was ignored; "
+            "nothing of it applies until the next valid edit:"
+        )
+        lines += [f"  {p}" for p in ignored.get("problems") or []]
     if not instances:
         return "\n".join(lines)
     header = ("INSTANCE", "PLUGIN", "STATE", "SINCE", "REGISTERED")
@@ -85,12 +92,22 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
         lines.append(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
-    errors = [(i.get("instanceId"), i.get("error")) for i in instances if i.get("error")]
+    errors = [
+        (i.get("instanceId"), i.get("reason"), i.get("error")) for i in instances if i.get("error")
+    ]
     if errors:
         lines.append("")
         lines.append("errors:")
-        for instance_id, error in errors:
-            lines.append(f"  {instance_id}: {error}".replace("\n", "\n    "))
+        for instance_id, reason, error in errors:
+            why = f" ({reason})" if reason else ""
+            lines.append(f"  {instance_id}{why}: {error}".replace("\n", "\n    "))
+    held = [(i.get("instanceId"), i.get("held")) for i in instances if i.get("held")]
+    if held:
+        lines.append("")
+        lines.append("edits not applied (these run as they were):")
+        for instance_id, problems in held:
+            for problem in problems:
+                lines.append(f"  {instance_id}: {problem}")
     return "\n".join(lines)
 
 

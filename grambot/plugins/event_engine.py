@@ -22,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
+from grambot.core.failures import describe, engine_cancelled
 from grambot.plugins.events import PluginEvent, PluginEventQueue
 
 __all__ = ["Handler", "PluginEventEngine"]
@@ -184,26 +185,30 @@ class PluginEventEngine:
             if route is None:
                 route = self._route(event.type)
             for sub in route:
-                if sub.is_async:
+                try:
                     call: Any = sub.handler(event)
-                else:
-                    try:
-                        call = sub.handler(event)
-                    except Exception:
-                        self._log_failure(sub, event)
-                        continue
-                    if call is None or not inspect.isawaitable(call):
-                        continue
+                except BaseException as exc:  # a handler's failure never stops the queue
+                    if engine_cancelled(exc):
+                        raise
+                    self._log_failure(sub, event, exc)
+                    del exc
+                    continue
+                if not sub.is_async and (call is None or not inspect.isawaitable(call)):
+                    continue
                 # The deadline guard, inline (no wrapper coroutine, no clock read): the
                 # watchdog samples `_running` and cancels a call it sees running too long.
                 self._seq = seq = self._seq + 1
                 self._running = seq
                 try:
                     await call
-                except asyncio.CancelledError:
+                except asyncio.CancelledError as exc:
                     self._running = 0
                     if self._timed_out_seq != seq:
-                        raise  # a genuine cancellation (stop)
+                        if engine_cancelled(exc):
+                            raise  # a genuine cancellation (stop)
+                        self._log_failure(sub, event, exc)  # the handler raised it itself
+                        del exc
+                        continue
                     task = asyncio.current_task()
                     if task is not None and task.uncancel() > 0:
                         raise  # also cancelled from outside
@@ -216,9 +221,10 @@ class PluginEventEngine:
                         event.type,
                         event.instance_id,
                     )
-                except Exception:
+                except BaseException as exc:  # SystemExit & co. from a handler are its failure
                     self._running = 0
-                    self._log_failure(sub, event)
+                    self._log_failure(sub, event, exc)
+                    del exc
                 else:
                     self._running = 0
                     if self._timed_out_seq == seq:  # the handler swallowed our cancellation
@@ -228,14 +234,16 @@ class PluginEventEngine:
             self._current = None
             self.handled += 1
 
-    def _log_failure(self, sub: _Subscription, event: PluginEvent) -> None:
-        logger.exception(
-            "Event handler %s failed on event %s (%s) from instance %s of plugin %s",
+    def _log_failure(self, sub: _Subscription, event: PluginEvent, exc: BaseException) -> None:
+        logger.error(
+            "Event handler %s failed on event %s (%s) from instance %s of plugin %s: %s",
             sub.name,
             event.id,
             event.type,
             event.instance_id,
             event.plugin_id,
+            describe(exc),
+            exc_info=exc,
         )
 
     async def _watch(self) -> None:

@@ -39,12 +39,8 @@ from grambot.plugins.definition import DefinitionError, Plugin, validate_setting
 from grambot.plugins.descriptor import PluginDescriptor
 from grambot.plugins.limits import plugin_deadlines
 from grambot.plugins.loader import PluginNamespace
-from grambot.plugins.stages import (
-    InstanceTasks,
-    install_task_tracking,
-    instance_context,
-    run_stage,
-)
+from grambot.plugins.stages import run_stage
+from grambot.plugins.tracking import InstanceTasks, install_task_tracking, instance_context
 from grambot.registries.tools import ToolContext, ToolResult
 
 if TYPE_CHECKING:
@@ -295,5 +291,5 @@ async def run_plugin(engine: Engine, name: str, inputs: Any, config: Any = None)
         cache=engine.cache,
         data_root=engine.scout_dir / "plugins",
         timeouts=engine.settings.timeouts,
-        override_ms=engine.manager.timeout_overrides.get(descriptor.id),
+        override_ms=engine.timeout_overrides.get(descriptor.id),
     )

@@ -14,20 +14,15 @@ A deadline that came from a millisecond value expires with "timed out after N ms
 
 from __future__ import annotations
 
-import contextvars
 import functools
 from dataclasses import dataclass
-from typing import Any
 
 from grambot.plugins.descriptor import PluginDescriptor
-from grambot.plugins.stages import run_stage
-from grambot.registries.tools import Tool, ToolContext, ToolResult
 from grambot.settings import Timeouts
 
 __all__ = [
     "DEFAULT_TIMEOUT_MS",
     "Deadline",
-    "DeadlineTool",
     "PluginDeadlines",
     "plugin_deadlines",
 ]
@@ -89,57 +84,3 @@ def _deadlines(timeouts: Timeouts, ms: int | None, source: str) -> PluginDeadlin
         execute=summit,
         source=source,
     )
-
-
-class DeadlineTool:
-    """A registered tool run under its instance's tool deadline and in its instance's context.
-
-    The registrar wraps every tool it registers in one, so each execution is bounded however
-    it is called (`registries.tools.get(name).execute(...)`). `wrapped` is the plugin's object;
-    other attributes are read through to it.
-    """
-
-    __slots__ = ("_context", "_deadline", "_instance_id", "wrapped")
-
-    def __init__(
-        self, tool: Tool, instance_id: str, deadline: Deadline, context: contextvars.Context
-    ) -> None:
-        self.wrapped = tool
-        self._instance_id = instance_id
-        self._deadline = deadline
-        self._context = context
-
-    @property
-    def name(self) -> str:
-        return self.wrapped.name
-
-    @property
-    def description(self) -> str:
-        return self.wrapped.description
-
-    @property
-    def deadline(self) -> Deadline:
-        return self._deadline
-
-    def parameters(self) -> dict[str, Any]:
-        return self.wrapped.parameters()
-
-    async def execute(self, args: dict[str, Any], context: ToolContext) -> ToolResult:
-        result: ToolResult = await run_stage(
-            self.wrapped.execute,
-            args,
-            context,
-            instance_id=self._instance_id,
-            stage=f"tool {self.wrapped.name!r}",
-            timeout=self._deadline.seconds,
-            timeout_ms=self._deadline.ms,
-            # a copy: a Context cannot be entered twice at once (concurrent calls, threads)
-            context=self._context.copy(),
-        )
-        return result
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.wrapped, name)
-
-    def __repr__(self) -> str:
-        return f"DeadlineTool({self.wrapped!r}, {self._deadline})"

@@ -1,7 +1,12 @@
-"""The registrar of one instance: what it registered, so unload can remove exactly that."""
+"""The registrar of one instance: what it registered, so unload can remove exactly that.
+
+Once its instance is unloaded the registrar is closed: a registration from code of the instance
+that still runs (a thread, a late callback) is refused with a RegistrationError and logged, so
+nothing of an unloaded instance is ever reachable through a registry."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +18,8 @@ from grambot.registries.connectors import Connector
 from grambot.registries.images import ImageProvider
 from grambot.registries.inference import InferenceProvider
 from grambot.registries.tools import Tool
+
+logger = logging.getLogger(__name__)
 
 KINDS = ("connectors", "inference", "tools", "images")
 _LOCK = threading.Lock()  # every registrar's bookkeeping (short; never held over plugin code)
@@ -27,14 +34,17 @@ class PluginRegistrar:
         instance_id: str,
         registries: Registries,
         *,
-        wrap_tool: Callable[[Tool], Tool] | None = None,
+        wrap: Callable[[str, Any], Any] | None = None,
+        on_register: Callable[[str, str], None] | None = None,
     ) -> None:
         self.instance_id = instance_id
         self._registries = registries
-        self._wrap_tool = wrap_tool  # e.g. the manager's deadline wrapper (DeadlineTool)
+        self._wrap = wrap  # (kind, item) -> what the registry holds (grambot.plugins.guards)
+        self._on_register = on_register  # (kind, key), after each registration
         # kind -> keys, filled on first registration (most instances register one kind or none)
         self._owned: dict[str, list[str]] = {}
         self._lock = _LOCK
+        self._closed = False
 
     # -- registering ---------------------------------------------------------------------------
 
@@ -50,8 +60,7 @@ class PluginRegistrar:
 
     def register_tool(self, tool: Tool) -> str:
         _check(tool, Tool, "tool", "name, description, parameters() and execute()")
-        item = self._wrap_tool(tool) if self._wrap_tool is not None else tool
-        return self._add("tools", self._registries.tools, tool.name, item)
+        return self._add("tools", self._registries.tools, tool.name, tool)
 
     def register_image_provider(self, provider: ImageProvider, *, key: str | None = None) -> str:
         _check(provider, ImageProvider, "image provider", "id and generate()")
@@ -70,6 +79,12 @@ class PluginRegistrar:
 
     def unregister_image_provider(self, key: str | None = None) -> None:
         self._remove("images", self._registries.images, key or self.instance_id)
+
+    def close(self) -> None:
+        """Remove everything this instance registered and refuse any later registration."""
+        with self._lock:
+            self._closed = True
+        self.clear()
 
     def clear(self) -> None:
         """Remove everything this instance registered (unload, or a failed load)."""
@@ -101,11 +116,24 @@ class PluginRegistrar:
         key = key or self.instance_id
         if not isinstance(key, str) or not key:
             raise RegistrationError(f"instance {self.instance_id!r}: {kind} key must be a string")
-        registry.register(key, self.instance_id, item)
-        with self._lock:
-            keys = self._owned.setdefault(kind, [])
-            if key not in keys:
-                keys.append(key)
+        if self._wrap is not None:
+            item = self._wrap(kind, item)
+        with self._lock:  # held across: close() cannot slip in between the check and the add
+            refused = self._closed
+            if not refused:
+                registry.register(key, self.instance_id, item)
+                keys = self._owned.setdefault(kind, [])
+                if key not in keys:
+                    keys.append(key)
+        if refused:
+            message = (
+                f"instance {self.instance_id!r} is unloaded: registering {registry.kind} {key!r} "
+                "is refused"
+            )
+            logger.error("%s", message)
+            raise RegistrationError(message)
+        if self._on_register is not None:
+            self._on_register(kind, key)
         return key
 
     def _remove(self, kind: str, registry: Registry[Any], key: str) -> None:

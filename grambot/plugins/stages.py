@@ -1,4 +1,4 @@
-"""Running plugin code under a deadline, and knowing which tasks an instance started.
+"""Running plugin code under a deadline.
 
 Async stages run as tasks in the instance's context, cancelled on expiry. (Their first step is
 not taken inline on the caller's task: code that ties state to the current task, like anyio's
@@ -15,16 +15,9 @@ wait in the queue. A job that grows old (it blocks, or hangs) stops counting, so
 starts and a hung stage never holds the queue up for more than `YOUNG_SECONDS`. A stage's
 deadline starts when its job starts, not while it waits in the queue.
 
-Every task created while a stage runs (and every task those tasks create) inherits the
-instance's context; a task factory records it in the instance's `InstanceTasks`, so unload can
-cancel what the plugin left running.
-
-Threads cannot be cancelled, so they are reported instead: at unload, `threads_running_code_of`
-finds every live thread that runs the instance's code (a frame of one of its modules on the
-thread's stack, or a thread class or target defined by them) and the manager logs a warning
-naming each, e.g. a plugin thread that was never stopped, or a worker still stuck in a stage
-that timed out. Attribution is by module name (each instance has its own namespace), so nothing
-global is patched and two instances of one plugin are told apart.
+Stages run in the instance's context (grambot.plugins.tracking), so what they start is the
+instance's; whatever BaseException plugin code raises comes out as `PluginCrash` (the engine's
+own cancellation excepted), and a stage cancelled by its instance's unload as `CallCancelled`.
 """
 
 from __future__ import annotations
@@ -36,165 +29,17 @@ import inspect
 import itertools
 import logging
 import queue
-import sys
 import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from grambot.errors import StageTimeout
+from grambot.core.failures import crash
+from grambot.errors import CallCancelled, StageTimeout
+from grambot.plugins.tracking import guard
 
 logger = logging.getLogger(__name__)
-
-
-TaskFailureReporter = Callable[[str, str, BaseException], None]
-
-
-class InstanceTasks:
-    """The asyncio tasks one instance started, held weakly.
-
-    A background task that fails is reported through `on_failure(instance_id, task_name, exc)`
-    (the manager redacts secrets and logs it), instead of asyncio's anonymous "Task exception
-    was never retrieved" at garbage collection.
-    """
-
-    __slots__ = ("_tasks", "instance_id", "on_failure")
-
-    def __init__(self, instance_id: str, on_failure: TaskFailureReporter | None = None) -> None:
-        self.instance_id = instance_id
-        self._tasks: weakref.WeakSet[asyncio.Task[Any]] | None = None  # made on first task
-        self.on_failure = on_failure
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()  # retrieved: asyncio will not log it again
-        if exc is None:
-            return
-        if self.on_failure is not None:
-            self.on_failure(self.instance_id, task.get_name(), exc)
-        else:
-            logger.error(
-                "instance %s: background task %s failed",
-                self.instance_id,
-                task.get_name(),
-                exc_info=exc,
-            )
-
-    @property
-    def tasks(self) -> weakref.WeakSet[asyncio.Task[Any]]:
-        if self._tasks is None:
-            self._tasks = weakref.WeakSet()
-        return self._tasks
-
-    def pending(self) -> list[asyncio.Task[Any]]:
-        if self._tasks is None:
-            return []
-        return [t for t in list(self._tasks) if not t.done()]
-
-    async def cancel_all(self, grace: float) -> list[str]:
-        """Cancel pending tasks; returns the names of those still running after `grace`."""
-        current = asyncio.current_task()
-        pending = [t for t in self.pending() if t is not current]
-        for task in pending:
-            task.cancel()
-        if not pending:
-            return []
-        _, still = await asyncio.wait(pending, timeout=grace)
-        return sorted(t.get_name() for t in still)
-
-
-_current_owner: contextvars.ContextVar[InstanceTasks | None] = contextvars.ContextVar(
-    "grambot_instance", default=None
-)
-
-
-def instance_context(tasks: InstanceTasks) -> contextvars.Context:
-    """A context in which code runs as `tasks.instance_id` (its new tasks are tracked)."""
-    context = contextvars.copy_context()
-    context.run(_current_owner.set, tasks)
-    return context
-
-
-def current_instance_id() -> str | None:
-    owner = _current_owner.get()
-    return owner.instance_id if owner is not None else None
-
-
-def install_task_tracking(loop: asyncio.AbstractEventLoop) -> None:
-    """Chain a task factory that records each task in its creator's instance (idempotent).
-
-    A background task of an instance runs under the same guard as its stages: SystemExit or
-    KeyboardInterrupt raised in it would otherwise propagate out of the event loop and stop
-    the whole engine. Its failure is reported by name (`InstanceTasks.on_failure`).
-    """
-    previous = loop.get_task_factory()
-    if getattr(previous, "_grambot_tracking", False):
-        return
-
-    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
-        context = kwargs.get("context")
-        owner = context.get(_current_owner) if context is not None else _current_owner.get()
-        # Stage tasks come already guarded, and run_stage consumes their outcome.
-        background = (
-            owner is not None
-            and asyncio.iscoroutine(coro)
-            and getattr(coro, "cr_code", None) is not _guard.__code__
-        )
-        if background:
-            coro = _guard(coro)
-        if previous is not None:
-            task = previous(loop, coro, **kwargs)
-        else:
-            task = asyncio.Task(coro, loop=loop, **kwargs)
-        if owner is not None and isinstance(task, asyncio.Task):
-            owner.tasks.add(task)
-            if background:
-                task.add_done_callback(owner._task_done)
-        return task
-
-    factory._grambot_tracking = True  # type: ignore[attr-defined]
-    loop.set_task_factory(factory)
-
-
-def threads_running_code_of(namespace: str) -> list[str]:
-    """Names of live threads (but the caller's) running code of module `namespace` or below.
-
-    A thread counts when one of its frames belongs to such a module, or when its class or its
-    target (a `Timer`'s function too) was defined there. Non-daemon threads are marked: they
-    also keep the process from exiting.
-    """
-    prefix = namespace + "."
-
-    def ours(module: object) -> bool:
-        return isinstance(module, str) and (module == namespace or module.startswith(prefix))
-
-    frames = sys._current_frames()
-    current = threading.get_ident()
-    found: list[str] = []
-    for thread in threading.enumerate():
-        if thread.ident is None or thread.ident == current:
-            continue
-        target = getattr(thread, "_target", None) or getattr(thread, "function", None)
-        hit = ours(type(thread).__module__) or ours(getattr(target, "__module__", None))
-        frame = frames.get(thread.ident)
-        while frame is not None and not hit:
-            hit = ours(frame.f_globals.get("__name__"))
-            frame = frame.f_back
-        if hit:
-            found.append(thread.name if thread.daemon else f"{thread.name} (non-daemon)")
-    del frames
-    return sorted(found)
-
-
-async def wait_for_threads(namespace: str, deadline: float) -> list[str]:
-    """`threads_running_code_of(namespace)`, polled until none is left or `deadline` (monotonic)."""
-    names = threads_running_code_of(namespace)
-    while names and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-        names = threads_running_code_of(namespace)
-    return names
 
 
 YOUNG_LIMIT = 1
@@ -409,6 +254,27 @@ async def run_stage(
     return result
 
 
+async def call_plugin(
+    fn: Callable[..., Any], *args: Any, instance_id: str, what: str, context: contextvars.Context
+) -> Any:
+    """Await the plugin method `fn(*args)` as `instance_id`'s code, with no deadline of its own
+    (the caller has one: a model call has the bot's reply timeout).
+
+    It runs as a task in the instance's context, so the instance's unload cancels it (raising
+    `CallCancelled` here) and tasks it starts are the instance's; whatever BaseException it
+    raises comes out as `PluginCrash`. A sync method is called inline (it must be quick).
+    """
+    try:
+        result = context.run(fn, *args)
+    except Exception:
+        raise
+    except BaseException as exc:
+        raise crash(exc) from None
+    if not inspect.isawaitable(result):
+        return result
+    return await _await_in_context(result, instance_id, what, _NO_LIMIT, None, context)
+
+
 class _Limit:
     """A stage's deadline as given: seconds, and the milliseconds it came from (if any)."""
 
@@ -425,18 +291,22 @@ class _Limit:
         return StageTimeout(instance_id, stage, self.seconds, ms=self.ms)
 
 
+_NO_LIMIT = _Limit(float("inf"), None)
+
+
 async def _await_in_context(
     awaitable: Awaitable[Any],
     instance_id: str,
     stage: str,
     limit: _Limit,
-    deadline: float,
+    deadline: float | None,
     context: contextvars.Context,
 ) -> Any:
     loop = asyncio.get_running_loop()
-    task = loop.create_task(_guard(awaitable), name=f"{instance_id}:{stage}", context=context)
+    task = loop.create_task(guard(awaitable), name=f"{instance_id}:{stage}", context=context)
+    wait = None if deadline is None else max(0.0, deadline - time.monotonic())
     try:
-        done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
+        done, _ = await asyncio.wait({task}, timeout=wait)
     except asyncio.CancelledError:
         task.cancel()
         raise
@@ -446,16 +316,9 @@ async def _await_in_context(
             "instance %s: %s timed out after %s; its task was cancelled", instance_id, stage, limit
         )
         raise limit.expired(instance_id, stage)
+    if task.cancelled():  # by the instance's unload (its tasks are cancelled), not by our caller
+        raise CallCancelled(instance_id, stage)
     return task.result()
-
-
-async def _guard(awaitable: Awaitable[Any]) -> Any:
-    # asyncio lets SystemExit/KeyboardInterrupt out of a task and stops the loop: a plugin that
-    # raises one must not stop the engine.
-    try:
-        return await awaitable
-    except (SystemExit, KeyboardInterrupt) as exc:
-        raise RuntimeError(f"plugin raised {type(exc).__name__}") from None
 
 
 class _SyncCall:
@@ -515,7 +378,7 @@ class _SyncCall:
         except Exception as exc:
             value, ok = exc, False
         except BaseException as exc:  # SystemExit in a plugin must not stop the engine
-            value, ok = RuntimeError(f"plugin raised {type(exc).__name__}"), False
+            value, ok = crash(exc), False
         del fn, args
         self.ok, self.value = ok, value
         del value

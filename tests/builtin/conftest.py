@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.plugins.events import PluginEvent
-from grambot.plugins.manager import InstanceState
 from tests.conftest import Workspace, entry
 
 # Values the SDKs would pick up from the environment if a plugin let them; tests set them to
@@ -49,7 +49,7 @@ class Harness:
             self.secret(instance_id, key, value)
         self._entries[instance_id] = entry(instance_id, plugin_id, **settings)
         await self.apply()
-        return self.engine.manager.state_of(instance_id)
+        return self.engine.state_of(instance_id)
 
     async def remove(self, instance_id: str) -> None:
         self._entries.pop(instance_id, None)
@@ -59,12 +59,12 @@ class Harness:
         await self.engine.apply(self.workspace.write(list(self._entries.values())))
 
     def failure(self, instance_id: str) -> str:
-        record = self.engine.manager.record(instance_id)
+        record = self.engine.instance(instance_id)
         assert record is not None
         return record.failure.message if record.failure else ""
 
     def loaded(self, instance_id: str) -> bool:
-        return self.engine.manager.state_of(instance_id) is InstanceState.LOADED
+        return self.engine.state_of(instance_id) is InstanceState.LOADED
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
         deadline = asyncio.get_running_loop().time() + timeout

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from grambot import CONNECTOR_MESSAGE
+from grambot.core.instance import InstanceState
 from grambot.engine import Engine
-from grambot.plugins.manager import InstanceState
 from tests.conftest import FIXTURE_PLUGINS, Workspace, entry
 from tests.reliability.evidence import Evidence, apoll
 
@@ -98,7 +98,7 @@ async def test_faults_through_the_bot_end_in_an_apology_and_the_chat_goes_on(
         )
     )
     ids = [p["instanceId"] for p in PLUGINS]
-    assert sorted(engine.manager.loaded_ids()) == sorted(ids)
+    assert sorted(engine.loaded_ids()) == sorted(ids)
     replies: list[str] = []
     took: dict[str, float] = {}
     with caplog.at_level(logging.DEBUG):
@@ -119,7 +119,7 @@ async def test_faults_through_the_bot_end_in_an_apology_and_the_chat_goes_on(
     assert "bot: inference provider brain failed" in caplog.text
     assert "bot: tool vault_tool failed" in caplog.text
     for instance_id in ids:
-        assert engine.manager.state_of(instance_id) is InstanceState.LOADED, instance_id
+        assert engine.state_of(instance_id) is InstanceState.LOADED, instance_id
     assert engine.event_engine.running
     # No secret in the chat, the logs or any file but the secrets store (conversations too).
     conversations = sorted((engine.scout_dir / "bot").rglob("*.json"))

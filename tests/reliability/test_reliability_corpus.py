@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.errors import DescriptorError, SecretsError, SettingsError
 from grambot.plugins.descriptor import load_descriptor
-from grambot.plugins.manager import InstanceState
 from grambot.secrets import FileSecretsStore
 from grambot.settings import MAX_FILE_BYTES
 from tests.conftest import FIXTURE_PLUGINS, Workspace
@@ -49,8 +49,8 @@ SECRETS_CASES = _cases("secrets")
 def _snapshot(engine: Engine, workspace: Workspace) -> dict[str, Any]:
     tools = engine.registries.tools
     return {
-        "loaded": sorted(engine.manager.loaded_ids()),
-        "states": {s.instance_id: str(s.state) for s in engine.manager.statuses()},
+        "loaded": sorted(engine.loaded_ids()),
+        "states": {s.instance_id: str(s.state) for s in engine.manager.instances()},
         "calls": {i: workspace.calls(i) for i in ("good1", "good2")},
         "tools": {k: tools.owner_of(k) for k in tools},
     }
@@ -218,7 +218,7 @@ async def test_hostile_plugin_folders_do_not_disturb_the_running_set(
     for name in cases:
         assert any(f"{hostile / name}" in p for p in problems), name
     assert "probe" in engine.catalog.ids() and "hostile" not in engine.catalog.ids()
-    record = engine.manager.record("evil")
+    record = engine.instance("evil")
     assert record is not None and record.failure is not None
     assert record.failure.kind == "plugin-not-found"
     after = _snapshot(engine, workspace)
@@ -289,14 +289,14 @@ async def test_corrupt_secrets_fail_only_the_instance_that_reads_them(
     doc["plugins"].append({"instanceId": "holder", "pluginId": "secret-holder"})
     workspace.settings_file.write_text(json.dumps(doc))
     await engine.apply(engine.read_settings())
-    assert engine.manager.state_of("holder") is InstanceState.LOADED
+    assert engine.state_of("holder") is InstanceState.LOADED
     running = _snapshot(engine, workspace)
     # The store is corrupted while instances run; a new instance needing a secret is added.
     shutil.copyfile(CORPUS / "secrets" / "truncated.json", engine.scout_dir / "secrets.json")
     doc["plugins"].append({"instanceId": "newcomer", "pluginId": "secret-holder"})
     workspace.settings_file.write_text(json.dumps(doc))
     await engine.apply(engine.read_settings())
-    record = engine.manager.record("newcomer")
+    record = engine.instance("newcomer")
     assert record is not None and record.state is InstanceState.FAILED and record.failure
     assert record.failure.kind == "create-error"
     assert f"SecretsError: {engine.scout_dir / 'secrets.json'}: not valid JSON" in (

@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 
+from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.errors import StageTimeout
-from grambot.plugins.limits import DEFAULT_TIMEOUT_MS, Deadline, DeadlineTool
+from grambot.plugins.guards import GuardedTool
+from grambot.plugins.limits import DEFAULT_TIMEOUT_MS, Deadline
 from grambot.plugins.loader import NAMESPACE_ROOT
-from grambot.plugins.manager import InstanceState
-from grambot.plugins.stages import threads_running_code_of
+from grambot.plugins.tracking import threads_running_code_of
 from grambot.registries.tools import ToolContext
 from tests.conftest import FIXTURE_PLUGINS, Workspace, entry
 from tests.reliability.evidence import Evidence, apoll
@@ -174,7 +175,7 @@ async def _scenario(
     # 1. The healthy instances alone.
     started = loop.time()
     await engine.apply(workspace.write(healthy, pluginDirs=PLUGIN_DIRS, timeouts=TIMEOUTS))
-    assert sorted(engine.manager.loaded_ids()) == sorted(healthy_ids)
+    assert sorted(engine.loaded_ids()) == sorted(healthy_ids)
     healthy_tools = {f"{i}-tool": i for i in healthy_ids}
     assert _tool_owners(engine) == healthy_tools
 
@@ -189,10 +190,10 @@ async def _scenario(
     for instance_id in healthy_ids[::2]:  # the probes log their calls: nobody was reloaded
         assert workspace.calls(instance_id) == ["create", "load"], instance_id
     for instance_id in healthy_ids:
-        assert engine.manager.state_of(instance_id) is InstanceState.LOADED, instance_id
+        assert engine.state_of(instance_id) is InstanceState.LOADED, instance_id
     loading = [f for f in FAULTS if f.kind is None]
     for fault in FAULTS:
-        record = engine.manager.record(fault.instance_id)
+        record = engine.instance(fault.instance_id)
         assert record is not None, fault.name
         if fault.kind is None:
             assert record.state is InstanceState.LOADED, (fault.name, record.failure)
@@ -205,7 +206,7 @@ async def _scenario(
             record.failure,
         )
         assert fault.instance_id in caplog.text  # every failure is logged, naming the instance
-    assert "plugin raised SystemExit" in (engine.manager.record("x-load-exit").failure.message)  # type: ignore[union-attr]
+    assert "plugin code raised SystemExit" in (engine.instance("x-load-exit").failure.message)  # type: ignore[union-attr]
 
     # Registries: exactly what loaded instances registered.
     expected_tools = {
@@ -234,10 +235,10 @@ async def _scenario(
     with pytest.raises(RuntimeError, match="fails on purpose"):
         await tools.get("raising-tool").execute({}, ToolContext())  # type: ignore[union-attr]
     hanging, echo = tools.get("hanging-tool"), tools.get("h0-tool")
-    assert isinstance(hanging, DeadlineTool) and hanging.deadline == Deadline.from_ms(TOOL_MS)
+    assert isinstance(hanging, GuardedTool) and hanging.deadline == Deadline.from_ms(TOOL_MS)
     for name in ("raising-tool", "h0-tool", "h1-tool"):  # no timeoutMs: the default deadline
         tool = tools.get(name)
-        assert isinstance(tool, DeadlineTool), name
+        assert isinstance(tool, GuardedTool), name
         assert tool.deadline == Deadline.from_ms(DEFAULT_TIMEOUT_MS), name
     assert echo is not None
     call_started = loop.time()
@@ -250,7 +251,7 @@ async def _scenario(
     assert answered.text == "still here" and answered_after < TOOL_MS / 1000
     assert TOOL_MS / 1000 * 0.9 <= tool_seconds < TOOL_MS / 1000 + 2.0, tool_seconds
     assert await apoll(lambda: not _pending_tasks("x-tool-hang:"), 2.0)
-    assert engine.manager.state_of("x-tool-hang") is InstanceState.LOADED
+    assert engine.state_of("x-tool-hang") is InstanceState.LOADED
 
     # Events: the burst of the failed instance is handled in full, the raising and the hanging
     # handler are logged, and the consumer goes on to the next event.
@@ -266,8 +267,8 @@ async def _scenario(
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="grambot"):
         await engine.apply(workspace.write(healthy, pluginDirs=PLUGIN_DIRS, timeouts=TIMEOUTS))
-    assert sorted(engine.manager.loaded_ids()) == sorted(healthy_ids)
-    assert all(engine.manager.record(f.instance_id) is None for f in FAULTS)
+    assert sorted(engine.loaded_ids()) == sorted(healthy_ids)
+    assert all(engine.instance(f.instance_id) is None for f in FAULTS)
     assert _tool_owners(engine) == healthy_tools
     log = caplog.text
     assert "x-unload-raise: unload failed" in log
@@ -285,7 +286,7 @@ async def _scenario(
 
     # 4. Remove everything.
     await engine.apply(workspace.write([], pluginDirs=PLUGIN_DIRS, timeouts=TIMEOUTS))
-    assert engine.manager.loaded_ids() == []
+    assert engine.loaded_ids() == []
     assert len(engine.registries.tools) == 0
     assert await apoll(lambda: not _pending_tasks("h"), 2.0), _pending_tasks("h")
     assert _instance_modules("") == []
@@ -326,7 +327,7 @@ async def test_background_task_raising_systemexit_does_not_stop_the_engine(
         await engine.apply(workspace.write(settings, pluginDirs=PLUGIN_DIRS))
         assert await apoll(lambda: not _pending_tasks("x:"), 2.0)
         await asyncio.sleep(0.05)  # the loop keeps turning after the task died
-    assert sorted(engine.manager.loaded_ids()) == ["h", "x"]
+    assert sorted(engine.loaded_ids()) == ["h", "x"]
     assert "x:crash" in caplog.text and "SystemExit" in caplog.text
     engine.queue.emit("test", "test", "after")
     assert await apoll(lambda: engine.event_engine.handled >= 1, 2.0)

@@ -12,8 +12,9 @@ failure (the probe then ignores `fail_in`): a retry, or without retries the next
 After every step:
 
 * the loaded set is the enabled-and-healthy set of the last valid settings (an entry that became
-  invalid keeps its instance as it was; an invalid file is not applied at all; an instance healed
-  after its failure waits for its retry or an edit);
+  invalid keeps its instance as it was, and so does a running instance whose edit names an
+  unknown plugin or settings its schema refuses: validate before apply; an invalid file is not
+  applied at all; an instance healed after its failure waits for its retry or an edit);
 * every instance is in the modelled state: `failed` for what waiting cannot cure (unknown plugin,
   invalid settings) and, without retries, for every failure; with retries `retrying` with the
   modelled attempt count and a pending retry, which an edit of the entry, its removal or
@@ -52,10 +53,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.errors import SettingsError
 from grambot.plugins.loader import NAMESPACE_ROOT
-from grambot.plugins.manager import InstanceState
 from grambot.retry import RetryPolicy
 from grambot.settings import EngineSettings, load_settings, parse_settings
 from tests.conftest import FIXTURE_PLUGINS
@@ -161,7 +162,9 @@ class ReconcileMachine(RuleBasedStateMachine):
         self.loop = _ClockLoop()
         self.engine = Engine(self.root, builtin_dir=None, entry_points=False)
         if self.RETRIES:  # what Engine.apply sets from the `retry` key; reconciles go direct
-            self.engine.manager.retry_policy = RetryPolicy(initial=RETRY_DELAY, cap=RETRY_DELAY)
+            self.engine.manager.services.retry_policy = RetryPolicy(
+                initial=RETRY_DELAY, cap=RETRY_DELAY
+            )
         self.loop.run_until_complete(self.engine.event_engine.start())
         # The file as written: valid specs in file order; `broken` ids are written invalid.
         self.entries: dict[str, Spec] = {}
@@ -221,6 +224,8 @@ class ReconcileMachine(RuleBasedStateMachine):
             if instance_id in held or record.state != LOADED:
                 continue
             new = desired.get(instance_id)
+            if _held(record, new):
+                continue  # the edit is refused: it keeps running as it was
             if new is None or not new.enabled or _differs(record.spec, new):
                 self.calls[instance_id].append("unload")
                 record.state = DISABLED
@@ -231,6 +236,8 @@ class ReconcileMachine(RuleBasedStateMachine):
             current = self.records.get(instance_id)
             if not spec.enabled:
                 self.records[instance_id] = Record(spec, DISABLED)
+            elif current is not None and _held(current, spec):
+                pass  # still running with its old entry
             elif current is None or current.state == DISABLED or _differs(current.spec, spec):
                 self.records[instance_id] = self._model_load(instance_id, spec)
             else:
@@ -372,17 +379,21 @@ class ReconcileMachine(RuleBasedStateMachine):
         """The retry delay passes: every pending retry fires, one after the other (and the
         cause of one of their failures may have gone away meanwhile)."""
         manager = self.engine.manager
-        due = {i: manager.record(i) for i, r in self.records.items() if r.state == RETRYING}
+        due = {i: r.attempt for i, r in self.records.items() if r.state == RETRYING}
         if data.draw(st.integers(0, 3), label="heal one first if 0") == 0:
             self._heal(data.draw(st.sampled_from(sorted(due))))
         self.loop.offset += RETRY_DELAY + 1.0
 
+        def tried(instance_id: str, attempt: int) -> bool:
+            instance = manager.instance(instance_id)
+            assert instance is not None
+            return instance.state is InstanceState.LOADED or (
+                instance.state is InstanceState.RETRYING and instance.attempt > attempt
+            )
+
         async def settled() -> None:
             async with asyncio.timeout(20):
-                while any(
-                    manager.record(i) is old or manager.state_of(i) is InstanceState.LOADING
-                    for i, old in due.items()
-                ):
+                while not all(tried(i, attempt) for i, attempt in due.items()):
                     await asyncio.sleep(0.001)
 
         self.loop.run_until_complete(settled())
@@ -459,7 +470,7 @@ class ReconcileMachine(RuleBasedStateMachine):
                 assert state is None, instance_id
                 continue
             assert state is InstanceState(record.state), (instance_id, state, record)
-            actual = manager.record(instance_id)
+            actual = manager.instance(instance_id)
             assert actual is not None and actual.attempt == record.attempt, (instance_id, actual)
             handle = actual.retry_handle
             if record.state == RETRYING:  # a retry is pending
@@ -485,6 +496,18 @@ class ReconcileMachine(RuleBasedStateMachine):
 def _differs(old: Spec, new: Spec) -> bool:
     """What reconcile compares: the plugin id and the settings as data."""
     return old.plugin != new.plugin or (old.label, old.fail) != (new.label, new.fail)
+
+
+def _held(record: Record, new: Spec | None) -> bool:
+    """Validate before apply: a running instance whose changed entry names an unknown plugin
+    or settings its schema refuses keeps running with its old entry."""
+    return (
+        record.state == LOADED
+        and new is not None
+        and new.enabled
+        and _differs(record.spec, new)
+        and (new.plugin == "ghost" or new.fail == "invalid")
+    )
 
 
 class RetryingReconcileMachine(ReconcileMachine):

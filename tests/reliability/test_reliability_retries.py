@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
+from grambot.core.instance import InstanceState
 from grambot.engine import Engine
-from grambot.plugins.manager import InstanceState
 from grambot.retry import RetryPolicy
 from tests.conftest import FIXTURE_PLUGINS, Workspace, entry
 from tests.reliability.evidence import Evidence, apoll
@@ -117,7 +117,7 @@ async def _scenario(
     seen: dict[str, list[tuple[str, int]]] = {}
 
     def watch() -> None:
-        for status in manager.statuses():
+        for status in manager.instances():
             trail = seen.setdefault(status.instance_id, [])
             now = (str(status.state), status.attempt)
             if not trail or trail[-1] != now:
@@ -130,7 +130,7 @@ async def _scenario(
     assert manager.state_of("holder") is InstanceState.LOADED
     with caplog.at_level(logging.INFO, logger="grambot"):
         await engine.apply(_settings(workspace, holder=True))
-        assert manager.retry_policy == RetryPolicy(initial=RETRY["initialDelay"], cap=0.04)
+        assert manager.services.retry_policy == RetryPolicy(initial=RETRY["initialDelay"], cap=0.04)
         passing = [p.instance_id for p in PASSING]
         assert await apoll(
             lambda: all(manager.state_of(i) is InstanceState.LOADED for i in passing), 10.0
@@ -138,7 +138,7 @@ async def _scenario(
         passed_after = loop.time() - started
         # The conflict persists while its holder is there: retried, never loaded.
         assert await apoll(lambda: manager.state_of("r-conflict") is InstanceState.RETRYING)
-        record = manager.record("r-conflict")
+        record = manager.instance("r-conflict")
         assert record is not None and "loaded" not in {s for s, _ in seen["r-conflict"]}
         assert record.failure is not None and record.failure.kind == "registration-conflict"
         conflict_attempts = record.attempt
@@ -165,14 +165,16 @@ async def _scenario(
     kinds = {p.name: p.kind for p in PASSING}
     assert "timeout" in kinds.values() and "create-error" in kinds.values()
     for instance_id, (_, kind) in FOR_GOOD.items():
-        record = manager.record(instance_id)
+        record = manager.instance(instance_id)
         assert record is not None and record.state is InstanceState.FAILED, instance_id
         assert record.failure is not None and record.failure.kind == kind, (instance_id, record)
         assert not record.failure.recoverable
         assert record.attempt == 0 and record.next_attempt_at is None
         assert record.retry_handle is None
-        # Failed once, at the first reconcile, and never tried again.
-        assert seen[instance_id] == [("loading", 0), ("failed", 0)], (instance_id, seen)
+        # Failed once, at the first reconcile, and never tried again (an unknown plugin is not
+        # even tried: the plan rejects it).
+        tried = [] if kind == "plugin-not-found" else [("loading", 0)]
+        assert seen[instance_id] == [*tried, ("failed", 0)], (instance_id, seen)
         assert f"instance {instance_id}: retry" not in log
     assert all(s == ("loaded", 0) for s in (seen[h["instanceId"]][-1] for h in HEALTHY))
     assert [s for s, _ in seen[HEALTHY[0]["instanceId"]]] == ["loading", "loaded"]

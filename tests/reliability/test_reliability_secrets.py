@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from grambot.core.instance import InstanceState
 from grambot.engine import Engine
-from grambot.plugins.manager import InstanceState
 from grambot.secrets import FileSecretsStore
 from tests.conftest import Workspace
 from tests.reliability.evidence import Evidence, poll, slow_mode
@@ -100,14 +100,14 @@ async def test_secret_never_leaks_in_process(
         settings = workspace.write(_instances(), pluginDirs=[str(FAULTY_PLUGINS)])
         await engine.apply(settings)
         failures = {}
-        for status in engine.manager.statuses():
+        for status in engine.instances():
             if status.failure is not None:
                 failures[status.instance_id] = status.failure
-        assert sorted(engine.manager.loaded_ids()) == ["s-ok", "s-task", "s-unload"]
+        assert sorted(engine.loaded_ids()) == ["s-ok", "s-task", "s-unload"]
         assert sorted(failures) == ["s-create", "s-load", "s-missing"]
-        record = engine.manager.record("s-ok")
+        record = engine.instance("s-ok")
         assert record is not None and record.state is InstanceState.LOADED
-        states = json.dumps([s.to_dict() for s in engine.manager.statuses()])
+        states = json.dumps([s.to_status() for s in engine.instances()])
         texts = [states] + [f"{f.message}\n{f.details}" for f in failures.values()]
         # The failure paths were really taken, each quoting the secret before redaction.
         assert "rejected token '***'" in failures["s-create"].message.replace('"', "'")

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
+from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.plugins.loader import NAMESPACE_ROOT, PLUGIN_LOGGER_ROOT
-from grambot.plugins.manager import InstanceState
-from grambot.plugins.stages import threads_running_code_of
+from grambot.plugins.tracking import threads_running_code_of
 from grambot.settings import EngineSettings, parse_settings
 from tests.conftest import Workspace, entry
 from tests.reliability.evidence import Evidence, slow_mode

@@ -1,0 +1,127 @@
+"""How what plugin code raises becomes an instance's reason, and the one rule for
+BaseExceptions from plugin code.
+
+The rule (DESIGN §5.4): only the engine may stop the engine. A `CancelledError` is the engine's
+own only when the engine cancelled the task it surfaces in (`current_task().cancelling() > 0`);
+any other `CancelledError`, and every `SystemExit`, `KeyboardInterrupt`, `GeneratorExit` or other
+BaseException raised by plugin code, is that plugin's failure and becomes a `PluginCrash` at the
+boundary where the engine called the plugin (see grambot.plugins.stages and .guards).
+
+    exception (at a stage)             kind                    retried?
+    PluginNotFound                     plugin-not-found        no (loads when it appears)
+    SettingsInvalid                    invalid-settings        no
+    DefinitionError                    invalid-plugin          no
+    ImportError, anything at import    import-error            no
+    StageTimeout                       timeout                 yes
+    RegistrationConflict               registration-conflict   yes (at once when freed)
+    grambot.NotReady                   not-ready               yes
+    grambot.SetupError                 setup-error             no
+    ServiceError(kind=k)               k (auth, network, ...)  its `retryable` (never auth)
+    anything else in create/load/start create-error/...        yes
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from grambot.errors import (
+    NotReady,
+    PluginCrash,
+    PluginNotFound,
+    RegistrationConflict,
+    SetupError,
+    StageTimeout,
+)
+from grambot.plugins.definition import DefinitionError, SettingsInvalid
+from grambot.registries.errors import ServiceError
+
+__all__ = ["Failure", "classify", "crash", "describe", "engine_cancelled", "format_details"]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why an instance is not running. `recoverable`: may pass by waiting (worth a retry)."""
+
+    kind: str
+    stage: str
+    message: str
+    recoverable: bool
+    details: str = ""  # traceback text: never the exception object, which would pin frames
+    conflict: tuple[str, str] | None = None  # (registry kind, key) of a registration conflict
+
+
+def engine_cancelled(exc: BaseException) -> bool:
+    """True when `exc` is the engine cancelling the current task, not plugin code raising it."""
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message`, never raising, whatever the exception's `__str__` does."""
+    name = type(exc).__name__
+    try:
+        text = str(exc)
+    except BaseException:  # a plugin's __str__ may raise anything
+        text = "<its str() failed>"
+    if isinstance(exc, PluginCrash):
+        return text  # "plugin code raised SystemExit: 3" names the type already
+    return f"{name}: {text}" if text else name
+
+
+def format_details(exc: BaseException) -> str:
+    """The traceback as text, never raising."""
+    try:
+        return "".join(traceback.format_exception(exc)).rstrip()
+    except BaseException:
+        return describe(exc)
+
+
+def crash(exc: BaseException) -> PluginCrash:
+    """A plugin's BaseException as an ordinary exception (the original as its cause)."""
+    try:
+        detail = str(exc)
+    except BaseException:
+        detail = "<its str() failed>"
+    error = PluginCrash(type(exc).__name__, detail)
+    error.__cause__ = exc
+    return error
+
+
+# The kind of an unexpected exception, by the stage it escaped from.
+_STAGE_KINDS: dict[str, tuple[str, bool]] = {
+    "import": ("import-error", False),
+    "settings validation": ("invalid-settings", False),
+    "create": ("create-error", True),
+    "load": ("load-error", True),
+    "connector start": ("start-error", True),
+}
+
+
+def classify(exc: BaseException, stage: str, redact: Callable[[str], str]) -> Failure:
+    """The Failure of `exc` raised at `stage`; `redact` masks the instance's secrets."""
+    if isinstance(exc, PluginNotFound):
+        return Failure("plugin-not-found", stage, str(exc), recoverable=False)
+    if isinstance(exc, StageTimeout):
+        return Failure("timeout", exc.stage, str(exc), recoverable=True)
+    if isinstance(exc, SettingsInvalid):
+        return Failure("invalid-settings", stage, str(exc), recoverable=False)
+    if isinstance(exc, DefinitionError):
+        return Failure("invalid-plugin", stage, str(exc), recoverable=False)
+    message = redact(describe(exc))
+    details = redact(format_details(exc))
+    if isinstance(exc, RegistrationConflict):
+        conflict = (exc.kind, exc.key)
+        return Failure("registration-conflict", stage, message, True, details, conflict)
+    if isinstance(exc, NotReady):
+        return Failure("not-ready", stage, message, recoverable=True, details=details)
+    if isinstance(exc, SetupError):
+        return Failure("setup-error", stage, message, recoverable=False, details=details)
+    if isinstance(exc, ServiceError):
+        return Failure(exc.kind, stage, message, recoverable=exc.retryable, details=details)
+    kind, recoverable = _STAGE_KINDS.get(stage, ("load-error", True))
+    return Failure(kind, stage, message, recoverable=recoverable, details=details)

@@ -1,0 +1,281 @@
+"""One load of an instance: its live handles, and the steps that make and undo them.
+
+An `Instance` (grambot.core.instance) owns at most one current `Generation`. A generation holds
+what one load made: its own import namespace (`grambot.instances.<id>__<n>`), its registrar
+(whose registrations are guarded, grambot.plugins.guards), the tasks and timers its code started,
+the settings model, the object `create` returned, its runtime helpers (env/http/cache/vault) and
+the connectors it started. It knows the steps of loading (`import_and_validate`, `create`,
+`call`) and the one teardown; the Instance decides which to run and what state follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import itertools
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from grambot.core.failures import describe, engine_cancelled
+from grambot.errors import PluginNotFound
+from grambot.plugins.allowlist import module_guard
+from grambot.plugins.api import InstanceEvents, InstanceInfo, PluginApi
+from grambot.plugins.catalog import PluginCatalog
+from grambot.plugins.context import CacheBackend, PluginRuntime
+from grambot.plugins.definition import Plugin, read_definition, validate_settings
+from grambot.plugins.events import PluginEventQueue
+from grambot.plugins.guards import (
+    GuardedConnector,
+    GuardedImageProvider,
+    GuardedProvider,
+    GuardedTool,
+)
+from grambot.plugins.limits import Deadline, plugin_deadlines
+from grambot.plugins.loader import PluginNamespace
+from grambot.plugins.registrar import PluginRegistrar
+from grambot.plugins.stages import Progress, run_stage
+from grambot.plugins.tracking import (
+    InstanceTasks,
+    TaskFailureReporter,
+    instance_context,
+    wait_for_threads,
+)
+from grambot.registries import Registries
+from grambot.retry import RetryPolicy
+from grambot.secrets import InstanceSecrets, SecretsStore
+from grambot.settings import InstanceConfig, Timeouts
+
+if TYPE_CHECKING:
+    from grambot.core.instance import Instance
+
+__all__ = ["NOT_CREATED", "Generation", "Services"]
+
+logger = logging.getLogger("grambot.instance")
+
+NOT_CREATED: Any = object()  # the import step left an async create() to the event loop
+
+
+@dataclass
+class Services:
+    """What the engine lends every instance; the manager keeps it current."""
+
+    catalog: PluginCatalog
+    registries: Registries
+    events: PluginEventQueue
+    secrets: SecretsStore
+    cache: CacheBackend
+    data_root: Path
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    timeout_overrides: dict[str, int] = field(default_factory=dict)
+    engine_settings: Mapping[str, Any] = field(default_factory=dict)
+    retry_policy: RetryPolicy | None = None  # None: a failure stays `failed` until an edit
+    on_change: Callable[[], None] = lambda: None
+    on_retry_due: Callable[[Instance], None] = lambda instance: None
+    load_order: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+
+class Generation:
+    """What one load of an instance made; dropped whole when it unloads."""
+
+    def __init__(
+        self, services: Services, config: InstanceConfig, on_task_failure: TaskFailureReporter
+    ) -> None:
+        descriptor = services.catalog.get(config.plugin_id)
+        if descriptor is None:
+            raise PluginNotFound(config.plugin_id, config.instance_id, services.catalog.ids())
+        instance_id = config.instance_id
+        self.services = services
+        self.config = config
+        self.descriptor = descriptor
+        self.deadlines = plugin_deadlines(
+            descriptor, services.timeouts, services.timeout_overrides.get(descriptor.id)
+        )
+        self.tasks = InstanceTasks(instance_id, on_failure=on_task_failure)
+        self.context = instance_context(self.tasks)
+        self.namespace = PluginNamespace(
+            instance_id,
+            descriptor.folder,
+            package_name=descriptor.package_name,
+            import_hook=module_guard(descriptor, instance_id),
+        )
+        wrap = functools.partial(_guard, instance_id, self.deadlines.tool, self.context)
+        self.registrar = PluginRegistrar(instance_id, services.registries, wrap=wrap)
+        self.definition: Plugin | None = None
+        self.settings: Any = None  # the validated settings model
+        self.plugin_object: Any = NOT_CREATED
+        self.runtime: PluginRuntime | None = None  # its http client closes on unload
+        self.started: list[Any] = []  # connectors started, in order
+
+    @property
+    def instance_id(self) -> str:
+        return self.config.instance_id
+
+    @property
+    def created(self) -> bool:
+        return self.plugin_object is not NOT_CREATED
+
+    # -- loading, step by step -------------------------------------------------------------
+
+    async def import_and_validate(self, progress: Progress, *, create: bool) -> None:
+        """Import the entry, read its `plugin`, validate the settings; and, when `create` and
+        the plugin's `create` is sync, create too, in the same worker-thread hand-off (one
+        deadline, the create deadline, covers the three)."""
+        config, descriptor = self.config, self.descriptor
+
+        def prepare() -> tuple[Plugin, Any, Any]:
+            module = self.namespace.import_entry(descriptor.entry_path)
+            definition = read_definition(module)
+            del module
+            progress.stage = "settings validation"
+            settings = validate_settings(
+                definition.settings_schema, config.settings, f"{config.json_path}.settings"
+            )
+            if not create or inspect.iscoroutinefunction(definition.create):
+                return definition, settings, NOT_CREATED
+            progress.stage = "create"
+            return definition, settings, definition.create(self._make_api(settings))
+
+        limit = self.deadlines.create
+        self.definition, self.settings, self.plugin_object = await run_stage(
+            prepare,
+            instance_id=config.instance_id,
+            stage="import",
+            timeout=limit.seconds,
+            timeout_ms=limit.ms,
+            context=self.context,
+            progress=progress,
+        )
+
+    async def create(self, progress: Progress) -> None:
+        assert self.definition is not None
+        api = self._make_api(self.settings)
+        limit = self.deadlines.create
+        self.plugin_object = await self.stage(
+            self.definition.create, "create", limit, api, progress=progress
+        )
+
+    async def call(self, hook: str, progress: Progress) -> None:
+        """The plugin object's optional `load`/`unload` hook (sync or async)."""
+        progress.stage = hook
+        method = getattr(self.plugin_object, hook, None)
+        if callable(method):
+            limit = self.deadlines.load if hook == "load" else self.deadlines.unload
+            await self.stage(method, hook, limit, progress=progress)
+
+    async def stage(
+        self,
+        fn: Callable[..., Any],
+        stage: str,
+        limit: Deadline,
+        *args: Any,
+        progress: Progress | None = None,
+    ) -> Any:
+        """`fn(*args)` as this instance's code, under `limit` (grambot.plugins.stages)."""
+        return await run_stage(
+            fn,
+            *args,
+            instance_id=self.instance_id,
+            stage=stage,
+            timeout=limit.seconds,
+            timeout_ms=limit.ms,
+            context=self.context,
+            progress=progress,
+        )
+
+    def _make_api(self, settings: Any) -> PluginApi:
+        services, config = self.services, self.config
+        data_dir = services.data_root / config.instance_id  # created on first use
+        info = InstanceInfo(config.instance_id, config.plugin_id, config.enabled)
+        self.runtime = PluginRuntime(
+            instance=info,
+            manifest=self.descriptor,
+            secrets=services.secrets,
+            cache=services.cache,
+            data_dir=data_dir,
+        )
+        return PluginApi(
+            instance=info,
+            settings=settings,
+            engine_settings=services.engine_settings,
+            registrar=self.registrar,
+            secrets=InstanceSecrets(services.secrets, config.instance_id),
+            events=InstanceEvents(services.events, config.plugin_id, config.instance_id),
+            data_dir=data_dir,
+            runtime=self.runtime,
+        )
+
+    # -- the one teardown ------------------------------------------------------------------
+
+    async def teardown(self, *, call_unload: bool, redact: Callable[[str], str]) -> None:
+        """Undo everything this generation did, each step contained, in this order: intake
+        (its connectors stop), the plugin's own unload, registrations (later ones refused),
+        tasks and timers, http, threads (reported: they cannot be stopped), modules."""
+        iid = self.instance_id
+        while self.started:
+            connector = getattr(self.started.pop(), "wrapped", None)
+            stop = getattr(connector, "stop", None)
+            if callable(stop):
+                step = self.stage(stop, "connector stop", self.deadlines.unload)
+                await _contained(iid, "connector stop", step, redact)
+        if call_unload:
+            await _contained(iid, "unload", self.call("unload", Progress("unload")), redact)
+        self.registrar.close()
+        grace = min(1.0, self.deadlines.unload.seconds)
+        deadline = time.monotonic() + grace
+        self.tasks.cancel_timers()
+        leftover = await self.tasks.cancel_all(grace=grace)
+        if leftover:
+            logger.warning(
+                "instance %s: tasks still running after cancellation: %s", iid, ", ".join(leftover)
+            )
+        if self.runtime is not None:
+            await _contained(iid, "closing api.http", self._close_runtime(), redact)
+        threads = await wait_for_threads(self.namespace.name, deadline)
+        if threads:
+            logger.warning(
+                "instance %s: threads still running its code after unload (threads cannot be "
+                "stopped from outside; the plugin must end them in unload()): %s",
+                iid,
+                ", ".join(threads),
+            )
+        self.namespace.unload()
+
+    def discard(self) -> None:
+        """Forget a generation that was prepared but will not load (none of its code ran
+        but its modules' top level)."""
+        self.registrar.close()
+        self.namespace.unload()
+
+    async def _close_runtime(self) -> None:
+        assert self.runtime is not None
+        async with asyncio.timeout(self.deadlines.unload.seconds):
+            await self.runtime.aclose()
+
+
+async def _contained(instance_id: str, what: str, step: Any, redact: Callable[[str], str]) -> None:
+    """Await one teardown step; its failure is logged, never raised (shutdown excepted)."""
+    try:
+        await step
+    except BaseException as exc:
+        if engine_cancelled(exc):
+            raise
+        logger.error("instance %s: %s failed: %s", instance_id, what, redact(describe(exc)))
+
+
+def _guard(
+    instance_id: str, tool_deadline: Deadline, context: contextvars.Context, kind: str, item: Any
+) -> Any:
+    """What the registry holds for `item` (grambot.plugins.guards)."""
+    if kind == "tools":
+        return GuardedTool(item, instance_id, tool_deadline, context)
+    if kind == "inference":
+        return GuardedProvider(item, instance_id, context)
+    if kind == "images":
+        return GuardedImageProvider(item, instance_id, context)
+    return GuardedConnector(item, instance_id, context)

@@ -1,0 +1,350 @@
+"""One entry of settings.json through its whole life: `Instance` (the model is Home Assistant's
+`ConfigEntry`).
+
+    disabled ─load()─► loading ─► loaded ─start()─► (connectors running)
+                          │          └──unload()──► unloading ─► disabled
+                          └─► failed / retrying ──(retry timer, edit, `grambot retry`)─► loading
+
+An Instance owns its entry (`config`), its state with a reason (`failure`), its retry attempt
+and timer, the problems of an edit it holds back (`held`: the running instance keeps running as
+it was), and its live handles: the `Generation` of its current load (namespace, registrar,
+tasks and timers, the object `create` returned, its runtime helpers, the connectors it started).
+
+Its methods are the one implementation of preparing, loading, starting and unloading: every
+path (reconcile, retry, secrets change, code reload, `grambot retry/reload`) goes through them,
+so a rule kept here holds everywhere: a loaded connector is started again whatever reloaded it,
+an unload leaves nothing of the instance running, a plugin's BaseException is its failure. The
+manager decides *when* (grambot.core.manager); the instance knows *how*.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from grambot.core.failures import Failure, classify, describe, engine_cancelled, format_details
+from grambot.core.generation import Generation, Services
+from grambot.plugins.registrar import KINDS
+from grambot.plugins.stages import Progress
+from grambot.secrets import redact_instance_secrets
+from grambot.settings import InstanceConfig
+
+__all__ = ["Current", "Generation", "Instance", "InstanceState", "Services"]
+
+logger = logging.getLogger("grambot.instance")
+
+
+class InstanceState(StrEnum):
+    DISABLED = "disabled"
+    LOADING = "loading"
+    LOADED = "loaded"
+    FAILED = "failed"
+    RETRYING = "retrying"
+    UNLOADING = "unloading"
+
+
+@dataclass(frozen=True)
+class Current:
+    """What `plan` needs to know of an instance (grambot.core.plan)."""
+
+    config: InstanceConfig
+    state: InstanceState
+    failure_kind: str | None = None
+    load_seq: int = 0
+
+
+def iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+class Instance:
+    def __init__(
+        self,
+        config: InstanceConfig,
+        services: Services,
+        state: InstanceState = InstanceState.DISABLED,
+    ) -> None:
+        self.config = config
+        self.state = state  # LOADING for a new entry about to load
+        self.since = time.time()
+        self.failure: Failure | None = None
+        self.attempt = 0  # the number of the pending retry
+        self.next_attempt_at: float | None = None
+        self.held: tuple[str, ...] = ()  # problems of the entry as written, not applied
+        self.load_seq = 0
+        self._services = services
+        self._generation: Generation | None = None
+        self._retry: asyncio.TimerHandle | None = None
+
+    # -- what it is ------------------------------------------------------------------------
+
+    @property
+    def instance_id(self) -> str:
+        return self.config.instance_id
+
+    @property
+    def plugin_id(self) -> str:
+        return self.config.plugin_id
+
+    @property
+    def retry_handle(self) -> asyncio.TimerHandle | None:
+        return self._retry
+
+    @property
+    def generation(self) -> Generation | None:
+        """The live handles of its current load (None when nothing of it runs)."""
+        return self._generation
+
+    def current(self) -> Current:
+        kind = self.failure.kind if self.failure is not None else None
+        return Current(self.config, self.state, kind, self.load_seq)
+
+    def registrations(self) -> dict[str, list[str]]:
+        generation = self._generation
+        if generation is None:
+            return {kind: [] for kind in KINDS}
+        return generation.registrar.registrations()
+
+    def to_status(self) -> dict[str, Any]:
+        """This instance in status.json."""
+        failure = self.failure
+        return {
+            "instanceId": self.instance_id,
+            "pluginId": self.plugin_id,
+            "state": str(self.state),
+            "reason": failure.kind if failure else None,
+            "error": failure.message if failure else None,
+            "since": iso(self.since),
+            "registrations": self.registrations(),
+            "attempt": self.attempt,
+            "nextAttemptAt": iso(self.next_attempt_at) if self.next_attempt_at else None,
+            "held": list(self.held),
+        }
+
+    def __repr__(self) -> str:
+        return f"Instance({self.instance_id!r}, {self.state}, failure={self.failure!r})"
+
+    # -- state changes the manager makes without plugin code -------------------------------
+
+    def disable(self, config: InstanceConfig) -> None:
+        """The entry is disabled (call `unload` first if it runs)."""
+        self.cancel_retry()
+        self.config, self.held, self.attempt = config, (), 0
+        if self.state is not InstanceState.DISABLED:
+            self._set(InstanceState.DISABLED)
+
+    def hold(self, problems: tuple[str, ...]) -> None:
+        """The entry as written cannot be applied: whatever runs keeps running as it was."""
+        self.held = problems
+        self._services.on_change()
+
+    def keep(self, config: InstanceConfig) -> None:
+        """The entry is unchanged as data (key order, say): nothing to do."""
+        self.config, self.held = config, ()
+
+    def reject(self, config: InstanceConfig, failure: Failure) -> None:
+        """The entry cannot load at all (its plugin is unknown): `failed`, nothing tried."""
+        self.cancel_retry()
+        self.config, self.held, self.attempt = config, (), 0
+        self._set(InstanceState.FAILED, failure)
+        logger.error(
+            "instance %s (plugin %s): %s", self.instance_id, self.plugin_id, failure.message
+        )
+
+    def cancel_retry(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self.next_attempt_at = None
+
+    # -- the lifecycle ---------------------------------------------------------------------
+
+    async def prepare(self, config: InstanceConfig) -> Generation | Failure:
+        """Import the plugin of `config` into a new generation and validate its settings, and
+        nothing else: the check an edit passes before it may replace a running instance."""
+        progress = Progress("lookup")
+        generation: Generation | None = None
+        try:
+            generation = Generation(self._services, config, self._task_failed)
+            await generation.import_and_validate(progress, create=False)
+        except BaseException as exc:
+            if generation is not None:
+                generation.discard()
+            if engine_cancelled(exc):
+                raise
+            return classify(exc, progress.stage, self._redact)
+        return generation
+
+    async def load(
+        self,
+        config: InstanceConfig | None = None,
+        *,
+        prepared: Generation | None = None,
+        retry: bool = False,
+    ) -> bool:
+        """import → validate settings → create → load, each under its deadline (the first
+        three share the create deadline, and run as one worker-thread hand-off when `create` is
+        sync). True when loaded; otherwise what was done is undone and the instance is
+        `failed` or `retrying`. `retry`: this is a retry (the attempt count goes on)."""
+        if config is not None:
+            self.config = config
+        self.cancel_retry()
+        self.held = ()
+        if not retry:
+            self.attempt = 0
+        self._set(InstanceState.LOADING)
+        progress = Progress("lookup")
+        generation = prepared
+        try:
+            if generation is None:
+                generation = Generation(self._services, self.config, self._task_failed)
+                self._generation = generation
+                await generation.import_and_validate(progress, create=True)
+            self._generation = generation
+            if not generation.created:
+                await generation.create(progress)
+            await generation.call("load", progress)
+        except BaseException as exc:
+            if engine_cancelled(exc):
+                raise  # shutdown: unload_all tears down whatever this left
+            failure = classify(exc, progress.stage, self._redact)
+            del exc
+            if generation is not None:
+                await self._teardown(generation)
+            self._settle(failure)
+            return False
+        self.load_seq = next(self._services.load_order)
+        retries, self.attempt = self.attempt, 0
+        self._set(InstanceState.LOADED)
+        logger.info(
+            "instance %s (plugin %s) loaded%s",
+            self.instance_id,
+            self.plugin_id,
+            f" after {retries} retries" if retries else "",
+        )
+        return True
+
+    async def start(self) -> None:
+        """Start the connectors this instance registered and has not started (once the whole
+        batch it loaded with is loaded, so no message arrives before the providers it needs).
+        A connector that fails to start fails the instance."""
+        generation = self._generation
+        if self.state is not InstanceState.LOADED or generation is None:
+            return
+        connectors = self._services.registries.connectors
+        for key in generation.registrar.registrations()["connectors"]:
+            connector = connectors.get(key)
+            if connector is None or connector in generation.started:
+                continue
+            start = getattr(connector, "wrapped", connector).start
+            try:
+                await generation.stage(start, "connector start", generation.deadlines.load)
+            except BaseException as exc:
+                if engine_cancelled(exc):
+                    raise
+                failure = classify(exc, "connector start", self._redact)
+                del exc
+                self._set(InstanceState.UNLOADING)
+                await self._teardown(generation)
+                self._settle(failure)
+                return
+            generation.started.append(connector)
+
+    async def unload(self) -> None:
+        """Stop its connectors, call its `unload`, then remove everything it left: its
+        registrations (later ones refused), tasks, timers, http client and modules. A stage
+        that fails or hangs is logged and passed: unload always completes."""
+        self.cancel_retry()
+        generation = self._generation
+        if generation is None:
+            return
+        self._set(InstanceState.UNLOADING)
+        await self._teardown(generation)
+        self._set(InstanceState.DISABLED)
+        logger.info("instance %s (plugin %s) unloaded", self.instance_id, self.plugin_id)
+
+    async def _teardown(self, generation: Generation) -> None:
+        """The one teardown (Generation.teardown): `unload` is called when `create` ran."""
+        try:
+            await generation.teardown(call_unload=generation.created, redact=self._redact)
+        finally:
+            if self._generation is generation:
+                self._generation = None
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _settle(self, failure: Failure) -> None:
+        """After a failed load: `retrying` with a timer (a failure that may pass, retries on)
+        or `failed`; the first failure is logged with its traceback, later ones in one line."""
+        policy = self._services.retry_policy
+        iid, pid = self.instance_id, self.plugin_id
+        details = f"\n{failure.details}" if failure.details else ""
+        if not failure.recoverable or policy is None:
+            self._set(InstanceState.FAILED, failure)
+            logger.error(
+                "instance %s (plugin %s) failed at %s: %s%s",
+                iid,
+                pid,
+                failure.stage,
+                failure.message,
+                details,
+            )
+            return
+        self.attempt += 1
+        delay = policy.delay(self.attempt)
+        self.next_attempt_at = time.time() + delay
+        loop = asyncio.get_running_loop()
+        # a fresh context: the timer is the engine's, never counted as the instance's own
+        self._retry = loop.call_later(delay, self._retry_fired, context=contextvars.Context())
+        self._set(InstanceState.RETRYING, failure)
+        if self.attempt == 1:
+            logger.error(
+                "instance %s (plugin %s) failed at %s: %s; retrying in %.3g s%s",
+                iid,
+                pid,
+                failure.stage,
+                failure.message,
+                delay,
+                details,
+            )
+        else:
+            logger.warning(
+                "instance %s (plugin %s): retry %d failed at %s: %s; next attempt in %.3g s",
+                iid,
+                pid,
+                self.attempt - 1,
+                failure.stage,
+                failure.message,
+                delay,
+            )
+
+    def _retry_fired(self) -> None:
+        self._retry = None
+        self._services.on_retry_due(self)
+
+    def _set(self, state: InstanceState, failure: Failure | None = None) -> None:
+        if state is not InstanceState.RETRYING:
+            self.next_attempt_at = None
+        self.state = state
+        self.failure = failure
+        self.since = time.time()
+        self._services.on_change()
+
+    def _redact(self, text: str) -> str:
+        """This instance's secret values masked (plugin errors may quote them)."""
+        return redact_instance_secrets(self._services.secrets, self.instance_id, text)
+
+    def _task_failed(self, instance_id: str, task_name: str, exc: BaseException) -> None:
+        logger.error(
+            "instance %s: background task %s failed: %s\n%s",
+            instance_id,
+            task_name,
+            self._redact(describe(exc)),
+            self._redact(format_details(exc)),
+        )

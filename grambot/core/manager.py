@@ -1,0 +1,277 @@
+"""PluginManager: executes plans, so the running instances match settings.json.
+
+Every operation (a reconcile, a reload, a retry, shutdown) takes one lock, so an instance is
+never loaded twice; a reconcile still waiting when a newer one arrives is superseded. The steps
+of one reconcile (grambot.core.plan):
+
+1. entries that would replace a running instance are imported and validated first, each in a
+   new generation, while the old one keeps running: an edit that does not pass is held;
+2. removed, disabled and validly replaced instances unload, last loaded first;
+3. new, changed and re-enabled instances load concurrently, then the connectors they
+   registered start (after the whole batch loaded: no message arrives before the providers);
+4. an instance that lost a registration conflict to an instance that left retries at once.
+
+Every path that brings instances up (reconcile, `reload`, `retry_now`, a retry timer) goes
+through `_bring_up`, so loaded connectors are always started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+from collections.abc import Callable, Iterator
+
+from grambot.core.failures import Failure
+from grambot.core.instance import Generation, Instance, InstanceState, Services
+from grambot.core.plan import Action, Plan, Step, plan
+from grambot.plugins.loader import snapshot as loader_snapshot
+from grambot.plugins.tracking import install_task_tracking
+from grambot.settings import EngineSettings, InstanceConfig
+
+__all__ = ["PluginManager"]
+
+logger = logging.getLogger(__name__)
+
+_Load = tuple[Instance, InstanceConfig | None, Generation | None]
+
+
+class PluginManager:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        services.on_change = self._changed
+        services.on_retry_due = self._retry_due
+        self._instances: dict[str, Instance] = {}
+        self._lock = asyncio.Lock()
+        self._latest: EngineSettings | None = None
+        self._listeners: list[Callable[[], None]] = []
+        self._retry_tasks: set[asyncio.Task[None]] = set()
+
+    # -- what runs -------------------------------------------------------------------------
+
+    def instance(self, instance_id: str) -> Instance | None:
+        return self._instances.get(instance_id)
+
+    def instances(self) -> list[Instance]:
+        return list(self._instances.values())
+
+    def state_of(self, instance_id: str) -> InstanceState | None:
+        instance = self._instances.get(instance_id)
+        return instance.state if instance is not None else None
+
+    def loaded_ids(self) -> list[str]:
+        """Loaded instances in load order."""
+        loaded = [i for i in self._instances.values() if i.state is InstanceState.LOADED]
+        return [i.instance_id for i in sorted(loaded, key=lambda i: i.load_seq)]
+
+    def instances_of(self, plugin_id: str) -> list[str]:
+        return [i for i, inst in self._instances.items() if inst.plugin_id == plugin_id]
+
+    def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener()` after every state change; returns a function that removes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    # -- operations ------------------------------------------------------------------------
+
+    async def sync_with_settings(self, settings: EngineSettings) -> bool:
+        """Reconcile with `settings`. Returns False if a newer call superseded this one."""
+        self._latest = settings
+        async with self._lock:
+            if settings is not self._latest:
+                return False
+            services = self.services
+            services.engine_settings = settings.raw
+            services.timeouts = settings.timeouts
+            install_task_tracking(asyncio.get_running_loop())
+            current = {i: inst.current() for i, inst in self._instances.items()}
+            await self._execute(plan(current, settings, frozenset(services.catalog.ids())))
+            return True
+
+    async def reload(self, instance_ids: list[str]) -> list[str]:
+        """Unload (if running) and load again these enabled instances with their current entry
+        (a pending retry is dropped). Returns the ids it reloaded."""
+        async with self._lock:
+            chosen = self._pick(instance_ids, lambda i: i.config.enabled)
+            for instance in sorted(chosen, key=lambda i: i.load_seq, reverse=True):
+                await instance.unload()
+            await self._bring_up([(i, None, None) for i in chosen])
+            return [i.instance_id for i in chosen]
+
+    async def retry_now(self, instance_ids: list[str]) -> list[str]:
+        """Load again now these failed or retrying instances. Returns the ids it tried."""
+        waiting = (InstanceState.FAILED, InstanceState.RETRYING)
+        async with self._lock:
+            chosen = self._pick(instance_ids, lambda i: i.state in waiting)
+            await self._bring_up([(i, None, None) for i in chosen])
+            return [i.instance_id for i in chosen]
+
+    async def unload_all(self) -> None:
+        """Unload every instance, last loaded first (shutdown). Pending retries are dropped."""
+        for instance in self._instances.values():
+            instance.cancel_retry()
+        for task in list(self._retry_tasks):
+            task.cancel()
+        async with self._lock:
+            for instance in sorted(self.instances(), key=lambda i: i.load_seq, reverse=True):
+                await instance.unload()
+            self._instances.clear()
+            self._changed()
+
+    # -- executing a plan ------------------------------------------------------------------
+
+    async def _execute(self, the_plan: Plan) -> None:
+        replacing: dict[str, tuple[InstanceConfig, Generation]] = {}
+        try:
+            for step, result in await self._validate(the_plan):
+                if isinstance(result, Failure):
+                    self._instances[step.instance_id].hold((result.message,))
+                elif step.config is not None:
+                    replacing[step.instance_id] = (step.config, result)
+            for step in the_plan.of(Action.HOLD):
+                if (held := self._instances.get(step.instance_id)) is not None:
+                    held.hold(step.problems)
+            await self._unload_for(the_plan, replacing)
+            loads = self._apply_records(the_plan, replacing)
+        finally:
+            for _, generation in replacing.values():  # validated, never loaded
+                generation.discard()
+        await self._bring_up(loads)
+
+    async def _validate(self, the_plan: Plan) -> list[tuple[Step, Generation | Failure]]:
+        """Import and validate the entries that would replace a running instance."""
+        steps = [s for s in the_plan.of(Action.REPLACE) if s.config is not None]
+        prepared = [self._instances[s.instance_id].prepare(s.config) for s in steps if s.config]
+        return list(zip(steps, await asyncio.gather(*prepared), strict=True))
+
+    async def _unload_for(
+        self, the_plan: Plan, replacing: dict[str, tuple[InstanceConfig, Generation]]
+    ) -> None:
+        """Unload what goes away or is validly replaced, last loaded first."""
+        going = {s.instance_id for s in the_plan.of(Action.REMOVE, Action.DISABLE)}
+        stopping = [
+            inst
+            for i, inst in self._instances.items()
+            if (i in going or i in replacing) and inst.state is InstanceState.LOADED
+        ]
+        for instance in sorted(stopping, key=lambda i: i.load_seq, reverse=True):
+            await instance.unload()
+
+    def _apply_records(
+        self, the_plan: Plan, replacing: dict[str, tuple[InstanceConfig, Generation]]
+    ) -> list[_Load]:
+        """Forget removed instances, record disabled, rejected and kept entries; return what
+        to load (taking the validated replacements out of `replacing`)."""
+        loads: list[_Load] = []
+        for step in the_plan.steps:
+            if step.action is Action.REMOVE:
+                if (gone := self._instances.pop(step.instance_id, None)) is not None:
+                    gone.cancel_retry()
+                continue
+            if step.config is None:  # HOLD
+                continue
+            instance = self._instances.get(step.instance_id)
+            if instance is None:
+                first = (
+                    InstanceState.LOADING if step.action is Action.LOAD else InstanceState.DISABLED
+                )
+                instance = Instance(step.config, self.services, first)
+                self._instances[step.instance_id] = instance
+            if step.action is Action.DISABLE:
+                instance.disable(step.config)
+            elif step.action is Action.KEEP:
+                instance.keep(step.config)
+            elif step.action is Action.REJECT:
+                failure = Failure("plugin-not-found", "lookup", step.problems[0], False)
+                instance.reject(step.config, failure)
+            elif step.action is Action.LOAD:
+                loads.append((instance, step.config, None))
+            elif step.instance_id in replacing:
+                config, generation = replacing.pop(step.instance_id)
+                loads.append((instance, config, generation))
+        self._changed()
+        return loads
+
+    async def _bring_up(self, loads: list[_Load], *, retry: bool = False) -> None:
+        """Load these instances concurrently, then start the connectors of those loaded; then
+        retry at once what lost a registration conflict to an instance that has left."""
+        if loads:
+            with loader_snapshot(), _old_heap_set_aside(len(loads)):
+                loaded = await asyncio.gather(
+                    *(i.load(config, prepared=gen, retry=retry) for i, config, gen in loads)
+                )
+            for (instance, _, _), ok in zip(loads, loaded, strict=True):
+                if ok:
+                    await instance.start()
+        freed = [i for i in self._instances.values() if self._conflict_freed(i)]
+        if freed:
+            logger.info("registrations freed: retrying %s", ", ".join(i.instance_id for i in freed))
+            await self._bring_up([(i, None, None) for i in freed])
+
+    def _conflict_freed(self, instance: Instance) -> bool:
+        failure = instance.failure
+        if failure is None or failure.conflict is None:
+            return False
+        if instance.state not in (InstanceState.FAILED, InstanceState.RETRYING):
+            return False
+        kind, key = failure.conflict
+        registry = self.services.registries.by_kind(kind)
+        return registry is not None and key not in registry
+
+    def _pick(self, ids: list[str], accept: Callable[[Instance], bool]) -> list[Instance]:
+        return [
+            inst
+            for i in dict.fromkeys(ids)
+            if (inst := self._instances.get(i)) is not None and accept(inst)
+        ]
+
+    # -- retries ---------------------------------------------------------------------------
+
+    def _retry_due(self, instance: Instance) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._retry(instance), name=f"grambot-retry:{instance.instance_id}"
+        )
+        self._retry_tasks.add(task)
+        task.add_done_callback(self._retry_tasks.discard)
+
+    async def _retry(self, instance: Instance) -> None:
+        async with self._lock:
+            if self._instances.get(instance.instance_id) is not instance or (
+                instance.state is not InstanceState.RETRYING or instance.retry_handle is not None
+            ):
+                return  # edited, removed or rescheduled meanwhile
+            logger.info("instance %s: retry %d", instance.instance_id, instance.attempt)
+            await self._bring_up([(instance, None, None)], retry=True)
+
+    def _changed(self) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception:
+                logger.exception("state listener failed")
+
+
+BURST = 64  # loads in one reconcile from which the old heap is set aside (gc.freeze)
+
+
+@contextlib.contextmanager
+def _old_heap_set_aside(loads: int) -> Iterator[None]:
+    """While many instances load, keep the collector from rescanning what existed before.
+
+    Each full collection walks every tracked object; loading N instances grows the heap by N
+    instances' modules and classes and triggers full collections along the way, so without
+    this a big reconcile spends a growing share of its time rescanning objects that were old
+    before it started. `gc.freeze()` parks them (objects created during the loads are
+    collected as usual) and `gc.unfreeze()` puts them back into the oldest generation, where
+    the next full collection sees them again: nothing becomes uncollectable. Left alone when
+    someone else in the process froze objects (unfreeze would release theirs too).
+    """
+    if loads < BURST or gc.get_freeze_count() != 0:
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

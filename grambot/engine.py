@@ -217,6 +217,8 @@ class Engine:
     def _report(self, settings: EngineSettings) -> None:
         lines = [str(p) for p in settings.problems]
         for instance in self.instances():
+            if not instance.held:
+                continue
             shape = settings.held.get(instance.instance_id, ())
             lines += [
                 f"instance {instance.instance_id} keeps running as it was: {p}"

@@ -37,7 +37,10 @@ def now(
 
 
 def actions(current: dict[str, Current], settings: EngineSettings) -> dict[str, Action]:
-    return {s.instance_id: s.action for s in plan(current, settings, CATALOG).steps}
+    the_plan = plan(current, settings, CATALOG)
+    got = {s.instance_id: s.action for s in the_plan.steps}
+    got.update({c.instance_id: Action.KEEP for c in the_plan.kept})
+    return got
 
 
 LOADED, FAILED, RETRYING, DISABLED = (

@@ -23,10 +23,9 @@ import asyncio
 import contextvars
 import logging
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from grambot.core.failures import Failure, classify, describe, engine_cancelled, format_details
 from grambot.core.generation import Generation, Services
@@ -49,9 +48,9 @@ class InstanceState(StrEnum):
     UNLOADING = "unloading"
 
 
-@dataclass(frozen=True)
-class Current:
-    """What `plan` needs to know of an instance (grambot.core.plan)."""
+class Current(NamedTuple):
+    """What `plan` reads of an instance (grambot.core.plan), as a plain value: for tests and
+    tools that plan without a running engine (an `Instance` has the same attributes)."""
 
     config: InstanceConfig
     state: InstanceState
@@ -101,9 +100,9 @@ class Instance:
         """The live handles of its current load (None when nothing of it runs)."""
         return self._generation
 
-    def current(self) -> Current:
-        kind = self.failure.kind if self.failure is not None else None
-        return Current(self.config, self.state, kind, self.load_seq)
+    @property
+    def failure_kind(self) -> str | None:
+        return self.failure.kind if self.failure is not None else None
 
     def registrations(self) -> dict[str, list[str]]:
         generation = self._generation
@@ -146,7 +145,9 @@ class Instance:
 
     def keep(self, config: InstanceConfig) -> None:
         """The entry is unchanged as data (key order, say): nothing to do."""
-        self.config, self.held = config, ()
+        self.config = config
+        if self.held:
+            self.held = ()
 
     def reject(self, config: InstanceConfig, failure: Failure) -> None:
         """The entry cannot load at all (its plugin is unknown): `failed`, nothing tried."""

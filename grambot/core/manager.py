@@ -85,8 +85,8 @@ class PluginManager:
             services.engine_settings = settings.raw
             services.timeouts = settings.timeouts
             install_task_tracking(asyncio.get_running_loop())
-            current = {i: inst.current() for i, inst in self._instances.items()}
-            await self._execute(plan(current, settings, frozenset(services.catalog.ids())))
+            catalog = frozenset(services.catalog.ids())
+            await self._execute(plan(self._instances, settings, catalog))
             return True
 
     async def reload(self, instance_ids: list[str]) -> list[str]:
@@ -180,8 +180,6 @@ class PluginManager:
                 self._instances[step.instance_id] = instance
             if step.action is Action.DISABLE:
                 instance.disable(step.config)
-            elif step.action is Action.KEEP:
-                instance.keep(step.config)
             elif step.action is Action.REJECT:
                 failure = Failure("plugin-not-found", "lookup", step.problems[0], False)
                 instance.reject(step.config, failure)
@@ -190,6 +188,8 @@ class PluginManager:
             elif step.instance_id in replacing:
                 config, generation = replacing.pop(step.instance_id)
                 loads.append((instance, config, generation))
+        for config in the_plan.kept:  # equal as data: only where it is in the file may move
+            self._instances[config.instance_id].keep(config)
         self._changed()
         return loads
 

@@ -240,7 +240,9 @@ class Engine:
             settings = self.read_settings()
         except SettingsError as exc:
             logger.error("cannot use the settings file; starting with no instances:\n%s", exc)
-            settings = empty_settings(self.workspace)
+            await self.apply(empty_settings(self.workspace))
+            self.ignore_edit(exc)
+            return
         await self.apply(settings)
 
     async def stop(self, *, drain_deadline: float = 5.0) -> None:

@@ -118,3 +118,23 @@ def test_grambot_retry_and_reload_act_on_the_running_engine(tmp_path: Path) -> N
         assert engine.stop() == 0, engine.output
     missing = _grambot(ws, "retry", "h")
     assert missing.returncode == 3, missing.stderr  # no engine runs
+
+
+def test_a_secret_set_for_a_failed_instance_retries_it_at_once(tmp_path: Path) -> None:
+    ws = workspace_with(tmp_path, [entry("h", "rogue", mode="setup-error")], retry=HOUR)
+    calls = ws / ".scout" / "plugins" / "h" / "calls.log"
+    engine = EngineProcess(ws)
+    try:
+        engine.wait_ready()
+        assert engine.states() == {"h": "failed"}
+        done = subprocess.run(
+            [sys.executable, "-m", "grambot", "secrets", "set", "h", "token", "-w", str(ws)],
+            input="a-new-token-value\n",
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        wait_until(lambda: calls.read_text().split().count("load") == 2, what="h tried again")
+    finally:
+        assert engine.stop() == 0, engine.output

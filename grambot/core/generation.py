@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grambot.core.failures import describe, engine_cancelled
-from grambot.errors import PluginNotFound
+from grambot.errors import PluginNotFound, RegistrationError
 from grambot.plugins.allowlist import module_guard
 from grambot.plugins.api import InstanceEvents, InstanceInfo, PluginApi
 from grambot.plugins.catalog import PluginCatalog
@@ -225,7 +225,10 @@ class Generation:
                 await _contained(iid, "connector stop", step, redact)
         if call_unload:
             await _contained(iid, "unload", self.call("unload", Progress("unload")), redact)
-        self.registrar.close()
+        try:
+            self.registrar.close()
+        except RegistrationError as exc:  # a registry entry it no longer owns: never fatal
+            logger.error("instance %s: %s", iid, exc)
         grace = min(1.0, self.deadlines.unload.seconds)
         deadline = time.monotonic() + grace
         self.tasks.cancel_timers()

@@ -427,3 +427,29 @@ async def test_an_unreachable_bot_api_fails_the_load_as_a_network_error(
     message = harness.failure("tg")
     assert f"getMe: cannot reach {url}/bot" in message and "ConnectError" in message
     assert TOKEN not in message
+
+
+# -- health ----------------------------------------------------------------------------------
+
+
+def _health(h: Harness, instance: str = "tg") -> dict[str, Any]:
+    found = h.engine.instance(instance)
+    assert found is not None
+    health: dict[str, Any] = found.to_status()["health"]
+    return health
+
+
+async def test_polling_and_sending_report_their_health(
+    harness: Harness, fake: FakeTelegram
+) -> None:
+    connector = await load(harness, fake)
+    await harness.wait_for(lambda: (_health(harness).get("lastOk") or {}).get("what") == "poll")
+    assert _health(harness)["healthy"] is True
+    fake.fail(502, times=1000, path_contains="getUpdates")  # Telegram goes away
+    await harness.wait_for(lambda: _health(harness)["healthy"] is False)
+    assert "getUpdates" in _health(harness)["lastError"]["message"]
+    assert TOKEN not in json.dumps(_health(harness))
+    fake._faults.clear()  # and comes back
+    await harness.wait_for(lambda: _health(harness)["healthy"] is True, timeout=10)
+    await connector.send_message(str(OWNER), "hello")
+    assert _health(harness)["lastOk"]["what"] == "send"

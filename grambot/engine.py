@@ -136,6 +136,13 @@ class Engine:
         """Apply the current settings again (after the plugin catalog changed)."""
         await self.manager.sync_with_settings(self.settings)
 
+    def note_stall(self, instance_id: str | None) -> None:
+        """The loop watchdog saw this instance's code block the event loop."""
+        instance = self.instance(instance_id) if instance_id is not None else None
+        if instance is not None:
+            instance.stalls += 1
+            self.manager.services.on_change()
+
     def ignore_edit(self, error: SettingsError) -> None:
         """Record an edit of the settings file that could not be used at all (status shows
         it until the next valid edit)."""

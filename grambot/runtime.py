@@ -4,10 +4,12 @@
         │
         ├── watch .scout/ (settings.json, secrets.json, secrets.changed) ─┐  one loop:
         ├── watch pluginDirs (new plugin folders; code: --reload-plugins) ─┴► reconcile, rescan,
-        ├── status.json (coalesced writes on every state change)              reload
+        ├── status.json (coalesced writes on every change; a heartbeat)       reload
+        ├── the loop watchdog (grambot.watchdog): names who blocks the event loop
         └── SIGINT/SIGTERM ─► stop watching, drain events, unload (reverse order, each under its
-                              timeout), remove status.json, release the lock, exit 0.
-                              A second signal exits at once with 130.
+                              timeout), remove status.json, release the lock, exit 0; all
+                              within --shutdown-timeout (grambot.signals). A second signal
+                              exits at once with 130.
 
 Edits are handled one at a time by a single loop, so a burst of edits ends in the state of the
 last valid file. While running, a missing or empty settings.json is transient (an editor in the
@@ -24,8 +26,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
-import signal
 from pathlib import Path
 
 from grambot.control import REQUESTS_DIR, handle_requests, is_request
@@ -42,14 +42,15 @@ from grambot.secret_backends import (
     secrets_config,
 )
 from grambot.settings import EngineSettings
-from grambot.status import StatusWriter
+from grambot.signals import EXIT_FORCED, ShutdownSignals, arm_deadline, disarm_deadline
+from grambot.status import STATUS_NAME, StatusWriter
+from grambot.watchdog import LoopWatchdog
 from grambot.watcher import read_live_settings, watch_files, watch_trees
 
 __all__ = ["EXIT_FORCED", "EXIT_SHUTDOWN_TIMEOUT", "Runtime", "run"]
 
 logger = logging.getLogger(__name__)
 
-EXIT_FORCED = 130
 EXIT_SHUTDOWN_TIMEOUT = 1
 SETTINGS_NAME = "settings.json"
 SECRETS_NAMES = frozenset({"secrets.json", "secrets.changed"})
@@ -68,6 +69,8 @@ class Runtime:
         shutdown_timeout: float = 60.0,
         status_interval: float = 0.25,
         recheck_interval: float = 0.5,
+        heartbeat: float = 5.0,
+        stall_threshold: float = 1.0,
     ) -> None:
         self.workspace = workspace.resolve()
         self.scout = self.workspace / ".scout"
@@ -76,6 +79,8 @@ class Runtime:
         self.shutdown_timeout = shutdown_timeout
         self.status_interval = status_interval
         self.recheck_interval = recheck_interval
+        self.heartbeat = heartbeat
+        self.stall_threshold = stall_threshold
         self.lock = EngineLock(self.workspace)
         self.secrets_config = SecretsConfig()
         self.secrets = SelectedSecretsStore(
@@ -113,15 +118,28 @@ class Runtime:
 
     async def _run(self, stop: asyncio.Event | None) -> int:
         loop = asyncio.get_running_loop()
-        signals = (signal.SIGINT, signal.SIGTERM)
-        for signum in signals:
-            loop.add_signal_handler(signum, self._on_signal, signum)
+        signals = ShutdownSignals(
+            loop,
+            self._on_signal,
+            deadline=self.shutdown_timeout,
+            status_file=self.scout / STATUS_NAME,
+        )
+        signals.install()
         waiter = asyncio.ensure_future(stop.wait()) if stop is not None else None
         if waiter is not None:
             waiter.add_done_callback(lambda _: self._stop.set())
-        self.status = StatusWriter(self.scout, self.engine, min_interval=self.status_interval)
+        watchdog = LoopWatchdog(
+            loop,
+            threshold=self.stall_threshold,
+            on_stall=lambda iid: loop.call_soon_threadsafe(self.engine.note_stall, iid),
+        )
+        self.status = StatusWriter(
+            self.scout, self.engine, min_interval=self.status_interval, heartbeat=self.heartbeat
+        )
         try:
             self.status.write_now()
+            self.status.start_heartbeat()
+            watchdog.start()
             await self.engine.event_engine.start()
             # Watch before the first read, so that no edit falls between the two.
             self._tasks.append(asyncio.create_task(self._watch_scout(), name="grambot-watch"))
@@ -150,20 +168,28 @@ class Runtime:
         finally:
             if waiter is not None:
                 waiter.cancel()
-            for signum in signals:
-                loop.remove_signal_handler(signum)
+            watchdog.stop()
+            signals.restore()
+            disarm_deadline()  # the shutdown is over; an embedding process lives on
             if self.status is not None:
                 self.status.close()
 
-    def _on_signal(self, signum: int) -> None:
-        name = signal.Signals(signum).name
-        if self._stop.is_set():
-            logger.error("second %s: exiting now without finishing the shutdown", name)
-            os._exit(EXIT_FORCED)
-        logger.info("%s received: shutting down (send it again to exit at once)", name)
+    def _on_signal(self, name: str) -> None:
+        """The first SIGINT/SIGTERM (grambot.signals has armed the shutdown deadline)."""
+        logger.info(
+            "%s received: shutting down within %g s (send it again to exit at once)",
+            name,
+            self.shutdown_timeout,
+        )
         self._stop.set()
 
     async def _shutdown(self) -> int:
+        """Every wait of the shutdown fits in `shutdown_timeout` from here; the deadline armed
+        now ends the process even if one does not (grambot.signals)."""
+        arm_deadline(self.shutdown_timeout, self.scout / STATUS_NAME)
+        loop = asyncio.get_running_loop()
+        # our own deadline comes first, so that we exit cleanly (code 1) before the hard one
+        deadline = loop.time() + self.shutdown_timeout * 0.9
         self._watch_stop.set()
         if self._tree_stop is not None:
             self._tree_stop.set()
@@ -173,10 +199,11 @@ class Runtime:
         for task in tasks:
             task.cancel()  # an in-flight reconcile stops here; unload_all undoes what it began
         if tasks:
-            await asyncio.wait(tasks, timeout=5.0)
+            await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()) / 4)
         try:
-            async with asyncio.timeout(self.shutdown_timeout):
-                await self.engine.stop(drain_deadline=self.drain_deadline)
+            async with asyncio.timeout_at(deadline):
+                drain = min(self.drain_deadline, max(0.0, deadline - loop.time()) / 3)
+                await self.engine.stop(drain_deadline=drain)
         except TimeoutError:
             logger.error(
                 "shutdown did not finish within %s s; exiting with instances still unloading: %s",
@@ -467,10 +494,16 @@ async def run(
     stop: asyncio.Event | None = None,
     reload_plugins: bool = False,
     shutdown_timeout: float = 60.0,
+    heartbeat: float = 5.0,
 ) -> int:
     """Run the engine of `workspace` until SIGINT/SIGTERM (or `stop` is set); returns exit code.
 
     Raises `EngineLocked` when another engine runs in that workspace.
     """
-    runtime = Runtime(workspace, reload_plugins=reload_plugins, shutdown_timeout=shutdown_timeout)
+    runtime = Runtime(
+        workspace,
+        reload_plugins=reload_plugins,
+        shutdown_timeout=shutdown_timeout,
+        heartbeat=heartbeat,
+    )
     return await runtime.run(stop)

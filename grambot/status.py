@@ -1,13 +1,17 @@
 """.scout/status.json: what the running engine reports about its instances (DESIGN §3).
 
-    {"pid": 123, "startedAt": "...", "ignoredEdit": null | {"at", "problems": [...]},
+    {"pid": 123, "startedAt": "...", "updatedAt": "...", "heartbeatSeconds": 5,
+     "ignoredEdit": null | {"at", "problems": [...]},
      "instances": [{"instanceId", "pluginId", "state", "reason", "error", "since",
      "registrations": {"connectors": [], "inference": [], "tools": [], "images": []},
-     "attempt", "nextAttemptAt", "held": [...]}]}
+     "attempt", "nextAttemptAt", "held": [...], "health": {...} | null, "stalls": 0}]}
 
 `StatusWriter` listens to the engine's state changes and rewrites the file atomically (temp
 file + rename), coalesced: the first change after a quiet period is written at once, later ones
 at most every `min_interval` seconds, so a reconcile of 1000 instances costs a handful of writes.
+The file is also rewritten every `heartbeat` seconds **from the event loop** (`updatedAt`): a
+frozen loop stops the heartbeat, so a reader can tell a live engine from a stuck one
+(`is_stale`: older than `STALE_BEATS` heartbeats).
 """
 
 from __future__ import annotations
@@ -27,11 +31,22 @@ if TYPE_CHECKING:
 
     from grambot.engine import Engine
 
-__all__ = ["STATUS_NAME", "StatusWriter", "read_status", "write_atomic"]
+__all__ = ["STALE_BEATS", "STATUS_NAME", "StatusWriter", "is_stale", "read_status", "write_atomic"]
 
 logger = logging.getLogger(__name__)
 
 STATUS_NAME = "status.json"
+STALE_BEATS = 3  # a status older than this many heartbeats (15 s by default) is stale
+
+
+def is_stale(status: dict[str, Any], now: float | None = None) -> bool:
+    """Whether the engine that wrote `status` has stopped beating (a frozen event loop)."""
+    try:
+        updated = datetime.fromisoformat(str(status["updatedAt"])).timestamp()
+        beat = float(status.get("heartbeatSeconds") or 5.0)
+    except (KeyError, ValueError, TypeError):
+        return True
+    return (time.time() if now is None else now) - updated > STALE_BEATS * beat
 
 
 def write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
@@ -66,10 +81,13 @@ class StatusWriter:
         *,
         min_interval: float = 0.25,
         pid: int | None = None,
+        heartbeat: float = 5.0,
     ) -> None:
         self.path = scout_dir / STATUS_NAME
         self.engine = engine
         self.min_interval = min_interval
+        self.heartbeat = heartbeat
+        self._beat: asyncio.TimerHandle | None = None
         self.pid = os.getpid() if pid is None else pid
         self.started_at = datetime.now(UTC).isoformat()
         self.writes = 0
@@ -82,9 +100,21 @@ class StatusWriter:
         return {
             "pid": self.pid,
             "startedAt": self.started_at,
+            "updatedAt": datetime.now(UTC).isoformat(),
+            "heartbeatSeconds": self.heartbeat,
             "ignoredEdit": ignored.to_status() if ignored is not None else None,
             "instances": [i.to_status() for i in self.engine.instances()],
         }
+
+    def start_heartbeat(self) -> None:
+        """Rewrite the file every `heartbeat` seconds from the running loop."""
+        import asyncio
+
+        def beat() -> None:
+            self.write_now()
+            self._beat = asyncio.get_running_loop().call_later(self.heartbeat, beat)
+
+        self._beat = asyncio.get_running_loop().call_later(self.heartbeat, beat)
 
     def mark(self) -> None:
         """Note a state change: write now if quiet long enough, else once the interval ends."""
@@ -120,6 +150,9 @@ class StatusWriter:
     def close(self, *, remove: bool = True) -> None:
         """Stop listening; remove the file (the engine is gone) or write a last time."""
         self._remove_listener()
+        if self._beat is not None:
+            self._beat.cancel()
+            self._beat = None
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None

@@ -41,7 +41,8 @@ def test_status_of_a_running_engine_as_table_and_json(tmp_path: Path) -> None:
         as_json = status(ws, "--json")
     finally:
         assert engine.stop() == 0, engine.output
-    assert table.returncode == 0, table.stderr
+    assert table.returncode == 1, table.stderr  # degraded: one failed, one retrying
+    assert "degraded: bad is failed; r is retrying" in table.stderr
     out = table.stdout
     assert f"engine pid {engine.proc.pid}" in out
     assert "1 disabled, 1 failed, 1 loaded, 1 retrying" in out
@@ -54,9 +55,16 @@ def test_status_of_a_running_engine_as_table_and_json(tmp_path: Path) -> None:
     assert "bad (plugin-not-found): instance 'bad': no plugin with id 'nope'" in out
     assert "r (load-error): RuntimeError: probe asked to fail in load" in out
 
-    assert as_json.returncode == 0
+    assert as_json.returncode == 1  # readiness, the same with --json
     data = json.loads(as_json.stdout)
-    assert set(data) == {"pid", "startedAt", "ignoredEdit", "instances"}
+    assert set(data) == {
+        "pid",
+        "startedAt",
+        "updatedAt",
+        "heartbeatSeconds",
+        "ignoredEdit",
+        "instances",
+    }
     assert data["pid"] == engine.proc.pid
     assert {i["instanceId"]: i["state"] for i in data["instances"]} == {
         "t": "loaded",

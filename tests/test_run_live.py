@@ -384,7 +384,14 @@ def test_status_json_matches_the_schema(tmp_path: Path) -> None:
         engine.wait_states({"t": "loaded", "off": "disabled", "bad": "failed"})
         status = engine.status()
         assert status is not None
-        assert set(status) == {"pid", "startedAt", "ignoredEdit", "instances"}
+        assert set(status) == {
+            "pid",
+            "startedAt",
+            "updatedAt",
+            "heartbeatSeconds",
+            "ignoredEdit",
+            "instances",
+        }
         assert status["pid"] == engine.proc.pid and status["ignoredEdit"] is None
         keys = {
             "instanceId",
@@ -397,6 +404,8 @@ def test_status_json_matches_the_schema(tmp_path: Path) -> None:
             "attempt",
             "nextAttemptAt",
             "held",
+            "health",
+            "stalls",
         }
         by_id = {i["instanceId"]: i for i in status["instances"]}
         for item in by_id.values():

@@ -185,6 +185,7 @@ class TelegramConnector:
                     allowed_updates=["message"],
                 )
             except TelegramError as exc:
+                self.api.health.error(self._describe(exc), "getUpdates")
                 wait = _retry_after(exc)
                 if wait is None:
                     wait = delay
@@ -197,11 +198,13 @@ class TelegramConnector:
                 )
                 await asyncio.sleep(wait)
                 continue
-            except Exception:  # the poller must outlive any surprise; say what it was
+            except Exception as exc:  # the poller must outlive any surprise; say what it was
+                self.api.health.error(self._describe(exc), "getUpdates")
                 self.log.exception("getUpdates failed unexpectedly; polling again in %.1f s", delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, s.backoff_max)
                 continue
+            self.api.health.ok("poll")
             delay = s.backoff_initial
             for update in updates:
                 if self.offsets.is_duplicate(update.update_id):
@@ -323,7 +326,18 @@ class TelegramConnector:
         """Send `text` (split at 4096) and `files` (photos for images, documents otherwise).
 
         A single file with a short text goes out as one captioned message. Raises ServiceError.
+        Reports to `api.health` (ok "send", or the error).
         """
+        try:
+            await self._send(chat_id, text, files, reply_to)
+        except ServiceError as exc:
+            self.api.health.error(exc.detail, "sending")
+            raise
+        self.api.health.ok("send")
+
+    async def _send(
+        self, chat_id: str, text: str, files: Sequence[Attachment], reply_to: str | None
+    ) -> None:
         from telegram import ReplyParameters
 
         bot = self._require_bot()

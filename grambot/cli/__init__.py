@@ -37,24 +37,51 @@ def main() -> None:
     show_default=True,
     help="Seconds a SIGINT/SIGTERM shutdown may take in all before the process exits anyway.",
 )
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(min=0.05),
+    default=5.0,
+    show_default=True,
+    help="Seconds between heartbeats in .scout/status.json (stale after 3 missed).",
+)
 def run(
-    workspace: Path, log_level: str, log_format: str, reload_plugins: bool, shutdown_timeout: float
+    workspace: Path,
+    log_level: str,
+    log_format: str,
+    reload_plugins: bool,
+    shutdown_timeout: float,
+    heartbeat: float,
 ) -> None:
     """Load the enabled instances, follow edits of settings.json, run until SIGINT/SIGTERM."""
     import asyncio
+    import logging
+    import os
 
     from grambot.lock import EngineLocked
     from grambot.runtime import run as run_engine
 
     setup_logging(log_level, log_format)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     try:
-        code = asyncio.run(
-            run_engine(workspace, reload_plugins=reload_plugins, shutdown_timeout=shutdown_timeout)
+        code = loop.run_until_complete(
+            run_engine(
+                workspace,
+                reload_plugins=reload_plugins,
+                shutdown_timeout=shutdown_timeout,
+                heartbeat=heartbeat,
+            )
         )
     except EngineLocked as exc:
         click.echo(f"grambot run: {exc}", err=True)
         sys.exit(EXIT_PROBLEMS)
-    sys.exit(code)
+    # The orderly shutdown is done (status.json removed, the lock released). Exit now: a plugin's
+    # non-daemon thread, a pending to_thread job or a task that swallows cancellation must not
+    # keep the process alive, as asyncio.run's and the interpreter's cleanup would let them.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _add_commands() -> None:

@@ -18,6 +18,7 @@ EXIT_OK = 0
 EXIT_PROBLEMS = 1  # invalid settings, refused edit, engine lock taken
 EXIT_USAGE = 2  # click's own code for bad arguments
 EXIT_NOT_RUNNING = 3  # `grambot status`: no engine runs in the workspace
+EXIT_STALE = 4  # `grambot status`: an engine holds the lock but its heartbeat stopped
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 LOG_FORMATS = ["text", "json"]

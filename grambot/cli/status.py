@@ -1,7 +1,17 @@
 """`grambot status`: what the running engine reports in `.scout/status.json`.
 
 Whether an engine runs is judged by its lock (`.scout/engine.lock`), not by the pid in the
-file, so a crashed engine's leftover file is never shown as live.
+file, so a crashed engine's leftover file is never shown as live; whether it is stuck, by the
+heartbeat in the file (`updatedAt`, written from the event loop).
+
+Two questions, two exit codes (docs/health.md):
+
+* `grambot status --check` is **liveness**: 0 an engine runs with a fresh heartbeat (or is
+  starting), 3 none runs, 4 its heartbeat is stale (a frozen event loop). For container health
+  checks and supervisors: restarting helps only in these cases.
+* `grambot status` (table or `--json`) is **readiness**: 0 every enabled instance is loaded and
+  healthy, 1 degraded (failed, retrying or loading instances, a held or ignored edit, an
+  unhealthy instance, or still starting), 3 none runs, 4 stale.
 """
 
 from __future__ import annotations
@@ -13,7 +23,13 @@ from typing import Any
 
 import click
 
-from grambot.cli.common import EXIT_NOT_RUNNING, EXIT_PROBLEMS, fail, workspace_option
+from grambot.cli.common import (
+    EXIT_NOT_RUNNING,
+    EXIT_PROBLEMS,
+    EXIT_STALE,
+    fail,
+    workspace_option,
+)
 
 KINDS = (
     ("connectors", "connector"),
@@ -52,6 +68,25 @@ def _registered(registrations: dict[str, list[str]]) -> str:
     return "; ".join(parts) or "-"
 
 
+def degraded(status: dict[str, Any]) -> list[str]:
+    """Why the engine is not ready (empty: every enabled instance is loaded and healthy)."""
+    reasons = []
+    if status.get("ignoredEdit"):
+        reasons.append("the last edit of settings.json was ignored")
+    for item in status.get("instances") or []:
+        iid, state = item.get("instanceId"), item.get("state")
+        if state == "disabled":
+            continue
+        if state != "loaded":
+            reasons.append(f"{iid} is {state}")
+        if item.get("held"):
+            reasons.append(f"{iid}: an edit of its entry is held")
+        health = item.get("health") or {}
+        if health.get("healthy") is False:
+            reasons.append(f"{iid} is unhealthy")
+    return reasons
+
+
 def render(status: dict[str, Any], now: datetime | None = None) -> str:
     """The readable table of a status document."""
     now = now or datetime.now(UTC)
@@ -78,6 +113,11 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
         state = str(item.get("state"))
         if state == "retrying":
             state = f"retrying #{item.get('attempt')} {_age(item.get('nextAttemptAt'), now)}"
+        if (item.get("health") or {}).get("healthy") is False:
+            state += " (unhealthy)"
+        stalls = item.get("stalls") or 0
+        if stalls:
+            state += f", {stalls} stall{'s' if stalls > 1 else ''}"
         rows.append(
             (
                 str(item.get("instanceId")),
@@ -101,6 +141,16 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
         for instance_id, reason, error in errors:
             why = f" ({reason})" if reason else ""
             lines.append(f"  {instance_id}{why}: {error}".replace("\n", "\n    "))
+    unhealthy = [
+        (i.get("instanceId"), (i.get("health") or {}).get("lastError") or {})
+        for i in instances
+        if (i.get("health") or {}).get("healthy") is False
+    ]
+    if unhealthy:
+        lines.append("")
+        lines.append("unhealthy:")
+        for instance_id, error in unhealthy:
+            lines.append(f"  {instance_id}: {error.get('message')} ({_age(error.get('at'), now)})")
     held = [(i.get("instanceId"), i.get("held")) for i in instances if i.get("held")]
     if held:
         lines.append("")
@@ -114,12 +164,19 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
 @click.command("status")
 @workspace_option
 @click.option("--json", "as_json", is_flag=True, help="Print status.json as it is.")
-def status_command(workspace: Path, as_json: bool) -> None:
-    """Show the running engine's instances: state, since when, error, registrations.
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Liveness only, for health checks: 0 alive, 3 not running, 4 stale (frozen).",
+)
+def status_command(workspace: Path, as_json: bool, check: bool) -> None:
+    """Show the running engine's instances: state, health, since when, error, registrations.
 
-    Exit code 3 when no engine runs in the workspace."""
+    Exit codes: 0 ready (every enabled instance loaded and healthy), 1 degraded or starting,
+    3 no engine runs, 4 the engine's heartbeat is stale (its event loop is frozen). With
+    --check (liveness): 0 alive, 3, 4."""
     from grambot.lock import engine_running
-    from grambot.status import read_status
+    from grambot.status import is_stale, read_status
 
     workspace = workspace.resolve()
     if not engine_running(workspace):
@@ -130,9 +187,23 @@ def status_command(workspace: Path, as_json: bool) -> None:
         )
     status = read_status(workspace / ".scout")
     if status is None:
+        message = f"the engine in {workspace} is starting (no status.json yet)"
+        if check:
+            click.echo(f"alive: {message}")
+            return
+        fail(message, EXIT_PROBLEMS)
+    if is_stale(status):
         fail(
-            f"an engine is running in {workspace} but has not written "
-            f"{workspace / '.scout' / 'status.json'} yet; try again in a moment",
-            EXIT_PROBLEMS,
+            f"the engine in {workspace} (pid {status.get('pid')}) is stale: its heartbeat "
+            f"({status.get('updatedAt')}) stopped; its event loop is frozen or it is stuck",
+            EXIT_STALE,
         )
+    if check:
+        click.echo(f"alive: engine pid {status.get('pid')} in {workspace}")
+        return
     click.echo(json.dumps(status, indent=2) if as_json else render(status))
+    reasons = degraded(status)
+    if reasons:
+        if not as_json:
+            click.echo(f"\ndegraded: {'; '.join(reasons)}", err=True)
+        raise SystemExit(EXIT_PROBLEMS)

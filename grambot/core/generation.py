@@ -36,6 +36,7 @@ from grambot.plugins.guards import (
     GuardedProvider,
     GuardedTool,
 )
+from grambot.plugins.health import InstanceHealth
 from grambot.plugins.limits import Deadline, plugin_deadlines
 from grambot.plugins.loader import PluginNamespace
 from grambot.plugins.registrar import PluginRegistrar
@@ -48,7 +49,7 @@ from grambot.plugins.tracking import (
 )
 from grambot.registries import Registries
 from grambot.retry import RetryPolicy
-from grambot.secrets import InstanceSecrets, SecretsStore
+from grambot.secrets import InstanceSecrets, SecretsStore, redact_instance_secrets
 from grambot.settings import InstanceConfig, Timeouts
 
 if TYPE_CHECKING:
@@ -96,7 +97,20 @@ class Generation:
         self.deadlines = plugin_deadlines(
             descriptor, services.timeouts, services.timeout_overrides.get(descriptor.id)
         )
-        self.tasks = InstanceTasks(instance_id, on_failure=on_task_failure)
+        self.health = InstanceHealth(
+            lambda text: redact_instance_secrets(services.secrets, instance_id, text),
+            services.on_change,
+        )
+        health = self.health
+
+        def task_failed(instance_id: str, task_name: str, exc: BaseException) -> None:
+            # a background task of this load crashed: the instance is unhealthy (and logged).
+            # A closure, not a method: contexts of finished tasks may outlive the generation
+            # and must not pin it (and through it the plugin's objects).
+            health.error(exc, f"background task {task_name} crashed")
+            on_task_failure(instance_id, task_name, exc)
+
+        self.tasks = InstanceTasks(instance_id, on_failure=task_failed)
         self.context = instance_context(self.tasks)
         self.namespace = PluginNamespace(
             instance_id,
@@ -208,6 +222,7 @@ class Generation:
             events=InstanceEvents(services.events, config.plugin_id, config.instance_id),
             data_dir=data_dir,
             runtime=self.runtime,
+            health=self.health,
         )
 
     # -- the one teardown ------------------------------------------------------------------

@@ -77,6 +77,7 @@ class Instance:
         self.next_attempt_at: float | None = None
         self.held: tuple[str, ...] = ()  # problems of the entry as written, not applied
         self.load_seq = 0
+        self.stalls = 0  # times it blocked the event loop (grambot.watchdog)
         self._services = services
         self._generation: Generation | None = None
         self._retry: asyncio.TimerHandle | None = None
@@ -112,7 +113,7 @@ class Instance:
 
     def to_status(self) -> dict[str, Any]:
         """This instance in status.json."""
-        failure = self.failure
+        failure, generation = self.failure, self._generation
         return {
             "instanceId": self.instance_id,
             "pluginId": self.plugin_id,
@@ -124,7 +125,15 @@ class Instance:
             "attempt": self.attempt,
             "nextAttemptAt": iso(self.next_attempt_at) if self.next_attempt_at else None,
             "held": list(self.held),
+            "health": generation.health.to_status() if generation is not None else None,
+            "stalls": self.stalls,
         }
+
+    @property
+    def healthy(self) -> bool:
+        """False when its long-running work last reported an error (`api.health`)."""
+        generation = self._generation
+        return generation is None or generation.health.healthy
 
     def __repr__(self) -> str:
         return f"Instance({self.instance_id!r}, {self.state}, failure={self.failure!r})"

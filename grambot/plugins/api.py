@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from grambot.plugins.context import InstanceCache, InstanceEnv, InstanceVault, PluginRuntime
     from grambot.plugins.descriptor import PluginDescriptor
     from grambot.plugins.events import PluginEvent, PluginEventQueue
+    from grambot.plugins.health import InstanceHealth
     from grambot.plugins.registrar import PluginRegistrar
     from grambot.secrets import InstanceSecrets
 
@@ -54,6 +55,7 @@ class PluginApi:
         "_runtime",
         "engine_settings",
         "events",
+        "health",
         "instance",
         "registrar",
         "secrets",
@@ -71,7 +73,13 @@ class PluginApi:
         events: InstanceEvents,
         data_dir: Path | Callable[[], Path],
         runtime: PluginRuntime | None = None,
+        health: InstanceHealth | None = None,
     ) -> None:
+        if health is None:
+            from grambot.plugins.health import InstanceHealth
+
+            health = InstanceHealth()
+        self.health = health  # ok(what) / error(exc): the health of its long-running work
         self.instance = instance
         self.settings = settings
         self.engine_settings = engine_settings

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from grambot.core.failures import crash
 from grambot.plugins.limits import Deadline
 from grambot.plugins.stages import call_plugin, run_stage
+from grambot.plugins.tracking import run_marked
 from grambot.registries.connectors import Attachment
 from grambot.registries.images import GeneratedImage
 from grambot.registries.inference import InferenceRequest, InferenceResponse
@@ -37,10 +38,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _inline(fn: Callable[[], T]) -> T:
-    """A quick sync plugin call, its BaseExceptions made ordinary (PluginCrash)."""
+def _inline(instance_id: str, fn: Callable[[], T]) -> T:
+    """A quick sync plugin call on the loop (marked for the watchdog), its BaseExceptions made
+    ordinary (PluginCrash)."""
     try:
-        return fn()
+        return run_marked(instance_id, fn)
     except Exception:
         raise
     except BaseException as exc:
@@ -95,7 +97,7 @@ class GuardedTool(_Guard):
         return self._deadline
 
     def parameters(self) -> dict[str, Any]:
-        return _inline(self.wrapped.parameters)
+        return _inline(self._instance_id, self.wrapped.parameters)
 
     async def execute(self, args: dict[str, Any], context: ToolContext) -> ToolResult:
         result = await run_stage(
@@ -133,7 +135,7 @@ class GuardedProvider(_Guard):
         self.label: str = provider.label
 
     def models(self) -> Sequence[str]:
-        return _inline(self.wrapped.models)
+        return _inline(self._instance_id, self.wrapped.models)
 
     async def complete(self, request: InferenceRequest) -> InferenceResponse:
         response = await self._call("model call", self.wrapped.complete, request)

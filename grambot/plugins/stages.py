@@ -37,7 +37,7 @@ from typing import Any
 
 from grambot.core.failures import crash
 from grambot.errors import CallCancelled, StageTimeout
-from grambot.plugins.tracking import guard
+from grambot.plugins.tracking import guard, run_marked
 
 logger = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ async def call_plugin(
     raises comes out as `PluginCrash`. A sync method is called inline (it must be quick).
     """
     try:
-        result = context.run(fn, *args)
+        result = context.run(run_marked, instance_id, fn, *args)
     except Exception:
         raise
     except BaseException as exc:
@@ -303,7 +303,9 @@ async def _await_in_context(
     context: contextvars.Context,
 ) -> Any:
     loop = asyncio.get_running_loop()
-    task = loop.create_task(guard(awaitable), name=f"{instance_id}:{stage}", context=context)
+    task = loop.create_task(
+        guard(awaitable, instance_id), name=f"{instance_id}:{stage}", context=context
+    )
     wait = None if deadline is None else max(0.0, deadline - time.monotonic())
     try:
         done, _ = await asyncio.wait({task}, timeout=wait)
@@ -318,7 +320,18 @@ async def _await_in_context(
         raise limit.expired(instance_id, stage)
     if task.cancelled():  # by the instance's unload (its tasks are cancelled), not by our caller
         raise CallCancelled(instance_id, stage)
-    return task.result()
+    result = task.result()
+    if deadline is not None and time.monotonic() > deadline:
+        # Done, but late: it blocked the event loop past its deadline (time.sleep in async
+        # code). Deadlines are judged by the wall clock, so this is a timeout all the same.
+        logger.warning(
+            "instance %s: %s blocked the event loop past its deadline of %s",
+            instance_id,
+            stage,
+            limit,
+        )
+        raise limit.expired(instance_id, stage)
+    return result
 
 
 class _SyncCall:

@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, TypeVar
 
 from grambot.core.failures import crash, engine_cancelled
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 TaskFailureReporter = Callable[[str, str, BaseException], None]
@@ -143,7 +145,8 @@ def install_task_tracking(loop: asyncio.AbstractEventLoop) -> None:
             and getattr(coro, "cr_code", None) is not guard.__code__
         )
         if background:
-            coro = guard(coro)
+            assert owner is not None
+            coro = guard(coro, owner.instance_id)
         if previous is not None:
             task = previous(loop, coro, **kwargs)
         else:
@@ -172,10 +175,12 @@ def _track_timers(loop: asyncio.AbstractEventLoop) -> None:
         *args: Any,
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle:
-        handle = original(when, callback, *args, context=context)
         owner = context.get(_current_owner) if context is not None else _current_owner.get()
-        if owner is not None:
-            owner.add_timer(handle)
+        if owner is None:
+            return original(when, callback, *args, context=context)
+        marked = functools.partial(run_marked, owner.instance_id, callback)
+        handle = original(when, marked, *args, context=context)
+        owner.add_timer(handle)
         return handle
 
     loop.call_at = call_at  # type: ignore[method-assign, assignment]
@@ -220,12 +225,67 @@ async def wait_for_threads(namespace: str, deadline: float) -> list[str]:
     return names
 
 
-async def guard(awaitable: Awaitable[Any]) -> Any:
+class OnLoop:
+    """Which instance's code the event loop runs right now (None: the engine's own).
+
+    A plain attribute, not a context variable: the loop watchdog reads it from another thread
+    (grambot.watchdog), which cannot see another thread's context."""
+
+    __slots__ = ("instance_id",)
+
+    def __init__(self) -> None:
+        self.instance_id: str | None = None
+
+
+ON_LOOP = OnLoop()
+
+
+def run_marked(instance_id: str, callback: Callable[..., T], *args: Any) -> T:
+    """A sync call of an instance's code on the loop (a timer callback), marked in ON_LOOP."""
+    previous, ON_LOOP.instance_id = ON_LOOP.instance_id, instance_id
+    try:
+        return callback(*args)
+    finally:
+        ON_LOOP.instance_id = previous
+
+
+class _Steps:
+    """Awaits `awaitable` one step at a time, naming `instance_id` in ON_LOOP during each
+    step: every stretch of plugin code the loop runs is attributed, however long it blocks."""
+
+    __slots__ = ("_awaitable", "_instance_id")
+
+    def __init__(self, awaitable: Awaitable[Any], instance_id: str) -> None:
+        self._awaitable = awaitable
+        self._instance_id = instance_id
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        steps = self._awaitable.__await__()
+        message: Any = None
+        error: BaseException | None = None
+        while True:
+            previous, ON_LOOP.instance_id = ON_LOOP.instance_id, self._instance_id
+            try:
+                yielded = steps.send(message) if error is None else steps.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                ON_LOOP.instance_id = previous
+            try:
+                message, error = (yield yielded), None
+            except BaseException as exc:  # thrown in by the task: cancellation, mostly
+                message, error = None, exc
+
+
+async def guard(awaitable: Awaitable[Any], instance_id: str | None = None) -> Any:
     """Run plugin code so that whatever BaseException it raises is its failure: asyncio would
     let SystemExit/KeyboardInterrupt out of the task and stop the loop, and a CancelledError
-    nobody asked for would pass for the engine's own cancellation."""
+    nobody asked for would pass for the engine's own cancellation. With `instance_id`, each
+    step is marked in ON_LOOP for the loop watchdog."""
     try:
-        return await awaitable
+        if instance_id is None:
+            return await awaitable
+        return await _Steps(awaitable, instance_id)
     except Exception:
         raise
     except BaseException as exc:

@@ -1,4 +1,4 @@
-"""A fake Anthropic Messages API: POST /v1/messages, with Anthropic's error envelope.
+"""A fake Anthropic API: POST /v1/messages and GET /v1/models, with Anthropic's error envelope.
 
 Answers with the next scripted reply (`reply_text`, `reply_tool_use`) or, by default, echoes the
 last user text. Checks the credentials it is given (`x-api-key` or `Authorization: Bearer`)
@@ -13,6 +13,7 @@ from typing import Any
 
 from tests.fakes.base import FakeServer, Request, Response
 
+MODELS = ("claude-sonnet-4-6", "claude-haiku-4-5")
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -53,7 +54,8 @@ class FakeAnthropic(FakeServer):
         return Response.json(body, status, **headers)
 
     def handle(self, request: Request) -> Response:
-        if request.method != "POST" or request.path != "/v1/messages":
+        known = (request.method, request.path) in (("POST", "/v1/messages"), ("GET", "/v1/models"))
+        if not known:
             return self.error_response(404, f"Not found: {request.path}", {})
         given = request.headers.get("x-api-key") or request.headers.get(
             "authorization", ""
@@ -61,6 +63,23 @@ class FakeAnthropic(FakeServer):
         if given != self.api_key:
             # Like some real services, the message quotes the key it got.
             return self.error_response(401, f"invalid x-api-key: {given}", {})
+        if request.path == "/v1/models":
+            return Response.json(
+                {
+                    "data": [
+                        {
+                            "type": "model",
+                            "id": model,
+                            "display_name": model,
+                            "created_at": "2025-01-01T00:00:00Z",
+                        }
+                        for model in MODELS
+                    ],
+                    "has_more": False,
+                    "first_id": MODELS[0],
+                    "last_id": MODELS[-1],
+                }
+            )
         body = request.json()
         self.bodies.append(body)
         if not body.get("model") or not isinstance(body.get("max_tokens"), int):

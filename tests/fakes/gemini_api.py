@@ -57,6 +57,23 @@ class FakeGemini(FakeServer):
         return Response.json(body, status, **headers)
 
     def handle(self, request: Request) -> Response:
+        if request.method == "GET" and request.path == "/v1beta/models":
+            given = request.headers.get("x-goog-api-key") or request.query.get("key", "")
+            if given != self.api_key:
+                return self.error_response(
+                    400, "API key not valid. Please pass a valid API key.", {"apiKeyInvalid": "1"}
+                )
+            return Response.json(
+                {
+                    "models": [
+                        {
+                            "name": "models/gemini-2.5-flash-image",
+                            "displayName": "Nano Banana",
+                            "supportedGenerationMethods": ["generateContent"],
+                        }
+                    ]
+                }
+            )
         prefix, _, method = request.path.rpartition(":")
         if (
             request.method != "POST"

@@ -62,6 +62,17 @@ class FakeOpenAI(FakeServer):
         given = request.headers.get("authorization", "").removeprefix("Bearer ")
         if given != self.api_key:
             return self.error_response(401, f"Incorrect API key provided: {given}.", {})
+        if request.method == "GET" and request.path == "/v1/models":
+            models = ("gpt-5.1-codex", "gpt-image-1")
+            return Response.json(
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": m, "object": "model", "created": 1700000000, "owned_by": "openai"}
+                        for m in models
+                    ],
+                }
+            )
         if request.method != "POST":
             return self.error_response(404, f"Unknown path {request.path}", {})
         body = request.json()

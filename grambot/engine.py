@@ -7,12 +7,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grambot.bot import Bot
 from grambot.core.instance import Instance, InstanceState, Services, iso
@@ -24,10 +26,20 @@ from grambot.plugins.custom import CustomPlugins, apply_custom_plugins, check_ti
 from grambot.plugins.descriptor import PluginDescriptor
 from grambot.plugins.event_engine import PluginEventEngine
 from grambot.plugins.events import PluginEventQueue
+from grambot.plugins.tracking import install_task_tracking
 from grambot.registries import Registries
 from grambot.registries.connectors import CONNECTOR_MESSAGE
 from grambot.secrets import FileSecretsStore, SecretsStore, redact_instance_secrets
-from grambot.settings import AgentSettings, EngineSettings, empty_settings, load_settings
+from grambot.settings import (
+    AgentSettings,
+    EngineSettings,
+    InstanceConfig,
+    empty_settings,
+    load_settings,
+)
+
+if TYPE_CHECKING:
+    from grambot.core.check import CheckResult
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +147,41 @@ class Engine:
     async def reconcile(self) -> None:
         """Apply the current settings again (after the plugin catalog changed)."""
         await self.manager.sync_with_settings(self.settings)
+
+    async def check(
+        self,
+        instance_id: str,
+        *,
+        config: InstanceConfig | None = None,
+        secrets: Mapping[str, str] | None = None,
+    ) -> CheckResult:
+        """Check the entry of `instance_id` (or `config`) live, with the stored secrets or these
+        candidate ones, without touching what runs (grambot.core.check)."""
+        from grambot.core.check import CheckResult, OverlaySecrets, check_entry
+        from grambot.logs import MASK
+
+        if config is None:
+            config = self.settings.instance(instance_id)
+        if config is None:
+            known = ", ".join(c.instance_id for c in self.settings.instances) or "none"
+            return CheckResult(
+                instance_id,
+                "?",
+                False,
+                "not-found",
+                f"settings.json has no instance {instance_id!r} (instances: {known})",
+            )
+        install_task_tracking(asyncio.get_running_loop())
+        overlay = OverlaySecrets(
+            self.secrets, config.instance_id, secrets, on_value=lambda v: MASK.add([v])
+        )
+        services = dataclasses.replace(
+            self.manager.services,
+            catalog=self.catalog,
+            timeouts=self.settings.timeouts,
+            engine_settings=self.settings.raw,
+        )
+        return await check_entry(services, config, overlay)
 
     def note_stall(self, instance_id: str | None) -> None:
         """The loop watchdog saw this instance's code block the event loop."""

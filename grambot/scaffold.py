@@ -221,6 +221,19 @@ _IMAGE_TEST = """        provider = engine.registries.images.get("{plugin_id}")
         assert image.path.exists() and image.size_bytes > 0
 """
 
+_PLUGIN_LINE = "\n\nplugin = Plugin(settings_schema=Settings, create=Instance)\n"
+_WITH_CHECK = '''
+
+async def check(api: PluginApi) -> str:
+    """`grambot check <instance>`: a cheap live request that proves the credentials and
+    settings work (raise, e.g. grambot.ServiceError(kind="auth"), when they do not)."""
+    # e.g. token = api.secrets.require("token"), then ask the service one cheap question
+    return "nothing to check yet"
+
+
+plugin = Plugin(settings_schema=Settings, create=Instance, check=check)
+'''
+
 _KINDS: dict[str, tuple[str, str, str, str, str]] = {
     # kind: (imports, extra grambot names, body, test body, test imports / settings)
     "tool": (
@@ -270,6 +283,8 @@ def test_{ident}_loads_and_works() -> None:
         async with running_instance(HERE, {settings}) as engine:
             instance = engine.instance("{plugin_id}")
             assert instance is not None and instance.state == "loaded", instance
+            checked = await engine.check("{plugin_id}")
+            assert checked.ok, checked
 {test_body}
 
     asyncio.run(scenario())
@@ -306,7 +321,9 @@ def scaffold(plugin_dir: Path, plugin_id: str, kind: str, *, name: str | None = 
     names.sort(key=lambda n: (not n.isupper(), n))
     source = _COMMON_HEAD.format(
         name=title, description=description, imports=imports, names=", ".join(names)
-    ) + body.format(name=title, tool_name=tool_name, plugin_id=plugin_id)
+    ) + body.format(name=title, tool_name=tool_name, plugin_id=plugin_id).replace(
+        _PLUGIN_LINE, _WITH_CHECK
+    )
     (folder / "plugin.py").write_text(source)
     test_path = folder / f"test_{ident}.py"
     test_imports = f"from grambot import {test_names}\n" if test_names else ""

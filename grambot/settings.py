@@ -65,6 +65,7 @@ class InstanceConfig:
     enabled: bool
     settings: dict[str, Any]
     json_path: str
+    settings_version: int = 1  # `settingsVersion`: the plugin's settings version it was written for
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,9 @@ class PluginEntry(BaseModel):
     plugin_id: StrictStr = Field(alias="pluginId")
     enabled: StrictBool = True
     settings: dict[str, Any] = Field(default_factory=dict)
+    settings_version: Annotated[int, Field(ge=1, strict=True)] = Field(
+        default=1, alias="settingsVersion"
+    )
 
     @field_validator("instance_id", "plugin_id")
     @classmethod
@@ -428,6 +432,7 @@ def _entries(
                 enabled=model.enabled,
                 settings=copy.deepcopy(model.settings),
                 json_path=where,
+                settings_version=model.settings_version,
             )
         )
     return instances, problems, held, {first for _, first in owners.values()}

@@ -93,7 +93,7 @@ def test_polling_resumes_after_a_settings_edit(tmp_path: Path, fake: FakeTelegra
     try:
         engine.wait_ready()
         _answered(fake, TOKEN, "before the edit")
-        _grambot(ws, "enable", "telegram", "--instance", "tg", "--set", "pollTimeout=2")
+        _grambot(ws, "enable", "telegram", "--instance", "tg", "--set", "requestTimeout=4")
         engine.wait_for_log("telegram bot @fake_bot ready", count=2)
         _answered(fake, TOKEN, "after the edit")
     finally:

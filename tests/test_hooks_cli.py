@@ -93,7 +93,7 @@ def test_enable_check_writes_only_an_entry_that_passes(tmp_path: Path, fake: Fak
     ws = workspace_with(tmp_path, [])
     (ws / ".scout" / "secrets.json").write_text(json.dumps({"tg": {"botToken": BAD}}))
     (ws / ".scout" / "secrets.json").chmod(0o600)
-    sets = [f"{k}={json.dumps(v)}" for k, v in _settings(fake).items()]
+    sets = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in _settings(fake).items()]
     args = ["enable", "telegram", "--instance", "tg", "--no-input", "--check"]
     for item in sets:
         args += ["--set", item]

@@ -406,6 +406,8 @@ def test_status_json_matches_the_schema(tmp_path: Path) -> None:
             "held",
             "health",
             "stalls",
+            "migrated",
+            "settingsDigest",
         }
         by_id = {i["instanceId"]: i for i in status["instances"]}
         for item in by_id.values():

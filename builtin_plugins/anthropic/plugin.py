@@ -65,4 +65,13 @@ def create(api: PluginApi) -> Any:
     return AnthropicProvider(api)
 
 
-plugin = Plugin(settings_schema=Settings, create=create)
+async def check(api: PluginApi) -> str:
+    """A live check (`grambot check`): one cheap request with this instance's credentials."""
+    from grambot.kit.checks import run_check
+
+    from .provider import AnthropicProvider
+
+    return await run_check(AnthropicProvider(api))
+
+
+plugin = Plugin(settings_schema=Settings, create=create, check=check)

@@ -26,6 +26,7 @@ from grambot import (
     ToolDefinition,
     Usage,
 )
+from grambot.kit.checks import model_ids
 from grambot.kit.sdk_errors import call_sdk, scrub
 
 if TYPE_CHECKING:
@@ -52,6 +53,11 @@ class AnthropicProvider:
         return list(dict.fromkeys([self.settings.model, *self.settings.models]))
 
     async def load(self) -> None:
+        await self.connect()
+        self.api.registrar.register_inference_provider(self)
+
+    async def connect(self) -> None:
+        """Read the key and make the SDK client (no request is sent)."""
         self._key = self.api.secrets.require("apiKey")
         # ~1 s to import: do it off the event loop so other instances keep loading.
         self._sdk = await asyncio.to_thread(importlib.import_module, "anthropic")
@@ -62,7 +68,24 @@ class AnthropicProvider:
             timeout=self._sdk.Timeout(s.timeout, connect=s.connect_timeout),
             max_retries=s.max_retries,
         )
-        self.api.registrar.register_inference_provider(self)
+
+    async def check(self) -> str:
+        """List the models: the key is checked and nothing is generated."""
+        assert self._client is not None
+        s = self.settings
+        page = await call_sdk(
+            self._client.models.list(limit=5),
+            self._sdk,
+            deadline=s.deadline,
+            what="model list",
+            instance_id=self.id,
+            service=SERVICE,
+            secret=self._key,
+            base_url=s.base_url,
+            timeout=s.timeout,
+            retries=s.max_retries,
+        )
+        return model_ids(page)
 
     async def unload(self) -> None:
         client, self._client = self._client, None

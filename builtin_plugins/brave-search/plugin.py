@@ -70,4 +70,13 @@ def create(api: PluginApi) -> Any:
     return BraveSearchTool(api)
 
 
-plugin = Plugin(settings_schema=Settings, create=create)
+async def check(api: PluginApi) -> str:
+    """A live check (`grambot check`): one cheap request with this instance's credentials."""
+    from grambot.kit.checks import run_check
+
+    from .tool import BraveSearchTool
+
+    return await run_check(BraveSearchTool(api))
+
+
+plugin = Plugin(settings_schema=Settings, create=create, check=check)

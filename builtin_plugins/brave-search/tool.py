@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from grambot import PluginApi, ToolContext, ToolResult
+from grambot import PluginApi, ServiceError, ToolContext, ToolResult
 from grambot.kit.http import Failure, retry_after, send, status_failure
 
 if TYPE_CHECKING:
@@ -60,6 +60,11 @@ class BraveSearchTool:
         return SearchArgs.model_json_schema()
 
     async def load(self) -> None:
+        await self.connect()
+        self.api.registrar.register_tool(self)
+
+    async def connect(self) -> None:
+        """Read the key and make the HTTP client (no request is sent)."""
         self._key = self.api.secrets.require("apiKey")
         self._httpx = await asyncio.to_thread(importlib.import_module, "httpx")
         self._client = self._httpx.AsyncClient(
@@ -67,7 +72,20 @@ class BraveSearchTool:
             timeout=self.settings.timeout,
             headers={"Accept": "application/json", "X-Subscription-Token": self._key},
         )
-        self.api.registrar.register_tool(self)
+
+    async def check(self) -> str:
+        """One real query (the cheapest question Brave answers)."""
+        try:
+            results = await self._search(SearchArgs(query="grambot", count=1))
+        except Failure as failure:
+            raise ServiceError(
+                self._scrub(failure.text),
+                instance_id=self.api.instance.instance_id,
+                service="brave-search",
+                kind=failure.kind,
+                status=failure.status,
+            ) from None
+        return f"the key works: a test search returned {len(results)} result(s)"
 
     async def unload(self) -> None:
         client, self._client = self._client, None

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from grambot import GeneratedImage, PluginApi, ServiceError
+from grambot.kit.checks import model_ids
 from grambot.kit.images import save, sniff
 from grambot.kit.sdk_errors import call_sdk, scrub
 
@@ -40,6 +41,11 @@ class GptImageProvider:
         self._sdk: Any = None
 
     async def load(self) -> None:
+        await self.connect()
+        self.api.registrar.register_image_provider(self)
+
+    async def connect(self) -> None:
+        """Read the key and make the SDK client (no request is sent)."""
         self._key = self.api.secrets.require("apiKey")
         self._sdk = await asyncio.to_thread(importlib.import_module, "openai")
         s = self.settings
@@ -54,7 +60,24 @@ class GptImageProvider:
         client.organization = s.organization  # not OPENAI_ORG_ID
         client.project = s.project  # not OPENAI_PROJECT_ID
         self._client = client
-        self.api.registrar.register_image_provider(self)
+
+    async def check(self) -> str:
+        """List the models: the key is checked and nothing is generated."""
+        assert self._client is not None
+        s = self.settings
+        page = await call_sdk(
+            self._client.models.list(),
+            self._sdk,
+            deadline=s.timeout,
+            what="model list",
+            instance_id=self.id,
+            service=SERVICE,
+            secret=self._key,
+            base_url=s.base_url,
+            timeout=s.timeout,
+            retries=s.max_retries,
+        )
+        return model_ids(page)
 
     async def unload(self) -> None:
         client, self._client = self._client, None

@@ -76,4 +76,13 @@ def create(api: PluginApi) -> Any:
     return NanoBananaProvider(api)
 
 
-plugin = Plugin(settings_schema=Settings, create=create)
+async def check(api: PluginApi) -> str:
+    """A live check (`grambot check`): one cheap request with this instance's credentials."""
+    from grambot.kit.checks import run_check
+
+    from .provider import NanoBananaProvider
+
+    return await run_check(NanoBananaProvider(api))
+
+
+plugin = Plugin(settings_schema=Settings, create=create, check=check)

@@ -43,13 +43,39 @@ class NanoBananaProvider:
         self._httpx: Any = None
 
     async def load(self) -> None:
+        await self.connect()
+        self.api.registrar.register_image_provider(self)
+
+    async def connect(self) -> None:
+        """Read the key and make the HTTP client (no request is sent)."""
         self._key = self.api.secrets.require("apiKey")
         self._httpx = await asyncio.to_thread(importlib.import_module, "httpx")
         self._client = self._httpx.AsyncClient(
             timeout=self.settings.timeout,
             headers={"x-goog-api-key": self._key, "Content-Type": "application/json"},
         )
-        self.api.registrar.register_image_provider(self)
+
+    async def check(self) -> str:
+        """List the models (the key is checked, no image is generated)."""
+        s = self.settings
+        url = f"{s.base_url.rstrip('/')}/models"
+        try:
+            response = await send(
+                self._httpx,
+                self._client,
+                "GET",
+                url,
+                max_retries=s.max_retries,
+                max_retry_after=s.max_retry_after,
+                timeout=s.timeout,
+                retry_after_of=_google_retry_after,
+            )
+            if response.status_code != 200:
+                raise self._status_failure(response)
+        except Failure as failure:
+            raise self._error(failure.kind, failure.text, status=failure.status) from None
+        models = [m.get("name", "?") for m in (response.json().get("models") or [])]
+        return f"the key works: {len(models)} model(s)"
 
     async def unload(self) -> None:
         client, self._client = self._client, None

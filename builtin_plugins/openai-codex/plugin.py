@@ -83,4 +83,13 @@ def create(api: PluginApi) -> Any:
     return OpenAIProvider(api)
 
 
-plugin = Plugin(settings_schema=Settings, create=create)
+async def check(api: PluginApi) -> str:
+    """A live check (`grambot check`): one cheap request with this instance's credentials."""
+    from grambot.kit.checks import run_check
+
+    from .provider import OpenAIProvider
+
+    return await run_check(OpenAIProvider(api))
+
+
+plugin = Plugin(settings_schema=Settings, create=create, check=check)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from grambot import InferenceRequest, InferenceResponse, PluginApi, ServiceError
+from grambot.kit.checks import model_ids
 from grambot.kit.sdk_errors import call_sdk, scrub
 
 from .mapping import (
@@ -43,6 +44,11 @@ class OpenAIProvider:
         return list(dict.fromkeys([self.settings.model, *self.settings.models]))
 
     async def load(self) -> None:
+        await self.connect()
+        self.api.registrar.register_inference_provider(self)
+
+    async def connect(self) -> None:
+        """Read the key and make the SDK client (no request is sent)."""
         self._key = self.api.secrets.require("apiKey")
         self._sdk = await asyncio.to_thread(importlib.import_module, "openai")
         s = self.settings
@@ -59,7 +65,24 @@ class OpenAIProvider:
         client.organization = s.organization
         client.project = s.project
         self._client = client
-        self.api.registrar.register_inference_provider(self)
+
+    async def check(self) -> str:
+        """List the models: the key is checked and nothing is generated."""
+        assert self._client is not None
+        s = self.settings
+        page = await call_sdk(
+            self._client.models.list(),
+            self._sdk,
+            deadline=s.timeout,
+            what="model list",
+            instance_id=self.id,
+            service=SERVICE,
+            secret=self._key,
+            base_url=s.base_url,
+            timeout=s.timeout,
+            retries=s.max_retries,
+        )
+        return model_ids(page)
 
     async def unload(self) -> None:
         client, self._client = self._client, None

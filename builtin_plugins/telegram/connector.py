@@ -38,7 +38,22 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 SERVICE = "telegram"
-MAX_HANDLE_ATTEMPTS = 3  # an update whose handling keeps failing is skipped after this many
+MAX_HANDLE_ATTEMPTS = 3
+# settings reconfigure() applies without a reload (field names of Settings)
+IN_PLACE = frozenset(
+    {
+        "allowed_user_ids",
+        "allowed_chat_ids",
+        "allow_everyone",
+        "poll_timeout",
+        "max_retries",
+        "backoff_initial",
+        "backoff_max",
+        "max_retry_after",
+        "download_files",
+        "max_download_bytes",
+    }
+)  # an update whose handling keeps failing is skipped after this many
 
 # The HTTP status of the last Bot API answer in this task: python-telegram-bot folds 5xx into
 # NetworkError with the server's description, and we want to tell a 5xx from a dropped line.
@@ -97,6 +112,32 @@ class TelegramConnector:
     async def unload(self) -> None:
         await self.stop()
         await self._close()
+
+    def reconfigure(self, settings: Settings) -> bool:
+        """Apply a change of the allowlists, the long-poll timeout, retries or downloads in
+        place, without dropping the long poll; anything else (URLs, request timeouts, webhook
+        handling) needs a reload (False)."""
+        old = self.settings.model_dump()
+        changed = {k for k, v in settings.model_dump().items() if old.get(k) != v}
+        if not changed <= IN_PLACE:
+            return False
+        self.settings = settings
+        self.log.info("settings changed in place: %s", ", ".join(sorted(changed)))
+        return True
+
+    async def connect(self) -> None:
+        """Read the token and make the Bot (no request is sent)."""
+        token = self.api.secrets.require("botToken")
+        self._token = token
+        await asyncio.to_thread(importlib.import_module, "telegram")
+        _quiet_retry_after_deprecation()
+        self._bot = self._make_bot(token)
+
+    async def check(self) -> str:
+        """getMe: the token is checked; nothing is polled, no webhook is touched."""
+        bot = self._require_bot()
+        await self._call("getMe", bot.initialize, retries=0)
+        return f"the token works: bot @{bot.bot.username}"
 
     async def start(self) -> None:
         """Start polling (idempotent)."""
@@ -172,9 +213,9 @@ class TelegramConnector:
     async def _poll(self) -> None:
         from telegram.error import InvalidToken, TelegramError
 
-        s = self.settings
-        delay = s.backoff_initial
+        delay = self.settings.backoff_initial
         while True:
+            s = self.settings  # read each time: reconfigure() may change it in place
             bot = self._bot
             if bot is None:
                 return

@@ -115,4 +115,13 @@ def create(api: PluginApi) -> Any:
     return TelegramConnector(api)
 
 
-plugin = Plugin(settings_schema=Settings, create=create)
+async def check(api: PluginApi) -> str:
+    """A live check (`grambot check`): one cheap request with this instance's credentials."""
+    from grambot.kit.checks import run_check
+
+    from .connector import TelegramConnector
+
+    return await run_check(TelegramConnector(api))
+
+
+plugin = Plugin(settings_schema=Settings, create=create, check=check)

@@ -87,6 +87,7 @@ def run(
 def _add_commands() -> None:
     from grambot.cli.agent import agent_command
     from grambot.cli.control import reload_command, retry_command
+    from grambot.cli.hooks import check_command, migrate_command
     from grambot.cli.manage import (
         disable_command,
         enable_command,
@@ -112,6 +113,8 @@ def _add_commands() -> None:
         run_plugin_command,
         retry_command,
         reload_command,
+        check_command,
+        migrate_command,
     ):
         main.add_command(command)
 

@@ -128,7 +128,12 @@ def _schema_check(
 ) -> Any:  # Callable[[EngineSettings], list[Problem]]
     from grambot.errors import Problem
     from grambot.plugin_info import PluginUnreadable, read_plugin
-    from grambot.plugins.definition import SettingsInvalid, validate_settings
+    from grambot.plugins.definition import (
+        MigrationError,
+        SettingsInvalid,
+        migrate_settings,
+        validate_settings,
+    )
 
     def check(settings: EngineSettings) -> list[Problem]:
         problems = []
@@ -147,29 +152,77 @@ def _schema_check(
                 )
                 continue
             try:
-                schema = read_plugin(descriptor).settings_schema
-                validate_settings(schema, config.settings, where)
+                definition = read_plugin(descriptor)
+                data = migrate_settings(
+                    definition, config.settings, config.settings_version, config.json_path
+                )
+                validate_settings(definition.settings_schema, data, where)
             except PluginUnreadable as exc:
                 problems.append(Problem(descriptor.entry_path, "", str(exc)))
-            except SettingsInvalid as exc:
+            except (SettingsInvalid, MigrationError) as exc:
                 problems.append(Problem(settings.path, "", str(exc)))
         return problems
 
     return check
 
 
-def _edit(workspace: Path, change: Any, *, catalog: PluginCatalog | None, ids: set[str]) -> Any:
+def _live_check(workspace: Path, instance_id: str, secrets: dict[str, str]) -> Any:
+    """A check of the edited file: the entry of `instance_id` checked live before writing."""
+    from grambot.errors import Problem
+
+    def check(settings: EngineSettings) -> list[Problem]:
+        from grambot.cli.hooks import live_check
+
+        result = live_check(
+            workspace.resolve(), instance_id, settings=settings, secrets=secrets or None
+        )
+        if result.ok:
+            click.echo(str(result))
+            return []
+        return [Problem(settings.path, "", f"check failed: {result}")]
+
+    return check
+
+
+def _persist_migration(
+    doc: SettingsEdit, entry: dict[str, Any], definition: Plugin, index: int
+) -> None:
+    """A CLI edit of an old entry writes it migrated (the previous file backed up)."""
+    from grambot.cli.hooks import backup_settings, migrate_entry
+    from grambot.plugins.definition import MigrationError
+    from grambot.settings_edit import EditRefused
+
+    if entry.get("settingsVersion", 1) == definition.settings_version:
+        return
+    backup_settings(doc)
+    try:
+        migrate_entry(entry, definition, f"plugins[{index}]")
+    except MigrationError as exc:
+        raise EditRefused(f"refused, nothing written: {exc}") from None
+
+
+def _edit(
+    workspace: Path,
+    change: Any,
+    *,
+    catalog: PluginCatalog | None,
+    ids: set[str],
+    live: Any = None,
+) -> Any:
     from grambot.errors import SettingsError
     from grambot.settings_edit import EditRefused, edit_settings
 
     lowered = {i.lower() for i in ids}
+    schema = _schema_check(catalog, lowered) if catalog is not None else None
+
+    def check(settings: EngineSettings) -> list[Problem]:
+        problems = list(schema(settings)) if schema is not None else []
+        if not problems and live is not None:  # a live check only of an edit that validates
+            problems += live(settings)
+        return problems
+
     try:
-        return edit_settings(
-            workspace,
-            change,
-            check=_schema_check(catalog, lowered) if catalog is not None else None,
-            touched=lambda _doc: lowered,
-        )
+        return edit_settings(workspace, change, check=check, touched=lambda _doc: lowered)
     except EditRefused as exc:
         fail(str(exc))
     except SettingsError as exc:
@@ -187,6 +240,12 @@ def _edit(workspace: Path, change: Any, *, catalog: PluginCatalog | None, ids: s
     help="A setting of the instance; VALUE is JSON or a plain string. Repeatable.",
 )
 @click.option("--no-input", is_flag=True, help="Never prompt (the onboarding hook is skipped).")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Check the instance live with the new settings before writing them (grambot check); "
+    "nothing is written if the check fails.",
+)
 @workspace_option
 @logging_options("warning")
 def enable_command(
@@ -194,6 +253,7 @@ def enable_command(
     instance_id: str | None,
     assignments: tuple[str, ...],
     no_input: bool,
+    check: bool,
     workspace: Path,
     log_level: str,
     log_format: str,
@@ -248,12 +308,13 @@ def enable_command(
                 }
             )
             return "added"
-        _, entry = found
+        index, entry = found
         if entry.get("pluginId") != plugin_id:
             raise EditRefused(
                 f"instance {instance_id!r} belongs to plugin "
                 f"{entry.get('pluginId')!r}; choose another id with --instance"
             )
+        _persist_migration(doc, entry, definition, index)
         was = entry.get("enabled", True)
         entry["enabled"] = True
         if updates:
@@ -261,7 +322,8 @@ def enable_command(
             entry["settings"] = merge(current if isinstance(current, dict) else {}, updates)
         return "updated" if was is True else "enabled"
 
-    what = _edit(workspace, change, catalog=catalog, ids={instance_id})
+    live = _live_check(workspace, instance_id, secrets) if check else None
+    what = _edit(workspace, change, catalog=catalog, ids={instance_id}, live=live)
     if secrets:
         _store_secrets(workspace, instance_id, secrets)
     click.echo(

@@ -78,8 +78,14 @@ def secrets_group() -> None:
 @secrets_group.command("set")
 @click.argument("instance_id")
 @click.argument("key")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Check the instance live with the new value first (grambot check); store it only if "
+    "the check passes.",
+)
 @workspace_option
-def set_command(instance_id: str, key: str, workspace: Path) -> None:
+def set_command(instance_id: str, key: str, check: bool, workspace: Path) -> None:
     """Set secret KEY of INSTANCE_ID; the value comes from a hidden prompt or stdin."""
     _check_names(instance_id, key)
     if sys.stdin.isatty():
@@ -94,6 +100,13 @@ def set_command(instance_id: str, key: str, workspace: Path) -> None:
                 value = value[:-1]
     if not value:
         fail("empty value; nothing stored (use `grambot secrets delete` to remove a secret)")
+    if check:
+        from grambot.cli.hooks import live_check
+
+        result = live_check(workspace.resolve(), instance_id, secrets={key: value})
+        if not result.ok:
+            fail(f"check failed: {result}; the value was not saved")
+        click.echo(str(result))
     store = open_workspace_store(workspace)
     with _errors(f"cannot store {instance_id}/{key}"):
         store.set(instance_id, key, value)

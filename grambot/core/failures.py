@@ -10,6 +10,7 @@ boundary where the engine called the plugin (see grambot.plugins.stages and .gua
     exception (at a stage)             kind                    retried?
     PluginNotFound                     plugin-not-found        no (loads when it appears)
     SettingsInvalid                    invalid-settings        no
+    MigrationError                     migration-error         no
     DefinitionError                    invalid-plugin          no
     ImportError, anything at import    import-error            no
     StageTimeout                       timeout                 yes
@@ -35,7 +36,7 @@ from grambot.errors import (
     SetupError,
     StageTimeout,
 )
-from grambot.plugins.definition import DefinitionError, SettingsInvalid
+from grambot.plugins.definition import DefinitionError, MigrationError, SettingsInvalid
 from grambot.registries.errors import ServiceError
 
 __all__ = ["Failure", "classify", "crash", "describe", "engine_cancelled", "format_details"]
@@ -96,6 +97,7 @@ def crash(exc: BaseException) -> PluginCrash:
 _STAGE_KINDS: dict[str, tuple[str, bool]] = {
     "import": ("import-error", False),
     "settings validation": ("invalid-settings", False),
+    "settings migration": ("migration-error", False),
     "create": ("create-error", True),
     "load": ("load-error", True),
     "connector start": ("start-error", True),
@@ -112,6 +114,8 @@ def classify(exc: BaseException, stage: str, redact: Callable[[str], str]) -> Fa
         return Failure("invalid-settings", stage, str(exc), recoverable=False)
     if isinstance(exc, DefinitionError):
         return Failure("invalid-plugin", stage, str(exc), recoverable=False)
+    if isinstance(exc, MigrationError):
+        return Failure("migration-error", stage, str(exc), recoverable=False)
     message = redact(describe(exc))
     details = redact(format_details(exc))
     if isinstance(exc, RegistrationConflict):

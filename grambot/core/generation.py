@@ -28,7 +28,12 @@ from grambot.plugins.allowlist import module_guard
 from grambot.plugins.api import InstanceEvents, InstanceInfo, PluginApi
 from grambot.plugins.catalog import PluginCatalog
 from grambot.plugins.context import CacheBackend, PluginRuntime
-from grambot.plugins.definition import Plugin, read_definition, validate_settings
+from grambot.plugins.definition import (
+    Plugin,
+    migrate_settings,
+    read_definition,
+    validate_settings,
+)
 from grambot.plugins.events import PluginEventQueue
 from grambot.plugins.guards import (
     GuardedConnector,
@@ -122,6 +127,8 @@ class Generation:
         self.registrar = PluginRegistrar(instance_id, services.registries, wrap=wrap)
         self.definition: Plugin | None = None
         self.settings: Any = None  # the validated settings model
+        self.migrated: tuple[int, int] | None = None  # (from, to): migrated in memory
+        self.api: PluginApi | None = None
         self.plugin_object: Any = NOT_CREATED
         self.runtime: PluginRuntime | None = None  # its http client closes on unload
         self.started: list[Any] = []  # connectors started, in order
@@ -142,21 +149,24 @@ class Generation:
         deadline, the create deadline, covers the three)."""
         config, descriptor = self.config, self.descriptor
 
-        def prepare() -> tuple[Plugin, Any, Any]:
+        def prepare() -> tuple[Plugin, Any, tuple[int, int] | None, Any]:
             module = self.namespace.import_entry(descriptor.entry_path)
             definition = read_definition(module)
             del module
-            progress.stage = "settings validation"
-            settings = validate_settings(
-                definition.settings_schema, config.settings, f"{config.json_path}.settings"
-            )
+            settings, migrated = validated_settings(definition, config, progress)
             if not create or inspect.iscoroutinefunction(definition.create):
-                return definition, settings, NOT_CREATED
+                return definition, settings, migrated, NOT_CREATED
             progress.stage = "create"
-            return definition, settings, definition.create(self._make_api(settings))
+            api = self._make_api(settings)
+            return definition, settings, migrated, definition.create(api)
 
         limit = self.deadlines.create
-        self.definition, self.settings, self.plugin_object = await run_stage(
+        (
+            self.definition,
+            self.settings,
+            self.migrated,
+            self.plugin_object,
+        ) = await run_stage(
             prepare,
             instance_id=config.instance_id,
             stage="import",
@@ -202,6 +212,21 @@ class Generation:
             progress=progress,
         )
 
+    async def validate(self, config: InstanceConfig) -> tuple[Any, tuple[int, int] | None]:
+        """`config`'s settings migrated and validated by this generation's plugin (no import):
+        the check before an in-place reconfigure. Raises as loading would."""
+        assert self.definition is not None
+        definition, progress = self.definition, Progress("settings migration")
+        return await self.stage(  # type: ignore[no-any-return]
+            validated_settings,
+            "settings validation",
+            self.deadlines.create,
+            definition,
+            config,
+            progress,
+            progress=progress,
+        )
+
     def _make_api(self, settings: Any) -> PluginApi:
         services, config = self.services, self.config
         data_dir = services.data_root / config.instance_id  # created on first use
@@ -213,7 +238,7 @@ class Generation:
             cache=services.cache,
             data_dir=data_dir,
         )
-        return PluginApi(
+        self.api = PluginApi(
             instance=info,
             settings=settings,
             engine_settings=services.engine_settings,
@@ -224,6 +249,7 @@ class Generation:
             runtime=self.runtime,
             health=self.health,
         )
+        return self.api
 
     # -- the one teardown ------------------------------------------------------------------
 
@@ -274,6 +300,23 @@ class Generation:
         assert self.runtime is not None
         async with asyncio.timeout(self.deadlines.unload.seconds):
             await self.runtime.aclose()
+
+
+def validated_settings(
+    definition: Plugin, config: InstanceConfig, progress: Progress
+) -> tuple[Any, tuple[int, int] | None]:
+    """The entry's settings migrated to the plugin's settings version, then validated by its
+    schema; and (from, to) when a migration happened (in memory: the file is never written)."""
+    where = f"{config.json_path}.settings"
+    data, migrated = config.settings, None
+    if config.settings_version != definition.settings_version:
+        progress.stage = "settings migration"
+        data = migrate_settings(
+            definition, config.settings, config.settings_version, config.json_path
+        )
+        migrated = (config.settings_version, definition.settings_version)
+    progress.stage = "settings validation"
+    return validate_settings(definition.settings_schema, data, where), migrated
 
 
 async def _contained(instance_id: str, what: str, step: Any, redact: Callable[[str], str]) -> None:

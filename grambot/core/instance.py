@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import hashlib
+import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -60,6 +62,18 @@ class Current(NamedTuple):
 
 def iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+def settings_digest(config: InstanceConfig) -> str:
+    """A short digest of an entry's settings (status shows which settings are in force)."""
+    data = json.dumps(config.settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(data.encode(), digest_size=6).hexdigest()
+
+
+def _migrated(generation: Generation | None) -> dict[str, int] | None:
+    if generation is None or generation.migrated is None:
+        return None
+    return {"from": generation.migrated[0], "to": generation.migrated[1]}
 
 
 class Instance:
@@ -127,6 +141,8 @@ class Instance:
             "held": list(self.held),
             "health": generation.health.to_status() if generation is not None else None,
             "stalls": self.stalls,
+            "migrated": _migrated(generation),
+            "settingsDigest": settings_digest(self.config),
         }
 
     @property
@@ -265,6 +281,53 @@ class Instance:
                 self._settle(failure)
                 return
             generation.started.append(connector)
+
+    async def reconfigure(self, config: InstanceConfig) -> bool | Failure:
+        """Apply `config` to the running instance in place, when only its settings changed and
+        its plugin object has `reconfigure(settings) -> bool` that accepts them. The settings are
+        migrated and validated first: a Failure says why they cannot apply (the caller holds
+        the edit). False: reload it instead (no hook, the hook said no, or it failed)."""
+        generation = self._generation
+        if (
+            generation is None
+            or self.state is not InstanceState.LOADED
+            or config.plugin_id != self.plugin_id
+        ):
+            return False
+        hook = getattr(generation.plugin_object, "reconfigure", None)
+        if not callable(hook):
+            return False
+        try:
+            settings, migrated = await generation.validate(config)
+        except BaseException as exc:
+            if engine_cancelled(exc):
+                raise
+            return classify(exc, "settings validation", self._redact)
+        try:
+            accepted = await generation.stage(
+                hook, "reconfigure", generation.deadlines.load, settings
+            )
+        except BaseException as exc:
+            if engine_cancelled(exc):
+                raise
+            logger.warning(
+                "instance %s (plugin %s): reconfigure failed (%s); reloading it instead",
+                self.instance_id,
+                self.plugin_id,
+                self._redact(describe(exc)),
+            )
+            return False
+        if accepted is not True:
+            return False
+        generation.config, generation.settings, generation.migrated = config, settings, migrated
+        if generation.api is not None:
+            generation.api.settings = settings
+        self.config, self.held = config, ()
+        self._services.on_change()
+        logger.info(
+            "instance %s (plugin %s) reconfigured in place", self.instance_id, self.plugin_id
+        )
+        return True
 
     async def unload(self) -> None:
         """Stop its connectors, call its `unload`, then remove everything it left: its

@@ -127,7 +127,7 @@ class PluginManager:
             for step, result in await self._validate(the_plan):
                 if isinstance(result, Failure):
                     self._instances[step.instance_id].hold((result.message,))
-                elif step.config is not None:
+                elif isinstance(result, Generation) and step.config is not None:
                     replacing[step.instance_id] = (step.config, result)
             for step in the_plan.of(Action.HOLD):
                 if (held := self._instances.get(step.instance_id)) is not None:
@@ -139,11 +139,20 @@ class PluginManager:
                 generation.discard()
         await self._bring_up(loads)
 
-    async def _validate(self, the_plan: Plan) -> list[tuple[Step, Generation | Failure]]:
-        """Import and validate the entries that would replace a running instance."""
+    async def _validate(self, the_plan: Plan) -> list[tuple[Step, Generation | Failure | bool]]:
+        """For each entry that would replace a running instance: reconfigure it in place when
+        its plugin can (True), else import and validate the entry in a new generation (or the
+        Failure that holds the edit)."""
         steps = [s for s in the_plan.of(Action.REPLACE) if s.config is not None]
-        prepared = [self._instances[s.instance_id].prepare(s.config) for s in steps if s.config]
-        return list(zip(steps, await asyncio.gather(*prepared), strict=True))
+        return list(zip(steps, await asyncio.gather(*map(self._replace, steps)), strict=True))
+
+    async def _replace(self, step: Step) -> Generation | Failure | bool:
+        assert step.config is not None
+        instance = self._instances[step.instance_id]
+        done = await instance.reconfigure(step.config)
+        if done is not False:
+            return done  # True (applied in place) or the Failure that holds the edit
+        return await instance.prepare(step.config)
 
     async def _unload_for(
         self, the_plan: Plan, replacing: dict[str, tuple[InstanceConfig, Generation]]

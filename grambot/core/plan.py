@@ -82,7 +82,11 @@ class Plan(NamedTuple):
 
 def differs(old: InstanceConfig, new: InstanceConfig) -> bool:
     """Whether an entry changed in what the instance is made of (key order never counts)."""
-    return old.plugin_id != new.plugin_id or old.settings != new.settings
+    return (
+        old.plugin_id != new.plugin_id
+        or old.settings != new.settings
+        or old.settings_version != new.settings_version
+    )
 
 
 def plan(current: Mapping[str, Known], desired: EngineSettings, catalog: Collection[str]) -> Plan:

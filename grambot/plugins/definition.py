@@ -2,12 +2,15 @@
 
 The entry module has a module attribute `plugin` with `settings_schema` (a pydantic model class,
 optional) and `create(api)` (sync or async) returning an object with optional `load()` /
-`unload()`. `grambot.Plugin` is a convenient way to write it; any object with those attributes
-works, and so does a module that defines `create` (and `settings_schema`) at top level.
+`unload()` (and `reconfigure(settings) -> bool`). `grambot.Plugin` is a convenient way to write
+it; any object with those attributes works, and so does a module that defines `create` (and
+`settings_schema`) at top level. Optional hooks (docs/hooks.md): `onboarding(prompt)`,
+`check(api)`, and `settings_version` with `migrate(from_version, settings)`.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -24,11 +27,21 @@ class NoSettings(BaseModel):
 
 @dataclass(frozen=True)
 class Plugin:
-    """`plugin = Plugin(settings_schema=MySettings, create=create)` in an entry module."""
+    """`plugin = Plugin(settings_schema=MySettings, create=create)` in an entry module.
+
+    `check(api)` (sync or async): a live test of the credentials and settings, run by
+    `grambot check` after `load` (raise to fail; a returned string is shown after "ok").
+    `settings_version` (default 1) and `migrate(from_version, settings) -> settings`: entries
+    written for an older version are migrated one version at a time, in memory, before their
+    settings are validated.
+    """
 
     create: Callable[[Any], Any]
     settings_schema: type[BaseModel] = NoSettings
     onboarding: Callable[..., Any] | None = None
+    check: Callable[..., Any] | None = None
+    settings_version: int = 1
+    migrate: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None
 
 
 class DefinitionError(Exception):
@@ -54,9 +67,60 @@ def read_definition(module: ModuleType) -> Plugin:
         raise DefinitionError(
             f"{module.__file__}: `settings_schema` must be a pydantic model class, got {schema!r}"
         )
+    version = getattr(source, "settings_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise DefinitionError(
+            f"{module.__file__}: `settings_version` must be an integer ≥ 1, got {version!r}"
+        )
+    migrate = getattr(source, "migrate", None)
+    if version > 1 and not callable(migrate):
+        raise DefinitionError(
+            f"{module.__file__}: `settings_version` is {version} but there is no callable "
+            "`migrate(from_version, settings)` to bring older entries up to it"
+        )
     return Plugin(
-        create=create, settings_schema=schema, onboarding=getattr(source, "onboarding", None)
+        create=create,
+        settings_schema=schema,
+        onboarding=getattr(source, "onboarding", None),
+        check=getattr(source, "check", None),
+        settings_version=version,
+        migrate=migrate,
     )
+
+
+class MigrationError(Exception):
+    """An entry's settings cannot be brought up to the plugin's settings version."""
+
+
+def migrate_settings(
+    definition: Plugin, settings: dict[str, Any], version: int, json_path: str
+) -> dict[str, Any]:
+    """`settings` written for `version`, migrated step by step to `definition.settings_version`
+    (a copy; the input is never changed). MigrationError names the entry (`json_path`, e.g.
+    `plugins[2]`) and the step."""
+    target = definition.settings_version
+    where = f"{json_path}.settings"
+    if version > target:
+        raise MigrationError(
+            f"{json_path}.settingsVersion: the entry is for settings version {version}, but "
+            f"the plugin knows versions up to {target} (written for a newer plugin?)"
+        )
+    current = copy.deepcopy(settings)
+    for step in range(version, target):
+        assert definition.migrate is not None
+        try:
+            migrated = definition.migrate(step, current)
+        except Exception as exc:
+            raise MigrationError(
+                f"{where}: migrating settings from version {step} to {step + 1} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        if not isinstance(migrated, dict):
+            raise MigrationError(
+                f"{where}: migrate({step}, ...) returned a {type(migrated).__name__}, not a dict"
+            )
+        current = migrated
+    return current
 
 
 def validate_settings(schema: type[BaseModel], settings: dict[str, Any], where: str) -> Any:

@@ -108,13 +108,16 @@ async def test_check_never_starts_a_connector(
     fake = fakes["telegram"]
     assert isinstance(fake, FakeTelegram)
     _, settings, _ = SETUPS["telegram"]
+    candidate = "777777:CCH-a-candidate-token-value"
+    fake.add_bot(candidate, username="candidate_bot")
     harness.secret("tg", "botToken", GOOD["telegram"])
     await harness.engine.apply(harness.workspace.write([entry("tg", "telegram", **settings(fake))]))
-    polls = len(fake.bots[GOOD["telegram"]].offsets)
-    result = await harness.engine.check("tg")
-    assert result.ok and "checked_bot" in result.message, result
-    assert len(fake.bots[GOOD["telegram"]].offsets) == polls  # no getUpdates from the check
+    result = await harness.engine.check("tg", secrets={"botToken": candidate})
+    assert result.ok and "candidate_bot" in result.message, result
+    assert f"/bot{candidate}/getMe" in fake.paths()  # the check asked Telegram
+    assert fake.bots[candidate].offsets == []  # and never polled: the running one owns updates
     assert str(harness.engine.state_of("tg")) == "loaded"  # the running instance untouched
+    assert harness.engine.secrets.get("tg", "botToken") == GOOD["telegram"]  # nothing saved
 
 
 async def test_a_network_failure_is_typed_network(harness: Harness) -> None:

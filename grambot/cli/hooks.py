@@ -1,0 +1,160 @@
+"""`grambot check ID` and `grambot migrate [ID]`: the plugin lifecycle hooks from the command
+line (docs/hooks.md). `enable --check` and `secrets set --check` use `live_check` too."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from grambot.cli.common import fail, logging_options, setup_logging, workspace_option
+
+if TYPE_CHECKING:
+    from grambot.core.check import CheckResult
+    from grambot.plugins.definition import Plugin
+    from grambot.settings import EngineSettings, InstanceConfig
+    from grambot.settings_edit import SettingsEdit
+
+BACKUPS = "backups"
+
+
+def live_check(
+    workspace: Path,
+    instance_id: str,
+    *,
+    settings: EngineSettings | None = None,
+    config: InstanceConfig | None = None,
+    secrets: Mapping[str, str] | None = None,
+) -> CheckResult:
+    """Run the live check of one entry in this process (the running engine is not asked)."""
+    import asyncio
+
+    from grambot.cli.secrets import open_workspace_store
+    from grambot.engine import Engine
+    from grambot.errors import SettingsError
+
+    engine = Engine(workspace, secrets=open_workspace_store(workspace), bot=False)
+    try:
+        engine.settings = settings if settings is not None else engine.read_settings()
+    except SettingsError as exc:
+        fail(f"{exc}\nfix the settings file first")
+    engine.rescan(engine.settings)
+    return asyncio.run(engine.check(instance_id, config=config, secrets=secrets))
+
+
+@click.command("check")
+@click.argument("instance_id")
+@workspace_option
+@logging_options("warning")
+def check_command(instance_id: str, workspace: Path, log_level: str, log_format: str) -> None:
+    """Check an instance live: load it apart from the running engine with its secrets, run its
+    plugin's check (a cheap request: getMe, a model list, one search) and unload it. Nothing
+    is registered or started. Exit 0 when it works, 1 with the typed reason (auth, network,
+    invalid-settings, ...) when it does not."""
+    setup_logging(log_level, log_format)
+    result = live_check(workspace.resolve(), instance_id)
+    if not result.ok:
+        fail(f"check failed: {result}")
+    click.echo(str(result))
+
+
+# -- migrations --------------------------------------------------------------------------------
+
+
+def backup_settings(doc: SettingsEdit) -> Path | None:
+    """Copy settings.json into .scout/backups/ (before a migration rewrites it)."""
+    if not doc.path.exists():
+        return None
+    folder = doc.path.parent / BACKUPS
+    folder.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = folder / f"settings-{stamp}.json"
+    target.write_bytes(doc.path.read_bytes())
+    return target
+
+
+def migrate_entry(
+    entry: dict[str, Any], definition: Plugin, json_path: str
+) -> tuple[int, int] | None:
+    """Bring a settings.json entry (a dict of the document) up to its plugin's settings version,
+    in place; returns (from, to), or None when it is current. MigrationError if it cannot."""
+    from grambot.plugins.definition import migrate_settings
+
+    version = entry.get("settingsVersion", 1)
+    target = definition.settings_version
+    if version == target:
+        return None
+    settings = entry.get("settings") or {}
+    entry["settings"] = migrate_settings(definition, settings, version, json_path)
+    entry["settingsVersion"] = target
+    return version, target
+
+
+@click.command("migrate")
+@click.argument("instance_id", required=False)
+@workspace_option
+@logging_options("warning")
+def migrate_command(
+    instance_id: str | None, workspace: Path, log_level: str, log_format: str
+) -> None:
+    """Write the settings of old entries (all, or INSTANCE_ID) migrated to their plugin's
+    current settings version. The engine migrates in memory at every load and never writes
+    settings.json itself; this persists it, keeping a copy in .scout/backups/."""
+    from grambot.cli.manage import _catalog, _edit, _settings
+    from grambot.plugin_info import PluginUnreadable, read_plugin
+    from grambot.plugins.definition import MigrationError
+    from grambot.settings_edit import EditRefused, find_entry
+
+    setup_logging(log_level, log_format)
+    settings = _settings(workspace)
+    catalog = _catalog(settings)
+    chosen = [
+        c
+        for c in settings.instances
+        if instance_id is None or c.instance_id.lower() == instance_id.lower()
+    ]
+    if instance_id is not None and not chosen:
+        fail(f"settings.json has no instance {instance_id!r}")
+    definitions: dict[str, Plugin] = {}
+    for config in chosen:
+        descriptor = catalog.get(config.plugin_id)
+        if descriptor is None:
+            continue
+        try:
+            definitions[config.instance_id] = read_plugin(descriptor)
+        except PluginUnreadable as exc:
+            fail(str(exc))
+    todo = [
+        c
+        for c in chosen
+        if c.instance_id in definitions
+        and c.settings_version != definitions[c.instance_id].settings_version
+    ]
+    if not todo:
+        click.echo("nothing to migrate: every entry is at its plugin's settings version")
+        return
+    done: list[str] = []
+
+    def change(doc: SettingsEdit) -> Path | None:
+        backup = backup_settings(doc)
+        for config in todo:
+            found = find_entry(doc, config.instance_id)
+            if found is None:
+                continue
+            index, entry = found
+            try:
+                step = migrate_entry(entry, definitions[config.instance_id], f"plugins[{index}]")
+            except MigrationError as exc:
+                raise EditRefused(f"refused, nothing written: {exc}") from None
+            if step is not None:
+                done.append(f"{config.instance_id}: settings v{step[0]} → v{step[1]}")
+        return backup
+
+    backup = _edit(workspace, change, catalog=None, ids={c.instance_id for c in todo})
+    for line in done:
+        click.echo(line)
+    if backup is not None:
+        click.echo(f"the previous settings.json is kept as {backup}")

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,8 +63,11 @@ def send(scout_dir: Path, command: str, instance_id: str, timeout: float) -> dic
     raise NoAnswer(f"the engine did not answer within {timeout:g} s")
 
 
-async def handle_requests(folder: Path, engine: Engine) -> None:
-    """Act on every request waiting in `folder` (oldest first)."""
+async def handle_requests(
+    folder: Path, engine: Engine, flush: Callable[[], None] | None = None
+) -> None:
+    """Act on every request waiting in `folder` (oldest first); `flush` writes status.json
+    before each answer, so a `grambot status` right after the command sees its outcome."""
     from grambot.status import write_atomic
 
     for path in _pending(folder):
@@ -73,6 +77,8 @@ async def handle_requests(folder: Path, engine: Engine) -> None:
         except (OSError, ValueError):
             continue  # half-written or already taken
         answer = await _act(engine, request)
+        if flush is not None:
+            flush()
         try:
             write_atomic(path.with_suffix(".result"), json.dumps(answer).encode())
         except OSError as exc:

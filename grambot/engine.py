@@ -190,6 +190,12 @@ class Engine:
             instance.stalls += 1
             self.manager.services.on_change()
 
+    def clear_ignored_edit(self) -> None:
+        """The file is back to the content in use: no ignored edit any more."""
+        if self.ignored_edit is not None:
+            self.ignored_edit = None
+            self.manager.services.on_change()
+
     def ignore_edit(self, error: SettingsError) -> None:
         """Record an edit of the settings file that could not be used at all (status shows
         it until the next valid edit)."""

@@ -269,6 +269,7 @@ class Runtime:
             if self._reported is not None:
                 logger.info("%s is back to the content in use; nothing to change", path)
                 self._reported = None
+                self.engine.clear_ignored_edit()
             return
         if read.kind == "invalid":
             await asyncio.sleep(0.05)  # a half-written file settles within milliseconds
@@ -349,7 +350,8 @@ class Runtime:
                     await self._secrets_changed()
                 if self._requests_dirty:
                     self._requests_dirty = False
-                    await handle_requests(self.scout / REQUESTS_DIR, self.engine)
+                    flush = self.status.flush if self.status is not None else None
+                    await handle_requests(self.scout / REQUESTS_DIR, self.engine, flush)
             except BaseException as exc:  # the loop survives anything but its own cancellation
                 if engine_cancelled(exc):
                     raise

@@ -119,6 +119,9 @@ class EngineSettings:
     problems: tuple[Problem, ...] = ()
     # instance id -> the problems of its entry: whatever runs under that id keeps running
     held: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # JSON paths of invalid entries whose instanceId cannot be read: any running instance
+    # missing from the file may be one of them, so none is removed until they are fixed
+    unidentified: tuple[str, ...] = ()
     agent: AgentSettings = field(default_factory=lambda: AgentSettings.model_validate({}))
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
@@ -337,8 +340,12 @@ def _agent_references(path: Path, agent: AgentSettings, ids: set[str]) -> list[P
     for key, value in (("inference", agent.inference), ("imageProvider", agent.image_provider)):
         if value is not None and value not in ids:
             known = ", ".join(sorted(ids)) or "none"
-            message = f"agent.{key} names no instance of plugins (instances: {known})"
-            problems.append(Problem(path, f"agent.{key}", message, _short(value)))
+            message = (
+                f"agent.{key} names instance {value!r}, which is not in plugins (instances: "
+                f"{known}); removed or renamed? change agent.{key} first "
+                f"(grambot agent --set {key}=...)"
+            )
+            problems.append(Problem(path, f"agent.{key}", message))
     return problems
 
 
@@ -371,7 +378,7 @@ def parse_settings(
     retry, retry_problems = retry_policy_from(parsed, path)
     file_problems.extend(retry_problems)
 
-    instances, problems, held, ids = _entries(path, entries)
+    instances, problems, held, ids, unidentified = _entries(path, entries)
     file_problems.extend(_agent_references(path, engine.agent, ids))
     if file_problems and not lenient:
         raise SettingsError([*file_problems, *problems])
@@ -386,6 +393,7 @@ def parse_settings(
         raw=freeze(parsed),
         problems=tuple(problems),
         held=held,
+        unidentified=unidentified,
         agent=engine.agent,
         retry=retry,
     )
@@ -393,12 +401,15 @@ def parse_settings(
 
 def _entries(
     path: Path, entries: list[Any]
-) -> tuple[list[InstanceConfig], list[Problem], dict[str, tuple[str, ...]], set[str]]:
-    """The valid entries; the problems of the others; the held ids with their problems; and
-    every readable instance id (valid or not)."""
+) -> tuple[
+    list[InstanceConfig], list[Problem], dict[str, tuple[str, ...]], set[str], tuple[str, ...]
+]:
+    """The valid entries; the problems of the others; the held ids with their problems; every
+    readable instance id (valid or not); and the paths of invalid entries without one."""
     instances: list[InstanceConfig] = []
     problems: list[Problem] = []
     held: dict[str, tuple[str, ...]] = {}
+    unidentified: list[str] = []
     owners: dict[str, tuple[str, str]] = {}  # lower-case id -> (entry path, id as written)
     for index, entry in enumerate(entries):
         where = f"plugins[{index}]"
@@ -421,9 +432,16 @@ def _entries(
         elif iid is not None:
             owners[iid.lower()] = (where, iid)
         if found or model is None:
+            if iid is None and isinstance(entry, dict) and "instanceId" not in entry:
+                near = [k for k in entry if isinstance(k, str) and k.lower() == "instanceid"]
+                if near:
+                    hint = f"found {near[0]!r}: instanceId is spelt with a capital I, small d"
+                    found.append(Problem(path, f"{where}.{near[0]}", hint))
             problems.extend(found)
             if iid is not None:
                 held[iid] = tuple(str(p) for p in found)
+            elif isinstance(entry, dict):
+                unidentified.append(where)
             continue
         instances.append(
             InstanceConfig(
@@ -435,4 +453,5 @@ def _entries(
                 settings_version=model.settings_version,
             )
         )
-    return instances, problems, held, {first for _, first in owners.values()}
+    readable = {first for _, first in owners.values()}
+    return instances, problems, held, readable, tuple(unidentified)

@@ -1,7 +1,7 @@
 """.scout/status.json: what the running engine reports about its instances (DESIGN §3).
 
     {"pid": 123, "startedAt": "...", "updatedAt": "...", "heartbeatSeconds": 5,
-     "ignoredEdit": null | {"at", "problems": [...]},
+     "ignoredEdit": null | {"at", "problems": [...]}, "settingsProblems": [...],
      "instances": [{"instanceId", "pluginId", "state", "reason", "error", "since",
      "registrations": {"connectors": [], "inference": [], "tools": [], "images": []},
      "attempt", "nextAttemptAt", "held": [...], "health": {...} | null, "stalls": 0}]}
@@ -103,6 +103,8 @@ class StatusWriter:
             "updatedAt": datetime.now(UTC).isoformat(),
             "heartbeatSeconds": self.heartbeat,
             "ignoredEdit": ignored.to_status() if ignored is not None else None,
+            # problems of entries of the file in force (an entry left out, held or not)
+            "settingsProblems": [str(p) for p in self.engine.settings.problems],
             "instances": [i.to_status() for i in self.engine.instances()],
         }
 
@@ -118,7 +120,7 @@ class StatusWriter:
 
     def mark(self) -> None:
         """Note a state change: write now if quiet long enough, else once the interval ends."""
-        if self._pending is not None:
+        if self._pending is not None and not self._pending.cancelled():
             return
         import asyncio  # here, so that `grambot status` (which only reads) stays light
 

@@ -63,6 +63,7 @@ def test_status_of_a_running_engine_as_table_and_json(tmp_path: Path) -> None:
         "updatedAt",
         "heartbeatSeconds",
         "ignoredEdit",
+        "settingsProblems",
         "instances",
     }
     assert data["pid"] == engine.proc.pid

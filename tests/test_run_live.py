@@ -390,6 +390,7 @@ def test_status_json_matches_the_schema(tmp_path: Path) -> None:
             "updatedAt",
             "heartbeatSeconds",
             "ignoredEdit",
+            "settingsProblems",
             "instances",
         }
         assert status["pid"] == engine.proc.pid and status["ignoredEdit"] is None

@@ -406,6 +406,21 @@ def disable_command(instance_id: str, workspace: Path) -> None:
         if changed
         else f"instance {instance_id!r} was already disabled"
     )
+    for warning in agent_warnings(_settings(workspace)):
+        click.echo(f"note: {warning}", err=True)
+
+
+def agent_warnings(settings: EngineSettings) -> list[str]:
+    """The `agent` block names a disabled instance: the bot will answer that it is not loaded."""
+    agent, warnings = settings.agent, []
+    for key, value in (("inference", agent.inference), ("imageProvider", agent.image_provider)):
+        config = settings.instance(value) if value is not None else None
+        if config is not None and not config.enabled:
+            warnings.append(
+                f"agent.{key} names {value!r}, which is disabled: until it is enabled (or "
+                f"agent.{key} changed) the bot answers that it is not loaded"
+            )
+    return warnings
 
 
 @click.command("remove")
@@ -467,6 +482,8 @@ def validate_command(workspace: Path, log_level: str, log_format: str) -> None:
         sys.exit(EXIT_PROBLEMS)
     where = path if path.exists() else f"{path} (missing: no instances)"
     click.echo(f"ok: {where}: {len(settings.instances)} instance(s), {enabled} enabled")
+    for warning in agent_warnings(settings):
+        click.echo(f"warning: {warning}", err=True)
 
 
 def _validate(settings: EngineSettings) -> list[str]:

@@ -73,6 +73,8 @@ def degraded(status: dict[str, Any]) -> list[str]:
     reasons = []
     if status.get("ignoredEdit"):
         reasons.append("the last edit of settings.json was ignored")
+    if status.get("settingsProblems"):
+        reasons.append(f"{len(status['settingsProblems'])} entry problem(s) in settings.json")
     for item in status.get("instances") or []:
         iid, state = item.get("instanceId"), item.get("state")
         if state == "disabled":
@@ -105,6 +107,10 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
             "nothing of it applies until the next valid edit:"
         )
         lines += [f"  {p}" for p in ignored.get("problems") or []]
+    entry_problems = status.get("settingsProblems") or []
+    if entry_problems:
+        lines.append("settings.json entries left out (fix them; the rest applies):")
+        lines += [f"  {p}" for p in entry_problems]
     if not instances:
         return "\n".join(lines)
     header = ("INSTANCE", "PLUGIN", "STATE", "SINCE", "REGISTERED")

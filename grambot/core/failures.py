@@ -51,7 +51,7 @@ class Failure:
     message: str
     recoverable: bool
     details: str = ""  # traceback text: never the exception object, which would pin frames
-    conflict: tuple[str, str] | None = None  # (registry kind, key) of a registration conflict
+    conflict: tuple[str, str, str] | None = None  # (registry kind, key, owner) of a conflict
 
 
 def engine_cancelled(exc: BaseException) -> bool:
@@ -119,7 +119,7 @@ def classify(exc: BaseException, stage: str, redact: Callable[[str], str]) -> Fa
     message = redact(describe(exc))
     details = redact(format_details(exc))
     if isinstance(exc, RegistrationConflict):
-        conflict = (exc.kind, exc.key)
+        conflict = (exc.kind, exc.key, exc.owner)
         return Failure("registration-conflict", stage, message, True, details, conflict)
     if isinstance(exc, NotReady):
         return Failure("not-ready", stage, message, recoverable=True, details=details)

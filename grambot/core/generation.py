@@ -108,27 +108,28 @@ class Generation:
         )
         health = self.health
 
-        def task_failed(instance_id: str, task_name: str, exc: BaseException) -> None:
-            # a background task of this load crashed: the instance is unhealthy (and logged).
-            # A closure, not a method: contexts of finished tasks may outlive the generation
-            # and must not pin it (and through it the plugin's objects).
-            health.error(exc, f"background task {task_name} crashed")
-            on_task_failure(instance_id, task_name, exc)
+        def task_failed(instance_id: str, what: str, exc: BaseException) -> None:
+            # a background task or loop callback of this load crashed: the instance is
+            # unhealthy (and it is logged). A closure, not a method: contexts of finished tasks
+            # may outlive the generation and must not pin it (nor the plugin's objects).
+            health.error(exc, f"{what} crashed")
+            on_task_failure(instance_id, what, exc)
 
-        self.tasks = InstanceTasks(instance_id, on_failure=task_failed)
-        self.context = instance_context(self.tasks)
         self.namespace = PluginNamespace(
             instance_id,
             descriptor.folder,
             package_name=descriptor.package_name,
             import_hook=module_guard(descriptor, instance_id),
         )
+        self.tasks = InstanceTasks(instance_id, on_failure=task_failed)
+        self.context = instance_context(self.tasks, self.namespace.name)
         wrap = functools.partial(_guard, instance_id, self.deadlines.tool, self.context)
         self.registrar = PluginRegistrar(instance_id, services.registries, wrap=wrap)
         self.definition: Plugin | None = None
         self.settings: Any = None  # the validated settings model
         self.migrated: tuple[int, int] | None = None  # (from, to): migrated in memory
         self.api: PluginApi | None = None
+        self.events: InstanceEvents | None = None
         self.plugin_object: Any = NOT_CREATED
         self.runtime: PluginRuntime | None = None  # its http client closes on unload
         self.started: list[Any] = []  # connectors started, in order
@@ -238,13 +239,14 @@ class Generation:
             cache=services.cache,
             data_dir=data_dir,
         )
+        self.events = InstanceEvents(services.events, config.plugin_id, config.instance_id)
         self.api = PluginApi(
             instance=info,
             settings=settings,
             engine_settings=services.engine_settings,
             registrar=self.registrar,
             secrets=InstanceSecrets(services.secrets, config.instance_id),
-            events=InstanceEvents(services.events, config.plugin_id, config.instance_id),
+            events=self.events,
             data_dir=data_dir,
             runtime=self.runtime,
             health=self.health,
@@ -255,8 +257,17 @@ class Generation:
 
     async def teardown(self, *, call_unload: bool, redact: Callable[[str], str]) -> None:
         """Undo everything this generation did, each step contained, in this order: intake
-        (its connectors stop), the plugin's own unload, registrations (later ones refused),
-        tasks and timers, http, threads (reported: they cannot be stopped), modules."""
+        (its connectors stop), the plugin's own unload, registrations and events (later ones
+        refused), tasks and callbacks, http, threads (reported: they cannot be stopped),
+        modules. Interrupted (the engine cancelled it), it still releases everything it can
+        without waiting before it lets the cancellation through."""
+        try:
+            await self._teardown(call_unload, redact)
+        except BaseException:
+            self.abandon()
+            raise
+
+    async def _teardown(self, call_unload: bool, redact: Callable[[str], str]) -> None:
         iid = self.instance_id
         while self.started:
             connector = getattr(self.started.pop(), "wrapped", None)
@@ -266,10 +277,7 @@ class Generation:
                 await _contained(iid, "connector stop", step, redact)
         if call_unload:
             await _contained(iid, "unload", self.call("unload", Progress("unload")), redact)
-        try:
-            self.registrar.close()
-        except RegistrationError as exc:  # a registry entry it no longer owns: never fatal
-            logger.error("instance %s: %s", iid, exc)
+        self._close_doors()
         grace = min(1.0, self.deadlines.unload.seconds)
         deadline = time.monotonic() + grace
         self.tasks.cancel_timers()
@@ -290,11 +298,26 @@ class Generation:
             )
         self.namespace.unload()
 
+    def _close_doors(self) -> None:
+        """No registration, unregistration or event of this load is accepted any more."""
+        try:
+            self.registrar.close()
+        except RegistrationError as exc:  # a registry entry it no longer owns: never fatal
+            logger.error("instance %s: %s", self.instance_id, exc)
+        if self.events is not None:
+            self.events.close()
+
+    def abandon(self) -> None:
+        """Release at once, without waiting, what is left of this load (an interrupted load or
+        unload): registrations, events, tasks and callbacks cancelled, modules forgotten."""
+        self._close_doors()
+        self.tasks.abandon()
+        self.namespace.unload()
+
     def discard(self) -> None:
         """Forget a generation that was prepared but will not load (none of its code ran
         but its modules' top level)."""
-        self.registrar.close()
-        self.namespace.unload()
+        self.abandon()
 
     async def _close_runtime(self) -> None:
         assert self.runtime is not None

@@ -221,7 +221,6 @@ class Instance:
         if config is not None:
             self.config = config
         self.cancel_retry()
-        self.held = ()
         if not retry:
             self.attempt = 0
         self._set(InstanceState.LOADING)
@@ -237,8 +236,14 @@ class Instance:
                 await generation.create(progress)
             await generation.call("load", progress)
         except BaseException as exc:
-            if engine_cancelled(exc):
-                raise  # shutdown: unload_all tears down whatever this left
+            if engine_cancelled(exc):  # shutdown, or a caller gave up: leave nothing behind
+                if generation is not None:
+                    generation.abandon()
+                    if self._generation is generation:
+                        self._generation = None
+                cancelled = Failure("cancelled", progress.stage, "its load was cancelled", True)
+                self._set(InstanceState.FAILED, cancelled)  # the next reconcile loads it again
+                raise
             failure = classify(exc, progress.stage, self._redact)
             del exc
             if generation is not None:
@@ -338,8 +343,10 @@ class Instance:
         if generation is None:
             return
         self._set(InstanceState.UNLOADING)
-        await self._teardown(generation)
-        self._set(InstanceState.DISABLED)
+        try:
+            await self._teardown(generation)  # interrupted, it still releases what is left
+        finally:
+            self._set(InstanceState.DISABLED)
         logger.info("instance %s (plugin %s) unloaded", self.instance_id, self.plugin_id)
 
     async def _teardown(self, generation: Generation) -> None:

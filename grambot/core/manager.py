@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import gc
 import logging
+import threading
 from collections.abc import Callable, Iterator
 
 from grambot.core.failures import Failure
@@ -47,6 +49,8 @@ class PluginManager:
         self._latest: EngineSettings | None = None
         self._listeners: list[Callable[[], None]] = []
         self._retry_tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = threading.get_ident()
 
     # -- what runs -------------------------------------------------------------------------
 
@@ -82,6 +86,7 @@ class PluginManager:
             if settings is not self._latest:
                 return False
             services = self.services
+            self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
             services.engine_settings = settings.raw
             services.timeouts = settings.timeouts
             install_task_tracking(asyncio.get_running_loop())
@@ -144,7 +149,19 @@ class PluginManager:
         its plugin can (True), else import and validate the entry in a new generation (or the
         Failure that holds the edit)."""
         steps = [s for s in the_plan.of(Action.REPLACE) if s.config is not None]
-        return list(zip(steps, await asyncio.gather(*map(self._replace, steps)), strict=True))
+        tasks = [asyncio.ensure_future(self._replace(step)) for step in steps]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:  # cancelled: forget the generations already prepared
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+                elif not task.cancelled() and task.exception() is None:
+                    result = task.result()
+                    if isinstance(result, Generation):
+                        result.discard()
+            raise
+        return list(zip(steps, results, strict=True))
 
     async def _replace(self, step: Step) -> Generation | Failure | bool:
         assert step.config is not None
@@ -193,8 +210,10 @@ class PluginManager:
                 failure = Failure("plugin-not-found", "lookup", step.problems[0], False)
                 instance.reject(step.config, failure)
             elif step.action is Action.LOAD:
+                instance.held = ()  # the entry as written applies now
                 loads.append((instance, step.config, None))
             elif step.instance_id in replacing:
+                instance.held = ()
                 config, generation = replacing.pop(step.instance_id)
                 loads.append((instance, config, generation))
         for config in the_plan.kept:  # equal as data: only where it is in the file may move
@@ -204,27 +223,39 @@ class PluginManager:
 
     async def _bring_up(self, loads: list[_Load], *, retry: bool = False) -> None:
         """Load these instances concurrently, then start the connectors of those loaded; then
-        retry at once what lost a registration conflict to an instance that has left."""
-        if loads:
-            with loader_snapshot(), _old_heap_set_aside(len(loads)):
-                loaded = await asyncio.gather(
-                    *(i.load(config, prepared=gen, retry=retry) for i, config, gen in loads)
-                )
-            for (instance, _, _), ok in zip(loads, loaded, strict=True):
-                if ok:
-                    await instance.start()
-        freed = [i for i in self._instances.values() if self._conflict_freed(i)]
-        if freed:
+        retry at once, once per operation, what lost a registration conflict to another
+        instance that has since let the key go."""
+        tried = {i.instance_id for i, _, _ in loads}
+        while True:
+            if loads:
+                with loader_snapshot(), _old_heap_set_aside(len(loads)):
+                    loaded = await asyncio.gather(
+                        *(i.load(config, prepared=gen, retry=retry) for i, config, gen in loads)
+                    )
+                for (instance, _, _), ok in zip(loads, loaded, strict=True):
+                    if ok:
+                        await instance.start()
+            freed = [
+                i
+                for i in self._instances.values()
+                if i.instance_id not in tried and self._conflict_freed(i)
+            ]
+            if not freed:
+                return
             logger.info("registrations freed: retrying %s", ", ".join(i.instance_id for i in freed))
-            await self._bring_up([(i, None, None) for i in freed])
+            tried.update(i.instance_id for i in freed)
+            loads, retry = [(i, None, None) for i in freed], False
 
     def _conflict_freed(self, instance: Instance) -> bool:
+        """It failed because another instance held a key, and that key is free now."""
         failure = instance.failure
         if failure is None or failure.conflict is None:
             return False
         if instance.state not in (InstanceState.FAILED, InstanceState.RETRYING):
             return False
-        kind, key = failure.conflict
+        kind, key, owner = failure.conflict
+        if owner == instance.instance_id:
+            return False
         registry = self.services.registries.by_kind(kind)
         return registry is not None and key not in registry
 
@@ -254,9 +285,17 @@ class PluginManager:
             await self._bring_up([(instance, None, None)], retry=True)
 
     def _changed(self) -> None:
+        """Tell the listeners (status), on the loop's thread and in the engine's own context:
+        a change reported by plugin code (api.health from a worker thread, say) must not run
+        the engine's callbacks as the plugin's, nor off the loop."""
+        loop = self._loop
+        if loop is not None and threading.get_ident() != self._loop_thread:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+                loop.call_soon_threadsafe(self._changed, context=contextvars.Context())
+            return
         for listener in list(self._listeners):
             try:
-                listener()
+                contextvars.Context().run(listener)
             except Exception:
                 logger.exception("state listener failed")
 

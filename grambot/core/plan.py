@@ -9,7 +9,9 @@ nothing per unchanged instance: a reconcile of 1 changed entry among 1000 stays 
 
 Rules, per instance id:
 
-* gone from the file (and not held)            REMOVE   unload if running, forget it
+* gone from the file (and not held)            REMOVE   unload if running, forget it (HOLD
+                                                         while an invalid entry has no
+                                                         readable instanceId: it may be it)
 * its entry is invalid as written               HOLD     whatever runs keeps running as it was
 * disabled                                      DISABLE  unload if running
 * its plugin is unknown, and it runs            HOLD     (a misspelt pluginId stops nothing)
@@ -20,7 +22,8 @@ Rules, per instance id:
                                                          settings validated first: only if they
                                                          pass is the old one unloaded (else HOLD)
 * failed because its plugin was missing,
-  which now exists                              LOAD
+  which now exists, or because its load was
+  cancelled (shutdown, a caller gave up)        LOAD
 * anything else (equal as data: key order)      KEEP     a pending retry stays pending
 """
 
@@ -97,6 +100,8 @@ def plan(current: Mapping[str, Known], desired: EngineSettings, catalog: Collect
     for instance_id in current:
         if instance_id in held:
             steps.append(Step(instance_id, Action.HOLD, problems=held[instance_id]))
+        elif instance_id not in wanted and desired.unidentified:
+            steps.append(Step(instance_id, Action.HOLD, problems=(_maybe(desired),)))
         elif instance_id not in wanted:
             steps.append(Step(instance_id, Action.REMOVE))
     for config in desired.instances:
@@ -106,6 +111,14 @@ def plan(current: Mapping[str, Known], desired: EngineSettings, catalog: Collect
         else:
             steps.append(step)
     return Plan(tuple(steps), tuple(kept))
+
+
+def _maybe(desired: EngineSettings) -> str:
+    paths = ", ".join(desired.unidentified)
+    return (
+        f"not in the file as far as can be read, but {paths} has no readable instanceId and "
+        "may be this instance: it keeps running until that entry is fixed"
+    )
 
 
 def _step(now: Known | None, config: InstanceConfig, catalog: Collection[str]) -> Step | None:
@@ -126,6 +139,6 @@ def _step(now: Known | None, config: InstanceConfig, catalog: Collection[str]) -
         return Step(instance_id, Action.LOAD, config)
     if differs(now.config, config):
         return Step(instance_id, Action.REPLACE if running else Action.LOAD, config)
-    if now.state is InstanceState.FAILED and now.failure_kind == "plugin-not-found":
-        return Step(instance_id, Action.LOAD, config)  # its plugin has appeared
+    if now.state is InstanceState.FAILED and now.failure_kind in ("plugin-not-found", "cancelled"):
+        return Step(instance_id, Action.LOAD, config)  # its plugin appeared / its load was cut
     return None  # KEEP

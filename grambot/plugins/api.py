@@ -33,7 +33,7 @@ class InstanceEvents:
     """`api.events`: emit events as this instance. `emit(type, payload=None)` returns the
     event at once, from any thread."""
 
-    __slots__ = ("_instance_id", "_plugin_id", "_queue", "emit")
+    __slots__ = ("_instance_id", "_plugin_id", "_queue", "_refused", "emit")
 
     emit: Callable[..., PluginEvent]
 
@@ -41,8 +41,26 @@ class InstanceEvents:
         self._queue = queue
         self._plugin_id = plugin_id
         self._instance_id = instance_id
+        self._refused = 0
         # the queue's own emit with this instance's ids bound: no extra Python frame per event
         self.emit = functools.partial(queue.emit, plugin_id, instance_id)
+
+    def close(self) -> None:
+        """The instance is unloaded: what its leftover code emits from now on is dropped (the
+        first such event is logged)."""
+        self.emit = self._closed_emit
+
+    def _closed_emit(self, type: str, payload: Any = None) -> PluginEvent:
+        from grambot.plugins.events import PluginEvent
+
+        self._refused += 1
+        if self._refused == 1:
+            logging.getLogger(__name__).error(
+                "instance %s is unloaded: its event %r (and any later one) is dropped",
+                self._instance_id,
+                type,
+            )
+        return PluginEvent(self._plugin_id, self._instance_id, type, payload)
 
 
 class PluginApi:

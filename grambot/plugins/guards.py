@@ -97,7 +97,13 @@ class GuardedTool(_Guard):
         return self._deadline
 
     def parameters(self) -> dict[str, Any]:
-        return _inline(self._instance_id, self.wrapped.parameters)
+        schema = _inline(self._instance_id, self.wrapped.parameters)
+        if not isinstance(schema, dict):
+            raise TypeError(
+                f"tool {self.name!r} (instance {self._instance_id!r}): parameters() returned a "
+                f"{type(schema).__name__}, not a JSON schema dict"
+            )
+        return schema
 
     async def execute(self, args: dict[str, Any], context: ToolContext) -> ToolResult:
         result = await run_stage(

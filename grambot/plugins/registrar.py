@@ -81,7 +81,7 @@ class PluginRegistrar:
         self._remove("images", self._registries.images, key or self.instance_id)
 
     def close(self) -> None:
-        """Remove everything this instance registered and refuse any later registration."""
+        """Remove everything this instance registered and refuse any later (un)registration."""
         with self._lock:
             self._closed = True
         self.clear()
@@ -137,11 +137,31 @@ class PluginRegistrar:
         return key
 
     def _remove(self, kind: str, registry: Registry[Any], key: str) -> None:
-        registry.unregister(key, self.instance_id)
+        """Remove a key this registrar registered: a closed registrar (an unloaded load of the
+        instance) may not touch what a newer load of the same instance registered."""
         with self._lock:
+            closed = self._closed
             keys = self._owned.get(kind)
-            if keys is not None and key in keys:
+            mine = keys is not None and key in keys
+            if mine and not closed:
+                assert keys is not None
                 keys.remove(key)
+        if closed:
+            message = (
+                f"instance {self.instance_id!r} is unloaded: unregistering {registry.kind} "
+                f"{key!r} is refused"
+            )
+            logger.error("%s", message)
+            raise RegistrationError(message)
+        if mine:
+            registry.unregister(key, self.instance_id)
+        elif registry.owner_of(key) == self.instance_id:
+            raise RegistrationError(
+                f"instance {self.instance_id!r}: {registry.kind} {key!r} was registered by "
+                "another load of this instance; not removed"
+            )
+        elif key in registry:
+            registry.unregister(key, self.instance_id)  # raises: another instance owns it
 
 
 def _check(item: Any, protocol: type, what: str, needs: str) -> None:

@@ -36,8 +36,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from grambot.core.failures import crash
-from grambot.errors import CallCancelled, StageTimeout
-from grambot.plugins.tracking import guard, run_marked
+from grambot.errors import CallCancelled, PluginCrash, StageTimeout
+from grambot.plugins.tracking import guard, owner_in, run_marked
 
 logger = logging.getLogger(__name__)
 
@@ -318,8 +318,11 @@ async def _await_in_context(
             "instance %s: %s timed out after %s; its task was cancelled", instance_id, stage, limit
         )
         raise limit.expired(instance_id, stage)
-    if task.cancelled():  # by the instance's unload (its tasks are cancelled), not by our caller
-        raise CallCancelled(instance_id, stage)
+    if task.cancelled():  # not by our caller: by the instance's unload, or by its own code
+        owner = owner_in(context)
+        if owner is not None and owner.closing:
+            raise CallCancelled(instance_id, stage)
+        raise PluginCrash("CancelledError", f"the plugin's own code cancelled its {stage}")
     result = task.result()
     if deadline is not None and time.monotonic() > deadline:
         # Done, but late: it blocked the event loop past its deadline (time.sleep in async

@@ -3,8 +3,12 @@
 Every task created while an instance's code runs (and every task those tasks create) inherits
 the instance's context; a task factory records it in the instance's `InstanceTasks`, so unload
 can cancel what the plugin left running, and runs it under `guard`, so that what it raises is
-the instance's failure. Timers (`loop.call_later`) armed from the instance's code are recorded
-the same way and cancelled at unload.
+the instance's failure. Callbacks the instance's code puts on the loop (`call_later`/`call_at`
+timers, `call_soon`, `call_soon_threadsafe`) are recorded the same way, cancelled at unload,
+and run contained: a SystemExit or KeyboardInterrupt they raise is the instance's failure, not
+the loop's. Work put on the loop from a thread of the plugin carries no context: it is
+attributed by the module that defined the callback or coroutine (each instance has its own
+namespace, `grambot.instances.<id>__<n>`).
 
 Threads cannot be cancelled, so they are reported instead: at unload, `threads_running_code_of`
 finds every live thread that runs the instance's code (a frame of one of its modules on the
@@ -44,29 +48,37 @@ class InstanceTasks:
     was never retrieved" at garbage collection.
     """
 
-    __slots__ = ("_tasks", "_timers", "instance_id", "on_failure")
+    __slots__ = (
+        "__weakref__",
+        "_tasks",
+        "_timers",
+        "closing",
+        "context",
+        "instance_id",
+        "on_failure",
+    )
 
     def __init__(self, instance_id: str, on_failure: TaskFailureReporter | None = None) -> None:
         self.instance_id = instance_id
         self._tasks: weakref.WeakSet[asyncio.Task[Any]] | None = None  # made on first task
-        self._timers: weakref.WeakSet[asyncio.TimerHandle] | None = None  # on first timer
+        self._timers: weakref.WeakSet[asyncio.Handle] | None = None  # on first callback
         self.on_failure = on_failure
+        self.closing = False  # its unload has begun: whatever ends now ends because of it
+        self.context: contextvars.Context | None = None  # set by instance_context
+
+    def report(self, what: str, exc: BaseException) -> None:
+        """A task or callback of the instance failed (logged with the instance, its health)."""
+        if self.on_failure is not None:
+            self.on_failure(self.instance_id, what, exc)
+        else:
+            logger.error("instance %s: %s failed", self.instance_id, what, exc_info=exc)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         if task.cancelled():
             return
         exc = task.exception()  # retrieved: asyncio will not log it again
-        if exc is None:
-            return
-        if self.on_failure is not None:
-            self.on_failure(self.instance_id, task.get_name(), exc)
-        else:
-            logger.error(
-                "instance %s: background task %s failed",
-                self.instance_id,
-                task.get_name(),
-                exc_info=exc,
-            )
+        if exc is not None:
+            self.report(task.get_name(), exc)
 
     @property
     def tasks(self) -> weakref.WeakSet[asyncio.Task[Any]]:
@@ -74,7 +86,7 @@ class InstanceTasks:
             self._tasks = weakref.WeakSet()
         return self._tasks
 
-    def add_timer(self, handle: asyncio.TimerHandle) -> None:
+    def add_timer(self, handle: asyncio.Handle) -> None:
         if self._timers is None:
             self._timers = weakref.WeakSet()
         self._timers.add(handle)
@@ -95,8 +107,18 @@ class InstanceTasks:
             return []
         return [t for t in list(self._tasks) if not t.done()]
 
+    def abandon(self) -> None:
+        """Cancel every pending task and callback now, without waiting (an interrupted unload)."""
+        self.closing = True
+        self.cancel_timers()
+        current = asyncio.current_task()
+        for task in self.pending():
+            if task is not current:
+                task.cancel()
+
     async def cancel_all(self, grace: float) -> list[str]:
         """Cancel pending tasks; returns the names of those still running after `grace`."""
+        self.closing = True
         current = asyncio.current_task()
         pending = [t for t in self.pending() if t is not current]
         for task in pending:
@@ -112,11 +134,39 @@ _current_owner: contextvars.ContextVar[InstanceTasks | None] = contextvars.Conte
 )
 
 
-def instance_context(tasks: InstanceTasks) -> contextvars.Context:
-    """A context in which code runs as `tasks.instance_id` (its new tasks are tracked)."""
+# namespace package name (grambot.instances.<id>__<n>) -> the tasks of that load
+_BY_NAMESPACE: weakref.WeakValueDictionary[str, InstanceTasks] = weakref.WeakValueDictionary()
+_NAMESPACE_PREFIX = "grambot.instances."
+
+
+def instance_context(tasks: InstanceTasks, namespace: str | None = None) -> contextvars.Context:
+    """A context in which code runs as `tasks.instance_id` (its new tasks are tracked); with
+    `namespace`, work its modules put on the loop without a context is attributed to it too."""
     context = contextvars.copy_context()
     context.run(_current_owner.set, tasks)
+    tasks.context = context
+    if namespace is not None:
+        _BY_NAMESPACE[namespace] = tasks
     return context
+
+
+def _owner_of(thing: object) -> InstanceTasks | None:
+    """The instance whose module defined `thing` (a callback or a coroutine), if any."""
+    while isinstance(thing, functools.partial):
+        thing = thing.func
+    frame = getattr(thing, "cr_frame", None)
+    module = frame.f_globals.get("__name__") if frame is not None else None
+    if module is None:
+        module = getattr(thing, "__module__", None)
+    if not isinstance(module, str) or not module.startswith(_NAMESPACE_PREFIX):
+        return None
+    package = ".".join(module.split(".", 3)[:3])
+    return _BY_NAMESPACE.get(package)
+
+
+def owner_in(context: contextvars.Context) -> InstanceTasks | None:
+    """The instance `context` runs code of, if any."""
+    return context.get(_current_owner)
 
 
 def current_instance_id() -> str | None:
@@ -138,6 +188,10 @@ def install_task_tracking(loop: asyncio.AbstractEventLoop) -> None:
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
         context = kwargs.get("context")
         owner = context.get(_current_owner) if context is not None else _current_owner.get()
+        if owner is None and (owner := _owner_of(coro)) is not None and owner.context is not None:
+            # a coroutine of the instance scheduled from outside its context (from a thread:
+            # run_coroutine_threadsafe): run it as the instance's, so its children are too
+            kwargs["context"] = owner.context
         # Stage tasks come already guarded, and run_stage consumes their outcome.
         background = (
             owner is not None
@@ -163,27 +217,90 @@ def install_task_tracking(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def _track_timers(loop: asyncio.AbstractEventLoop) -> None:
-    """Record every timer armed from an instance's code in that instance, so unload can cancel
-    it: a `loop.call_later` callback would otherwise go on running the instance's code after
-    unload. asyncio has no hook for timers (as it has the task factory), so this wraps the
-    `call_at` of this one loop object (`call_later` goes through it); nothing global changes."""
-    original = loop.call_at
+    """Record every callback an instance's code puts on this loop (`call_at`, which
+    `call_later` goes through, `call_soon` and `call_soon_threadsafe`) in that instance, so its
+    unload cancels it, and run it contained. asyncio has no hook for this (as it has the task
+    factory for tasks), so the three methods of this one loop object are wrapped; nothing global
+    changes and the engine's own callbacks pass through untouched."""
 
-    def call_at(
-        when: float,
-        callback: Callable[..., object],
-        *args: Any,
-        context: contextvars.Context | None = None,
-    ) -> asyncio.TimerHandle:
+    def owner_of(callback: object, context: contextvars.Context | None) -> InstanceTasks | None:
+        if _machinery(callback):
+            return None  # a task's step, a future's callback: asyncio's own, governed by the task
         owner = context.get(_current_owner) if context is not None else _current_owner.get()
+        return owner if owner is not None else _owner_of(callback)
+
+    call_at, call_soon, call_soon_threadsafe = (
+        loop.call_at,
+        loop.call_soon,
+        loop.call_soon_threadsafe,
+    )
+
+    def tracked_call_at(
+        when: float, callback: Callable[..., object], *args: Any, context: Any = None
+    ) -> asyncio.TimerHandle:
+        owner = owner_of(callback, context)
         if owner is None:
-            return original(when, callback, *args, context=context)
-        marked = functools.partial(run_marked, owner.instance_id, callback)
-        handle = original(when, marked, *args, context=context)
+            return call_at(when, callback, *args, context=context)
+        handle = call_at(when, _contained(owner, callback), *args, context=context)
         owner.add_timer(handle)
         return handle
 
-    loop.call_at = call_at  # type: ignore[method-assign, assignment]
+    def tracked_call_soon(
+        callback: Callable[..., object], *args: Any, context: Any = None
+    ) -> asyncio.Handle:
+        owner = owner_of(callback, context)
+        if owner is None:
+            return call_soon(callback, *args, context=context)
+        handle = call_soon(_contained(owner, callback), *args, context=context)
+        owner.add_timer(handle)
+        return handle
+
+    def tracked_threadsafe(
+        callback: Callable[..., object], *args: Any, context: Any = None
+    ) -> asyncio.Handle:
+        owner = None if _machinery(callback) else _owner_of(callback)  # no context from a thread
+        if owner is None:
+            return call_soon_threadsafe(callback, *args, context=context)
+        if context is None:
+            context = owner.context
+        handle = call_soon_threadsafe(_contained(owner, callback), *args, context=context)
+        owner.add_timer(handle)
+        return handle
+
+    loop.call_at = tracked_call_at  # type: ignore[method-assign, assignment]
+    loop.call_soon = tracked_call_soon  # type: ignore[method-assign, assignment]
+    loop.call_soon_threadsafe = tracked_threadsafe  # type: ignore[method-assign, assignment]
+
+
+def _machinery(callback: object) -> bool:
+    """asyncio's own callbacks (task steps and wakeups, future callbacks, sleep timers)."""
+    if isinstance(getattr(callback, "__self__", None), asyncio.Future):
+        return True
+    module = getattr(callback, "__module__", None)
+    return isinstance(module, str) and module.startswith(("asyncio", "_asyncio"))
+
+
+def _contained(owner: InstanceTasks, callback: Callable[..., object]) -> Callable[..., object]:
+    """`callback` run as `owner`'s code on the loop: marked for the watchdog, refused once the
+    instance is closing, and whatever it raises reported as the instance's failure (a
+    SystemExit would otherwise stop the loop)."""
+
+    def run(*args: Any) -> object:
+        if owner.closing:
+            return None
+        previous, ON_LOOP.instance_id = ON_LOOP.instance_id, owner.instance_id
+        try:
+            return callback(*args)
+        except BaseException as exc:
+            if engine_cancelled(exc):
+                raise
+            name = getattr(callback, "__qualname__", None) or repr(callback)
+            owner.report(f"callback {name}", crash(exc) if not isinstance(exc, Exception) else exc)
+            return None
+        finally:
+            ON_LOOP.instance_id = previous
+
+    return run
 
 
 def threads_running_code_of(namespace: str) -> list[str]:

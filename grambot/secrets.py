@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterable
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 from grambot.errors import SecretsError
 
 MASKED = "***"
+MAX_DEPTH = 100  # JSON nesting a secrets file may have before it is refused unparsed (it needs 2)
 MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
 
 
@@ -85,6 +87,49 @@ def write_private_file(path: Path, data: bytes) -> None:
         raise
 
 
+# A JSON string (escapes included; unterminated: to the end) or a character that matters for
+# nesting: enough to measure how deep a document nests without parsing it.
+_NESTING_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{}:]', re.DOTALL)
+
+
+def _too_deep(raw: bytes) -> str | None:
+    """None if `raw` nests at most MAX_DEPTH levels; else the top-level key whose value nests
+    deeper ("" when there is none, e.g. a top-level list).
+
+    Measured before parsing because json.loads recurses per level, and whether it gives up
+    (RecursionError) depends on the Python version (at 5000 levels 3.12 does, 3.13 does not):
+    the message must not. Only a key (an instance id, never a value) is ever returned.
+    """
+    depth = 0
+    in_object = False  # the top level is an object
+    last_string: bytes | None = None  # the last string at depth 1 (a key once ':' follows)
+    key: bytes | None = None  # the top-level key whose value is being read
+    for match in _NESTING_TOKENS.finditer(raw):
+        token = match.group()
+        if token[:1] == b'"':
+            last_string = token if depth == 1 else None
+        elif token == b":":
+            if depth == 1:
+                key = last_string if in_object else None
+        elif token in (b"[", b"{"):
+            if depth == 0:
+                in_object = token == b"{"
+            depth += 1
+            if depth > MAX_DEPTH:
+                return _key_text(key)
+        else:
+            depth -= 1
+    return None
+
+
+def _key_text(token: bytes | None) -> str:
+    try:
+        key = json.loads(token) if token is not None else None
+    except ValueError:
+        return ""
+    return key if isinstance(key, str) else ""
+
+
 class FileSecretsStore:
     """`.scout/secrets.json`, keyed by instance id."""
 
@@ -114,13 +159,23 @@ class FileSecretsStore:
             )
         if not raw.strip():
             return {}
+        too_deep = _too_deep(raw)
+        if too_deep is not None:
+            expected = (
+                f"{too_deep}: expected an object of string values"
+                if too_deep
+                else "expected an object of instance ids at the top level"
+            )
+            raise SecretsError(
+                f"{self.path}: {expected} (got JSON nested deeper than {MAX_DEPTH} levels)"
+            )
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise SecretsError(
                 f"{self.path}: not valid JSON at line {exc.lineno}, column {exc.colno}"
             ) from None
-        except (ValueError, RecursionError):  # non-UTF-8 bytes, absurd nesting
+        except (ValueError, RecursionError):  # non-UTF-8 bytes; a call stack already deep
             raise SecretsError(f"{self.path}: not valid UTF-8 JSON") from None
         if not isinstance(data, dict):
             raise SecretsError(f"{self.path}: expected an object of instance ids at the top level")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import pytest
 
 from grambot.engine import Engine
 from grambot.settings import EngineSettings, load_settings
+from tests import isolation
 
 FIXTURE_PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
 
@@ -84,3 +85,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+# The repository's example workspace is off limits (tests/isolation.py): the tests run with the
+# current folder in a temporary one, and a test that used the example's .scout/ fails.
+@pytest.fixture(autouse=True, scope="session")
+def _cwd_outside_the_repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path_factory.mktemp("cwd"))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _example_workspace_untouched() -> Iterator[None]:
+    yield
+    touched = isolation.take_touched()
+    assert not touched, f"the test used the repository's example workspace: {touched}"

@@ -17,6 +17,7 @@ FIELDS = {"name", "value", "baseline", "ratio", "target", "unit", "meets"}
 GROUPS = {"events", "scale", "edit", "startup", "cycles"}
 
 
+@pytest.mark.slow  # ~8 s: every benchmark, each starting engines and grambot processes
 @pytest.mark.timeout(300)
 def test_quick_bench_writes_every_entry(tmp_path: Path) -> None:
     out = tmp_path / "results.json"

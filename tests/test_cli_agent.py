@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from grambot.cli import main
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.isolation import shipped_example
 
 
 def _workspace(tmp_path: Path) -> Path:
-    (tmp_path / ".scout").mkdir()
-    shutil.copy(REPO / ".scout" / "settings.json", tmp_path / ".scout" / "settings.json")
-    shutil.copytree(REPO / "plugins", tmp_path / "plugins")
-    return tmp_path
+    return shipped_example(tmp_path)  # as committed: the repository's copy may be in use
 
 
 def test_agent_set_validates_and_keeps_the_rest(tmp_path: Path) -> None:

@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import FIXTURE_PLUGINS
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.isolation import shipped_example
 
 
 def _wait_for(path: Path, timeout: float = 15.0) -> bool:
@@ -86,7 +85,10 @@ def test_run_loads_then_unloads_on_sigterm_and_exits_zero(tmp_path: Path) -> Non
 
 
 def test_run_on_the_shipped_example_workspace(tmp_path: Path) -> None:
-    proc = _start(REPO)
+    workspace = shipped_example(tmp_path)
+    data = json.loads((workspace / ".scout" / "settings.json").read_text())
+    assert {p["instanceId"] for p in data["plugins"] if p["enabled"]} >= {"console", "echo"}
+    proc = _start(workspace)
     try:
         deadline = time.monotonic() + 15
         seen = ""

@@ -62,6 +62,27 @@ def test_corrupt_file_names_the_file_and_position_but_not_the_content(tmp_path: 
     assert "very-secret" not in str(info.value)
 
 
+def test_deep_nesting_names_the_instance_but_not_the_content(tmp_path: Path) -> None:
+    path = tmp_path / "secrets.json"
+    deep = "[" * 150 + "]" * 150
+    path.write_text('{"a": {"k": "v"}, "b": ["very-secret", ' + deep + "]}")
+    os.chmod(path, 0o600)
+    with pytest.raises(SecretsError) as info:
+        FileSecretsStore(path).get("a", "k")
+    assert str(info.value) == (
+        f"{path}: b: expected an object of string values (got JSON nested deeper than 100 levels)"
+    )
+
+
+def test_brackets_inside_values_are_not_nesting(tmp_path: Path) -> None:
+    store = FileSecretsStore(tmp_path / "secrets.json")
+    value = '[{\\"' * 200  # quotes and backslashes too: the scan must skip whole strings
+    store.set("a", "k", value)
+    store.set("a", "[{", "x")
+    assert store.get("a", "k") == value
+    assert store.keys("a") == ["[{", "k"]
+
+
 def test_failed_write_leaves_the_previous_file_intact(tmp_path: Path) -> None:
     store = FileSecretsStore(tmp_path / "secrets.json")
     store.set("a", "k", "v1")

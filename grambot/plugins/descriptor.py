@@ -7,6 +7,7 @@ problem found is reported at once in a `DescriptorError`, each naming its file a
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 from collections.abc import Mapping
@@ -225,8 +226,8 @@ def _check_entry(path: Path, folder: Path, entry: str, problems: list[Problem]) 
         )
         return None
     try:
-        resolved = (folder / entry).resolve()
-    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte; a symlink loop (3.11)
+        resolved = _resolve(folder / entry)
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte; a symlink loop
         problems.append(Problem(path, "entry", f"cannot be resolved: {exc}", repr(entry)))
         return None
     if not resolved.is_relative_to(folder):
@@ -251,6 +252,24 @@ def _check_entry(path: Path, folder: Path, entry: str, problems: list[Problem]) 
             Problem(path, "entry", f"entry file {resolved} does not exist", repr(entry))
         )
         return None
+    return resolved
+
+
+def _resolve(path: Path) -> Path:
+    """`path.resolve()`, raising RuntimeError for a symlink loop on every Python version.
+
+    Non-strict `resolve()` raises RuntimeError("Symlink loop from ...") on 3.11 and 3.12, but
+    from 3.13 on returns the looping path as it is, which would then be reported as missing.
+    """
+    try:
+        resolved = path.resolve()
+    except RuntimeError:  # 3.11, 3.12
+        raise RuntimeError(f"symlink loop in {path}") from None
+    try:
+        resolved.stat()
+    except OSError as exc:  # a missing file, a name too long: left to the caller's checks
+        if exc.errno == errno.ELOOP:  # 3.13 and later
+            raise RuntimeError(f"symlink loop in {path}") from None
     return resolved
 
 

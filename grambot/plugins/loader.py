@@ -20,8 +20,9 @@ The generation suffix keeps a reload from ever waiting on an import lock still h
 previous, abandoned load of the same instance.
 
 `unload()` removes every module of the namespace from `sys.modules`, the instance's loggers from
-the logging manager, and clears typing's caches (which hold strong references to `Optional[X]`
-arguments), so that nothing the plugin defined stays reachable.
+the logging manager, and clears the standard library's caches that hold strong references to
+the plugin's classes (typing's `Optional[X]` arguments; inspect's class MROs on CPython 3.12.0 to
+3.12.3), so that nothing the plugin defined stays reachable.
 """
 
 from __future__ import annotations
@@ -291,7 +292,7 @@ class PluginNamespace:
         if parent is not None:
             parent.__dict__.pop(self.name.rpartition(".")[2], None)
         remove_loggers(self.name, instance_logger_name(self.instance_id))
-        _clear_typing_caches()
+        _clear_stdlib_caches()
         self._loaded = False
 
 
@@ -335,10 +336,20 @@ def remove_loggers(*prefixes: str) -> None:
             lock.release()
 
 
-def _clear_typing_caches() -> None:
+def _clear_stdlib_caches() -> None:
+    """Empty the standard library's memo caches that keep classes alive."""
     # typing memoises Optional[X], list[X], ... with strong references to X.
     for clear in getattr(typing, "_cleanups", ()):
         clear()
+    # From 3.12, isinstance() against a runtime-checkable Protocol (the registrar's checks of
+    # every tool, connector and provider) calls inspect.getattr_static, which memoises each
+    # class's MRO in an lru_cache of 128 entries. CPython 3.12.0 to 3.12.3 key it by the MRO
+    # tuple itself, a strong reference to the class (gh-118013; later versions key it by weak
+    # references). inspect is not imported for this: without it there is no cache.
+    inspect = sys.modules.get("inspect")
+    shadowed = getattr(inspect, "_shadowed_dict_from_mro_tuple", None)
+    if shadowed is not None:
+        shadowed.cache_clear()
 
 
 class _InstanceLoader(importlib.abc.Loader):

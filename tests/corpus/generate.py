@@ -267,7 +267,14 @@ SECRETS: dict[str, tuple[bytes | str, dict[str, Any]]] = {
     "top-level-list": ('[["holder", "token"]]', {"contains": ["expected an object of instance ids"]}),
     "value-not-string": ('{"holder": {"token": 12345}}', {"contains": ["holder: expected an object of string values"]}),
     "entries-not-object": ('{"holder": "token"}', {"contains": ["holder: expected an object of string values"]}),
-    "nested-5000": ('{"holder": ' + "[" * 5_000 + "]" * 5_000 + "}", {"contains": ["not valid UTF-8 JSON"]}),
+    "nested-5000": (
+        '{"holder": ' + "[" * 5_000 + "]" * 5_000 + "}",
+        {"contains": ["holder: expected an object of string values (got JSON nested deeper than 100 levels)"]},
+    ),
+    "nested-5000-top-level": (
+        "[" * 5_000 + "]" * 5_000,
+        {"contains": ["expected an object of instance ids at the top level (got JSON nested deeper than 100 levels)"]},
+    ),
     "integer-5000-digits": ('{"holder": {"token": ' + "9" * 5000 + "}}", {"contains": ["not valid UTF-8 JSON"]}),
     "nul-bytes": ('{"holder": {"token": "x"}}\x00\x00', {"contains": ["not valid JSON"]}),
 }

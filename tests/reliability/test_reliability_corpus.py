@@ -168,7 +168,10 @@ def _symlink_cases(root: Path) -> dict[str, dict[str, Any]]:
     return {
         "entry-symlink-file": {"contains": ["outside the plugin folder"], "json_path": "entry"},
         "entry-symlink-dir": {"contains": ["outside the plugin folder"], "json_path": "entry"},
-        "entry-symlink-loop": {"contains": ["cannot be resolved"], "json_path": "entry"},
+        "entry-symlink-loop": {
+            "contains": ["cannot be resolved: symlink loop in", "loop.py"],
+            "json_path": "entry",
+        },
     }
 
 

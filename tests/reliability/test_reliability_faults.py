@@ -138,6 +138,7 @@ def _tool_owners(engine: Engine) -> dict[str, str | None]:
     return {key: tools.owner_of(key) for key in tools}
 
 
+@pytest.mark.slow  # ~8 s: it waits out 2 s load and unload deadlines of the hanging faults
 async def test_a_third_faulty_instances_never_disturb_the_rest(
     engine: Engine,
     workspace: Workspace,

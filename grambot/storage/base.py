@@ -1,0 +1,184 @@
+"""The storage seams: what the engine persists, as small Protocols (DESIGN §1).
+
+    KeyValueStore      per namespace: get / set (JSON values, TTL) / delete / keys and items
+                       by prefix / compare-and-set       (api.store; the bot's chat settings)
+    Inbox              accepted → handling → sending → done (or uncertain)    (api.inbox, bot)
+    Schedule           jobs keyed by (owner, name) with payload and next run  (api.schedule)
+    ConversationStore  a chat's messages, append-only, trimmed and aged       (the bot)
+
+Every method is a coroutine, so an implementation may sit on a thread (SQLite, the default:
+grambot.storage.sqlite) or on the network (Redis, later). Nothing outside grambot/storage
+knows how they are stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from grambot.errors import GrambotError
+from grambot.registries.connectors import IncomingMessage
+from grambot.registries.inference import ChatMessage
+
+__all__ = [
+    "MISSING",
+    "ConversationStore",
+    "Inbox",
+    "InboxEntry",
+    "InboxState",
+    "Job",
+    "KeyValueStore",
+    "MissedPolicy",
+    "Schedule",
+    "SchemaTooNew",
+    "StateError",
+]
+
+InboxState = Literal["accepted", "handling", "sending", "done", "uncertain"]
+MissedPolicy = Literal["run-once", "skip"]
+JobKind = Literal["every", "cron", "at"]
+
+
+class StateError(GrambotError):
+    """The state database cannot be used (its path, its schema, a failed write)."""
+
+
+class SchemaTooNew(StateError):
+    """The database was written by a newer grambot (its schema version is above ours)."""
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Any = _Missing()  # what KeyValueStore.get returns for an absent or expired key
+
+
+class KeyValueStore(Protocol):
+    """JSON values under (namespace, key); a TTL in seconds makes a value expire."""
+
+    async def get(self, namespace: str, key: str) -> Any:
+        """The value, or MISSING."""
+        ...
+
+    async def set(
+        self, namespace: str, key: str, value: Any, *, ttl: float | None = None
+    ) -> None: ...
+
+    async def delete(self, namespace: str, key: str) -> bool: ...
+
+    async def items(self, namespace: str, prefix: str = "") -> list[tuple[str, Any]]:
+        """Live (key, value) pairs whose key starts with `prefix`, in key order."""
+        ...
+
+    async def compare_and_set(
+        self, namespace: str, key: str, expected: Any, value: Any, *, ttl: float | None = None
+    ) -> bool:
+        """Set `value` only if the current value equals `expected` (MISSING: absent)."""
+        ...
+
+    async def drop_namespace(self, namespace: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class InboxEntry:
+    id: int  # increasing in acceptance order
+    message: IncomingMessage
+    state: InboxState
+    accepted_at: float
+
+
+class Inbox(Protocol):
+    """Messages from connectors, durable before the connector acknowledges upstream.
+
+    `accept` is idempotent on (connector, chat, message id) (a message without an id is never
+    deduplicated); `claim_next(connector, chat)` hands out the oldest `accepted` message of a
+    chat and marks it `handling`; a reply is marked `sending` before it goes out and `done`
+    after. `recover()` runs once at start: `handling` goes back to `accepted` (handled again),
+    `sending` becomes `uncertain` (the reply may or may not have gone out: never resent)."""
+
+    async def accept(self, message: IncomingMessage) -> bool:
+        """True when new, False for a duplicate."""
+        ...
+
+    async def claim_next(self, connector_id: str, chat_id: str) -> InboxEntry | None: ...
+
+    async def mark_sending(self, entry_id: int) -> None: ...
+
+    async def mark_done(self, entry_id: int) -> None: ...
+
+    async def pending_chats(self) -> list[tuple[str, str]]:
+        """(connector, chat) pairs that have `accepted` messages, oldest first."""
+        ...
+
+    async def recover(self) -> list[InboxEntry]:
+        """At start: returns the entries just marked `uncertain`."""
+        ...
+
+    async def counts(self) -> dict[str, int]: ...
+
+    async def drop_connector(self, connector_id: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class Job:
+    """A scheduled job of `owner` (an instance id; `@bot` for the bot's reminders)."""
+
+    owner: str
+    name: str
+    kind: JobKind
+    spec: str  # seconds (every), a cron expression (cron), an ISO 8601 time (at)
+    next_run: float | None  # epoch seconds; None: nothing due (an `at` job that ran)
+    payload: Any = None
+    tz: str | None = None  # cron jobs: the zone the expression is read in
+    missed: MissedPolicy = "run-once"
+    retries: int = 3
+    retry_delay: float = 60.0
+    attempt: int = 0  # failed attempts of the current run
+    last_run: float | None = None
+    last_error: str | None = None
+    created_at: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Schedule(Protocol):
+    async def put(self, job: Job) -> None:
+        """Insert or replace the job keyed by (owner, name)."""
+        ...
+
+    async def get(self, owner: str, name: str) -> Job | None: ...
+
+    async def remove(self, owner: str, name: str) -> bool: ...
+
+    async def jobs(self, owner: str | None = None, prefix: str = "") -> list[Job]: ...
+
+    async def drop_owner(self, owner: str) -> int: ...
+
+
+class ConversationStore(Protocol):
+    """The messages of a (connector, chat) conversation, oldest first."""
+
+    async def load(
+        self, connector_id: str, chat_id: str, *, limit: int, since: float | None = None
+    ) -> list[ChatMessage]: ...
+
+    async def append(
+        self, connector_id: str, chat_id: str, messages: Sequence[ChatMessage], *, keep: int
+    ) -> None:
+        """Add `messages` (stamped now) and keep only the last `keep` of the chat."""
+        ...
+
+    async def forget(self, connector_id: str, chat_id: str) -> None: ...
+
+    async def prune(self, before: float) -> int:
+        """Drop messages older than `before` (retention); returns how many."""
+        ...
+
+    async def drop_connector(self, connector_id: str) -> int: ...

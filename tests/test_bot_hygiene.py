@@ -56,9 +56,8 @@ async def test_a_huge_tool_result_is_stored_capped_and_never_stalls_the_loop(
     engine: Engine, workspace: Workspace
 ) -> None:
     await _bot(engine, workspace)
-    assert await _say(engine, "!echo_tool big:30000000", timeout=30) == (
-        "tool result of 30000000 chars"
-    )
+    first = await _say(engine, "!echo_tool big:30000000", timeout=30)
+    assert first.startswith("tool result of "), first
     gaps: list[float] = []
     stop = asyncio.Event()
 

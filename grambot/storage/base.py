@@ -104,8 +104,8 @@ class Inbox(Protocol):
     after. `recover()` runs once at start: `handling` goes back to `accepted` (handled again),
     `sending` becomes `uncertain` (the reply may or may not have gone out: never resent)."""
 
-    async def accept(self, message: IncomingMessage) -> bool:
-        """True when new, False for a duplicate."""
+    async def accept(self, message: IncomingMessage, *, dedupe: bool = True) -> bool:
+        """True when new, False for a duplicate (`dedupe=False`: always new)."""
         ...
 
     async def claim_next(self, connector_id: str, chat_id: str) -> InboxEntry | None: ...

@@ -158,7 +158,7 @@ def _run(tmp_path: Path, fakes: tuple[FakeTelegram, SlowModel], seed: int, how: 
     rng = random.Random(seed)
     root = _workspace(tmp_path, telegram, model)
     db = root / ".scout" / "state.db"
-    feeder = Feeder(telegram, rng, seconds=10.0)
+    feeder = Feeder(telegram, rng, seconds=15.0)
     busy_at_kills: list[int] = []
     proc = _start(root)
     procs = [proc]

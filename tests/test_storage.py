@@ -199,8 +199,8 @@ def test_backup_and_purge(tmp_path: Path) -> None:
             lambda conn: conn.execute("INSERT INTO kv VALUES ('other', 'k', '1', NULL)")
         )
         state.backup_to(tmp_path / "copy.db")
-        removed = state.purge_instance("tg", ["tg"])
-        assert removed["store"] == 1
+        removed = state.purge_instance("tg")
+        assert removed["store value(s)"] == 1
     with open_state(tmp_path / "copy.db") as copy:
         rows = copy.db.run_sync(lambda conn: conn.execute("SELECT namespace FROM kv").fetchall())
         assert sorted(r[0] for r in rows) == ["other", "tg"]

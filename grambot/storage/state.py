@@ -85,19 +85,22 @@ class SqliteState:
 
         self.db.run_sync(op, raw=True)
 
-    def purge_instance(self, instance_id: str, namespaces: list[str]) -> dict[str, int]:
-        """Delete everything stored for `instance_id`: its store namespaces, its inbox entries
-        and conversations (as a connector), its jobs and the bot's reminders in its chats."""
+    def purge_instance(self, instance_id: str) -> dict[str, int]:
+        """Delete everything stored for `instance_id`: its store (namespace `<id>` or
+        `<prefix>:<id>`), its inbox entries and conversations (as a connector), its jobs and
+        the bot's reminders and time zones in its chats."""
 
         def op(conn: sqlite3.Connection) -> dict[str, int]:
             removed: dict[str, Any] = {
-                "store": sum(
-                    int(conn.execute("DELETE FROM kv WHERE namespace=?", (n,)).rowcount)
-                    for n in namespaces
+                "store value(s)": int(
+                    conn.execute(
+                        "DELETE FROM kv WHERE namespace=? OR namespace LIKE ? ESCAPE '\\'",
+                        (instance_id, "%:" + instance_id.replace("_", "\\_")),
+                    ).rowcount
                 ),
-                "inbox": drop_inbox(conn, instance_id),
-                "conversations": drop_conversations(conn, instance_id),
-                "jobs": drop_jobs(conn, instance_id)
+                "inbox entr(y/ies)": drop_inbox(conn, instance_id),
+                "conversation message(s)": drop_conversations(conn, instance_id),
+                "job(s)": drop_jobs(conn, instance_id)
                 + drop_jobs(conn, "@bot", f"chat:{instance_id}:"),
             }
             conn.execute(

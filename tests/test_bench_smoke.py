@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 FIELDS = {"name", "value", "baseline", "ratio", "target", "unit", "meets"}
-GROUPS = {"events", "scale", "edit", "startup", "cycles"}
+GROUPS = {"events", "scale", "edit", "startup", "cycles", "state"}
 
 
 @pytest.mark.timeout(300)

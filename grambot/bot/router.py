@@ -19,9 +19,10 @@ logged traceback without the failing instance's secrets.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,8 @@ class Bot:
         self._refresh: asyncio.TimerHandle | None = None
         self._kick: asyncio.Handle | None = None
         self._renamed: set[Chat] = set()
+        # a chat's next message claimed (and its history read) with the last one's done
+        self._prefetched: dict[Chat, tuple[InboxEntry | None, list[ChatMessage]]] = {}
         self.scheduler: Scheduler | None = None  # set by the engine: reminders
 
     # -- wiring --------------------------------------------------------------------------------
@@ -161,6 +164,7 @@ class Bot:
         """Stop taking messages; turns in progress may finish within `deadline`; the rest stays
         in the inbox for the next start."""
         cut = await self.workers.stop(deadline)
+        self._prefetched.clear()  # claimed ahead: `handling`, answered at the next start
         if cut:
             logger.warning(
                 "bot: %d chat(s) still busy at shutdown were cut; their messages stay in the "
@@ -202,18 +206,23 @@ class Bot:
     # -- one chat ------------------------------------------------------------------------------
 
     async def _serve(self, chat: Chat) -> Served:
+        """Answer the chat's next message (its claim and its history: one round trip)."""
         if chat[0] not in self.registries.connectors:
+            self._prefetched.pop(chat, None)
             return Served.GONE
-        entry = await self.inbox.claim_next(*chat)
+        ahead = self._prefetched.pop(chat, None)
+        if ahead is None:
+            ahead = await asyncio.gather(self.inbox.claim_next(*chat), self.history(*chat))
+        entry, history = ahead
         if entry is None:
             return Served.EMPTY
-        await self._answer(chat, entry)
+        await self._answer(chat, entry, history)
         return Served.HANDLED
 
-    async def _answer(self, chat: Chat, entry: InboxEntry) -> None:
+    async def _answer(self, chat: Chat, entry: InboxEntry, history: list[ChatMessage]) -> None:
         message = entry.message
         try:
-            reply = await self.respond(message, entry)
+            reply = await self.respond(message, entry, history)
         except BaseException as exc:
             if engine_cancelled(exc):
                 raise
@@ -226,45 +235,62 @@ class Bot:
             await self._send(message, reply.text, reply.files)
         finally:
             self.workers.sending.discard(chat)
-        done = self.inbox.mark_done(entry.id)
+        steps: list[Any] = []
         if reply.turns:
-            save = self.conversations.append(*chat, reply.turns, keep=self._keep())
-            await asyncio.gather(save, done)
-        else:
-            await done
+            steps.append(self.conversations.append(*chat, reply.turns, keep=self._keep()))
+        steps.append(self.inbox.mark_done(entry.id))
+        await asyncio.gather(*steps)  # one commit (group commit) for both
         self._schedule_refresh()
 
-    async def respond(self, message: IncomingMessage, entry: InboxEntry | None = None) -> Reply:
+    async def respond(
+        self,
+        message: IncomingMessage,
+        entry: InboxEntry | None = None,
+        history: list[ChatMessage] | None = None,
+    ) -> Reply:
         """The reply to one message: a command's, or the model's."""
         command = await self.commands.run(message, entry)
         if command is not None:
             return command
-        return await self._converse(message, self._agent(), entry)
+        return await self._converse(message, self._agent(), entry, history)
 
     # -- conversation --------------------------------------------------------------------------
 
     def _keep(self) -> int:
         return max(2 * self._agent().max_history, 100)
 
-    async def history(self, connector_id: str, chat_id: str) -> list[ChatMessage]:
+    def history(self, connector_id: str, chat_id: str) -> Awaitable[list[ChatMessage]]:
+        """The chat's recent history (a plain future: it joins a gather without a task)."""
         agent = self._agent()
         chat = (connector_id, chat_id)
-        if chat not in self._renamed and (
-            legacy_part(connector_id) != connector_id or legacy_part(chat_id) != chat_id
-        ):
-            self._renamed.add(chat)  # a chat the old file store knew under hashed names
-            await self.conversations.rename((legacy_part(connector_id), legacy_part(chat_id)), chat)
         since = None
         if agent.history_days is not None:
             since = self.clock() - agent.history_days * 86400
-        return await self.conversations.load(
-            connector_id, chat_id, limit=agent.max_history, since=since
+        load = functools.partial(
+            self.conversations.load, connector_id, chat_id, limit=agent.max_history, since=since
         )
+        if chat in self._renamed or (
+            legacy_part(connector_id) == connector_id and legacy_part(chat_id) == chat_id
+        ):
+            return load()
+        self._renamed.add(chat)  # a chat the old file store knew under hashed names
+
+        async def renamed_first() -> list[ChatMessage]:
+            old = (legacy_part(connector_id), legacy_part(chat_id))
+            await self.conversations.rename(old, chat)
+            return await load()
+
+        return asyncio.ensure_future(renamed_first())
 
     async def _converse(
-        self, message: IncomingMessage, agent: AgentSettings, entry: InboxEntry | None
+        self,
+        message: IncomingMessage,
+        agent: AgentSettings,
+        entry: InboxEntry | None,
+        history: list[ChatMessage] | None = None,
     ) -> Reply:
-        history = await self.history(message.connector_id, message.chat_id)
+        if history is None:
+            history = await self.history(message.connector_id, message.chat_id)
         turn = [ChatMessage(role="user", content=message.text)]
         files: list[Attachment] = []
         extra = {"inboxId": entry.id} if entry is not None else {}

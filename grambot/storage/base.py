@@ -6,14 +6,15 @@
     Schedule           jobs keyed by (owner, name) with payload and next run  (api.schedule)
     ConversationStore  a chat's messages, append-only, trimmed and aged       (the bot)
 
-Every method is a coroutine, so an implementation may sit on a thread (SQLite, the default:
+Every method returns an awaitable (the SQLite default returns plain futures, so gathering
+several costs no task), so an implementation may sit on a thread (SQLite, the default:
 grambot.storage.sqlite) or on the network (Redis, later). Nothing outside grambot/storage
 knows how they are stored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -64,27 +65,27 @@ MISSING: Any = _Missing()  # what KeyValueStore.get returns for an absent or exp
 class KeyValueStore(Protocol):
     """JSON values under (namespace, key); a TTL in seconds makes a value expire."""
 
-    async def get(self, namespace: str, key: str) -> Any:
+    def get(self, namespace: str, key: str) -> Awaitable[Any]:
         """The value, or MISSING."""
         ...
 
-    async def set(
+    def set(
         self, namespace: str, key: str, value: Any, *, ttl: float | None = None
-    ) -> None: ...
+    ) -> Awaitable[None]: ...
 
-    async def delete(self, namespace: str, key: str) -> bool: ...
+    def delete(self, namespace: str, key: str) -> Awaitable[bool]: ...
 
-    async def items(self, namespace: str, prefix: str = "") -> list[tuple[str, Any]]:
+    def items(self, namespace: str, prefix: str = "") -> Awaitable[list[tuple[str, Any]]]:
         """Live (key, value) pairs whose key starts with `prefix`, in key order."""
         ...
 
-    async def compare_and_set(
+    def compare_and_set(
         self, namespace: str, key: str, expected: Any, value: Any, *, ttl: float | None = None
-    ) -> bool:
+    ) -> Awaitable[bool]:
         """Set `value` only if the current value equals `expected` (MISSING: absent)."""
         ...
 
-    async def drop_namespace(self, namespace: str) -> int: ...
+    def drop_namespace(self, namespace: str) -> Awaitable[int]: ...
 
 
 @dataclass(frozen=True)
@@ -104,27 +105,27 @@ class Inbox(Protocol):
     after. `recover()` runs once at start: `handling` goes back to `accepted` (handled again),
     `sending` becomes `uncertain` (the reply may or may not have gone out: never resent)."""
 
-    async def accept(self, message: IncomingMessage, *, dedupe: bool = True) -> bool:
+    def accept(self, message: IncomingMessage, *, dedupe: bool = True) -> Awaitable[bool]:
         """True when new, False for a duplicate (`dedupe=False`: always new)."""
         ...
 
-    async def claim_next(self, connector_id: str, chat_id: str) -> InboxEntry | None: ...
+    def claim_next(self, connector_id: str, chat_id: str) -> Awaitable[InboxEntry | None]: ...
 
-    async def mark_sending(self, entry_id: int) -> None: ...
+    def mark_sending(self, entry_id: int) -> Awaitable[None]: ...
 
-    async def mark_done(self, entry_id: int) -> None: ...
+    def mark_done(self, entry_id: int) -> Awaitable[None]: ...
 
-    async def pending_chats(self) -> list[tuple[str, str]]:
+    def pending_chats(self) -> Awaitable[list[tuple[str, str]]]:
         """(connector, chat) pairs that have `accepted` messages, oldest first."""
         ...
 
-    async def recover(self) -> list[InboxEntry]:
+    def recover(self) -> Awaitable[list[InboxEntry]]:
         """At start: returns the entries just marked `uncertain`."""
         ...
 
-    async def counts(self) -> dict[str, int]: ...
+    def counts(self) -> Awaitable[dict[str, int]]: ...
 
-    async def drop_connector(self, connector_id: str) -> int: ...
+    def drop_connector(self, connector_id: str) -> Awaitable[int]: ...
 
 
 @dataclass(frozen=True)
@@ -149,36 +150,36 @@ class Job:
 
 
 class Schedule(Protocol):
-    async def put(self, job: Job) -> None:
+    def put(self, job: Job) -> Awaitable[None]:
         """Insert or replace the job keyed by (owner, name)."""
         ...
 
-    async def get(self, owner: str, name: str) -> Job | None: ...
+    def get(self, owner: str, name: str) -> Awaitable[Job | None]: ...
 
-    async def remove(self, owner: str, name: str) -> bool: ...
+    def remove(self, owner: str, name: str) -> Awaitable[bool]: ...
 
-    async def jobs(self, owner: str | None = None, prefix: str = "") -> list[Job]: ...
+    def jobs(self, owner: str | None = None, prefix: str = "") -> Awaitable[list[Job]]: ...
 
-    async def drop_owner(self, owner: str) -> int: ...
+    def drop_owner(self, owner: str) -> Awaitable[int]: ...
 
 
 class ConversationStore(Protocol):
     """The messages of a (connector, chat) conversation, oldest first."""
 
-    async def load(
+    def load(
         self, connector_id: str, chat_id: str, *, limit: int, since: float | None = None
-    ) -> list[ChatMessage]: ...
+    ) -> Awaitable[list[ChatMessage]]: ...
 
-    async def append(
+    def append(
         self, connector_id: str, chat_id: str, messages: Sequence[ChatMessage], *, keep: int
-    ) -> None:
+    ) -> Awaitable[None]:
         """Add `messages` (stamped now) and keep only the last `keep` of the chat."""
         ...
 
-    async def forget(self, connector_id: str, chat_id: str) -> None: ...
+    def forget(self, connector_id: str, chat_id: str) -> Awaitable[None]: ...
 
-    async def prune(self, before: float) -> int:
+    def prune(self, before: float) -> Awaitable[int]:
         """Drop messages older than `before` (retention); returns how many."""
         ...
 
-    async def drop_connector(self, connector_id: str) -> int: ...
+    def drop_connector(self, connector_id: str) -> Awaitable[int]: ...

@@ -72,17 +72,19 @@ class _Waiter:
     """Where one operation's outcome goes: a loop's future, or a thread's. `raw`: the operation
     runs alone, outside any transaction (a PRAGMA that cannot run inside one, a backup)."""
 
-    __slots__ = ("future", "loop", "raw")
+    __slots__ = ("future", "loop", "raw", "single")
 
     def __init__(
         self,
         future: asyncio.Future[Any] | concurrent.futures.Future[Any],
         loop: asyncio.AbstractEventLoop | None,
         raw: bool = False,
+        single: bool = False,
     ) -> None:
         self.future = future
         self.loop = loop
         self.raw = raw
+        self.single = single  # one statement: atomic by itself, no savepoint needed
 
 
 def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
@@ -109,12 +111,17 @@ class Database:
 
     # -- use -----------------------------------------------------------------------------------
 
-    async def run(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `op(connection)` in the database's thread, inside a transaction; its result."""
+    def run(
+        self, op: Callable[[sqlite3.Connection], T], *, single: bool = False
+    ) -> asyncio.Future[T]:
+        """Queue `op(connection)` to the database's thread, to run inside a transaction; a
+        future of its result (a plain future, not a coroutine: gathering several costs no
+        task). `single`: `op` executes one statement (SQLite undoes a failed statement by
+        itself, so it needs no savepoint of its own)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._submit(op, _Waiter(future, loop))
-        return await future
+        self._submit(op, _Waiter(future, loop, single=single))
+        return future
 
     async def run_raw(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """`op(connection)` alone, outside any transaction."""
@@ -249,15 +256,16 @@ class Database:
             return
         single = len(batch) == 1
         for op, waiter in batch:
+            guarded = not single and not waiter.single
             try:
-                if not single:
+                if guarded:
                     conn.execute("SAVEPOINT op")
                 result = op(conn)
-                if not single:
+                if guarded:
                     conn.execute("RELEASE op")
                 outcomes.append((waiter, result, None))
             except BaseException as exc:
-                if not single:
+                if guarded:
                     try:
                         conn.execute("ROLLBACK TO op")
                         conn.execute("RELEASE op")

@@ -7,6 +7,7 @@ call (store values), and in the database's thread where the data may be big (con
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -47,7 +48,7 @@ class SqliteKeyValue:
         self.db = db
         self.clock = clock
 
-    async def get(self, namespace: str, key: str) -> Any:
+    def get(self, namespace: str, key: str) -> asyncio.Future[Any]:
         now = self.clock()
 
         def op(conn: sqlite3.Connection) -> Any:
@@ -58,9 +59,11 @@ class SqliteKeyValue:
                 return MISSING
             return json.loads(row[0])
 
-        return await self.db.run(op)
+        return self.db.run(op, single=True)
 
-    async def set(self, namespace: str, key: str, value: Any, *, ttl: float | None = None) -> None:
+    def set(
+        self, namespace: str, key: str, value: Any, *, ttl: float | None = None
+    ) -> asyncio.Future[Any]:
         data = _dumps(value)
         expires = None if ttl is None else self.clock() + ttl
 
@@ -70,16 +73,16 @@ class SqliteKeyValue:
                 (namespace, key, data, expires),
             )
 
-        await self.db.run(op)
+        return self.db.run(op, single=True)
 
-    async def delete(self, namespace: str, key: str) -> bool:
+    def delete(self, namespace: str, key: str) -> asyncio.Future[bool]:
         def op(conn: sqlite3.Connection) -> bool:
             cur = conn.execute("DELETE FROM kv WHERE namespace=? AND key=?", (namespace, key))
             return cur.rowcount > 0
 
-        return await self.db.run(op)
+        return self.db.run(op, single=True)
 
-    async def items(self, namespace: str, prefix: str = "") -> list[tuple[str, Any]]:
+    def items(self, namespace: str, prefix: str = "") -> asyncio.Future[list[tuple[str, Any]]]:
         now = self.clock()
 
         def op(conn: sqlite3.Connection) -> list[tuple[str, Any]]:
@@ -90,11 +93,11 @@ class SqliteKeyValue:
             ).fetchall()
             return [(k, json.loads(v)) for k, v in rows]
 
-        return await self.db.run(op)
+        return self.db.run(op, single=True)
 
-    async def compare_and_set(
+    def compare_and_set(
         self, namespace: str, key: str, expected: Any, value: Any, *, ttl: float | None = None
-    ) -> bool:
+    ) -> asyncio.Future[bool]:
         data = _dumps(value)
         now = self.clock()
         expires = None if ttl is None else now + ttl
@@ -115,15 +118,15 @@ class SqliteKeyValue:
             )
             return True
 
-        return await self.db.run(op)
+        return self.db.run(op)
 
-    async def drop_namespace(self, namespace: str) -> int:
-        return await self.db.run(lambda conn: drop_namespace(conn, namespace))
+    def drop_namespace(self, namespace: str) -> asyncio.Future[int]:
+        return self.db.run(lambda conn: drop_namespace(conn, namespace))
 
-    async def sweep(self) -> int:
+    def sweep(self) -> asyncio.Future[int]:
         """Delete expired values (they are invisible already)."""
         now = self.clock()
-        return await self.db.run(
+        return self.db.run(
             lambda conn: (
                 conn.execute(
                     "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
@@ -180,7 +183,7 @@ class SqliteInbox:
         self.db = db
         self.clock = clock
 
-    async def accept(self, message: IncomingMessage, *, dedupe: bool = True) -> bool:
+    def accept(self, message: IncomingMessage, *, dedupe: bool = True) -> asyncio.Future[bool]:
         data = encode_message(message)
         key = message.message_id if dedupe else None
         now = self.clock()
@@ -193,9 +196,9 @@ class SqliteInbox:
             )
             return cur.rowcount > 0
 
-        return await self.db.run(op)
+        return self.db.run(op, single=True)
 
-    async def claim_next(self, connector_id: str, chat_id: str) -> InboxEntry | None:
+    def claim_next(self, connector_id: str, chat_id: str) -> asyncio.Future[InboxEntry | None]:
         now = self.clock()
 
         def op(conn: sqlite3.Connection) -> InboxEntry | None:
@@ -209,23 +212,24 @@ class SqliteInbox:
                 return None
             return InboxEntry(row[0], decode_message(row[1]), "handling", row[2])
 
-        return await self.db.run(op)
+        return self.db.run(op, single=True)
 
-    async def _mark(self, entry_id: int, state: str) -> None:
+    def _mark(self, entry_id: int, state: str) -> asyncio.Future[Any]:
         now = self.clock()
-        await self.db.run(
+        return self.db.run(
             lambda conn: conn.execute(
                 "UPDATE inbox SET state=?, updated_at=? WHERE id=?", (state, now, entry_id)
-            )
+            ),
+            single=True,
         )
 
-    async def mark_sending(self, entry_id: int) -> None:
-        await self._mark(entry_id, "sending")
+    def mark_sending(self, entry_id: int) -> asyncio.Future[Any]:
+        return self._mark(entry_id, "sending")
 
-    async def mark_done(self, entry_id: int) -> None:
-        await self._mark(entry_id, "done")
+    def mark_done(self, entry_id: int) -> asyncio.Future[Any]:
+        return self._mark(entry_id, "done")
 
-    async def pending_chats(self) -> list[tuple[str, str]]:
+    def pending_chats(self) -> asyncio.Future[list[tuple[str, str]]]:
         def op(conn: sqlite3.Connection) -> list[tuple[str, str]]:
             rows = conn.execute(
                 "SELECT connector, chat, MIN(id) AS first FROM inbox WHERE state='accepted' "
@@ -233,9 +237,9 @@ class SqliteInbox:
             ).fetchall()
             return [(r[0], r[1]) for r in rows]
 
-        return await self.db.run(op)
+        return self.db.run(op)
 
-    async def recover(self) -> list[InboxEntry]:
+    def recover(self) -> asyncio.Future[list[InboxEntry]]:
         now = self.clock()
         kept_after = now - DONE_KEPT_DAYS * 86400
 
@@ -255,17 +259,17 @@ class SqliteInbox:
             entries = [InboxEntry(r[0], decode_message(r[1]), "uncertain", r[2]) for r in rows]
             return sorted(entries, key=lambda e: e.id)
 
-        return await self.db.run(op)
+        return self.db.run(op)
 
-    async def counts(self) -> dict[str, int]:
-        return await self.db.run(inbox_counts)
+    def counts(self) -> asyncio.Future[dict[str, int]]:
+        return self.db.run(inbox_counts)
 
-    async def drop_connector(self, connector_id: str) -> int:
-        return await self.db.run(lambda conn: drop_inbox(conn, connector_id))
+    def drop_connector(self, connector_id: str) -> asyncio.Future[int]:
+        return self.db.run(lambda conn: drop_inbox(conn, connector_id))
 
-    async def entries(self) -> list[InboxEntry]:
+    def entries(self) -> asyncio.Future[list[InboxEntry]]:
         """Every entry still kept, oldest first (inspection and tests)."""
-        return await self.db.run(inbox_entries)
+        return self.db.run(inbox_entries)
 
 
 def inbox_counts(conn: sqlite3.Connection) -> dict[str, int]:
@@ -314,7 +318,7 @@ class SqliteSchedule:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def put(self, job: Job) -> None:
+    def put(self, job: Job) -> asyncio.Future[Any]:
         payload = None if job.payload is None else _dumps(job.payload)
         meta = _dumps(job.meta)
 
@@ -341,26 +345,26 @@ class SqliteSchedule:
                 ),
             )
 
-        await self.db.run(op)
+        return self.db.run(op)
 
-    async def get(self, owner: str, name: str) -> Job | None:
+    def get(self, owner: str, name: str) -> asyncio.Future[Job | None]:
         def op(conn: sqlite3.Connection) -> Job | None:
             row = conn.execute(
                 f"SELECT {_JOB_COLUMNS} FROM jobs WHERE owner=? AND name=?", (owner, name)
             ).fetchone()
             return None if row is None else _job(row)
 
-        return await self.db.run(op)
+        return self.db.run(op)
 
-    async def remove(self, owner: str, name: str) -> bool:
-        return await self.db.run(
+    def remove(self, owner: str, name: str) -> asyncio.Future[bool]:
+        return self.db.run(
             lambda conn: (
                 conn.execute("DELETE FROM jobs WHERE owner=? AND name=?", (owner, name)).rowcount
                 > 0
             )
         )
 
-    async def jobs(self, owner: str | None = None, prefix: str = "") -> list[Job]:
+    def jobs(self, owner: str | None = None, prefix: str = "") -> asyncio.Future[list[Job]]:
         def op(conn: sqlite3.Connection) -> list[Job]:
             if owner is None:
                 rows = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY owner, name")
@@ -372,10 +376,10 @@ class SqliteSchedule:
                 )
             return [_job(r) for r in rows.fetchall()]
 
-        return await self.db.run(op)
+        return self.db.run(op)
 
-    async def drop_owner(self, owner: str) -> int:
-        return await self.db.run(lambda conn: drop_jobs(conn, owner))
+    def drop_owner(self, owner: str) -> asyncio.Future[int]:
+        return self.db.run(lambda conn: drop_jobs(conn, owner))
 
 
 def drop_jobs(conn: sqlite3.Connection, owner: str, prefix: str = "") -> int:
@@ -419,9 +423,9 @@ class SqliteConversations:
         self.db = db
         self.clock = clock
 
-    async def load(
+    def load(
         self, connector_id: str, chat_id: str, *, limit: int, since: float | None = None
-    ) -> list[ChatMessage]:
+    ) -> asyncio.Future[list[ChatMessage]]:
         def op(conn: sqlite3.Connection) -> list[ChatMessage]:
             rows = conn.execute(
                 "SELECT message FROM conversation WHERE connector=? AND chat=? AND at >= ? "
@@ -430,35 +434,35 @@ class SqliteConversations:
             ).fetchall()
             return [chat_message(json.loads(r[0])) for r in reversed(rows)]
 
-        return await self.db.run(op)
+        return self.db.run(op, single=True)
 
-    async def append(
+    def append(
         self, connector_id: str, chat_id: str, messages: Sequence[ChatMessage], *, keep: int
-    ) -> None:
+    ) -> asyncio.Future[Any]:
         items = list(messages)  # frozen messages: safe to read from the database's thread
         now = self.clock()
 
         def op(conn: sqlite3.Connection) -> None:
             append_messages(conn, connector_id, chat_id, items, now, keep)
 
-        await self.db.run(op)
+        return self.db.run(op)
 
-    async def forget(self, connector_id: str, chat_id: str) -> None:
-        await self.db.run(
+    def forget(self, connector_id: str, chat_id: str) -> asyncio.Future[Any]:
+        return self.db.run(
             lambda conn: conn.execute(
                 "DELETE FROM conversation WHERE connector=? AND chat=?", (connector_id, chat_id)
             )
         )
 
-    async def prune(self, before: float) -> int:
-        return await self.db.run(
+    def prune(self, before: float) -> asyncio.Future[int]:
+        return self.db.run(
             lambda conn: conn.execute("DELETE FROM conversation WHERE at < ?", (before,)).rowcount
         )
 
-    async def drop_connector(self, connector_id: str) -> int:
-        return await self.db.run(lambda conn: drop_conversations(conn, connector_id))
+    def drop_connector(self, connector_id: str) -> asyncio.Future[int]:
+        return self.db.run(lambda conn: drop_conversations(conn, connector_id))
 
-    async def rename(self, old: tuple[str, str], new: tuple[str, str]) -> int:
+    def rename(self, old: tuple[str, str], new: tuple[str, str]) -> asyncio.Future[int]:
         """Move the messages of chat `old` to `new` when `new` has none (legacy imports)."""
 
         def op(conn: sqlite3.Connection) -> int:
@@ -474,7 +478,7 @@ class SqliteConversations:
                 ).rowcount
             )
 
-        return await self.db.run(op)
+        return self.db.run(op)
 
 
 def append_messages(

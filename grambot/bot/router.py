@@ -94,8 +94,6 @@ class Bot:
         self._refresh: asyncio.TimerHandle | None = None
         self._kick: asyncio.Handle | None = None
         self._renamed: set[Chat] = set()
-        # a chat's next message claimed (and its history read) with the last one's done
-        self._prefetched: dict[Chat, tuple[InboxEntry | None, list[ChatMessage]]] = {}
         self.scheduler: Scheduler | None = None  # set by the engine: reminders
 
     # -- wiring --------------------------------------------------------------------------------
@@ -164,7 +162,6 @@ class Bot:
         """Stop taking messages; turns in progress may finish within `deadline`; the rest stays
         in the inbox for the next start."""
         cut = await self.workers.stop(deadline)
-        self._prefetched.clear()  # claimed ahead: `handling`, answered at the next start
         if cut:
             logger.warning(
                 "bot: %d chat(s) still busy at shutdown were cut; their messages stay in the "
@@ -208,12 +205,8 @@ class Bot:
     async def _serve(self, chat: Chat) -> Served:
         """Answer the chat's next message (its claim and its history: one round trip)."""
         if chat[0] not in self.registries.connectors:
-            self._prefetched.pop(chat, None)
             return Served.GONE
-        ahead = self._prefetched.pop(chat, None)
-        if ahead is None:
-            ahead = await asyncio.gather(self.inbox.claim_next(*chat), self.history(*chat))
-        entry, history = ahead
+        entry, history = await asyncio.gather(self.inbox.claim_next(*chat), self.history(*chat))
         if entry is None:
             return Served.EMPTY
         await self._answer(chat, entry, history)

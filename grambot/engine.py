@@ -24,11 +24,13 @@ from grambot.plugins.catalog import PluginCatalog, builtin_plugins_dir
 from grambot.plugins.context import MemoryCache
 from grambot.plugins.custom import CustomPlugins, apply_custom_plugins, check_timeout_ms
 from grambot.plugins.descriptor import PluginDescriptor
+from grambot.plugins.durable import DurableServices
 from grambot.plugins.event_engine import PluginEventEngine
 from grambot.plugins.events import PluginEventQueue
 from grambot.plugins.tracking import install_task_tracking
 from grambot.registries import Registries
 from grambot.registries.connectors import CONNECTOR_MESSAGE
+from grambot.scheduling import Scheduler
 from grambot.secrets import FileSecretsStore, SecretsStore, redact_instance_secrets
 from grambot.settings import (
     AgentSettings,
@@ -37,6 +39,7 @@ from grambot.settings import (
     empty_settings,
     load_settings,
 )
+from grambot.storage import STATE_FILE, SqliteState
 
 if TYPE_CHECKING:
     from grambot.core.check import CheckResult
@@ -97,15 +100,31 @@ class Engine:
                 timeout_overrides=self.timeout_overrides,
             )
         )
-        # The bot answers `connector.message` events with the last valid `agent` block.
+        # Durable state (issue 16, docs/state.md): .scout/state.db, opened on first use.
+        self.state = SqliteState(self.scout_dir / STATE_FILE)
+        self.scheduler = Scheduler(self.state.schedule)
+        # The bot answers what connectors put in the inbox (and `connector.message` events)
+        # with the last valid `agent` block.
         self.bot = Bot(
             self.registries,
-            self.scout_dir / "bot",
+            self.state,
             lambda: self.settings.agent,
             redact=lambda owner, text: redact_instance_secrets(self.secrets, owner, text),
+            legacy_dir=self.scout_dir / "bot",
+            on_change=lambda: self.manager.services.on_change(),
+        )
+        self.bot.scheduler = self.scheduler
+        self.answers = bot  # False: messages are accepted into the inbox, nobody answers
+        self._state_started = False
+        self.manager.services.durable = DurableServices(
+            self.state.kv,
+            self.state.inbox,
+            self.bot.wake if bot else lambda connector_id, chat_id: None,
+            self.scheduler.for_instance,
         )
         if bot:
             self.event_engine.register(CONNECTOR_MESSAGE, self.bot.on_event)
+            self.add_listener(self.bot.kick)
 
     # -- the instances (read them here; change them through the methods below) -------------
 
@@ -269,10 +288,26 @@ class Engine:
         self.settings = settings
         self.ignored_edit = None
         self.event_engine.handler_timeout = settings.timeouts.event_handler
+        self.scheduler.timeout = settings.timeouts.event_handler
+        first = not self._state_started
+        if first:
+            await self._start_state()
+        await self.state.set_synchronous(settings.state_synchronous)
         applied = await self.manager.sync_with_settings(settings)
         if applied:
             self._report(settings)
+        if first and self.answers:
+            await self.bot.resume()  # what waits in the inbox is answered from now on
         return applied
+
+    async def _start_state(self) -> None:
+        """Open .scout/state.db (raises StateError, e.g. a database of a newer grambot) and,
+        when this engine answers, recover the inbox before any connector runs."""
+        self._state_started = True
+        self.state.db.synchronous = self.settings.state_synchronous
+        await asyncio.to_thread(self.state.open)
+        if self.answers:
+            await self.bot.recover()
 
     def _report(self, settings: EngineSettings) -> None:
         lines = [str(p) for p in settings.problems]
@@ -311,3 +346,10 @@ class Engine:
         await self.event_engine.stop(drain_deadline)
         await self.bot.stop(drain_deadline)
         await self.manager.unload_all()
+        await self.scheduler.stop()
+        await self.state.close()
+
+    def state_status(self) -> dict[str, Any]:
+        """The inbox in status.json (`uncertainAtStart`: replies that may or may not have gone
+        out when the last run stopped)."""
+        return self.bot.status()

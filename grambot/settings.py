@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, TypeGuard
+from typing import Annotated, Any, Literal, TypeGuard
 
 from pydantic import (
     BaseModel,
@@ -106,6 +106,28 @@ class AgentSettings(BaseModel):
     max_tool_steps: int = Field(5, alias="maxToolSteps", ge=0, le=50)
     max_history: int = Field(40, alias="maxHistory", ge=2, le=1000)
     reply_timeout: float = Field(120.0, alias="replyTimeoutSeconds", gt=0)
+    # -- durable state and bot hygiene (issue 16, issue 13 item 3; docs/state.md) --
+    max_history_chars: int = Field(
+        200_000, alias="maxHistoryChars", ge=1000, description="Characters of history sent."
+    )
+    max_tool_result_chars: int = Field(
+        16_000, alias="maxToolResultChars", ge=100, description="A tool result is cut past this."
+    )
+    history_days: float | None = Field(
+        None, alias="historyDays", gt=0, description="Forget messages older than this (days)."
+    )
+    chat_idle_seconds: float = Field(
+        600.0, alias="chatIdleSeconds", gt=0, description="An idle chat's worker ends after this."
+    )
+    time_zone: str = Field("UTC", alias="timeZone", description="Default zone of the chats.")
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from grambot.scheduling.timing import zone
+
+        zone(value)
+        return value
 
 
 @dataclass(frozen=True)
@@ -124,6 +146,7 @@ class EngineSettings:
     unidentified: tuple[str, ...] = ()
     agent: AgentSettings = field(default_factory=lambda: AgentSettings.model_validate({}))
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    state_synchronous: Literal["normal", "full"] = "normal"  # `state.synchronous`
 
     @property
     def held_instance_ids(self) -> frozenset[str]:
@@ -172,6 +195,14 @@ class TimeoutsModel(BaseModel):
     )
 
 
+class StateSettings(BaseModel):
+    """`"state": {"synchronous": "normal"}`: durability of .scout/state.db (docs/state.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    synchronous: Literal["normal", "full"] = "normal"
+
+
 class EngineKeys(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -181,6 +212,7 @@ class EngineKeys(BaseModel):
     timeouts: TimeoutsModel = TimeoutsModel()
     secrets: dict[str, Any] = Field(default_factory=dict)
     agent: AgentSettings = Field(default_factory=lambda: AgentSettings.model_validate({}))
+    state: StateSettings = Field(default_factory=lambda: StateSettings.model_validate({}))
 
 
 _MESSAGES = {
@@ -396,6 +428,7 @@ def parse_settings(
         unidentified=unidentified,
         agent=engine.agent,
         retry=retry,
+        state_synchronous=engine.state.synchronous,
     )
 
 

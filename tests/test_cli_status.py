@@ -65,6 +65,7 @@ def test_status_of_a_running_engine_as_table_and_json(tmp_path: Path) -> None:
         "ignoredEdit",
         "settingsProblems",
         "instances",
+        "inbox",
     }
     assert data["pid"] == engine.proc.pid
     assert {i["instanceId"]: i["state"] for i in data["instances"]} == {

@@ -392,6 +392,7 @@ def test_status_json_matches_the_schema(tmp_path: Path) -> None:
             "ignoredEdit",
             "settingsProblems",
             "instances",
+            "inbox",
         }
         assert status["pid"] == engine.proc.pid and status["ignoredEdit"] is None
         keys = {

@@ -1,20 +1,22 @@
 """The console connector: a chat over stdin/stdout, for trying grambot with no keys.
 
 A daemon thread reads lines (a blocking read cannot be awaited portably: stdin may be a
-terminal, a pipe or a file) and emits each as a `connector.message` event. When stdin is not a
+terminal, a pipe or a file) and hands each to the engine's durable inbox (`api.inbox`), waiting
+until it is accepted before it reads on. When stdin is not a
 terminal it reads until EOF, so a session can be scripted: `printf 'hi\\n' | grambot run`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
+import time
 from collections.abc import Sequence
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from grambot import CONNECTOR_MESSAGE, Attachment, Plugin, PluginApi
+from grambot import Attachment, IncomingMessage, Plugin, PluginApi
 
 
 class Settings(BaseModel):
@@ -41,10 +43,13 @@ class Console:
         self._replied = threading.Event()
         self._interactive = sys.stdin.isatty()
         self._sequence = 0
+        self._run = f"{time.time_ns():x}"  # message ids stay unique across restarts
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- Connector -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         thread = threading.Thread(target=self._read, name=f"console-reader-{self.id}", daemon=True)
         thread.start()
 
@@ -87,19 +92,27 @@ class Console:
                 continue
             self._sequence += 1
             self._replied.clear()
-            self.api.events.emit(CONNECTOR_MESSAGE, self._payload(text))
+            loop = self._loop
+            if loop is None:
+                return
+            try:
+                accepted = asyncio.run_coroutine_threadsafe(self._accept(text), loop)
+                accepted.result(30)
+            except Exception as exc:  # unloaded meanwhile, or the engine is stopping
+                self.api.logger.warning("console line not taken (%s): %s", type(exc).__name__, text)
+                return
             if self._interactive:
                 self._replied.wait(self.settings.reply_wait)
 
-    def _payload(self, text: str) -> dict[str, Any]:
-        return {
-            "connectorId": self.id,
-            "chatId": self.settings.chat_id,
-            "sender": self.settings.sender,
-            "text": text,
-            "messageId": str(self._sequence),
-            "attachments": [],
-        }
+    async def _accept(self, text: str) -> None:
+        message = IncomingMessage(
+            connector_id=self.id,
+            chat_id=self.settings.chat_id,
+            sender=self.settings.sender,
+            text=text,
+            message_id=f"{self._run}-{self._sequence}",
+        )
+        await self.api.inbox.accept(message)
 
 
 plugin = Plugin(settings_schema=Settings, create=Console)

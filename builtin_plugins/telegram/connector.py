@@ -1,10 +1,11 @@
 """TelegramConnector: long polling in, sendMessage/sendPhoto out, on python-telegram-bot's Bot.
 
-Delivery is at least once: an update is handled (turned into a `connector.message` event, or
-ignored as not allowed) and only then is its id saved as the polling position; a restart resumes
-after it and drops anything at or below it. Sends retry network errors with capped exponential
-backoff and obey flood control (429 `retry_after`). Every error that leaves this module is a
-`grambot.ServiceError` whose text never contains the token.
+Delivery is at least once: an update is handled (accepted into the engine's durable inbox, which
+deduplicates it, or ignored as not allowed) and only then is its id saved as the polling
+position, once per batch of updates, so the next getUpdates confirms it to Telegram; a restart
+resumes after it and drops anything at or below it. Sends retry network errors with capped
+exponential backoff and obey flood control (429 `retry_after`). Every error that leaves this
+module is a `grambot.ServiceError` whose text never contains the token.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from grambot import (
-    CONNECTOR_MESSAGE,
     Attachment,
     IncomingMessage,
     PluginApi,
@@ -247,6 +247,7 @@ class TelegramConnector:
                 continue
             self.api.health.ok("poll")
             delay = s.backoff_initial
+            last: int | None = None  # the last update in the inbox (or ignored) of this batch
             for update in updates:
                 if self.offsets.is_duplicate(update.update_id):
                     self.log.debug("dropping duplicate update %s", update.update_id)
@@ -271,7 +272,9 @@ class TelegramConnector:
                         self._describe(exc),
                     )
                 self._handle_failures.pop(update.update_id, None)
-                self.offsets.save(update.update_id)
+                last = update.update_id
+            if last is not None:  # everything up to it is in the inbox: confirm it upstream
+                await asyncio.to_thread(self.offsets.save, last)
 
     async def _handle(self, update: Update) -> None:
         message = update.message
@@ -307,7 +310,7 @@ class TelegramConnector:
                 ),
             },
         )
-        self.api.events.emit(CONNECTOR_MESSAGE, incoming)
+        await self.api.inbox.accept(incoming)  # durable (deduplicated) before confirming
 
     def _allowed(self, user_id: int | None, chat_id: int) -> bool:
         s = self.settings

@@ -1,8 +1,9 @@
 """The polling position of one bot, kept in the instance's data dir.
 
-`lastUpdateId` is the last update handled; it is written (atomically) after each update is
-handled, so after a restart polling resumes at `lastUpdateId + 1` and anything at or below it is
-dropped as a duplicate. `botId` ties the position to a bot: a new token starts afresh.
+`lastUpdateId` is the last update handled (in the engine's durable inbox, or ignored); it is
+written (atomically) after each batch of updates, so after a restart polling resumes at
+`lastUpdateId + 1` and anything at or below it is dropped as a duplicate. `botId` ties the
+position to a bot: a new token starts afresh.
 """
 
 from __future__ import annotations

@@ -1,30 +1,35 @@
-"""Message routing: a `connector.message` event becomes a reply in the same chat.
+"""Message routing: a message in the inbox becomes a reply in the same chat.
 
-Each (connector, chat) has a queue and a worker task, so messages of one chat are answered in
-order while different chats do not wait for each other; the event handler itself only enqueues,
-so the sequential event queue is never blocked by a slow model.
+    connector ──api.inbox.accept──► Inbox (durable) ──wake──► chat worker (grambot.bot.workers)
+    connector.message event ──────► (at most once: accepted when the event is handled)
+    worker: claim_next ─► turn (model + tools, or a command) ─► mark_sending ─► send ─► done
 
-A turn: the conversation (from disk) goes to the inference provider with the tool definitions;
-tool calls run through the ToolRegistry and their results go back, until a final answer or the
-step limit; the answer goes out through the connector. Every failure becomes a short apology
-naming what failed (never a message that could carry a secret) and a logged traceback, from
-which the failing instance's secret values are removed (a plugin's error may quote them).
+Each chat's worker answers its messages in order; chats do not wait for each other. A message is
+at least once in (accepted before upstream is acknowledged; a turn cut by a restart is handled
+again) and at most once out (marked `sending` durably before the reply goes out; one found
+`sending` at start is `uncertain` and never resent). The conversation is written after the
+reply, off the event loop (grambot.storage).
 
-The registries hold guarded objects (grambot.plugins.guards): whatever a plugin raises reaches
-the bot as an ordinary exception. A chat worker still survives anything but its own
-cancellation, and a worker that ended is started again by the chat's next message.
+A turn: the history (trimmed by count and size) goes to the inference provider with the tool
+definitions; tool calls run through the ToolRegistry (results cut to `maxToolResultChars`), until
+a final answer or the step limit. Every failure becomes a short apology naming what failed and a
+logged traceback without the failing instance's secrets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grambot.bot.conversations import ConversationStore, trim_history
+from grambot.bot.commands import Commands
+from grambot.bot.conversations import cap_content, import_legacy, legacy_part, trim_history
+from grambot.bot.workers import Chat, ChatWorkers, Served
 from grambot.core.failures import engine_cancelled, format_details
 from grambot.errors import CallCancelled
 from grambot.registries import Registries
@@ -37,144 +42,274 @@ from grambot.registries.inference import (
     ToolDefinition,
 )
 from grambot.registries.tools import ToolContext, ToolResult
+from grambot.scheduling import Scheduler
 from grambot.settings import AgentSettings
+from grambot.storage.base import InboxEntry
+from grambot.storage.state import SqliteState
 
 logger = logging.getLogger(__name__)
 
 IMAGE_TOOL = "image_generate"
 # (instance id, text) -> the text without that instance's secret values
 Redactor = Callable[[str, str], str]
-HELP_TEXT = """\
-Commands:
-/help - this message
-/reset - forget this chat's conversation
-/image <prompt> - generate an image
-Anything else goes to {provider}{tools}."""
 
 
 class TurnFailed(Exception):
     """A step of a turn failed; the message is safe to show in the chat."""
 
 
-@dataclass(frozen=True)
-class _Chat:
-    connector_id: str
-    chat_id: str
+@dataclass
+class Reply:
+    text: str
+    files: list[Attachment] = field(default_factory=list)
+    turns: list[ChatMessage] = field(default_factory=list)  # what the conversation gains
 
 
 class Bot:
     def __init__(
         self,
         registries: Registries,
-        data_dir: Path,
+        state: SqliteState,
         agent_settings: Callable[[], AgentSettings],
         redact: Redactor | None = None,
+        *,
+        legacy_dir: Path | None = None,
+        on_change: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.registries = registries
+        self.state = state
+        self.inbox = state.inbox
+        self.conversations = state.conversations
         self._redact = redact
-        self.conversations = ConversationStore(data_dir / "conversations")
         self._agent_settings = agent_settings
-        self._queues: dict[_Chat, asyncio.Queue[IncomingMessage | None]] = {}
-        self._workers: dict[_Chat, asyncio.Task[None]] = {}
+        self._legacy_dir = legacy_dir
+        self._on_change = on_change
+        self.clock = clock
+        self.workers = ChatWorkers(self._serve, lambda: self._agent().chat_idle_seconds)
+        self.commands = Commands(self)
+        self.resumed = False
+        self.uncertain_at_start = 0
+        self.counts: dict[str, int] = {}
+        self._refresh: asyncio.TimerHandle | None = None
+        self._kick: asyncio.Handle | None = None
+        self._renamed: set[Chat] = set()
+        self.scheduler: Scheduler | None = None  # set by the engine: reminders
 
     # -- wiring --------------------------------------------------------------------------------
 
     async def on_event(self, event: Any) -> None:
-        """Handler for `connector.message` events: enqueue for the chat's worker."""
+        """Handler for `connector.message` events (at most once: the connector acknowledged
+        upstream already): into the inbox, never deduplicated."""
         message = incoming_message(event.payload, default_connector=event.instance_id)
         if message is None:
             logger.warning("event %s: connector.message without chat id or text; ignored", event.id)
             return
-        chat = _Chat(message.connector_id, message.chat_id)
-        queue = self._queues.get(chat)
-        if queue is None:
-            queue = self._queues[chat] = asyncio.Queue()
-        worker = self._workers.get(chat)
-        if worker is None or worker.done():  # a worker that ended is replaced
-            self._workers[chat] = asyncio.create_task(
-                self._work(chat, queue), name=f"bot:{chat.connector_id}:{chat.chat_id}"
+        await self.inbox.accept(message, dedupe=False)
+        self.wake(message.connector_id, message.chat_id)
+
+    def wake(self, connector_id: str, chat_id: str) -> None:
+        """A message of this chat is in the inbox (api.inbox.accept calls this)."""
+        if self.resumed:
+            self.workers.wake((connector_id, chat_id))
+            self._schedule_refresh()
+
+    async def recover(self) -> None:
+        """At start, before any connector runs: turns cut by the last stop are handled again;
+        replies that may have gone out are marked uncertain (never resent)."""
+        uncertain = await self.inbox.recover()
+        self.uncertain_at_start = len(uncertain)
+        for entry in uncertain:
+            m = entry.message
+            logger.warning(
+                "bot: the reply to message %s of chat %s/%s may or may not have been sent when "
+                "the engine stopped; marked uncertain, not sent again",
+                m.message_id,
+                m.connector_id,
+                m.chat_id,
             )
-        queue.put_nowait(message)
+
+    async def resume(self) -> None:
+        """After the first reconcile: import old conversation files, then answer what waits."""
+        if self._legacy_dir is not None:
+            try:
+                await import_legacy(self._legacy_dir, self.conversations, self._keep())
+            except OSError as exc:
+                logger.error("bot: importing the old conversation files failed: %s", exc)
+        self.resumed = True
+        await self.commands.resume()
+        await self._wake_pending()
+
+    def kick(self) -> None:
+        """Instances changed (a connector may be back): look for chats waiting for it."""
+        if not self.resumed or self.workers.stopping or self._kick is not None:
+            return
+
+        def run() -> None:
+            self._kick = None
+            task = asyncio.get_running_loop().create_task(self._wake_pending())
+            task.add_done_callback(_log_failure)
+
+        self._kick = asyncio.get_running_loop().call_soon(run)
+
+    async def _wake_pending(self) -> None:
+        for connector_id, chat_id in await self.inbox.pending_chats():
+            if connector_id in self.registries.connectors:
+                self.workers.wake((connector_id, chat_id))
+        await self._refresh_counts()
 
     async def stop(self, deadline: float = 5.0) -> None:
-        """Let the chat workers finish what they hold within `deadline`, then cancel them."""
-        for queue in self._queues.values():
-            queue.put_nowait(None)
-        workers = list(self._workers.values())
-        if workers:
-            _, pending = await asyncio.wait(workers, timeout=deadline)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=1.0)
-                logger.warning(
-                    "bot: %d chat(s) still busy at shutdown were cancelled", len(pending)
-                )
-        self._queues.clear()
-        self._workers.clear()
+        """Stop taking messages; turns in progress may finish within `deadline`; the rest stays
+        in the inbox for the next start."""
+        cut = await self.workers.stop(deadline)
+        if cut:
+            logger.warning(
+                "bot: %d chat(s) still busy at shutdown were cut; their messages stay in the "
+                "inbox and are answered at the next start",
+                cut,
+            )
+        if self._refresh is not None:
+            self._refresh.cancel()
+        await self.commands.stop()
 
-    async def _work(self, chat: _Chat, queue: asyncio.Queue[IncomingMessage | None]) -> None:
-        while (message := await queue.get()) is not None:
-            try:
-                await self.handle(message)
-            except BaseException as exc:  # a chat's failure never stops its worker
-                if engine_cancelled(exc):
-                    raise
-                logger.error(
-                    "bot: chat %s/%s: unexpected failure\n%s", *_names(chat), format_details(exc)
-                )
-                del exc
-                await self._reply(message, "Sorry, something went wrong; details are in the log.")
+    def status(self) -> dict[str, Any]:
+        """For status.json: the inbox by state, and the uncertain replies found at start."""
+        pending = self.counts.get("accepted", 0) + self.counts.get("handling", 0)
+        return {
+            "pending": pending,
+            "sending": self.counts.get("sending", 0),
+            "uncertain": self.counts.get("uncertain", 0),
+            "uncertainAtStart": self.uncertain_at_start,
+            "activeChats": len(self.workers),
+        }
 
-    # -- one message ---------------------------------------------------------------------------
+    def _schedule_refresh(self) -> None:
+        if self._refresh is None:
+            loop = asyncio.get_running_loop()
+            self._refresh = loop.call_later(0.25, self._start_refresh)
 
-    async def handle(self, message: IncomingMessage) -> None:
-        agent = self._agent()
-        text = message.text.strip()
-        command, _, argument = text.partition(" ")
-        if command == "/help":
-            await self._reply(message, self._help(agent))
-        elif command == "/reset":
-            self.conversations.reset(message.connector_id, message.chat_id)
-            await self._reply(message, "Conversation forgotten.")
-        elif command == "/image":
-            await self._image_command(message, agent, argument.strip())
-        else:
-            await self._converse(message, agent)
-
-    async def _converse(self, message: IncomingMessage, agent: AgentSettings) -> None:
-        history = self.conversations.load(message.connector_id, message.chat_id)
-        history.append(ChatMessage(role="user", content=message.text))
-        files: list[Attachment] = []
-        try:
-            reply = await self._run_turn(message, agent, history, files)
-        except TurnFailed as exc:
-            reply = f"Sorry, {exc}"
-            history.append(ChatMessage(role="assistant", content=reply, is_error=True))
-        self.conversations.save(
-            message.connector_id, message.chat_id, trim_history(history, agent.max_history)
+    def _start_refresh(self) -> None:
+        self._refresh = None
+        asyncio.get_running_loop().create_task(self._refresh_counts()).add_done_callback(
+            _log_failure
         )
-        await self._reply(message, reply, files)
 
-    async def _run_turn(
+    async def _refresh_counts(self) -> None:
+        counts = await self.inbox.counts()
+        if counts != self.counts:
+            self.counts = counts
+            self._on_change()
+
+    # -- one chat ------------------------------------------------------------------------------
+
+    async def _serve(self, chat: Chat) -> Served:
+        """Answer the chat's next message (its claim and its history: one round trip)."""
+        if chat[0] not in self.registries.connectors:
+            return Served.GONE
+        entry, history = await asyncio.gather(self.inbox.claim_next(*chat), self.history(*chat))
+        if entry is None:
+            return Served.EMPTY
+        await self._answer(chat, entry, history)
+        return Served.HANDLED
+
+    async def _answer(self, chat: Chat, entry: InboxEntry, history: list[ChatMessage]) -> None:
+        message = entry.message
+        try:
+            reply = await self.respond(message, entry, history)
+        except BaseException as exc:
+            if engine_cancelled(exc):
+                raise
+            logger.error("bot: chat %s/%s: unexpected failure\n%s", *chat, format_details(exc))
+            del exc
+            reply = Reply("Sorry, something went wrong; details are in the log.")
+        await self.inbox.mark_sending(entry.id)
+        self.workers.sending.add(chat)
+        try:
+            await self._send(message, reply.text, reply.files)
+        finally:
+            self.workers.sending.discard(chat)
+        steps: list[Any] = []
+        if reply.turns:
+            steps.append(self.conversations.append(*chat, reply.turns, keep=self._keep()))
+        steps.append(self.inbox.mark_done(entry.id))
+        await asyncio.gather(*steps)  # one commit (group commit) for both
+        self._schedule_refresh()
+
+    async def respond(
+        self,
+        message: IncomingMessage,
+        entry: InboxEntry | None = None,
+        history: list[ChatMessage] | None = None,
+    ) -> Reply:
+        """The reply to one message: a command's, or the model's."""
+        command = await self.commands.run(message, entry)
+        if command is not None:
+            return command
+        return await self._converse(message, self._agent(), entry, history)
+
+    # -- conversation --------------------------------------------------------------------------
+
+    def _keep(self) -> int:
+        return max(2 * self._agent().max_history, 100)
+
+    def history(self, connector_id: str, chat_id: str) -> Awaitable[list[ChatMessage]]:
+        """The chat's recent history (a plain future: it joins a gather without a task)."""
+        agent = self._agent()
+        chat = (connector_id, chat_id)
+        since = None
+        if agent.history_days is not None:
+            since = self.clock() - agent.history_days * 86400
+        load = functools.partial(
+            self.conversations.load, connector_id, chat_id, limit=agent.max_history, since=since
+        )
+        if chat in self._renamed or (
+            legacy_part(connector_id) == connector_id and legacy_part(chat_id) == chat_id
+        ):
+            return load()
+        self._renamed.add(chat)  # a chat the old file store knew under hashed names
+
+        async def renamed_first() -> list[ChatMessage]:
+            old = (legacy_part(connector_id), legacy_part(chat_id))
+            await self.conversations.rename(old, chat)
+            return await load()
+
+        return asyncio.ensure_future(renamed_first())
+
+    async def _converse(
         self,
         message: IncomingMessage,
         agent: AgentSettings,
+        entry: InboxEntry | None,
+        history: list[ChatMessage] | None = None,
+    ) -> Reply:
+        if history is None:
+            history = await self.history(message.connector_id, message.chat_id)
+        turn = [ChatMessage(role="user", content=message.text)]
+        files: list[Attachment] = []
+        extra = {"inboxId": entry.id} if entry is not None else {}
+        context = ToolContext(message.connector_id, message.chat_id, extra)
+        try:
+            text = await self._run_turn(context, agent, history, turn, files)
+        except TurnFailed as exc:
+            text = f"Sorry, {exc}"
+            turn.append(ChatMessage(role="assistant", content=text, is_error=True))
+        return Reply(text, files, turn)
+
+    async def _run_turn(
+        self,
+        context: ToolContext,
+        agent: AgentSettings,
         history: list[ChatMessage],
+        turn: list[ChatMessage],
         files: list[Attachment],
     ) -> str:
         provider_id, provider = self._provider(agent)
         tools = self._tool_definitions(agent)
-        context = ToolContext(connector_id=message.connector_id, chat_id=message.chat_id)
+        chat = (str(context.connector_id), str(context.chat_id))
+        system = ChatMessage(role="system", content=self.commands.system_prompt(chat, agent))
         for _ in range(agent.max_tool_steps + 1):
-            request = InferenceRequest(
-                messages=[
-                    ChatMessage(role="system", content=agent.system_prompt),
-                    *trim_history(history, agent.max_history),
-                ],
-                model=agent.model,
-                tools=tools,
-            )
+            messages = trim_history([*history, *turn], agent.max_history, agent.max_history_chars)
+            request = InferenceRequest(messages=[system, *messages], model=agent.model, tools=tools)
             owner = self.registries.inference.owner_of(provider_id)
             try:
                 async with asyncio.timeout(agent.reply_timeout):
@@ -190,21 +325,21 @@ class Bot:
                     "reloaded or disabled); please send your message again."
                 ) from None
             except Exception as exc:
-                self._log_failure(f"inference provider {provider_id}", owner, exc)
+                self.log_failure(f"inference provider {provider_id}", owner, exc)
                 raise TurnFailed(
                     f"the inference provider '{provider_id}' failed ({type(exc).__name__})."
                 ) from None
-            history.append(
+            turn.append(
                 ChatMessage(role="assistant", content=response.text, tool_calls=response.tool_calls)
             )
             if not response.tool_calls:
                 return response.text or "(no answer)"
             for call in response.tool_calls:
                 result = await self._run_tool(call, agent, context, files)
-                history.append(
+                turn.append(
                     ChatMessage(
                         role="tool",
-                        content=result.text,
+                        content=cap_content(result.text, agent.max_tool_result_chars),
                         tool_call_id=call.id,
                         is_error=result.is_error,
                     )
@@ -221,11 +356,14 @@ class Bot:
         if call.name == IMAGE_TOOL and self._image_provider(agent)[1] is not None:
             prompt = str(call.arguments.get("prompt", ""))
             try:
-                images = await self._generate_images(agent, prompt)
+                images = await self.generate_images(agent, prompt)
             except TurnFailed as exc:
                 return ToolResult(text=str(exc), is_error=True)
             files.extend(images)
             return ToolResult(text=f"generated {len(images)} image(s); they will be sent")
+        builtin = self.commands.tool(call.name)
+        if builtin is not None:
+            return await builtin.execute(dict(call.arguments), context)
         tool = self.registries.tools.get(call.name)
         if tool is None or not self._tool_allowed(agent, call.name):
             return ToolResult(text=f"unknown tool {call.name!r}", is_error=True)
@@ -233,27 +371,14 @@ class Bot:
         try:
             return await tool.execute(dict(call.arguments), context)
         except Exception as exc:
-            self._log_failure(f"tool {call.name}", owner, exc)
+            self.log_failure(f"tool {call.name}", owner, exc)
             return ToolResult(
                 text=f"tool {call.name!r} failed ({type(exc).__name__})", is_error=True
             )
 
     # -- images --------------------------------------------------------------------------------
 
-    async def _image_command(
-        self, message: IncomingMessage, agent: AgentSettings, prompt: str
-    ) -> None:
-        if not prompt:
-            await self._reply(message, "Usage: /image <prompt>")
-            return
-        try:
-            files = await self._generate_images(agent, prompt)
-        except TurnFailed as exc:
-            await self._reply(message, f"Sorry, {exc}")
-            return
-        await self._reply(message, f"Here is your image for: {prompt}", files)
-
-    async def _generate_images(self, agent: AgentSettings, prompt: str) -> list[Attachment]:
+    async def generate_images(self, agent: AgentSettings, prompt: str) -> list[Attachment]:
         provider_id, provider = self._image_provider(agent)
         if provider is None:
             raise TurnFailed("no image provider is enabled.")
@@ -264,7 +389,7 @@ class Bot:
             raise TurnFailed(f"the image provider '{provider_id}' timed out.") from None
         except Exception as exc:
             owner = self.registries.images.owner_of(provider_id) if provider_id else None
-            self._log_failure(f"image provider {provider_id}", owner, exc)
+            self.log_failure(f"image provider {provider_id}", owner, exc)
             raise TurnFailed(
                 f"the image provider '{provider_id}' failed ({type(exc).__name__})."
             ) from None
@@ -306,7 +431,7 @@ class Bot:
                 definitions.append(ToolDefinition(tool.name, tool.description, tool.parameters()))
             except Exception as exc:  # a broken tool is left out, the others are offered
                 owner = self.registries.tools.owner_of(name)
-                self._log_failure(f"tool {name} (its parameters())", owner, exc)
+                self.log_failure(f"tool {name} (its parameters())", owner, exc)
         if self._image_provider(agent)[1] is not None and self._tool_allowed(agent, IMAGE_TOOL):
             definitions.append(
                 ToolDefinition(
@@ -319,39 +444,55 @@ class Bot:
                     },
                 )
             )
+        definitions += [
+            t.definition() for t in self.commands.tools() if self._tool_allowed(agent, t.name)
+        ]
         return definitions
 
-    def _help(self, agent: AgentSettings) -> str:
+    def describe_model(self, agent: AgentSettings) -> tuple[str, list[str]]:
+        """Who answers (for /help) and the tools it may call."""
         try:
             provider_id, provider = self._provider(agent)
             who = f"{provider.label} ('{provider_id}')"
         except TurnFailed:
             who = "no inference provider (none is enabled)"
-        names = [d.name for d in self._tool_definitions(agent)]
-        tools = f", which may use the tools: {', '.join(names)}" if names else ""
-        return HELP_TEXT.format(provider=who, tools=tools)
+        return who, [d.name for d in self._tool_definitions(agent)]
 
-    async def _reply(
-        self, message: IncomingMessage, text: str, files: list[Attachment] | None = None
-    ) -> None:
-        connector = self.registries.connectors.get(message.connector_id)
+    async def _send(self, message: IncomingMessage, text: str, files: list[Attachment]) -> None:
+        await self.send(message.connector_id, message.chat_id, text, files, message.message_id)
+
+    async def send(
+        self,
+        connector_id: str,
+        chat_id: str,
+        text: str,
+        files: list[Attachment] | None = None,
+        reply_to: str | None = None,
+    ) -> bool:
+        """Send through the chat's connector; False (logged) when it is gone or failed."""
+        connector = self.registries.connectors.get(connector_id)
         if connector is None:
-            logger.error("bot: connector %s is gone; reply dropped", message.connector_id)
-            return
-        owner = self.registries.connectors.owner_of(message.connector_id)
+            logger.error("bot: connector %s is gone; reply dropped", connector_id)
+            return False
+        owner = self.registries.connectors.owner_of(connector_id)
         try:
-            await connector.send_message(
-                message.chat_id, text, files=tuple(files or ()), reply_to=message.message_id
-            )
+            await connector.send_message(chat_id, text, files=tuple(files or ()), reply_to=reply_to)
         except Exception as exc:
-            self._log_failure(f"connector {message.connector_id} sending the reply", owner, exc)
+            self.log_failure(f"connector {connector_id} sending the reply", owner, exc)
+            return False
+        return True
 
-    def _log_failure(self, what: str, owner: str | None, exc: BaseException) -> None:
+    def log_failure(self, what: str, owner: str | None, exc: BaseException) -> None:
         """Log a plugin's failure with its traceback, without its instance's secret values."""
         details = format_details(exc)
         if owner is not None and self._redact is not None:
             details = self._redact(owner, details)
         logger.error("bot: %s failed\n%s", what, details)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("bot: background work failed", exc_info=task.exception())
 
 
 def incoming_message(payload: Any, *, default_connector: str) -> IncomingMessage | None:
@@ -386,8 +527,4 @@ def incoming_message(payload: Any, *, default_connector: str) -> IncomingMessage
     )
 
 
-def _names(chat: _Chat) -> tuple[str, str]:
-    return chat.connector_id, chat.chat_id
-
-
-__all__ = ["CONNECTOR_MESSAGE", "Bot", "TurnFailed", "incoming_message"]
+__all__ = ["CONNECTOR_MESSAGE", "Bot", "Reply", "TurnFailed", "incoming_message"]

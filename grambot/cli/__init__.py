@@ -75,6 +75,13 @@ def run(
     except EngineLocked as exc:
         click.echo(f"grambot run: {exc}", err=True)
         sys.exit(EXIT_PROBLEMS)
+    except Exception as exc:  # .scout/state.db unusable (a newer grambot's schema): say so
+        from grambot.storage import StateError
+
+        if not isinstance(exc, StateError):
+            raise
+        click.echo(f"grambot run: {exc}", err=True)
+        sys.exit(EXIT_PROBLEMS)
     # The orderly shutdown is done (status.json removed, the lock released). Exit now: a plugin's
     # non-daemon thread, a pending to_thread job or a task that swallows cancellation must not
     # keep the process alive, as asyncio.run's and the interpreter's cleanup would let them.
@@ -98,6 +105,7 @@ def _add_commands() -> None:
     )
     from grambot.cli.run_plugin import run_plugin_command
     from grambot.cli.secrets import secrets_group
+    from grambot.cli.state import backup_command
     from grambot.cli.status import status_command
 
     for command in (
@@ -115,6 +123,7 @@ def _add_commands() -> None:
         reload_command,
         check_command,
         migrate_command,
+        backup_command,
     ):
         main.add_command(command)
 

@@ -425,9 +425,14 @@ def agent_warnings(settings: EngineSettings) -> list[str]:
 
 @click.command("remove")
 @click.argument("instance_id")
+@click.option(
+    "--purge",
+    is_flag=True,
+    help="Also delete its data folder, secrets, store, inbox entries, jobs and conversations.",
+)
 @workspace_option
-def remove_command(instance_id: str, workspace: Path) -> None:
-    """Remove an instance's entry (its data folder and secrets are kept)."""
+def remove_command(instance_id: str, workspace: Path, purge: bool = False) -> None:
+    """Remove an instance's entry (its data, secrets and stored state are kept unless --purge)."""
     from grambot.settings_edit import EditRefused, find_entry
 
     def change(doc: SettingsEdit) -> str:
@@ -439,6 +444,15 @@ def remove_command(instance_id: str, workspace: Path) -> None:
         return str(entry.get("pluginId"))
 
     plugin_id = _edit(workspace, change, catalog=None, ids=set())
+    if purge:  # issue 16: everything kept for it goes too (grambot.cli.state)
+        from grambot.cli.state import purge_instance
+
+        gone = purge_instance(workspace, instance_id)
+        click.echo(
+            f"removed instance {instance_id!r} (plugin {plugin_id!r}) and deleted "
+            f"{', '.join(gone) or 'nothing else (nothing was kept for it)'}"
+        )
+        return
     data = workspace / ".scout" / "plugins" / instance_id
     click.echo(
         f"removed instance {instance_id!r} (plugin {plugin_id!r}); kept its data "

@@ -27,7 +27,7 @@ from grambot.errors import PluginNotFound, RegistrationError
 from grambot.plugins.allowlist import module_guard
 from grambot.plugins.api import InstanceEvents, InstanceInfo, PluginApi
 from grambot.plugins.catalog import PluginCatalog
-from grambot.plugins.context import CacheBackend, PluginRuntime
+from grambot.plugins.context import CacheBackend, PluginRuntime, cache_namespace
 from grambot.plugins.definition import (
     Plugin,
     migrate_settings,
@@ -59,6 +59,7 @@ from grambot.settings import InstanceConfig, Timeouts
 
 if TYPE_CHECKING:
     from grambot.core.instance import Instance
+    from grambot.plugins.durable import DurableHandles, DurableServices
 
 __all__ = ["NOT_CREATED", "Generation", "Services"]
 
@@ -84,6 +85,7 @@ class Services:
     on_change: Callable[[], None] = lambda: None
     on_retry_due: Callable[[Instance], None] = lambda instance: None
     load_order: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    durable: DurableServices | None = None  # api.store / api.inbox / api.schedule (issue 16)
 
 
 class Generation:
@@ -133,6 +135,7 @@ class Generation:
         self.plugin_object: Any = NOT_CREATED
         self.runtime: PluginRuntime | None = None  # its http client closes on unload
         self.started: list[Any] = []  # connectors started, in order
+        self.durable: DurableHandles | None = None  # its api.store/inbox/schedule
 
     @property
     def instance_id(self) -> str:
@@ -240,6 +243,11 @@ class Generation:
             data_dir=data_dir,
         )
         self.events = InstanceEvents(services.events, config.plugin_id, config.instance_id)
+        if services.durable is not None:
+            if self.durable is not None:
+                self.durable.close()
+            namespace = cache_namespace(self.descriptor, config.instance_id)
+            self.durable = services.durable.handles(config.instance_id, namespace, self.context)
         self.api = PluginApi(
             instance=info,
             settings=settings,
@@ -250,6 +258,7 @@ class Generation:
             data_dir=data_dir,
             runtime=self.runtime,
             health=self.health,
+            durable=self.durable,
         )
         return self.api
 
@@ -306,6 +315,8 @@ class Generation:
             logger.error("instance %s: %s", self.instance_id, exc)
         if self.events is not None:
             self.events.close()
+        if self.durable is not None:  # api.store/inbox refuse from now on; its jobs pause
+            self.durable.close()
 
     def abandon(self) -> None:
         """Release at once, without waiting, what is left of this load (an interrupted load or

@@ -253,6 +253,8 @@ class Instance:
         self.load_seq = next(self._services.load_order)
         retries, self.attempt = self.attempt, 0
         self._set(InstanceState.LOADED)
+        if generation.durable is not None:  # its stored jobs run from now on (issue 16)
+            generation.durable.loaded()
         logger.info(
             "instance %s (plugin %s) loaded%s",
             self.instance_id,

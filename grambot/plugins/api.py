@@ -16,9 +16,11 @@ if TYPE_CHECKING:
 
     from grambot.plugins.context import InstanceCache, InstanceEnv, InstanceVault, PluginRuntime
     from grambot.plugins.descriptor import PluginDescriptor
+    from grambot.plugins.durable import DurableHandles, InstanceInbox, InstanceStore
     from grambot.plugins.events import PluginEvent, PluginEventQueue
     from grambot.plugins.health import InstanceHealth
     from grambot.plugins.registrar import PluginRegistrar
+    from grambot.scheduling import InstanceSchedule
     from grambot.secrets import InstanceSecrets
 
 
@@ -69,6 +71,7 @@ class PluginApi:
     __slots__ = (
         "_data_dir",
         "_data_dir_made",
+        "_durable",
         "_logger",
         "_runtime",
         "engine_settings",
@@ -92,6 +95,7 @@ class PluginApi:
         data_dir: Path | Callable[[], Path],
         runtime: PluginRuntime | None = None,
         health: InstanceHealth | None = None,
+        durable: DurableHandles | None = None,
     ) -> None:
         if health is None:
             from grambot.plugins.health import InstanceHealth
@@ -108,6 +112,7 @@ class PluginApi:
         self._data_dir_made = False
         self._logger: logging.Logger | None = None
         self._runtime = runtime
+        self._durable = durable
 
     @property
     def data_dir(self) -> Path:
@@ -155,8 +160,43 @@ class PluginApi:
         """The plugin's parsed plugin.json."""
         return runtime_of(self).manifest
 
+    # -- durable state (grambot.plugins.durable, grambot.scheduling; docs/state.md) -------------
+
+    @property
+    def store(self) -> InstanceStore:
+        """A persistent key-value store of this instance: `await get/set/delete/keys(prefix)`,
+        `set(..., ttl=)`; kept across restarts (`grambot remove ID --purge` deletes it)."""
+        return durable_of(self).store
+
+    @property
+    def inbox(self) -> InstanceInbox:
+        """`await accept(message)`: the message is durable once this returns; acknowledge it
+        upstream only then. The bot answers it (at least once in, at most once out)."""
+        return durable_of(self).inbox
+
+    @property
+    def schedule(self) -> InstanceSchedule:
+        """Jobs owned by this instance: `await every/cron/at(name, ..., handler)`; persisted,
+        re-registered by name at each load, paused while the instance is unloaded."""
+        schedule = durable_of(self).schedule
+        if schedule is None:
+            raise RuntimeError(
+                f"instance {self.instance.instance_id!r}: no scheduler runs in this engine"
+            )
+        return schedule
+
     def __repr__(self) -> str:
         return f"PluginApi(instance={self.instance.instance_id!r})"
+
+
+def durable_of(api: PluginApi) -> DurableHandles:
+    durable = api._durable
+    if durable is None:
+        raise RuntimeError(
+            f"instance {api.instance.instance_id!r}: this PluginApi was made without durable "
+            "state (api.store, api.inbox, api.schedule): it runs outside an engine"
+        )
+    return durable
 
 
 def runtime_of(api: PluginApi) -> PluginRuntime:

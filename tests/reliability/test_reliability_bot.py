@@ -122,8 +122,10 @@ async def test_faults_through_the_bot_end_in_an_apology_and_the_chat_goes_on(
         assert engine.state_of(instance_id) is InstanceState.LOADED, instance_id
     assert engine.event_engine.running
     # No secret in the chat, the logs or any file but the secrets store (conversations too).
-    conversations = sorted((engine.scout_dir / "bot").rglob("*.json"))
-    assert conversations, "the bot saved no conversation"
+    saved = engine.state.db.run_sync(
+        lambda conn: conn.execute("SELECT COUNT(*) FROM conversation").fetchone()[0]
+    )
+    assert saved, "the bot saved no conversation"  # in .scout/state.db, scanned below
     logged = "\n".join(
         f"{r.getMessage()} {r.exc_text or ''} {r.stack_info or ''}" for r in caplog.records
     )

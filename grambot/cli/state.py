@@ -1,0 +1,77 @@
+"""`grambot backup [FILE]`, and what `grambot remove ID --purge` deletes (docs/state.md)."""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from grambot.cli.common import workspace_option
+
+__all__ = ["backup_command", "purge_instance"]
+
+# never in a backup: the live database files (a consistent copy goes in instead), and what
+# belongs to a running engine
+SKIPPED = {"state.db", "state.db-wal", "state.db-shm", "engine.lock", "status.json", "requests"}
+
+
+@click.command("backup")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@workspace_option
+def backup_command(file: Path | None, workspace: Path) -> None:
+    """Write .scout/ to FILE (a .tar.gz; default grambot-backup-<time>.tar.gz here): settings,
+    secrets, plugin data, and a consistent copy of state.db made with SQLite's online backup
+    (safe while the engine runs). Restore: stop the engine, unpack it into the workspace."""
+    from grambot.storage import STATE_FILE, StateError, open_state
+
+    scout = workspace.resolve() / ".scout"
+    if not scout.is_dir():
+        raise click.ClickException(f"{scout} does not exist: nothing to back up")
+    target = file or Path(f"grambot-backup-{time.strftime('%Y%m%d-%H%M%S')}.tar.gz")
+    with tempfile.TemporaryDirectory(prefix="grambot-backup-") as tmp:
+        snapshot = Path(tmp) / STATE_FILE
+        if (scout / STATE_FILE).exists():
+            try:
+                with open_state(scout / STATE_FILE) as state:
+                    state.backup_to(snapshot)
+            except StateError as exc:
+                raise click.ClickException(str(exc)) from None
+        partial = target.with_name(f".{target.name}.partial")
+        with tarfile.open(partial, "w:gz") as archive:
+            for path in sorted(scout.iterdir()):
+                if path.name not in SKIPPED:
+                    archive.add(path, arcname=f".scout/{path.name}")
+            if snapshot.exists():
+                archive.add(snapshot, arcname=f".scout/{STATE_FILE}")
+        partial.chmod(0o600)  # it holds the secrets
+        partial.replace(target)
+    click.echo(f"backed up {scout} to {target} (it contains the secrets: keep it private)")
+
+
+def purge_instance(workspace: Path, instance_id: str) -> list[str]:
+    """Delete everything kept for `instance_id`: its data folder, its secrets, and in state.db
+    its store, inbox entries, conversations, jobs and the bot's reminders in its chats."""
+    from grambot.cli.secrets import open_workspace_store
+    from grambot.storage import STATE_FILE, open_state
+
+    scout = workspace.resolve() / ".scout"
+    done = []
+    data = scout / "plugins" / instance_id
+    if data.exists():
+        shutil.rmtree(data)
+        done.append(f"data folder {data}")
+    store = open_workspace_store(workspace)
+    keys = store.keys(instance_id)
+    for key in keys:
+        store.delete(instance_id, key)
+    if keys:
+        done.append(f"{len(keys)} secret(s)")
+    if (scout / STATE_FILE).exists():
+        with open_state(scout / STATE_FILE) as state:
+            removed = state.purge_instance(instance_id)
+        done += [f"{n} {what}" for what, n in removed.items() if n]
+    return done

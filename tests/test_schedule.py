@@ -1,0 +1,163 @@
+"""api.schedule and api.store through the real engine (the `jobs` fixture plugin), and cron
+timing across DST changes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from grambot.engine import Engine
+from grambot.errors import RegistrationError
+from grambot.scheduling import next_run
+from grambot.storage import Job
+from tests.conftest import Workspace, entry
+
+
+async def _until(predicate: Any, timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+def _runs(workspace: Workspace, instance: str = "j") -> list[str]:
+    return [c for c in workspace.calls(instance) if c.startswith("run:")]
+
+
+async def test_an_every_job_runs_persists_and_pauses_while_unloaded(
+    engine: Engine, workspace: Workspace
+) -> None:
+    jobs = [{"name": "tick", "every": 0.1}]
+    await engine.apply(workspace.write([entry("j", "jobs", jobs=jobs)]))
+    await _until(lambda: len(_runs(workspace)) >= 2)
+    stored = await engine.state.schedule.get("j", "tick")
+    assert stored is not None and stored.kind == "every" and stored.next_run is not None
+    await engine.apply(workspace.write([entry("j", "jobs", enabled=False, jobs=jobs)]))
+    paused = len(_runs(workspace))
+    await asyncio.sleep(0.4)
+    assert len(_runs(workspace)) == paused  # unloaded: its jobs wait
+    assert await engine.state.schedule.get("j", "tick") is not None  # and stay stored
+    await engine.apply(workspace.write([entry("j", "jobs", jobs=jobs)]))
+    await _until(lambda: len(_runs(workspace)) > paused)
+
+
+async def test_missed_runs_follow_the_job_policy(engine: Engine, workspace: Workspace) -> None:
+    past = time.time() - 3600
+    for name, missed in (("catch-up", "run-once"), ("skipper", "skip")):
+        await engine.state.schedule.put(
+            Job("j", name, "every", "600.0", past, missed=missed)  # due an hour ago
+        )
+    jobs = [
+        {"name": "catch-up", "every": 600, "missed": "run-once"},
+        {"name": "skipper", "every": 600, "missed": "skip"},
+    ]
+    await engine.apply(workspace.write([entry("j", "jobs", jobs=jobs)]))
+    await _until(lambda: _runs(workspace) == ["run:catch-up:0"])
+    await asyncio.sleep(0.2)
+    assert _runs(workspace) == ["run:catch-up:0"]  # once, however many were missed
+    skipper = await engine.state.schedule.get("j", "skipper")
+    assert skipper is not None and skipper.next_run is not None
+    assert skipper.next_run > time.time() + 500  # moved to its next run, not run
+
+
+async def test_a_stored_job_without_handler_is_logged_and_kept(
+    engine: Engine, workspace: Workspace, caplog: pytest.LogCaptureFixture
+) -> None:
+    await engine.state.schedule.put(Job("j", "orphan", "every", "1.0", time.time() - 5))
+    await engine.state.schedule.put(Job("j", "remind:1", "every", "1.0", time.time() - 5))
+    with caplog.at_level(logging.WARNING, "grambot.scheduler"):
+        await engine.apply(workspace.write([entry("j", "jobs", handle=["remind:*"])]))
+        await _until(lambda: _runs(workspace) == ["run:remind:1:0"])
+        await _until(lambda: "stored job 'orphan' has no handler" in caplog.text)
+    assert "instance j" in caplog.text
+    assert await engine.state.schedule.get("j", "orphan") is not None
+
+
+async def test_a_failing_job_is_logged_and_retried_by_policy(
+    engine: Engine, workspace: Workspace, caplog: pytest.LogCaptureFixture
+) -> None:
+    soon = datetime.fromtimestamp(time.time() + 0.05).astimezone().isoformat()
+    jobs = [{"name": "fail-once", "at": soon, "retries": 2, "retry_delay": 0.05}]
+    with caplog.at_level(logging.ERROR, "grambot.scheduler"):
+        await engine.apply(workspace.write([entry("j", "jobs", jobs=jobs)]))
+        await _until(lambda: len(_runs(workspace)) == 3)
+        await _until(lambda: "after 2 retries; dropped" in caplog.text)
+    assert _runs(workspace) == ["run:fail-once:0", "run:fail-once:1", "run:fail-once:2"]
+    assert "instance j: job 'fail-once' failed (RuntimeError: job fail-once failed" in caplog.text
+    assert await engine.state.schedule.get("j", "fail-once") is None
+
+
+async def test_an_at_job_runs_once_and_is_gone(engine: Engine, workspace: Workspace) -> None:
+    soon = datetime.fromtimestamp(time.time() + 0.05).astimezone().isoformat()
+    await engine.apply(workspace.write([entry("j", "jobs", jobs=[{"name": "once", "at": soon}])]))
+    await _until(lambda: _runs(workspace) == ["run:once:0"])
+    await _until(lambda: engine.state.schedule is not None)
+    for _ in range(50):
+        if await engine.state.schedule.get("j", "once") is None:
+            break
+        await asyncio.sleep(0.02)
+    assert await engine.state.schedule.get("j", "once") is None
+
+
+async def test_store_is_per_instance_persistent_and_closed_after_unload(
+    workspace: Workspace,
+) -> None:
+    plugins = [entry("a", "jobs"), entry("b", "jobs")]
+    for loads in (1, 2):
+        engine = Engine(workspace.root, builtin_dir=None, entry_points=False)
+        await engine.event_engine.start()
+        try:
+            await engine.apply(workspace.write(plugins))
+            api_a = engine.instance("a").generation.plugin_object.api  # type: ignore[union-attr]
+            api_b = engine.instance("b").generation.plugin_object.api  # type: ignore[union-attr]
+            assert await api_a.store.get("loads") == loads  # kept across engines
+            await api_a.store.set("mine", {"v": [1, 2]})
+            assert await api_b.store.get("mine") is None  # namespaced per instance
+            await api_a.store.set("brief", 1, ttl=0.05)
+            await asyncio.sleep(0.08)
+            assert await api_a.store.get("brief", "gone") == "gone"
+            assert await api_a.store.keys() == ["loads", "mine"]
+            assert await api_a.store.compare_and_set("cas", api_a.store.MISSING, 1)
+            assert not await api_a.store.compare_and_set("cas", 5, 2)
+            await api_a.store.delete("cas")
+        finally:
+            await engine.stop(drain_deadline=1.0)
+    with pytest.raises(RegistrationError, match="unloaded"):
+        await api_a.store.get("loads")
+
+
+@pytest.mark.parametrize(
+    ("after", "expected"),
+    [
+        # spring forward in Berlin: 02:30 does not exist on 2026-03-29, cron runs at 03:00
+        ("2026-03-28T12:00:00+01:00", "2026-03-29T03:00:00+02:00"),
+        ("2026-03-29T12:00:00+02:00", "2026-03-30T02:30:00+02:00"),
+        # fall back: 02:30 happens twice on 2026-10-25, cron runs once
+        ("2026-10-24T12:00:00+02:00", "2026-10-25T02:30:00+02:00"),
+        ("2026-10-25T02:31:00+02:00", "2026-10-26T02:30:00+01:00"),
+    ],
+)
+def test_cron_across_dst_changes(after: str, expected: str) -> None:
+    start = datetime.fromisoformat(after).timestamp()
+    got = next_run("cron", "30 2 * * *", "Europe/Berlin", start)
+    assert got is not None
+    when = datetime.fromtimestamp(got, ZoneInfo("Europe/Berlin"))
+    assert when.isoformat() == expected
+
+
+def test_a_daily_8_oclock_job_stays_at_8_local_across_dst() -> None:
+    start = datetime.fromisoformat("2026-10-23T09:00:00+02:00").timestamp()
+    hours = []
+    for _ in range(4):
+        start = next_run("cron", "0 8 * * *", "Europe/Berlin", start) or 0
+        hours.append(datetime.fromtimestamp(start, ZoneInfo("Europe/Berlin")).hour)
+    assert hours == [8, 8, 8, 8]

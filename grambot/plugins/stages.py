@@ -33,7 +33,7 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from grambot.core.failures import crash
 from grambot.errors import CallCancelled, PluginCrash, StageTimeout
@@ -294,6 +294,21 @@ class _Limit:
 _NO_LIMIT = _Limit(float("inf"), None)
 
 
+def engine_cancelled_now() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _cancelled(
+    task: asyncio.Task[Any], instance_id: str, stage: str, context: contextvars.Context
+) -> NoReturn:
+    """A stage task cancelled, not by our caller: by the instance's unload, or its own code."""
+    owner = owner_in(context)
+    if owner is not None and owner.closing:
+        raise CallCancelled(instance_id, stage)
+    raise PluginCrash("CancelledError", f"the plugin's own code cancelled its {stage}")
+
+
 async def _await_in_context(
     awaitable: Awaitable[Any],
     instance_id: str,
@@ -306,7 +321,15 @@ async def _await_in_context(
     task = loop.create_task(
         guard(awaitable, instance_id), name=f"{instance_id}:{stage}", context=context
     )
-    wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+    if deadline is None:  # no deadline of our own (a model call): await the task directly
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if engine_cancelled_now() or not task.cancelled():
+                task.cancel()
+                raise  # our caller is being cancelled (and the call with it)
+        return _cancelled(task, instance_id, stage, context)
+    wait = max(0.0, deadline - time.monotonic())
     try:
         done, _ = await asyncio.wait({task}, timeout=wait)
     except asyncio.CancelledError:
@@ -318,11 +341,8 @@ async def _await_in_context(
             "instance %s: %s timed out after %s; its task was cancelled", instance_id, stage, limit
         )
         raise limit.expired(instance_id, stage)
-    if task.cancelled():  # not by our caller: by the instance's unload, or by its own code
-        owner = owner_in(context)
-        if owner is not None and owner.closing:
-            raise CallCancelled(instance_id, stage)
-        raise PluginCrash("CancelledError", f"the plugin's own code cancelled its {stage}")
+    if task.cancelled():
+        _cancelled(task, instance_id, stage, context)
     result = task.result()
     if deadline is not None and time.monotonic() > deadline:
         # Done, but late: it blocked the event loop past its deadline (time.sleep in async

@@ -224,10 +224,13 @@ def _track_timers(loop: asyncio.AbstractEventLoop) -> None:
     changes and the engine's own callbacks pass through untouched."""
 
     def owner_of(callback: object, context: contextvars.Context | None) -> InstanceTasks | None:
-        if _machinery(callback):
-            return None  # a task's step, a future's callback: asyncio's own, governed by the task
+        # On the loop's thread, code runs in its instance's context (stages, tasks, contained
+        # callbacks): the context says whose it is. asyncio's own callbacks (a task's step, a
+        # future's callbacks) are governed by their task, not by us.
         owner = context.get(_current_owner) if context is not None else _current_owner.get()
-        return owner if owner is not None else _owner_of(callback)
+        if owner is None or _machinery(callback):
+            return None
+        return owner
 
     call_at, call_soon, call_soon_threadsafe = (
         loop.call_at,

@@ -45,7 +45,7 @@ from grambot.settings import EngineSettings
 from grambot.signals import EXIT_FORCED, ShutdownSignals, arm_deadline, disarm_deadline
 from grambot.status import STATUS_NAME, StatusWriter
 from grambot.watchdog import LoopWatchdog
-from grambot.watcher import read_live_settings, watch_files, watch_trees
+from grambot.watcher import PluginDirsWatch, read_live_settings, watch_files
 
 __all__ = ["EXIT_FORCED", "EXIT_SHUTDOWN_TIMEOUT", "Runtime", "run"]
 
@@ -99,10 +99,8 @@ class Runtime:
         self._reported: str | None = None
         self._recheck: asyncio.TimerHandle | None = None
         self._secret_digests: dict[str, str] = {}
-        self._watched_dirs: tuple[Path, ...] | None = None
         self._watch_stop = asyncio.Event()
-        self._tree_stop: asyncio.Event | None = None
-        self._tree_task: asyncio.Task[None] | None = None
+        self._plugin_watch = PluginDirsWatch(self._plugin_files_seen)
         self._tasks: list[asyncio.Task[None]] = []
         self.status: StatusWriter | None = None
 
@@ -191,11 +189,9 @@ class Runtime:
         # our own deadline comes first, so that we exit cleanly (code 1) before the hard one
         deadline = loop.time() + self.shutdown_timeout * 0.9
         self._watch_stop.set()
-        if self._tree_stop is not None:
-            self._tree_stop.set()
         if self._recheck is not None:
             self._recheck.cancel()
-        tasks = [t for t in (*self._tasks, self._tree_task) if t is not None]
+        tasks = [*self._tasks, *self._plugin_watch.stop()]
         for task in tasks:
             task.cancel()  # an in-flight reconcile stops here; unload_all undoes what it began
         if tasks:
@@ -361,32 +357,12 @@ class Runtime:
     # -- plugin folders ------------------------------------------------------------------------
 
     def _restart_tree_watcher(self) -> None:
-        dirs = tuple(sorted({d.resolve() for d in self.engine.settings.plugin_dirs if d.is_dir()}))
-        if dirs == self._watched_dirs:
-            return
-        self._watched_dirs = dirs
-        if self._tree_stop is not None:
-            self._tree_stop.set()
-        if self._tree_task is not None:
-            self._tree_task.cancel()
-        self._tree_stop, self._tree_task = None, None
-        if dirs:
-            stop = asyncio.Event()
-            self._tree_stop = stop
-            self._tree_task = asyncio.create_task(
-                self._watch_tree(list(dirs), stop), name="grambot-watch-plugins"
-            )
+        # existing pluginDirs recursively; missing ones until they appear (grambot.watcher)
+        self._plugin_watch.follow(self.engine.settings.plugin_dirs)
 
-    async def _watch_tree(self, dirs: list[Path], stop: asyncio.Event) -> None:
-        try:
-            async for changed in watch_trees(dirs, stop):
-                self._tree_changes |= changed
-                self._wake.set()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("watching plugin folders %s failed", ", ".join(map(str, dirs)))
-            self._watched_dirs = None  # the next settings edit starts a new watcher
+    def _plugin_files_seen(self, changed: set[Path]) -> None:
+        self._tree_changes |= changed
+        self._wake.set()
 
     async def _plugin_files_changed(self, changes: set[Path]) -> None:
         catalog_touched = any(

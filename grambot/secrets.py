@@ -9,21 +9,21 @@ Values never appear in errors or logs: messages name the file, instance and key 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from filelock import BaseFileLock
-
-from grambot.errors import SecretsError
+from grambot.errors import SecretsError, UnsafeFile
+from grambot.files import locked, read_regular
 
 MASKED = "***"
 MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
+MAX_SECRETS_BYTES = 5 * 1024 * 1024  # a bigger secrets.json is refused, never read
 
 
 def secret_forms(value: str) -> set[str]:
@@ -92,16 +92,18 @@ class FileSecretsStore:
         self.path = path
         self._lock_path = path.with_name(path.name + ".lock")
 
-    def _lock(self) -> BaseFileLock:
-        from filelock import FileLock  # imported here: only commands touching secrets pay for it
-
-        return FileLock(str(self._lock_path), timeout=10)
+    def _lock(self) -> contextlib.AbstractContextManager[None]:
+        return locked(
+            self._lock_path, "nothing was stored", error=lambda busy: SecretsError(str(busy))
+        )
 
     def _read(self) -> dict[str, dict[str, str]]:
         try:
-            raw = self.path.read_bytes()
+            raw = read_regular(self.path, MAX_SECRETS_BYTES)
         except FileNotFoundError:
             return {}
+        except UnsafeFile as exc:
+            raise SecretsError(str(exc)) from None
         except OSError as exc:
             raise SecretsError(
                 f"{self.path}: cannot read the secrets file: {exc.strerror}"

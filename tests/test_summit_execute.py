@@ -254,7 +254,7 @@ async def test_register_custom_plugins_default_is_plugin_dirs(
 
 @pytest.mark.parametrize("bad", [0, -5, True, 1.5, "100"])
 def test_register_custom_plugins_checks_the_timeout(engine: Engine, bad: Any) -> None:
-    with pytest.raises(ValueError, match="timeout_ms must be a positive integer"):
+    with pytest.raises(ValueError, match="timeout_ms must be an integer of at least 10 ms"):
         engine.register_custom_plugins(timeout_ms=bad)
 
 

@@ -34,9 +34,9 @@ def _json_option(value: str, what: str) -> Any:
 @click.option("--config", "config_json", default=None, help="The config (JSON object).")
 @click.option(
     "--timeout-ms",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=10),
     default=None,
-    help="Deadline override for this run, over the manifest's timeoutMs.",
+    help="Deadline override for this run (ms, at least 10), over the manifest's timeoutMs.",
 )
 @click.option(
     "--workspace",

@@ -20,6 +20,7 @@ from grambot.bot import Bot
 from grambot.core.instance import Instance, InstanceState, Services, iso
 from grambot.core.manager import PluginManager
 from grambot.errors import SettingsError
+from grambot.masking import MASK
 from grambot.plugins.catalog import PluginCatalog, builtin_plugins_dir
 from grambot.plugins.context import MemoryCache
 from grambot.plugins.custom import CustomPlugins, apply_custom_plugins, check_timeout_ms
@@ -29,7 +30,7 @@ from grambot.plugins.events import PluginEventQueue
 from grambot.plugins.tracking import install_task_tracking
 from grambot.registries import Registries
 from grambot.registries.connectors import CONNECTOR_MESSAGE
-from grambot.secrets import FileSecretsStore, SecretsStore, redact_instance_secrets
+from grambot.secrets import FileSecretsStore, SecretsStore
 from grambot.settings import (
     AgentSettings,
     EngineSettings,
@@ -82,6 +83,7 @@ class Engine:
         self.event_engine = PluginEventEngine(self.queue)
         self.secrets = secrets or FileSecretsStore(self.scout_dir / "secrets.json")
         self.cache = MemoryCache()
+        self.run_plugin_cache = MemoryCache()  # run_plugin's transient instances: never shared
         self.custom_plugins: list[CustomPlugins] = []
         # plugin id -> deadline in ms from register_custom_plugins(timeout_ms=...)
         self.timeout_overrides: dict[str, int] = {}
@@ -102,7 +104,7 @@ class Engine:
             self.registries,
             self.scout_dir / "bot",
             lambda: self.settings.agent,
-            redact=lambda owner, text: redact_instance_secrets(self.secrets, owner, text),
+            redact=lambda owner, text: MASK.redact_instance(self.secrets, owner, text),
         )
         if bot:
             self.event_engine.register(CONNECTOR_MESSAGE, self.bot.on_event)
@@ -158,7 +160,6 @@ class Engine:
         """Check the entry of `instance_id` (or `config`) live, with the stored secrets or these
         candidate ones, without touching what runs (grambot.core.check)."""
         from grambot.core.check import CheckResult, OverlaySecrets, check_entry
-        from grambot.logs import MASK
 
         if config is None:
             config = self.settings.instance(instance_id)

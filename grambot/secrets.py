@@ -3,8 +3,9 @@
 The file backend keeps `.scout/secrets.json` as `{"<instanceId>": {"<key>": "<value>"}}`, mode
 0600, written atomically (temp file + fsync + rename) under a file lock, so a crash mid-write
 never leaves it truncated and a CLI writing while the engine runs never loses an update.
-A plugin sees its secrets through `InstanceSecrets`, which is bound to one instance id.
-Values never appear in errors or logs: messages name the file, instance and key only.
+A plugin sees its secrets through `InstanceSecrets`, which is bound to one instance id; every
+value it reads or writes is taught to the one masker (grambot.masking), so that no error, log
+line or status shows it. Messages about secrets name the file, instance and key only.
 """
 
 from __future__ import annotations
@@ -14,49 +15,14 @@ import json
 import os
 import stat
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
 from grambot.errors import SecretsError, UnsafeFile
 from grambot.files import locked, read_regular
+from grambot.masking import MASK
 
-MASKED = "***"
-MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
 MAX_SECRETS_BYTES = 5 * 1024 * 1024  # a bigger secrets.json is refused, never read
-
-
-def secret_forms(value: str) -> set[str]:
-    """The ways text may show a secret value: as it is, and as quoted by repr()/ascii()
-    (`{token!r}` in an exception message) or by JSON, which escape quotes, backslashes and
-    non-ASCII letters."""
-    return {
-        value,
-        repr(value)[1:-1],
-        ascii(value)[1:-1],
-        json.dumps(value)[1:-1],
-        json.dumps(value, ensure_ascii=False)[1:-1],
-    }
-
-
-def redact(text: str, values: Iterable[str | None]) -> str:
-    """`text` with every form of each value (at least MIN_SECRET_LENGTH long) shown as ***."""
-    forms: set[str] = set()
-    for value in values:
-        if value and len(value) >= MIN_SECRET_LENGTH:
-            forms |= secret_forms(value)
-    for form in sorted(forms, key=len, reverse=True):  # a secret containing another: whole
-        text = text.replace(form, MASKED)
-    return text
-
-
-def redact_instance_secrets(store: SecretsStore, instance_id: str, text: str) -> str:
-    """`text` without the secret values of `instance_id` (plugin errors may quote them)."""
-    try:
-        values = [store.get(instance_id, key) for key in store.keys(instance_id)]
-    except Exception:  # an unreadable store must not hide the original error
-        return text
-    return redact(text, values)
 
 
 class SecretsStore(Protocol):
@@ -182,11 +148,13 @@ class InstanceSecrets:
 
     def get(self, key: str, default: str | None = None) -> str | None:
         value = self._store.get(self._instance_id, key)
+        MASK.add([value])  # what an instance reads may show up in its errors: masked
         return default if value is None else value
 
     def require(self, key: str) -> str:
         """The secret, or an error telling the operator how to set it."""
         value = self._store.get(self._instance_id, key)
+        MASK.add([value])
         if value is None:
             raise SecretsError(
                 f"instance {self._instance_id!r} needs the secret {key!r}: "
@@ -195,6 +163,7 @@ class InstanceSecrets:
         return value
 
     def set(self, key: str, value: str) -> None:
+        MASK.add([value])
         self._store.set(self._instance_id, key, value)
 
     def delete(self, key: str) -> bool:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from grambot.core.failures import describe, engine_cancelled
 from grambot.errors import PluginNotFound, RegistrationError
+from grambot.masking import MASK
 from grambot.plugins.allowlist import module_guard
 from grambot.plugins.api import InstanceEvents, InstanceInfo, PluginApi
 from grambot.plugins.catalog import PluginCatalog
@@ -54,7 +55,7 @@ from grambot.plugins.tracking import (
 )
 from grambot.registries import Registries
 from grambot.retry import RetryPolicy
-from grambot.secrets import InstanceSecrets, SecretsStore, redact_instance_secrets
+from grambot.secrets import InstanceSecrets, SecretsStore
 from grambot.settings import InstanceConfig, Timeouts
 
 if TYPE_CHECKING:
@@ -103,7 +104,7 @@ class Generation:
             descriptor, services.timeouts, services.timeout_overrides.get(descriptor.id)
         )
         self.health = InstanceHealth(
-            lambda text: redact_instance_secrets(services.secrets, instance_id, text),
+            lambda text: MASK.redact_instance(services.secrets, instance_id, text),
             services.on_change,
         )
         health = self.health

@@ -59,7 +59,7 @@ async def _measure(root: Path, trials: int, blocks: int) -> dict[str, list[float
     await engine.event_engine.start()
     try:
         await engine.apply(load_settings(root))
-        if engine.loaded_ids() != ["busy-owner", "quick-owner"]:
+        if sorted(engine.loaded_ids()) != ["busy-owner", "quick-owner"]:
             raise RuntimeError(f"loaded {engine.loaded_ids()}")
         await _trials(engine, None, 5)  # warm-up
         got: dict[str, list[float]] = {"alone": [], "sleep": [], "spin": []}

@@ -46,7 +46,7 @@ async def tools(workspace: Workspace) -> AsyncIterator[Engine]:
     engine = Engine(workspace.root, builtin_dir=None, entry_points=False)
     await engine.event_engine.start()
     await engine.apply(load_settings(workspace.root))
-    assert engine.loaded_ids() == ["a", "b"]
+    assert sorted(engine.loaded_ids()) == ["a", "b"]
     try:
         yield engine
     finally:

@@ -43,7 +43,7 @@ from grambot.plugins.guards import (
     GuardedTool,
 )
 from grambot.plugins.health import InstanceHealth
-from grambot.plugins.limits import Deadline, plugin_deadlines
+from grambot.plugins.limits import Deadline, Limit, plugin_deadlines
 from grambot.plugins.loader import PluginNamespace
 from grambot.plugins.registrar import PluginRegistrar
 from grambot.plugins.stages import Progress, run_stage
@@ -161,7 +161,6 @@ class Generation:
             api = self._make_api(settings)
             return definition, settings, migrated, definition.create(api)
 
-        limit = self.deadlines.create
         (
             self.definition,
             self.settings,
@@ -171,8 +170,7 @@ class Generation:
             prepare,
             instance_id=config.instance_id,
             stage="import",
-            timeout=limit.seconds,
-            timeout_ms=limit.ms,
+            deadline=Deadline.after(self.deadlines.create),
             context=self.context,
             progress=progress,
         )
@@ -180,9 +178,8 @@ class Generation:
     async def create(self, progress: Progress) -> None:
         assert self.definition is not None
         api = self._make_api(self.settings)
-        limit = self.deadlines.create
         self.plugin_object = await self.stage(
-            self.definition.create, "create", limit, api, progress=progress
+            self.definition.create, "create", self.deadlines.create, api, progress=progress
         )
 
     async def call(self, hook: str, progress: Progress) -> None:
@@ -197,18 +194,18 @@ class Generation:
         self,
         fn: Callable[..., Any],
         stage: str,
-        limit: Deadline,
+        limit: Limit,
         *args: Any,
         progress: Progress | None = None,
     ) -> Any:
-        """`fn(*args)` as this instance's code, under `limit` (grambot.plugins.stages)."""
+        """`fn(*args)` as this instance's code, done within `limit` from now
+        (grambot.plugins.stages)."""
         return await run_stage(
             fn,
             *args,
             instance_id=self.instance_id,
             stage=stage,
-            timeout=limit.seconds,
-            timeout_ms=limit.ms,
+            deadline=Deadline.after(limit),
             context=self.context,
             progress=progress,
         )
@@ -331,11 +328,11 @@ async def _contained(instance_id: str, what: str, step: Any, redact: Callable[[s
 
 
 def _guard(
-    instance_id: str, tool_deadline: Deadline, context: contextvars.Context, kind: str, item: Any
+    instance_id: str, tool_limit: Limit, context: contextvars.Context, kind: str, item: Any
 ) -> Any:
     """What the registry holds for `item` (grambot.plugins.guards)."""
     if kind == "tools":
-        return GuardedTool(item, instance_id, tool_deadline, context)
+        return GuardedTool(item, instance_id, tool_limit, context)
     if kind == "inference":
         return GuardedProvider(item, instance_id, context)
     if kind == "images":

@@ -40,7 +40,7 @@ from grambot.plugins.api import InstanceInfo, PluginApi, runtime_of
 from grambot.plugins.context import CacheBackend, PluginRuntime
 from grambot.plugins.definition import DefinitionError, Plugin, validate_settings
 from grambot.plugins.descriptor import PluginDescriptor
-from grambot.plugins.limits import plugin_deadlines
+from grambot.plugins.limits import Deadline, plugin_deadlines
 from grambot.plugins.loader import PluginNamespace
 from grambot.plugins.stages import run_stage
 from grambot.plugins.tracking import InstanceTasks, install_task_tracking, instance_context
@@ -252,8 +252,7 @@ async def run_execute_plugin(
             descriptor.entry_path,
             instance_id=instance_id,
             stage="import",
-            timeout=deadlines.create.seconds,
-            timeout_ms=deadlines.create.ms,
+            deadline=Deadline.after(deadlines.create),
             context=context,
         )
         if not is_execute_style(module):
@@ -271,8 +270,7 @@ async def run_execute_plugin(
             cfg,
             instance_id=instance_id,
             stage="execute",
-            timeout=deadlines.execute.seconds,
-            timeout_ms=deadlines.execute.ms,
+            deadline=Deadline.after(deadlines.execute),
             context=context,
         )
     finally:

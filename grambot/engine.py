@@ -88,6 +88,7 @@ class Engine:
         # plugin id -> deadline in ms from register_custom_plugins(timeout_ms=...)
         self.timeout_overrides: dict[str, int] = {}
         self.ignored_edit: IgnoredEdit | None = None
+        self._stop_handlers: list[Callable[[str], None]] = []
         self.manager = PluginManager(
             Services(
                 catalog=self.catalog,
@@ -97,6 +98,7 @@ class Engine:
                 cache=self.cache,
                 data_root=self.scout_dir / "plugins",
                 timeout_overrides=self.timeout_overrides,
+                request_stop=self._plugin_requests_stop,
             )
         )
         # The bot answers `connector.message` events with the last valid `agent` block.
@@ -131,6 +133,52 @@ class Engine:
     def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener()` after every change of an instance; returns the remover."""
         return self.manager.add_listener(listener)
+
+    def on_stop_request(self, handler: Callable[[str], None]) -> Callable[[], None]:
+        """Call `handler(reason)` when a plugin asks the engine to stop (`grambot run` listens
+        and shuts down as on SIGTERM); returns the remover. The handler may be called from
+        any thread."""
+        self._stop_handlers.append(handler)
+        return lambda: self._stop_handlers.remove(handler)
+
+    def request_stop(
+        self,
+        reason: str,
+        *,
+        instance_id: str | None = None,
+        unless_other_connectors: bool = False,
+    ) -> bool:
+        """Ask whoever runs this engine to stop it (an orderly shutdown: the bot finishes the
+        replies it holds). With `unless_other_connectors`, only when no connector of another
+        instance than `instance_id` is registered (the console at the end of piped input).
+        False when nothing stops: another connector keeps the bot running, or nobody listens
+        (an engine embedded without `grambot run`)."""
+        who = f"instance {instance_id}" if instance_id else "the engine's owner"
+        if unless_other_connectors:
+            connectors = self.registries.connectors
+            owners = {connectors.owner_of(key) for key in connectors}
+            others = sorted(o for o in owners if o is not None and o != instance_id)
+            if others:
+                logger.info(
+                    "%s asks to stop the engine (%s); not stopping: the connectors of %s keep "
+                    "the bot running",
+                    who,
+                    reason,
+                    ", ".join(others),
+                )
+                return False
+        if not self._stop_handlers:
+            logger.warning("%s asks to stop the engine (%s): nothing here can stop it", who, reason)
+            return False
+        logger.info("%s asks to stop the engine: %s", who, reason)
+        for handler in list(self._stop_handlers):
+            handler(reason)
+        return True
+
+    def _plugin_requests_stop(self, instance_id: str, reason: str, unless_others: bool) -> bool:
+        return self.request_stop(
+            reason, instance_id=instance_id, unless_other_connectors=unless_others
+        )
 
     @property
     def agent(self) -> AgentSettings:

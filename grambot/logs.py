@@ -76,9 +76,20 @@ class _Formatter(logging.Formatter):
         return self.mask.apply(line)
 
 
+class _CurrentStderr:
+    """Whatever `sys.stderr` is when a line is written: the console's prompt_toolkit session
+    replaces it while it prompts (`patch_stdout`), so that log lines go above the prompt."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "info", fmt: str = "text", mask: Masker = MASK) -> None:
     """Send grambot's (and plugins') log records to stderr as text or JSON lines."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.StreamHandler[Any] = logging.StreamHandler(_CurrentStderr())
     handler.setFormatter(_Formatter(fmt, mask))
     root = logging.getLogger()
     for old in list(root.handlers):

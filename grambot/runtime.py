@@ -90,6 +90,9 @@ class Runtime:
         )
         self.engine = Engine(self.workspace, secrets=self.secrets, retries=True)
         self._stop = asyncio.Event()
+        self._stop_reason: str | None = None  # a plugin asked to stop (Engine.request_stop)
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        self.engine.on_stop_request(self._stop_requested)
         self._wake = asyncio.Event()
         self._settings_dirty = False
         self._secrets_dirty = False
@@ -115,7 +118,7 @@ class Runtime:
             self.lock.release()
 
     async def _run(self, stop: asyncio.Event | None) -> int:
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop = asyncio.get_running_loop()
         signals = ShutdownSignals(
             loop,
             self._on_signal,
@@ -181,6 +184,18 @@ class Runtime:
         )
         self._stop.set()
 
+    def _stop_requested(self, reason: str) -> None:
+        """A plugin asked the engine to stop (from any thread): as SIGTERM, but the replies in
+        hand may take a third of the shutdown budget, not just the drain deadline."""
+
+        def stop() -> None:
+            self._stop_reason = reason
+            self._stop.set()
+
+        if self._event_loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: we are gone already
+                self._event_loop.call_soon_threadsafe(stop)
+
     async def _shutdown(self) -> int:
         """Every wait of the shutdown fits in `shutdown_timeout` from here; the deadline armed
         now ends the process even if one does not (grambot.signals)."""
@@ -198,7 +213,9 @@ class Runtime:
             await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()) / 4)
         try:
             async with asyncio.timeout_at(deadline):
-                drain = min(self.drain_deadline, max(0.0, deadline - loop.time()) / 3)
+                drain = max(0.0, deadline - loop.time()) / 3
+                if self._stop_reason is None:  # a signal: someone waits for the process to end
+                    drain = min(self.drain_deadline, drain)
                 await self.engine.stop(drain_deadline=drain)
         except TimeoutError:
             logger.error(

@@ -84,6 +84,8 @@ class Services:
     retry_policy: RetryPolicy | None = None  # None: a failure stays `failed` until an edit
     on_change: Callable[[], None] = lambda: None
     on_retry_due: Callable[[Instance], None] = lambda instance: None
+    # (instance id, reason, unless other connectors) -> stopping? (Engine.request_stop)
+    request_stop: Callable[[str, str, bool], bool] = lambda instance_id, reason, sole: False
     load_order: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
 
@@ -246,6 +248,7 @@ class Generation:
             data_dir=data_dir,
             runtime=self.runtime,
             health=self.health,
+            request_stop=functools.partial(services.request_stop, config.instance_id),
         )
         return self.api
 

@@ -52,7 +52,7 @@ from typing import Any
 from grambot.core.failures import crash
 from grambot.errors import CallCancelled
 from grambot.plugins.limits import NEVER, Deadline
-from grambot.plugins.tracking import guard, run_marked
+from grambot.plugins.tracking import close_unstarted, guard, run_marked
 
 __all__ = ["CAPACITY", "IDLE_SECONDS", "Progress", "call_plugin", "run_stage"]
 
@@ -135,6 +135,7 @@ async def _await_in_context(
     task = loop.create_task(
         guard(awaitable, instance_id), name=f"{instance_id}:{stage}", context=context
     )
+    task.add_done_callback(functools.partial(close_unstarted, awaitable))
     # Wait for the task or the deadline, whichever comes first (asyncio.wait, without its
     # generality): the task is never awaited directly, so that our caller's cancellation and
     # the task's own (by the instance's unload) stay apart.

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import inspect
 import logging
 import sys
 import threading
@@ -198,6 +199,7 @@ def install_task_tracking(loop: asyncio.AbstractEventLoop) -> None:
             and asyncio.iscoroutine(coro)
             and getattr(coro, "cr_code", None) is not guard.__code__
         )
+        inner = coro
         if background:
             assert owner is not None
             coro = guard(coro, owner.instance_id)
@@ -209,6 +211,7 @@ def install_task_tracking(loop: asyncio.AbstractEventLoop) -> None:
             owner.tasks.add(task)
             if background:
                 task.add_done_callback(owner._task_done)
+                task.add_done_callback(functools.partial(close_unstarted, inner))
         return task
 
     factory._grambot_tracking = True  # type: ignore[attr-defined]
@@ -367,6 +370,17 @@ def run_marked(instance_id: str, callback: Callable[..., T], *args: Any) -> T:
         return callback(*args)
     finally:
         ON_LOOP.instance_id = previous
+
+
+def close_unstarted(awaitable: object, _task: object = None) -> None:
+    """Close `awaitable` if it is a coroutine that never started: its guard's task was
+    cancelled before its first step (prompt_toolkit cancels background tasks that fast), and
+    the wrapped coroutine would otherwise be collected with "was never awaited" warnings."""
+    if (
+        asyncio.iscoroutine(awaitable)
+        and inspect.getcoroutinestate(awaitable) == inspect.CORO_CREATED
+    ):
+        awaitable.close()
 
 
 class _Steps:

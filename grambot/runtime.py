@@ -35,6 +35,7 @@ from grambot.engine import Engine
 from grambot.errors import SecretsError
 from grambot.lock import EngineLock
 from grambot.logs import MASK
+from grambot.sd_notify import SystemdNotifier
 from grambot.secret_backends import (
     SecretsConfig,
     SelectedSecretsStore,
@@ -106,6 +107,7 @@ class Runtime:
         self._plugin_watch = PluginDirsWatch(self._plugin_files_seen)
         self._tasks: list[asyncio.Task[None]] = []
         self.status: StatusWriter | None = None
+        self.systemd: SystemdNotifier | None = None  # under systemd's Type=notify
 
     # -- the process ---------------------------------------------------------------------------
 
@@ -137,7 +139,10 @@ class Runtime:
         self.status = StatusWriter(
             self.scout, self.engine, min_interval=self.status_interval, heartbeat=self.heartbeat
         )
+        systemd = self.systemd = SystemdNotifier.from_environ()
         try:
+            if systemd is not None:
+                systemd.start_watchdog(loop)  # from the loop: a frozen loop misses its pings
             self.status.write_now()
             self.status.start_heartbeat()
             watchdog.start()
@@ -164,12 +169,16 @@ class Runtime:
                 f" ({', '.join(loaded)})" if loaded else "",
                 self.engine.settings.path,
             )
+            if systemd is not None:
+                systemd.send("READY=1", f"STATUS={len(loaded)} instance(s) loaded")
             await self._stop.wait()
             return await self._shutdown()
         finally:
             if waiter is not None:
                 waiter.cancel()
             watchdog.stop()
+            if systemd is not None:
+                systemd.close()
             signals.restore()
             disarm_deadline()  # the shutdown is over; an embedding process lives on
             if self.status is not None:
@@ -200,6 +209,8 @@ class Runtime:
         """Every wait of the shutdown fits in `shutdown_timeout` from here; the deadline armed
         now ends the process even if one does not (grambot.signals)."""
         arm_deadline(self.shutdown_timeout, self.scout / STATUS_NAME)
+        if self.systemd is not None:
+            self.systemd.send("STOPPING=1", "STATUS=shutting down")
         loop = asyncio.get_running_loop()
         # our own deadline comes first, so that we exit cleanly (code 1) before the hard one
         deadline = loop.time() + self.shutdown_timeout * 0.9

@@ -42,6 +42,7 @@ from grambot.secret_backends import (
     open_store,
     secrets_config,
 )
+from grambot.secret_sources import ExternalSecrets
 from grambot.settings import EngineSettings
 from grambot.signals import EXIT_FORCED, ShutdownSignals, arm_deadline, disarm_deadline
 from grambot.status import STATUS_NAME, StatusWriter
@@ -84,8 +85,10 @@ class Runtime:
         self.stall_threshold = stall_threshold
         self.lock = EngineLock(self.workspace)
         self.secrets_config = SecretsConfig()
+        # GRAMBOT_SECRET__* and GRAMBOT_SECRETS_DIR, ahead of the store (its folder is watched)
+        self.external_secrets = ExternalSecrets()
         self.secrets = SelectedSecretsStore(
-            open_store(self.workspace, self.secrets_config),
+            open_store(self.workspace, self.secrets_config, self.external_secrets),
             on_write=self._own_secret_write,
             on_value=lambda value: MASK.add([value]),
         )
@@ -143,6 +146,11 @@ class Runtime:
         try:
             if systemd is not None:
                 systemd.start_watchdog(loop)  # from the loop: a frozen loop misses its pings
+            if self.external_secrets:
+                self.external_secrets.learn()  # masked from the first line on
+                logger.info(
+                    "secrets: %s, ahead of the secrets store", self.external_secrets.describe()
+                )
             self.status.write_now()
             self.status.start_heartbeat()
             watchdog.start()
@@ -326,25 +334,41 @@ class Runtime:
 
         self._recheck = asyncio.get_running_loop().call_later(self.recheck_interval, recheck)
 
+    def _secrets_dir(self) -> Path | None:
+        """GRAMBOT_SECRETS_DIR when it is a folder, to watch like secrets.json."""
+        folder = self.external_secrets.directory
+        if folder is None or folder.resolve() == self.scout:
+            return None
+        if not folder.is_dir():
+            logger.warning(
+                "%s is not a folder: no secrets come from it, and it is not watched", folder
+            )
+            return None
+        return folder
+
     # -- the loop ------------------------------------------------------------------------------
 
     async def _watch_scout(self) -> None:
         names = {SETTINGS_NAME, *SECRETS_NAMES}
         requests = self.scout / REQUESTS_DIR
+        secrets_dir = self._secrets_dir()
 
         def accept(path: Path) -> bool:
-            return path.name in names if path.parent == self.scout else is_request(path)
+            if path.parent == self.scout:
+                return path.name in names
+            return path.parent == secrets_dir or is_request(path)
 
         while not self._watch_stop.is_set():
             try:
                 requests.mkdir(parents=True, exist_ok=True)
                 self._requests_dirty = True  # requests written before the watch began
                 self._wake.set()
-                async for changed in watch_files([self.scout, requests], accept, self._watch_stop):
+                folders = [self.scout, requests, *([secrets_dir] if secrets_dir else [])]
+                async for changed in watch_files(folders, accept, self._watch_stop):
                     found = {p.name for p in changed if p.parent == self.scout}
                     if SETTINGS_NAME in found:
                         self._settings_dirty = True
-                    if found & SECRETS_NAMES:
+                    if found & SECRETS_NAMES or any(p.parent == secrets_dir for p in changed):
                         self._secrets_dirty = True
                     if any(is_request(p) for p in changed):
                         self._requests_dirty = True
@@ -437,7 +461,7 @@ class Runtime:
         if problems or config == self.secrets_config:
             return
         self.secrets_config = config
-        self.secrets.current = open_store(self.workspace, config)
+        self.secrets.current = open_store(self.workspace, config, self.external_secrets)
         logger.info("secrets backend: %s", self.secrets.current)
         self._secrets_dirty = True
         self._wake.set()
@@ -454,6 +478,7 @@ class Runtime:
     def _digests(self) -> dict[str, str] | None:
         ids = [i.instance_id for i in self.engine.instances()]
         try:
+            self.external_secrets.learn()  # masked before any instance reads them
             return {i: self._digest(i) for i in ids}
         except SecretsError as exc:
             logger.error("cannot read secrets: %s", exc)

@@ -73,6 +73,7 @@ class Runtime:
         recheck_interval: float = 0.5,
         heartbeat: float = 5.0,
         stall_threshold: float = 1.0,
+        log_messages: bool = False,
     ) -> None:
         self.workspace = workspace.resolve()
         self.scout = self.workspace / ".scout"
@@ -93,6 +94,7 @@ class Runtime:
             on_value=lambda value: MASK.add([value]),
         )
         self.engine = Engine(self.workspace, secrets=self.secrets, retries=True)
+        self.engine.bot.log_messages = log_messages  # message texts in the log (masked)
         self._stop = asyncio.Event()
         self._stop_reason: str | None = None  # a plugin asked to stop (Engine.request_stop)
         self._event_loop: asyncio.AbstractEventLoop | None = None
@@ -176,6 +178,7 @@ class Runtime:
                 len(loaded),
                 f" ({', '.join(loaded)})" if loaded else "",
                 self.engine.settings.path,
+                extra={"event": "engine.ready"},
             )
             if systemd is not None:
                 systemd.send("READY=1", f"STATUS={len(loaded)} instance(s) loaded")
@@ -198,6 +201,7 @@ class Runtime:
             "%s received: shutting down within %g s (send it again to exit at once)",
             name,
             self.shutdown_timeout,
+            extra={"event": "engine.stopping"},
         )
         self._stop.set()
 
@@ -241,9 +245,10 @@ class Runtime:
                 "shutdown did not finish within %s s; exiting with instances still unloading: %s",
                 self.shutdown_timeout,
                 ", ".join(i.instance_id for i in self.engine.instances()) or "none",
+                extra={"event": "engine.shutdown-timeout"},
             )
             return EXIT_SHUTDOWN_TIMEOUT
-        logger.info("grambot stopped")
+        logger.info("grambot stopped", extra={"event": "engine.stopped"})
         return 0
 
     # -- settings ------------------------------------------------------------------------------
@@ -315,12 +320,13 @@ class Runtime:
                     "ignoring this edit of the settings file; the running instances stay as they "
                     "are until the next valid edit:\n%s",
                     read.error,
+                    extra={"event": "settings.ignored"},
                 )
                 self.engine.ignore_edit(read.error)
                 self._reported = read.digest
             return
         assert read.settings is not None
-        logger.info("%s changed: reconciling", path)
+        logger.info("%s changed: reconciling", path, extra={"event": "settings.changed"})
         await self._apply(read.settings, read.digest)
 
     def _schedule_recheck(self) -> None:
@@ -404,7 +410,8 @@ class Runtime:
                 if engine_cancelled(exc):
                     raise
                 logger.error(
-                    "reconcile loop: unexpected error; carrying on\n%s", format_details(exc)
+                    "reconcile loop: unexpected error; carrying on",
+                    extra={"event": "engine.error", "details": format_details(exc)},
                 )
                 del exc
 
@@ -504,7 +511,9 @@ class Runtime:
         if not ids:
             logger.debug("secrets changed; no running instance is affected")
             return
-        logger.info("secrets of %s changed: reloading", ", ".join(ids))
+        logger.info(
+            "secrets of %s changed: reloading", ", ".join(ids), extra={"event": "secrets.changed"}
+        )
         await self.engine.reload(ids)
 
 
@@ -526,6 +535,7 @@ async def run(
     reload_plugins: bool = False,
     shutdown_timeout: float = 60.0,
     heartbeat: float = 5.0,
+    log_messages: bool = False,
 ) -> int:
     """Run the engine of `workspace` until SIGINT/SIGTERM (or `stop` is set); returns exit code.
 
@@ -536,5 +546,6 @@ async def run(
         reload_plugins=reload_plugins,
         shutdown_timeout=shutdown_timeout,
         heartbeat=heartbeat,
+        log_messages=log_messages,
     )
     return await runtime.run(stop)

@@ -291,3 +291,33 @@ def test_a_running_engine_takes_secrets_from_variables(tmp_path: Path) -> None:
         assert engine.stop() == 0, engine.output
     assert ENV_TOKEN not in engine.output
     assert "1 from GRAMBOT_SECRET__* variables" in engine.output
+
+
+def _kubernetes_secret(folder: Path, version: str, values: dict[str, str]) -> None:
+    """Write `values` the way the kubelet updates a Secret volume: a new hidden folder, a
+    `..data_tmp` link to it renamed over `..data`, and per-key links through `..data`."""
+    data = folder / f"..{version}"
+    data.mkdir()
+    for name, value in values.items():
+        (data / name).write_text(value)
+        if not (folder / name).is_symlink():
+            (folder / name).symlink_to(Path("..data") / name)
+    (folder / "..data_tmp").symlink_to(data.name)
+    os.replace(folder / "..data_tmp", folder / "..data")
+
+
+def test_a_running_engine_follows_a_kubernetes_secret_volume(tmp_path: Path) -> None:
+    folder = tmp_path / "k8s"
+    folder.mkdir()
+    _kubernetes_secret(folder, "v1", {"s__token": DIR_TOKEN})
+    ws = workspace_with(tmp_path / "ws", [entry("s", "secretive")])
+    token_sha = ws / ".scout" / "plugins" / "s" / "token_sha"
+    engine = EngineProcess(ws, env={"GRAMBOT_SECRETS_DIR": str(folder)})
+    try:
+        engine.wait_states({"s": "loaded"})
+        assert token_sha.read_text() == _sha(DIR_TOKEN)
+        _kubernetes_secret(folder, "v2", {"s__token": "rotated-by-kubelet"})
+        wait_until(lambda: token_sha.read_text() == _sha("rotated-by-kubelet"), what="reload")
+    finally:
+        assert engine.stop() == 0, engine.output
+    assert "rotated-by-kubelet" not in engine.output and "..data" not in engine.output

@@ -321,3 +321,13 @@ def test_a_running_engine_follows_a_kubernetes_secret_volume(tmp_path: Path) -> 
     finally:
         assert engine.stop() == 0, engine.output
     assert "rotated-by-kubelet" not in engine.output and "..data" not in engine.output
+
+
+def test_remove_purge_deletes_the_stored_secrets_and_leaves_the_environments(
+    tmp_path: Path,
+) -> None:
+    ws, env = _cli_ws(tmp_path)
+    done = _cli(ws, env, "remove", "tg", "--purge")
+    assert done.exit_code == 0, done.output
+    assert "tg" not in json.loads((ws / ".scout" / "secrets.json").read_text())
+    assert (tmp_path / "run-secrets" / "tg__apiKey").exists()

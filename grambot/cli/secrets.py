@@ -9,6 +9,7 @@ through `.scout/secrets.changed` and reloads that instance.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import sys
 import time
@@ -139,8 +140,9 @@ def mask(value: str) -> str:
 
 @secrets_group.command("list")
 @click.argument("instance_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: instance -> key -> source.")
 @workspace_option
-def list_command(instance_id: str | None, workspace: Path) -> None:
+def list_command(instance_id: str | None, as_json: bool, workspace: Path) -> None:
     """List secret keys (never values) and where each comes from (store, dir: a file of
     GRAMBOT_SECRETS_DIR, env: a GRAMBOT_SECRET__ variable), of one instance or of all."""
     from grambot.secret_backends import store_instance_ids
@@ -151,6 +153,13 @@ def list_command(instance_id: str | None, workspace: Path) -> None:
     with _errors("cannot list secrets"):
         ids = [instance_id] if instance_id else store_instance_ids(store)
         rows = [(i, _sources(store, i)) for i in ids]
+    if as_json:
+        listing = {
+            i: {k: {"source": src, "where": where or None} for k, (src, where) in sources.items()}
+            for i, sources in rows
+        }
+        click.echo(json.dumps({"backend": _where(store), "instances": listing}, indent=2))
+        return
     if instance_id is not None:
         sources = rows[0][1]
         width = max((len(key) for key in sources), default=0)

@@ -69,7 +69,10 @@ workspace_option = click.option(
 )
 
 
+ERROR_PREFIX = "error: "  # the one prefix of every error a command prints (warnings: "warning: ")
+
+
 def fail(message: str, code: int = EXIT_PROBLEMS) -> NoReturn:
-    """Print `message` on stderr and exit with `code`."""
-    click.echo(message, err=True)
+    """Print `error: message` on stderr and exit with `code`."""
+    click.echo(message if message.startswith(ERROR_PREFIX) else ERROR_PREFIX + message, err=True)
     raise SystemExit(code)

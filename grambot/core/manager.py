@@ -23,7 +23,9 @@ import contextvars
 import gc
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from contextvars import Context
+from typing import Any
 
 from grambot.core.failures import Failure
 from grambot.core.instance import Generation, Instance, InstanceState, Services
@@ -44,6 +46,7 @@ class PluginManager:
         self.services = services
         services.on_change = self._changed
         services.on_retry_due = self._retry_due
+        services.on_lost = self._lost
         self._instances: dict[str, Instance] = {}
         self._lock = asyncio.Lock()
         self._latest: EngineSettings | None = None
@@ -269,9 +272,11 @@ class PluginManager:
     # -- retries ---------------------------------------------------------------------------
 
     def _retry_due(self, instance: Instance) -> None:
-        task = asyncio.get_running_loop().create_task(
-            self._retry(instance), name=f"grambot-retry:{instance.instance_id}"
-        )
+        self._background(self._retry(instance), f"grambot-retry:{instance.instance_id}")
+
+    def _background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """The engine's own work, in a fresh context; cancelled at shutdown."""
+        task = asyncio.get_running_loop().create_task(work, name=name, context=Context())
         self._retry_tasks.add(task)
         task.add_done_callback(self._retry_tasks.discard)
 
@@ -283,6 +288,16 @@ class PluginManager:
                 return  # edited, removed or rescheduled meanwhile
             logger.info("instance %s: retry %d", instance.instance_id, instance.attempt)
             await self._bring_up([(instance, None, None)], retry=True)
+
+    def _lost(self, instance: Instance, generation: Generation, failure: Failure) -> None:
+        """An isolated instance's child ended unasked: fail it (after the operation in
+        progress) so that its retry restarts it."""
+        self._background(self._fail_lost(instance, generation, failure), "grambot-lost")
+
+    async def _fail_lost(self, instance: Instance, gen: Generation, failure: Failure) -> None:
+        async with self._lock:
+            if self._instances.get(instance.instance_id) is instance:
+                await instance.lost(gen, failure)
 
     def _changed(self) -> None:
         """Tell the listeners (status), on the loop's thread and in the engine's own context:

@@ -20,6 +20,7 @@ from grambot.errors import ProcessLost
 from grambot.isolation import landlock
 from grambot.registries.tools import ToolContext, ToolResult
 from tests.conftest import FIXTURE_PLUGINS, Workspace, entry
+from tests.runproc import EngineProcess, wait_until, workspace_with
 
 ISOLATION_FIXTURES = Path(__file__).parent / "fixtures" / "isolation"
 DIRS = [str(FIXTURE_PLUGINS), str(ISOLATION_FIXTURES)]
@@ -295,3 +296,107 @@ async def test_a_healthy_in_process_instance_keeps_answering(
     assert len(latencies) > 20
     p99 = statistics.quantiles(latencies, n=100)[98]
     assert p99 <= 0.1 and max(latencies) <= 0.5, (p99, max(latencies))
+
+
+# -- a real `grambot run` -------------------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is gone
+    except FileNotFoundError:
+        return False
+
+
+def _children_of(status: dict[str, Any]) -> list[int]:
+    return [
+        i["isolation"]["pid"]
+        for i in status["instances"]
+        if i["isolation"]["mode"] == "process" and i["isolation"]["pid"]
+    ]
+
+
+def test_no_child_outlives_a_sigkilled_engine(tmp_path: Path) -> None:
+    root = workspace_with(tmp_path, [rogue("a", tool="a"), rogue("b", tool="b")], pluginDirs=DIRS)
+    engine = EngineProcess(root)
+    try:
+        engine.wait_ready()
+        pids = wait_until(
+            lambda: (
+                len(_children_of(engine.status() or {"instances": []})) == 2
+                and _children_of(engine.status() or {})
+            ),
+            what="two children in status.json",
+        )
+        assert all(_alive(pid) for pid in pids)
+    finally:
+        engine.kill()  # SIGKILL: the engine cannot tidy anything
+    wait_until(lambda: not any(_alive(pid) for pid in pids), timeout=5, what="no orphans")
+
+
+def test_a_stopping_engine_stops_its_children(tmp_path: Path) -> None:
+    plugins = [rogue("a", tool="a", load_does="hang-unload")]
+    root = workspace_with(tmp_path, plugins, pluginDirs=DIRS, timeouts={"unload": 0.5})
+    engine = EngineProcess(root, "--shutdown-timeout", "10")
+    engine.wait_ready()
+    pids = wait_until(lambda: _children_of(engine.status() or {"instances": []}), what="child")
+    started = time.monotonic()
+    assert engine.stop() == 0, engine.output
+    assert time.monotonic() - started < 10
+    assert not any(_alive(pid) for pid in pids)
+
+
+# -- settings -------------------------------------------------------------------------------
+
+
+def test_bad_isolation_keys_are_named(tmp_path: Path) -> None:
+    from grambot.errors import SettingsError
+    from grambot.settings import parse_settings
+
+    path = tmp_path / "settings.json"
+    bad_entry = {**entry("a", "probe"), "isolation": "proc", "memoryMb": 8, "sandbox": "maybe"}
+    parsed = parse_settings(json.dumps({"plugins": [bad_entry]}), path=path, workspace=tmp_path)
+    problems = {p.json_path: p.message for p in parsed.problems}
+    assert problems == {
+        "plugins[0].isolation": "isolation must be one of 'inprocess' or 'process'",
+        "plugins[0].memoryMb": "memoryMb must be at least 32",
+        "plugins[0].sandbox": "sandbox must be one of 'required' or 'best-effort'",
+    }
+    assert parsed.held == {"a": tuple(str(p) for p in parsed.problems)}
+    with pytest.raises(SettingsError, match=r"isolation\.default"):
+        parse_settings(
+            '{"plugins": [], "isolation": {"default": "x"}}', path=path, workspace=tmp_path
+        )
+
+
+def test_an_isolation_change_is_a_change_of_the_entry() -> None:
+    from dataclasses import replace
+
+    from grambot.core.plan import differs
+    from grambot.settings import InstanceConfig
+
+    config = InstanceConfig("a", "probe", True, {}, "plugins[0]")
+    assert differs(config, replace(config, isolation="process"))
+    assert differs(config, replace(config, isolation_default="process"))
+    assert differs(
+        replace(config, isolation="process"), replace(config, isolation="process", memory_mb=64)
+    )
+    # "inprocess" said or not: the same mode, but no longer the manifest's to decide
+    assert differs(config, replace(config, isolation="inprocess"))
+    assert not differs(replace(config, isolation="process"), replace(config, isolation="process"))
+
+
+async def test_a_connector_and_secrets_work_across(engine: Engine, workspace: Workspace) -> None:
+    engine.secrets.set("r", "token", "tok-123456789")
+    engine.secrets.set("other", "token", "not-yours")
+    await engine.apply(write(workspace, [rogue(connector=True)]))
+    assert engine.registries.connectors.keys() == ["r"]
+    outbox = workspace.data_dir("r") / "outbox.log"
+    assert outbox.read_text().split("\n")[0] == "start"  # started as the child's stage
+    await engine.bot.send("r", "chat-1", "hello there")
+    assert (await call(engine, "rogue", do="secret")).text == "tok-123456789"
+    env = (await call(engine, "rogue", do="env")).text.split(",")
+    assert "TMPDIR" in env and not [name for name in env if "GRAMBOT" in name or "PYTEST" in name]
+    await engine.apply(write(workspace, []))
+    assert outbox.read_text().split("\n")[1:] == ["chat-1: hello there", "stop", ""]

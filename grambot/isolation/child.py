@@ -18,6 +18,8 @@ own, no durable state yet. A MemoryError anywhere ends it with MEMORY_EXIT (the 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import inspect
 import logging
 import os
 import socket
@@ -270,17 +272,20 @@ class Child:
             if task is not None:
                 task.cancel()
         elif op == "call":
-            task = self._spawn(self._call(message))
+            # in the instance's context (what the call starts is the instance's); the engine
+            # keeps its deadline and its guard, and cancels it by a message
+            generation = self._generation
+            context = generation.context.copy() if generation is not None else None
+            task = self._spawn(self._call(message), context)
             self._calls[message["id"]] = task
         else:
             self._spawn(self._stage(message))
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        # the engine's own work in this process: a fresh context, never the instance's
-        import contextvars
-
+    def _spawn(self, coro: Any, context: contextvars.Context | None = None) -> asyncio.Task[Any]:
+        """A task of the engine's work here (a fresh context), or of a call into the plugin
+        (the instance's)."""
         assert self._loop is not None
-        task = self._loop.create_task(coro, context=contextvars.Context())
+        task = self._loop.create_task(coro, context=context or contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -403,7 +408,10 @@ class Child:
             if target is None:
                 raise LookupError(f"{kind} {key!r} is not registered in this instance")
             args, kwargs = calls.decode_args(kind, method, message["args"])
-            value = await getattr(target, method)(*args, **kwargs)
+            value = getattr(target, "wrapped", target)
+            value = getattr(value, method)(*args, **kwargs)
+            if inspect.isawaitable(value):
+                value = await value
             result = calls.encode_result(value)
         except asyncio.CancelledError:
             self._reply(request_id, cancelled=True)

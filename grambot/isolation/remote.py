@@ -398,12 +398,12 @@ class ProcessGeneration(Generation):
         }
         try:
             process.send(message)
-            reply = await asyncio.shield(answer)
+            reply = await answer
         except ChildEnded as exc:
             process.forget(request_id)
             raise ProcessLost(self.instance_id, what, exc.reason) from None
         except asyncio.CancelledError:
-            self._cancel(process, request_id, answer)
+            self._cancel(process, request_id)
             raise
         except BaseException:
             process.forget(request_id)
@@ -414,10 +414,10 @@ class ProcessGeneration(Generation):
             raise calls.decode_error(reply["error"])
         raise CallCancelled(self.instance_id, what)
 
-    def _cancel(
-        self, process: ChildProcess, request_id: int, answer: asyncio.Future[dict[str, Any]]
-    ) -> None:
-        """Ask the child to cancel a call; kill it if it does not answer within CANCEL_ACK."""
+    def _cancel(self, process: ChildProcess, request_id: int) -> None:
+        """Ask the child to cancel a call; kill it if it does not answer within CANCEL_ACK
+        (its answer, whatever it is, is the acknowledgement)."""
+        answer = process.expect(request_id)  # the cancelled caller's future went with it
         with contextlib.suppress(ChildEnded, ConnectionError):
             process.send({"op": "cancel", "id": request_id})
 

@@ -396,6 +396,8 @@ async def test_a_connector_and_secrets_work_across(engine: Engine, workspace: Wo
     assert outbox.read_text().split("\n")[0] == "start"  # started as the child's stage
     await engine.bot.send("r", "chat-1", "hello there")
     assert (await call(engine, "rogue", do="secret")).text == "tok-123456789"
+    with pytest.raises(Exception, match=r"does not offer them yet"):
+        await call(engine, "rogue", do="store")  # not built yet: it says so
     env = (await call(engine, "rogue", do="env")).text.split(",")
     assert "TMPDIR" in env and not [name for name in env if "GRAMBOT" in name or "PYTEST" in name]
     await engine.apply(write(workspace, []))

@@ -24,8 +24,6 @@ import gc
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Iterator
-from contextvars import Context
-from typing import Any
 
 from grambot.core.failures import Failure
 from grambot.core.instance import Generation, Instance, InstanceState, Services
@@ -274,9 +272,8 @@ class PluginManager:
     def _retry_due(self, instance: Instance) -> None:
         self._background(self._retry(instance), f"grambot-retry:{instance.instance_id}")
 
-    def _background(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        """The engine's own work, in a fresh context; cancelled at shutdown."""
-        task = asyncio.get_running_loop().create_task(work, name=name, context=Context())
+    def _background(self, work: Coroutine[object, object, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)  # cancelled at shutdown
         self._retry_tasks.add(task)
         task.add_done_callback(self._retry_tasks.discard)
 
@@ -298,15 +295,12 @@ class PluginManager:
             )
             await self._bring_up([(instance, None, None)], retry=True)
 
-    def _lost(self, instance: Instance, generation: Generation, failure: Failure) -> None:
-        """An isolated instance's child ended unasked: fail it (after the operation in
-        progress) so that its retry restarts it."""
-        self._background(self._fail_lost(instance, generation, failure), "grambot-lost")
+    def _lost(self, instance: Instance, gen: Generation, failure: Failure) -> None:
+        self._background(self._fail(instance, gen, failure), f"grambot-lost:{instance.instance_id}")
 
-    async def _fail_lost(self, instance: Instance, gen: Generation, failure: Failure) -> None:
-        async with self._lock:
-            if self._instances.get(instance.instance_id) is instance:
-                await instance.lost(gen, failure)
+    async def _fail(self, instance: Instance, gen: Generation, failure: Failure) -> None:
+        async with self._lock:  # after the operation in progress (Instance.lost checks `gen`)
+            await instance.lost(gen, failure)
 
     def _changed(self) -> None:
         """Tell the listeners (status), on the loop's thread and in the engine's own context:

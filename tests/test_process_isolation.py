@@ -396,9 +396,35 @@ async def test_a_connector_and_secrets_work_across(engine: Engine, workspace: Wo
     assert outbox.read_text().split("\n")[0] == "start"  # started as the child's stage
     await engine.bot.send("r", "chat-1", "hello there")
     assert (await call(engine, "rogue", do="secret")).text == "tok-123456789"
-    with pytest.raises(Exception, match=r"does not offer them yet"):
-        await call(engine, "rogue", do="store")  # not built yet: it says so
+    assert (await call(engine, "rogue", do="store")).text == "None"
     env = (await call(engine, "rogue", do="env")).text.split(",")
     assert "TMPDIR" in env and not [name for name in env if "GRAMBOT" in name or "PYTEST" in name]
     await engine.apply(write(workspace, []))
     assert outbox.read_text().split("\n")[1:] == ["chat-1: hello there", "stop", ""]
+
+
+async def test_durable_state_is_the_engines(engine: Engine, workspace: Workspace) -> None:
+    """api.store, api.inbox and api.schedule in a child: the state is the engine's, in the
+    instance's own namespace, and a job's handler runs in the child."""
+    ticks: list[Any] = []
+    engine.event_engine.register("rogue.tick", lambda event: ticks.append(event.payload))
+    await engine.apply(write(workspace, [rogue()]))
+    report = json.loads((await call(engine, "rogue", do="durable")).text)
+    assert report["a"] == {"n": 1} and report["short"] == "gone"
+    assert report["cas"] == [True, False, True, "third"]
+    assert report["keys"] == ["a", "c"] and report["items"] == {"a": {"n": 1}}
+    assert report["bad"].startswith("ValueError: store ttl must be")
+    assert report["removed"] is False and report["outstanding"] == 0
+    assert report["job"] == ["tick", "every"] and report["jobs"] == ["tick"]
+    child = isolation(engine, "r")["pid"]
+    await until(lambda: len(ticks) >= 2, what="the job to run twice")
+    assert ticks[0] == {"name": "tick", "payload": {"p": 1}, "pid": child}
+    durable = engine.instance("r").generation.durable  # type: ignore[union-attr]
+    assert durable is not None
+    assert await durable.store.get("a") == {"n": 1}  # the engine's store, the instance's namespace
+    assert await durable.store.get("ticks") >= 2
+    inprocess = {**rogue(), "isolation": "inprocess"}
+    await engine.apply(write(workspace, [inprocess]))  # the same state in process
+    assert (await call(engine, "rogue", do="store")).text == "None"  # "x" was never set
+    again = engine.instance("r").generation.durable  # type: ignore[union-attr]
+    assert again is not None and await again.store.get("c") == "third"

@@ -20,9 +20,11 @@ from grambot.registries.errors import ServiceError
 from grambot.registries.images import GeneratedImage
 from grambot.registries.inference import InferenceRequest, InferenceResponse
 from grambot.registries.tools import ToolContext, ToolResult
+from grambot.scheduling.scheduler import ScheduledRun
 
 __all__ = [
     "RemoteError",
+    "convert",
     "decode_args",
     "decode_error",
     "decode_result",
@@ -46,6 +48,8 @@ _SIGNATURES: dict[tuple[str, str], tuple[tuple[Any, ...], dict[str, Any], Any]] 
         None,
     ),
     ("connectors", "start"): ((), {}, None),
+    # a job's handler in the child, by the name it was registered under (isolation.durable)
+    ("schedule", "run"): ((ScheduledRun,), {}, None),
     ("connectors", "stop"): ((), {}, None),
 }
 
@@ -68,7 +72,8 @@ def _dec_hook(kind: type, value: Any) -> Any:
     raise NotImplementedError(kind)
 
 
-def _convert(value: Any, kind: Any) -> Any:
+def convert(value: Any, kind: Any) -> Any:
+    """`value` (msgpack builtins) as `kind` (a dataclass, a list of them, ...)."""
     if kind is None:
         return None
     return msgspec.convert(value, kind, dec_hook=_dec_hook)
@@ -88,8 +93,8 @@ def encode_args(args: Sequence[Any], kwargs: dict[str, Any]) -> list[Any]:
 def decode_args(kind: str, method: str, payload: list[Any]) -> tuple[list[Any], dict[str, Any]]:
     positional, keywords, _ = signature(kind, method)
     raw_args, raw_kwargs = payload
-    args = [_convert(value, t) for value, t in zip(raw_args, positional, strict=True)]
-    kwargs = {name: _convert(value, keywords[name]) for name, value in raw_kwargs.items()}
+    args = [convert(value, t) for value, t in zip(raw_args, positional, strict=True)]
+    kwargs = {name: convert(value, keywords[name]) for name, value in raw_kwargs.items()}
     return args, kwargs
 
 
@@ -98,7 +103,7 @@ def encode_result(value: Any) -> Any:
 
 
 def decode_result(kind: str, method: str, payload: Any) -> Any:
-    return _convert(payload, signature(kind, method)[2])
+    return convert(payload, signature(kind, method)[2])
 
 
 def encode_error(exc: BaseException) -> dict[str, Any]:

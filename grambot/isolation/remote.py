@@ -20,12 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import logging
 import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grambot.core.failures import Failure
@@ -37,7 +40,7 @@ from grambot.errors import (
     RegistrationError,
     StageTimeout,
 )
-from grambot.isolation import calls
+from grambot.isolation import calls, durable
 from grambot.isolation.forkserver import ZygoteError
 from grambot.isolation.process import ChildEnded, ChildProcess
 from grambot.isolation.proxies import (
@@ -49,12 +52,14 @@ from grambot.isolation.proxies import (
 from grambot.isolation.wire import Channel
 from grambot.masking import MASK
 from grambot.plugins.api import InstanceEvents
+from grambot.plugins.context import cache_namespace
 from grambot.plugins.descriptor import PluginDescriptor
 from grambot.plugins.health import InstanceHealth
 from grambot.plugins.limits import Limit, plugin_deadlines
 from grambot.plugins.registrar import PluginRegistrar
 from grambot.plugins.stages import Progress
 from grambot.plugins.tracking import InstanceTasks, TaskFailureReporter, instance_context
+from grambot.registries.connectors import Attachment
 from grambot.settings import InstanceConfig
 
 if TYPE_CHECKING:
@@ -128,6 +133,10 @@ class ProcessGeneration(Generation):
     async def import_and_validate(self, progress: Progress, *, create: bool) -> None:
         progress.stage = "import"
         limit = self.deadlines.create
+        durable_services = self.services.durable
+        if durable_services is not None:  # the child's api.store/inbox/schedule are these
+            namespace = cache_namespace(self.descriptor, self.instance_id)
+            self.durable = durable_services.handles(self.instance_id, namespace, self.context)
         async with self._deadline(limit, progress):
             await self._spawn()
             answer = await self._ask({"op": "prepare", "create": create}, progress)
@@ -285,6 +294,12 @@ class ProcessGeneration(Generation):
             self._health(message["status"])
         elif op == "secret":
             self._secret(message)
+        elif op == "durable":
+            self._serve_durable(message)
+        elif op == "schedule-handle":
+            if self.durable is not None and self.durable.schedule is not None:
+                name = message["name"]
+                self.durable.schedule.handle(name, self._job_handler(name))
         elif op == "stop":
             self.services.request_stop(self.instance_id, message["reason"], message["unlessOthers"])
         elif op == "task":
@@ -378,11 +393,47 @@ class ProcessGeneration(Generation):
     def _redact(self, text: str) -> str:
         return MASK.redact_instance(self.services.secrets, self.instance_id, text)
 
+    def _serve_durable(self, message: dict[str, Any]) -> None:
+        """api.store/inbox/schedule of the child, run on this instance's own handles."""
+        process = self.process
+        assert process is not None
+
+        async def serve() -> None:
+            try:
+                result = await durable.serve(
+                    self.durable,
+                    self._job_handler,
+                    message["target"],
+                    message["method"],
+                    message["args"],
+                    message["kwargs"],
+                )
+                answer: dict[str, Any] = {"re": message["id"], "ok": result}
+            except Exception as exc:
+                answer = {"re": message["id"], "error": calls.encode_error(exc)}
+            with contextlib.suppress(ChildEnded, ConnectionError):
+                process.send(answer)
+
+        # the instance's work: its unload cancels what is still in flight
+        asyncio.get_running_loop().create_task(serve(), context=self.context)
+
+    def _job_handler(self, name: str) -> Any:
+        """The scheduler's handler for the child's job handler `name`: a call into the child."""
+        return functools.partial(self._call, "schedule", name, "run")
+
     # -- calls into registered objects -----------------------------------------------------
 
     async def _call(self, kind: str, key: str, method: str, *args: Any, **kwargs: Any) -> Any:
         process = self.process
         what = f"{method} of {kind} {key!r}"
+        if kwargs.get("files"):  # a reply's files: the child may read only its own folders
+            kwargs["files"], lent = await asyncio.to_thread(self._lend, kwargs["files"])
+            if lent:
+                try:
+                    return await self._call(kind, key, method, *args, **kwargs)
+                finally:
+                    for folder in lent:
+                        shutil.rmtree(folder, ignore_errors=True)
         if process is None or not process.alive:
             reason = process.ended.result()[0] if process is not None else "stopped"
             raise ProcessLost(self.instance_id, what, reason)
@@ -413,6 +464,26 @@ class ProcessGeneration(Generation):
         if "error" in reply:
             raise calls.decode_error(reply["error"])
         raise CallCancelled(self.instance_id, what)
+
+    def _lend(self, files: tuple[Attachment, ...]) -> tuple[tuple[Attachment, ...], list[Path]]:
+        """`files` the child can read: a file outside its data dir and temp dir (another
+        instance's generated image, say) is copied into its temp dir for the call; and the
+        folders of those copies (removed after it)."""
+        if self._tmp is None:
+            return files, []
+        own = [self.services.data_root / self.instance_id, Path(self._tmp)]
+        lent: list[Attachment] = []
+        folders: list[Path] = []
+        for attachment in files:
+            path = Path(attachment.path).resolve()
+            if not any(path.is_relative_to(folder.resolve()) for folder in own):
+                folder = Path(tempfile.mkdtemp(prefix="out-", dir=self._tmp))
+                folders.append(folder)
+                copy = folder / path.name
+                shutil.copyfile(path, copy)
+                attachment = dataclasses.replace(attachment, path=copy)
+            lent.append(attachment)
+        return tuple(lent), folders
 
     def _cancel(self, process: ChildProcess, request_id: int) -> None:
         """Ask the child to cancel a call; kill it if it does not answer within CANCEL_ACK

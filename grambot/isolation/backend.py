@@ -195,6 +195,7 @@ class ProcessIsolation:
             "data_root": str(services.data_root),
             "secrets": _secrets_of(services, config.instance_id, descriptor),
             "log_level": logging.getLogger().getEffectiveLevel(),
+            "stdin": descriptor.stdin,  # a console: the child reads the engine's stdin
             "confine": {
                 "memory_mb": generation.spec.memory_mb,
                 "sandbox": generation.spec.sandbox,

@@ -428,3 +428,33 @@ async def test_durable_state_is_the_engines(engine: Engine, workspace: Workspace
     assert (await call(engine, "rogue", do="store")).text == "None"  # "x" was never set
     again = engine.instance("r").generation.durable  # type: ignore[union-attr]
     assert again is not None and await again.store.get("c") == "third"
+
+
+async def test_reconfigure_crosses_the_pipe(engine: Engine, workspace: Workspace) -> None:
+    await engine.apply(write(workspace, [rogue(label="one")]))
+    child = isolation(engine, "r")["pid"]
+    await engine.apply(write(workspace, [rogue(label="two")]))  # accepted in place
+    assert isolation(engine, "r")["pid"] == child
+    assert (await call(engine, "rogue", do="label")).text == "two"
+    assert engine.instance("r").config.settings["label"] == "two"  # type: ignore[union-attr]
+    await engine.apply(write(workspace, [rogue(label="two", path="/x")]))  # refused: reloaded
+    assert isolation(engine, "r")["pid"] != child
+    assert (await call(engine, "rogue", do="label")).text == "two"
+    assert str(engine.state_of("r")) == "loaded"
+
+
+async def test_check_runs_in_a_child(engine: Engine, workspace: Workspace) -> None:
+    await engine.apply(write(workspace, [rogue(label="fine")]))
+    result = await engine.check("r")
+    assert result.ok, result
+    pid = int(result.message.split("pid ")[1].split(":")[0])
+    assert pid not in (os.getpid(), isolation(engine, "r")["pid"]), result.message
+    assert result.message.endswith(": fine")
+    from grambot.settings import InstanceConfig
+
+    bad = InstanceConfig(
+        "r", "rogue-proc", True, {"label": "bad"}, "plugins[0]", isolation="process"
+    )
+    failed = await engine.check("r", config=bad)
+    assert not failed.ok and "the label is bad" in failed.message, failed
+    assert isolation(engine, "r")["restarts"] == 0

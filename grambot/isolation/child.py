@@ -200,15 +200,8 @@ class Child:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._generation: Generation | None = None
         self._done = asyncio.Event()
-        raw = request["config"]
-        self.config = InstanceConfig(
-            instance_id=raw["instance_id"],
-            plugin_id=raw["plugin_id"],
-            enabled=True,
-            settings=raw["settings"],
-            json_path=raw["json_path"],
-            settings_version=raw["settings_version"],
-        )
+        self.config = config_of(request["config"])
+        self._pending: tuple[InstanceConfig, Any, Any] | None = None  # validated, to reconfigure
         self._events: _Events | None = None
 
     # -- talking to the engine -----------------------------------------------------------------
@@ -365,7 +358,7 @@ class Child:
             timeout_overrides=overrides,
             engine_settings=request["engine_settings"],
             request_stop=self._request_stop,
-            durable=_RemoteDurable(self._durable_handles),
+            durable=_RemoteDurable(self._durable_handles) if request["durable"] else None,
         )
         services.on_change = self._health_changed
         return services
@@ -437,7 +430,32 @@ class Child:
         if op == "teardown":
             await generation.teardown(call_unload=message["unload"], redact=self._redact)
             return None
+        if op == "validate":
+            config = config_of(message["config"])
+            settings, migrated = await generation.validate(config)
+            self._pending = (config, settings, migrated)
+            return {"migrated": list(migrated) if migrated else None}
+        if op == "reconfigure":
+            return await self._reconfigure(generation, progress)
+        if op == "check":
+            return await generation.run_check(progress)
         raise ValueError(f"unknown request {op!r}")
+
+    async def _reconfigure(self, generation: Generation, progress: Progress) -> bool:
+        """The plugin's `reconfigure` with what `validate` left (Instance.reconfigure's steps,
+        here): True, and the new settings are its own from now on."""
+        assert self._pending is not None, "reconfigure without validate"
+        (config, settings, migrated), self._pending = self._pending, None
+        progress.stage = "reconfigure"
+        hook = generation.plugin_object.reconfigure
+        accepted = await generation.stage(hook, "reconfigure", generation.deadlines.load, settings)
+        if accepted is not True:
+            return False
+        generation.config, generation.settings, generation.migrated = config, settings, migrated
+        if generation.api is not None:
+            generation.api.settings = settings
+        self.config = config
+        return True
 
     def _described(self) -> dict[str, Any]:
         generation = self._generation
@@ -494,6 +512,18 @@ class _RemoteDurable(DurableServices):
     ) -> DurableHandles:
         handles: DurableHandles = self._make(instance_id, namespace, context)
         return handles
+
+
+def config_of(raw: dict[str, Any]) -> InstanceConfig:
+    """The entry the engine sent (grambot.isolation.backend.config_fields)."""
+    return InstanceConfig(
+        instance_id=raw["instance_id"],
+        plugin_id=raw["plugin_id"],
+        enabled=True,
+        settings=raw["settings"],
+        json_path=raw["json_path"],
+        settings_version=raw["settings_version"],
+    )
 
 
 def _failure_fields(failure: Failure) -> dict[str, Any]:

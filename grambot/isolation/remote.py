@@ -41,6 +41,7 @@ from grambot.errors import (
     StageTimeout,
 )
 from grambot.isolation import calls, durable
+from grambot.isolation.backend import config_fields
 from grambot.isolation.forkserver import ZygoteError
 from grambot.isolation.process import ChildEnded, ChildProcess
 from grambot.isolation.proxies import (
@@ -156,7 +157,26 @@ class ProcessGeneration(Generation):
             await self._ask({"op": "hook", "name": hook}, progress)
 
     async def validate(self, config: InstanceConfig) -> tuple[Any, tuple[int, int] | None]:
-        raise NotImplementedError("an isolated instance is reloaded, never reconfigured in place")
+        """`config`'s settings migrated and validated in the child, which keeps them for the
+        `reconfigure` that follows; the settings here are only a marker (the engine never
+        holds an isolated plugin's settings model)."""
+        progress = Progress("settings validation")
+        async with self._deadline(self.deadlines.create, progress):
+            answer = await self._ask({"op": "validate", "config": config_fields(config)}, progress)
+        migrated = answer["migrated"]
+        return _IN_CHILD, (migrated[0], migrated[1]) if migrated else None
+
+    async def _reconfigure(self, settings: Any) -> bool:
+        """The plugin's `reconfigure` in the child, with the settings `validate` left there
+        (Instance.reconfigure runs this as the stage, under the load deadline)."""
+        answer = await self._ask({"op": "reconfigure"}, Progress("reconfigure"))
+        return answer is True
+
+    async def run_check(self, progress: Progress) -> str:
+        """The plugin's `check` hook, in the child (grambot check of an isolated entry)."""
+        progress.stage = "check"
+        async with self._deadline(self.deadlines.load, progress):
+            return str(await self._ask({"op": "check"}, progress))
 
     async def start_connector(self, key: str) -> None:
         """A connector's `start`, as the child's stage (RemoteConnector.start)."""
@@ -166,7 +186,7 @@ class ProcessGeneration(Generation):
 
     def _described(self, answer: Any) -> None:
         if answer["created"]:
-            self.plugin_object = _RemoteObject(answer["hooks"])
+            self.plugin_object = _RemoteObject(answer["hooks"], self._reconfigure)
         migrated = answer["migrated"]
         self.migrated = (migrated[0], migrated[1]) if migrated else None
 
@@ -571,13 +591,18 @@ class ProcessGeneration(Generation):
 
 class _RemoteObject:
     """The engine's stand-in for the object `create` returned in the child: it has the
-    hooks the child's object has (so the engine calls only those)."""
+    hooks the child's object has (so the engine calls only those); `reconfigure` crosses."""
 
-    def __init__(self, hooks: list[str]) -> None:
+    def __init__(self, hooks: list[str], reconfigure: Callable[[Any], Any]) -> None:
         for hook in hooks:
             if hook in ("load", "unload"):
                 setattr(self, hook, _present)
+            elif hook == "reconfigure":
+                self.reconfigure = reconfigure
 
 
 def _present() -> None:
     """A marker: the hook exists in the child."""
+
+
+_IN_CHILD: Any = object()  # the validated settings of a reconfigure: the child holds them

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -458,3 +459,43 @@ async def test_check_runs_in_a_child(engine: Engine, workspace: Workspace) -> No
     failed = await engine.check("r", config=bad)
     assert not failed.ok and "the label is bad" in failed.message, failed
     assert isolation(engine, "r")["restarts"] == 0
+
+
+@needs_landlock
+async def test_names_resolve_and_an_https_client_builds_in_the_sandbox(
+    engine: Engine, workspace: Workspace
+) -> None:
+    await engine.apply(write(workspace, [rogue()]))
+    answer = (await call(engine, "rogue", do="network")).text
+    assert "127.0.0.1" in answer and answer.endswith("CERT_REQUIRED"), answer
+    assert isolation(engine, "r")["sandbox"].startswith("landlock")
+
+
+async def test_a_stopped_child_is_unresponsive_and_restarted(
+    engine: Engine, workspace: Workspace
+) -> None:
+    await engine.apply(write(workspace, [rogue()]))
+    pid = isolation(engine, "r")["pid"]
+    os.kill(pid, signal.SIGSTOP)  # idle, no call in flight: only the heartbeat notices
+    await until(lambda: isolation(engine, "r")["lastExit"] is not None, timeout=5)
+    assert isolation(engine, "r")["lastExit"]["reason"] == "unresponsive"
+    await until(lambda: str(engine.state_of("r")) == "loaded" and isolation(engine, "r")["pid"])
+    assert isolation(engine, "r")["pid"] != pid and not _alive(pid)
+    assert (await call(engine, "rogue", do="echo", text="back")).text == "back"
+
+
+async def test_the_zygote_dying_loses_the_instances_and_they_restart(
+    engine: Engine, workspace: Workspace
+) -> None:
+    await engine.apply(write(workspace, [rogue("a", tool="a"), rogue("b", tool="b")]))
+    zygote = engine.isolation.forkserver.pid
+    children = [isolation(engine, i)["pid"] for i in ("a", "b")]
+    assert zygote is not None
+    os.kill(zygote, signal.SIGKILL)
+    for instance_id in ("a", "b"):
+        await until(lambda i=instance_id: isolation(engine, i)["restarts"] == 1, timeout=5)
+        await until(lambda i=instance_id: str(engine.state_of(i)) == "loaded", timeout=10)
+    assert engine.isolation.forkserver.pid not in (None, zygote)
+    assert not any(_alive(pid) for pid in children)
+    assert (await call(engine, "a", do="echo", text="a")).text == "a"
+    assert (await call(engine, "b", do="echo", text="b")).text == "b"

@@ -9,6 +9,9 @@ kind, status and retryability, so the bot and retries treat it as in process).
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ __all__ = [
     "encode_args",
     "encode_error",
     "encode_result",
+    "lend_files",
 ]
 
 # (kind, method) -> (positional argument types, keyword argument types, result type)
@@ -138,3 +142,26 @@ def decode_error(error: dict[str, Any]) -> Exception:
     message = str(error["message"])
     type_name = str(error["type"])
     return RemoteError(type_name, message.removeprefix(f"{type_name}: "))
+
+
+def lend_files(
+    files: tuple[Attachment, ...], own: list[Path], tmp: str | None
+) -> tuple[tuple[Attachment, ...], list[Path]]:
+    """`files` a child can read, for one call: a file outside its own folders (`own` and its
+    temp dir `tmp`; another instance's generated image, say) is copied into `tmp`; and the
+    folders of those copies (the caller removes them after the call)."""
+    if tmp is None:
+        return files, []
+    readable = [folder.resolve() for folder in [*own, Path(tmp)]]
+    lent: list[Attachment] = []
+    folders: list[Path] = []
+    for attachment in files:
+        path = Path(attachment.path).resolve()
+        if not any(path.is_relative_to(folder) for folder in readable):
+            folder = Path(tempfile.mkdtemp(prefix="out-", dir=tmp))
+            folders.append(folder)
+            copy = folder / path.name
+            shutil.copyfile(path, copy)
+            attachment = dataclasses.replace(attachment, path=copy)
+        lent.append(attachment)
+    return tuple(lent), folders

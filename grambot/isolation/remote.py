@@ -20,15 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import dataclasses
 import functools
 import logging
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grambot.core.failures import Failure
@@ -60,7 +57,6 @@ from grambot.plugins.limits import Limit, plugin_deadlines
 from grambot.plugins.registrar import PluginRegistrar
 from grambot.plugins.stages import Progress
 from grambot.plugins.tracking import InstanceTasks, TaskFailureReporter, instance_context
-from grambot.registries.connectors import Attachment
 from grambot.settings import InstanceConfig
 
 if TYPE_CHECKING:
@@ -447,7 +443,10 @@ class ProcessGeneration(Generation):
         process = self.process
         what = f"{method} of {kind} {key!r}"
         if kwargs.get("files"):  # a reply's files: the child may read only its own folders
-            kwargs["files"], lent = await asyncio.to_thread(self._lend, kwargs["files"])
+            own = [self.services.data_root / self.instance_id]
+            kwargs["files"], lent = await asyncio.to_thread(
+                calls.lend_files, kwargs["files"], own, self._tmp
+            )
             if lent:
                 try:
                     return await self._call(kind, key, method, *args, **kwargs)
@@ -484,26 +483,6 @@ class ProcessGeneration(Generation):
         if "error" in reply:
             raise calls.decode_error(reply["error"])
         raise CallCancelled(self.instance_id, what)
-
-    def _lend(self, files: tuple[Attachment, ...]) -> tuple[tuple[Attachment, ...], list[Path]]:
-        """`files` the child can read: a file outside its data dir and temp dir (another
-        instance's generated image, say) is copied into its temp dir for the call; and the
-        folders of those copies (removed after it)."""
-        if self._tmp is None:
-            return files, []
-        own = [self.services.data_root / self.instance_id, Path(self._tmp)]
-        lent: list[Attachment] = []
-        folders: list[Path] = []
-        for attachment in files:
-            path = Path(attachment.path).resolve()
-            if not any(path.is_relative_to(folder.resolve()) for folder in own):
-                folder = Path(tempfile.mkdtemp(prefix="out-", dir=self._tmp))
-                folders.append(folder)
-                copy = folder / path.name
-                shutil.copyfile(path, copy)
-                attachment = dataclasses.replace(attachment, path=copy)
-            lent.append(attachment)
-        return tuple(lent), folders
 
     def _cancel(self, process: ChildProcess, request_id: int) -> None:
         """Ask the child to cancel a call; kill it if it does not answer within CANCEL_ACK

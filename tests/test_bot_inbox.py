@@ -1,0 +1,48 @@
+"""The bot on the durable inbox, through a real engine and a real `.scout/state.db`: what it
+asks of the database per message, and what it cleans up."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from grambot import CONNECTOR_MESSAGE
+from grambot.engine import Engine
+from tests.conftest import Workspace, entry
+
+PLUGINS = [entry("chat", "fakechat"), entry("brain", "scripted")]
+
+
+async def _until(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_the_bots_own_status_refresh_does_not_rescan_the_inbox(
+    engine: Engine, workspace: Workspace
+) -> None:
+    """Refreshed inbox counts go to status.json through the engine's change listeners; the bot
+    listens there too (for connectors coming back). Its own news must not make it scan the
+    whole inbox for waiting chats again, over and over while messages flow."""
+    await engine.apply(workspace.write(PLUGINS, agent={"inference": "brain"}))
+    scans = 0
+    inbox = engine.state.inbox
+    pending_chats = inbox.pending_chats
+
+    def counted() -> Any:
+        nonlocal scans
+        scans += 1
+        return pending_chats()
+
+    inbox.pending_chats = counted  # type: ignore[method-assign]
+    connector = engine.registries.connectors.get("chat")
+    assert connector is not None
+    for n in range(60):
+        payload = {"chatId": f"c{n % 3}", "text": f"m{n}", "messageId": f"m{n}"}
+        engine.queue.emit("fakechat", "chat", CONNECTOR_MESSAGE, payload)
+        await asyncio.sleep(0.01)  # a steady trickle: the counts change all along
+    await _until(lambda: len(connector.sent) == 60)
+    await asyncio.sleep(0.6)  # two refresh periods after the last reply
+    assert scans == 0

@@ -95,6 +95,7 @@ class Bot:
         self._kick: asyncio.Handle | None = None
         self._background: set[asyncio.Task[Any]] = set()  # ended by stop(): the db closes next
         self._renamed: set[Chat] = set()
+        self._notifying = False
         self.scheduler: Scheduler | None = None  # set by the engine: reminders
 
     # -- wiring --------------------------------------------------------------------------------
@@ -143,7 +144,7 @@ class Bot:
 
     def kick(self) -> None:
         """Instances changed (a connector may be back): look for chats waiting for it."""
-        if not self.resumed or self.workers.stopping or self._kick is not None:
+        if self._notifying or not self.resumed or self.workers.stopping or self._kick is not None:
             return
 
         def run() -> None:
@@ -208,7 +209,11 @@ class Bot:
         counts = await self.inbox.counts()
         if counts != self.counts:
             self.counts = counts
-            self._on_change()
+            self._notifying = True  # our own news, not an instance's: kick() ignores it
+            try:
+                self._on_change()
+            finally:
+                self._notifying = False
 
     # -- one chat ------------------------------------------------------------------------------
 

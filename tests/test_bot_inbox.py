@@ -46,3 +46,26 @@ async def test_the_bots_own_status_refresh_does_not_rescan_the_inbox(
     await _until(lambda: len(connector.sent) == 60)
     await asyncio.sleep(0.6)  # two refresh periods after the last reply
     assert scans == 0
+
+
+async def test_a_message_costs_four_operations_on_the_database(
+    engine: Engine, workspace: Workspace
+) -> None:
+    """accept; claim + history; sending; done + conversation + the next claim: each one
+    operation (grambot.storage.ChatTurns), so a lone message costs four hand-offs to the
+    database's thread, and a message in a busy chat three."""
+    await engine.apply(workspace.write(PLUGINS, agent={"inference": "brain"}))
+    connector = engine.registries.connectors.get("chat")
+    assert connector is not None
+    db = engine.state.db
+    await db.run(lambda conn: None)
+    before = db.ops
+    for n in range(10):
+        payload = {"chatId": "c", "text": f"m{n}", "messageId": f"m{n}"}
+        engine.queue.emit("fakechat", "chat", CONNECTOR_MESSAGE, payload)
+        await _until(lambda n=n: len(connector.sent) == n + 1)
+        await asyncio.sleep(0.02)  # its done is recorded right after the send
+    await db.run(lambda conn: None)
+    used = db.ops - before - 1  # the barrier
+    refreshes = 3  # inbox counts for status.json, at most every 0.25 s
+    assert 40 <= used <= 40 + refreshes, used

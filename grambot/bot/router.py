@@ -2,7 +2,8 @@
 
     connector ──api.inbox.accept──► Inbox (durable) ──wake──► chat worker (grambot.bot.workers)
     connector.message event ──────► (at most once: accepted when the event is handled)
-    worker: claim_next ─► turn (model + tools, or a command) ─► mark_sending ─► send ─► done
+    worker: claim + history ─► turn (model + tools, or a command) ─► mark_sending ─► send
+            ─► done + conversation + the next claim and its history (one transaction) ─► …
 
 Each chat's worker answers its messages in order; chats do not wait for each other. A message is
 at least once in (accepted before upstream is acknowledged; a turn cut by a restart is handled
@@ -19,10 +20,9 @@ logged traceback without the failing instance's secrets.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from grambot.registries.inference import (
 from grambot.registries.tools import ToolContext, ToolResult
 from grambot.scheduling import Scheduler
 from grambot.settings import AgentSettings
-from grambot.storage.base import InboxEntry
+from grambot.storage.base import Finished, InboxEntry
 from grambot.storage.state import SqliteState
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class Bot:
         self.state = state
         self.inbox = state.inbox
         self.conversations = state.conversations
+        self.turns = state.turns
         self._redact = redact
         self._agent_settings = agent_settings
         self._legacy_dir = legacy_dir
@@ -218,16 +219,32 @@ class Bot:
     # -- one chat ------------------------------------------------------------------------------
 
     async def _serve(self, chat: Chat) -> Served:
-        """Answer the chat's next message (its claim and its history: one round trip)."""
+        """Answer the chat's waiting messages in order. Between two replies, one round trip:
+        the last message done with its conversation kept, and the next one claimed with its
+        history (storage.ChatTurns)."""
         if chat[0] not in self.registries.connectors:
             return Served.GONE
-        entry, history = await asyncio.gather(self.inbox.claim_next(*chat), self.history(*chat))
-        if entry is None:
-            return Served.EMPTY
-        await self._answer(chat, entry, history)
-        return Served.HANDLED
+        await self._rename_legacy(chat)
+        finished: Finished | None = None
+        while True:
+            agent = self._agent()
+            claim = not self.workers.stopping and chat[0] in self.registries.connectors
+            entry, history = await self.turns.next_turn(
+                *chat,
+                finished=finished,
+                claim=claim,
+                history=agent.max_history,
+                since=self._since(agent),
+            )
+            if finished is not None:
+                self._schedule_refresh()
+            if entry is None:
+                return Served.EMPTY if chat[0] in self.registries.connectors else Served.GONE
+            finished = await self._answer(chat, entry, history)
 
-    async def _answer(self, chat: Chat, entry: InboxEntry, history: list[ChatMessage]) -> None:
+    async def _answer(self, chat: Chat, entry: InboxEntry, history: list[ChatMessage]) -> Finished:
+        """Reply to `entry`: the turn, then `sending` (durably) and the send. What is left to
+        record (done, the conversation) goes with the chat's next step."""
         message = entry.message
         try:
             reply = await self.respond(message, entry, history)
@@ -243,12 +260,7 @@ class Bot:
             await self._send(message, reply.text, reply.files)
         finally:
             self.workers.sending.discard(chat)
-        steps: list[Any] = []
-        if reply.turns:
-            steps.append(self.conversations.append(*chat, reply.turns, keep=self._keep()))
-        steps.append(self.inbox.mark_done(entry.id))
-        await asyncio.gather(*steps)  # one commit (group commit) for both
-        self._schedule_refresh()
+        return Finished(entry.id, tuple(reply.turns), self._keep())
 
     async def respond(
         self,
@@ -267,28 +279,27 @@ class Bot:
     def _keep(self) -> int:
         return max(2 * self._agent().max_history, 100)
 
-    def history(self, connector_id: str, chat_id: str) -> Awaitable[list[ChatMessage]]:
-        """The chat's recent history (a plain future: it joins a gather without a task)."""
+    def _since(self, agent: AgentSettings) -> float | None:
+        """Messages older than this are out of the history (agent.historyDays)."""
+        if agent.history_days is None:
+            return None
+        return self.clock() - agent.history_days * 86400
+
+    async def history(self, connector_id: str, chat_id: str) -> list[ChatMessage]:
+        """The chat's recent history."""
+        await self._rename_legacy((connector_id, chat_id))
         agent = self._agent()
-        chat = (connector_id, chat_id)
-        since = None
-        if agent.history_days is not None:
-            since = self.clock() - agent.history_days * 86400
-        load = functools.partial(
-            self.conversations.load, connector_id, chat_id, limit=agent.max_history, since=since
+        return await self.conversations.load(
+            connector_id, chat_id, limit=agent.max_history, since=self._since(agent)
         )
-        if chat in self._renamed or (
-            legacy_part(connector_id) == connector_id and legacy_part(chat_id) == chat_id
-        ):
-            return load()
-        self._renamed.add(chat)  # a chat the old file store knew under hashed names
 
-        async def renamed_first() -> list[ChatMessage]:
-            old = (legacy_part(connector_id), legacy_part(chat_id))
-            await self.conversations.rename(old, chat)
-            return await load()
-
-        return asyncio.ensure_future(renamed_first())
+    async def _rename_legacy(self, chat: Chat) -> None:
+        """Once per chat the old file store knew under hashed names: its messages (imported
+        under those names) move to the chat's real ids."""
+        if chat in self._renamed or (legacy_part(chat[0]), legacy_part(chat[1])) == chat:
+            return
+        self._renamed.add(chat)
+        await self.conversations.rename((legacy_part(chat[0]), legacy_part(chat[1])), chat)
 
     async def _converse(
         self,

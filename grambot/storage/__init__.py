@@ -1,10 +1,12 @@
-"""Durable state behind small Protocols (KeyValueStore, Inbox, Schedule, ConversationStore) with
-an embedded default, one SQLite file `.scout/state.db` (docs/state.md). Nothing outside this
-package touches SQL."""
+"""Durable state behind small Protocols (KeyValueStore, Inbox, Schedule, ConversationStore,
+ChatTurns) with an embedded default, one SQLite file `.scout/state.db` (docs/state.md). Nothing
+outside this package touches SQL."""
 
 from grambot.storage.base import (
     MISSING,
+    ChatTurns,
     ConversationStore,
+    Finished,
     Inbox,
     InboxEntry,
     InboxState,
@@ -22,7 +24,9 @@ __all__ = [
     "MISSING",
     "SCHEMA_VERSION",
     "STATE_FILE",
+    "ChatTurns",
     "ConversationStore",
+    "Finished",
     "Inbox",
     "InboxEntry",
     "InboxState",

@@ -5,6 +5,8 @@
     Inbox              accepted → handling → sending → done (or uncertain)    (api.inbox, bot)
     Schedule           jobs keyed by (owner, name) with payload and next run  (api.schedule)
     ConversationStore  a chat's messages, append-only, trimmed and aged       (the bot)
+    ChatTurns          the bot's step between two replies of a chat: the last one done and
+                       its messages kept, the next one claimed with its history, at once
 
 Every method returns an awaitable (the SQLite default returns plain futures, so gathering
 several costs no task), so an implementation may sit on a thread (SQLite, the default:
@@ -24,7 +26,9 @@ from grambot.registries.inference import ChatMessage
 
 __all__ = [
     "MISSING",
+    "ChatTurns",
     "ConversationStore",
+    "Finished",
     "Inbox",
     "InboxEntry",
     "InboxState",
@@ -124,7 +128,12 @@ class Inbox(Protocol):
         ...
 
     def counts(self, connector_id: str | None = None) -> Awaitable[dict[str, int]]:
-        """Entries per state (of one connector's chats, or all)."""
+        """Open entries per state, of one connector's chats or all (`done` ones are not
+        counted: they are kept a while only to recognise redeliveries)."""
+        ...
+
+    def prune(self, before: float) -> Awaitable[int]:
+        """Forget `done` and `uncertain` entries last changed before `before`."""
         ...
 
     def drop_connector(self, connector_id: str) -> Awaitable[int]: ...
@@ -185,3 +194,33 @@ class ConversationStore(Protocol):
         ...
 
     def drop_connector(self, connector_id: str) -> Awaitable[int]: ...
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A message whose reply went out: its entry becomes `done`, the conversation gains
+    `messages` and keeps the chat's last `keep`."""
+
+    entry_id: int
+    messages: Sequence[ChatMessage]
+    keep: int
+
+
+class ChatTurns(Protocol):
+    """The bot's step between two replies of a chat, as one transaction (one round trip).
+    With `Inbox.accept` and `Inbox.mark_sending`, a message costs three."""
+
+    def next_turn(
+        self,
+        connector_id: str,
+        chat_id: str,
+        *,
+        finished: Finished | None = None,
+        claim: bool = True,
+        history: int,
+        since: float | None = None,
+    ) -> Awaitable[tuple[InboxEntry | None, list[ChatMessage]]]:
+        """Finish `finished` (if given); then, if `claim`, claim the chat's oldest `accepted`
+        message and load the last `history` messages of its conversation (those stamped at
+        or after `since`) to answer it with. `(None, [])` when nothing was claimed."""
+        ...

@@ -41,6 +41,7 @@ from grambot.settings import (
     load_settings,
 )
 from grambot.storage import STATE_FILE, SqliteState
+from grambot.storage.retention import Retention
 
 if TYPE_CHECKING:
     from grambot.core.check import CheckResult
@@ -107,6 +108,13 @@ class Engine:
         # Durable state (issue 16, docs/state.md): .scout/state.db, opened on first use.
         self.state = SqliteState(self.scout_dir / STATE_FILE)
         self.scheduler = Scheduler(self.state.schedule)
+        # what is kept only for a while (agent.historyDays, done inbox entries, TTLs) goes hourly
+        self.retention = Retention(
+            self.state.conversations,
+            self.state.inbox,
+            self.state.kv,
+            lambda: self.settings.agent.history_days,
+        )
         # The bot answers what connectors put in the inbox (and `connector.message` events)
         # with the last valid `agent` block.
         self.bot = Bot(
@@ -357,6 +365,7 @@ class Engine:
         await asyncio.to_thread(self.state.open)
         if self.answers:
             await self.bot.recover()
+            self.retention.start()
 
     def _report(self, settings: EngineSettings) -> None:
         lines = [str(p) for p in settings.problems]
@@ -396,6 +405,7 @@ class Engine:
         await self.bot.stop(drain_deadline)
         await self.manager.unload_all()
         await self.scheduler.stop()
+        await self.retention.stop()
         await self.state.close()
 
     def state_status(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@ ChatTurns) with an embedded default, one SQLite file `.scout/state.db` (docs/sta
 outside this package touches SQL."""
 
 from grambot.storage.base import (
+    DONE_KEPT_DAYS,
     MISSING,
     ChatTurns,
     ConversationStore,
@@ -21,6 +22,7 @@ from grambot.storage.database import SCHEMA_VERSION, Synchronous
 from grambot.storage.state import STATE_FILE, SqliteState, open_state
 
 __all__ = [
+    "DONE_KEPT_DAYS",
     "MISSING",
     "SCHEMA_VERSION",
     "STATE_FILE",

@@ -25,6 +25,7 @@ from grambot.registries.connectors import IncomingMessage
 from grambot.registries.inference import ChatMessage
 
 __all__ = [
+    "DONE_KEPT_DAYS",
     "MISSING",
     "ChatTurns",
     "ConversationStore",
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 InboxState = Literal["accepted", "handling", "sending", "done", "uncertain"]
+DONE_KEPT_DAYS = 30  # done and uncertain inbox entries are kept this long (deduplication)
 MissedPolicy = Literal["run-once", "skip"]
 JobKind = Literal["every", "cron", "at"]
 
@@ -90,6 +92,10 @@ class KeyValueStore(Protocol):
         ...
 
     def drop_namespace(self, namespace: str) -> Awaitable[int]: ...
+
+    def sweep(self) -> Awaitable[int]:
+        """Delete the values past their TTL (invisible already); returns how many."""
+        ...
 
 
 @dataclass(frozen=True)

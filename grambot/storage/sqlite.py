@@ -29,8 +29,6 @@ __all__ = [
     "encode_message",
 ]
 
-DONE_KEPT_DAYS = 30  # done and uncertain inbox rows are kept this long (deduplication)
-
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -131,7 +129,8 @@ class SqliteKeyValue:
                 conn.execute(
                     "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
                 ).rowcount
-            )
+            ),
+            single=True,
         )
 
 
@@ -219,7 +218,6 @@ class SqliteInbox:
                 "state='sending' RETURNING id, message, accepted_at",
                 (now,),
             ).fetchall()
-            prune_inbox(conn, now - DONE_KEPT_DAYS * 86400)
             entries = [InboxEntry(r[0], decode_message(r[1]), "uncertain", r[2]) for r in rows]
             return sorted(entries, key=lambda e: e.id)
 

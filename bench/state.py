@@ -78,13 +78,9 @@ async def _latency(root: Path, n: int) -> list[float]:
 
 async def _throughput(root: Path, n: int, chats: int = 100) -> tuple[float, float]:
     engine, loop_plugin = await _engine(root)
-    loop = asyncio.get_running_loop()
     try:
-        waiters = []
-        for i in range(n):
-            waiter: asyncio.Future[float] = loop.create_future()
-            loop_plugin.waiters[f"c{i % chats}/t{i}"] = waiter
-            waiters.append(waiter)
+        loop_plugin.sent, loop_plugin.expected = 0, n
+        loop_plugin.all_sent = asyncio.Event()
         batches0, ops0 = engine.state.db.batches, engine.state.db.ops
         start = time.perf_counter()
         accept = loop_plugin.api.inbox.accept
@@ -95,7 +91,7 @@ async def _throughput(root: Path, n: int, chats: int = 100) -> tuple[float, floa
                     for i in range(lo, min(n, lo + 500))
                 )
             )
-        await asyncio.gather(*waiters)
+        await loop_plugin.all_sent.wait()
         await _done_barrier(engine)
         elapsed = time.perf_counter() - start
         assert loop_plugin.sent == n and not await engine.state.inbox.counts()  # all done

@@ -126,6 +126,7 @@ class Engine:
             on_change=lambda: self.manager.services.on_change(),
         )
         self.bot.scheduler = self.scheduler
+        self.scheduler.on_change = self.bot.refresh_soon  # job counts in status.json
         self.answers = bot  # False: messages are accepted into the inbox, nobody answers
         self._state_started = False
         self.manager.services.durable = DurableServices(
@@ -412,3 +413,8 @@ class Engine:
         """The inbox in status.json (`uncertainAtStart`: replies that may or may not have gone
         out when the last run stopped)."""
         return self.bot.status()
+
+    def schedule_status(self) -> dict[str, Any]:
+        """Scheduled jobs in status.json: stored (every owner's), and armed (of loaded
+        instances)."""
+        return {"jobs": self.bot.stored_jobs, "active": self.scheduler.active}

@@ -91,7 +91,8 @@ class Bot:
         self.commands = Commands(self)
         self.resumed = False
         self.uncertain_at_start = 0
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, int] = {}  # open inbox entries per state, as last counted
+        self.stored_jobs = 0  # scheduled jobs in the database, as last counted
         self._refresh: asyncio.TimerHandle | None = None
         self._kick: asyncio.Handle | None = None
         self._background: set[asyncio.Task[Any]] = set()  # ended by stop(): the db closes next
@@ -115,7 +116,7 @@ class Bot:
         """A message of this chat is in the inbox (api.inbox.accept calls this)."""
         if self.resumed:
             self.workers.wake((connector_id, chat_id))
-            self._schedule_refresh()
+            self.refresh_soon()
 
     async def recover(self) -> None:
         """At start, before any connector runs: turns cut by the last stop are handled again;
@@ -187,18 +188,22 @@ class Bot:
         await self.commands.stop()
 
     def status(self) -> dict[str, Any]:
-        """For status.json: the inbox by state, and the uncertain replies found at start."""
-        pending = self.counts.get("accepted", 0) + self.counts.get("handling", 0)
+        """For status.json: the inbox by state (as last counted), the uncertain replies found
+        at start, the chats being answered."""
+        counts = self.counts
         return {
-            "pending": pending,
-            "sending": self.counts.get("sending", 0),
-            "uncertain": self.counts.get("uncertain", 0),
+            "accepted": counts.get("accepted", 0),
+            "handling": counts.get("handling", 0),
+            "pending": counts.get("accepted", 0) + counts.get("handling", 0),
+            "sending": counts.get("sending", 0),
+            "uncertain": counts.get("uncertain", 0),
             "uncertainAtStart": self.uncertain_at_start,
             "activeChats": len(self.workers),
         }
 
-    def _schedule_refresh(self) -> None:
-        if self._refresh is None:
+    def refresh_soon(self) -> None:
+        """The inbox or the jobs changed: count them again shortly (at most every 0.25 s)."""
+        if self._refresh is None and not self.workers.stopping:
             loop = asyncio.get_running_loop()
             self._refresh = loop.call_later(0.25, self._start_refresh)
 
@@ -207,9 +212,9 @@ class Bot:
         self._spawn(self._refresh_counts())
 
     async def _refresh_counts(self) -> None:
-        counts = await self.inbox.counts()
-        if counts != self.counts:
-            self.counts = counts
+        counts, jobs = await asyncio.gather(self.inbox.counts(), self.state.schedule.count())
+        if counts != self.counts or jobs != self.stored_jobs:
+            self.counts, self.stored_jobs = counts, jobs
             self._notifying = True  # our own news, not an instance's: kick() ignores it
             try:
                 self._on_change()
@@ -236,8 +241,7 @@ class Bot:
                 history=agent.max_history,
                 since=self._since(agent),
             )
-            if finished is not None:
-                self._schedule_refresh()
+            self.refresh_soon()  # counted again shortly: claimed, done
             if entry is None:
                 return Served.EMPTY if chat[0] in self.registries.connectors else Served.GONE
             finished = await self._answer(chat, entry, history)

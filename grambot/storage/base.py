@@ -177,6 +177,10 @@ class Schedule(Protocol):
 
     def jobs(self, owner: str | None = None, prefix: str = "") -> Awaitable[list[Job]]: ...
 
+    def count(self) -> Awaitable[int]:
+        """How many jobs are stored (of every owner)."""
+        ...
+
     def drop_owner(self, owner: str) -> Awaitable[int]: ...
 
 

@@ -384,6 +384,11 @@ class SqliteSchedule:
 
         return self.db.run(op)
 
+    def count(self) -> asyncio.Future[int]:
+        return self.db.run(
+            lambda conn: int(conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]), single=True
+        )
+
     def drop_owner(self, owner: str) -> asyncio.Future[int]:
         return self.db.run(lambda conn: drop_jobs(conn, owner))
 

@@ -161,9 +161,9 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
         lines.append(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
-    state = _state_lines(status)
-    if state:
-        lines += ["", *state]
+    durable = _state_lines(status)
+    if durable:
+        lines += ["", *durable]
     errors = [
         (i.get("instanceId"), i.get("reason"), i.get("error")) for i in instances if i.get("error")
     ]

@@ -22,6 +22,8 @@ from grambot.storage import (
     StateError,
     open_state,
 )
+from grambot.storage.database import MIGRATIONS
+from grambot.storage.sqlite import encode_message
 
 
 @pytest.fixture
@@ -233,6 +235,32 @@ def test_the_file_is_private_wal_and_versioned(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         conn.close()
+
+
+def test_a_version_1_database_is_migrated_with_its_inbox(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0])
+    conn.execute("PRAGMA user_version=1")
+    data = encode_message(msg(mid="1", text="waiting"))
+    for key, state_name in (("1", "accepted"), ("2", "handling"), ("3", "done")):
+        conn.execute(
+            "INSERT INTO inbox (connector, chat, message_key, state, message, accepted_at, "
+            "updated_at) VALUES ('tg', 'c1', ?, ?, ?, 1, 1)",
+            (key, state_name, data),
+        )
+    conn.commit()
+    conn.close()
+    with open_state(path) as state:
+        assert state.inbox_counts() == {"accepted": 1, "handling": 1}
+        indexes = state.db.run_sync(
+            lambda conn: {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        )
+        assert {"inbox_waiting", "inbox_open", "inbox_aged"} <= indexes
+        assert not {"inbox_queue", "inbox_state"} & indexes
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    conn.close()
 
 
 def test_a_database_from_a_newer_grambot_is_refused_untouched(tmp_path: Path) -> None:

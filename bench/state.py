@@ -1,11 +1,11 @@
 """Durable state (issue 16): the inbox path and api.store, each beside a baseline of the same run.
 
 Inbox: a real Engine on a temporary workspace with `bench/plugins/chatloop` (a connector whose
-replies resolve waiters, and a model that answers at once). A message goes
-`api.inbox.accept` → the bot's chat worker (claim, history, model, mark_sending) → the connector
-→ conversation + done. Latency: one message at a time, from the accept call to its `done` being
-committed (a no-op queued to the database after the reply is a barrier behind the bot's
-mark_done). Baseline: one raw `INSERT` + `COMMIT` of the same row on a sqlite3 connection with
+replies resolve waiters or count, and a model that answers at once). A message goes
+`api.inbox.accept` → the bot's chat worker (claim + history, model, mark_sending) → the
+connector → done + conversation (with the chat's next claim: one operation). Latency: one message
+at a time, from the accept call to its `done` being committed (a no-op queued to the database
+after the reply is a barrier behind the bot's step). Baseline: one raw `INSERT` + `COMMIT` of the same row on a sqlite3 connection with
 the same settings (WAL, synchronous=NORMAL), timed alike. Throughput: messages accepted across
 100 chats at once until every one is done (group commit shares transactions between chats);
 baseline: raw INSERT + COMMIT per row, as fast as one thread goes.
@@ -195,8 +195,9 @@ def run(quick: bool) -> list[Result]:
                 target=f"value <= {limit:g} ms",
                 unit="ms",
                 meets=value <= limit,
-                notes=f"{n_lat} messages one at a time: accept, claim, history, model, "
-                "mark_sending, send, conversation + done (6 database round trips)",
+                notes=f"{n_lat} messages one at a time: accept; claim + history; model; "
+                "mark_sending; send; done + conversation + the next claim (4 operations on the "
+                "database, each a hand-off to its thread and a commit)",
                 group=GROUP,
             )
         )

@@ -3,10 +3,11 @@
 Inbox: a real Engine on a temporary workspace with `bench/plugins/chatloop` (a connector whose
 replies resolve waiters or count, and a model that answers at once). A message goes
 `api.inbox.accept` → the bot's chat worker (claim + history, model, mark_sending) → the
-connector → done + conversation (with the chat's next claim: one operation). Latency: one message
-at a time, from the accept call to its `done` being committed (a no-op queued to the database
-after the reply is a barrier behind the bot's step). Baseline: one raw `INSERT` + `COMMIT` of the same row on a sqlite3 connection with
-the same settings (WAL, synchronous=NORMAL), timed alike. Throughput: messages accepted across
+connector → done + conversation (with the chat's next claim: one operation). Latency: one
+message at a time, from the accept call to its `done` being committed (a no-op queued to the
+database after the reply is a barrier behind the bot's step). Baseline: one raw `INSERT` +
+`COMMIT` of the same row on a sqlite3 connection with the same settings (WAL,
+synchronous=NORMAL), timed alike. Throughput: messages accepted across
 100 chats at once until every one is done (group commit shares transactions between chats);
 baseline: raw INSERT + COMMIT per row, as fast as one thread goes.
 

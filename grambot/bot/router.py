@@ -29,6 +29,7 @@ from typing import Any
 
 from grambot.bot.commands import Commands
 from grambot.bot.conversations import cap_content, import_legacy, legacy_part, trim_history
+from grambot.bot.report import TurnStats, log_handled
 from grambot.bot.workers import Chat, ChatWorkers, Served
 from grambot.core.failures import engine_cancelled, format_details
 from grambot.errors import CallCancelled
@@ -63,6 +64,7 @@ class Reply:
     text: str
     files: list[Attachment] = field(default_factory=list)
     turns: list[ChatMessage] = field(default_factory=list)  # what the conversation gains
+    stats: TurnStats = field(default_factory=TurnStats)  # for its log line (grambot.bot.report)
 
 
 class Bot:
@@ -99,6 +101,7 @@ class Bot:
         self._renamed: set[Chat] = set()
         self._notifying = False
         self.scheduler: Scheduler | None = None  # set by the engine: reminders
+        self.log_messages = False  # `grambot run --log-messages`: texts in each message's line
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -250,20 +253,34 @@ class Bot:
         """Reply to `entry`: the turn, then `sending` (durably) and the send. What is left to
         record (done, the conversation) goes with the chat's next step."""
         message = entry.message
+        started = time.monotonic()
         try:
             reply = await self.respond(message, entry, history)
         except BaseException as exc:
             if engine_cancelled(exc):
                 raise
-            logger.error("bot: chat %s/%s: unexpected failure\n%s", *chat, format_details(exc))
+            logger.error(
+                "bot: chat %s/%s: unexpected failure",
+                *chat,
+                extra={"event": "bot.failed", "chat": chat[1], "details": format_details(exc)},
+            )
             del exc
             reply = Reply("Sorry, something went wrong; details are in the log.")
         await self.inbox.mark_sending(entry.id)
         self.workers.sending.add(chat)
         try:
-            await self._send(message, reply.text, reply.files)
+            sent = await self._send(message, reply.text, reply.files)
         finally:
             self.workers.sending.discard(chat)
+        log_handled(
+            message,
+            reply.stats,
+            started=started,
+            accepted_at=entry.accepted_at,
+            sent=sent,
+            reply=reply.text,
+            with_texts=self.log_messages,
+        )
         return Finished(entry.id, tuple(reply.turns), self._keep())
 
     async def respond(
@@ -275,6 +292,8 @@ class Bot:
         """The reply to one message: a command's, or the model's."""
         command = await self.commands.run(message, entry)
         if command is not None:
+            name = message.text.strip().partition(" ")[0]
+            command.stats.command = name[1:] if name.startswith("/") else name
             return command
         return await self._converse(message, self._agent(), entry, history)
 
@@ -318,12 +337,13 @@ class Bot:
         files: list[Attachment] = []
         extra = {"inboxId": entry.id} if entry is not None else {}
         context = ToolContext(message.connector_id, message.chat_id, extra)
+        stats = TurnStats()
         try:
-            text = await self._run_turn(context, agent, history, turn, files)
+            text = await self._run_turn(context, agent, history, turn, files, stats)
         except TurnFailed as exc:
             text = f"Sorry, {exc}"
             turn.append(ChatMessage(role="assistant", content=text, is_error=True))
-        return Reply(text, files, turn)
+        return Reply(text, files, turn, stats)
 
     async def _run_turn(
         self,
@@ -332,6 +352,7 @@ class Bot:
         history: list[ChatMessage],
         turn: list[ChatMessage],
         files: list[Attachment],
+        stats: TurnStats,
     ) -> str:
         provider_id, provider = self._provider(agent)
         tools = self._tool_definitions(agent)
@@ -359,6 +380,7 @@ class Bot:
                 raise TurnFailed(
                     f"the inference provider '{provider_id}' failed ({type(exc).__name__})."
                 ) from None
+            stats.add_response(provider_id, agent.model, response)
             turn.append(
                 ChatMessage(role="assistant", content=response.text, tool_calls=response.tool_calls)
             )
@@ -488,8 +510,10 @@ class Bot:
             who = "no inference provider (none is enabled)"
         return who, [d.name for d in self._tool_definitions(agent)]
 
-    async def _send(self, message: IncomingMessage, text: str, files: list[Attachment]) -> None:
-        await self.send(message.connector_id, message.chat_id, text, files, message.message_id)
+    async def _send(self, message: IncomingMessage, text: str, files: list[Attachment]) -> bool:
+        return await self.send(
+            message.connector_id, message.chat_id, text, files, message.message_id
+        )
 
     async def send(
         self,
@@ -517,7 +541,11 @@ class Bot:
         details = format_details(exc)
         if owner is not None and self._redact is not None:
             details = self._redact(owner, details)
-        logger.error("bot: %s failed\n%s", what, details)
+        logger.error(
+            "bot: %s failed",
+            what,
+            extra={"event": "bot.failed", "instance": owner, "details": details},
+        )
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

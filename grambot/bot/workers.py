@@ -65,7 +65,15 @@ class ChatWorkers:
                 except BaseException as exc:  # a chat's failure never ends its worker
                     if engine_cancelled(exc):
                         raise
-                    logger.error("bot: chat %s/%s failed\n%s", *chat, format_details(exc))
+                    logger.error(
+                        "bot: chat %s/%s failed",
+                        *chat,
+                        extra={
+                            "event": "bot.failed",
+                            "chat": chat[1],
+                            "details": format_details(exc),
+                        },
+                    )
                     del exc
                     await asyncio.sleep(1.0)
                     continue

@@ -281,7 +281,16 @@ class PluginManager:
                 instance.state is not InstanceState.RETRYING or instance.retry_handle is not None
             ):
                 return  # edited, removed or rescheduled meanwhile
-            logger.info("instance %s: retry %d", instance.instance_id, instance.attempt)
+            logger.info(
+                "instance %s: retry %d",
+                instance.instance_id,
+                instance.attempt,
+                extra={
+                    "event": "instance.retry",
+                    "instance": instance.instance_id,
+                    "attempt": instance.attempt,
+                },
+            )
             await self._bring_up([(instance, None, None)], retry=True)
 
     def _changed(self) -> None:

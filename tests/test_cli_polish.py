@@ -1,0 +1,72 @@
+"""CLI polish (issue 15 item 5): --unset, references the agent block makes checked against the
+running engine, "did you mean", --json listings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from grambot.cli import main
+from tests.conftest import entry
+from tests.runproc import EngineProcess, wait_until, workspace_with
+
+
+def _agent(workspace: Path, *args: str) -> tuple[int, str, dict[str, object]]:
+    result = CliRunner().invoke(main, ["agent", "-w", str(workspace), *args])
+    data = json.loads((workspace / ".scout" / "settings.json").read_text())
+    return result.exit_code, result.output, data.get("agent", {})
+
+
+def test_agent_unset_removes_a_key_and_refuses_one_that_is_not_there(tmp_path: Path) -> None:
+    workspace = workspace_with(tmp_path, [entry("p")], agent={"tools": [], "maxHistory": 10})
+    code, output, agent = _agent(workspace, "--unset", "tools")
+    assert code == 0, output
+    assert agent == {"maxHistory": 10}
+
+    code, output, agent = _agent(workspace, "--unset", "maxHistroy")
+    assert code == 1
+    assert "agent has no key 'maxHistroy'" in output and "did you mean 'maxHistory'?" in output
+    assert agent == {"maxHistory": 10}  # nothing written
+
+
+def test_agent_tools_are_checked_against_the_running_engine(tmp_path: Path) -> None:
+    workspace = workspace_with(tmp_path, [entry("p", tool_name="lookup")])
+    # no engine: the tools an instance registers are not known, so nothing is claimed
+    code, output, agent = _agent(workspace, "--set", 'tools=["lookpu"]')
+    assert code == 0, output
+
+    engine = EngineProcess(workspace)
+    try:
+        engine.wait_ready()
+        wait_until(lambda: (engine.status() or {}).get("instances"), 20, "status.json")
+        code, output, agent = _agent(workspace, "--set", 'tools=["lookpu"]')
+        assert code == 1
+        assert "no instance of the running engine registers a tool 'lookpu'" in output
+        assert "did you mean 'lookup'?" in output
+        assert agent == {"tools": ["lookpu"]}  # unchanged
+        code, output, agent = _agent(workspace, "--set", 'tools=["lookup", "image_generate"]')
+        assert code == 0, output
+        assert agent == {"tools": ["lookup", "image_generate"]}
+    finally:
+        assert engine.stop() == 0, engine.output
+
+
+def test_secrets_list_json_says_where_each_key_comes_from(tmp_path: Path) -> None:
+    workspace = workspace_with(tmp_path, [entry("p")])
+    runner = CliRunner()
+    stored = runner.invoke(
+        main, ["secrets", "set", "p", "token", "-w", str(workspace)], input="s3cret-value\n"
+    )
+    assert stored.exit_code == 0, stored.output
+    result = runner.invoke(
+        main,
+        ["secrets", "list", "--json", "-w", str(workspace)],
+        env={"GRAMBOT_SECRET__p__apiKey": "from-the-environment"},
+    )
+    assert result.exit_code == 0, result.output
+    listing = json.loads(result.output)
+    assert listing["instances"]["p"]["token"] == {"source": "store", "where": None}
+    assert listing["instances"]["p"]["apiKey"]["source"] == "env"
+    assert "s3cret-value" not in result.output and "from-the-environment" not in result.output

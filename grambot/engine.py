@@ -20,6 +20,7 @@ from grambot.bot import Bot
 from grambot.core.instance import Instance, InstanceState, Services, iso
 from grambot.core.manager import PluginManager
 from grambot.errors import SettingsError
+from grambot.isolation.backend import ProcessIsolation
 from grambot.masking import MASK
 from grambot.plugins.catalog import PluginCatalog, builtin_plugins_dir
 from grambot.plugins.context import MemoryCache
@@ -93,6 +94,8 @@ class Engine:
         self.timeout_overrides: dict[str, int] = {}
         self.ignored_edit: IgnoredEdit | None = None
         self._stop_handlers: list[Callable[[str], None]] = []
+        # `"isolation": "process"` instances run in children of one zygote (docs/isolation.md)
+        self.isolation = ProcessIsolation()
         self.manager = PluginManager(
             Services(
                 catalog=self.catalog,
@@ -103,6 +106,7 @@ class Engine:
                 data_root=self.scout_dir / "plugins",
                 timeout_overrides=self.timeout_overrides,
                 request_stop=self._plugin_requests_stop,
+                isolation=self.isolation,
             )
         )
         # Durable state (issue 16, docs/state.md): .scout/state.db, opened on first use.
@@ -351,12 +355,21 @@ class Engine:
         if first:
             await self._start_state()
         await self.state.set_synchronous(settings.state_synchronous)
+        await self._start_zygote(settings)
         applied = await self.manager.sync_with_settings(settings)
         if applied:
             self._report(settings)
         if first and self.answers:
             await self.bot.resume()  # what waits in the inbox is answered from now on
         return applied
+
+    async def _start_zygote(self, settings: EngineSettings) -> None:
+        """Start the zygote of isolated instances now if an entry runs out of process; a
+        zygote that cannot start is the failure of those instances, reported at their load."""
+        try:
+            await self.isolation.prestart(settings, self.manager.services)
+        except Exception as exc:
+            logger.error("the zygote of isolated instances did not start: %s", exc)
 
     async def _start_state(self) -> None:
         """Open .scout/state.db (raises StateError, e.g. a database of a newer grambot) and,
@@ -405,6 +418,7 @@ class Engine:
         await self.event_engine.stop(drain_deadline)
         await self.bot.stop(drain_deadline)
         await self.manager.unload_all()
+        self.isolation.close()  # every child has stopped; the zygote goes too
         await self.scheduler.stop()
         await self.retention.stop()
         await self.state.close()

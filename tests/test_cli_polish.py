@@ -4,6 +4,9 @@ running engine, "did you mean", --json listings."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -70,3 +73,33 @@ def test_secrets_list_json_says_where_each_key_comes_from(tmp_path: Path) -> Non
     assert listing["instances"]["p"]["token"] == {"source": "store", "where": None}
     assert listing["instances"]["p"]["apiKey"]["source"] == "env"
     assert "s3cret-value" not in result.output and "from-the-environment" not in result.output
+
+
+def _complete(workspace: Path, words: str) -> list[str]:
+    """What bash's Tab offers after `words` (click's bash_complete protocol, a real process)."""
+    env = {
+        **os.environ,
+        "_GRAMBOT_COMPLETE": "bash_complete",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(words.split(" ")) - 1),
+        "GRAMBOT_WORKSPACE": str(workspace),
+    }
+    script = Path(sys.executable).parent / "grambot"  # the installed command, as a shell runs it
+    done = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line]
+    assert all("," in line for line in lines), done.stdout
+    return [line.split(",", 1)[1] for line in lines]
+
+
+def test_completion_scripts_and_ids(tmp_path: Path) -> None:
+    for shell in ("bash", "zsh", "fish"):
+        script = CliRunner().invoke(main, ["completion", shell])
+        assert script.exit_code == 0 and "_GRAMBOT_COMPLETE" in script.output, script.output
+    workspace = workspace_with(tmp_path, [entry("alpha"), entry("beta", "counter")])
+    assert _complete(workspace, "grambot retry ") == ["alpha", "beta"]
+    assert _complete(workspace, "grambot secrets get b") == ["beta"]
+    assert _complete(workspace, "grambot check al") == ["alpha"]
+    (workspace / ".scout" / "settings.json").unlink()
+    os.mkfifo(workspace / ".scout" / "settings.json")  # never read: a Tab must not hang
+    assert _complete(workspace, "grambot retry ") == []

@@ -104,6 +104,7 @@ def run(
 
 def _add_commands() -> None:
     from grambot.cli.agent import agent_command
+    from grambot.cli.completion import completion_command
     from grambot.cli.control import reload_command, retry_command
     from grambot.cli.hooks import check_command, migrate_command
     from grambot.cli.manage import (
@@ -135,6 +136,7 @@ def _add_commands() -> None:
         check_command,
         migrate_command,
         backup_command,
+        completion_command,
     ):
         main.add_command(command)
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import click
 
 from grambot.cli.common import EXIT_PROBLEMS, fail, workspace_option
+from grambot.cli.completion import instance_ids
 
 if TYPE_CHECKING:
     from grambot.secrets import SecretsStore
@@ -77,7 +78,7 @@ def secrets_group() -> None:
 
 
 @secrets_group.command("set")
-@click.argument("instance_id")
+@click.argument("instance_id", shell_complete=instance_ids)
 @click.argument("key")
 @click.option(
     "--check",
@@ -118,7 +119,7 @@ def set_command(instance_id: str, key: str, check: bool, workspace: Path) -> Non
 
 
 @secrets_group.command("get")
-@click.argument("instance_id")
+@click.argument("instance_id", shell_complete=instance_ids)
 @click.argument("key")
 @click.option("--reveal", is_flag=True, help="Print the value itself, not a masked form.")
 @workspace_option
@@ -139,7 +140,7 @@ def mask(value: str) -> str:
 
 
 @secrets_group.command("list")
-@click.argument("instance_id", required=False)
+@click.argument("instance_id", required=False, shell_complete=instance_ids)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: instance -> key -> source.")
 @workspace_option
 def list_command(instance_id: str | None, as_json: bool, workspace: Path) -> None:
@@ -195,7 +196,7 @@ def _refuse_external(store: SecretsStore, instance_id: str, key: str, action: st
 
 
 @secrets_group.command("delete")
-@click.argument("instance_id")
+@click.argument("instance_id", shell_complete=instance_ids)
 @click.argument("key")
 @workspace_option
 def delete_command(instance_id: str, key: str, workspace: Path) -> None:

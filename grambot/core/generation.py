@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from grambot.core.failures import describe, engine_cancelled
+from grambot.core.failures import Failure, describe, engine_cancelled
 from grambot.errors import PluginNotFound, RegistrationError
 from grambot.masking import MASK
 from grambot.plugins.allowlist import module_guard
@@ -69,6 +69,23 @@ logger = logging.getLogger("grambot.instance")
 NOT_CREATED: Any = object()  # the import step left an async create() to the event loop
 
 
+class Isolation(Protocol):
+    """Where an instance's code runs (grambot.isolation.backend.ProcessIsolation): the one seam
+    between the core and process isolation."""
+
+    def generation(
+        self,
+        services: Services,
+        config: InstanceConfig,
+        on_task_failure: TaskFailureReporter,
+        on_lost: Callable[[Generation, Failure], None],
+    ) -> Generation | None:
+        """A generation that runs `config` elsewhere, or None to load it in this process."""
+        ...
+
+    def status(self, instance_id: str, generation: Generation | None) -> dict[str, Any]: ...
+
+
 @dataclass
 class Services:
     """What the engine lends every instance; the manager keeps it current."""
@@ -89,6 +106,9 @@ class Services:
     request_stop: Callable[[str, str, bool], bool] = lambda instance_id, reason, sole: False
     load_order: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     durable: DurableServices | None = None  # api.store / api.inbox / api.schedule (issue 16)
+    isolation: Isolation | None = None  # None: every instance runs in this process
+    # a process-isolated load's child ended unasked (the manager fails and retries it)
+    on_lost: Callable[[Instance, Generation, Failure], None] = lambda i, g, f: None
 
 
 class Generation:

@@ -143,7 +143,14 @@ class Instance:
             "stalls": self.stalls,
             "migrated": _migrated(generation),
             "settingsDigest": settings_digest(self.config),
+            "isolation": self._isolation_status(),
         }
+
+    def _isolation_status(self) -> dict[str, Any]:
+        isolation = self._services.isolation
+        if isolation is None:
+            return {"mode": "inprocess"}
+        return isolation.status(self.instance_id, self._generation)
 
     @property
     def healthy(self) -> bool:
@@ -201,7 +208,7 @@ class Instance:
         progress = Progress("lookup")
         generation: Generation | None = None
         try:
-            generation = Generation(self._services, config, self._task_failed)
+            generation = self._new_generation(config)
             await generation.import_and_validate(progress, create=False)
         except BaseException as exc:
             if generation is not None:
@@ -232,7 +239,7 @@ class Instance:
         generation = prepared
         try:
             if generation is None:
-                generation = Generation(self._services, self.config, self._task_failed)
+                generation = self._new_generation(self.config)
                 self._generation = generation
                 await generation.import_and_validate(progress, create=True)
             self._generation = generation
@@ -304,6 +311,7 @@ class Instance:
             generation is None
             or self.state is not InstanceState.LOADED
             or config.plugin_id != self.plugin_id
+            or config.isolation_spec != self.config.isolation_spec  # another process: reload
         ):
             return False
         hook = getattr(generation.plugin_object, "reconfigure", None)
@@ -364,6 +372,28 @@ class Instance:
             self.plugin_id,
             extra=self._fields("instance.unloaded"),
         )
+
+    async def lost(self, generation: Generation, failure: Failure) -> None:
+        """The process of its current load ended unasked (process isolation; its proxies are
+        gone already): what is left of the load is released, and it fails with the reason,
+        retried with the engine's backoff."""
+        if self._generation is not generation or self.state is not InstanceState.LOADED:
+            return
+        self._set(InstanceState.UNLOADING)
+        await self._teardown(generation)
+        self._settle(failure)
+
+    def _new_generation(self, config: InstanceConfig) -> Generation:
+        """A generation for `config`: in this process, or in a child (grambot.isolation)."""
+        isolation = self._services.isolation
+        if isolation is not None:
+            elsewhere = isolation.generation(self._services, config, self._task_failed, self._lost)
+            if elsewhere is not None:
+                return elsewhere
+        return Generation(self._services, config, self._task_failed)
+
+    def _lost(self, generation: Generation, failure: Failure) -> None:
+        self._services.on_lost(self, generation, failure)
 
     async def _teardown(self, generation: Generation) -> None:
         """The one teardown (Generation.teardown): `unload` is called when `create` ran."""

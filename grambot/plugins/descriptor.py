@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from types import MappingProxyType
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -104,6 +104,10 @@ class PluginDescriptor:
     allowed_modules: tuple[str, ...] | None = None
     allowed_vault_paths: tuple[str, ...] = ()
     cache_key_prefix: str | None = None
+    # docs/isolation.md: "process" refuses to run in process; limits for a process instance
+    isolation: str | None = None
+    memory_mb: int | None = None
+    sandbox: str | None = None
     raw: Mapping[str, Any]
 
 
@@ -126,6 +130,9 @@ class _DescriptorModel(BaseModel):
     cache_key_prefix: Annotated[str, StringConstraints(min_length=1)] | None = Field(
         default=None, alias="cacheKeyPrefix"
     )
+    isolation: Literal["inprocess", "process"] | None = None
+    memory_mb: Annotated[int, Field(ge=32)] | None = Field(default=None, alias="memoryMb")
+    sandbox: Literal["required", "best-effort"] | None = None
 
 
 def load_descriptor(
@@ -185,6 +192,9 @@ def load_descriptor(
         allowed_modules=None if model.allowed_modules is None else tuple(model.allowed_modules),
         allowed_vault_paths=tuple(model.allowed_vault_paths),
         cache_key_prefix=model.cache_key_prefix,
+        isolation=model.isolation,
+        memory_mb=model.memory_mb,
+        sandbox=model.sandbox,
         raw=_freeze(data),
     )
 

@@ -22,6 +22,7 @@ from grambot.storage import (
     StateError,
     open_state,
 )
+from grambot.storage.conversations import TRIM_EVERY
 from grambot.storage.database import MIGRATIONS
 from grambot.storage.sqlite import encode_message
 
@@ -138,15 +139,17 @@ async def test_conversations_append_keep_load_and_age(state: SqliteState) -> Non
     ]
     await conv.append("tg", "c", turn, keep=100)
     assert await conv.load("tg", "c", limit=10) == turn
-    for n in range(10):
-        await conv.append("tg", "c", [ChatMessage("user", f"m{n}")], keep=5)
-    loaded = await conv.load("tg", "c", limit=100)
-    assert [m.content for m in loaded] == [f"m{n}" for n in range(5, 10)]
-    assert [m.content for m in await conv.load("tg", "c", limit=2)] == ["m8", "m9"]
+    sent = [f"m{n}" for n in range(3 * TRIM_EVERY)]
+    for text in sent:
+        await conv.append("tg", "c", [ChatMessage("user", text)], keep=5)
+    kept = [m.content for m in await conv.load("tg", "c", limit=100)]
+    assert 5 <= len(kept) < 5 + TRIM_EVERY  # trimmed to 5 every TRIM_EVERY rows
+    assert kept == sent[-len(kept) :]
+    assert [m.content for m in await conv.load("tg", "c", limit=2)] == sent[-2:]
     import time
 
     assert await conv.load("tg", "c", limit=10, since=time.time() + 10) == []
-    assert await conv.prune(time.time() + 10) == 5
+    assert await conv.prune(time.time() + 10) == len(kept)
     await conv.append("tg", "c", [ChatMessage("user", "x")], keep=5)
     await conv.forget("tg", "c")
     assert await conv.load("tg", "c", limit=10) == []
@@ -209,6 +212,19 @@ async def test_checkpoints_run_on_a_thread_of_their_own(state: SqliteState) -> N
         lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     )
     assert busy == 0 and copied == in_log
+
+
+async def test_every_chat_is_trimmed_whatever_the_order_of_appends(state: SqliteState) -> None:
+    """Chats taking turns in a fixed order (row ids in the same pattern each round) are each
+    trimmed all the same: the count is per chat."""
+    conv = state.conversations
+    turn = [ChatMessage("user", "q"), ChatMessage("assistant", "a")]
+    for _ in range(4 * TRIM_EVERY):
+        await asyncio.gather(
+            *(conv.append("tg", f"c{n}", turn, keep=10) for n in range(TRIM_EVERY))
+        )
+    for n in range(TRIM_EVERY):
+        assert 10 <= len(await conv.load("tg", f"c{n}", limit=1000)) < 10 + TRIM_EVERY
 
 
 async def test_schedule_jobs_by_owner_and_prefix(state: SqliteState) -> None:

@@ -194,7 +194,8 @@ class ConversationStore(Protocol):
     def append(
         self, connector_id: str, chat_id: str, messages: Sequence[ChatMessage], *, keep: int
     ) -> Awaitable[None]:
-        """Add `messages` (stamped now) and keep only the last `keep` of the chat."""
+        """Add `messages` (stamped now) and keep the chat's last `keep` (at least: it may be
+        trimmed to them every few appends rather than at each)."""
         ...
 
     def forget(self, connector_id: str, chat_id: str) -> Awaitable[None]: ...

@@ -1,11 +1,16 @@
 """Conversations in the state database: the SQLite `ConversationStore` (grambot.storage.base).
 
 A chat's messages are rows of `conversation`, one JSON message each, appended after a reply and
-trimmed to the chat's last `keep`. Loading a history decodes only the rows it has not seen: a
-row's message never changes and row ids are never reused (AUTOINCREMENT), so a message decoded
-once, or appended from memory, is handed out again by its id (`DecodedMessages`, bounded) for as
-long as it is kept, whatever else writes to the file. Everything here runs on the database's
-thread (grambot.storage.database); only that thread touches the cache.
+trimmed to the chat's last `keep` once TRIM_EVERY rows have come since its last trim (a trim
+walks `keep` rows of the index: at every append it cost a tenth of the inbox path's CPU), so a
+chat holds at most `keep` + TRIM_EVERY rows, a few more across a restart.
+
+Loading a history decodes only the rows it has not seen: a row's message never changes and row
+ids are never reused (AUTOINCREMENT), so a message decoded once, or appended from memory, is
+handed out again by its id (`DecodedMessages`, bounded) for as long as it is kept, whatever else
+writes to the file (an id that a rolled-back append had taken comes again only to this
+connection's next append, which replaces what was kept under it). Everything here runs on the
+database's thread (grambot.storage.database); only that thread touches what is remembered.
 """
 
 from __future__ import annotations
@@ -22,8 +27,12 @@ import msgspec
 from grambot.registries.inference import ChatMessage
 from grambot.storage.database import Database
 
+TRIM_EVERY = 8  # rows appended to a chat between two trims
+
 __all__ = [
+    "TRIM_EVERY",
     "DecodedMessages",
+    "Rows",
     "SqliteConversations",
     "append_messages",
     "drop_conversations",
@@ -69,6 +78,25 @@ class DecodedMessages:
             self._chars -= len(self._by_id.popitem(last=False)[1].content)
 
 
+class Untrimmed:
+    """Rows appended per chat since its last trim, for the chats that have some (forgotten, at
+    worst, when `limit` chats have: they are trimmed TRIM_EVERY appends later)."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._rows: dict[tuple[str, str], int] = {}
+
+    def due(self, chat: tuple[str, str], added: int) -> bool:
+        """Count `added` rows of `chat`; True when it is to be trimmed now."""
+        rows = self._rows.pop(chat, 0) + added
+        if rows >= TRIM_EVERY:
+            return True
+        if len(self._rows) >= self.limit:
+            self._rows.clear()
+        self._rows[chat] = rows
+        return False
+
+
 def load_history(
     conn: sqlite3.Connection,
     decoded: DecodedMessages,
@@ -88,21 +116,23 @@ def load_history(
 
 def append_messages(
     conn: sqlite3.Connection,
-    decoded: DecodedMessages,
+    rows: Rows,
     connector_id: str,
     chat_id: str,
     messages: Sequence[ChatMessage],
     at: float,
     keep: int,
 ) -> None:
-    """Add `messages` to the chat (stamped `at`), then keep only its last `keep`."""
+    """Add `messages` to the chat (stamped `at`); trim it to its last `keep` when it is due."""
     for message in messages:
         cursor = conn.execute(
             "INSERT INTO conversation (connector, chat, at, message) VALUES (?,?,?,?)",
             (connector_id, chat_id, at, encode(message)),
         )
         assert cursor.lastrowid is not None
-        decoded.put(cursor.lastrowid, message)  # frozen: safe to hand out again
+        rows.decoded.put(cursor.lastrowid, message)  # frozen: safe to hand out again
+    if not rows.untrimmed.due((connector_id, chat_id), len(messages)):
+        return
     conn.execute(
         "DELETE FROM conversation WHERE connector=? AND chat=? AND id <= (SELECT id FROM "
         "conversation WHERE connector=? AND chat=? ORDER BY id DESC LIMIT 1 OFFSET ?)",
@@ -114,17 +144,27 @@ def drop_conversations(conn: sqlite3.Connection, connector_id: str) -> int:
     return int(conn.execute("DELETE FROM conversation WHERE connector=?", (connector_id,)).rowcount)
 
 
+class Rows:
+    """What the database's thread remembers of the conversation rows."""
+
+    __slots__ = ("decoded", "untrimmed")
+
+    def __init__(self) -> None:
+        self.decoded = DecodedMessages()
+        self.untrimmed = Untrimmed()
+
+
 class SqliteConversations:
     def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.clock = clock
-        self.decoded = DecodedMessages()
+        self.rows = Rows()
 
     def load(
         self, connector_id: str, chat_id: str, *, limit: int, since: float | None = None
     ) -> asyncio.Future[list[ChatMessage]]:
         return self.db.run(
-            lambda conn: load_history(conn, self.decoded, connector_id, chat_id, limit, since),
+            lambda conn: load_history(conn, self.rows.decoded, connector_id, chat_id, limit, since),
             single=True,
         )
 
@@ -134,9 +174,7 @@ class SqliteConversations:
         items = list(messages)  # frozen messages: safe to read from the database's thread
         now = self.clock()
         return self.db.run(
-            lambda conn: append_messages(
-                conn, self.decoded, connector_id, chat_id, items, now, keep
-            )
+            lambda conn: append_messages(conn, self.rows, connector_id, chat_id, items, now, keep)
         )
 
     def forget(self, connector_id: str, chat_id: str) -> asyncio.Future[Any]:

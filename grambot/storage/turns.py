@@ -28,7 +28,7 @@ class SqliteChatTurns:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
-        self.decoded = conversations.decoded
+        self.rows = conversations.rows
         self.clock = clock
 
     def next_turn(
@@ -42,14 +42,14 @@ class SqliteChatTurns:
         since: float | None = None,
     ) -> asyncio.Future[Step]:
         now = self.clock()
-        decoded = self.decoded
+        rows = self.rows
 
         def op(conn: sqlite3.Connection) -> Step:
             if finished is not None:
                 if finished.messages:
                     append_messages(
                         conn,
-                        decoded,
+                        rows,
                         connector_id,
                         chat_id,
                         finished.messages,
@@ -60,6 +60,6 @@ class SqliteChatTurns:
             entry = claim_next(conn, connector_id, chat_id, now) if claim else None
             if entry is None:
                 return None, []
-            return entry, load_history(conn, decoded, connector_id, chat_id, history, since)
+            return entry, load_history(conn, rows.decoded, connector_id, chat_id, history, since)
 
         return self.db.run(op)

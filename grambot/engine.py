@@ -42,6 +42,7 @@ from grambot.settings import (
     load_settings,
 )
 from grambot.storage import STATE_FILE, SqliteState
+from grambot.storage.retention import Retention
 
 if TYPE_CHECKING:
     from grambot.core.check import CheckResult
@@ -111,6 +112,13 @@ class Engine:
         # Durable state (issue 16, docs/state.md): .scout/state.db, opened on first use.
         self.state = SqliteState(self.scout_dir / STATE_FILE)
         self.scheduler = Scheduler(self.state.schedule)
+        # what is kept only for a while (agent.historyDays, done inbox entries, TTLs) goes hourly
+        self.retention = Retention(
+            self.state.conversations,
+            self.state.inbox,
+            self.state.kv,
+            lambda: self.settings.agent.history_days,
+        )
         # The bot answers what connectors put in the inbox (and `connector.message` events)
         # with the last valid `agent` block.
         self.bot = Bot(
@@ -122,6 +130,7 @@ class Engine:
             on_change=lambda: self.manager.services.on_change(),
         )
         self.bot.scheduler = self.scheduler
+        self.scheduler.on_change = self.bot.refresh_soon  # job counts in status.json
         self.answers = bot  # False: messages are accepted into the inbox, nobody answers
         self._state_started = False
         self.manager.services.durable = DurableServices(
@@ -370,6 +379,7 @@ class Engine:
         await asyncio.to_thread(self.state.open)
         if self.answers:
             await self.bot.recover()
+            self.retention.start()
 
     def _report(self, settings: EngineSettings) -> None:
         lines = [str(p) for p in settings.problems]
@@ -410,9 +420,15 @@ class Engine:
         await self.manager.unload_all()
         self.isolation.close()  # every child has stopped; the zygote goes too
         await self.scheduler.stop()
+        await self.retention.stop()
         await self.state.close()
 
     def state_status(self) -> dict[str, Any]:
         """The inbox in status.json (`uncertainAtStart`: replies that may or may not have gone
         out when the last run stopped)."""
         return self.bot.status()
+
+    def schedule_status(self) -> dict[str, Any]:
+        """Scheduled jobs in status.json: stored (every owner's), and armed (of loaded
+        instances)."""
+        return {"jobs": self.bot.stored_jobs, "active": self.scheduler.active}

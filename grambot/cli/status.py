@@ -107,6 +107,29 @@ def _isolation(block: dict[str, Any], now: datetime) -> str:
     return ", ".join(parts)
 
 
+def _state_lines(status: dict[str, Any]) -> list[str]:
+    """The durable inbox and the scheduled jobs (docs/state.md), when the engine reports them."""
+    lines = []
+    inbox = status.get("inbox")
+    if isinstance(inbox, dict):
+        counts = ", ".join(
+            f"{inbox.get(state, 0)} {state}"
+            for state in ("accepted", "handling", "sending", "uncertain")
+        )
+        at_start = inbox.get("uncertainAtStart") or 0
+        found = f" ({at_start} found at start)" if at_start else ""
+        lines.append(
+            f"inbox: {counts}{found}; {inbox.get('activeChats', 0)} chat(s) being answered"
+        )
+    schedule = status.get("schedule")
+    if isinstance(schedule, dict):
+        lines.append(
+            f"scheduled jobs: {schedule.get('jobs', 0)} stored, {schedule.get('active', 0)} "
+            "armed (of loaded instances)"
+        )
+    return lines
+
+
 def render(status: dict[str, Any], now: datetime | None = None) -> str:
     """The readable table of a status document."""
     now = now or datetime.now(UTC)
@@ -130,7 +153,7 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
         lines.append("settings.json entries left out (fix them; the rest applies):")
         lines += [f"  {p}" for p in entry_problems]
     if not instances:
-        return "\n".join(lines)
+        return "\n".join([*lines, *_state_lines(status)])
     header = ("INSTANCE", "PLUGIN", "STATE", "SINCE", "REGISTERED")
     rows = []
     for item in instances:
@@ -156,6 +179,9 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
         lines.append(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+    durable = _state_lines(status)
+    if durable:
+        lines += ["", *durable]
     errors = [
         (i.get("instanceId"), i.get("reason"), i.get("error")) for i in instances if i.get("error")
     ]

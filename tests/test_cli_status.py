@@ -232,3 +232,38 @@ def test_render_shows_the_ignored_edit_and_held_entries() -> None:
     assert "edits not applied (these run as they were):" in text
     assert "  tg: plugins[0].settings.pollTimeout: Input should be a valid integer" in text
     assert "  b (plugin-not-found): no plugin with id 'nope'" in text
+
+
+def test_render_shows_the_isolation_of_process_instances() -> None:
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    loaded = {"state": "loaded", "since": now.isoformat(), "registrations": {}}
+    doc = {
+        "pid": 7,
+        "startedAt": now.isoformat(),
+        "instances": [
+            {**loaded, "instanceId": "in", "pluginId": "p", "isolation": {"mode": "inprocess"}},
+            {
+                **loaded,
+                "instanceId": "out",
+                "pluginId": "p",
+                "isolation": {
+                    "mode": "process",
+                    "pid": 4242,
+                    "rssBytes": 30_859_264,
+                    "sandbox": "landlock ABI 7",
+                    "memoryMb": 256,
+                    "restarts": 2,
+                    "lastExit": {
+                        "reason": "crashed",
+                        "at": (now - timedelta(seconds=5)).isoformat(),
+                    },
+                },
+            },
+        ],
+    }
+    text = render(doc, now)
+    assert "in process" not in text and "  in:" not in text
+    assert (
+        "isolated:\n  out: pid 4242, RSS 29.4 MiB (limit 256 MiB), landlock ABI 7, "
+        "2 restarts, last exit crashed 5s ago"
+    ) in text

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -396,9 +397,105 @@ async def test_a_connector_and_secrets_work_across(engine: Engine, workspace: Wo
     assert outbox.read_text().split("\n")[0] == "start"  # started as the child's stage
     await engine.bot.send("r", "chat-1", "hello there")
     assert (await call(engine, "rogue", do="secret")).text == "tok-123456789"
-    with pytest.raises(Exception, match=r"does not offer them yet"):
-        await call(engine, "rogue", do="store")  # not built yet: it says so
+    assert (await call(engine, "rogue", do="store")).text == "None"
     env = (await call(engine, "rogue", do="env")).text.split(",")
     assert "TMPDIR" in env and not [name for name in env if "GRAMBOT" in name or "PYTEST" in name]
     await engine.apply(write(workspace, []))
     assert outbox.read_text().split("\n")[1:] == ["chat-1: hello there", "stop", ""]
+
+
+async def test_durable_state_is_the_engines(engine: Engine, workspace: Workspace) -> None:
+    """api.store, api.inbox and api.schedule in a child: the state is the engine's, in the
+    instance's own namespace, and a job's handler runs in the child."""
+    ticks: list[Any] = []
+    engine.event_engine.register("rogue.tick", lambda event: ticks.append(event.payload))
+    await engine.apply(write(workspace, [rogue()]))
+    report = json.loads((await call(engine, "rogue", do="durable")).text)
+    assert report["a"] == {"n": 1} and report["short"] == "gone"
+    assert report["cas"] == [True, False, True, "third"]
+    assert report["keys"] == ["a", "c"] and report["items"] == {"a": {"n": 1}}
+    assert report["bad"].startswith("ValueError: store ttl must be")
+    assert report["removed"] is False and report["outstanding"] == 0
+    assert report["job"] == ["tick", "every"] and report["jobs"] == ["tick"]
+    child = isolation(engine, "r")["pid"]
+    await until(lambda: len(ticks) >= 2, what="the job to run twice")
+    assert ticks[0] == {"name": "tick", "payload": {"p": 1}, "pid": child}
+    durable = engine.instance("r").generation.durable  # type: ignore[union-attr]
+    assert durable is not None
+    assert await durable.store.get("a") == {"n": 1}  # the engine's store, the instance's namespace
+    assert await durable.store.get("ticks") >= 2
+    inprocess = {**rogue(), "isolation": "inprocess"}
+    await engine.apply(write(workspace, [inprocess]))  # the same state in process
+    assert (await call(engine, "rogue", do="store")).text == "None"  # "x" was never set
+    again = engine.instance("r").generation.durable  # type: ignore[union-attr]
+    assert again is not None and await again.store.get("c") == "third"
+
+
+async def test_reconfigure_crosses_the_pipe(engine: Engine, workspace: Workspace) -> None:
+    await engine.apply(write(workspace, [rogue(label="one")]))
+    child = isolation(engine, "r")["pid"]
+    await engine.apply(write(workspace, [rogue(label="two")]))  # accepted in place
+    assert isolation(engine, "r")["pid"] == child
+    assert (await call(engine, "rogue", do="label")).text == "two"
+    assert engine.instance("r").config.settings["label"] == "two"  # type: ignore[union-attr]
+    await engine.apply(write(workspace, [rogue(label="two", path="/x")]))  # refused: reloaded
+    assert isolation(engine, "r")["pid"] != child
+    assert (await call(engine, "rogue", do="label")).text == "two"
+    assert str(engine.state_of("r")) == "loaded"
+
+
+async def test_check_runs_in_a_child(engine: Engine, workspace: Workspace) -> None:
+    await engine.apply(write(workspace, [rogue(label="fine")]))
+    result = await engine.check("r")
+    assert result.ok, result
+    pid = int(result.message.split("pid ")[1].split(":")[0])
+    assert pid not in (os.getpid(), isolation(engine, "r")["pid"]), result.message
+    assert result.message.endswith(": fine")
+    from grambot.settings import InstanceConfig
+
+    bad = InstanceConfig(
+        "r", "rogue-proc", True, {"label": "bad"}, "plugins[0]", isolation="process"
+    )
+    failed = await engine.check("r", config=bad)
+    assert not failed.ok and "the label is bad" in failed.message, failed
+    assert isolation(engine, "r")["restarts"] == 0
+
+
+@needs_landlock
+async def test_names_resolve_and_an_https_client_builds_in_the_sandbox(
+    engine: Engine, workspace: Workspace
+) -> None:
+    await engine.apply(write(workspace, [rogue()]))
+    answer = (await call(engine, "rogue", do="network")).text
+    assert "127.0.0.1" in answer and answer.endswith("CERT_REQUIRED"), answer
+    assert isolation(engine, "r")["sandbox"].startswith("landlock")
+
+
+async def test_a_stopped_child_is_unresponsive_and_restarted(
+    engine: Engine, workspace: Workspace
+) -> None:
+    await engine.apply(write(workspace, [rogue()]))
+    pid = isolation(engine, "r")["pid"]
+    os.kill(pid, signal.SIGSTOP)  # idle, no call in flight: only the heartbeat notices
+    await until(lambda: isolation(engine, "r")["lastExit"] is not None, timeout=5)
+    assert isolation(engine, "r")["lastExit"]["reason"] == "unresponsive"
+    await until(lambda: str(engine.state_of("r")) == "loaded" and isolation(engine, "r")["pid"])
+    assert isolation(engine, "r")["pid"] != pid and not _alive(pid)
+    assert (await call(engine, "rogue", do="echo", text="back")).text == "back"
+
+
+async def test_the_zygote_dying_loses_the_instances_and_they_restart(
+    engine: Engine, workspace: Workspace
+) -> None:
+    await engine.apply(write(workspace, [rogue("a", tool="a"), rogue("b", tool="b")]))
+    zygote = engine.isolation.forkserver.pid
+    children = [isolation(engine, i)["pid"] for i in ("a", "b")]
+    assert zygote is not None
+    os.kill(zygote, signal.SIGKILL)
+    for instance_id in ("a", "b"):
+        await until(lambda i=instance_id: isolation(engine, i)["restarts"] == 1, timeout=5)
+        await until(lambda i=instance_id: str(engine.state_of(i)) == "loaded", timeout=10)
+    assert engine.isolation.forkserver.pid not in (None, zygote)
+    assert not any(_alive(pid) for pid in children)
+    assert (await call(engine, "a", do="echo", text="a")).text == "a"
+    assert (await call(engine, "b", do="echo", text="b")).text == "b"

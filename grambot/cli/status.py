@@ -89,6 +89,24 @@ def degraded(status: dict[str, Any]) -> list[str]:
     return reasons
 
 
+def _isolation(block: dict[str, Any], now: datetime) -> str:
+    """An isolated instance's process (docs/isolation.md): pid, RSS, sandbox, restarts."""
+    parts = [f"pid {block['pid']}" if block.get("pid") else "no process"]
+    if block.get("rssBytes"):
+        rss = f"RSS {block['rssBytes'] / (1024 * 1024):.1f} MiB"
+        if block.get("memoryMb"):
+            rss += f" (limit {block['memoryMb']} MiB)"
+        parts.append(rss)
+    if block.get("sandbox"):
+        parts.append(str(block["sandbox"]))
+    restarts = block.get("restarts") or 0
+    parts.append(f"{restarts} restart{'' if restarts == 1 else 's'}")
+    last = block.get("lastExit")
+    if isinstance(last, dict):
+        parts.append(f"last exit {last.get('reason')} {_age(last.get('at'), now)}")
+    return ", ".join(parts)
+
+
 def _state_lines(status: dict[str, Any]) -> list[str]:
     """The durable inbox and the scheduled jobs (docs/state.md), when the engine reports them."""
     lines = []
@@ -183,6 +201,11 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
         lines.append("unhealthy:")
         for instance_id, error in unhealthy:
             lines.append(f"  {instance_id}: {error.get('message')} ({_age(error.get('at'), now)})")
+    isolated = [i for i in instances if (i.get("isolation") or {}).get("mode") == "process"]
+    if isolated:
+        lines.append("")
+        lines.append("isolated:")
+        lines += [f"  {i.get('instanceId')}: {_isolation(i['isolation'], now)}" for i in isolated]
     held = [(i.get("instanceId"), i.get("held")) for i in instances if i.get("held")]
     if held:
         lines.append("")

@@ -236,6 +236,12 @@ class Generation:
             progress=progress,
         )
 
+    async def run_check(self, progress: Progress) -> str:
+        """The plugin's `check(api)` hook on this load (grambot check); what it said."""
+        from grambot.core.check import run_check_hook
+
+        return await run_check_hook(self, progress)
+
     async def validate(self, config: InstanceConfig) -> tuple[Any, tuple[int, int] | None]:
         """`config`'s settings migrated and validated by this generation's plugin (no import):
         the check before an in-place reconfigure. Raises as loading would."""

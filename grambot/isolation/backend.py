@@ -38,7 +38,7 @@ from grambot.settings import EngineSettings, InstanceConfig
 if TYPE_CHECKING:
     from grambot.isolation.remote import ProcessGeneration
 
-__all__ = ["DEFAULT_MEMORY_MB", "ProcessIsolation", "Spec"]
+__all__ = ["DEFAULT_MEMORY_MB", "ProcessIsolation", "Spec", "config_fields"]
 
 logger = logging.getLogger(__name__)
 
@@ -171,13 +171,8 @@ class ProcessIsolation:
             read.append(str(builtins))
         timeouts = services.timeouts
         request = {
-            "config": {
-                "instance_id": config.instance_id,
-                "plugin_id": config.plugin_id,
-                "settings": config.settings,
-                "json_path": config.json_path,
-                "settings_version": config.settings_version,
-            },
+            "config": config_fields(config),
+            "durable": services.durable is not None,
             "plugin": {
                 "path": str(descriptor.descriptor_path),
                 "source": descriptor.source,
@@ -195,6 +190,7 @@ class ProcessIsolation:
             "data_root": str(services.data_root),
             "secrets": _secrets_of(services, config.instance_id, descriptor),
             "log_level": logging.getLogger().getEffectiveLevel(),
+            "stdin": descriptor.stdin,  # a console: the child reads the engine's stdin
             "confine": {
                 "memory_mb": generation.spec.memory_mb,
                 "sandbox": generation.spec.sandbox,
@@ -206,6 +202,17 @@ class ProcessIsolation:
             },
         }
         return request, tmp
+
+
+def config_fields(config: InstanceConfig) -> dict[str, Any]:
+    """What a child needs of an entry (grambot.isolation.child.config_of reads it back)."""
+    return {
+        "instance_id": config.instance_id,
+        "plugin_id": config.plugin_id,
+        "settings": config.settings,
+        "json_path": config.json_path,
+        "settings_version": config.settings_version,
+    }
 
 
 def _secrets_of(

@@ -9,6 +9,9 @@ kind, status and retryability, so the bot and retries treat it as in process).
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,15 +23,18 @@ from grambot.registries.errors import ServiceError
 from grambot.registries.images import GeneratedImage
 from grambot.registries.inference import InferenceRequest, InferenceResponse
 from grambot.registries.tools import ToolContext, ToolResult
+from grambot.scheduling.scheduler import ScheduledRun
 
 __all__ = [
     "RemoteError",
+    "convert",
     "decode_args",
     "decode_error",
     "decode_result",
     "encode_args",
     "encode_error",
     "encode_result",
+    "lend_files",
 ]
 
 # (kind, method) -> (positional argument types, keyword argument types, result type)
@@ -46,6 +52,8 @@ _SIGNATURES: dict[tuple[str, str], tuple[tuple[Any, ...], dict[str, Any], Any]] 
         None,
     ),
     ("connectors", "start"): ((), {}, None),
+    # a job's handler in the child, by the name it was registered under (isolation.durable)
+    ("schedule", "run"): ((ScheduledRun,), {}, None),
     ("connectors", "stop"): ((), {}, None),
 }
 
@@ -68,7 +76,8 @@ def _dec_hook(kind: type, value: Any) -> Any:
     raise NotImplementedError(kind)
 
 
-def _convert(value: Any, kind: Any) -> Any:
+def convert(value: Any, kind: Any) -> Any:
+    """`value` (msgpack builtins) as `kind` (a dataclass, a list of them, ...)."""
     if kind is None:
         return None
     return msgspec.convert(value, kind, dec_hook=_dec_hook)
@@ -88,8 +97,8 @@ def encode_args(args: Sequence[Any], kwargs: dict[str, Any]) -> list[Any]:
 def decode_args(kind: str, method: str, payload: list[Any]) -> tuple[list[Any], dict[str, Any]]:
     positional, keywords, _ = signature(kind, method)
     raw_args, raw_kwargs = payload
-    args = [_convert(value, t) for value, t in zip(raw_args, positional, strict=True)]
-    kwargs = {name: _convert(value, keywords[name]) for name, value in raw_kwargs.items()}
+    args = [convert(value, t) for value, t in zip(raw_args, positional, strict=True)]
+    kwargs = {name: convert(value, keywords[name]) for name, value in raw_kwargs.items()}
     return args, kwargs
 
 
@@ -98,7 +107,7 @@ def encode_result(value: Any) -> Any:
 
 
 def decode_result(kind: str, method: str, payload: Any) -> Any:
-    return _convert(payload, signature(kind, method)[2])
+    return convert(payload, signature(kind, method)[2])
 
 
 def encode_error(exc: BaseException) -> dict[str, Any]:
@@ -133,3 +142,26 @@ def decode_error(error: dict[str, Any]) -> Exception:
     message = str(error["message"])
     type_name = str(error["type"])
     return RemoteError(type_name, message.removeprefix(f"{type_name}: "))
+
+
+def lend_files(
+    files: tuple[Attachment, ...], own: list[Path], tmp: str | None
+) -> tuple[tuple[Attachment, ...], list[Path]]:
+    """`files` a child can read, for one call: a file outside its own folders (`own` and its
+    temp dir `tmp`; another instance's generated image, say) is copied into `tmp`; and the
+    folders of those copies (the caller removes them after the call)."""
+    if tmp is None:
+        return files, []
+    readable = [folder.resolve() for folder in [*own, Path(tmp)]]
+    lent: list[Attachment] = []
+    folders: list[Path] = []
+    for attachment in files:
+        path = Path(attachment.path).resolve()
+        if not any(path.is_relative_to(folder) for folder in readable):
+            folder = Path(tempfile.mkdtemp(prefix="out-", dir=tmp))
+            folders.append(folder)
+            copy = folder / path.name
+            shutil.copyfile(path, copy)
+            attachment = dataclasses.replace(attachment, path=copy)
+        lent.append(attachment)
+    return tuple(lent), folders

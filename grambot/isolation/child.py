@@ -4,15 +4,18 @@ pipe (grambot.isolation.wire).
 
     engine -> child   {"id", "op": prepare | create | hook | start | teardown | call | cancel
                        | ping, ...}
+                      {"re": id, "ok" | "error": ...}   the answer to a durable request
     child -> engine   {"re": id, "ok" | "error" | "failure": ...}   the answer to a request
                       {"op": hello | registered | unregistered | events | log | health
-                       | secret | stop | task}                       what the plugin did
+                       | secret | stop | task | schedule-handle}    what the plugin did
+                      {"op": durable, "id", ...}   api.store/inbox/schedule (isolation.durable)
 
 Its `Services` are the child's own: registries that tell the engine of each registration, an
 event queue that sends events in batches, the instance's secrets as the engine gave them (its
 own, and the shared ones its manifest may read; a write goes back to the engine), a cache of its
-own, no durable state yet. A MemoryError anywhere ends it with MEMORY_EXIT (the engine reports
-`memory-limit`); the end of the pipe ends it (the engine is gone or let it go).
+own, and durable state that stays in the engine (grambot.isolation.durable). A MemoryError
+anywhere ends it with MEMORY_EXIT (the engine reports `memory-limit`); the end of the pipe
+ends it (the engine is gone or let it go).
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ from typing import Any
 
 from grambot.core.failures import Failure, classify, describe, format_details
 from grambot.core.generation import Generation, Services
-from grambot.isolation import calls, confine
+from grambot.isolation import calls, confine, durable
 from grambot.isolation.wire import Channel, FrameTooLarge
 from grambot.masking import MASK
 from grambot.plugins.catalog import PluginCatalog
 from grambot.plugins.context import MemoryCache
 from grambot.plugins.descriptor import load_descriptor
+from grambot.plugins.durable import DurableHandles, DurableServices
 from grambot.plugins.events import PluginEvent, PluginEventQueue
 from grambot.plugins.stages import Progress
 from grambot.plugins.tracking import install_task_tracking
@@ -190,18 +194,14 @@ class Child:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = threading.get_ident()
         self._calls: dict[int, asyncio.Task[Any]] = {}
+        self._asked: dict[int, asyncio.Future[Any]] = {}  # durable requests to the engine
+        self._asked_ids = 0
+        self._schedule: durable.RemoteSchedule | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._generation: Generation | None = None
         self._done = asyncio.Event()
-        raw = request["config"]
-        self.config = InstanceConfig(
-            instance_id=raw["instance_id"],
-            plugin_id=raw["plugin_id"],
-            enabled=True,
-            settings=raw["settings"],
-            json_path=raw["json_path"],
-            settings_version=raw["settings_version"],
-        )
+        self.config = config_of(request["config"])
+        self._pending: tuple[InstanceConfig, Any, Any] | None = None  # validated, to reconfigure
         self._events: _Events | None = None
 
     # -- talking to the engine -----------------------------------------------------------------
@@ -261,7 +261,53 @@ class Child:
             message = await self._channel.recv()
             if message is None:
                 os._exit(0)  # the engine is gone, or let this child go: nothing to tidy
-            self._dispatch(message)
+            if "re" in message:
+                self._answered(message)
+            else:
+                self._dispatch(message)
+
+    # -- asking the engine (durable state) ----------------------------------------------------
+
+    async def ask(self, target: str, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """A durable operation, run by the engine on this instance's handles."""
+        assert self._loop is not None
+        self._asked_ids += 1
+        request_id = self._asked_ids
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._asked[request_id] = future
+        try:
+            self._send_now(
+                {
+                    "op": "durable",
+                    "id": request_id,
+                    "target": target,
+                    "method": method,
+                    "args": args,
+                    "kwargs": kwargs,
+                }
+            )
+            answer = await future
+        finally:
+            self._asked.pop(request_id, None)
+        if "error" in answer:
+            raise durable.error_of(answer["error"])
+        return answer.get("ok")
+
+    def _answered(self, message: dict[str, Any]) -> None:
+        future = self._asked.get(message["re"])
+        if future is not None and not future.done():
+            future.set_result(message)
+
+    def _durable_handles(
+        self, instance_id: str, namespace: str, context: contextvars.Context
+    ) -> DurableHandles:
+        self._schedule = durable.RemoteSchedule(self.ask, self.send, instance_id)
+        handles = (
+            durable.RemoteStore(self.ask, instance_id, namespace),
+            durable.RemoteInbox(self.ask, instance_id),
+            self._schedule,
+        )
+        return DurableHandles(*handles)  # type: ignore[arg-type]  # the same methods
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         op = message.get("op")
@@ -312,6 +358,7 @@ class Child:
             timeout_overrides=overrides,
             engine_settings=request["engine_settings"],
             request_stop=self._request_stop,
+            durable=_RemoteDurable(self._durable_handles) if request["durable"] else None,
         )
         services.on_change = self._health_changed
         return services
@@ -383,7 +430,32 @@ class Child:
         if op == "teardown":
             await generation.teardown(call_unload=message["unload"], redact=self._redact)
             return None
+        if op == "validate":
+            config = config_of(message["config"])
+            settings, migrated = await generation.validate(config)
+            self._pending = (config, settings, migrated)
+            return {"migrated": list(migrated) if migrated else None}
+        if op == "reconfigure":
+            return await self._reconfigure(generation, progress)
+        if op == "check":
+            return await generation.run_check(progress)
         raise ValueError(f"unknown request {op!r}")
+
+    async def _reconfigure(self, generation: Generation, progress: Progress) -> bool:
+        """The plugin's `reconfigure` with what `validate` left (Instance.reconfigure's steps,
+        here): True, and the new settings are its own from now on."""
+        assert self._pending is not None, "reconfigure without validate"
+        (config, settings, migrated), self._pending = self._pending, None
+        progress.stage = "reconfigure"
+        hook = generation.plugin_object.reconfigure
+        accepted = await generation.stage(hook, "reconfigure", generation.deadlines.load, settings)
+        if accepted is not True:
+            return False
+        generation.config, generation.settings, generation.migrated = config, settings, migrated
+        if generation.api is not None:
+            generation.api.settings = settings
+        self.config = config
+        return True
 
     def _described(self) -> dict[str, Any]:
         generation = self._generation
@@ -403,13 +475,16 @@ class Child:
             message["method"],
         )
         try:
-            registry = getattr(self._services.registries, kind)
+            if kind == "schedule":
+                registry: Any = {} if self._schedule is None else self._schedule.handlers
+            else:
+                registry = getattr(self._services.registries, kind)
             target = registry.get(key)
             if target is None:
                 raise LookupError(f"{kind} {key!r} is not registered in this instance")
             args, kwargs = calls.decode_args(kind, method, message["args"])
             value = getattr(target, "wrapped", target)
-            value = getattr(value, method)(*args, **kwargs)
+            value = value(*args) if kind == "schedule" else getattr(value, method)(*args, **kwargs)
             if inspect.isawaitable(value):
                 value = await value
             result = calls.encode_result(value)
@@ -424,6 +499,31 @@ class Child:
         finally:
             self._calls.pop(request_id, None)
         self._reply(request_id, ok=result)
+
+
+class _RemoteDurable(DurableServices):
+    """The child's durable services: handles whose operations the engine runs."""
+
+    def __init__(self, make: Any) -> None:  # no store of its own
+        self._make = make
+
+    def handles(
+        self, instance_id: str, namespace: str, context: contextvars.Context
+    ) -> DurableHandles:
+        handles: DurableHandles = self._make(instance_id, namespace, context)
+        return handles
+
+
+def config_of(raw: dict[str, Any]) -> InstanceConfig:
+    """The entry the engine sent (grambot.isolation.backend.config_fields)."""
+    return InstanceConfig(
+        instance_id=raw["instance_id"],
+        plugin_id=raw["plugin_id"],
+        enabled=True,
+        settings=raw["settings"],
+        json_path=raw["json_path"],
+        settings_version=raw["settings_version"],
+    )
 
 
 def _failure_fields(failure: Failure) -> dict[str, Any]:

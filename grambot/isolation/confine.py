@@ -50,6 +50,7 @@ SYSTEM_READ = (
     "/etc/gai.conf",
     "/usr/share/zoneinfo",
     "/etc/localtime",
+    "/etc/mime.types",  # mimetypes, for attachments
     "/dev/urandom",
     "/dev/random",
 )

@@ -31,6 +31,14 @@ class ZygoteError(Exception):
     """The zygote could not be started, or ended."""
 
 
+def _open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
 class ForkServer:
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
@@ -103,8 +111,11 @@ class ForkServer:
         future: asyncio.Future[int] = self._loop.create_future()
         self._spawns[spawn_id] = future
         message = json.dumps({"spawn": spawn_id, "request": request}).encode()
+        fds = [sock.fileno()]
+        if request.get("stdin") and _open(0):  # only to a plugin whose manifest reads it
+            fds.append(0)
         try:
-            socket.send_fds(self._control, [message], [sock.fileno()])
+            socket.send_fds(self._control, [message], fds)
         except OSError as exc:
             self._spawns.pop(spawn_id, None)
             self._lost(f"its socket failed ({exc})")

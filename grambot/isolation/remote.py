@@ -37,7 +37,8 @@ from grambot.errors import (
     RegistrationError,
     StageTimeout,
 )
-from grambot.isolation import calls
+from grambot.isolation import calls, durable
+from grambot.isolation.backend import config_fields
 from grambot.isolation.forkserver import ZygoteError
 from grambot.isolation.process import ChildEnded, ChildProcess
 from grambot.isolation.proxies import (
@@ -49,6 +50,7 @@ from grambot.isolation.proxies import (
 from grambot.isolation.wire import Channel
 from grambot.masking import MASK
 from grambot.plugins.api import InstanceEvents
+from grambot.plugins.context import cache_namespace
 from grambot.plugins.descriptor import PluginDescriptor
 from grambot.plugins.health import InstanceHealth
 from grambot.plugins.limits import Limit, plugin_deadlines
@@ -128,6 +130,10 @@ class ProcessGeneration(Generation):
     async def import_and_validate(self, progress: Progress, *, create: bool) -> None:
         progress.stage = "import"
         limit = self.deadlines.create
+        durable_services = self.services.durable
+        if durable_services is not None:  # the child's api.store/inbox/schedule are these
+            namespace = cache_namespace(self.descriptor, self.instance_id)
+            self.durable = durable_services.handles(self.instance_id, namespace, self.context)
         async with self._deadline(limit, progress):
             await self._spawn()
             answer = await self._ask({"op": "prepare", "create": create}, progress)
@@ -147,7 +153,26 @@ class ProcessGeneration(Generation):
             await self._ask({"op": "hook", "name": hook}, progress)
 
     async def validate(self, config: InstanceConfig) -> tuple[Any, tuple[int, int] | None]:
-        raise NotImplementedError("an isolated instance is reloaded, never reconfigured in place")
+        """`config`'s settings migrated and validated in the child, which keeps them for the
+        `reconfigure` that follows; the settings here are only a marker (the engine never
+        holds an isolated plugin's settings model)."""
+        progress = Progress("settings validation")
+        async with self._deadline(self.deadlines.create, progress):
+            answer = await self._ask({"op": "validate", "config": config_fields(config)}, progress)
+        migrated = answer["migrated"]
+        return _IN_CHILD, (migrated[0], migrated[1]) if migrated else None
+
+    async def _reconfigure(self, settings: Any) -> bool:
+        """The plugin's `reconfigure` in the child, with the settings `validate` left there
+        (Instance.reconfigure runs this as the stage, under the load deadline)."""
+        answer = await self._ask({"op": "reconfigure"}, Progress("reconfigure"))
+        return answer is True
+
+    async def run_check(self, progress: Progress) -> str:
+        """The plugin's `check` hook, in the child (grambot check of an isolated entry)."""
+        progress.stage = "check"
+        async with self._deadline(self.deadlines.load, progress):
+            return str(await self._ask({"op": "check"}, progress))
 
     async def start_connector(self, key: str) -> None:
         """A connector's `start`, as the child's stage (RemoteConnector.start)."""
@@ -157,7 +182,7 @@ class ProcessGeneration(Generation):
 
     def _described(self, answer: Any) -> None:
         if answer["created"]:
-            self.plugin_object = _RemoteObject(answer["hooks"])
+            self.plugin_object = _RemoteObject(answer["hooks"], self._reconfigure)
         migrated = answer["migrated"]
         self.migrated = (migrated[0], migrated[1]) if migrated else None
 
@@ -285,6 +310,12 @@ class ProcessGeneration(Generation):
             self._health(message["status"])
         elif op == "secret":
             self._secret(message)
+        elif op == "durable":
+            self._serve_durable(message)
+        elif op == "schedule-handle":
+            if self.durable is not None and self.durable.schedule is not None:
+                name = message["name"]
+                self.durable.schedule.handle(name, self._job_handler(name))
         elif op == "stop":
             self.services.request_stop(self.instance_id, message["reason"], message["unlessOthers"])
         elif op == "task":
@@ -378,11 +409,50 @@ class ProcessGeneration(Generation):
     def _redact(self, text: str) -> str:
         return MASK.redact_instance(self.services.secrets, self.instance_id, text)
 
+    def _serve_durable(self, message: dict[str, Any]) -> None:
+        """api.store/inbox/schedule of the child, run on this instance's own handles."""
+        process = self.process
+        assert process is not None
+
+        async def serve() -> None:
+            try:
+                result = await durable.serve(
+                    self.durable,
+                    self._job_handler,
+                    message["target"],
+                    message["method"],
+                    message["args"],
+                    message["kwargs"],
+                )
+                answer: dict[str, Any] = {"re": message["id"], "ok": result}
+            except Exception as exc:
+                answer = {"re": message["id"], "error": calls.encode_error(exc)}
+            with contextlib.suppress(ChildEnded, ConnectionError):
+                process.send(answer)
+
+        # the instance's work: its unload cancels what is still in flight
+        asyncio.get_running_loop().create_task(serve(), context=self.context)
+
+    def _job_handler(self, name: str) -> Any:
+        """The scheduler's handler for the child's job handler `name`: a call into the child."""
+        return functools.partial(self._call, "schedule", name, "run")
+
     # -- calls into registered objects -----------------------------------------------------
 
     async def _call(self, kind: str, key: str, method: str, *args: Any, **kwargs: Any) -> Any:
         process = self.process
         what = f"{method} of {kind} {key!r}"
+        if kwargs.get("files"):  # a reply's files: the child may read only its own folders
+            own = [self.services.data_root / self.instance_id]
+            kwargs["files"], lent = await asyncio.to_thread(
+                calls.lend_files, kwargs["files"], own, self._tmp
+            )
+            if lent:
+                try:
+                    return await self._call(kind, key, method, *args, **kwargs)
+                finally:
+                    for folder in lent:
+                        shutil.rmtree(folder, ignore_errors=True)
         if process is None or not process.alive:
             reason = process.ended.result()[0] if process is not None else "stopped"
             raise ProcessLost(self.instance_id, what, reason)
@@ -500,13 +570,18 @@ class ProcessGeneration(Generation):
 
 class _RemoteObject:
     """The engine's stand-in for the object `create` returned in the child: it has the
-    hooks the child's object has (so the engine calls only those)."""
+    hooks the child's object has (so the engine calls only those); `reconfigure` crosses."""
 
-    def __init__(self, hooks: list[str]) -> None:
+    def __init__(self, hooks: list[str], reconfigure: Callable[[Any], Any]) -> None:
         for hook in hooks:
             if hook in ("load", "unload"):
                 setattr(self, hook, _present)
+            elif hook == "reconfigure":
+                self.reconfigure = reconfigure
 
 
 def _present() -> None:
     """A marker: the hook exists in the child."""
+
+
+_IN_CHILD: Any = object()  # the validated settings of a reconfigure: the child holds them

@@ -4,7 +4,8 @@ child per process-isolated instance (`python -P -m grambot.isolation.zygote FD`)
 The engine starts it with `subprocess` (a fresh interpreter: none of the engine's threads,
 locks or open files, `engine.lock` included) and talks to it over a SOCK_SEQPACKET socket (FD):
 
-    engine -> zygote   {"spawn": id, "request": {...}} with the child's socket as an fd
+    engine -> zygote   {"spawn": id, "request": {...}} with the child's socket as an fd (and
+                       the engine's stdin for a plugin whose manifest says `"stdin": true`)
     zygote -> engine   {"ready": pid}, {"spawned": id, "pid": pid}, {"exited": pid, "status": s}
 
 It dies with the engine (PR_SET_PDEATHSIG, and at the end of its socket), and its children
@@ -48,7 +49,7 @@ def main(control_fd: int, engine_pid: int) -> None:
                 os.read(wake_r, 4096)
                 _reap(control)
                 continue
-            message, fds, _, _ = socket.recv_fds(control, _CONTROL_BYTES, 1)
+            message, fds, _, _ = socket.recv_fds(control, _CONTROL_BYTES, 2)
             if not message:
                 os._exit(0)  # the engine is gone: so are we, and our children with us
             request = json.loads(message)
@@ -60,6 +61,9 @@ def main(control_fd: int, engine_pid: int) -> None:
                 os.close(wake_w)
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                if len(fds) > 1:  # the engine's stdin, for a console (`"stdin": true`)
+                    os.dup2(fds[1], 0)
+                    os.close(fds[1])
                 _run_child(fds[0], request["request"])
             for fd in fds:
                 os.close(fd)

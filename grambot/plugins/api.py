@@ -207,8 +207,7 @@ def durable_of(api: PluginApi) -> DurableHandles:
     if durable is None:
         raise RuntimeError(
             f"instance {api.instance.instance_id!r}: this PluginApi was made without durable "
-            "state (api.store, api.inbox, api.schedule): it runs outside an engine, or in a "
-            'process of its own ("isolation": "process" does not offer them yet)'
+            "state (api.store, api.inbox, api.schedule): it runs outside an engine"
         )
     return durable
 

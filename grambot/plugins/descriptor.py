@@ -108,6 +108,7 @@ class PluginDescriptor:
     isolation: str | None = None
     memory_mb: int | None = None
     sandbox: str | None = None
+    stdin: bool = False  # it reads the engine's stdin (a console): an isolated child gets it
     raw: Mapping[str, Any]
 
 
@@ -133,6 +134,7 @@ class _DescriptorModel(BaseModel):
     isolation: Literal["inprocess", "process"] | None = None
     memory_mb: Annotated[int, Field(ge=32)] | None = Field(default=None, alias="memoryMb")
     sandbox: Literal["required", "best-effort"] | None = None
+    stdin: bool = False
 
 
 def load_descriptor(
@@ -195,6 +197,7 @@ def load_descriptor(
         isolation=model.isolation,
         memory_mb=model.memory_mb,
         sandbox=model.sandbox,
+        stdin=model.stdin,
         raw=_freeze(data),
     )
 

@@ -90,6 +90,18 @@ def open_store(workspace: Path, config: SecretsConfig) -> SecretsStore:
     return FileSecretsStore(scout / "secrets.json")
 
 
+def _require_keyring() -> None:
+    """The keyring backend without the keyring package: say which extra brings it."""
+    import importlib.util
+
+    if importlib.util.find_spec("keyring") is None:
+        raise SecretsError(
+            "the keyring secrets backend needs the keyring package, which is not installed: "
+            "pip install 'grambot[keyring]' (or use \"secrets\": {\"backend\": \"file\"} in "
+            ".scout/settings.json)"
+        )
+
+
 class KeyringSecretsStore:
     """Secrets in the system keyring (`keyring` package), one service per workspace."""
 
@@ -102,6 +114,7 @@ class KeyringSecretsStore:
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
+        _require_keyring()
         import keyring.errors
 
         try:
@@ -117,6 +130,7 @@ class KeyringSecretsStore:
             ) from None
 
     def _index(self) -> dict[str, list[str]]:
+        _require_keyring()
         import keyring
 
         with self._errors("reading the keyring index"):
@@ -132,6 +146,7 @@ class KeyringSecretsStore:
         return {str(k): [str(x) for x in v] for k, v in data.items() if isinstance(v, list)}
 
     def _save_index(self, index: dict[str, list[str]]) -> None:
+        _require_keyring()
         import keyring
 
         with self._errors("writing the keyring index"):
@@ -144,6 +159,7 @@ class KeyringSecretsStore:
         return FileLock(str(self.lock_path), timeout=10)
 
     def get(self, instance_id: str, key: str) -> str | None:
+        _require_keyring()
         import keyring
 
         with self._errors(f"secret {instance_id}/{key}"):
@@ -157,6 +173,7 @@ class KeyringSecretsStore:
         return sorted(i for i, keys in self._index().items() if keys)
 
     def set(self, instance_id: str, key: str, value: str) -> None:
+        _require_keyring()
         import keyring
 
         if not isinstance(value, str):
@@ -171,6 +188,7 @@ class KeyringSecretsStore:
                 self._save_index(index)
 
     def delete(self, instance_id: str, key: str) -> bool:
+        _require_keyring()
         import keyring
         import keyring.errors
 

@@ -105,6 +105,9 @@ class Runtime:
         self._tree_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.status: StatusWriter | None = None
+        # --reload-plugins: the source folders of editable plugin packages (issue 14)
+        self._sources: tuple[Path, ...] = ()
+        self._sources_stop: asyncio.Event | None = None
 
     # -- the process ---------------------------------------------------------------------------
 
@@ -195,6 +198,8 @@ class Runtime:
             self._tree_stop.set()
         if self._recheck is not None:
             self._recheck.cancel()
+        if self._sources_stop is not None:
+            self._sources_stop.set()
         tasks = [t for t in (*self._tasks, self._tree_task) if t is not None]
         for task in tasks:
             task.cancel()  # an in-flight reconcile stops here; unload_all undoes what it began
@@ -235,6 +240,7 @@ class Runtime:
             )
         self.engine.rescan(self.engine.settings)
         self._restart_tree_watcher()
+        self._follow_sources()
         self._snapshot_secrets()
 
     async def _apply(self, settings: EngineSettings, digest: str) -> None:
@@ -246,6 +252,7 @@ class Runtime:
             self.engine.rescan(settings)  # a pluginDir that was missing may exist by now
         await self.engine.apply(settings)
         self._restart_tree_watcher()
+        self._follow_sources()
         self._snapshot_secrets()
 
     async def _refresh_settings(self) -> None:
@@ -405,12 +412,14 @@ class Runtime:
                     f" (new: {', '.join(added)})" if added else "",
                 )
                 await self.engine.reconcile()
+            self._follow_sources()
         if not self.reload_plugins:
             return
         touched: set[str] = set()
+        sources = self.engine.catalog.sources
         for descriptor in self.engine.catalog.descriptors():
-            folder = descriptor.folder
-            if any(_inside(p, folder) for p in changes):
+            folders = [descriptor.folder, *filter(None, [sources.get(descriptor.id)])]
+            if any(_inside(p, folder) for p in changes for folder in folders):
                 touched.add(descriptor.id)
         for plugin_id in sorted(touched):
             ids = [
@@ -421,6 +430,35 @@ class Runtime:
             if ids:
                 logger.info("plugin %s changed: reloading %s", plugin_id, ", ".join(ids))
                 await self.engine.reload(ids)
+
+    def _follow_sources(self) -> None:
+        """--reload-plugins: watch the source folders of the plugin packages installed in
+        editable mode (their direct_url.json; grambot.plugins.packages) like pluginDirs."""
+        if not self.reload_plugins:
+            return
+        sources = tuple(sorted({s.resolve() for s in self.engine.catalog.sources.values()}))
+        if sources == self._sources:
+            return
+        self._sources = sources
+        if self._sources_stop is not None:
+            self._sources_stop.set()
+        self._sources_stop = None
+        if sources:
+            stop = self._sources_stop = asyncio.Event()
+            logger.info("following editable plugin packages in %s", ", ".join(map(str, sources)))
+            self._tasks.append(
+                asyncio.create_task(self._watch_sources(sources, stop), name="grambot-sources")
+            )
+
+    async def _watch_sources(self, sources: tuple[Path, ...], stop: asyncio.Event) -> None:
+        from grambot.watcher import watch_trees as watch_sources
+
+        try:
+            async for changed in watch_sources(list(sources), stop):
+                self._tree_changes |= changed
+                self._wake.set()
+        except Exception:
+            logger.exception("watching plugin sources %s failed", ", ".join(map(str, sources)))
 
     # -- secrets -------------------------------------------------------------------------------
 

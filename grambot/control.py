@@ -9,6 +9,7 @@ no token and no server, and only who may write `.scout/` may ask.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -16,6 +17,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from grambot.errors import UnsafeFile
+from grambot.files import read_regular
 
 if TYPE_CHECKING:
     from grambot.engine import Engine
@@ -26,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 REQUESTS_DIR = "requests"
 COMMANDS = ("retry", "reload")
+MAX_REQUEST_BYTES = 64 * 1024
 
 
 class NoAnswer(Exception):
@@ -53,8 +58,8 @@ def send(scout_dir: Path, command: str, instance_id: str, timeout: float) -> dic
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            answer: dict[str, Any] = json.loads(result.read_bytes())
-        except (OSError, ValueError):
+            answer: dict[str, Any] = json.loads(read_regular(result, MAX_REQUEST_BYTES))
+        except (OSError, ValueError, UnsafeFile):
             time.sleep(0.02)
             continue
         result.unlink(missing_ok=True)
@@ -72,10 +77,15 @@ async def handle_requests(
 
     for path in _pending(folder):
         try:
-            request = json.loads(path.read_bytes())
+            request = json.loads(read_regular(path, MAX_REQUEST_BYTES))
             path.unlink()
         except (OSError, ValueError):
             continue  # half-written or already taken
+        except UnsafeFile as exc:  # a FIFO would block the event loop: never read
+            logger.error("ignoring the request file %s", exc)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            continue
         answer = await _act(engine, request)
         if flush is not None:
             flush()

@@ -20,6 +20,7 @@ from grambot.bot import Bot
 from grambot.core.instance import Instance, InstanceState, Services, iso
 from grambot.core.manager import PluginManager
 from grambot.errors import SettingsError
+from grambot.masking import MASK
 from grambot.plugins.catalog import PluginCatalog, builtin_plugins_dir
 from grambot.plugins.context import MemoryCache
 from grambot.plugins.custom import CustomPlugins, apply_custom_plugins, check_timeout_ms
@@ -31,7 +32,7 @@ from grambot.plugins.tracking import install_task_tracking
 from grambot.registries import Registries
 from grambot.registries.connectors import CONNECTOR_MESSAGE
 from grambot.scheduling import Scheduler
-from grambot.secrets import FileSecretsStore, SecretsStore, redact_instance_secrets
+from grambot.secrets import FileSecretsStore, SecretsStore
 from grambot.settings import (
     AgentSettings,
     EngineSettings,
@@ -85,10 +86,12 @@ class Engine:
         self.event_engine = PluginEventEngine(self.queue)
         self.secrets = secrets or FileSecretsStore(self.scout_dir / "secrets.json")
         self.cache = MemoryCache()
+        self.run_plugin_cache = MemoryCache()  # run_plugin's transient instances: never shared
         self.custom_plugins: list[CustomPlugins] = []
         # plugin id -> deadline in ms from register_custom_plugins(timeout_ms=...)
         self.timeout_overrides: dict[str, int] = {}
         self.ignored_edit: IgnoredEdit | None = None
+        self._stop_handlers: list[Callable[[str], None]] = []
         self.manager = PluginManager(
             Services(
                 catalog=self.catalog,
@@ -98,6 +101,7 @@ class Engine:
                 cache=self.cache,
                 data_root=self.scout_dir / "plugins",
                 timeout_overrides=self.timeout_overrides,
+                request_stop=self._plugin_requests_stop,
             )
         )
         # Durable state (issue 16, docs/state.md): .scout/state.db, opened on first use.
@@ -109,7 +113,7 @@ class Engine:
             self.registries,
             self.state,
             lambda: self.settings.agent,
-            redact=lambda owner, text: redact_instance_secrets(self.secrets, owner, text),
+            redact=lambda owner, text: MASK.redact_instance(self.secrets, owner, text),
             legacy_dir=self.scout_dir / "bot",
             on_change=lambda: self.manager.services.on_change(),
         )
@@ -149,6 +153,52 @@ class Engine:
         """Call `listener()` after every change of an instance; returns the remover."""
         return self.manager.add_listener(listener)
 
+    def on_stop_request(self, handler: Callable[[str], None]) -> Callable[[], None]:
+        """Call `handler(reason)` when a plugin asks the engine to stop (`grambot run` listens
+        and shuts down as on SIGTERM); returns the remover. The handler may be called from
+        any thread."""
+        self._stop_handlers.append(handler)
+        return lambda: self._stop_handlers.remove(handler)
+
+    def request_stop(
+        self,
+        reason: str,
+        *,
+        instance_id: str | None = None,
+        unless_other_connectors: bool = False,
+    ) -> bool:
+        """Ask whoever runs this engine to stop it (an orderly shutdown: the bot finishes the
+        replies it holds). With `unless_other_connectors`, only when no connector of another
+        instance than `instance_id` is registered (the console at the end of piped input).
+        False when nothing stops: another connector keeps the bot running, or nobody listens
+        (an engine embedded without `grambot run`)."""
+        who = f"instance {instance_id}" if instance_id else "the engine's owner"
+        if unless_other_connectors:
+            connectors = self.registries.connectors
+            owners = {connectors.owner_of(key) for key in connectors}
+            others = sorted(o for o in owners if o is not None and o != instance_id)
+            if others:
+                logger.info(
+                    "%s asks to stop the engine (%s); not stopping: the connectors of %s keep "
+                    "the bot running",
+                    who,
+                    reason,
+                    ", ".join(others),
+                )
+                return False
+        if not self._stop_handlers:
+            logger.warning("%s asks to stop the engine (%s): nothing here can stop it", who, reason)
+            return False
+        logger.info("%s asks to stop the engine: %s", who, reason)
+        for handler in list(self._stop_handlers):
+            handler(reason)
+        return True
+
+    def _plugin_requests_stop(self, instance_id: str, reason: str, unless_others: bool) -> bool:
+        return self.request_stop(
+            reason, instance_id=instance_id, unless_other_connectors=unless_others
+        )
+
     @property
     def agent(self) -> AgentSettings:
         """The `agent` block in force: the last valid one."""
@@ -177,7 +227,6 @@ class Engine:
         """Check the entry of `instance_id` (or `config`) live, with the stored secrets or these
         candidate ones, without touching what runs (grambot.core.check)."""
         from grambot.core.check import CheckResult, OverlaySecrets, check_entry
-        from grambot.logs import MASK
 
         if config is None:
             config = self.settings.instance(instance_id)

@@ -17,8 +17,11 @@
     │                            did not ask for), kept as an ordinary exception
     ├── CallCancelled            a call into an instance ended because it unloaded meanwhile
     ├── SecretsError             the secrets store cannot be read or written
-    └── AccessDenied             a plugin asked for an env variable or a vault path its
-                                 manifest does not allow
+    ├── AccessDenied             a plugin asked for an env variable or a vault path its
+    │                            manifest does not allow
+    ├── UnsafeFile               a file grambot reads is not a regular file (a FIFO, a device,
+    │                            a socket) or is larger than its cap: never read
+    └── LockBusy                 a lock file stayed held by another process past the wait
 
 A module import refused by a manifest's `allowedModules` raises `PluginImportDenied`, an
 `ImportError` (what importing code expects), not a GrambotError.
@@ -190,6 +193,29 @@ class AccessDenied(GrambotError):
         self.what = what
         self.name = name
         super().__init__(message)
+
+
+class UnsafeFile(GrambotError):
+    """A file grambot was about to read is not a regular file, or is larger than its cap; it
+    was not read (a FIFO would block forever, `/dev/zero` would fill the memory). `reason` is
+    the message without the path."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class LockBusy(GrambotError):
+    """Another process held a lock file for longer than this one would wait."""
+
+    def __init__(self, path: Path, waited: float, what: str) -> None:
+        self.path = path
+        self.waited = waited
+        super().__init__(
+            f"{path} was still held by another grambot process after {waited:g} s; {what} "
+            "(set GRAMBOT_LOCK_TIMEOUT to wait longer)"
+        )
 
 
 class PluginImportDenied(ImportError):

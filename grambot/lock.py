@@ -8,7 +8,6 @@ the lock without waiting.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +19,6 @@ if TYPE_CHECKING:
 __all__ = ["LOCK_NAME", "EngineLock", "EngineLocked", "engine_running"]
 
 LOCK_NAME = "engine.lock"
-STATUS_NAME = "status.json"
 
 
 class EngineLocked(GrambotError):
@@ -45,10 +43,9 @@ def _file_lock(scout_dir: Path) -> BaseFileLock:
 
 def recorded_pid(scout_dir: Path) -> int | None:
     """The pid in status.json, if any (informative only: the lock decides)."""
-    try:
-        pid = json.loads((scout_dir / STATUS_NAME).read_text("utf-8")).get("pid")
-    except (OSError, ValueError, AttributeError):
-        return None
+    from grambot.status import read_status
+
+    pid = (read_status(scout_dir) or {}).get("pid")
     return pid if isinstance(pid, int) else None
 
 

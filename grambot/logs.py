@@ -3,8 +3,8 @@
 Every record about an instance names it: records of a plugin's own loggers
 (`grambot.plugin.<instanceId>`, or a module logger inside the instance's namespace) and records
 emitted while an instance's code runs get an `instance` attribute, shown as `[<id>]` in text
-(unless the logger name already says it) and as `"instance"` in JSON. `SecretMask` replaces known
-secret values in every formatted line with `***`, also where repr() or JSON quoted them.
+(unless the logger name already says it) and as `"instance"` in JSON. Every formatted line goes
+through the one masker (grambot.masking.MASK): no secret value the engine read, in any form.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from grambot.secrets import MASKED, MIN_SECRET_LENGTH, secret_forms
+from grambot.masking import MASK, Masker
 
-__all__ = ["FORMATS", "LEVELS", "MASK", "SecretMask", "configure_logging"]
+__all__ = ["FORMATS", "LEVELS", "MASK", "configure_logging"]
 
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("text", "json")
@@ -43,43 +42,8 @@ def _instance_of(record: logging.LogRecord) -> str | None:
     return current() if callable(current) else None
 
 
-class SecretMask:
-    """The secret values to hide from log lines; thread-safe."""
-
-    def __init__(self) -> None:
-        self._values: frozenset[str] = frozenset()
-        self._lock = threading.Lock()
-
-    def add(self, values: Any) -> None:
-        """Mask these values from now on, also as repr() and JSON quote them (`{token!r}` in
-        a traceback's exception line shows `pa\\'ss`, not `pa'ss`)."""
-        fresh = {
-            form
-            for v in values
-            if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH
-            for form in secret_forms(v)
-        }
-        if fresh - self._values:
-            with self._lock:
-                self._values = self._values | fresh
-
-    def clear(self) -> None:
-        with self._lock:
-            self._values = frozenset()
-
-    def apply(self, text: str) -> str:
-        # longest first, so a secret containing another is masked whole
-        for value in sorted(self._values, key=len, reverse=True):
-            if value in text:
-                text = text.replace(value, MASKED)
-        return text
-
-
-MASK = SecretMask()
-
-
 class _Formatter(logging.Formatter):
-    def __init__(self, fmt: str, mask: SecretMask) -> None:
+    def __init__(self, fmt: str, mask: Masker) -> None:
         super().__init__()
         self.fmt = fmt
         self.mask = mask
@@ -112,9 +76,20 @@ class _Formatter(logging.Formatter):
         return self.mask.apply(line)
 
 
-def configure_logging(level: str = "info", fmt: str = "text", mask: SecretMask = MASK) -> None:
+class _CurrentStderr:
+    """Whatever `sys.stderr` is when a line is written: the console's prompt_toolkit session
+    replaces it while it prompts (`patch_stdout`), so that log lines go above the prompt."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def configure_logging(level: str = "info", fmt: str = "text", mask: Masker = MASK) -> None:
     """Send grambot's (and plugins') log records to stderr as text or JSON lines."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.StreamHandler[Any] = logging.StreamHandler(_CurrentStderr())
     handler.setFormatter(_Formatter(fmt, mask))
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -31,19 +31,24 @@ __all__ = ["PluginListing", "cache_dir", "describe", "quick_plugin_dirs"]
 CACHE_NAME = "plugin-fields.json"
 CACHE_FORMAT = 2
 MAX_SIGNATURE_FILES = 2000  # a bigger plugin folder is described afresh every time
+SETTINGS_MAX_BYTES = 5 * 1024 * 1024  # = grambot.settings.MAX_FILE_BYTES (not imported: pydantic)
+CACHE_MAX_BYTES = 16 * 1024 * 1024  # a bigger cache file is ignored (and rewritten)
 _SKIPPED = frozenset({"__pycache__", "node_modules", ".venv", "venv"})
 
 
 def quick_plugin_dirs(workspace: Path) -> tuple[Path, ...] | None:
     """The `pluginDirs` of the workspace's settings file, read as plain JSON; None when the
     file is not plain enough to say (the caller then reads it properly, and reports it)."""
+    from grambot.errors import UnsafeFile
+    from grambot.files import read_regular
+
     path = workspace / ".scout" / "settings.json"
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(read_regular(path, SETTINGS_MAX_BYTES))
     except FileNotFoundError:
         return (workspace / "plugins",)
-    except (OSError, ValueError, RecursionError):
-        return None
+    except (OSError, UnsafeFile, ValueError, RecursionError):
+        return None  # (a FIFO, /dev/zero, too big: grambot.settings says so, naming it)
     if not isinstance(data, dict):
         return None
     dirs = data.get("pluginDirs", ["plugins"])
@@ -153,8 +158,13 @@ class _Cache:
         if self.path is None:
             return
         self.key = _versions()
-        with contextlib.suppress(OSError, ValueError, RecursionError, TypeError, KeyError):
-            data = json.loads(self.path.read_bytes())
+        from grambot.errors import UnsafeFile
+        from grambot.files import read_regular
+
+        with contextlib.suppress(
+            OSError, UnsafeFile, ValueError, RecursionError, TypeError, KeyError
+        ):
+            data = json.loads(read_regular(self.path, CACHE_MAX_BYTES))
             if data.get("format") == CACHE_FORMAT and data.get("key") == self.key:
                 self.entries = dict(data["plugins"])
 

@@ -45,7 +45,7 @@ from grambot.settings import EngineSettings
 from grambot.signals import EXIT_FORCED, ShutdownSignals, arm_deadline, disarm_deadline
 from grambot.status import STATUS_NAME, StatusWriter
 from grambot.watchdog import LoopWatchdog
-from grambot.watcher import read_live_settings, watch_files, watch_trees
+from grambot.watcher import PluginDirsWatch, read_live_settings, watch_files
 
 __all__ = ["EXIT_FORCED", "EXIT_SHUTDOWN_TIMEOUT", "Runtime", "run"]
 
@@ -90,6 +90,9 @@ class Runtime:
         )
         self.engine = Engine(self.workspace, secrets=self.secrets, retries=True)
         self._stop = asyncio.Event()
+        self._stop_reason: str | None = None  # a plugin asked to stop (Engine.request_stop)
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        self.engine.on_stop_request(self._stop_requested)
         self._wake = asyncio.Event()
         self._settings_dirty = False
         self._secrets_dirty = False
@@ -99,15 +102,13 @@ class Runtime:
         self._reported: str | None = None
         self._recheck: asyncio.TimerHandle | None = None
         self._secret_digests: dict[str, str] = {}
-        self._watched_dirs: tuple[Path, ...] | None = None
         self._watch_stop = asyncio.Event()
-        self._tree_stop: asyncio.Event | None = None
-        self._tree_task: asyncio.Task[None] | None = None
+        self._plugin_watch = PluginDirsWatch(self._plugin_files_seen)
         self._tasks: list[asyncio.Task[None]] = []
         self.status: StatusWriter | None = None
         # --reload-plugins: the source folders of editable plugin packages (issue 14)
+        self._source_watch = PluginDirsWatch(self._plugin_files_seen)
         self._sources: tuple[Path, ...] = ()
-        self._sources_stop: asyncio.Event | None = None
 
     # -- the process ---------------------------------------------------------------------------
 
@@ -120,7 +121,7 @@ class Runtime:
             self.lock.release()
 
     async def _run(self, stop: asyncio.Event | None) -> int:
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop = asyncio.get_running_loop()
         signals = ShutdownSignals(
             loop,
             self._on_signal,
@@ -186,6 +187,18 @@ class Runtime:
         )
         self._stop.set()
 
+    def _stop_requested(self, reason: str) -> None:
+        """A plugin asked the engine to stop (from any thread): as SIGTERM, but the replies in
+        hand may take a third of the shutdown budget, not just the drain deadline."""
+
+        def stop() -> None:
+            self._stop_reason = reason
+            self._stop.set()
+
+        if self._event_loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: we are gone already
+                self._event_loop.call_soon_threadsafe(stop)
+
     async def _shutdown(self) -> int:
         """Every wait of the shutdown fits in `shutdown_timeout` from here; the deadline armed
         now ends the process even if one does not (grambot.signals)."""
@@ -194,20 +207,18 @@ class Runtime:
         # our own deadline comes first, so that we exit cleanly (code 1) before the hard one
         deadline = loop.time() + self.shutdown_timeout * 0.9
         self._watch_stop.set()
-        if self._tree_stop is not None:
-            self._tree_stop.set()
         if self._recheck is not None:
             self._recheck.cancel()
-        if self._sources_stop is not None:
-            self._sources_stop.set()
-        tasks = [t for t in (*self._tasks, self._tree_task) if t is not None]
+        tasks = [*self._tasks, *self._plugin_watch.stop(), *self._source_watch.stop()]
         for task in tasks:
             task.cancel()  # an in-flight reconcile stops here; unload_all undoes what it began
         if tasks:
             await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()) / 4)
         try:
             async with asyncio.timeout_at(deadline):
-                drain = min(self.drain_deadline, max(0.0, deadline - loop.time()) / 3)
+                drain = max(0.0, deadline - loop.time()) / 3
+                if self._stop_reason is None:  # a signal: someone waits for the process to end
+                    drain = min(self.drain_deadline, drain)
                 await self.engine.stop(drain_deadline=drain)
         except TimeoutError:
             logger.error(
@@ -370,32 +381,12 @@ class Runtime:
     # -- plugin folders ------------------------------------------------------------------------
 
     def _restart_tree_watcher(self) -> None:
-        dirs = tuple(sorted({d.resolve() for d in self.engine.settings.plugin_dirs if d.is_dir()}))
-        if dirs == self._watched_dirs:
-            return
-        self._watched_dirs = dirs
-        if self._tree_stop is not None:
-            self._tree_stop.set()
-        if self._tree_task is not None:
-            self._tree_task.cancel()
-        self._tree_stop, self._tree_task = None, None
-        if dirs:
-            stop = asyncio.Event()
-            self._tree_stop = stop
-            self._tree_task = asyncio.create_task(
-                self._watch_tree(list(dirs), stop), name="grambot-watch-plugins"
-            )
+        # existing pluginDirs recursively; missing ones until they appear (grambot.watcher)
+        self._plugin_watch.follow(self.engine.settings.plugin_dirs)
 
-    async def _watch_tree(self, dirs: list[Path], stop: asyncio.Event) -> None:
-        try:
-            async for changed in watch_trees(dirs, stop):
-                self._tree_changes |= changed
-                self._wake.set()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("watching plugin folders %s failed", ", ".join(map(str, dirs)))
-            self._watched_dirs = None  # the next settings edit starts a new watcher
+    def _plugin_files_seen(self, changed: set[Path]) -> None:
+        self._tree_changes |= changed
+        self._wake.set()
 
     async def _plugin_files_changed(self, changes: set[Path]) -> None:
         catalog_touched = any(
@@ -437,28 +428,13 @@ class Runtime:
         if not self.reload_plugins:
             return
         sources = tuple(sorted({s.resolve() for s in self.engine.catalog.sources.values()}))
-        if sources == self._sources:
-            return
-        self._sources = sources
-        if self._sources_stop is not None:
-            self._sources_stop.set()
-        self._sources_stop = None
-        if sources:
-            stop = self._sources_stop = asyncio.Event()
-            logger.info("following editable plugin packages in %s", ", ".join(map(str, sources)))
-            self._tasks.append(
-                asyncio.create_task(self._watch_sources(sources, stop), name="grambot-sources")
-            )
-
-    async def _watch_sources(self, sources: tuple[Path, ...], stop: asyncio.Event) -> None:
-        from grambot.watcher import watch_trees as watch_sources
-
-        try:
-            async for changed in watch_sources(list(sources), stop):
-                self._tree_changes |= changed
-                self._wake.set()
-        except Exception:
-            logger.exception("watching plugin sources %s failed", ", ".join(map(str, sources)))
+        if sources != self._sources:
+            self._sources = sources
+            if sources:
+                logger.info(
+                    "following editable plugin packages in %s", ", ".join(map(str, sources))
+                )
+        self._source_watch.follow(sources)
 
     # -- secrets -------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from grambot.errors import Problem, SecretsError
+from grambot.files import locked
 from grambot.secrets import FileSecretsStore, SecretsStore
 
 __all__ = [
@@ -97,7 +98,7 @@ def _require_keyring() -> None:
     if importlib.util.find_spec("keyring") is None:
         raise SecretsError(
             "the keyring secrets backend needs the keyring package, which is not installed: "
-            "pip install 'grambot[keyring]' (or use \"secrets\": {\"backend\": \"file\"} in "
+            'pip install \'grambot[keyring]\' (or use "secrets": {"backend": "file"} in '
             ".scout/settings.json)"
         )
 
@@ -153,10 +154,9 @@ class KeyringSecretsStore:
             keyring.set_password(self.service, INDEX_USER, json.dumps(index, sort_keys=True))
 
     def _locked(self) -> Any:
-        from filelock import FileLock
-
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.lock_path), timeout=10)
+        return locked(
+            self.lock_path, "nothing was stored", error=lambda busy: SecretsError(str(busy))
+        )
 
     def get(self, instance_id: str, key: str) -> str | None:
         _require_keyring()

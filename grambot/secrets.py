@@ -3,62 +3,28 @@
 The file backend keeps `.scout/secrets.json` as `{"<instanceId>": {"<key>": "<value>"}}`, mode
 0600, written atomically (temp file + fsync + rename) under a file lock, so a crash mid-write
 never leaves it truncated and a CLI writing while the engine runs never loses an update.
-A plugin sees its secrets through `InstanceSecrets`, which is bound to one instance id.
-Values never appear in errors or logs: messages name the file, instance and key only.
+A plugin sees its secrets through `InstanceSecrets`, which is bound to one instance id; every
+value it reads or writes is taught to the one masker (grambot.masking), so that no error, log
+line or status shows it. Messages about secrets name the file, instance and key only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from filelock import BaseFileLock
+from grambot.errors import SecretsError, UnsafeFile
+from grambot.files import locked, read_regular
+from grambot.masking import MASK
 
-from grambot.errors import SecretsError
-
-MASKED = "***"
+MAX_SECRETS_BYTES = 5 * 1024 * 1024  # a bigger secrets.json is refused, never read
 MAX_DEPTH = 100  # JSON nesting a secrets file may have before it is refused unparsed (it needs 2)
-MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
-
-
-def secret_forms(value: str) -> set[str]:
-    """The ways text may show a secret value: as it is, and as quoted by repr()/ascii()
-    (`{token!r}` in an exception message) or by JSON, which escape quotes, backslashes and
-    non-ASCII letters."""
-    return {
-        value,
-        repr(value)[1:-1],
-        ascii(value)[1:-1],
-        json.dumps(value)[1:-1],
-        json.dumps(value, ensure_ascii=False)[1:-1],
-    }
-
-
-def redact(text: str, values: Iterable[str | None]) -> str:
-    """`text` with every form of each value (at least MIN_SECRET_LENGTH long) shown as ***."""
-    forms: set[str] = set()
-    for value in values:
-        if value and len(value) >= MIN_SECRET_LENGTH:
-            forms |= secret_forms(value)
-    for form in sorted(forms, key=len, reverse=True):  # a secret containing another: whole
-        text = text.replace(form, MASKED)
-    return text
-
-
-def redact_instance_secrets(store: SecretsStore, instance_id: str, text: str) -> str:
-    """`text` without the secret values of `instance_id` (plugin errors may quote them)."""
-    try:
-        values = [store.get(instance_id, key) for key in store.keys(instance_id)]
-    except Exception:  # an unreadable store must not hide the original error
-        return text
-    return redact(text, values)
 
 
 class SecretsStore(Protocol):
@@ -137,16 +103,18 @@ class FileSecretsStore:
         self.path = path
         self._lock_path = path.with_name(path.name + ".lock")
 
-    def _lock(self) -> BaseFileLock:
-        from filelock import FileLock  # imported here: only commands touching secrets pay for it
-
-        return FileLock(str(self._lock_path), timeout=10)
+    def _lock(self) -> contextlib.AbstractContextManager[None]:
+        return locked(
+            self._lock_path, "nothing was stored", error=lambda busy: SecretsError(str(busy))
+        )
 
     def _read(self) -> dict[str, dict[str, str]]:
         try:
-            raw = self.path.read_bytes()
+            raw = read_regular(self.path, MAX_SECRETS_BYTES)
         except FileNotFoundError:
             return {}
+        except UnsafeFile as exc:
+            raise SecretsError(str(exc)) from None
         except OSError as exc:
             raise SecretsError(
                 f"{self.path}: cannot read the secrets file: {exc.strerror}"
@@ -235,11 +203,13 @@ class InstanceSecrets:
 
     def get(self, key: str, default: str | None = None) -> str | None:
         value = self._store.get(self._instance_id, key)
+        MASK.add([value])  # what an instance reads may show up in its errors: masked
         return default if value is None else value
 
     def require(self, key: str) -> str:
         """The secret, or an error telling the operator how to set it."""
         value = self._store.get(self._instance_id, key)
+        MASK.add([value])
         if value is None:
             raise SecretsError(
                 f"instance {self._instance_id!r} needs the secret {key!r}: "
@@ -248,6 +218,7 @@ class InstanceSecrets:
         return value
 
     def set(self, key: str, value: str) -> None:
+        MASK.add([value])
         self._store.set(self._instance_id, key, value)
 
     def delete(self, key: str) -> bool:

@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Annotated, Any, Literal, TypeGuard
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -29,7 +30,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from grambot.errors import Problem, SettingsError
+from grambot.errors import Problem, SettingsError, UnsafeFile
+from grambot.files import describe_size, read_regular
 from grambot.retry import RetryPolicy, retry_policy_from
 
 __all__ = [
@@ -44,12 +46,14 @@ __all__ = [
     "load_settings",
     "parse_agent",
     "parse_settings",
+    "read_settings_bytes",
     "settings_path",
     "thaw",
 ]
 
 INSTANCE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 MAX_FILE_BYTES = 5 * 1024 * 1024
+MIN_DEADLINE_SECONDS = 0.01  # a deadline under 10 ms cannot be kept (timer and GIL granularity)
 MAX_DEPTH = 100
 _ID_RE = re.compile(INSTANCE_ID_PATTERN)
 _ID_RULE = (
@@ -105,7 +109,9 @@ class AgentSettings(BaseModel):
     )
     max_tool_steps: int = Field(5, alias="maxToolSteps", ge=0, le=50)
     max_history: int = Field(40, alias="maxHistory", ge=2, le=1000)
-    reply_timeout: float = Field(120.0, alias="replyTimeoutSeconds", gt=0)
+    reply_timeout: float = Field(
+        120.0, alias="replyTimeoutSeconds", ge=MIN_DEADLINE_SECONDS, allow_inf_nan=False
+    )
     # -- durable state and bot hygiene (issue 16, issue 13 item 3; docs/state.md) --
     max_history_chars: int = Field(
         200_000, alias="maxHistoryChars", ge=1000, description="Characters of history sent."
@@ -180,7 +186,21 @@ class PluginEntry(BaseModel):
         return value
 
 
-_Seconds = Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)]
+def _keepable_seconds(value: float) -> float:
+    if value < MIN_DEADLINE_SECONDS:
+        raise PydanticCustomError("deadline_too_short", "deadline under 10 ms")
+    return value
+
+
+def _keepable_ms(value: int) -> int:
+    if value < MIN_DEADLINE_SECONDS * 1000:
+        raise PydanticCustomError("deadline_too_short_ms", "deadline under 10 ms")
+    return value
+
+
+_Seconds = Annotated[
+    float, Field(gt=0, strict=True, allow_inf_nan=False), AfterValidator(_keepable_seconds)
+]
 
 
 class TimeoutsModel(BaseModel):
@@ -190,8 +210,8 @@ class TimeoutsModel(BaseModel):
     load: _Seconds = 30.0
     unload: _Seconds = 10.0
     event_handler: _Seconds = Field(default=30.0, alias="eventHandler")
-    override_ms: Annotated[int, Field(gt=0, strict=True)] | None = Field(
-        default=None, alias="overrideMs"
+    override_ms: Annotated[int, Field(gt=0, strict=True), AfterValidator(_keepable_ms)] | None = (
+        Field(default=None, alias="overrideMs")
     )
 
 
@@ -228,6 +248,9 @@ _MESSAGES = {
     "int_type": "{f} must be an integer",
     "greater_than": "{f} must be a number greater than 0",
     "finite_number": "{f} must be a finite number",
+    "deadline_too_short": "{f} must be at least 0.01 (seconds): a deadline under 10 ms cannot "
+    "be kept",
+    "deadline_too_short_ms": "{f} must be at least 10 (ms): a deadline under 10 ms cannot be kept",
     "id_pattern": "{f} " + _ID_RULE,
     "extra_forbidden": "{f} is not a known key",
 }
@@ -311,18 +334,29 @@ def load_settings(
     """Read and parse the settings file; a missing file means no instances."""
     path = settings_path(workspace) if path is None else path
     try:
-        with path.open("rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
+        data = read_settings_bytes(path)
     except FileNotFoundError:
         return replace(empty_settings(workspace), path=path)
-    except OSError as exc:
-        raise _fail(path, f"cannot read file: {exc.strerror or exc}") from exc
     return parse_settings(data, path=path, workspace=workspace, lenient=lenient)
+
+
+def read_settings_bytes(path: Path) -> bytes:
+    """The bytes of a settings file: a regular file of at most MAX_FILE_BYTES (a FIFO or a link
+    to /dev/zero is never read). FileNotFoundError when it is missing; SettingsError naming
+    the path for anything else that keeps it from being read."""
+    try:
+        return read_regular(path, MAX_FILE_BYTES)
+    except FileNotFoundError:
+        raise
+    except UnsafeFile as exc:
+        raise _fail(path, exc.reason) from None
+    except OSError as exc:
+        raise _fail(path, f"cannot read file: {exc.strerror or exc}") from None
 
 
 def _decode(data: bytes | str, path: Path) -> Any:
     if len(data) > MAX_FILE_BYTES:
-        raise _fail(path, f"file is larger than {MAX_FILE_BYTES} bytes; refusing to parse it")
+        raise _fail(path, f"larger than {describe_size(MAX_FILE_BYTES)}; refusing to parse it")
     if isinstance(data, bytes):
         bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
         try:

@@ -1,9 +1,11 @@
 """Editing `.scout/settings.json` from the CLI while an engine may be running.
 
-Every edit runs under a file lock (`.scout/settings.json.lock`), starts from the file as it is
-now, keeps unknown keys and the user's key order and indentation, is validated (file level and
-the touched entries) before anything is written, and replaces the file atomically (temp file +
-fsync + rename, same permissions), so a running engine only ever sees the old or the new file.
+Every edit runs under a file lock (`.scout/settings.json.lock`; another process holding it is
+waited for with a message, then the edit is refused: grambot.files.locked), starts from the file
+as it is now, keeps unknown keys and the user's key order and indentation, is validated (file
+level and the touched entries) before anything is written, and replaces the file atomically
+(temp file + fsync + rename, same permissions), so a running engine only ever sees the old or the
+new file. A symlinked settings.json stays a link: the file it points to is replaced.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from grambot.errors import GrambotError, Problem, SettingsError
-from grambot.settings import EngineSettings, parse_settings, settings_path
+from grambot.files import locked
+from grambot.settings import (
+    EngineSettings,
+    parse_settings,
+    read_settings_bytes,
+    settings_path,
+)
 
 __all__ = [
     "EditRefused",
@@ -67,10 +75,10 @@ def read_document(workspace: Path) -> tuple[SettingsEdit, str]:
     """The settings file as an editable document, and its text ('' when missing)."""
     path = settings_path(workspace)
     try:
-        text = path.read_text("utf-8-sig")
+        text = read_settings_bytes(path).decode("utf-8-sig")
     except FileNotFoundError:
         return SettingsEdit(path, workspace, {"plugins": []}, existed=False), ""
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise EditRefused(f"{path}: cannot read the settings file: {exc}") from None
     if not text.strip():
         return SettingsEdit(path, workspace, {"plugins": []}, existed=True), text
@@ -79,7 +87,10 @@ def read_document(workspace: Path) -> tuple[SettingsEdit, str]:
     return SettingsEdit(path, workspace, data, existed=True), text
 
 
-def _write(path: Path, text: str) -> None:
+def _write(link: Path, text: str) -> None:
+    """Replace the file `link` names (following symlinks: a symlinked settings.json stays a
+    link, its target gets the edit) atomically, keeping its permissions."""
+    path = link.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
@@ -112,11 +123,9 @@ def edit_settings(
     `check(settings)` adds checks (e.g. the plugin's schema); any problem refuses the edit.
     Raises EditRefused (nothing written) or SettingsError (the file is broken: fix it first).
     """
-    from filelock import FileLock
-
     path = settings_path(workspace)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + LOCK_SUFFIX, timeout=10):
+    lock = path.with_name(path.name + LOCK_SUFFIX)
+    with locked(lock, "nothing was written", error=lambda busy: EditRefused(str(busy))):
         doc, text = read_document(workspace)
         result = change(doc)
         indent = _indent_of(text) if text else 2

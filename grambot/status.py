@@ -26,6 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from grambot.errors import UnsafeFile
+from grambot.files import read_regular
+
 if TYPE_CHECKING:
     import asyncio
 
@@ -37,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 STATUS_NAME = "status.json"
 STALE_BEATS = 3  # a status older than this many heartbeats (15 s by default) is stale
+MAX_STATUS_BYTES = 64 * 1024 * 1024  # a status file is never this big: refused, not read
 
 
 def is_stale(status: dict[str, Any], now: float | None = None) -> bool:
@@ -67,8 +71,8 @@ def write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
 def read_status(scout_dir: Path) -> dict[str, Any] | None:
     """The status file's content, or None when it is missing or unreadable."""
     try:
-        data = json.loads((scout_dir / STATUS_NAME).read_bytes())
-    except (OSError, ValueError):
+        data = json.loads(read_regular(scout_dir / STATUS_NAME, MAX_STATUS_BYTES))
+    except (OSError, ValueError, UnsafeFile):
         return None
     return data if isinstance(data, dict) else None
 

@@ -12,18 +12,30 @@ how long a burst is grouped before it is reported anyway.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from grambot.errors import SettingsError
-from grambot.settings import EngineSettings, parse_settings, settings_path
+from grambot.errors import Problem, SettingsError, UnsafeFile
+from grambot.files import read_regular
+from grambot.settings import MAX_FILE_BYTES, EngineSettings, parse_settings, settings_path
 
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["LiveRead", "read_live_settings", "watch_files", "watch_trees"]
+__all__ = [
+    "LiveRead",
+    "PluginDirsWatch",
+    "nearest_existing",
+    "read_live_settings",
+    "watch_appearing",
+    "watch_files",
+    "watch_trees",
+]
+
+logger = logging.getLogger(__name__)
 
 STEP_MS = 5
 DEBOUNCE_MS = 150
@@ -49,9 +61,12 @@ class LiveRead:
 def read_live_settings(workspace: Path) -> LiveRead:
     path = settings_path(workspace)
     try:
-        data = path.read_bytes()
+        data = read_regular(path, MAX_FILE_BYTES)
     except FileNotFoundError:
         return LiveRead("transient", "", reason="is missing")
+    except UnsafeFile as exc:  # a FIFO, a device, a huge file: never read, an invalid edit
+        error = SettingsError([Problem(path, "", exc.reason)])
+        return LiveRead("invalid", f"unsafe:{exc.reason}", error=error)
     except OSError as exc:
         return LiveRead("transient", "", reason=f"cannot be read ({exc.strerror or exc})")
     if not data.strip(b" \t\r\n"):
@@ -107,3 +122,124 @@ async def watch_trees(roots: list[Path], stop: asyncio.Event) -> AsyncIterator[s
         *roots, watch_filter=accept, debounce=DEBOUNCE_MS, step=STEP_MS, stop_event=stop
     ):
         yield {Path(p) for _, p in changes}
+
+
+def nearest_existing(path: Path) -> Path:
+    """The closest folder at or above `path` that exists."""
+    for candidate in (path, *path.parents):
+        if candidate.is_dir():
+            return candidate
+    return Path(path.anchor or "/")
+
+
+async def watch_appearing(folders: Iterable[Path], stop: asyncio.Event) -> AsyncIterator[set[Path]]:
+    """Changes that may make one of `folders` (missing now) appear, until `stop`.
+
+    Each missing folder is watched through its nearest existing ancestor, non-recursively,
+    for the next component of its path: `a/b/c` with only `a` existing watches `a` for `b`.
+    The caller looks again after each batch (the ancestor may have moved one level down)."""
+    from watchfiles import awatch
+
+    targets: dict[Path, set[Path]] = {}
+    for folder in folders:
+        ancestor = nearest_existing(folder)
+        if ancestor == folder or not folder.is_relative_to(ancestor):
+            continue
+        targets.setdefault(ancestor, set()).add(ancestor / folder.relative_to(ancestor).parts[0])
+    if not targets:
+        return
+    wanted = {p for names in targets.values() for p in names}
+    async for changes in awatch(
+        *targets,
+        watch_filter=lambda _change, path: Path(path) in wanted,
+        debounce=DEBOUNCE_MS,
+        step=STEP_MS,
+        recursive=False,
+        stop_event=stop,
+    ):
+        yield {Path(p) for _, p in changes}
+
+
+class PluginDirsWatch:
+    """Watches the pluginDirs for the running engine: the existing ones recursively (their
+    plugin files), the missing ones through their nearest existing ancestor, so that a folder
+    created after start is watched as soon as it appears. `on_changes(paths)` is called on the
+    loop with what changed; a folder that appeared is reported once its own watch is running
+    (the caller then rescans: anything already inside is found)."""
+
+    def __init__(self, on_changes: Callable[[set[Path]], None]) -> None:
+        self._on_changes = on_changes
+        self._following: tuple[tuple[Path, ...], tuple[Path, ...]] | None = None
+        self._dirs: tuple[Path, ...] = ()
+        self._stop: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def follow(self, plugin_dirs: Iterable[Path]) -> None:
+        """Watch these pluginDirs (restarts the watches only when something changed)."""
+        import asyncio
+
+        self._dirs = tuple(plugin_dirs)
+        existing = tuple(sorted({d.resolve() for d in self._dirs if d.is_dir()}))
+        missing = tuple(sorted({d.absolute() for d in self._dirs if not d.is_dir()}))
+        if (existing, missing) == self._following:
+            return
+        self.stop()
+        self._following = (existing, missing)
+        stop = self._stop = asyncio.Event()
+        if existing:
+            self._tasks.append(
+                asyncio.create_task(self._trees(existing, stop), name="grambot-watch-plugins")
+            )
+        if missing:
+            self._tasks.append(
+                asyncio.create_task(
+                    self._appearing(missing, stop), name="grambot-watch-plugin-dirs"
+                )
+            )
+
+    def stop(self) -> list[asyncio.Task[None]]:
+        """Stop watching; returns the tasks that are ending (to await, if one likes)."""
+        if self._stop is not None:
+            self._stop.set()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        self._stop, self._following = None, None
+        return tasks
+
+    async def _trees(self, dirs: tuple[Path, ...], stop: asyncio.Event) -> None:
+        try:
+            async for changed in watch_trees(list(dirs), stop):
+                self._on_changes(changed)
+        except Exception:
+            logger.exception("watching plugin folders %s failed", ", ".join(map(str, dirs)))
+            self._following = None  # the next follow() starts a new watch
+
+    async def _appearing(self, missing: tuple[Path, ...], stop: asyncio.Event) -> None:
+        import asyncio
+
+        try:
+            async for _ in watch_appearing(missing, stop):
+                # Something changed on the way: look again (a folder appeared, or the nearest
+                # existing ancestor moved down a level), from outside this task, which ends.
+                appeared = {d for d in missing if d.is_dir()}
+                self._following = None
+                asyncio.get_running_loop().call_soon(self._refollow, appeared)
+                return
+        except Exception:
+            logger.exception("watching for plugin folders %s failed", ", ".join(map(str, missing)))
+            self._following = None
+
+    def _refollow(self, appeared: set[Path]) -> None:
+        import asyncio
+
+        self.follow(self._dirs)
+        if appeared:
+            self._tasks.append(asyncio.create_task(self._report(appeared)))
+
+    async def _report(self, appeared: set[Path]) -> None:
+        import asyncio
+
+        for _ in range(3):  # let the new watches start (watchfiles watches synchronously
+            await asyncio.sleep(0)  # in its first step) before anyone rescans
+        self._on_changes(appeared)

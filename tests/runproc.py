@@ -44,8 +44,10 @@ class EngineProcess:
         *args: str,
         env: dict[str, str] | None = None,
         stdin_text: str | None = None,
+        close_stdin: bool = True,
     ) -> None:
-        """`stdin_text`: written to the process's stdin, which is then closed (console input)."""
+        """`stdin_text`: written to the process's stdin (console input), which is then closed
+        unless `close_stdin` is False (at EOF a lone console stops the engine)."""
         self.workspace = workspace
         self.scout = workspace / ".scout"
         self.settings_file = self.scout / "settings.json"
@@ -62,7 +64,9 @@ class EngineProcess:
         if stdin_text is not None:
             assert self.proc.stdin is not None
             self.proc.stdin.write(stdin_text)
-            self.proc.stdin.close()
+            self.proc.stdin.flush()
+            if close_stdin:
+                self.proc.stdin.close()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -130,6 +134,8 @@ class EngineProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
         self._reader.join(5)
         if self.proc.stdout is not None and not self.proc.stdout.closed:
             self.proc.stdout.close()

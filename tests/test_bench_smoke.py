@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 FIELDS = {"name", "value", "baseline", "ratio", "target", "unit", "meets"}
-GROUPS = {"events", "scale", "edit", "startup", "cycles", "state"}
+GROUPS = {"events", "stages", "scale", "edit", "startup", "cycles", "state"}
 
 
 @pytest.mark.slow  # ~8 s: every benchmark, each starting engines and grambot processes
@@ -34,7 +34,7 @@ def test_quick_bench_writes_every_entry(tmp_path: Path) -> None:
     assert data["quick"] is True
     results = data["results"]
     assert {r["group"] for r in results} == GROUPS
-    assert len(results) >= 14
+    assert len(results) >= 16
     for r in results:
         assert r.keys() >= FIELDS, r
         assert isinstance(r["name"], str) and r["name"]

@@ -198,7 +198,9 @@ def test_keyboard_interrupt_and_system_exit_from_a_provider_or_tool_never_end_th
 ) -> None:
     lines = ["interrupt", "exit", "!t1 interrupt", "!t1 exit", "hello"]
     engine = EngineProcess(
-        _console_workspace(tmp_path), stdin_text="".join(f"{x}\n" for x in lines)
+        _console_workspace(tmp_path),
+        stdin_text="".join(f"{x}\n" for x in lines),
+        close_stdin=False,  # at EOF the console stops the engine: it must keep running here
     )
     try:
         engine.wait_for_log("bot> ok: hello")

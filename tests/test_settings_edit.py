@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from grambot.logs import MASK, SecretMask, _Formatter
+from grambot.logs import MASK, _Formatter
+from grambot.masking import Masker
 from grambot.settings_edit import EditRefused, edit_settings, find_entry
 from tests.conftest import FIXTURE_PLUGINS
 
@@ -98,7 +99,7 @@ def _record(msg: str, *args: object, name: str = "grambot.plugins.manager") -> l
 
 
 def test_json_lines_name_the_instance_and_mask_secrets() -> None:
-    mask = SecretMask()
+    mask = Masker()
     mask.add(["hunter22", "ab"])  # too short values are not masked
     formatter = _Formatter("json", mask)
     line = json.loads(formatter.format(_record("instance %s failed: %s", "bot", "hunter22 ab")))
@@ -114,7 +115,7 @@ def test_json_lines_name_the_instance_and_mask_secrets() -> None:
 
 def test_mask_covers_secrets_as_repr_and_json_quote_them() -> None:
     secret = "pa'ss\"w\\rd-\u00fcn\u00ef"
-    mask = SecretMask()
+    mask = Masker()
     mask.add([secret])
     for fmt in ("text", "json"):
         formatter = _Formatter(fmt, mask)

@@ -1,5 +1,6 @@
-"""The worker pool behind sync plugin stages: few threads for many jobs, no head-of-line
-blocking by a hung job, deadlines that start with the job, nothing pinned after a hand-off."""
+"""The worker pool behind sync plugin stages: jobs start at once while capacity lasts, a hung
+job holds a worker only until its deadline, deadlines are absolute (queued time counts), nothing
+pinned after a hand-off."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from grambot.errors import PluginCrash, StageTimeout
 from grambot.plugins import stages, tracking
+from grambot.plugins.limits import Deadline, Limit
 from grambot.plugins.stages import run_stage
 from grambot.plugins.tracking import InstanceTasks, instance_context
 
@@ -22,20 +24,33 @@ def _ctx() -> contextvars.Context:
     return instance_context(InstanceTasks("pool-test"))
 
 
+def _within(seconds: float) -> Deadline:
+    return Deadline.after(Limit(seconds))
+
+
 async def _run(fn, *args, timeout: float = 5.0):  # type: ignore[no-untyped-def]
     return await run_stage(
-        fn, *args, instance_id="pool-test", stage="create", timeout=timeout, context=_ctx()
+        fn,
+        *args,
+        instance_id="pool-test",
+        stage="create",
+        deadline=_within(timeout),
+        context=_ctx(),
     )
 
 
 @pytest.fixture
-def pool(monkeypatch: pytest.MonkeyPatch) -> stages._WorkerPool:
-    fresh = stages._WorkerPool(1)
+def pool(monkeypatch: pytest.MonkeyPatch) -> stages._Pool:
+    fresh = stages._Pool(4)
     monkeypatch.setattr(stages, "_POOL", fresh)
     return fresh
 
 
-async def test_many_quick_jobs_use_few_threads(pool: stages._WorkerPool) -> None:
+def _stage_threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name.startswith("grambot-stage-")}
+
+
+async def test_many_quick_jobs_use_at_most_capacity_threads(pool: stages._Pool) -> None:
     names: set[str] = set()
 
     def job(n: int) -> int:
@@ -44,60 +59,78 @@ async def test_many_quick_jobs_use_few_threads(pool: stages._WorkerPool) -> None
 
     results = await asyncio.gather(*(_run(job, n) for n in range(300)))
     assert results == [n * 2 for n in range(300)]
-    assert len(names) <= 3, names  # not one thread per job
+    assert len(names) <= pool.capacity, names  # not one thread per job
 
 
-async def test_a_hung_job_does_not_hold_up_the_queue(pool: stages._WorkerPool) -> None:
+async def test_a_job_starts_at_once_beside_a_running_one(pool: stages._Pool) -> None:
     release = threading.Event()
-    hung = asyncio.ensure_future(_run(release.wait, 10.0))
+    busy = asyncio.ensure_future(_run(release.wait, 10.0))
     await asyncio.sleep(0.01)
     started = time.monotonic()
-    assert await asyncio.gather(*(_run(lambda: 1) for _ in range(5))) == [1] * 5
-    assert time.monotonic() - started < 1.0  # another worker took over after YOUNG_SECONDS
+    assert await _run(lambda: "quick") == "quick"
+    assert time.monotonic() - started < 0.02  # another worker, at once: no waiting for age
     release.set()
-    assert await hung is True
+    assert await busy is True
 
 
-async def test_deadline_starts_when_the_job_starts(
-    pool: stages._WorkerPool, monkeypatch: pytest.MonkeyPatch
+async def test_jobs_beyond_capacity_wait_and_the_deadline_counts_the_wait(
+    pool: stages._Pool,
 ) -> None:
-    monkeypatch.setattr(stages, "YOUNG_SECONDS", 30.0)  # no second worker: B waits for A
-    slow = asyncio.ensure_future(_run(time.sleep, 0.5, timeout=5.0))
-    await asyncio.sleep(0.01)
-    started = time.monotonic()
-    assert await _run(lambda: "quick", timeout=0.2) == "quick"  # queued 0.5 s, ran at once
-    assert time.monotonic() - started >= 0.4
-    await slow
-
-
-async def test_the_last_outcome_wakes_the_loop_without_the_kicker(
-    pool: stages._WorkerPool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(stages, "YOUNG_SECONDS", 30.0)  # the kicker would be far too late
-    for _ in range(3):
-        assert await asyncio.wait_for(_run(lambda: "one"), 5.0) == "one"
-    results = await asyncio.wait_for(asyncio.gather(*(_run(lambda: 1) for _ in range(100))), 5.0)
-    assert results == [1] * 100
-
-
-async def test_outcomes_behind_a_hung_call_are_delivered(pool: stages._WorkerPool) -> None:
     release = threading.Event()
-    hung = asyncio.ensure_future(_run(release.wait, 10.0))
+    busy = [asyncio.ensure_future(_run(release.wait, 10.0)) for _ in range(pool.capacity)]
     await asyncio.sleep(0.01)
-    # the hung call stays outstanding, so these outcomes do not wake the loop: the kicker does
-    assert await asyncio.wait_for(_run(lambda: "late"), 5.0) == "late"
+    with pytest.raises(StageTimeout):  # queued for its whole deadline: never ran
+        await _run(lambda: "never", timeout=0.1)
+    later = asyncio.ensure_future(_run(lambda: "later"))
+    await asyncio.sleep(0.05)
+    assert not later.done()  # every unit of capacity is taken
     release.set()
-    assert await hung is True
+    assert await later == "later"
+    assert await asyncio.gather(*busy) == [True] * pool.capacity
 
 
-async def test_timeout_still_fires_for_a_started_job(pool: stages._WorkerPool) -> None:
+async def test_a_hung_job_releases_its_capacity_at_its_deadline(pool: stages._Pool) -> None:
+    release = threading.Event()
+    hung = [_run(release.wait, 10.0, timeout=0.1) for _ in range(pool.capacity)]
+    outcomes = await asyncio.gather(*hung, return_exceptions=True)
+    assert all(isinstance(o, StageTimeout) for o in outcomes)
+    started = time.monotonic()
+    assert await _run(lambda: "next") == "next"  # a fresh worker: the hung ones hold nothing
+    assert time.monotonic() - started < 0.5
+    release.set()
+
+
+async def test_timeout_fires_for_a_started_job(pool: stages._Pool) -> None:
     release = threading.Event()
     with pytest.raises(StageTimeout, match=r"create timed out after 0\.2"):
         await _run(release.wait, 10.0, timeout=0.2)
     release.set()
 
 
-async def test_worker_keeps_no_reference_to_the_result(pool: stages._WorkerPool) -> None:
+async def test_a_job_done_after_its_deadline_is_a_timeout(pool: stages._Pool) -> None:
+    def blocks_the_loop_too() -> str:
+        time.sleep(0.15)
+        return "late"
+
+    loop_blocked = asyncio.ensure_future(_run(blocks_the_loop_too, timeout=0.1))
+    await asyncio.sleep(0.01)
+    time.sleep(0.3)  # noqa: ASYNC251  # the loop cannot fire the timer: the outcome comes first
+    with pytest.raises(StageTimeout):
+        await loop_blocked
+
+
+async def test_idle_workers_end(pool: stages._Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stages, "IDLE_SECONDS", 0.1)
+    before = _stage_threads()
+    await asyncio.gather(*(_run(time.sleep, 0.02) for _ in range(3)))
+    for _ in range(100):
+        if _stage_threads() <= before:
+            break
+        await asyncio.sleep(0.02)
+    assert _stage_threads() <= before
+
+
+async def test_worker_keeps_no_reference_to_the_result(pool: stages._Pool) -> None:
     class Thing:
         pass
 
@@ -127,7 +160,9 @@ async def test_async_stage_that_never_waits_runs_in_the_instance_context() -> No
         return "done"
 
     tracking.install_task_tracking(asyncio.get_running_loop())
-    result = await run_stage(stage, instance_id="eager", stage="load", timeout=1, context=context)
+    result = await run_stage(
+        stage, instance_id="eager", stage="load", deadline=_within(1), context=context
+    )
     assert result == "done" and seen == ["eager"]
     assert [t.get_name() for t in tasks.tasks] == ["started-by-stage"]
     await asyncio.sleep(0.01)
@@ -150,7 +185,9 @@ async def test_async_stage_that_waits_carries_on_after_its_first_step() -> None:
         steps.append(f"current={tracking.current_instance_id()}")
         return value * 2
 
-    result = await run_stage(stage, 21, instance_id="w", stage="load", timeout=1, context=_ctx())
+    result = await run_stage(
+        stage, 21, instance_id="w", stage="load", deadline=_within(1), context=_ctx()
+    )
     assert result == 42
     assert steps == ["first", "caught", "current=pool-test"]
 
@@ -165,7 +202,7 @@ async def test_async_stage_timeout_cancels_it_after_the_first_step() -> None:
             cleaned.set()
 
     with pytest.raises(StageTimeout, match="load timed out"):
-        await run_stage(stage, instance_id="t", stage="load", timeout=0.1, context=_ctx())
+        await run_stage(stage, instance_id="t", stage="load", deadline=_within(0.1), context=_ctx())
     await asyncio.wait_for(cleaned.wait(), 1)
 
 
@@ -179,7 +216,7 @@ async def test_async_stage_errors_propagate_from_either_step() -> None:
 
     for fn, text in ((at_once, "first step"), (later, "later step")):
         with pytest.raises(ValueError, match=text):
-            await run_stage(fn, instance_id="e", stage="load", timeout=1, context=_ctx())
+            await run_stage(fn, instance_id="e", stage="load", deadline=_within(1), context=_ctx())
 
 
 async def test_async_stage_system_exit_becomes_an_error() -> None:
@@ -187,7 +224,7 @@ async def test_async_stage_system_exit_becomes_an_error() -> None:
         raise SystemExit(3)
 
     with pytest.raises(PluginCrash, match="SystemExit"):
-        await run_stage(bye, instance_id="x", stage="load", timeout=1, context=_ctx())
+        await run_stage(bye, instance_id="x", stage="load", deadline=_within(1), context=_ctx())
 
 
 def test_finished_event_loops_are_not_kept_alive() -> None:

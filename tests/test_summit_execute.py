@@ -43,27 +43,28 @@ def namespaces_of(instance_id: str) -> list[str]:
 # -- run_plugin ----------------------------------------------------------------------------------
 
 
-async def test_run_plugin_runs_a_transient_instance_named_after_the_plugin(
+async def test_run_plugin_runs_a_transient_instance_of_its_own_id_space(
     summit: Engine, workspace: Workspace
 ) -> None:
     result = await summit.run_plugin("summit-exec", {"action": "echo"}, {"tenant": "alpha"})
     assert result["inputs"] == {"action": "echo"}
     assert result["config"] == {"tenant": "alpha"}
-    assert result["instance"] == "summit-exec" and result["manifest"] == "summit-exec"
-    assert result["data_dir"] == str(workspace.data_dir("summit-exec"))
-    assert workspace.data_dir("summit-exec").is_dir()
+    assert result["instance"] == "run-plugin:summit-exec" and result["manifest"] == "summit-exec"
+    transient_dir = workspace.scout / "run-plugin" / "summit-exec"
+    assert result["data_dir"] == str(transient_dir) and transient_dir.is_dir()
+    assert not workspace.data_dir("summit-exec").exists()  # never an instance's data dir
     assert (await summit.run_plugin("summit-exec", {"action": "echo"}))["config"] == {}
-    assert namespaces_of("summit-exec") == []  # imported fresh, forgotten after the run
+    assert namespaces_of("run-plugin:summit-exec") == []  # imported fresh, forgotten after
 
 
 async def test_a_hanging_execute_times_out_at_the_manifest_value(summit: Engine) -> None:
     started = time.monotonic()
     with pytest.raises(StageTimeout) as info:
         await summit.run_plugin("summit-exec", {"action": "hang"})
-    assert "'summit-exec': execute timed out after 300 ms" in str(info.value)
+    assert "'run-plugin:summit-exec': execute timed out after 300 ms" in str(info.value)
     assert info.value.ms == 300 and info.value.stage == "execute"
     assert 0.25 < time.monotonic() - started < 2.0
-    assert namespaces_of("summit-exec") == []
+    assert namespaces_of("run-plugin:summit-exec") == []
 
 
 async def test_run_plugin_timeout_overrides(summit: Engine, workspace: Workspace) -> None:
@@ -94,12 +95,16 @@ async def test_run_plugin_context_env_vault_cache_and_http(
     with pytest.raises(AccessDenied, match=r"'SUMMIT_HIDDEN'.*allowedEnv \(SUMMIT_ALLOWED\)"):
         await summit.run_plugin("summit-exec", {"action": "env", "arg": "SUMMIT_HIDDEN"})
 
-    summit.secrets.set("summit-exec", "token", "own-1234")
+    summit.secrets.set("run-plugin:summit-exec", "token", "own-1234")
+    summit.secrets.set("summit-exec", "token", "instance-1234")  # an instance's, same id
     summit.secrets.set("shared/team", "key", "team-1234")
     summit.secrets.set("someone", "token", "theirs-1234")
     vault = "vault"
-    own = await summit.run_plugin("summit-exec", {"action": vault, "arg": "summit-exec/token"})
+    own_path = "run-plugin:summit-exec/token"
+    own = await summit.run_plugin("summit-exec", {"action": vault, "arg": own_path})
     assert own == "own-1234"
+    with pytest.raises(AccessDenied, match="'summit-exec/token'"):
+        await summit.run_plugin("summit-exec", {"action": vault, "arg": "summit-exec/token"})
     assert (
         await summit.run_plugin("summit-exec", {"action": vault, "arg": "shared/team/key"})
         == "team-1234"
@@ -109,8 +114,9 @@ async def test_run_plugin_context_env_vault_cache_and_http(
 
     first = await summit.run_plugin("summit-exec", {"action": "cache"})
     second = await summit.run_plugin("summit-exec", {"action": "cache"})
-    assert first == {"namespace": "summit-exec", "count": 1}
+    assert first == {"namespace": "run-plugin:summit-exec", "count": 1}
     assert second["count"] == 2  # transient instances of one plugin share its namespace
+    assert len(summit.cache) == 0  # the instances' cache is never touched
 
     with fake_rest_api() as server:
         fetched = await summit.run_plugin(
@@ -124,7 +130,7 @@ async def test_run_plugin_errors(summit: Engine) -> None:
         await summit.run_plugin("nope", {})
     with pytest.raises(DefinitionError, match="not execute-style"):
         await summit.run_plugin("summit-probe", {})
-    with pytest.raises(PluginImportDenied, match="plugin 'summit-denied' may not import 'csv'"):
+    with pytest.raises(PluginImportDenied, match=r"plugin 'summit-denied' .*may not import 'csv'"):
         await summit.run_plugin("summit-denied", {})
     with pytest.raises(ValueError, match="unknown action 'x'"):
         await summit.run_plugin("summit-exec", {"action": "x"})
@@ -136,7 +142,7 @@ async def test_run_plugin_builds_the_catalog_when_needed(workspace: Workspace) -
     write(workspace, [])
     engine = Engine(workspace.root, builtin_dir=None, entry_points=False)
     result = await engine.run_plugin("summit-exec", {"action": "echo"})
-    assert result["instance"] == "summit-exec"
+    assert result["instance"] == "run-plugin:summit-exec"
 
 
 # -- as a settings.json instance -------------------------------------------------------------------
@@ -254,7 +260,7 @@ async def test_register_custom_plugins_default_is_plugin_dirs(
 
 @pytest.mark.parametrize("bad", [0, -5, True, 1.5, "100"])
 def test_register_custom_plugins_checks_the_timeout(engine: Engine, bad: Any) -> None:
-    with pytest.raises(ValueError, match="timeout_ms must be a positive integer"):
+    with pytest.raises(ValueError, match="timeout_ms must be an integer of at least 10 ms"):
         engine.register_custom_plugins(timeout_ms=bad)
 
 
@@ -302,10 +308,11 @@ async def test_rest_api_sample_in_process(summit: Engine, monkeypatch: pytest.Mo
             "url": f"{server.url}/posts/1",
             "data": {"id": 1, "title": "first"},
         }
-        assert summit.cache.get("rest-api-sample:rest-api-sample", "last_status") == 200
+        namespace = "rest-api-sample:run-plugin:rest-api-sample"  # the run-plugin cache's
+        assert summit.run_plugin_cache.get(namespace, "last_status") == 200
         missing = await summit.run_plugin("rest-api-sample", {"resource": "posts", "id": 9})
         assert missing["status"] == 404
-        assert summit.cache.get("rest-api-sample:rest-api-sample", "last_status") == 404
+        assert summit.run_plugin_cache.get(namespace, "last_status") == 404
         monkeypatch.setenv("SAMPLE_REST_API_TOKEN", "tok-1234")
         await summit.run_plugin("rest-api-sample", {"resource": "posts"})
     assert [auth for _, auth in server.requests] == [None, None, "Bearer tok-1234"]

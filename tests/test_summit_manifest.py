@@ -27,6 +27,7 @@ def problems(tmp_path: Path, **fields: Any) -> dict[str, str]:
     ("fields", "json_path", "says"),
     [
         ({"timeoutMs": -5}, "timeoutMs", "greater than 0"),
+        ({"timeoutMs": 9}, "timeoutMs", "at least 10 (ms)"),
         ({"timeoutMs": "5000"}, "timeoutMs", "valid integer"),
         ({"version": 1}, "version", "valid string"),
         ({"allowedEnv": "HOME"}, "allowedEnv", "valid list"),
@@ -57,7 +58,7 @@ def test_every_field_valid(tmp_path: Path) -> None:
                 "name": "p",
                 "entry": "index.py",
                 "version": "2.0.0",
-                "timeoutMs": 1,
+                "timeoutMs": 10,
                 "allowedEnv": ["A", "lower_ok"],
                 "allowedModules": ["json", "email.mime"],
                 "allowedVaultPaths": ["shared/team/", "shared/x"],
@@ -66,7 +67,7 @@ def test_every_field_valid(tmp_path: Path) -> None:
         )
     )
     d = load_descriptor(path, source="custom")
-    assert d.allowed_modules == ("json", "email.mime") and d.timeout_ms == 1
+    assert d.allowed_modules == ("json", "email.mime") and d.timeout_ms == 10
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, True, "100"])

@@ -114,7 +114,7 @@ async def test_every_tool_execution_runs_under_the_manifest_deadline(
         )
     )
     fast = engine.registries.tools.get("fast_tool")
-    assert isinstance(fast, GuardedTool) and str(fast.deadline) == "300 ms"
+    assert isinstance(fast, GuardedTool) and str(fast.limit) == "300 ms"
     assert (await fast.execute({}, ToolContext())).text == "done"
     stuck = engine.registries.tools.get("stuck_tool")
     assert stuck is not None

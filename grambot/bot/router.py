@@ -93,6 +93,7 @@ class Bot:
         self.counts: dict[str, int] = {}
         self._refresh: asyncio.TimerHandle | None = None
         self._kick: asyncio.Handle | None = None
+        self._background: set[asyncio.Task[Any]] = set()  # ended by stop(): the db closes next
         self._renamed: set[Chat] = set()
         self.scheduler: Scheduler | None = None  # set by the engine: reminders
 
@@ -147,10 +148,15 @@ class Bot:
 
         def run() -> None:
             self._kick = None
-            task = asyncio.get_running_loop().create_task(self._wake_pending())
-            task.add_done_callback(_log_failure)
+            self._spawn(self._wake_pending())
 
         self._kick = asyncio.get_running_loop().call_soon(run)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
 
     async def _wake_pending(self) -> None:
         for connector_id, chat_id in await self.inbox.pending_chats():
@@ -168,8 +174,14 @@ class Bot:
                 "inbox and are answered at the next start",
                 cut,
             )
-        if self._refresh is not None:
-            self._refresh.cancel()
+        for handle in (self._refresh, self._kick):
+            if handle is not None:
+                handle.cancel()
+        self._refresh = self._kick = None
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.wait(self._background, timeout=1.0)
         await self.commands.stop()
 
     def status(self) -> dict[str, Any]:
@@ -190,9 +202,7 @@ class Bot:
 
     def _start_refresh(self) -> None:
         self._refresh = None
-        asyncio.get_running_loop().create_task(self._refresh_counts()).add_done_callback(
-            _log_failure
-        )
+        self._spawn(self._refresh_counts())
 
     async def _refresh_counts(self) -> None:
         counts = await self.inbox.counts()

@@ -1,14 +1,15 @@
 """`grambot run-plugin NAME --input JSON [--config JSON]`: Summit's `runPlugin` from a shell.
 
-Runs an execute-style plugin of the workspace's catalog once, in a transient instance, prints
-its result as JSON on stdout and exits 0; on failure prints `error: ...` on stderr (with the
-catalog's problems, e.g. a bad plugin.json, when the plugin is not found) and exits 1.
+Runs an execute-style plugin of the workspace's catalog once, in a transient instance of its own
+id space (grambot.plugins.execute), prints its result as JSON on stdout and exits 0; on failure
+prints `error: ...` on stderr (with the catalog's problems, e.g. a bad plugin.json, when the
+plugin is not found) and exits 1. Its log lines and its `error:` line go through the one masker
+(grambot.masking): a secret the plugin read never shows, in any form.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -34,9 +35,9 @@ def _json_option(value: str, what: str) -> Any:
 @click.option("--config", "config_json", default=None, help="The config (JSON object).")
 @click.option(
     "--timeout-ms",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=10),
     default=None,
-    help="Deadline override for this run, over the manifest's timeoutMs.",
+    help="Deadline override for this run (ms, at least 10), over the manifest's timeoutMs.",
 )
 @click.option(
     "--workspace",
@@ -58,18 +59,17 @@ def run_plugin_command(
     """Run the execute-style plugin NAME once and print its result as JSON."""
     import asyncio
 
+    from grambot.logs import configure_logging
+    from grambot.masking import MASK
+
     inputs = _json_option(input_json, "--input")
     config = _json_option(config_json, "--config") if config_json is not None else None
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(log_level)  # masked, like every log line of grambot
     try:
         result = asyncio.run(_run(workspace, name, inputs, config, timeout_ms))
         text = json.dumps(result, ensure_ascii=False)
     except Exception as exc:
-        click.echo(f"error: {_describe(exc)}", err=True)
+        click.echo(f"error: {MASK.apply(_describe(exc))}", err=True)
         sys.exit(1)
     click.echo(text)
 

@@ -23,11 +23,12 @@ from typing import Any
 
 from grambot.core.failures import classify, describe, engine_cancelled
 from grambot.core.generation import Generation, Services
+from grambot.masking import MASK
 from grambot.plugins.context import MemoryCache
 from grambot.plugins.events import PluginEventQueue
 from grambot.plugins.stages import Progress
 from grambot.registries import Registries
-from grambot.secrets import SecretsStore, redact_instance_secrets
+from grambot.secrets import SecretsStore
 from grambot.settings import InstanceConfig
 
 __all__ = ["CheckResult", "OverlaySecrets", "check_entry"]
@@ -102,7 +103,7 @@ async def check_entry(
     progress = Progress("lookup")
 
     def redact(text: str) -> str:
-        return redact_instance_secrets(secrets, instance_id, text)
+        return MASK.redact_instance(secrets, instance_id, text)
 
     def task_failed(iid: str, name: str, exc: BaseException) -> None:
         logger.warning(

@@ -108,17 +108,18 @@ _STAGE_KINDS: dict[str, tuple[str, bool]] = {
 
 
 def classify(exc: BaseException, stage: str, redact: Callable[[str], str]) -> Failure:
-    """The Failure of `exc` raised at `stage`; `redact` masks the instance's secrets."""
+    """The Failure of `exc` raised at `stage`; `redact` masks secrets (grambot.masking) in
+    every text of it."""
     if isinstance(exc, PluginNotFound):
-        return Failure("plugin-not-found", stage, str(exc), recoverable=False)
+        return Failure("plugin-not-found", stage, redact(str(exc)), recoverable=False)
     if isinstance(exc, StageTimeout):
-        return Failure("timeout", exc.stage, str(exc), recoverable=True)
+        return Failure("timeout", exc.stage, redact(str(exc)), recoverable=True)
     if isinstance(exc, SettingsInvalid):
-        return Failure("invalid-settings", stage, str(exc), recoverable=False)
+        return Failure("invalid-settings", stage, redact(str(exc)), recoverable=False)
     if isinstance(exc, DefinitionError):
-        return Failure("invalid-plugin", stage, str(exc), recoverable=False)
+        return Failure("invalid-plugin", stage, redact(str(exc)), recoverable=False)
     if isinstance(exc, MigrationError):
-        return Failure("migration-error", stage, str(exc), recoverable=False)
+        return Failure("migration-error", stage, redact(str(exc)), recoverable=False)
     message = redact(describe(exc))
     details = redact(format_details(exc))
     if isinstance(exc, RegistrationConflict):

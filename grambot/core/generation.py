@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from grambot.core.failures import describe, engine_cancelled
 from grambot.errors import PluginNotFound, RegistrationError
+from grambot.masking import MASK
 from grambot.plugins.allowlist import module_guard
 from grambot.plugins.api import InstanceEvents, InstanceInfo, PluginApi
 from grambot.plugins.catalog import PluginCatalog
@@ -42,7 +43,7 @@ from grambot.plugins.guards import (
     GuardedTool,
 )
 from grambot.plugins.health import InstanceHealth
-from grambot.plugins.limits import Deadline, plugin_deadlines
+from grambot.plugins.limits import Deadline, Limit, plugin_deadlines
 from grambot.plugins.loader import PluginNamespace
 from grambot.plugins.registrar import PluginRegistrar
 from grambot.plugins.stages import Progress, run_stage
@@ -54,7 +55,7 @@ from grambot.plugins.tracking import (
 )
 from grambot.registries import Registries
 from grambot.retry import RetryPolicy
-from grambot.secrets import InstanceSecrets, SecretsStore, redact_instance_secrets
+from grambot.secrets import InstanceSecrets, SecretsStore
 from grambot.settings import InstanceConfig, Timeouts
 
 if TYPE_CHECKING:
@@ -84,6 +85,8 @@ class Services:
     retry_policy: RetryPolicy | None = None  # None: a failure stays `failed` until an edit
     on_change: Callable[[], None] = lambda: None
     on_retry_due: Callable[[Instance], None] = lambda instance: None
+    # (instance id, reason, unless other connectors) -> stopping? (Engine.request_stop)
+    request_stop: Callable[[str, str, bool], bool] = lambda instance_id, reason, sole: False
     load_order: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     durable: DurableServices | None = None  # api.store / api.inbox / api.schedule (issue 16)
 
@@ -105,7 +108,7 @@ class Generation:
             descriptor, services.timeouts, services.timeout_overrides.get(descriptor.id)
         )
         self.health = InstanceHealth(
-            lambda text: redact_instance_secrets(services.secrets, instance_id, text),
+            lambda text: MASK.redact_instance(services.secrets, instance_id, text),
             services.on_change,
         )
         health = self.health
@@ -164,7 +167,6 @@ class Generation:
             api = self._make_api(settings)
             return definition, settings, migrated, definition.create(api)
 
-        limit = self.deadlines.create
         (
             self.definition,
             self.settings,
@@ -174,8 +176,7 @@ class Generation:
             prepare,
             instance_id=config.instance_id,
             stage="import",
-            timeout=limit.seconds,
-            timeout_ms=limit.ms,
+            deadline=Deadline.after(self.deadlines.create),
             context=self.context,
             progress=progress,
         )
@@ -183,9 +184,8 @@ class Generation:
     async def create(self, progress: Progress) -> None:
         assert self.definition is not None
         api = self._make_api(self.settings)
-        limit = self.deadlines.create
         self.plugin_object = await self.stage(
-            self.definition.create, "create", limit, api, progress=progress
+            self.definition.create, "create", self.deadlines.create, api, progress=progress
         )
 
     async def call(self, hook: str, progress: Progress) -> None:
@@ -200,18 +200,18 @@ class Generation:
         self,
         fn: Callable[..., Any],
         stage: str,
-        limit: Deadline,
+        limit: Limit,
         *args: Any,
         progress: Progress | None = None,
     ) -> Any:
-        """`fn(*args)` as this instance's code, under `limit` (grambot.plugins.stages)."""
+        """`fn(*args)` as this instance's code, done within `limit` from now
+        (grambot.plugins.stages)."""
         return await run_stage(
             fn,
             *args,
             instance_id=self.instance_id,
             stage=stage,
-            timeout=limit.seconds,
-            timeout_ms=limit.ms,
+            deadline=Deadline.after(limit),
             context=self.context,
             progress=progress,
         )
@@ -259,6 +259,7 @@ class Generation:
             runtime=self.runtime,
             health=self.health,
             durable=self.durable,
+            request_stop=functools.partial(services.request_stop, config.instance_id),
         )
         return self.api
 
@@ -364,11 +365,11 @@ async def _contained(instance_id: str, what: str, step: Any, redact: Callable[[s
 
 
 def _guard(
-    instance_id: str, tool_deadline: Deadline, context: contextvars.Context, kind: str, item: Any
+    instance_id: str, tool_limit: Limit, context: contextvars.Context, kind: str, item: Any
 ) -> Any:
     """What the registry holds for `item` (grambot.plugins.guards)."""
     if kind == "tools":
-        return GuardedTool(item, instance_id, tool_deadline, context)
+        return GuardedTool(item, instance_id, tool_limit, context)
     if kind == "inference":
         return GuardedProvider(item, instance_id, context)
     if kind == "images":

@@ -31,9 +31,9 @@ from typing import Any, NamedTuple
 
 from grambot.core.failures import Failure, classify, describe, engine_cancelled, format_details
 from grambot.core.generation import Generation, Services
+from grambot.masking import MASK
 from grambot.plugins.registrar import KINDS
 from grambot.plugins.stages import Progress
-from grambot.secrets import redact_instance_secrets
 from grambot.settings import InstanceConfig
 
 __all__ = ["Current", "Generation", "Instance", "InstanceState", "Services"]
@@ -419,8 +419,9 @@ class Instance:
         self._services.on_change()
 
     def _redact(self, text: str) -> str:
-        """This instance's secret values masked (plugin errors may quote them)."""
-        return redact_instance_secrets(self._services.secrets, self.instance_id, text)
+        """`text` through the one masker (grambot.masking), this instance's secrets included
+        even if it never read them (plugin errors may quote them)."""
+        return MASK.redact_instance(self._services.secrets, self.instance_id, text)
 
     def _task_failed(self, instance_id: str, task_name: str, exc: BaseException) -> None:
         logger.error(

@@ -73,6 +73,7 @@ class PluginApi:
         "_data_dir_made",
         "_durable",
         "_logger",
+        "_request_stop",
         "_runtime",
         "engine_settings",
         "events",
@@ -96,6 +97,7 @@ class PluginApi:
         runtime: PluginRuntime | None = None,
         health: InstanceHealth | None = None,
         durable: DurableHandles | None = None,
+        request_stop: Callable[[str, bool], bool] | None = None,
     ) -> None:
         if health is None:
             from grambot.plugins.health import InstanceHealth
@@ -113,6 +115,7 @@ class PluginApi:
         self._logger: logging.Logger | None = None
         self._runtime = runtime
         self._durable = durable
+        self._request_stop = request_stop
 
     @property
     def data_dir(self) -> Path:
@@ -132,6 +135,16 @@ class PluginApi:
         if self._logger is None:
             self._logger = logging.getLogger(instance_logger_name(self.instance.instance_id))
         return self._logger
+
+    def request_stop(self, reason: str, *, unless_other_connectors: bool = False) -> bool:
+        """Ask whoever runs the engine (`grambot run`) to stop it, as SIGTERM would: an orderly
+        shutdown that lets the bot finish the replies it holds. With `unless_other_connectors`,
+        only when no other instance's connector is registered (the console at the end of its
+        piped input). True when the engine is stopping; False when another connector keeps it
+        running, or nothing here can stop it (an embedded engine)."""
+        if self._request_stop is None:
+            return False
+        return self._request_stop(reason, unless_other_connectors)
 
     # -- the Summit runtime helpers (grambot.plugins.context) -----------------------------------
 

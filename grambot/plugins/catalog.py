@@ -28,6 +28,7 @@ ENTRY_POINT_GROUP = "grambot.plugins"
 DESCRIPTOR_NAME = "plugin.json"  # = grambot.plugins.descriptor.DESCRIPTOR_NAME
 
 _SKIPPED_DIRS = frozenset({"__pycache__", "node_modules", ".venv", "venv"})
+MAX_FOLDER_DEPTH = 32  # levels of folders below a pluginDir searched for plugin.json
 
 
 def builtin_plugins_dir() -> Path | None:
@@ -135,18 +136,37 @@ class PluginCatalog:
             if descriptor_path.is_file():
                 self._load_and_add(descriptor_path, source="builtin")
 
-    def _walk(self, directory: Path, seen: set[Path]) -> Iterator[Path]:
-        """plugin.json paths beneath `directory`, depth first, by name; stops at plugin folders."""
-        real = directory.resolve()
-        if real in seen:  # a symlink loop, or two links to one folder
-            return
-        seen.add(real)
-        descriptor_path = directory / DESCRIPTOR_NAME
-        if descriptor_path.is_file():
-            yield descriptor_path
-            return
-        for child in self._subfolders(directory):
-            yield from self._walk(child, seen)
+    def _walk(self, root: Path, seen: set[Path]) -> Iterator[Path]:
+        """plugin.json paths beneath `root`, depth first, by name; stops at plugin folders.
+
+        Iterative (a tree of any depth cannot exhaust the stack), and no deeper than
+        MAX_FOLDER_DEPTH levels below `root`: the first folder past it is reported once."""
+        stack: list[tuple[Path, int]] = [(root, 0)]
+        too_deep: Path | None = None
+        while stack:
+            directory, depth = stack.pop()
+            real = directory.resolve()
+            if real in seen:  # a symlink loop, or two links to one folder
+                continue
+            seen.add(real)
+            descriptor_path = directory / DESCRIPTOR_NAME
+            if os.path.lexists(descriptor_path) and not descriptor_path.is_dir():
+                yield descriptor_path  # read (or refused: a FIFO, a device) by load_descriptor
+                continue
+            children = self._subfolders(directory)
+            if children and depth >= MAX_FOLDER_DEPTH:
+                too_deep = too_deep or directory
+                continue
+            stack.extend((child, depth + 1) for child in reversed(children))
+        if too_deep is not None:
+            self.problems.append(
+                Problem(
+                    too_deep,
+                    "",
+                    f"folders nested deeper than {MAX_FOLDER_DEPTH} levels below {root}; "
+                    "not searched further (move plugin folders higher up)",
+                )
+            )
 
     def _subfolders(self, directory: Path) -> list[Path]:
         try:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from grambot.errors import AccessDenied, SecretsError
+from grambot.masking import MASK
 from grambot.plugins.descriptor import PluginDescriptor
 from grambot.plugins.loader import instance_logger_name
 
@@ -252,12 +253,14 @@ class InstanceVault:
         """The secret at `path`, or `default` if it is reachable but unset."""
         owner, key = self._resolve(path)
         value = self._store.get(owner, key)
+        MASK.add([value])  # a shared secret it read may show up in its errors: masked
         return default if value is None else value
 
     def require(self, path: str) -> str:
         """The secret at `path`; SecretsError naming the path if it is unset."""
         owner, key = self._resolve(path)
         value = self._store.get(owner, key)
+        MASK.add([value])
         if value is None:
             raise SecretsError(
                 f"{_who(self._descriptor, self._instance_id)} needs the secret {path!r}: "

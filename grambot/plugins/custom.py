@@ -20,7 +20,7 @@ from pathlib import Path
 
 from grambot.errors import CatalogError, Problem
 from grambot.plugins.catalog import PluginCatalog
-from grambot.plugins.descriptor import PluginDescriptor
+from grambot.plugins.descriptor import MIN_TIMEOUT_MS, PluginDescriptor
 
 __all__ = ["CustomPlugins", "apply_custom_plugins", "check_timeout_ms"]
 
@@ -38,9 +38,14 @@ class CustomPlugins:
 def check_timeout_ms(timeout_ms: object) -> int | None:
     if timeout_ms is None:
         return None
-    if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms <= 0:
+    if (
+        isinstance(timeout_ms, bool)
+        or not isinstance(timeout_ms, int)
+        or timeout_ms < MIN_TIMEOUT_MS
+    ):
         raise ValueError(
-            f"timeout_ms must be a positive integer of milliseconds, got {timeout_ms!r}"
+            f"timeout_ms must be an integer of at least {MIN_TIMEOUT_MS} ms (a deadline under "
+            f"10 ms cannot be kept), got {timeout_ms!r}"
         )
     return timeout_ms
 

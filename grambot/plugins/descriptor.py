@@ -24,8 +24,10 @@ from pydantic import (
     StringConstraints,
     ValidationError,
 )
+from pydantic_core import PydanticCustomError
 
-from grambot.errors import DescriptorError, Problem
+from grambot.errors import DescriptorError, Problem, UnsafeFile
+from grambot.files import read_regular
 
 __all__ = [
     "DESCRIPTOR_NAME",
@@ -37,6 +39,19 @@ __all__ = [
 
 PLUGIN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 DESCRIPTOR_NAME = "plugin.json"
+MAX_DESCRIPTOR_BYTES = 1024 * 1024  # a bigger plugin.json is refused, never read
+MIN_TIMEOUT_MS = 10  # a deadline under 10 ms cannot be kept (timer and GIL granularity)
+
+
+def _keepable_ms(value: int) -> int:
+    if value < MIN_TIMEOUT_MS:
+        raise PydanticCustomError(
+            "deadline_too_short",
+            "must be at least 10 (ms): a deadline under 10 ms cannot be kept",
+        )
+    return value
+
+
 SOURCES = ("builtin", "pluginDir", "entry-point", "custom")
 
 _PluginId = Annotated[str, StringConstraints(pattern=PLUGIN_ID_PATTERN)]
@@ -103,7 +118,9 @@ class _DescriptorModel(BaseModel):
     description: str | None = None
     entry: Annotated[str, StringConstraints(min_length=1)]
     version: str | None = None
-    timeout_ms: Annotated[int, Field(gt=0)] | None = Field(default=None, alias="timeoutMs")
+    timeout_ms: Annotated[int, Field(gt=0), AfterValidator(_keepable_ms)] | None = Field(
+        default=None, alias="timeoutMs"
+    )
     allowed_env: list[_EnvName] = Field(default_factory=list, alias="allowedEnv")
     allowed_modules: list[_ModuleName] | None = Field(default=None, alias="allowedModules")
     allowed_vault_paths: list[_VaultPrefix] = Field(default_factory=list, alias="allowedVaultPaths")
@@ -176,7 +193,9 @@ def load_descriptor(
 def _read_json(path: Path) -> dict[str, Any]:
     """The top-level JSON object of `path`, or `DescriptorError` saying why it is not one."""
     try:
-        blob = path.read_bytes()
+        blob = read_regular(path, MAX_DESCRIPTOR_BYTES)
+    except UnsafeFile as exc:
+        raise DescriptorError([Problem(path, "", exc.reason)]) from None
     except OSError as exc:
         raise DescriptorError(
             [Problem(path, "", f"cannot be read: {exc.strerror or exc}")]
@@ -249,9 +268,9 @@ def _check_entry(path: Path, folder: Path, entry: str, problems: list[Problem]) 
         problems.append(Problem(path, "entry", f"cannot be read: {exc.strerror}", repr(entry)))
         return None
     if not is_file:
-        problems.append(
-            Problem(path, "entry", f"entry file {resolved} does not exist", repr(entry))
-        )
+        exists = resolved.exists()
+        what = "is not a regular file" if exists else "does not exist"
+        problems.append(Problem(path, "entry", f"entry file {resolved} {what}", repr(entry)))
         return None
     return resolved
 

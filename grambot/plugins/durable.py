@@ -138,6 +138,13 @@ class InstanceInbox:
         )
         return new
 
+    async def outstanding(self) -> int:
+        """How many messages this connector accepted that the bot has not finished with
+        (accepted, being answered, or with a reply on its way)."""
+        self._door.check()
+        counts = await self._inbox.counts(self._instance_id)
+        return sum(counts.get(state, 0) for state in ("accepted", "handling", "sending"))
+
     def close(self) -> None:
         self._door.close()
 

@@ -2,10 +2,13 @@
 
 Such a plugin runs two ways:
 
-* **on demand** by plugin id (`run_plugin`, `grambot run-plugin`): a transient instance named
-  after the plugin id (its own data dir `.scout/plugins/<pluginId>/`, cache namespace and vault
-  path `<pluginId>/...`) is imported into a fresh namespace, `execute` runs once under the
-  plugin's deadline, and everything it started is cancelled, closed and forgotten;
+* **on demand** by plugin id (`run_plugin`, `grambot run-plugin`): a transient instance is
+  imported into a fresh namespace, `execute` runs once under the plugin's deadline, and
+  everything it started is cancelled, closed and forgotten. Transient instances live in an id
+  space of their own, `run-plugin:<pluginId>` (a `:` no settings.json instance id can hold):
+  their data dir is `.scout/run-plugin/<pluginId>/`, their cache the engine's run-plugin cache
+  (never an instance's), their own vault path `run-plugin:<pluginId>/...`, so a plugin whose id
+  equals an instance's id never reads that instance's secrets, data or cache;
 * **as a tool**: an enabled settings.json instance of it registers a tool named after the
   instance id; the tool's arguments are the `inputs`, the instance's settings are the `config`,
   and its result comes back as JSON text (`ToolResult.data` holds the value itself).
@@ -37,7 +40,7 @@ from grambot.plugins.api import InstanceInfo, PluginApi, runtime_of
 from grambot.plugins.context import CacheBackend, PluginRuntime
 from grambot.plugins.definition import DefinitionError, Plugin, validate_settings
 from grambot.plugins.descriptor import PluginDescriptor
-from grambot.plugins.limits import plugin_deadlines
+from grambot.plugins.limits import Deadline, plugin_deadlines
 from grambot.plugins.loader import PluginNamespace
 from grambot.plugins.stages import run_stage
 from grambot.plugins.tracking import InstanceTasks, install_task_tracking, instance_context
@@ -57,11 +60,20 @@ __all__ = [
     "read_execute_spec",
     "run_execute_plugin",
     "run_plugin",
+    "transient_instance_id",
 ]
 
 logger = logging.getLogger(__name__)
 
 ExecuteFn = Callable[[Any, PluginRuntime, Any], Awaitable[Any]]
+
+TRANSIENT_PREFIX = "run-plugin:"  # instance ids never hold a `:`: no transient id is one
+TRANSIENT_DIR = "run-plugin"  # .scout/run-plugin/<pluginId>/: beside .scout/plugins/, not in it
+
+
+def transient_instance_id(plugin_id: str) -> str:
+    """The id of `plugin_id`'s transient (run-plugin) instances."""
+    return f"{TRANSIENT_PREFIX}{plugin_id}"
 
 
 class AnyConfig(BaseModel):
@@ -206,14 +218,15 @@ async def run_execute_plugin(
     timeouts: Timeouts,
     override_ms: int | None = None,
 ) -> Any:
-    """Run `descriptor`'s `execute` once in a transient instance named after the plugin id.
+    """Run `descriptor`'s `execute` once in a transient instance `run-plugin:<pluginId>`
+    (data dir `<data_root>/<pluginId>`).
 
     Import (with the plugin's `allowedModules`) runs under the create deadline and `execute`
     under the execute deadline (see grambot.plugins.limits). Raises what went wrong:
     StageTimeout, PluginImportDenied, DefinitionError, SettingsInvalid (config), or the
     plugin's own exception.
     """
-    instance_id = descriptor.id
+    instance_id = transient_instance_id(descriptor.id)
     deadlines = plugin_deadlines(descriptor, timeouts, override_ms)
     install_task_tracking(asyncio.get_running_loop())
     tasks = InstanceTasks(instance_id)
@@ -224,7 +237,7 @@ async def run_execute_plugin(
         package_name=descriptor.package_name,
         import_hook=module_guard(descriptor, instance_id),
     )
-    data_dir = data_root / instance_id
+    data_dir = data_root / descriptor.id
     data_dir.mkdir(parents=True, exist_ok=True)
     runtime = PluginRuntime(
         instance=InstanceInfo(instance_id, descriptor.id, True),
@@ -239,8 +252,7 @@ async def run_execute_plugin(
             descriptor.entry_path,
             instance_id=instance_id,
             stage="import",
-            timeout=deadlines.create.seconds,
-            timeout_ms=deadlines.create.ms,
+            deadline=Deadline.after(deadlines.create),
             context=context,
         )
         if not is_execute_style(module):
@@ -258,8 +270,7 @@ async def run_execute_plugin(
             cfg,
             instance_id=instance_id,
             stage="execute",
-            timeout=deadlines.execute.seconds,
-            timeout_ms=deadlines.execute.ms,
+            deadline=Deadline.after(deadlines.execute),
             context=context,
         )
     finally:
@@ -288,8 +299,8 @@ async def run_plugin(engine: Engine, name: str, inputs: Any, config: Any = None)
         inputs,
         config,
         secrets=engine.secrets,
-        cache=engine.cache,
-        data_root=engine.scout_dir / "plugins",
+        cache=engine.run_plugin_cache,
+        data_root=engine.scout_dir / TRANSIENT_DIR,
         timeouts=engine.settings.timeouts,
         override_ms=engine.timeout_overrides.get(descriptor.id),
     )

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from grambot.core.failures import crash
-from grambot.plugins.limits import Deadline
+from grambot.plugins.limits import Deadline, Limit
 from grambot.plugins.stages import call_plugin, run_stage
 from grambot.plugins.tracking import run_marked
 from grambot.registries.connectors import Attachment
@@ -80,21 +80,22 @@ class _Guard:
 
 
 class GuardedTool(_Guard):
-    """A registered tool, run under its instance's tool deadline (`deadline`)."""
+    """A registered tool; each call runs under a deadline `limit` (its instance's tool limit)
+    from when it is made."""
 
-    __slots__ = ("_deadline", "description", "name")
+    __slots__ = ("_limit", "description", "name")
 
     def __init__(
-        self, tool: Any, instance_id: str, deadline: Deadline, context: contextvars.Context
+        self, tool: Any, instance_id: str, limit: Limit, context: contextvars.Context
     ) -> None:
         super().__init__(tool, instance_id, context)
-        self._deadline = deadline
+        self._limit = limit
         self.name: str = tool.name
         self.description: str = tool.description
 
     @property
-    def deadline(self) -> Deadline:
-        return self._deadline
+    def limit(self) -> Limit:
+        return self._limit
 
     def parameters(self) -> dict[str, Any]:
         schema = _inline(self._instance_id, self.wrapped.parameters)
@@ -112,8 +113,7 @@ class GuardedTool(_Guard):
             context,
             instance_id=self._instance_id,
             stage=f"tool {self.name!r}",
-            timeout=self._deadline.seconds,
-            timeout_ms=self._deadline.ms,
+            deadline=Deadline.after(self._limit),
             context=self._context.copy(),
         )
         if isinstance(result, ToolResult):

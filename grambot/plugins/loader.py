@@ -47,7 +47,11 @@ from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
 
+from grambot.errors import UnsafeFile
+from grambot.files import read_regular
+
 NAMESPACE_ROOT = "grambot.instances"
+MAX_MODULE_BYTES = 16 * 1024 * 1024  # a bigger plugin module is refused, never read
 PLUGIN_LOGGER_ROOT = "grambot.plugin"
 
 _generations = itertools.count(1)
@@ -85,8 +89,10 @@ class CodeCache:
         if entry is not None and entry.trusted and entry.signature == signature:
             entry.checked = epoch
             return entry.code
-        with open(key, "rb") as fh:
-            source = fh.read()
+        try:
+            source = read_regular(key, MAX_MODULE_BYTES)
+        except UnsafeFile as exc:  # a FIFO or a device would block or never end
+            raise ImportError(str(exc), path=key) from None
         digest = hashlib.blake2b(source, digest_size=16).digest()
         if entry is not None and entry.digest == digest:
             code = entry.code
@@ -375,8 +381,10 @@ class _InstanceLoader(importlib.abc.Loader):
         spec = getattr(module, "__spec__", None)
         if spec is None or not spec.has_location or spec.origin is None:
             return None
-        with open(spec.origin, encoding="utf-8") as fh:
-            return fh.read()
+        try:  # tracebacks ask for it: never block on a file swapped for a FIFO
+            return read_regular(spec.origin, MAX_MODULE_BYTES).decode("utf-8")
+        except (OSError, UnsafeFile, UnicodeDecodeError):
+            return None
 
 
 class _InstanceFinder(importlib.abc.MetaPathFinder):
@@ -480,7 +488,7 @@ def _listing(folder: str) -> tuple[frozenset[str], frozenset[str]] | None:
                 try:
                     if entry.is_dir():
                         folders.add(entry.name)
-                    elif entry.is_file():
+                    else:  # a FIFO or a device too: reading it is refused with its path
                         files.add(entry.name)
                 except OSError:
                     continue

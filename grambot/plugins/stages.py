@@ -1,19 +1,32 @@
 """Running plugin code under a deadline.
 
-Async stages run as tasks in the instance's context, cancelled on expiry. (Their first step is
-not taken inline on the caller's task: code that ties state to the current task, like anyio's
-cancel scopes inside httpx, breaks when a coroutine moves to another task halfway.) Sync
-stages run in daemon worker threads: a thread that hangs cannot be killed, so it is abandoned
-(and reported) instead of waited on, and neither reconciles nor process exit wait for it.
-Workers are reused, so a fast sync `create()` costs a queue hand-off, not a thread start.
+Every stage runs under one kind of deadline: an absolute `Deadline` (grambot.plugins.limits;
+trio's `move_on_at` is the model), the moment it must be done by, fixed when the stage is asked
+for. Whatever the stage waits for (a worker, the event loop) counts against it.
 
-A reconcile that loads many instances at once must not start a thread per instance (a thread
-start costs more than loading a small plugin, and a thousand threads fight for the GIL), nor wait
-for the event loop between one job and the next: jobs queue in the pool, and at most
-`YOUNG_LIMIT` workers run *young* jobs (started less than `YOUNG_SECONDS` ago) while the others
-wait in the queue. A job that grows old (it blocks, or hangs) stops counting, so another worker
-starts and a hung stage never holds the queue up for more than `YOUNG_SECONDS`. A stage's
-deadline starts when its job starts, not while it waits in the queue.
+Async stages run as tasks in the instance's context, cancelled at the deadline. (Their first
+step is not taken inline on the caller's task: code that ties state to the current task, like
+anyio's cancel scopes inside httpx, breaks when a coroutine moves to another task halfway.) A
+stage that finished only after blocking the loop past its deadline is a timeout all the same:
+deadlines are judged by the wall clock.
+
+Sync stages run in daemon worker threads, and start at once: an idle worker takes the job, or a
+new worker starts, as long as fewer than `CAPACITY` jobs run within their deadlines. A job
+holds its unit of capacity until it finishes or its deadline passes. Then it is abandoned (a
+thread that hangs cannot be killed: it runs on, uncounted, and nothing waits for it, neither
+reconciles nor process exit) and another job may take its place; a job still queued at its
+deadline never runs. So sync stages of one instance never wait for another's (unless
+`CAPACITY` of them run at once), and the outcome of each reaches the loop the moment it is
+ready (one wake-up of the loop delivers every outcome that arrived before it ran: see
+`_Outcomes`). Workers are reused, so a quick sync `create()` costs a hand-off, not a thread
+start; a worker idle for `IDLE_SECONDS` ends.
+
+Why `CAPACITY` is 8, not more: Python threads share one interpreter lock, so more workers add
+nothing to CPU-bound work, and when a reconcile loads a thousand instances, every worker runs
+another instance's import interleaved with the others: measured (bench scale), 32 workers made
+that load 15-20 % slower than 8 did (ratio to its floor 1.57-1.64 against 1.34-1.43). Eight
+covers the stages that wait rather than compute (an SDK import, a network check, a hung call
+until its deadline) of the instances of a real bot.
 
 Stages run in the instance's context (grambot.plugins.tracking), so what they start is the
 instance's; whatever BaseException plugin code raises comes out as `PluginCrash` (the engine's
@@ -23,192 +36,32 @@ own cancellation excepted), and a stage cancelled by its instance's unload as `C
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
+import functools
 import inspect
 import itertools
 import logging
+import math
 import queue
 import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from grambot.core.failures import crash
-from grambot.errors import CallCancelled, PluginCrash, StageTimeout
-from grambot.plugins.tracking import guard, owner_in, run_marked
+from grambot.errors import CallCancelled, PluginCrash
+from grambot.plugins.limits import NEVER, Deadline
+from grambot.plugins.tracking import close_unstarted, guard, owner_in, run_marked
+
+__all__ = ["CAPACITY", "IDLE_SECONDS", "Progress", "call_plugin", "run_stage"]
 
 logger = logging.getLogger(__name__)
 
+CAPACITY = 8  # sync stages running within their deadlines at once (see the docstring)
+IDLE_SECONDS = 30.0  # a worker with nothing to do for this long ends
 
-YOUNG_LIMIT = 1
-YOUNG_SECONDS = 0.05
-
-
-class _WorkerPool:
-    """Daemon threads for sync plugin code; a hung call only costs its own thread.
-
-    Jobs always travel through the queue (never as Thread args, which a Thread keeps until it
-    exits), so a finished job, and the plugin objects it returned, is not pinned by a worker.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._threads = 0
-        self._idle = 0  # workers waiting for a job
-        self._pending = 0  # jobs queued and not yet taken
-        self._started: dict[int, float] = {}  # worker ident -> when its job started
-        self._names = itertools.count(1)
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._lock:
-            self._pending += 1
-        self._jobs.put(job)
-        self.kick()
-
-    def kick(self) -> None:
-        """Start a worker if jobs wait, none is idle and fewer than `limit` run young jobs."""
-        with self._lock:
-            if self._pending <= self._idle:
-                return
-            if self._threads - self._old() >= self.limit:
-                return
-            self._threads += 1
-        name = f"grambot-stage-{next(self._names)}"
-        threading.Thread(target=self._work, name=name, daemon=True).start()
-
-    def pending(self) -> int:
-        return self._pending
-
-    def _old(self) -> int:
-        cutoff = time.monotonic() - YOUNG_SECONDS
-        return sum(1 for started in self._started.values() if started < cutoff)
-
-    def _work(self) -> None:
-        ident = threading.get_ident()
-        while True:
-            with self._lock:
-                self._idle += 1
-            try:
-                job: Callable[[], None] | None = self._jobs.get(timeout=30.0)
-            except queue.Empty:
-                with self._lock:
-                    if self._pending == 0:
-                        self._idle -= 1
-                        self._threads -= 1
-                        return
-                job = self._jobs.get()
-            with self._lock:
-                self._idle -= 1
-                self._pending -= 1
-                self._started[ident] = time.monotonic()
-            assert job is not None
-            try:
-                job()
-            except BaseException:  # jobs catch plugin errors; this is a bug of ours: keep going
-                logger.exception("stage worker: a job failed")
-            finally:
-                job = None  # do not pin the finished job while parked
-                with self._lock:
-                    del self._started[ident]
-
-
-_POOL = _WorkerPool(YOUNG_LIMIT)
-
-# loops whose kicker is armed (a marker, not the timer: a handle would keep its loop alive)
-_kickers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, bool] = weakref.WeakKeyDictionary()
-
-
-def _arm_kicker(loop: asyncio.AbstractEventLoop) -> None:
-    """While jobs wait in the pool or outcomes are due, tick every YOUNG_SECONDS (one timer
-    per loop, not one per job): kick the pool, so that jobs queued behind old ones get a new
-    worker, and deliver the outcomes that did not wake the loop (see _Inbox)."""
-    if loop in _kickers:
-        return
-
-    def tick() -> None:
-        _POOL.kick()
-        inbox = _inbox(loop)
-        inbox.drain()
-        if _POOL.pending() or inbox.outstanding:
-            loop.call_later(YOUNG_SECONDS, tick)
-        else:
-            _kickers.pop(loop, None)
-
-    _kickers[loop] = True
-    loop.call_later(YOUNG_SECONDS, tick)
-
-
-class _Inbox:
-    """Outcomes of the sync calls made from one event loop, handed over in batches.
-
-    Waking the loop (a self-pipe write, then the loop thread taking the GIL back from the busy
-    worker) costs more than a small job. So an outcome wakes the loop only when it is the last
-    one the loop is waiting for, or when `BATCH` have gathered; otherwise the loop's kicker
-    (which ticks every YOUNG_SECONDS while calls are outstanding) delivers it at the latest.
-    """
-
-    BATCH = 32
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = weakref.ref(loop)  # weak: this is the value of a loop-keyed weak dict
-        self._items: list[Callable[[], None]] = []
-        self._lock = threading.Lock()
-        self._scheduled = False
-        self.outstanding = 0  # calls submitted from this loop whose outcome has not arrived
-
-    def expect(self, call: _SyncCall) -> None:
-        """On the loop, before `call` is submitted."""
-        with self._lock:
-            self.outstanding += 1
-            call.counted = True
-
-    def forget(self, call: _SyncCall) -> None:
-        """On the loop, when nobody waits for `call` any more (it timed out, or is done)."""
-        with self._lock:
-            if call.counted:
-                call.counted = False
-                self.outstanding -= 1
-
-    def put(self, call: _SyncCall) -> None:
-        """From a worker thread: `call` has its outcome."""
-        with self._lock:
-            if call.counted:
-                call.counted = False
-                self.outstanding -= 1
-            self._items.append(call.settle)
-            if self._scheduled:
-                return
-            if self.outstanding > 0 and len(self._items) < self.BATCH:
-                return  # more are coming; the kicker delivers these at the latest
-            self._scheduled = True
-        loop = self._loop()
-        if loop is None:
-            return  # the loop is gone: nobody is waiting for the outcome
-        # If the loop closed while this stage hung, nobody is waiting for the outcome.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self.drain)
-
-    def drain(self) -> None:
-        """On the loop."""
-        with self._lock:
-            batch, self._items = self._items, []
-            self._scheduled = False
-        for settle in batch:
-            settle()
-
-
-_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = weakref.WeakKeyDictionary()
-
-
-def _inbox(loop: asyncio.AbstractEventLoop) -> _Inbox:
-    inbox = _inboxes.get(loop)
-    if inbox is None:
-        inbox = _inboxes[loop] = _Inbox(loop)
-    return inbox
+_QUEUED, _RUNNING, _DONE, _DROPPED = range(4)
 
 
 class Progress:
@@ -225,32 +78,25 @@ async def run_stage(
     *args: Any,
     instance_id: str,
     stage: str,
-    timeout: float,
+    deadline: Deadline,
     context: contextvars.Context,
     progress: Progress | None = None,
-    timeout_ms: int | None = None,
 ) -> Any:
-    """Call `fn(*args)` (sync or async) as `stage` of `instance_id` within `timeout` seconds.
+    """Call `fn(*args)` (sync or async) as `stage` of `instance_id`, done by `deadline`.
 
-    Raises StageTimeout on expiry ("timed out after N ms" when `timeout_ms` says the deadline
-    came from a millisecond value); exceptions of `fn` propagate unchanged. When `fn` runs
-    several steps, it may record the current one in `progress` (set to `stage` first): a
-    timeout then names that step.
+    Raises StageTimeout once the deadline passed; exceptions of `fn` propagate unchanged. When
+    `fn` runs several steps, it may record the current one in `progress` (set to `stage`
+    first): a timeout then names that step.
     """
     if progress is None:
         progress = Progress(stage)
     else:
         progress.stage = stage
-    deadline = time.monotonic() + timeout
-    limit = _Limit(timeout, timeout_ms)
     if inspect.iscoroutinefunction(fn):
-        result = await _await_in_context(fn(*args), instance_id, stage, limit, deadline, context)
-        return result
-    result = await _call_in_thread(fn, args, instance_id, progress, limit, context)
+        return await _await_in_context(fn(*args), instance_id, stage, deadline, context)
+    result = await _call_in_thread(fn, args, instance_id, progress, deadline, context)
     if inspect.isawaitable(result):
-        result = await _await_in_context(
-            result, instance_id, progress.stage, limit, deadline, context
-        )
+        result = await _await_in_context(result, instance_id, progress.stage, deadline, context)
     return result
 
 
@@ -272,69 +118,91 @@ async def call_plugin(
         raise crash(exc) from None
     if not inspect.isawaitable(result):
         return result
-    return await _await_in_context(result, instance_id, what, _NO_LIMIT, None, context)
+    return await _await_in_context(result, instance_id, what, NEVER, context)
 
 
-class _Limit:
-    """A stage's deadline as given: seconds, and the milliseconds it came from (if any)."""
-
-    __slots__ = ("ms", "seconds")
-
-    def __init__(self, seconds: float, ms: int | None) -> None:
-        self.seconds = seconds
-        self.ms = ms
-
-    def __str__(self) -> str:
-        return f"{self.ms} ms" if self.ms is not None else f"{self.seconds:g} s"
-
-    def expired(self, instance_id: str, stage: str) -> StageTimeout:
-        return StageTimeout(instance_id, stage, self.seconds, ms=self.ms)
+# -- async stages ------------------------------------------------------------------------------
 
 
-_NO_LIMIT = _Limit(float("inf"), None)
+def _engine_cancelled_now() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _cancelled(instance_id: str, stage: str, context: contextvars.Context) -> NoReturn:
+    """A stage task cancelled, not by our caller: by the instance's unload, or its own code."""
+    owner = owner_in(context)
+    if owner is not None and owner.closing:
+        raise CallCancelled(instance_id, stage)
+    raise PluginCrash("CancelledError", f"the plugin's own code cancelled its {stage}")
 
 
 async def _await_in_context(
     awaitable: Awaitable[Any],
     instance_id: str,
     stage: str,
-    limit: _Limit,
-    deadline: float | None,
+    deadline: Deadline,
     context: contextvars.Context,
 ) -> Any:
     loop = asyncio.get_running_loop()
     task = loop.create_task(
         guard(awaitable, instance_id), name=f"{instance_id}:{stage}", context=context
     )
-    wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+    task.add_done_callback(functools.partial(close_unstarted, awaitable))
+    if deadline.at == math.inf:  # no deadline of our own (a model call): await the task directly
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if _engine_cancelled_now() or not task.cancelled():
+                task.cancel()
+                raise  # our caller is being cancelled (and the call with it)
+        _cancelled(instance_id, stage, context)
+    # Wait for the task or the deadline, whichever comes first (asyncio.wait, without its
+    # generality): the task is never awaited directly, so that our caller's cancellation and
+    # the task's own (by the instance's unload) stay apart.
+    waiter = loop.create_future()
+    release = functools.partial(_release, waiter)
+    task.add_done_callback(release)
+    timer = loop.call_later(deadline.remaining(), release)
     try:
-        done, _ = await asyncio.wait({task}, timeout=wait)
+        await waiter
     except asyncio.CancelledError:
         task.cancel()
         raise
-    if not done:
+    finally:
+        timer.cancel()
+        task.remove_done_callback(release)
+    if not task.done():
         task.cancel()
         logger.warning(
-            "instance %s: %s timed out after %s; its task was cancelled", instance_id, stage, limit
+            "instance %s: %s timed out after %s; its task was cancelled",
+            instance_id,
+            stage,
+            deadline,
         )
-        raise limit.expired(instance_id, stage)
-    if task.cancelled():  # not by our caller: by the instance's unload, or by its own code
-        owner = owner_in(context)
-        if owner is not None and owner.closing:
-            raise CallCancelled(instance_id, stage)
-        raise PluginCrash("CancelledError", f"the plugin's own code cancelled its {stage}")
+        raise deadline.expired(instance_id, stage)
+    if task.cancelled():
+        _cancelled(instance_id, stage, context)
     result = task.result()
-    if deadline is not None and time.monotonic() > deadline:
+    if deadline.passed():
         # Done, but late: it blocked the event loop past its deadline (time.sleep in async
         # code). Deadlines are judged by the wall clock, so this is a timeout all the same.
         logger.warning(
             "instance %s: %s blocked the event loop past its deadline of %s",
             instance_id,
             stage,
-            limit,
+            deadline,
         )
-        raise limit.expired(instance_id, stage)
+        raise deadline.expired(instance_id, stage)
     return result
+
+
+def _release(waiter: asyncio.Future[None], *_: Any) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+# -- sync stages -------------------------------------------------------------------------------
 
 
 class _SyncCall:
@@ -347,17 +215,16 @@ class _SyncCall:
     """
 
     __slots__ = (
+        "abandoned",
         "args",
         "context",
-        "counted",
+        "deadline",
+        "finished",
         "fn",
         "future",
-        "inbox",
         "loop",
         "ok",
-        "started",
-        "timeout",
-        "timer",
+        "state",
         "value",
     )
 
@@ -367,24 +234,22 @@ class _SyncCall:
         args: tuple[Any, ...],
         context: contextvars.Context,
         loop: asyncio.AbstractEventLoop,
-        timeout: float,
+        deadline: Deadline,
     ) -> None:
         self.fn: Callable[..., Any] | None = fn
         self.args: tuple[Any, ...] | None = args
         self.context = context
         self.loop = loop
-        self.inbox = _inbox(loop)
+        self.deadline = deadline
         self.future: asyncio.Future[Any] | None = loop.create_future()
-        self.timeout = timeout
-        self.started: float | None = None  # monotonic time the worker started the call
+        self.state = _QUEUED  # changed under the pool's lock
+        self.abandoned = False  # its deadline passed while it ran: it holds no capacity
+        self.finished = math.inf  # monotonic time the worker finished it
         self.ok = False
         self.value: Any = None
-        self.counted = False  # counted in the inbox's outstanding calls
-        self.timer = loop.call_later(timeout, self.check_deadline)
 
-    def __call__(self) -> None:
+    def run(self) -> None:
         """In a worker thread."""
-        self.started = time.monotonic()
         fn, args = self.fn, self.args
         self.fn = self.args = None
         assert fn is not None and args is not None
@@ -396,9 +261,10 @@ class _SyncCall:
         except BaseException as exc:  # SystemExit in a plugin must not stop the engine
             value, ok = crash(exc), False
         del fn, args
+        self.finished = time.monotonic()
         self.ok, self.value = ok, value
         del value
-        self.inbox.put(self)
+        _outcomes(self.loop).put(self)
 
     def settle(self) -> None:
         """On the loop: hand the outcome to the waiting caller."""
@@ -411,17 +277,159 @@ class _SyncCall:
         else:
             future.set_exception(value)
 
-    def check_deadline(self) -> None:
-        """On the loop, when the deadline may have passed; the clock starts with the job."""
-        future = self.future
-        if future is None or future.done():
-            return
-        now = time.monotonic()
-        due = (self.started if self.started is not None else now) + self.timeout
-        if due > now:
-            self.timer = self.loop.call_later(due - now, self.check_deadline)
-        else:
-            future.set_exception(_Expired())
+
+class _Outcomes:
+    """The outcomes of one loop's sync calls on their way to it.
+
+    Each outcome wakes the loop at once (`call_soon_threadsafe`), unless a wake-up already on
+    its way will deliver it: the loop has not yet run the `deliver` an earlier outcome
+    scheduled. So no outcome ever waits for another, and a burst of outcomes costs one write to
+    the loop's self-pipe (a system call that hands the GIL around) instead of one each.
+    """
+
+    __slots__ = ("_calls", "_lock", "_loop", "_waking")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = weakref.ref(loop)  # weak: this is the value of a loop-keyed weak dict
+        self._calls: list[_SyncCall] = []
+        self._lock = threading.Lock()
+        self._waking = False
+
+    def put(self, call: _SyncCall) -> None:
+        """From a worker thread."""
+        with self._lock:
+            self._calls.append(call)
+            if self._waking:
+                return
+            self._waking = True
+        loop = self._loop()
+        if loop is None:
+            return  # the loop is gone: nobody waits for the outcome
+        try:
+            loop.call_soon_threadsafe(self.deliver)
+        except RuntimeError:  # the loop closed while this stage ran: nobody waits for it
+            with self._lock:
+                self._calls.clear()
+
+    def deliver(self) -> None:
+        """On the loop."""
+        with self._lock:
+            calls, self._calls = self._calls, []
+            self._waking = False
+        for call in calls:
+            call.settle()
+
+
+_all_outcomes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Outcomes] = (
+    weakref.WeakKeyDictionary()
+)
+_outcomes_lock = threading.Lock()
+
+
+def _outcomes(loop: asyncio.AbstractEventLoop) -> _Outcomes:
+    outcomes = _all_outcomes.get(loop)
+    if outcomes is None:
+        with _outcomes_lock:
+            outcomes = _all_outcomes.get(loop)
+            if outcomes is None:
+                outcomes = _all_outcomes[loop] = _Outcomes(loop)
+    return outcomes
+
+
+class _Pool:
+    """Daemon threads for sync plugin code (see the module docstring).
+
+    Jobs travel through a queue (never as Thread args, which a Thread keeps until it exits), so
+    a finished job, and the plugin objects it returned, is not pinned by a worker. The counts
+    below, kept under `_lock`, decide when another worker starts.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._jobs: queue.SimpleQueue[_SyncCall] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pending = 0  # jobs queued, neither taken nor dropped
+        self._idle = 0  # workers waiting for a job
+        self._starting = 0  # workers started, not yet waiting
+        self._running = 0  # jobs running within their deadlines: the capacity in use
+        self._names = itertools.count(1)
+
+    def submit(self, call: _SyncCall) -> None:
+        with self._lock:
+            self._pending += 1
+            start = self._short_of_workers()
+            if start:
+                self._starting += 1
+        self._jobs.put(call)
+        if start:
+            self._start_worker()
+
+    def expire(self, call: _SyncCall) -> None:
+        """On the loop, at `call`'s deadline: a queued job is dropped (it never runs); a running
+        one is abandoned and releases its capacity, so that a job waiting for it can start."""
+        with self._lock:
+            if call.state == _QUEUED:
+                call.state = _DROPPED  # the worker that takes it skips it
+                call.fn = call.args = None  # and it pins nothing meanwhile
+                self._pending -= 1
+                return
+            if call.state != _RUNNING or call.abandoned:
+                return
+            call.abandoned = True
+            self._running -= 1
+            start = self._short_of_workers()
+            if start:
+                self._starting += 1
+        if start:
+            self._start_worker()
+
+    def _short_of_workers(self) -> bool:
+        """(Under the lock.) Jobs wait that no idle or starting worker will take, and there
+        is capacity for another worker."""
+        waiting = self._pending - self._idle - self._starting
+        return waiting > 0 and self._running + self._idle + self._starting < self.capacity
+
+    def _start_worker(self) -> None:
+        name = f"grambot-stage-{next(self._names)}"
+        threading.Thread(target=self._work, name=name, daemon=True).start()
+
+    def _work(self) -> None:
+        lock, jobs = self._lock, self._jobs
+        with lock:
+            self._starting -= 1
+            self._idle += 1
+        while True:
+            try:
+                call = jobs.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with lock:
+                    if self._pending <= 0:  # nothing on its way to this worker: end
+                        self._idle -= 1
+                        return
+                continue
+            with lock:
+                self._idle -= 1
+                if call.state == _DROPPED:  # its deadline passed while it was queued
+                    self._idle += 1
+                    continue
+                self._pending -= 1
+                call.state = _RUNNING
+                self._running += 1
+            try:
+                call.run()
+            except BaseException:  # run() catches plugin errors; this is a bug of ours
+                logger.exception("stage worker: a job failed")
+            with lock:
+                call.state = _DONE
+                if not call.abandoned:
+                    self._running -= 1
+                elif self._running + self._idle + self._starting >= self.capacity:
+                    return  # its capacity went at its deadline, and there is no room again
+                self._idle += 1
+            del call  # do not pin the finished job while parked
+
+
+_POOL = _Pool(CAPACITY)
 
 
 async def _call_in_thread(
@@ -429,31 +437,45 @@ async def _call_in_thread(
     args: tuple[Any, ...],
     instance_id: str,
     progress: Progress,
-    limit: _Limit,
+    deadline: Deadline,
     context: contextvars.Context,
 ) -> Any:
-    call = _SyncCall(fn, args, context, asyncio.get_running_loop(), limit.seconds)
+    loop = asyncio.get_running_loop()
+    call = _SyncCall(fn, args, context, loop, deadline)
     future = call.future
     assert future is not None
-    call.inbox.expect(call)
-    _POOL.submit(call)
-    _arm_kicker(call.loop)
+    pool = _POOL
+    pool.submit(call)
+    timer = None
+    if deadline.at != math.inf:
+        timer = loop.call_later(deadline.remaining(), _expire, pool, call)
     try:
-        return await future
+        result = await future
     except _Expired:
         logger.warning(
             "instance %s: %s timed out after %s; its thread is abandoned (threads cannot be "
             "killed) and keeps running in the background",
             instance_id,
             progress.stage,
-            limit,
+            deadline,
         )
-        raise limit.expired(instance_id, progress.stage) from None
+        raise deadline.expired(instance_id, progress.stage) from None
     finally:
-        call.timer.cancel()
-        call.inbox.forget(call)
+        if timer is not None:
+            timer.cancel()
         call.future = None
         del future
+    if call.finished > deadline.at:  # done after its deadline, before the loop noticed
+        del result
+        raise deadline.expired(instance_id, progress.stage)
+    return result
+
+
+def _expire(pool: _Pool, call: _SyncCall) -> None:
+    pool.expire(call)
+    future = call.future
+    if future is not None and not future.done():
+        future.set_exception(_Expired())
 
 
 class _Expired(Exception):

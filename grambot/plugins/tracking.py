@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import inspect
 import logging
 import sys
 import threading
@@ -198,6 +199,7 @@ def install_task_tracking(loop: asyncio.AbstractEventLoop) -> None:
             and asyncio.iscoroutine(coro)
             and getattr(coro, "cr_code", None) is not guard.__code__
         )
+        inner = coro
         if background:
             assert owner is not None
             coro = guard(coro, owner.instance_id)
@@ -209,6 +211,7 @@ def install_task_tracking(loop: asyncio.AbstractEventLoop) -> None:
             owner.tasks.add(task)
             if background:
                 task.add_done_callback(owner._task_done)
+                task.add_done_callback(functools.partial(close_unstarted, inner))
         return task
 
     factory._grambot_tracking = True  # type: ignore[attr-defined]
@@ -224,10 +227,13 @@ def _track_timers(loop: asyncio.AbstractEventLoop) -> None:
     changes and the engine's own callbacks pass through untouched."""
 
     def owner_of(callback: object, context: contextvars.Context | None) -> InstanceTasks | None:
-        if _machinery(callback):
-            return None  # a task's step, a future's callback: asyncio's own, governed by the task
+        # On the loop's thread, code runs in its instance's context (stages, tasks, contained
+        # callbacks): the context says whose it is. asyncio's own callbacks (a task's step, a
+        # future's callbacks) are governed by their task, not by us.
         owner = context.get(_current_owner) if context is not None else _current_owner.get()
-        return owner if owner is not None else _owner_of(callback)
+        if owner is None or _machinery(callback):
+            return None
+        return owner
 
     call_at, call_soon, call_soon_threadsafe = (
         loop.call_at,
@@ -364,6 +370,17 @@ def run_marked(instance_id: str, callback: Callable[..., T], *args: Any) -> T:
         return callback(*args)
     finally:
         ON_LOOP.instance_id = previous
+
+
+def close_unstarted(awaitable: object, _task: object = None) -> None:
+    """Close `awaitable` if it is a coroutine that never started: its guard's task was
+    cancelled before its first step (prompt_toolkit cancels background tasks that fast), and
+    the wrapped coroutine would otherwise be collected with "was never awaited" warnings."""
+    if (
+        asyncio.iscoroutine(awaitable)
+        and inspect.getcoroutinestate(awaitable) == inspect.CORO_CREATED
+    ):
+        awaitable.close()
 
 
 class _Steps:

@@ -261,8 +261,8 @@ class SqliteInbox:
 
         return self.db.run(op)
 
-    def counts(self) -> asyncio.Future[dict[str, int]]:
-        return self.db.run(inbox_counts)
+    def counts(self, connector_id: str | None = None) -> asyncio.Future[dict[str, int]]:
+        return self.db.run(lambda conn: inbox_counts(conn, connector_id))
 
     def drop_connector(self, connector_id: str) -> asyncio.Future[int]:
         return self.db.run(lambda conn: drop_inbox(conn, connector_id))
@@ -272,8 +272,13 @@ class SqliteInbox:
         return self.db.run(inbox_entries)
 
 
-def inbox_counts(conn: sqlite3.Connection) -> dict[str, int]:
-    rows = conn.execute("SELECT state, COUNT(*) FROM inbox GROUP BY state").fetchall()
+def inbox_counts(conn: sqlite3.Connection, connector_id: str | None = None) -> dict[str, int]:
+    if connector_id is None:
+        rows = conn.execute("SELECT state, COUNT(*) FROM inbox GROUP BY state").fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT state, COUNT(*) FROM inbox WHERE connector=? GROUP BY state", (connector_id,)
+        ).fetchall()
     return {str(state): int(count) for state, count in rows}
 
 

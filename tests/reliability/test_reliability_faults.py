@@ -22,7 +22,7 @@ from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.errors import StageTimeout
 from grambot.plugins.guards import GuardedTool
-from grambot.plugins.limits import DEFAULT_TIMEOUT_MS, Deadline
+from grambot.plugins.limits import DEFAULT_TIMEOUT_MS, Limit
 from grambot.plugins.loader import NAMESPACE_ROOT
 from grambot.plugins.tracking import threads_running_code_of
 from grambot.registries.tools import ToolContext
@@ -236,11 +236,11 @@ async def _scenario(
     with pytest.raises(RuntimeError, match="fails on purpose"):
         await tools.get("raising-tool").execute({}, ToolContext())  # type: ignore[union-attr]
     hanging, echo = tools.get("hanging-tool"), tools.get("h0-tool")
-    assert isinstance(hanging, GuardedTool) and hanging.deadline == Deadline.from_ms(TOOL_MS)
+    assert isinstance(hanging, GuardedTool) and hanging.limit == Limit.from_ms(TOOL_MS)
     for name in ("raising-tool", "h0-tool", "h1-tool"):  # no timeoutMs: the default deadline
         tool = tools.get(name)
         assert isinstance(tool, GuardedTool), name
-        assert tool.deadline == Deadline.from_ms(DEFAULT_TIMEOUT_MS), name
+        assert tool.limit == Limit.from_ms(DEFAULT_TIMEOUT_MS), name
     assert echo is not None
     call_started = loop.time()
     hang_call = asyncio.ensure_future(hanging.execute({}, ToolContext()))

@@ -213,6 +213,7 @@ def test_secret_never_leaks_from_grambot_run_at_debug_level(
         "debug",
         env={"PYTHONASYNCIODEBUG": "1", "PYTHONPATH": str(REPO), "PYTHONIOENCODING": "utf-8"},
         stdin_text="".join(f"{line}\n" for line in CONSOLE),
+        close_stdin=False,  # at EOF the console would stop the engine before all has failed
     )
     try:
         engine.wait_ready()

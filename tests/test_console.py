@@ -1,0 +1,235 @@
+"""The console connector (issue 13, item 3, console part), in real `grambot run` processes.
+
+On a pipe it reads with the event loop (no thread), and at EOF, when it is the only connector,
+it asks the engine to stop once the replies are out: `printf 'hi\\n' | grambot run` answers and
+exits 0. No thread of it outlives it: a reload does not leave a reader behind that swallows the
+next line, and Ctrl-C warns about no leftover thread. On a terminal (a real pty here) it reads
+with prompt_toolkit's prompt_async, and Ctrl-C at the prompt stops the engine.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import entry
+from tests.runproc import EngineProcess, wait_until, workspace_with
+
+LEFTOVER = "threads still running its code"
+ECHO = entry("echo", "echo")
+
+
+def console_ws(root: Path, *extra: dict[str, Any], **console: Any) -> Path:
+    plugins = [entry("console", "console", **console), ECHO, *extra]
+    return workspace_with(root, plugins, agent={"inference": "echo"})
+
+
+class OpenStdin(EngineProcess):
+    """A `grambot run` whose stdin is a pipe the test keeps open and writes lines to."""
+
+    def __init__(self, workspace: Path) -> None:
+        self.workspace = workspace
+        self.scout = workspace / ".scout"
+        self.settings_file = self.scout / "settings.json"
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "grambot", "run", "--workspace", str(workspace)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def say(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def kill(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        super().kill()
+
+
+# -- a pipe ------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(40)
+def test_printf_into_grambot_run_answers_and_exits_0(tmp_path: Path) -> None:
+    engine = EngineProcess(console_ws(tmp_path), stdin_text="hi\nbye\n")
+    try:
+        code = engine.proc.wait(30)
+    finally:
+        engine.kill()
+    out = engine.output
+    assert code == 0, out
+    assert "bot> hi" in out and "bot> bye" in out, out
+    assert out.index("bot> hi") < out.index("bot> bye")
+    assert "stdin" in out and "grambot stopped" in out, out
+    assert LEFTOVER not in out and "Traceback" not in out, out
+
+
+@pytest.mark.timeout(40)
+def test_an_empty_pipe_stops_the_engine_too(tmp_path: Path) -> None:
+    engine = EngineProcess(console_ws(tmp_path), stdin_text="")
+    try:
+        code = engine.proc.wait(30)
+    finally:
+        engine.kill()
+    assert code == 0, engine.output
+
+
+@pytest.mark.timeout(40)
+def test_eof_does_not_stop_an_engine_with_another_connector(tmp_path: Path) -> None:
+    ws = console_ws(tmp_path, entry("chat", "fakechat"))
+    engine = EngineProcess(ws, stdin_text="hi\n")
+    try:
+        engine.wait_for_log("bot> hi")
+        engine.wait_for_log("stdin")
+        time.sleep(1.0)
+        assert engine.proc.poll() is None, engine.output  # the other connector keeps it up
+        assert engine.states()["chat"] == "loaded"
+    finally:
+        assert engine.stop() == 0, engine.output
+    assert LEFTOVER not in engine.output
+
+
+@pytest.mark.timeout(40)
+def test_sigint_while_the_console_waits_on_an_open_pipe_leaves_no_thread(tmp_path: Path) -> None:
+    engine = OpenStdin(console_ws(tmp_path))
+    try:
+        engine.wait_ready()
+        engine.say("one")
+        engine.wait_for_log("bot> one")
+        engine.signal(signal.SIGINT)
+        assert engine.proc.wait(20) == 0, engine.output
+    finally:
+        engine.kill()
+    assert LEFTOVER not in engine.output, engine.output
+    assert "console-reader" not in engine.output
+
+
+@pytest.mark.timeout(40)
+def test_a_reloaded_console_gets_the_next_line(tmp_path: Path) -> None:
+    engine = OpenStdin(console_ws(tmp_path))
+    try:
+        engine.wait_ready()
+        engine.say("one")
+        engine.wait_for_log("bot> one")
+        # an edit of the console's settings reloads it
+        reloaded = entry("console", "console", botPrefix="bot2> ")
+        engine.write([reloaded, ECHO], agent={"inference": "echo"})
+        engine.wait_for_log("instance console (plugin console) loaded", count=2)
+        engine.say("two")
+        engine.wait_for_log("bot2> two")
+        engine.say("three")
+        engine.wait_for_log("bot2> three")
+        assert engine.output.count("bot2> two") == 1
+    finally:
+        engine.kill()
+    assert LEFTOVER not in engine.output, engine.output
+
+
+# -- a terminal --------------------------------------------------------------------------------
+
+
+class Terminal:
+    """`grambot run` on a real pseudo-terminal: what a person at a shell does."""
+
+    def __init__(self, workspace: Path) -> None:
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+
+        def controlling_terminal() -> None:  # in the child: as a shell's job would have it
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "grambot", "run", "--workspace", str(workspace)],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env={**os.environ, "TERM": "xterm", "PYTHONUNBUFFERED": "1"},
+            preexec_fn=controlling_terminal,
+        )
+        os.close(slave)
+        self.seen = b""
+
+    def read(self, timeout: float = 0.2) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            ready, _, _ = select.select([self.master], [], [], 0.05)
+            if ready:
+                try:
+                    chunk = os.read(self.master, 65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                self.seen += chunk
+                if b"\x1b[6n" in chunk:  # prompt_toolkit asks where the cursor is: answer
+                    os.write(self.master, b"\x1b[1;1R")
+
+    def expect(self, text: str, timeout: float = 20) -> None:
+        def seen() -> bool:
+            self.read(0.1)
+            return text.encode() in self.seen or self.proc.poll() is not None
+
+        wait_until(seen, timeout, f"{text!r} on the terminal")
+        assert text.encode() in self.seen, self.text
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    @property
+    def text(self) -> str:
+        return self.seen.decode(errors="replace")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        os.close(self.master)
+
+
+@pytest.mark.timeout(60)
+def test_on_a_terminal_the_console_prompts_answers_and_ctrl_c_stops_cleanly(
+    tmp_path: Path,
+) -> None:
+    terminal = Terminal(console_ws(tmp_path))
+    try:
+        terminal.expect("grambot ready")
+        terminal.expect("you>")  # drawn by prompt_toolkit: the space is a cursor move
+        terminal.type(b"hello there\r")
+        terminal.expect("bot> hello there")
+        terminal.type(b"\x03")  # Ctrl-C
+        deadline = time.monotonic() + 20
+        while terminal.proc.poll() is None and time.monotonic() < deadline:
+            terminal.read(0.1)
+        terminal.read(0.3)
+        assert terminal.proc.poll() == 0, terminal.text
+    finally:
+        terminal.close()
+    assert LEFTOVER not in terminal.text and "Traceback" not in terminal.text, terminal.text
+    assert "Warning" not in terminal.text, terminal.text
+    assert "grambot stopped" in terminal.text
+    # log lines are printed above the prompt, never into it
+    year = time.strftime("%Y")
+    assert f"you> {year}-" not in terminal.text, terminal.text

@@ -119,12 +119,15 @@ def test_run_without_a_workspace_says_how_to_make_one(tmp_path: Path) -> None:
     assert not (tmp_path / ".scout").exists()  # nothing was started, nothing written
 
 
-def test_a_fresh_workspace_answers_a_scripted_chat(tmp_path: Path) -> None:
+def test_a_fresh_workspace_answers_printf_and_exits_0(tmp_path: Path) -> None:
+    """`printf 'hi\n' | grambot run` in a workspace `grambot init` made: an answer, then exit 0
+    at EOF (the console is the only connector)."""
     assert run("init", str(tmp_path)).exit_code == 0
     engine = EngineProcess(tmp_path, stdin_text="hi\n")
     try:
-        engine.wait_for_log("bot> hi")
+        code = engine.proc.wait(30)
     finally:
-        # TODO(issue 14): exit 0 at EOF when the console is the only connector (the hygiene
-        # branch builds it); then wait for the exit instead of stopping it.
-        engine.stop()
+        engine.kill()
+    assert code == 0, engine.output
+    assert "bot> hi" in engine.output, engine.output
+    assert "Traceback" not in engine.output, engine.output

@@ -4,6 +4,7 @@ new folder to a bot that answers; the extras; a scaffolded plugin package. Real 
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -12,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import Dists
 
 REPO = Path(__file__).resolve().parent.parent
 SDKS = ("anthropic", "openai", "telegram", "keyring")
@@ -28,22 +31,8 @@ def _run(*argv: str | Path, cwd: Path | None = None, timeout: float = 600) -> st
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    _run(
-        sys.executable,
-        "-m",
-        "pip",
-        "wheel",
-        "--no-deps",
-        "--no-build-isolation",
-        "-q",
-        "-w",
-        out,
-        REPO,
-    )
-    (built,) = out.glob("grambot-*.whl")
-    return built
+def wheel(grambot_dists: Dists) -> Path:
+    return grambot_dists.wheel
 
 
 def _venv(path: Path) -> Path:
@@ -56,7 +45,6 @@ def _sdks(bin_dir: Path) -> dict[str, bool]:
         "import importlib.util, json\n"
         f"print(json.dumps({{m: importlib.util.find_spec(m) is not None for m in {SDKS!r}}}))"
     )
-    import json
 
     found: dict[str, bool] = json.loads(_run(bin_dir / "python", "-c", code))
     return found
@@ -134,6 +122,20 @@ def test_a_scaffolded_plugin_package_installs_is_discovered_loads_and_passes(
     assert "1 passed" in out
     site = _run(core / "python", "-c", "import grambot_weather; print(grambot_weather.__file__)")
     assert "site-packages" in site  # the installed copy was tested, not the source folder
+    # installed in editable mode instead: found in its source folder, which --reload-plugins
+    # follows (the project folder its direct_url.json names)
+    _run(core / "python", "-m", "pip", "install", "-q", "-e", project)
+    listing = _run(core / "grambot", "plugins", "--json", cwd=folder)
+    (weather,) = [p for p in json.loads(listing)["plugins"] if p["id"] == "weather"]
+    assert Path(weather["folder"]) == project / "src" / "grambot_weather"
+    code = (
+        "import importlib.metadata as m\n"
+        "from grambot.plugins.packages import editable_source\n"
+        "print(editable_source(m.distribution('grambot-weather')))"
+    )
+    assert Path(_run(core / "python", "-c", code).strip()) == project
+    out = _run(core / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", project / "tests")
+    assert "1 passed" in out
 
 
 def test_the_all_extra_brings_every_builtin_sdk(wheel: Path, tmp_path: Path) -> None:

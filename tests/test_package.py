@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import grambot
+from tests.conftest import Dists
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,25 +46,8 @@ def test_help_imports_no_heavy_module() -> None:
     assert out.stdout.strip() == ""
 
 
-def test_wheel_carries_the_builtin_plugins(tmp_path: Path) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(REPO),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = tmp_path.glob("grambot-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
+def test_wheel_carries_the_builtin_plugins(grambot_dists: Dists) -> None:
+    names = set(zipfile.ZipFile(grambot_dists.wheel).namelist())
     builtins = [p for p in (REPO / "builtin_plugins").glob("*/plugin.json")]
     for descriptor in builtins:
         folder = descriptor.parent.name
@@ -75,24 +59,9 @@ def test_wheel_carries_the_builtin_plugins(tmp_path: Path) -> None:
 # -- packaging (issue 14 item 3) ---------------------------------------------------------------
 
 
-def _build(kind: str, out: Path) -> Path:
-    """Build the sdist or wheel of the repository with setuptools' PEP 517 hooks (no network)."""
-    code = (
-        "import os, sys\n"
-        "from setuptools import build_meta\n"
-        f"os.chdir({str(REPO)!r})\n"
-        f"print(build_meta.build_{kind}({str(out)!r}))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
-    )
-    return out / done.stdout.strip().splitlines()[-1]
-
-
 @pytest.fixture(scope="module")
-def wheel_metadata(tmp_path_factory: pytest.TempPathFactory) -> tuple[set[str], str]:
-    wheel = _build("wheel", tmp_path_factory.mktemp("wheel"))
-    with zipfile.ZipFile(wheel) as archive:
+def wheel_metadata(grambot_dists: Dists) -> tuple[set[str], str]:
+    with zipfile.ZipFile(grambot_dists.wheel) as archive:
         names = set(archive.namelist())
         (meta,) = [n for n in names if n.endswith(".dist-info/METADATA")]
         return names, archive.read(meta).decode()
@@ -149,13 +118,22 @@ def test_the_core_install_requires_no_chat_or_model_sdk(
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_the_sdist_holds_the_tests_and_they_run(tmp_path: Path) -> None:
-    sdist = _build("sdist", tmp_path)
-    with tarfile.open(sdist) as archive:
+def test_the_sdist_holds_the_tests_and_they_run(grambot_dists: Dists, tmp_path: Path) -> None:
+    with tarfile.open(grambot_dists.sdist) as archive:
         archive.extractall(tmp_path / "x", filter="data")
     (root,) = (tmp_path / "x").iterdir()
     tracked = subprocess.run(
-        ["git", "-C", str(REPO), "ls-files", "tests", "builtin_plugins", "grambot", "docs"],
+        [
+            "git",
+            "-C",
+            str(REPO),
+            "ls-files",
+            "tests",
+            "builtin_plugins",
+            "grambot",
+            "docs",
+            "bench",
+        ],
         capture_output=True,
         text=True,
         timeout=30,
@@ -175,6 +153,8 @@ def test_the_sdist_holds_the_tests_and_they_run(tmp_path: Path) -> None:
             "tests/test_plan.py",
             "tests/test_catalog.py",
             "tests/test_init.py",
+            "tests/test_plugin_packages.py",
+            "tests/builtin/test_missing_sdk.py",
         ],
         cwd=root,
         capture_output=True,

@@ -86,6 +86,17 @@ def test_init_refuses_an_existing_workspace(tmp_path: Path) -> None:
     assert settings.read_text() == '{"plugins": []}'
 
 
+def test_init_never_replaces_a_settings_link_even_a_dangling_one(tmp_path: Path) -> None:
+    scout = tmp_path / ".scout"
+    scout.mkdir()
+    (scout / "settings.json").symlink_to(tmp_path / "elsewhere.json")  # dangling
+    result = run("init", str(tmp_path))
+    assert result.exit_code == 1 and "nothing was written" in result.output
+    assert (scout / "settings.json").is_symlink() and not (tmp_path / "elsewhere.json").exists()
+    assert not (tmp_path / ".gitignore").exists() and not (tmp_path / "plugins").exists()
+    assert [p.name for p in scout.iterdir()] == ["settings.json"]  # no temp file left
+
+
 def test_validate_accepts_the_fresh_workspace_and_a_missing_default_plugins_folder(
     tmp_path: Path,
 ) -> None:

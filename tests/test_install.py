@@ -119,7 +119,7 @@ def test_a_scaffolded_plugin_package_installs_is_discovered_loads_and_passes(
     _run(core / "grambot", "enable", "weather", cwd=folder)
     _run(core / "grambot", "check", "weather", cwd=folder)  # loads it, apart from any engine
     out = _run(core / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", project / "tests")
-    assert "1 passed" in out
+    assert "2 passed" in out  # loads and works; the bot calls it (fake_chat)
     site = _run(core / "python", "-c", "import grambot_weather; print(grambot_weather.__file__)")
     assert "site-packages" in site  # the installed copy was tested, not the source folder
     # installed in editable mode instead: found in its source folder, which --reload-plugins
@@ -135,7 +135,7 @@ def test_a_scaffolded_plugin_package_installs_is_discovered_loads_and_passes(
     )
     assert Path(_run(core / "python", "-c", code).strip()) == project
     out = _run(core / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", project / "tests")
-    assert "1 passed" in out
+    assert "2 passed" in out  # loads and works; the bot calls it (fake_chat)
 
 
 def test_the_all_extra_brings_every_builtin_sdk(wheel: Path, tmp_path: Path) -> None:

@@ -119,3 +119,26 @@ def test_the_cache_can_be_switched_off(
         grambot(workspace, Path("off"))  # GRAMBOT_CACHE_DIR=off
     assert log.read_text() == "imported\nimported\n"
     assert not Path("off").exists()
+
+
+@pytest.mark.timeout(20)
+def test_a_settings_file_that_is_not_regular_is_refused_never_read(tmp_path: Path) -> None:
+    """`grambot plugins` reads pluginDirs without grambot.settings (quick), but like it never
+    opens a FIFO (it would wait forever) or /dev/zero: grambot.settings then names the file."""
+    import grambot.settings
+    from grambot import plugin_list
+
+    assert plugin_list.SETTINGS_MAX_BYTES == grambot.settings.MAX_FILE_BYTES
+    (tmp_path / ".scout").mkdir()
+    settings = tmp_path / ".scout" / "settings.json"
+    os.mkfifo(settings)
+    run = subprocess.run(
+        [sys.executable, "-m", "grambot", "plugins", "--workspace", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=15,
+        env={**os.environ, "GRAMBOT_CACHE_DIR": "off"},
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "not a regular file" in run.stderr and str(settings) in run.stderr
+    assert "Traceback" not in run.stderr

@@ -266,13 +266,48 @@ _KINDS: dict[str, tuple[str, str, str, str, str]] = {
     ),
 }
 
+# A second test, through the bot (grambot.testing.fake_chat), for the kinds a chat shows.
+_CHAT_TESTS: dict[str, tuple[str, str]] = {
+    # kind: (grambot.testing names, the test)
+    "tool": (
+        "call, fake_chat",
+        '''
+
+def test_the_bot_calls_{ident}() -> None:
+    """A scripted model asks for the tool; the bot runs it and shows the model its result."""
+
+    async def scenario() -> None:
+        script = [call("{tool_name}", text="ping"), "done"]
+        async with fake_chat(PLUGIN, {settings}, script=script) as chat:
+            assert await chat.say("use the tool") == "done"
+            assert chat.tool_results() == ["hi: ping"]
+
+    asyncio.run(scenario())
+''',
+    ),
+    "inference": (
+        "fake_chat",
+        '''
+
+def test_the_bot_answers_with_{ident}() -> None:
+    """With no script, the plugin under test is the bot's model."""
+
+    async def scenario() -> None:
+        async with fake_chat(PLUGIN, {settings}) as chat:
+            assert await chat.say("ping") == "ping"
+
+    asyncio.run(scenario())
+''',
+    ),
+}
+
 _TEST = '''"""Tests of the {plugin_id} plugin: `python -m pytest {folder}`."""
 
 from __future__ import annotations
 
 import asyncio
 {path_import}
-{test_imports}from grambot.testing import running_instance
+{test_imports}from grambot.testing import {testing_names}
 
 {head}
 
@@ -286,7 +321,7 @@ def test_{ident}_loads_and_works() -> None:
 {test_body}
 
     asyncio.run(scenario())
-'''
+{chat_test}'''
 
 
 def _check(plugin_id: str, kind: str) -> None:
@@ -323,7 +358,10 @@ def _sources(
         _PLUGIN_LINE, _WITH_CHECK
     )
     test_imports = f"from grambot import {test_names}\n" if test_names else ""
+    chat_names, chat_test = _CHAT_TESTS.get(kind, ("", ""))
     test = _TEST.format(
+        testing_names=", ".join(filter(None, [chat_names, "running_instance"])),
+        chat_test=chat_test.format(ident=ident, tool_name=tool_name, settings=settings),
         plugin_id=plugin_id,
         folder=test_folder,
         head=test_head,

@@ -1,4 +1,4 @@
-"""`grambot init [DIR]`: a workspace to start from, anywhere (docs/install.md).
+"""`grambot init [DIR]`: a workspace to start from, anywhere (README: Install anywhere).
 
 It holds one enabled `console` instance (chat in the terminal) answered by the offline `echo`
 model, and nothing else; an empty `plugins/` folder for plugins of one's own; and a
@@ -54,13 +54,24 @@ def init_workspace(root: Path) -> list[str]:
     FileExistsError when `root` already holds a settings file."""
     scout = root / ".scout"
     settings = scout / "settings.json"
-    if settings.exists():
+    if os.path.lexists(settings):  # a file, a link (even a dangling one), a FIFO: never touched
         raise FileExistsError(str(settings))
     scout.mkdir(parents=True, exist_ok=True)
     written = []
     tmp = settings.with_name(f".settings.json.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(STARTER_SETTINGS, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, settings)  # never a half-written file for a running engine to read
+    try:
+        # A hard link appears whole (never a half-written file for a running engine to read)
+        # and, unlike a rename, fails when a settings.json appeared meanwhile.
+        os.link(tmp, settings)
+    except FileExistsError:
+        raise FileExistsError(str(settings)) from None
+    except OSError:  # a file system without hard links
+        if os.path.lexists(settings):
+            raise FileExistsError(str(settings)) from None
+        os.replace(tmp, settings)
+    finally:
+        tmp.unlink(missing_ok=True)
     written.append(".scout/settings.json")
     plugins = root / "plugins"
     if not plugins.is_dir():

@@ -9,6 +9,7 @@
     │   └── StageTimeout         a plugin stage ran past its deadline
     ├── NotReady                 raised by a plugin: not ready yet, retry with backoff
     ├── SetupError               raised by a plugin: cannot work as configured, do not retry
+    │   └── MissingDependency    a module the plugin needs is not installed (names the fix)
     ├── RegistrationError        a registration was refused
     │   └── RegistrationConflict another instance owns that key
     ├── PluginCrash              plugin code raised a BaseException (SystemExit,
@@ -126,6 +127,18 @@ class SetupError(GrambotError):
     """Raise from `create`/`load` when the instance cannot work as configured (a refused key,
     a missing resource): the engine does not retry; it stays `failed` until its entry or its
     secrets change, or `grambot retry ID`."""
+
+
+class MissingDependency(SetupError):
+    """A module the plugin needs is not installed: `pip install ...` fixes it, waiting does
+    not (reason `missing-dependency`, never retried). `module` is the missing module,
+    `install` the command that brings it (e.g. `pip install 'grambot[anthropic]'`)."""
+
+    def __init__(self, module: str, install: str, *, needed_by: str | None = None) -> None:
+        self.module = module
+        self.install = install
+        who = f"{needed_by} needs" if needed_by else "needs"
+        super().__init__(f"{who} the {module!r} package, which is not installed: {install}")
 
 
 class RegistrationError(GrambotError):

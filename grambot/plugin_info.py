@@ -74,7 +74,7 @@ def read_plugin(descriptor: PluginDescriptor) -> Plugin:
     )
     try:
         module = namespace.import_entry(descriptor.entry_path)
-        return read_definition(module)
+        return read_definition(module, descriptor.attribute)
     except DefinitionError as exc:
         raise PluginUnreadable(str(exc)) from None
     except Exception as exc:

@@ -113,6 +113,9 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self.status: StatusWriter | None = None
         self.systemd: SystemdNotifier | None = None  # under systemd's Type=notify
+        # --reload-plugins: the source folders of editable plugin packages (issue 14)
+        self._source_watch = PluginDirsWatch(self._plugin_files_seen)
+        self._sources: tuple[Path, ...] = ()
 
     # -- the process ---------------------------------------------------------------------------
 
@@ -229,7 +232,7 @@ class Runtime:
         self._watch_stop.set()
         if self._recheck is not None:
             self._recheck.cancel()
-        tasks = [*self._tasks, *self._plugin_watch.stop()]
+        tasks = [*self._tasks, *self._plugin_watch.stop(), *self._source_watch.stop()]
         for task in tasks:
             task.cancel()  # an in-flight reconcile stops here; unload_all undoes what it began
         if tasks:
@@ -272,6 +275,7 @@ class Runtime:
             )
         self.engine.rescan(self.engine.settings)
         self._restart_tree_watcher()
+        self._follow_sources()
         self._snapshot_secrets()
 
     async def _apply(self, settings: EngineSettings, digest: str) -> None:
@@ -283,6 +287,7 @@ class Runtime:
             self.engine.rescan(settings)  # a pluginDir that was missing may exist by now
         await self.engine.apply(settings)
         self._restart_tree_watcher()
+        self._follow_sources()
         self._snapshot_secrets()
 
     async def _refresh_settings(self) -> None:
@@ -440,12 +445,14 @@ class Runtime:
                     f" (new: {', '.join(added)})" if added else "",
                 )
                 await self.engine.reconcile()
+            self._follow_sources()
         if not self.reload_plugins:
             return
         touched: set[str] = set()
+        sources = self.engine.catalog.sources
         for descriptor in self.engine.catalog.descriptors():
-            folder = descriptor.folder
-            if any(_inside(p, folder) for p in changes):
+            folders = [descriptor.folder, *filter(None, [sources.get(descriptor.id)])]
+            if any(_inside(p, folder) for p in changes for folder in folders):
                 touched.add(descriptor.id)
         for plugin_id in sorted(touched):
             ids = [
@@ -456,6 +463,20 @@ class Runtime:
             if ids:
                 logger.info("plugin %s changed: reloading %s", plugin_id, ", ".join(ids))
                 await self.engine.reload(ids)
+
+    def _follow_sources(self) -> None:
+        """--reload-plugins: watch the source folders of the plugin packages installed in
+        editable mode (their direct_url.json; grambot.plugins.packages) like pluginDirs."""
+        if not self.reload_plugins:
+            return
+        sources = tuple(sorted({s.resolve() for s in self.engine.catalog.sources.values()}))
+        if sources != self._sources:
+            self._sources = sources
+            if sources:
+                logger.info(
+                    "following editable plugin packages in %s", ", ".join(map(str, sources))
+                )
+        self._source_watch.follow(sources)
 
     # -- secrets -------------------------------------------------------------------------------
 

@@ -266,21 +266,54 @@ _KINDS: dict[str, tuple[str, str, str, str, str]] = {
     ),
 }
 
+# A second test, through the bot (grambot.testing.fake_chat), for the kinds a chat shows.
+_CHAT_TESTS: dict[str, tuple[str, str]] = {
+    # kind: (grambot.testing names, the test)
+    "tool": (
+        "call, fake_chat",
+        '''
+
+def test_the_bot_calls_{ident}() -> None:
+    """A scripted model asks for the tool; the bot runs it and shows the model its result."""
+
+    async def scenario() -> None:
+        script = [call("{tool_name}", text="ping"), "done"]
+        async with fake_chat(PLUGIN, {settings}, script=script) as chat:
+            assert await chat.say("use the tool") == "done"
+            assert chat.tool_results() == ["hi: ping"]
+
+    asyncio.run(scenario())
+''',
+    ),
+    "inference": (
+        "fake_chat",
+        '''
+
+def test_the_bot_answers_with_{ident}() -> None:
+    """With no script, the plugin under test is the bot's model."""
+
+    async def scenario() -> None:
+        async with fake_chat(PLUGIN, {settings}) as chat:
+            assert await chat.say("ping") == "ping"
+
+    asyncio.run(scenario())
+''',
+    ),
+}
+
 _TEST = '''"""Tests of the {plugin_id} plugin: `python -m pytest {folder}`."""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+{path_import}
+{test_imports}from grambot.testing import {testing_names}
 
-{test_imports}from grambot.testing import running_instance
-
-HERE = Path(__file__).parent
-
+{head}
 
 def test_{ident}_loads_and_works() -> None:
     async def scenario() -> None:
-        async with running_instance(HERE, {settings}) as engine:
+        async with running_instance(PLUGIN, {settings}) as engine:
             instance = engine.instance("{plugin_id}")
             assert instance is not None and instance.state == "loaded", instance
             checked = await engine.check("{plugin_id}")
@@ -288,35 +321,35 @@ def test_{ident}_loads_and_works() -> None:
 {test_body}
 
     asyncio.run(scenario())
-'''
+{chat_test}'''
 
 
-def scaffold(plugin_dir: Path, plugin_id: str, kind: str, *, name: str | None = None) -> Path:
-    """Create the plugin folder `plugin_dir/plugin_id`; returns it. ScaffoldError if taken."""
+def _check(plugin_id: str, kind: str) -> None:
     if kind not in KINDS:
         raise ScaffoldError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", plugin_id):
         raise ScaffoldError(
             f"plugin id {plugin_id!r} must match ^[A-Za-z0-9][A-Za-z0-9_-]{{0,63}}$"
         )
-    folder = plugin_dir / plugin_id
-    if folder.exists():
-        raise ScaffoldError(f"{folder} already exists; choose another id or remove it")
+
+
+def _sources(
+    plugin_id: str, kind: str, name: str | None, test_head: str, test_folder: str
+) -> tuple[dict[str, object], str, str, str]:
+    """(plugin.json, plugin.py, the test's name, the test) of a new plugin."""
     ident = re.sub(r"\W", "_", plugin_id)
     title = name or plugin_id.replace("-", " ").replace("_", " ").title()
     description = f"An {kind} plugin." if kind[0] in "aeiou" else f"A {kind} plugin."
     imports, extra_names, body, test_body, test_spec = _KINDS[kind]
     test_names, _, settings = test_spec.partition("|")
     tool_name = ident.lower()
-    folder.mkdir(parents=True)
-    descriptor = {
+    descriptor: dict[str, object] = {
         "id": plugin_id,
         "name": title,
         "description": description,
         "entry": "plugin.py",
         "version": "0.1.0",
     }
-    (folder / "plugin.json").write_text(json.dumps(descriptor, indent=2) + "\n")
     names = ["Plugin", "PluginApi", *(n.strip() for n in extra_names.split(",") if n.strip())]
     names.sort(key=lambda n: (not n.isupper(), n))
     source = _COMMON_HEAD.format(
@@ -324,12 +357,15 @@ def scaffold(plugin_dir: Path, plugin_id: str, kind: str, *, name: str | None = 
     ) + body.format(name=title, tool_name=tool_name, plugin_id=plugin_id).replace(
         _PLUGIN_LINE, _WITH_CHECK
     )
-    (folder / "plugin.py").write_text(source)
-    test_path = folder / f"test_{ident}.py"
     test_imports = f"from grambot import {test_names}\n" if test_names else ""
+    chat_names, chat_test = _CHAT_TESTS.get(kind, ("", ""))
     test = _TEST.format(
+        testing_names=", ".join(filter(None, [chat_names, "running_instance"])),
+        chat_test=chat_test.format(ident=ident, tool_name=tool_name, settings=settings),
         plugin_id=plugin_id,
-        folder=folder,
+        folder=test_folder,
+        head=test_head,
+        path_import="from pathlib import Path\n" if "Path(" in test_head else "",
         test_imports=test_imports,
         ident=ident,
         settings=settings,
@@ -337,5 +373,108 @@ def scaffold(plugin_dir: Path, plugin_id: str, kind: str, *, name: str | None = 
             test_body.format(plugin_id=plugin_id, tool_name=tool_name), "    "
         ).rstrip("\n"),
     )
-    test_path.write_text(test)
+    return descriptor, source, f"test_{ident}.py", test
+
+
+def scaffold(plugin_dir: Path, plugin_id: str, kind: str, *, name: str | None = None) -> Path:
+    """Create the plugin folder `plugin_dir/plugin_id`; returns it. ScaffoldError if taken."""
+    _check(plugin_id, kind)
+    folder = plugin_dir / plugin_id
+    if folder.exists():
+        raise ScaffoldError(f"{folder} already exists; choose another id or remove it")
+    descriptor, source, test_name, test = _sources(
+        plugin_id, kind, name, "HERE = Path(__file__).parent\n", str(folder)
+    )
+    folder.mkdir(parents=True)
+    (folder / "plugin.json").write_text(json.dumps(descriptor, indent=2) + "\n")
+    (folder / "plugin.py").write_text(source)
+    (folder / test_name).write_text(test.replace("(PLUGIN,", "(HERE,"))
     return folder
+
+
+_PYPROJECT = """[build-system]
+requires = ["setuptools>=77"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "{dist}"
+version = "0.1.0"
+description = "{description}"
+readme = "README.md"
+requires-python = ">=3.11"
+dependencies = ["grambot>={grambot_version}"]
+
+[project.optional-dependencies]
+test = ["pytest>=8"]
+
+# How grambot finds the plugin: the entry point names the package that holds plugin.json.
+[project.entry-points."grambot.plugins"]
+{plugin_id} = "{package}"
+
+[tool.setuptools.packages.find]
+where = ["src"]
+
+# plugin.json is package data: without this line the installed package has no plugin.json.
+[tool.setuptools.package-data]
+{package} = ["plugin.json"]
+
+[tool.pytest.ini_options]
+testpaths = ["tests"]
+"""
+
+_README = """# {dist}
+
+{description} A [grambot](https://pypi.org/project/grambot/) plugin, installable with pip.
+
+```bash
+pip install -e .                 # or: pip install {dist}
+grambot plugins                  # lists `{plugin_id}` (source: entry-point)
+grambot enable {plugin_id}
+python -m pytest                 # its test loads it through the real engine
+```
+
+While you edit it, `grambot run --reload-plugins` reloads its instances when a file of
+`src/{package}/` changes (an editable install is followed to its source folder).
+"""
+
+
+def scaffold_package(parent: Path, plugin_id: str, kind: str, *, name: str | None = None) -> Path:
+    """Create `parent/grambot-<id>/`: an installable package of the plugin (src layout,
+    plugin.json as package data, the `grambot.plugins` entry point, a test); returns it."""
+    import grambot
+
+    _check(plugin_id, kind)
+    ident = re.sub(r"\W", "_", plugin_id).lower()
+    dist = f"grambot-{plugin_id.lower().replace('_', '-')}"
+    package = f"grambot_{ident}"
+    root = parent / dist
+    if root.exists():
+        raise ScaffoldError(f"{root} already exists; choose another id or remove it")
+    descriptor, source, test_name, test = _sources(
+        plugin_id,
+        kind,
+        name,
+        f'PLUGIN = "{plugin_id}"  # installed: found by its entry point\n',
+        str(root),
+    )
+    folder = root / "src" / package
+    folder.mkdir(parents=True)
+    (root / "tests").mkdir()
+    description = str(descriptor["description"])
+    (root / "pyproject.toml").write_text(
+        _PYPROJECT.format(
+            dist=dist,
+            description=description,
+            grambot_version=grambot.__version__,
+            plugin_id=plugin_id,
+            package=package,
+        )
+    )
+    (root / "README.md").write_text(
+        _README.format(dist=dist, description=description, plugin_id=plugin_id, package=package)
+    )
+    (folder / "__init__.py").write_text(f'"""The {plugin_id} grambot plugin."""\n')
+    (folder / "plugin.json").write_text(json.dumps(descriptor, indent=2) + "\n")
+    (folder / "plugin.py").write_text(source)
+    (root / "tests" / test_name).write_text(test)
+    return root

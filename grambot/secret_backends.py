@@ -102,6 +102,18 @@ def open_store(
     return LayeredSecretsStore(store, external) if external else store
 
 
+def _require_keyring() -> None:
+    """The keyring backend without the keyring package: say which extra brings it."""
+    import importlib.util
+
+    if importlib.util.find_spec("keyring") is None:
+        raise SecretsError(
+            "the keyring secrets backend needs the keyring package, which is not installed: "
+            'pip install \'grambot[keyring]\' (or use "secrets": {"backend": "file"} in '
+            ".scout/settings.json)"
+        )
+
+
 class KeyringSecretsStore:
     """Secrets in the system keyring (`keyring` package), one service per workspace."""
 
@@ -114,6 +126,7 @@ class KeyringSecretsStore:
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
+        _require_keyring()
         import keyring.errors
 
         try:
@@ -129,6 +142,7 @@ class KeyringSecretsStore:
             ) from None
 
     def _index(self) -> dict[str, list[str]]:
+        _require_keyring()
         import keyring
 
         with self._errors("reading the keyring index"):
@@ -144,6 +158,7 @@ class KeyringSecretsStore:
         return {str(k): [str(x) for x in v] for k, v in data.items() if isinstance(v, list)}
 
     def _save_index(self, index: dict[str, list[str]]) -> None:
+        _require_keyring()
         import keyring
 
         with self._errors("writing the keyring index"):
@@ -155,6 +170,7 @@ class KeyringSecretsStore:
         )
 
     def get(self, instance_id: str, key: str) -> str | None:
+        _require_keyring()
         import keyring
 
         with self._errors(f"secret {instance_id}/{key}"):
@@ -168,6 +184,7 @@ class KeyringSecretsStore:
         return sorted(i for i, keys in self._index().items() if keys)
 
     def set(self, instance_id: str, key: str, value: str) -> None:
+        _require_keyring()
         import keyring
 
         if not isinstance(value, str):
@@ -182,6 +199,7 @@ class KeyringSecretsStore:
                 self._save_index(index)
 
     def delete(self, instance_id: str, key: str) -> bool:
+        _require_keyring()
         import keyring
         import keyring.errors
 

@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -15,6 +15,7 @@ from grambot.settings import EngineSettings, load_settings
 from tests import isolation
 
 FIXTURE_PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def entry(
@@ -101,3 +102,32 @@ def _example_workspace_untouched() -> Iterator[None]:
     yield
     touched = isolation.take_touched()
     assert not touched, f"the test used the repository's example workspace: {touched}"
+
+
+# -- the package as users get it ---------------------------------------------------------------
+
+
+class Dists(NamedTuple):
+    sdist: Path
+    wheel: Path
+
+
+@pytest.fixture(scope="session")
+def grambot_dists(tmp_path_factory: pytest.TempPathFactory) -> Dists:
+    """The sdist and the wheel of this checkout, built once a session with `python -m build
+    --no-isolation` (no network): the wheel is built from the sdist, so it holds what a user
+    gets, never a stale file of an in-tree build/ folder."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("dists")
+    done = subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (sdist,) = out.glob("grambot-*.tar.gz")
+    (wheel,) = out.glob("grambot-*.whl")
+    return Dists(sdist, wheel)

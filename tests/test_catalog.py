@@ -390,7 +390,7 @@ def test_entry_point_failures_name_the_entry_point(
     site = tmp_path / "site"
     _make_distribution(
         site,
-        entry_points="nodesc = myplugpkg\nghost = no_such_pkg_xyz\nbad = myplugpkg:thing",
+        entry_points="nodesc = myplugpkg\nghost = no_such_pkg_xyz\nbad = my-plug/pkg",
         with_descriptor=False,
     )
     monkeypatch.syspath_prepend(str(site))
@@ -399,7 +399,7 @@ def test_entry_point_failures_name_the_entry_point(
     text = "\n".join(str(p) for p in catalog.problems)
     assert "entry point 'nodesc'" in text and "has no plugin.json" in text
     assert "entry point 'ghost'" in text and "is not installed" in text
-    assert "entry point 'bad'" in text and "top-level package" in text
+    assert "entry point 'bad'" in text and "must name a package holding plugin.json" in text
     assert "myplugpkg" not in sys.modules
 
 

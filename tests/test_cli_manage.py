@@ -283,9 +283,14 @@ def test_new_scaffolds_a_plugin_that_loads(tmp_path: Path, kind: str) -> None:
     assert again.exit_code == 1 and "already exists" in again.output
 
 
-def test_the_scaffolded_test_passes(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("kind", "tests"),
+    # tool and inference: a second test through the bot (grambot.testing.fake_chat)
+    [("tool", 2), ("inference", 2), ("connector", 1), ("image", 1)],
+)
+def test_the_scaffolded_tests_pass(tmp_path: Path, kind: str, tests: int) -> None:
     (tmp_path / ".scout").mkdir()
-    assert grambot(tmp_path, "new", "echoer", "--kind", "tool").exit_code == 0
+    assert grambot(tmp_path, "new", "echoer", "--kind", kind).exit_code == 0
     folder = tmp_path / "plugins" / "echoer"
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder)],
@@ -296,7 +301,7 @@ def test_the_scaffolded_test_passes(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "1 passed" in run.stdout
+    assert f"{tests} passed" in run.stdout
 
 
 def test_new_refuses_bad_ids_and_kinds(ws: Path) -> None:

@@ -44,6 +44,10 @@ class Terminal:
                     assert text in self.seen, f"{text!r} not shown; got {self.seen!r}"
                 self.seen += chunk.decode(errors="replace")
 
+    # A hidden prompt is typed into only once its last character is shown: click before 8.4
+    # writes "Bot token:" itself, then getpass turns the echo off, discarding what was typed
+    # already (TCSAFLUSH), and only then writes the final " ".
+
     def send(self, line: str) -> None:
         os.write(self.master, line.encode() + b"\n")
 
@@ -64,7 +68,7 @@ class Terminal:
 def test_enable_on_a_terminal_runs_onboarding_and_stores_the_secret(tmp_path: Path) -> None:
     ws = workspace_with(tmp_path, [])
     term = Terminal("enable", "onboarded", "--instance", "ob", "-w", str(ws))
-    term.expect("Bot token:")
+    term.expect("Bot token: ")
     term.send("tok-hidden-42")
     term.expect("Chat id:")
     term.send("12345")
@@ -88,7 +92,7 @@ def test_enable_on_a_terminal_runs_onboarding_and_stores_the_secret(tmp_path: Pa
 def test_set_values_win_over_onboarding_answers(tmp_path: Path) -> None:
     ws = workspace_with(tmp_path, [])
     term = Terminal("enable", "onboarded", "--set", "chat=777", "-w", str(ws))
-    term.expect("Bot token:")
+    term.expect("Bot token: ")
     term.send("tok-abcdef")
     term.expect("Chat id [777]:")
     term.send("")
@@ -100,7 +104,7 @@ def test_set_values_win_over_onboarding_answers(tmp_path: Path) -> None:
 def test_failed_onboarding_writes_nothing_and_masks_the_secret(tmp_path: Path) -> None:
     ws = workspace_with(tmp_path, [])
     term = Terminal("enable", "onboarded", "-w", str(ws))
-    term.expect("Bot token:")
+    term.expect("Bot token: ")
     term.send("abc")
     assert term.finish() == 1, term.seen
     assert "onboarding of plugin 'onboarded' failed: ValueError: that token is too short" in (

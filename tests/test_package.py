@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tarfile
+import tomllib
 import types
 import zipfile
 from pathlib import Path
 
+import pytest
+
 import grambot
+from tests.conftest import Dists
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,28 +46,120 @@ def test_help_imports_no_heavy_module() -> None:
     assert out.stdout.strip() == ""
 
 
-def test_wheel_carries_the_builtin_plugins(tmp_path: Path) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(REPO),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = tmp_path.glob("grambot-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
+def test_wheel_carries_the_builtin_plugins(grambot_dists: Dists) -> None:
+    names = set(zipfile.ZipFile(grambot_dists.wheel).namelist())
     builtins = [p for p in (REPO / "builtin_plugins").glob("*/plugin.json")]
     for descriptor in builtins:
         folder = descriptor.parent.name
         assert f"grambot/_builtin_plugins/{folder}/plugin.json" in names
     assert "grambot/core/manager.py" in names
     assert not any(n.startswith("builtin_plugins/") for n in names)
+
+
+# -- packaging (issue 14 item 3) ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wheel_metadata(grambot_dists: Dists) -> tuple[set[str], str]:
+    with zipfile.ZipFile(grambot_dists.wheel) as archive:
+        names = set(archive.namelist())
+        (meta,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        return names, archive.read(meta).decode()
+
+
+def test_the_wheel_says_its_license_and_carries_it(wheel_metadata: tuple[set[str], str]) -> None:
+    names, metadata = wheel_metadata
+    assert "License-Expression: MIT" in metadata.splitlines()
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    assert (REPO / "LICENSE").read_text().startswith("MIT License")
+
+
+def test_the_wheel_is_typed_and_described(wheel_metadata: tuple[set[str], str]) -> None:
+    names, metadata = wheel_metadata
+    assert "grambot/py.typed" in names
+    assert "grambot/_testing/fake_chat/plugin.json" in names  # grambot.testing's fake chat
+    lines = metadata.splitlines()
+    for classifier in (
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+        "Typing :: Typed",
+    ):
+        assert f"Classifier: {classifier}" in lines
+    assert any(line.startswith("Project-URL: Documentation, ") for line in lines)
+    assert any(line.startswith("Project-URL: Repository, ") for line in lines)
+
+
+def test_the_version_is_written_in_one_place(wheel_metadata: tuple[set[str], str]) -> None:
+    _, metadata = wheel_metadata
+    assert f"Version: {grambot.__version__}" in metadata.splitlines()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+
+
+def test_the_core_install_requires_no_chat_or_model_sdk(
+    wheel_metadata: tuple[set[str], str],
+) -> None:
+    _, metadata = wheel_metadata
+    core = [
+        line.removeprefix("Requires-Dist: ")
+        for line in metadata.splitlines()
+        if line.startswith("Requires-Dist: ") and "extra ==" not in line
+    ]
+    sdks = ("python-telegram-bot", "anthropic", "openai", "keyring")
+    assert not [r for r in core if r.startswith(sdks)], core
+    extras = {
+        line.split(": ", 1)[1]
+        for line in metadata.splitlines()
+        if line.startswith("Provides-Extra")
+    }
+    assert {"telegram", "anthropic", "openai", "keyring", "all", "dev"} <= extras
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_sdist_holds_the_tests_and_they_run(grambot_dists: Dists, tmp_path: Path) -> None:
+    with tarfile.open(grambot_dists.sdist) as archive:
+        archive.extractall(tmp_path / "x", filter="data")
+    (root,) = (tmp_path / "x").iterdir()
+    tracked = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(REPO),
+            "ls-files",
+            "tests",
+            "builtin_plugins",
+            "grambot",
+            "docs",
+            "bench",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if tracked.returncode == 0:  # (an sdist's own tests have no git to compare with)
+        missing = [n for n in tracked.stdout.split() if not (root / n).exists()]
+        assert not missing, missing
+    assert not list(root.rglob("secrets.json")) and not list(root.rglob("*.db"))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_plan.py",
+            "tests/test_catalog.py",
+            "tests/test_init.py",
+            "tests/test_plugin_packages.py",
+            "tests/builtin/test_missing_sdk.py",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert " passed" in done.stdout

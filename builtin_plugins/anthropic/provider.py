@@ -12,7 +12,6 @@ Mapping:
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,7 @@ from grambot import (
     Usage,
 )
 from grambot.kit.checks import model_ids
+from grambot.kit.sdk import import_sdk
 from grambot.kit.sdk_errors import call_sdk, scrub
 
 if TYPE_CHECKING:
@@ -60,7 +60,9 @@ class AnthropicProvider:
         """Read the key and make the SDK client (no request is sent)."""
         self._key = self.api.secrets.require("apiKey")
         # ~1 s to import: do it off the event loop so other instances keep loading.
-        self._sdk = await asyncio.to_thread(importlib.import_module, "anthropic")
+        self._sdk = await asyncio.to_thread(
+            import_sdk, "anthropic", needed_by="the anthropic built-in"
+        )
         s = self.settings
         self._client = self._sdk.AsyncAnthropic(
             api_key=self._key,  # explicit: ANTHROPIC_API_KEY / profiles are never read

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import importlib
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from grambot import GeneratedImage, PluginApi, ServiceError
 from grambot.kit.checks import model_ids
 from grambot.kit.images import save, sniff
+from grambot.kit.sdk import import_sdk
 from grambot.kit.sdk_errors import call_sdk, scrub
 
 if TYPE_CHECKING:
@@ -47,7 +47,9 @@ class GptImageProvider:
     async def connect(self) -> None:
         """Read the key and make the SDK client (no request is sent)."""
         self._key = self.api.secrets.require("apiKey")
-        self._sdk = await asyncio.to_thread(importlib.import_module, "openai")
+        self._sdk = await asyncio.to_thread(
+            import_sdk, "openai", needed_by="the gpt-image built-in"
+        )
         s = self.settings
         client = self._sdk.AsyncOpenAI(
             api_key=self._key,

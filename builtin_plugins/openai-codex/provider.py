@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from grambot import InferenceRequest, InferenceResponse, PluginApi, ServiceError
 from grambot.kit.checks import model_ids
+from grambot.kit.sdk import import_sdk
 from grambot.kit.sdk_errors import call_sdk, scrub
 
 from .mapping import (
@@ -50,7 +50,9 @@ class OpenAIProvider:
     async def connect(self) -> None:
         """Read the key and make the SDK client (no request is sent)."""
         self._key = self.api.secrets.require("apiKey")
-        self._sdk = await asyncio.to_thread(importlib.import_module, "openai")
+        self._sdk = await asyncio.to_thread(
+            import_sdk, "openai", needed_by="the openai-codex built-in"
+        )
         s = self.settings
         client = self._sdk.AsyncOpenAI(
             api_key=self._key,  # explicit: OPENAI_API_KEY is never read

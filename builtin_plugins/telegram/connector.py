@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import datetime as dt
-import importlib
 import mimetypes
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,6 +25,7 @@ from grambot import (
     PluginApi,
     ServiceError,
 )
+from grambot.kit.sdk import import_sdk
 
 from .offsets import OffsetStore
 from .redact import TokenFilter, scrub
@@ -88,7 +88,7 @@ class TelegramConnector:
         self._filter.install()
         try:
             # The import takes a while: keep the event loop (other instances) running meanwhile.
-            await asyncio.to_thread(importlib.import_module, "telegram")
+            await asyncio.to_thread(import_sdk, "telegram", needed_by="the telegram built-in")
             _quiet_retry_after_deprecation()
             self._bot = self._make_bot(token)
             bot = self._bot
@@ -129,7 +129,7 @@ class TelegramConnector:
         """Read the token and make the Bot (no request is sent)."""
         token = self.api.secrets.require("botToken")
         self._token = token
-        await asyncio.to_thread(importlib.import_module, "telegram")
+        await asyncio.to_thread(import_sdk, "telegram", needed_by="the telegram built-in")
         _quiet_retry_after_deprecation()
         self._bot = self._make_bot(token)
 

@@ -15,7 +15,34 @@ from grambot.cli.common import (
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyCommands(click.Group):
+    """The commands of `_COMMANDS`, each imported when first asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = self.commands.get(cmd_name)
+        if command is None and cmd_name in _COMMANDS:
+            import importlib
+
+            module, attribute = _COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(module), attribute)
+            self.add_command(command, cmd_name)
+        return command
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = click.utils.make_str(args[0]) if args else ""
+        if args and self.get_command(ctx, name) is None and not name.startswith("-"):
+            from grambot.suggest import did_you_mean
+
+            ctx.fail(f"no command {name!r}{did_you_mean(name, self.list_commands(ctx))}")
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=_LazyCommands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="grambot")
 def main() -> None:
     """grambot: a chat-bot engine whose plugins are instances in .scout/settings.json."""
@@ -68,6 +95,7 @@ def run(
     from grambot.logs import install_exception_hooks
     from grambot.runtime import run as run_engine
 
+    _require_workspace(workspace)  # issue 14: say how to make one
     setup_logging(log_level, log_format)
     install_exception_hooks()  # stderr is the log: an uncaught traceback is a record too
     log = logging.getLogger("grambot.run")
@@ -102,43 +130,38 @@ def run(
     os._exit(code)
 
 
-def _add_commands() -> None:
-    from grambot.cli.agent import agent_command
-    from grambot.cli.completion import completion_command
-    from grambot.cli.control import reload_command, retry_command
-    from grambot.cli.hooks import check_command, migrate_command
-    from grambot.cli.manage import (
-        disable_command,
-        enable_command,
-        new_command,
-        plugins_command,
-        remove_command,
-        validate_command,
+def _require_workspace(workspace: Path) -> None:
+    """`grambot run` where there is no workspace: say how to make one, start nothing."""
+    from grambot.cli.common import fail
+
+    if (workspace / ".scout" / "settings.json").exists() or (workspace / ".scout").is_dir():
+        return  # a workspace (a missing settings.json in .scout/ is waited for, as while running)
+    where = "" if workspace.resolve() == Path.cwd().resolve() else f" {workspace}"
+    fail(
+        f"grambot run: {workspace.resolve()} is not a grambot workspace (no .scout/settings.json)."
+        f"\nmake one with `grambot init{where}` (a terminal chat with an offline model), then "
+        f"`grambot run{' -w' + where if where else ''}`; or point at one with --workspace DIR"
     )
-    from grambot.cli.run_plugin import run_plugin_command
-    from grambot.cli.secrets import secrets_group
-    from grambot.cli.state import backup_command
-    from grambot.cli.status import status_command
-
-    for command in (
-        status_command,
-        plugins_command,
-        enable_command,
-        disable_command,
-        remove_command,
-        validate_command,
-        new_command,
-        secrets_group,
-        agent_command,
-        run_plugin_command,
-        retry_command,
-        reload_command,
-        check_command,
-        migrate_command,
-        backup_command,
-        completion_command,
-    ):
-        main.add_command(command)
 
 
-_add_commands()
+# Every command but `run` lives in a module of its own, imported only when that command runs
+# (or when --help lists them all): `grambot plugins` does not pay for `grambot status`.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("grambot.cli.init", "init_command"),
+    "status": ("grambot.cli.status", "status_command"),
+    "plugins": ("grambot.cli.plugins", "plugins_command"),
+    "enable": ("grambot.cli.manage", "enable_command"),
+    "disable": ("grambot.cli.manage", "disable_command"),
+    "remove": ("grambot.cli.manage", "remove_command"),
+    "validate": ("grambot.cli.manage", "validate_command"),
+    "new": ("grambot.cli.manage", "new_command"),
+    "secrets": ("grambot.cli.secrets", "secrets_group"),
+    "agent": ("grambot.cli.agent", "agent_command"),
+    "run-plugin": ("grambot.cli.run_plugin", "run_plugin_command"),
+    "retry": ("grambot.cli.control", "retry_command"),
+    "reload": ("grambot.cli.control", "reload_command"),
+    "check": ("grambot.cli.hooks", "check_command"),
+    "migrate": ("grambot.cli.hooks", "migrate_command"),
+    "backup": ("grambot.cli.state", "backup_command"),
+    "completion": ("grambot.cli.completion", "completion_command"),
+}

@@ -1,4 +1,4 @@
-"""Management commands: plugins, enable, disable, remove, validate, new.
+"""Management commands: enable, disable, remove, validate, new (`plugins`: grambot.cli.plugins).
 
 They edit `.scout/settings.json` through `grambot.settings_edit` (file lock, atomic write, key
 order kept, validated first), so they are safe while `grambot run` follows the file: the engine
@@ -7,7 +7,6 @@ applies each edit within a moment. Heavy imports stay inside the commands.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,71 +52,6 @@ def _descriptor(catalog: PluginCatalog, plugin_id: str) -> PluginDescriptor:
         known = ", ".join(catalog.ids()) or "none"
         fail(f"no plugin with id {plugin_id!r}; available plugins: {known} (see `grambot plugins`)")
     return descriptor
-
-
-# -- plugins -----------------------------------------------------------------------------------
-
-
-@click.command("plugins")
-@workspace_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-@logging_options("warning")
-def plugins_command(workspace: Path, as_json: bool, log_level: str, log_format: str) -> None:
-    """List the available plugins with their descriptions and settings fields."""
-    from grambot.plugin_info import PluginUnreadable, describe_fields, read_plugin
-
-    setup_logging(log_level, log_format)
-    catalog = _catalog(_settings(workspace))
-    listing: list[dict[str, Any]] = []
-    for descriptor in catalog.descriptors():
-        item: dict[str, Any] = {
-            "id": descriptor.id,
-            "name": descriptor.name,
-            "description": descriptor.description,
-            "source": descriptor.source,
-            "folder": str(descriptor.folder),
-            "version": descriptor.version,
-        }
-        try:
-            definition = read_plugin(descriptor)
-        except PluginUnreadable as exc:
-            item["error"] = str(exc)
-            item["settings"] = []
-        else:
-            item["settings"] = [f.to_dict() for f in describe_fields(definition.settings_schema)]
-            item["onboarding"] = definition.onboarding is not None
-        listing.append(item)
-    if as_json:
-        click.echo(
-            json.dumps(
-                {"plugins": listing, "problems": [str(p) for p in catalog.problems]}, indent=2
-            )
-        )
-        return
-    if not listing:
-        click.echo("no plugins found (built-ins, pluginDirs and entry points are searched)")
-    for item in listing:
-        version = f" {item['version']}" if item.get("version") else ""
-        click.echo(
-            click.style(f"{item['id']}{version}", bold=True) + f"  {item['name']}"
-            f"  ({item['source']}: {item['folder']})"
-        )
-        if item["description"]:
-            click.echo(f"    {item['description']}")
-        if "error" in item:
-            click.echo(f"    cannot read the plugin: {item['error']}")
-        elif not item["settings"]:
-            click.echo("    settings: none")
-        else:
-            click.echo("    settings:")
-            for field in item["settings"]:
-                default = " (required)" if field["required"] else f" = {field['default']}"
-                click.echo(f"      {field['name']}: {field['type']}{default}")
-                if field["description"]:
-                    click.echo(f"          {field['description']}")
-        click.echo()
-    for problem in catalog.problems:
-        click.echo(f"problem: {problem}", err=True)
 
 
 # -- enable / disable / remove -----------------------------------------------------------------
@@ -330,6 +264,17 @@ def enable_command(
         f"{what} instance {instance_id!r} (plugin {plugin_id!r}) in "
         f"{settings.path}" + (f"; stored secrets: {', '.join(sorted(secrets))}" if secrets else "")
     )
+    _note_missing_sdk(plugin_id, catalog)
+
+
+def _note_missing_sdk(plugin_id: str, catalog: PluginCatalog) -> None:
+    """A built-in whose SDK is not installed fails to load until it is (issue 14)."""
+    from grambot.kit.sdk import missing_sdk
+
+    descriptor = catalog.get(plugin_id)
+    install = missing_sdk(plugin_id) if descriptor and descriptor.source == "builtin" else None
+    if install is not None:
+        click.echo(f"note: {plugin_id} needs its SDK, which is not installed: {install}", err=True)
 
 
 def _onboard(
@@ -506,7 +451,8 @@ def _validate(settings: EngineSettings) -> list[str]:
     problems: list[Problem] = list(settings.problems)
     problems += secrets_config(settings.raw, settings.path)[1]
     for directory in settings.plugin_dirs:
-        if not directory.exists():
+        # the default plugins/ may be absent (nothing to load from it yet): issue 14
+        if not directory.exists() and directory != settings.workspace / "plugins":
             from grambot.errors import Problem as P
 
             problems.append(P(settings.path, "pluginDirs", f"folder {directory} does not exist"))
@@ -525,15 +471,36 @@ def _validate(settings: EngineSettings) -> list[str]:
 @click.option(
     "--kind",
     type=click.Choice(["connector", "inference", "tool", "image"]),
-    required=True,
+    default="tool",
+    show_default=True,
     help="What the plugin registers.",
 )
 @click.option("--name", help="Human-readable name (default: from the id).")
+@click.option(
+    "--package",
+    is_flag=True,
+    help="Write an installable package (./grambot-<id>/: pyproject, src/, tests/) instead of "
+    "a folder in the first pluginDir (docs/plugin-packages.md).",
+)
 @workspace_option
-def new_command(plugin_id: str, kind: str, name: str | None, workspace: Path) -> None:
-    """Create a working plugin folder (plugin.json, plugin.py, a test) in the first pluginDir."""
-    from grambot.scaffold import ScaffoldError, scaffold
+def new_command(
+    plugin_id: str, kind: str, name: str | None, package: bool, workspace: Path
+) -> None:
+    """Create a working plugin: a folder (plugin.json, plugin.py, a test) in the first
+    pluginDir, or with --package an installable package in the current folder."""
+    from grambot.scaffold import ScaffoldError, scaffold, scaffold_package
 
+    if package:
+        try:
+            root = scaffold_package(Path("."), plugin_id, kind, name=name)
+        except ScaffoldError as exc:
+            fail(str(exc))
+        click.echo(f"created {root}/ (pyproject.toml, src/, tests/, README.md)")
+        click.echo(
+            f"next: pip install -e {root}   # then: grambot plugins (lists {plugin_id}); "
+            f"python -m pytest {root}"
+        )
+        return
     settings = _settings(workspace)
     catalog = _catalog(settings)
     if plugin_id in catalog:

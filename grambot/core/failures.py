@@ -17,6 +17,8 @@ boundary where the engine called the plugin (see grambot.plugins.stages and .gua
     RegistrationConflict               registration-conflict   yes (at once when freed)
     grambot.NotReady                   not-ready               yes
     grambot.SetupError                 setup-error             no
+    grambot.MissingDependency, or an   missing-dependency      no (its reason names the
+      SDK of a built-in not installed                            `pip install` that fixes it)
     ServiceError(kind=k)               k (auth, network, ...)  its `retryable` (never auth)
     anything else in create/load/start create-error/...        yes
     IsolatedFailure (process isolation) its kind (crashed,      its `recoverable`
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 
 from grambot.errors import (
     IsolatedFailure,
+    MissingDependency,
     NotReady,
     PluginCrash,
     PluginNotFound,
@@ -136,9 +139,27 @@ def classify(exc: BaseException, stage: str, redact: Callable[[str], str]) -> Fa
         return Failure("registration-conflict", stage, message, True, details, conflict)
     if isinstance(exc, NotReady):
         return Failure("not-ready", stage, message, recoverable=True, details=details)
+    missing = missing_dependency(exc)  # (issue 14) before SetupError: it is one
+    if missing is not None:
+        return Failure("missing-dependency", stage, redact(str(missing)), False, details)
     if isinstance(exc, SetupError):
         return Failure("setup-error", stage, message, recoverable=False, details=details)
     if isinstance(exc, ServiceError):
         return Failure(exc.kind, stage, message, recoverable=exc.retryable, details=details)
     kind, recoverable = _STAGE_KINDS.get(stage, ("load-error", True))
     return Failure(kind, stage, message, recoverable=recoverable, details=details)
+
+
+def missing_dependency(exc: BaseException) -> MissingDependency | None:
+    """`exc` as a MissingDependency: one raised on purpose, or a ModuleNotFoundError for an
+    SDK that a grambot extra brings (`pip install 'grambot[openai]'`)."""
+    if isinstance(exc, MissingDependency):
+        return exc
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        from grambot.kit.sdk import install_hint
+
+        top = exc.name.partition(".")[0]
+        hint = install_hint(top)
+        if hint is not None:
+            return MissingDependency(top, hint)
+    return None

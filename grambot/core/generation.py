@@ -178,7 +178,7 @@ class Generation:
 
         def prepare() -> tuple[Plugin, Any, tuple[int, int] | None, Any]:
             module = self.namespace.import_entry(descriptor.entry_path)
-            definition = read_definition(module)
+            definition = read_definition(module, descriptor.attribute)
             del module
             settings, migrated = validated_settings(definition, config, progress)
             if not create or inspect.iscoroutinefunction(definition.create):

@@ -10,16 +10,22 @@ broken plugin never hides the others.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grambot
 from grambot.errors import CatalogError, DescriptorError, Problem
-from grambot.plugins.descriptor import DESCRIPTOR_NAME, PluginDescriptor, load_descriptor
+
+if TYPE_CHECKING:  # descriptor.py (pydantic) is imported when a plugin.json is first read
+    from grambot.plugins.descriptor import PluginDescriptor
+
+    DescriptorLoader = Callable[..., PluginDescriptor]
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginCatalog", "builtin_plugins_dir"]
 
 ENTRY_POINT_GROUP = "grambot.plugins"
+DESCRIPTOR_NAME = "plugin.json"  # = grambot.plugins.descriptor.DESCRIPTOR_NAME
 
 _SKIPPED_DIRS = frozenset({"__pycache__", "node_modules", ".venv", "venv"})
 MAX_FOLDER_DEPTH = 32  # levels of folders below a pluginDir searched for plugin.json
@@ -40,9 +46,12 @@ def builtin_plugins_dir() -> Path | None:
 class PluginCatalog:
     """Plugin descriptors by id, plus the problems met while discovering them."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, loader: DescriptorLoader | None = None) -> None:
         self._by_id: dict[str, PluginDescriptor] = {}
         self.problems: list[Problem] = []
+        self._loader = loader  # another way to read a plugin.json (grambot.plugin_list)
+        # plugin id -> source folder of its editable install (--reload-plugins watches it)
+        self.sources: dict[str, Path] = {}
 
     @classmethod
     def discover(
@@ -51,9 +60,11 @@ class PluginCatalog:
         builtin_dir: Path | None,
         plugin_dirs: Sequence[Path],
         entry_points: bool = True,
+        loader: DescriptorLoader | None = None,
     ) -> PluginCatalog:
-        """Collect built-ins, then each pluginDir in order, then entry-point plugins."""
-        catalog = cls()
+        """Collect built-ins, then each pluginDir in order, then entry-point plugins.
+        `loader`: reads a plugin.json instead of `load_descriptor` (same arguments)."""
+        catalog = cls(loader=loader)
         if builtin_dir is not None:
             catalog._scan_builtins(Path(builtin_dir))
         for directory in plugin_dirs:
@@ -107,8 +118,12 @@ class PluginCatalog:
     def _load_and_add(
         self, descriptor_path: Path, *, source: str, package_name: str | None = None
     ) -> None:
+        if self._loader is None:
+            from grambot.plugins.descriptor import load_descriptor
+
+            self._loader = load_descriptor
         try:
-            descriptor = load_descriptor(descriptor_path, source=source, package_name=package_name)
+            descriptor = self._loader(descriptor_path, source=source, package_name=package_name)
             self.add(descriptor)
         except (DescriptorError, CatalogError) as exc:
             self.problems.extend(exc.problems)
@@ -171,32 +186,22 @@ class PluginCatalog:
         return folders
 
     def _scan_entry_points(self) -> None:
-        import importlib.metadata
-        import importlib.util
+        """Installed distributions' plugins (grambot.plugins.packages: a package holding
+        plugin.json, or `module:object`); editable installs' source folders in `sources`."""
+        from grambot.plugins.packages import entry_point_plugins
 
-        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            where = (
-                f"entry point {entry_point.name!r} = {entry_point.value!r} ({ENTRY_POINT_GROUP})"
-            )
-            name = entry_point.value.strip()
-            if not name.isidentifier():
-                self.problems.append(
-                    Problem(None, "", f"{where}: must name a top-level package, like 'myplugin'")
+        for found in entry_point_plugins(self.problems):
+            before = set(self._by_id)
+            if found.descriptor_path is not None:
+                self._load_and_add(
+                    found.descriptor_path, source="entry-point", package_name=found.package_name
                 )
-                continue
-            try:
-                spec = importlib.util.find_spec(name)
-            except (ImportError, ValueError) as exc:
-                self.problems.append(Problem(None, "", f"{where}: cannot be located: {exc}"))
-                continue
-            locations = list(spec.submodule_search_locations or []) if spec is not None else []
-            if not locations:
-                found = "is not installed" if spec is None else "is a module, not a package"
-                self.problems.append(Problem(None, "", f"{where}: package {name!r} {found}"))
-                continue
-            descriptor_path = Path(locations[0]) / DESCRIPTOR_NAME
-            if not descriptor_path.is_file():
-                message = f"{where}: package {name!r} has no {DESCRIPTOR_NAME} in {locations[0]}"
-                self.problems.append(Problem(descriptor_path, "", message))
-                continue
-            self._load_and_add(descriptor_path, source="entry-point", package_name=name)
+            else:
+                try:
+                    self.add(found.descriptor)  # type: ignore[arg-type]  # a PluginDescriptor
+                except CatalogError as exc:
+                    self.problems.extend(exc.problems)
+                    continue
+            if found.source is not None:
+                for plugin_id in set(self._by_id) - before:
+                    self.sources[plugin_id] = found.source

@@ -48,8 +48,20 @@ class DefinitionError(Exception):
     """The entry module does not expose a usable plugin (message says what is missing)."""
 
 
-def read_definition(module: ModuleType) -> Plugin:
-    source = getattr(module, "plugin", module)
+def read_definition(module: ModuleType, attribute: str = "plugin") -> Plugin:
+    """The plugin the entry module defines: its `plugin` (or the module itself, when it has
+    none), or the object named by a `module:object` entry point (`attribute`)."""
+    if attribute == "plugin":
+        source = getattr(module, "plugin", module)
+    else:
+        source = module
+        for name in attribute.split("."):
+            if not hasattr(source, name):
+                raise DefinitionError(
+                    f"{module.__file__}: has no `{attribute}`, which its entry point names "
+                    "as the plugin"
+                )
+            source = getattr(source, name)
     create = getattr(source, "create", None)
     if not callable(create) and callable(getattr(source, "execute", None)):
         # An execute-style (Summit) plugin: its instances are tools named after them.

@@ -98,6 +98,7 @@ class PluginDescriptor:
     descriptor_path: Path
     source: str
     package_name: str | None = None
+    attribute: str = "plugin"  # the entry module's object that is the plugin (issue 14)
     version: str | None = None
     timeout_ms: int | None = None
     allowed_env: tuple[str, ...] = ()

@@ -103,3 +103,55 @@ def test_completion_scripts_and_ids(tmp_path: Path) -> None:
     (workspace / ".scout" / "settings.json").unlink()
     os.mkfifo(workspace / ".scout" / "settings.json")  # never read: a Tab must not hang
     assert _complete(workspace, "grambot retry ") == []
+
+
+def _cli(workspace: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, [*args, "-w", str(workspace)])
+    return result.exit_code, result.output
+
+
+def _entries(workspace: Path) -> dict[str, dict[str, object]]:
+    data = json.loads((workspace / ".scout" / "settings.json").read_text())
+    return {e["instanceId"]: e for e in data["plugins"]}
+
+
+def test_enable_takes_an_instance_id_and_unsets_settings(tmp_path: Path) -> None:
+    workspace = workspace_with(
+        tmp_path, [entry("tally", "probe", enabled=False, tool_name="t", sync_stages=True)]
+    )
+    code, output = _cli(workspace, "enable", "tally", "--unset", "tool_name", "--no-input")
+    assert code == 0, output
+    assert _entries(workspace)["tally"] == {
+        "instanceId": "tally",
+        "pluginId": "probe",
+        "enabled": True,
+        "settings": {"sync_stages": True},
+    }
+    code, output = _cli(workspace, "enable", "tally", "--unset", "sync_stage", "--no-input")
+    assert code == 1 and "did you mean 'sync_stages'?" in output, output
+
+
+def test_unknown_ids_and_commands_get_a_suggestion(tmp_path: Path) -> None:
+    workspace = workspace_with(tmp_path, [entry("tally", "counter")])
+    code, output = _cli(workspace, "disable", "taly")
+    assert code == 1 and "did you mean 'tally'?" in output, output
+    code, output = _cli(workspace, "enable", "countre", "--no-input")
+    assert code == 1 and "did you mean 'counter'?" in output, output
+    result = CliRunner().invoke(main, ["statsu"])
+    assert result.exit_code == 2 and "did you mean 'status'?" in result.output, result.output
+
+
+def test_validate_json_reports_problems_and_unknown_settings_keys(tmp_path: Path) -> None:
+    # probe's schema ignores extra keys: a misspelt one would silently do nothing
+    workspace = workspace_with(tmp_path, [entry("p", tool_nmae="lookup")])
+    code, output = _cli(workspace, "validate", "--json")
+    assert code == 0, output
+    report = json.loads(output)
+    assert report["ok"] is True and report["problems"] == []
+    assert any("tool_nmae" in w and "did you mean 'tool_name'?" in w for w in report["warnings"])
+
+    (workspace / ".scout" / "settings.json").write_text('{"plugins": [{"instanceId": 1}]}')
+    code, output = _cli(workspace, "validate", "--json")
+    assert code == 1
+    report = json.loads(output)
+    assert report["ok"] is False and any("instanceId" in p for p in report["problems"])

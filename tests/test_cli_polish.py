@@ -155,3 +155,17 @@ def test_validate_json_reports_problems_and_unknown_settings_keys(tmp_path: Path
     assert code == 1
     report = json.loads(output)
     assert report["ok"] is False and any("instanceId" in p for p in report["problems"])
+
+
+def test_a_settings_key_the_plugin_ignores_shows_in_status_and_the_log(tmp_path: Path) -> None:
+    workspace = workspace_with(tmp_path, [entry("p", tool_nmae="lookup")])
+    engine = EngineProcess(workspace)
+    try:
+        engine.wait_ready()
+        status = wait_until(lambda: engine.status(), 20, "status.json")
+        (instance,) = status["instances"]
+        assert instance["state"] == "loaded"
+        assert instance["ignoredSettings"] == ["tool_nmae"]
+        engine.wait_for_log("instance p: plugin probe has no setting 'tool_nmae': ignored")
+    finally:
+        assert engine.stop() == 0, engine.output

@@ -421,6 +421,7 @@ def test_status_json_matches_the_schema(tmp_path: Path) -> None:
             "stalls",
             "migrated",
             "settingsDigest",
+            "ignoredSettings",
             "isolation",
         }
         by_id = {i["instanceId"]: i for i in status["instances"]}

@@ -516,9 +516,10 @@ def _validate(settings: EngineSettings) -> tuple[list[str], list[str]]:
 
 
 def _unknown_settings_keys(settings: EngineSettings, catalog: PluginCatalog) -> list[str]:
-    """Keys of an entry's settings its plugin's schema does not know and would ignore (a
-    schema that forbids extras reports them as problems already)."""
+    """Keys of an enabled entry's settings its plugin's schema does not know and would ignore
+    (a schema that forbids extra keys reports them as problems already)."""
     from grambot.plugin_info import PluginUnreadable, read_plugin
+    from grambot.plugins.definition import ignored_keys
     from grambot.suggest import did_you_mean
 
     warnings = []
@@ -530,17 +531,13 @@ def _unknown_settings_keys(settings: EngineSettings, catalog: PluginCatalog) -> 
             schema = read_plugin(descriptor).settings_schema
         except PluginUnreadable:
             continue  # reported as a problem of the plugin
-        if schema is None or schema.model_config.get("extra") == "forbid":
-            continue
-        known = {name for name in schema.model_fields}
-        known |= {f.alias for f in schema.model_fields.values() if f.alias}
-        for key in config.settings:
-            if key not in known:
-                warnings.append(
-                    f"{settings.path}: plugins[{index}].settings.{key}: instance "
-                    f"{config.instance_id!r}: plugin {config.plugin_id!r} has no setting "
-                    f"{key!r}; it is ignored{did_you_mean(key, known)}"
-                )
+        known = list(schema.model_fields) if schema is not None else []
+        for key in ignored_keys(schema, config.settings):
+            warnings.append(
+                f"{settings.path}: plugins[{index}].settings.{key}: instance "
+                f"{config.instance_id!r}: plugin {config.plugin_id!r} has no setting "
+                f"{key!r}; it is ignored{did_you_mean(key, known)}"
+            )
     return warnings
 
 

@@ -31,6 +31,7 @@ from grambot.plugins.catalog import PluginCatalog
 from grambot.plugins.context import CacheBackend, PluginRuntime, cache_namespace
 from grambot.plugins.definition import (
     Plugin,
+    ignored_keys,
     migrate_settings,
     read_definition,
     validate_settings,
@@ -159,6 +160,7 @@ class Generation:
         self.runtime: PluginRuntime | None = None  # its http client closes on unload
         self.started: list[Any] = []  # connectors started, in order
         self.durable: DurableHandles | None = None  # its api.store/inbox/schedule
+        self.ignored: tuple[str, ...] = ()  # settings keys its schema drops (misspelt, likely)
 
     @property
     def instance_id(self) -> str:
@@ -181,6 +183,8 @@ class Generation:
             definition = read_definition(module, descriptor.attribute)
             del module
             settings, migrated = validated_settings(definition, config, progress)
+            if migrated is None:  # keys a migration renamed are the migration's business
+                self.ignored = tuple(ignored_keys(definition.settings_schema, config.settings))
             if not create or inspect.iscoroutinefunction(definition.create):
                 return definition, settings, migrated, NOT_CREATED
             progress.stage = "create"

@@ -143,6 +143,7 @@ class Instance:
             "stalls": self.stalls,
             "migrated": _migrated(generation),
             "settingsDigest": settings_digest(self.config),
+            "ignoredSettings": list(generation.ignored) if generation is not None else [],
             "isolation": self._isolation_status(),
         }
 
@@ -273,6 +274,14 @@ class Instance:
             f" after {retries} retries" if retries else "",
             extra=self._fields("instance.loaded", attempt=retries or None),
         )
+        if generation.ignored:
+            logger.warning(
+                "instance %s: plugin %s has no setting %s: ignored (misspelt?)",
+                self.instance_id,
+                self.plugin_id,
+                ", ".join(repr(key) for key in generation.ignored),
+                extra=self._fields("instance.settings-ignored"),
+            )
         return True
 
     async def start(self) -> None:

@@ -16,7 +16,7 @@ from tests.runproc import workspace_with
 class Terminal:
     """`grambot ARGS` with a pseudo-terminal as stdin/stdout/stderr."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.master, slave = os.openpty()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "grambot", *args],
@@ -24,7 +24,7 @@ class Terminal:
             stdout=slave,
             stderr=slave,
             start_new_session=True,
-            env={**os.environ, "TERM": "dumb"},
+            env={**os.environ, "TERM": "dumb", **(env or {})},
         )
         os.close(slave)
         self.seen = ""
@@ -87,6 +87,28 @@ def test_enable_on_a_terminal_runs_onboarding_and_stores_the_secret(tmp_path: Pa
     ]
     secrets = json.loads((ws / ".scout" / "secrets.json").read_text())
     assert secrets == {"ob": {"token": "tok-hidden-42"}}
+
+
+def test_onboarding_does_not_ask_for_a_secret_the_environment_provides(tmp_path: Path) -> None:
+    ws = workspace_with(tmp_path, [])
+    term = Terminal(
+        "enable",
+        "onboarded",
+        "--instance",
+        "ob",
+        "-w",
+        str(ws),
+        env={"GRAMBOT_SECRET__ob__token": "tok-from-env-77"},
+    )
+    term.expect("token: set by GRAMBOT_SECRET__ob__token; not asked")
+    term.expect("Chat id:")
+    term.send("12345")
+    code = term.finish()
+    assert code == 0, term.seen
+    assert "tok-from-env-77" not in term.seen
+    assert not (ws / ".scout" / "secrets.json").exists()  # never copied into the store
+    data = json.loads((ws / ".scout" / "settings.json").read_text())
+    assert data["plugins"][0]["settings"] == {"chat": "12345"}
 
 
 def test_set_values_win_over_onboarding_answers(tmp_path: Path) -> None:

@@ -23,6 +23,8 @@ from grambot.cli.common import (
 from grambot.cli.completion import instance_ids, plugin_ids
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from grambot.errors import Problem
     from grambot.plugins.catalog import PluginCatalog
     from grambot.plugins.definition import Plugin
@@ -241,6 +243,7 @@ def enable_command(
     interactive = not no_input and sys.stdin.isatty()
     if interactive:
         onboarded, secrets = _onboard(
+            workspace,
             definition,
             plugin_id,
             instance_id,
@@ -299,7 +302,11 @@ def _note_missing_sdk(plugin_id: str, catalog: PluginCatalog) -> None:
 
 
 def _onboard(
-    definition: Plugin, plugin_id: str, instance_id: str, current: dict[str, Any]
+    workspace: Path,
+    definition: Plugin,
+    plugin_id: str,
+    instance_id: str,
+    current: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, str]]:
     import asyncio
     import inspect
@@ -308,7 +315,7 @@ def _onboard(
 
     if definition.onboarding is None:
         return {}, {}
-    prompt = TerminalPrompt(instance_id, plugin_id, current)
+    prompt = TerminalPrompt(instance_id, plugin_id, current, _provided_secrets(instance_id))
     try:
         result = definition.onboarding(prompt)
         if inspect.isawaitable(result):
@@ -328,6 +335,20 @@ def _onboard(
             f"not {type(result).__name__}"
         )
     return result, prompt.secrets
+
+
+def _provided_secrets(instance_id: str) -> Callable[[str], tuple[str, str] | None]:
+    """key -> (value, where) of the secrets GRAMBOT_SECRET__ variables or GRAMBOT_SECRETS_DIR
+    give `instance_id` (onboarding asks for none of them: they cannot be stored)."""
+    from grambot.secret_sources import ExternalSecrets
+
+    external = ExternalSecrets()
+
+    def provided(key: str) -> tuple[str, str] | None:
+        found = external.lookup(instance_id, key)
+        return (found[0], found[1].where) if found is not None else None
+
+    return provided
 
 
 async def _awaited(awaitable: Any) -> Any:

@@ -153,7 +153,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "enable": ("grambot.cli.manage", "enable_command"),
     "disable": ("grambot.cli.manage", "disable_command"),
     "remove": ("grambot.cli.manage", "remove_command"),
-    "validate": ("grambot.cli.manage", "validate_command"),
+    "validate": ("grambot.cli.validate", "validate_command"),
     "new": ("grambot.cli.manage", "new_command"),
     "secrets": ("grambot.cli.secrets", "secrets_group"),
     "agent": ("grambot.cli.agent", "agent_command"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -30,6 +31,24 @@ class _LazyCommands(click.Group):
             command = getattr(importlib.import_module(module), attribute)
             self.add_command(command, cmd_name)
         return command
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """click's main, but its own errors (bad arguments, exit 2) carry grambot's one error
+        prefix (`error: `) like every other error a command prints."""
+        from grambot.cli.common import ERROR_PREFIX
+
+        try:
+            return super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.exceptions.Abort:
+            click.echo("\naborted", err=True)
+            sys.exit(1)
+        except click.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            if isinstance(exc, click.UsageError) and ctx is not None:
+                click.echo(ctx.get_usage(), err=True)
+                click.echo(f"Try '{ctx.command_path} --help' for help.\n", err=True)
+            click.echo(ERROR_PREFIX + exc.format_message(), err=True)
+            sys.exit(exc.exit_code)
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]

@@ -138,3 +138,23 @@ def test_a_secret_set_for_a_failed_instance_retries_it_at_once(tmp_path: Path) -
         wait_until(lambda: calls.read_text().split().count("load") == 2, what="h tried again")
     finally:
         assert engine.stop() == 0, engine.output
+
+
+def test_a_missing_secret_waits_for_the_secret_not_for_time() -> None:
+    """Waiting cannot bring a secret: `failed` with the kind missing-secret (no traceback: the
+    message says the command), retried at once when the secret is set."""
+    from grambot.core.failures import classify
+    from grambot.errors import MissingSecret, SecretsError
+    from grambot.secrets import InstanceSecrets
+
+    class Empty:
+        def get(self, instance_id: str, key: str) -> None:
+            return None
+
+    with pytest.raises(SecretsError) as raised:
+        InstanceSecrets(Empty(), "tg").require("botToken")  # type: ignore[arg-type]
+    assert isinstance(raised.value, MissingSecret)
+    failure = classify(raised.value, "load", lambda text: text)
+    assert failure.kind == "missing-secret" and failure.recoverable is False
+    assert "grambot secrets set tg botToken" in failure.message
+    assert failure.details == ""

@@ -145,7 +145,8 @@ CONSOLE = {
     "!vault_tool open": "bot> tool result: tool 'vault_tool' failed (RuntimeError)",
     "hello": "bot> ok: hello",
 }
-RETRIED = ("s-create", "s-load", "s-missing")  # recoverable failures: retried with backoff
+RETRIED = ("s-create", "s-load")  # recoverable failures: retried with backoff
+# a missing secret waits for `grambot secrets set` (which retries it at once), not for time
 MIN_ATTEMPT = 3  # wait until retries 1 and 2 failed (and were logged) too
 
 
@@ -179,6 +180,7 @@ def _settled(engine: EngineProcess) -> bool:
     return (
         all(by_id.get(i, {}).get("state") == "loaded" for i in loaded)
         and by_id.get("s-ghost", {}).get("state") == "failed"
+        and by_id.get("s-missing", {}).get("reason") == "missing-secret"
         and all(
             by_id.get(i, {}).get("state") == "retrying"
             and by_id[i].get("attempt", 0) >= MIN_ATTEMPT

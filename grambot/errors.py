@@ -20,6 +20,7 @@
     ├── IsolatedFailure          a process-isolated instance failed, with its reason (crashed,
     │                            killed, memory-limit, unresponsive, sandbox-unavailable, ...)
     ├── SecretsError             the secrets store cannot be read or written
+    │   └── MissingSecret        a required secret is not set
     ├── AccessDenied             a plugin asked for an env variable or a vault path its
     │                            manifest does not allow
     ├── UnsafeFile               a file grambot reads is not a regular file (a FIFO, a device,
@@ -221,6 +222,11 @@ class IsolatedFailure(GrambotError):
 
 class SecretsError(GrambotError):
     """The secrets store cannot be read or written."""
+
+
+class MissingSecret(SecretsError):
+    """An instance requires a secret nobody has set; the message says the command that sets
+    it. Waiting does not help: `failed` (kind `missing-secret`) until the secret is set."""
 
 
 class AccessDenied(GrambotError):

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
-from grambot.errors import SecretsError, UnsafeFile
+from grambot.errors import MissingSecret, SecretsError, UnsafeFile
 from grambot.files import locked, read_regular
 from grambot.masking import MASK
 
@@ -211,7 +211,7 @@ class InstanceSecrets:
         value = self._store.get(self._instance_id, key)
         MASK.add([value])
         if value is None:
-            raise SecretsError(
+            raise MissingSecret(
                 f"instance {self._instance_id!r} needs the secret {key!r}: "
                 f"run `grambot secrets set {self._instance_id} {key}`"
             )

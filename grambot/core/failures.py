@@ -17,6 +17,7 @@ boundary where the engine called the plugin (see grambot.plugins.stages and .gua
     RegistrationConflict               registration-conflict   yes (at once when freed)
     grambot.NotReady                   not-ready               yes
     grambot.SetupError                 setup-error             no
+    MissingSecret (api.secrets.require) missing-secret          no (at once when it is set)
     grambot.MissingDependency, or an   missing-dependency      no (its reason names the
       SDK of a built-in not installed                            `pip install` that fixes it)
     ServiceError(kind=k)               k (auth, network, ...)  its `retryable` (never auth)
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from grambot.errors import (
     IsolatedFailure,
     MissingDependency,
+    MissingSecret,
     NotReady,
     PluginCrash,
     PluginNotFound,
@@ -139,9 +141,12 @@ def classify(exc: BaseException, stage: str, redact: Callable[[str], str]) -> Fa
         return Failure("registration-conflict", stage, message, True, details, conflict)
     if isinstance(exc, NotReady):
         return Failure("not-ready", stage, message, recoverable=True, details=details)
+    # What only the operator can fix, with the command in the message: no traceback.
     missing = missing_dependency(exc)  # (issue 14) before SetupError: it is one
     if missing is not None:
-        return Failure("missing-dependency", stage, redact(str(missing)), False, details)
+        return Failure("missing-dependency", stage, redact(str(missing)), False)
+    if isinstance(exc, MissingSecret):
+        return Failure("missing-secret", stage, message, recoverable=False)
     if isinstance(exc, SetupError):
         return Failure("setup-error", stage, message, recoverable=False, details=details)
     if isinstance(exc, ServiceError):

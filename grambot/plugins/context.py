@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
-from grambot.errors import AccessDenied, SecretsError
+from grambot.errors import AccessDenied, MissingSecret
 from grambot.masking import MASK
 from grambot.plugins.descriptor import PluginDescriptor
 from grambot.plugins.loader import instance_logger_name
@@ -276,7 +276,7 @@ class InstanceVault:
         value = self._store.get(owner, key)
         MASK.add([value])
         if value is None:
-            raise SecretsError(
+            raise MissingSecret(
                 f"{_who(self._descriptor, self._instance_id)} needs the secret {path!r}: "
                 f"run `grambot secrets set {owner} {key}`"
             )

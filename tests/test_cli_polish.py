@@ -169,3 +169,12 @@ def test_a_settings_key_the_plugin_ignores_shows_in_status_and_the_log(tmp_path:
         engine.wait_for_log("instance p: plugin probe has no setting 'tool_nmae': ignored")
     finally:
         assert engine.stop() == 0, engine.output
+
+
+def test_a_secret_for_a_misspelt_instance_gets_a_suggestion(tmp_path: Path) -> None:
+    workspace = workspace_with(tmp_path, [entry("anthropic", "probe")])
+    result = CliRunner().invoke(
+        main, ["secrets", "set", "anthropc", "apiKey", "-w", str(workspace)], input="k3y-value\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert "has no instance 'anthropc' (yet); did you mean 'anthropic'?" in result.output

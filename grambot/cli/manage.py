@@ -510,6 +510,8 @@ def new_command(
         fail(str(exc))
     test_name = f"test_{folder.name.replace('-', '_')}.py"
     click.echo(f"created {folder}/ (plugin.json, plugin.py, {test_name})")
-    click.echo(
-        f"next: grambot enable {plugin_id} -w {workspace}   # or test it: python -m pytest {folder}"
-    )
+    where = "" if workspace.resolve() == Path.cwd().resolve() else f" -w {workspace}"
+    click.echo(f"next: grambot enable {plugin_id}{where}")
+    if kind == "tool":
+        click.echo(f"      on the echo model, `!{plugin_id} hello` in `grambot run` calls it")
+    click.echo(f"test: python -m pytest {folder}   (pytest: pip install pytest)")

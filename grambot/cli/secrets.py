@@ -230,4 +230,11 @@ def _warn_unknown_instance(workspace: Path, instance_id: str) -> None:
     except SettingsError:
         return
     if settings.instance(instance_id) is None:
-        click.echo(f"note: settings.json has no instance {instance_id!r} (yet)", err=True)
+        from grambot.suggest import did_you_mean
+
+        ids = [c.instance_id for c in settings.instances]
+        click.echo(
+            f"warning: settings.json has no instance {instance_id!r} (yet)"
+            f"{did_you_mean(instance_id, ids)}",
+            err=True,
+        )

@@ -52,6 +52,13 @@ def test_agent_tools_are_checked_against_the_running_engine(tmp_path: Path) -> N
         code, output, agent = _agent(workspace, "--set", 'tools=["lookup", "image_generate"]')
         assert code == 0, output
         assert agent == {"tools": ["lookup", "image_generate"]}
+        # an instance that is loaded but registered no model is no inference provider
+        code, output, agent = _agent(workspace, "--set", "inference=p")
+        assert code == 1, output
+        assert "agent.inference: instance 'p' (plugin 'probe') is not an inference provider" in (
+            output
+        )
+        assert "inference" not in agent
     finally:
         assert engine.stop() == 0, engine.output
 

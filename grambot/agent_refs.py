@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from grambot.suggest import did_you_mean
 
@@ -24,18 +25,41 @@ class ToolCheck:
     warnings: list[str] = field(default_factory=list)
 
 
-def check_tools(workspace: Path, tools: Iterable[str], where: str = "agent.tools") -> ToolCheck:
+def _running_instances(workspace: Path) -> list[dict[str, Any]] | None:
+    """The instances of the engine running in `workspace` (its status.json), or None."""
     from grambot.lock import engine_running
     from grambot.status import read_status
 
-    result = ToolCheck()
-    names = list(tools)
-    if not names or not engine_running(workspace):
-        return result
+    if not engine_running(workspace):
+        return None
     status = read_status(workspace / ".scout")
     if status is None:
+        return None
+    return [i for i in status.get("instances", []) if isinstance(i, dict)]
+
+
+def check_provider(workspace: Path, key: str, instance_id: str, kind: str) -> ToolCheck:
+    """`agent.<key>` names `instance_id`: when the running engine has it loaded, it must have
+    registered a `kind` (inference, images) under that id."""
+    result = ToolCheck()
+    for instance in _running_instances(workspace) or []:
+        if instance.get("instanceId") == instance_id and instance.get("state") == "loaded":
+            registered = (instance.get("registrations") or {}).get(kind) or []
+            if instance_id not in registered:
+                what = "an inference provider" if kind == "inference" else "an image provider"
+                result.errors.append(
+                    f"agent.{key}: instance {instance_id!r} (plugin "
+                    f"{instance.get('pluginId')!r}) is not {what}"
+                )
+    return result
+
+
+def check_tools(workspace: Path, tools: Iterable[str], where: str = "agent.tools") -> ToolCheck:
+    result = ToolCheck()
+    names = list(tools)
+    instances = _running_instances(workspace) if names else None
+    if instances is None:
         return result
-    instances = [i for i in status.get("instances", []) if isinstance(i, dict)]
     known = set(BOT_TOOLS)
     for instance in instances:
         known.update((instance.get("registrations") or {}).get("tools") or [])

@@ -30,7 +30,7 @@ from grambot.cli.common import workspace_option
 def agent_command(assignments: tuple[str, ...], removals: tuple[str, ...], workspace: Path) -> None:
     """Show the bot's agent settings, or change them with --set / --unset (validated before
     writing: instance references must name entries, tool names tools of the running engine)."""
-    from grambot.agent_refs import check_tools
+    from grambot.agent_refs import check_provider, check_tools
     from grambot.cli.manage import _edit
     from grambot.settings import parse_agent
     from grambot.settings_edit import EditRefused, SettingsEdit, merge, parse_assignments, unset
@@ -53,6 +53,10 @@ def agent_command(assignments: tuple[str, ...], removals: tuple[str, ...], works
                 messages += tools.errors
                 for warning in tools.warnings:
                     click.echo(f"warning: {warning}", err=True)
+            for key, kind in (("inference", "inference"), ("imageProvider", "images")):
+                named = merged.get(key)
+                if key in update and isinstance(named, str):
+                    messages += check_provider(workspace.resolve(), key, named, kind).errors
             if messages:
                 lines = "\n".join(messages)
                 raise EditRefused(f"refused, nothing written:\n{lines}")

@@ -185,3 +185,17 @@ def test_a_secret_for_a_misspelt_instance_gets_a_suggestion(tmp_path: Path) -> N
     )
     assert result.exit_code == 0, result.output
     assert "has no instance 'anthropc' (yet); did you mean 'anthropic'?" in result.output
+
+
+def test_an_agent_model_that_is_not_a_model_is_named_so_in_the_apology(tmp_path: Path) -> None:
+    workspace = workspace_with(
+        tmp_path,
+        [entry("console", "console"), entry("echo", "echo")],
+        agent={"inference": "console"},
+    )
+    engine = EngineProcess(workspace, stdin_text="hi\n")
+    try:
+        engine.wait_for_log("bot> Sorry")
+        assert "'console' is not an inference provider" in engine.output, engine.output
+    finally:
+        engine.stop()

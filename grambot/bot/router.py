@@ -457,6 +457,9 @@ class Bot:
         if agent.inference is not None:
             provider = registry.get(agent.inference)
             if provider is None:
+                registries = (self.registries.connectors, self.registries.tools)
+                if any(r.keys_of(agent.inference) for r in (*registries, self.registries.images)):
+                    raise TurnFailed(f"'{agent.inference}' is not an inference provider.")
                 raise TurnFailed(f"the inference provider '{agent.inference}' is not loaded.")
             return agent.inference, provider
         for key, provider in registry.items():

@@ -144,8 +144,10 @@ async def test_messages_from_strangers_are_ignored_and_logged(
     # an ignored update is handled too: the position moved past all three
     # (the file appears once the batch is in the inbox: a missing one is not a failure yet)
     await harness.wait_for(
-        lambda: state_file(harness).exists()
-        and json.loads(state_file(harness).read_text())["lastUpdateId"] == last
+        lambda: (
+            state_file(harness).exists()
+            and json.loads(state_file(harness).read_text())["lastUpdateId"] == last
+        )
     )
 
 

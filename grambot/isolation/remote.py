@@ -111,6 +111,7 @@ class ProcessGeneration(Generation):
         self.definition = None
         self.settings = None
         self.migrated = None
+        self.ignored: tuple[str, ...] = ()  # settings keys its schema drops: the child's to say
         self.api = None
         self.events = InstanceEvents(services.events, config.plugin_id, instance_id)
         self.plugin_object = NOT_CREATED

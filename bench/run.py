@@ -22,7 +22,7 @@ from typing import Any
 from bench.common import BENCH_DIR, Result
 
 # run order: the cheap and the subprocess-heavy ones first, then the long in-process ones
-BENCHMARKS = ("events", "stages", "scale", "edit", "startup", "cycles", "state")
+BENCHMARKS = ("events", "stages", "isolation", "scale", "edit", "startup", "cycles", "state")
 FIELDS = ("name", "value", "baseline", "ratio", "target", "unit", "meets")
 
 

@@ -1,3 +1,3 @@
 from grambot.cli import main
 
-main()
+main(prog_name="grambot")

@@ -20,6 +20,7 @@ from grambot.bot import Bot
 from grambot.core.instance import Instance, InstanceState, Services, iso
 from grambot.core.manager import PluginManager
 from grambot.errors import SettingsError
+from grambot.isolation.backend import ProcessIsolation
 from grambot.masking import MASK
 from grambot.plugins.catalog import PluginCatalog, builtin_plugins_dir
 from grambot.plugins.context import MemoryCache
@@ -41,6 +42,7 @@ from grambot.settings import (
     load_settings,
 )
 from grambot.storage import STATE_FILE, SqliteState
+from grambot.storage.retention import Retention
 
 if TYPE_CHECKING:
     from grambot.core.check import CheckResult
@@ -92,6 +94,8 @@ class Engine:
         self.timeout_overrides: dict[str, int] = {}
         self.ignored_edit: IgnoredEdit | None = None
         self._stop_handlers: list[Callable[[str], None]] = []
+        # `"isolation": "process"` instances run in children of one zygote (docs/isolation.md)
+        self.isolation = ProcessIsolation()
         self.manager = PluginManager(
             Services(
                 catalog=self.catalog,
@@ -102,11 +106,19 @@ class Engine:
                 data_root=self.scout_dir / "plugins",
                 timeout_overrides=self.timeout_overrides,
                 request_stop=self._plugin_requests_stop,
+                isolation=self.isolation,
             )
         )
         # Durable state (issue 16, docs/state.md): .scout/state.db, opened on first use.
         self.state = SqliteState(self.scout_dir / STATE_FILE)
         self.scheduler = Scheduler(self.state.schedule)
+        # what is kept only for a while (agent.historyDays, done inbox entries, TTLs) goes hourly
+        self.retention = Retention(
+            self.state.conversations,
+            self.state.inbox,
+            self.state.kv,
+            lambda: self.settings.agent.history_days,
+        )
         # The bot answers what connectors put in the inbox (and `connector.message` events)
         # with the last valid `agent` block.
         self.bot = Bot(
@@ -118,6 +130,7 @@ class Engine:
             on_change=lambda: self.manager.services.on_change(),
         )
         self.bot.scheduler = self.scheduler
+        self.scheduler.on_change = self.bot.refresh_soon  # job counts in status.json
         self.answers = bot  # False: messages are accepted into the inbox, nobody answers
         self._state_started = False
         self.manager.services.durable = DurableServices(
@@ -342,12 +355,21 @@ class Engine:
         if first:
             await self._start_state()
         await self.state.set_synchronous(settings.state_synchronous)
+        await self._start_zygote(settings)
         applied = await self.manager.sync_with_settings(settings)
         if applied:
             self._report(settings)
         if first and self.answers:
             await self.bot.resume()  # what waits in the inbox is answered from now on
         return applied
+
+    async def _start_zygote(self, settings: EngineSettings) -> None:
+        """Start the zygote of isolated instances now if an entry runs out of process; a
+        zygote that cannot start is the failure of those instances, reported at their load."""
+        try:
+            await self.isolation.prestart(settings, self.manager.services)
+        except Exception as exc:
+            logger.error("the zygote of isolated instances did not start: %s", exc)
 
     async def _start_state(self) -> None:
         """Open .scout/state.db (raises StateError, e.g. a database of a newer grambot) and,
@@ -357,6 +379,7 @@ class Engine:
         await asyncio.to_thread(self.state.open)
         if self.answers:
             await self.bot.recover()
+            self.retention.start()
 
     def _report(self, settings: EngineSettings) -> None:
         lines = [str(p) for p in settings.problems]
@@ -395,10 +418,17 @@ class Engine:
         await self.event_engine.stop(drain_deadline)
         await self.bot.stop(drain_deadline)
         await self.manager.unload_all()
+        self.isolation.close()  # every child has stopped; the zygote goes too
         await self.scheduler.stop()
+        await self.retention.stop()
         await self.state.close()
 
     def state_status(self) -> dict[str, Any]:
         """The inbox in status.json (`uncertainAtStart`: replies that may or may not have gone
         out when the last run stopped)."""
         return self.bot.status()
+
+    def schedule_status(self) -> dict[str, Any]:
+        """Scheduled jobs in status.json: stored (every owner's), and armed (of loaded
+        instances)."""
+        return {"jobs": self.bot.stored_jobs, "active": self.scheduler.active}

@@ -16,6 +16,9 @@
     │                            KeyboardInterrupt, GeneratorExit, a CancelledError the engine
     │                            did not ask for), kept as an ordinary exception
     ├── CallCancelled            a call into an instance ended because it unloaded meanwhile
+    │   └── ProcessLost          ... because its process ended (process isolation)
+    ├── IsolatedFailure          a process-isolated instance failed, with its reason (crashed,
+    │                            killed, memory-limit, unresponsive, sandbox-unavailable, ...)
     ├── SecretsError             the secrets store cannot be read or written
     ├── AccessDenied             a plugin asked for an env variable or a vault path its
     │                            manifest does not allow
@@ -177,6 +180,43 @@ class CallCancelled(GrambotError):
         super().__init__(
             f"instance {instance_id!r}: {what} was cancelled: the instance unloaded meanwhile"
         )
+
+
+class ProcessLost(CallCancelled):
+    """A call into a process-isolated instance ended because its process ended (`reason`:
+    crashed, killed, memory-limit, unresponsive)."""
+
+    def __init__(self, instance_id: str, what: str, reason: str) -> None:
+        self.reason = reason
+        GrambotError.__init__(
+            self, f"instance {instance_id!r}: {what} ended: its process {reason.replace('-', ' ')}"
+        )
+        self.instance_id = instance_id
+        self.what = what
+
+
+class IsolatedFailure(GrambotError):
+    """How a process-isolated instance failed, as a Failure's fields (grambot.core.failures):
+    its child process ended or was refused (`kind`: crashed, killed, memory-limit,
+    unresponsive, sandbox-unavailable, isolation-required, ...), or the child classified what
+    its plugin raised and sent that over."""
+
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        recoverable: bool,
+        stage: str | None = None,
+        details: str = "",
+        conflict: tuple[str, str, str] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.stage = stage
+        self.recoverable = recoverable
+        self.details = details
+        self.conflict = conflict
+        super().__init__(message)
 
 
 class SecretsError(GrambotError):

@@ -35,12 +35,14 @@ from grambot.engine import Engine
 from grambot.errors import SecretsError
 from grambot.lock import EngineLock
 from grambot.logs import MASK
+from grambot.sd_notify import SystemdNotifier
 from grambot.secret_backends import (
     SecretsConfig,
     SelectedSecretsStore,
     open_store,
     secrets_config,
 )
+from grambot.secret_sources import ExternalSecrets
 from grambot.settings import EngineSettings
 from grambot.signals import EXIT_FORCED, ShutdownSignals, arm_deadline, disarm_deadline
 from grambot.status import STATUS_NAME, StatusWriter
@@ -71,6 +73,7 @@ class Runtime:
         recheck_interval: float = 0.5,
         heartbeat: float = 5.0,
         stall_threshold: float = 1.0,
+        log_messages: bool = False,
     ) -> None:
         self.workspace = workspace.resolve()
         self.scout = self.workspace / ".scout"
@@ -83,12 +86,15 @@ class Runtime:
         self.stall_threshold = stall_threshold
         self.lock = EngineLock(self.workspace)
         self.secrets_config = SecretsConfig()
+        # GRAMBOT_SECRET__* and GRAMBOT_SECRETS_DIR, ahead of the store (its folder is watched)
+        self.external_secrets = ExternalSecrets()
         self.secrets = SelectedSecretsStore(
-            open_store(self.workspace, self.secrets_config),
+            open_store(self.workspace, self.secrets_config, self.external_secrets),
             on_write=self._own_secret_write,
             on_value=lambda value: MASK.add([value]),
         )
         self.engine = Engine(self.workspace, secrets=self.secrets, retries=True)
+        self.engine.bot.log_messages = log_messages  # message texts in the log (masked)
         self._stop = asyncio.Event()
         self._stop_reason: str | None = None  # a plugin asked to stop (Engine.request_stop)
         self._event_loop: asyncio.AbstractEventLoop | None = None
@@ -106,6 +112,7 @@ class Runtime:
         self._plugin_watch = PluginDirsWatch(self._plugin_files_seen)
         self._tasks: list[asyncio.Task[None]] = []
         self.status: StatusWriter | None = None
+        self.systemd: SystemdNotifier | None = None  # under systemd's Type=notify
         # --reload-plugins: the source folders of editable plugin packages (issue 14)
         self._source_watch = PluginDirsWatch(self._plugin_files_seen)
         self._sources: tuple[Path, ...] = ()
@@ -140,7 +147,15 @@ class Runtime:
         self.status = StatusWriter(
             self.scout, self.engine, min_interval=self.status_interval, heartbeat=self.heartbeat
         )
+        systemd = self.systemd = SystemdNotifier.from_environ()
         try:
+            if systemd is not None:
+                systemd.start_watchdog(loop)  # from the loop: a frozen loop misses its pings
+            if self.external_secrets:
+                self.external_secrets.learn()  # masked from the first line on
+                logger.info(
+                    "secrets: %s, ahead of the secrets store", self.external_secrets.describe()
+                )
             self.status.write_now()
             self.status.start_heartbeat()
             watchdog.start()
@@ -166,13 +181,18 @@ class Runtime:
                 len(loaded),
                 f" ({', '.join(loaded)})" if loaded else "",
                 self.engine.settings.path,
+                extra={"event": "engine.ready"},
             )
+            if systemd is not None:
+                systemd.send("READY=1", f"STATUS={len(loaded)} instance(s) loaded")
             await self._stop.wait()
             return await self._shutdown()
         finally:
             if waiter is not None:
                 waiter.cancel()
             watchdog.stop()
+            if systemd is not None:
+                systemd.close()
             signals.restore()
             disarm_deadline()  # the shutdown is over; an embedding process lives on
             if self.status is not None:
@@ -184,6 +204,7 @@ class Runtime:
             "%s received: shutting down within %g s (send it again to exit at once)",
             name,
             self.shutdown_timeout,
+            extra={"event": "engine.stopping"},
         )
         self._stop.set()
 
@@ -203,6 +224,8 @@ class Runtime:
         """Every wait of the shutdown fits in `shutdown_timeout` from here; the deadline armed
         now ends the process even if one does not (grambot.signals)."""
         arm_deadline(self.shutdown_timeout, self.scout / STATUS_NAME)
+        if self.systemd is not None:
+            self.systemd.send("STOPPING=1", "STATUS=shutting down")
         loop = asyncio.get_running_loop()
         # our own deadline comes first, so that we exit cleanly (code 1) before the hard one
         deadline = loop.time() + self.shutdown_timeout * 0.9
@@ -225,9 +248,10 @@ class Runtime:
                 "shutdown did not finish within %s s; exiting with instances still unloading: %s",
                 self.shutdown_timeout,
                 ", ".join(i.instance_id for i in self.engine.instances()) or "none",
+                extra={"event": "engine.shutdown-timeout"},
             )
             return EXIT_SHUTDOWN_TIMEOUT
-        logger.info("grambot stopped")
+        logger.info("grambot stopped", extra={"event": "engine.stopped"})
         return 0
 
     # -- settings ------------------------------------------------------------------------------
@@ -301,12 +325,13 @@ class Runtime:
                     "ignoring this edit of the settings file; the running instances stay as they "
                     "are until the next valid edit:\n%s",
                     read.error,
+                    extra={"event": "settings.ignored"},
                 )
                 self.engine.ignore_edit(read.error)
                 self._reported = read.digest
             return
         assert read.settings is not None
-        logger.info("%s changed: reconciling", path)
+        logger.info("%s changed: reconciling", path, extra={"event": "settings.changed"})
         await self._apply(read.settings, read.digest)
 
     def _schedule_recheck(self) -> None:
@@ -320,25 +345,41 @@ class Runtime:
 
         self._recheck = asyncio.get_running_loop().call_later(self.recheck_interval, recheck)
 
+    def _secrets_dir(self) -> Path | None:
+        """GRAMBOT_SECRETS_DIR when it is a folder, to watch like secrets.json."""
+        folder = self.external_secrets.directory
+        if folder is None or folder.resolve() == self.scout:
+            return None
+        if not folder.is_dir():
+            logger.warning(
+                "%s is not a folder: no secrets come from it, and it is not watched", folder
+            )
+            return None
+        return folder
+
     # -- the loop ------------------------------------------------------------------------------
 
     async def _watch_scout(self) -> None:
         names = {SETTINGS_NAME, *SECRETS_NAMES}
         requests = self.scout / REQUESTS_DIR
+        secrets_dir = self._secrets_dir()
 
         def accept(path: Path) -> bool:
-            return path.name in names if path.parent == self.scout else is_request(path)
+            if path.parent == self.scout:
+                return path.name in names
+            return path.parent == secrets_dir or is_request(path)
 
         while not self._watch_stop.is_set():
             try:
                 requests.mkdir(parents=True, exist_ok=True)
                 self._requests_dirty = True  # requests written before the watch began
                 self._wake.set()
-                async for changed in watch_files([self.scout, requests], accept, self._watch_stop):
+                folders = [self.scout, requests, *([secrets_dir] if secrets_dir else [])]
+                async for changed in watch_files(folders, accept, self._watch_stop):
                     found = {p.name for p in changed if p.parent == self.scout}
                     if SETTINGS_NAME in found:
                         self._settings_dirty = True
-                    if found & SECRETS_NAMES:
+                    if found & SECRETS_NAMES or any(p.parent == secrets_dir for p in changed):
                         self._secrets_dirty = True
                     if any(is_request(p) for p in changed):
                         self._requests_dirty = True
@@ -374,7 +415,8 @@ class Runtime:
                 if engine_cancelled(exc):
                     raise
                 logger.error(
-                    "reconcile loop: unexpected error; carrying on\n%s", format_details(exc)
+                    "reconcile loop: unexpected error; carrying on",
+                    extra={"event": "engine.error", "details": format_details(exc)},
                 )
                 del exc
 
@@ -447,7 +489,7 @@ class Runtime:
         if problems or config == self.secrets_config:
             return
         self.secrets_config = config
-        self.secrets.current = open_store(self.workspace, config)
+        self.secrets.current = open_store(self.workspace, config, self.external_secrets)
         logger.info("secrets backend: %s", self.secrets.current)
         self._secrets_dirty = True
         self._wake.set()
@@ -464,6 +506,7 @@ class Runtime:
     def _digests(self) -> dict[str, str] | None:
         ids = [i.instance_id for i in self.engine.instances()]
         try:
+            self.external_secrets.learn()  # masked before any instance reads them
             return {i: self._digest(i) for i in ids}
         except SecretsError as exc:
             logger.error("cannot read secrets: %s", exc)
@@ -489,7 +532,9 @@ class Runtime:
         if not ids:
             logger.debug("secrets changed; no running instance is affected")
             return
-        logger.info("secrets of %s changed: reloading", ", ".join(ids))
+        logger.info(
+            "secrets of %s changed: reloading", ", ".join(ids), extra={"event": "secrets.changed"}
+        )
         await self.engine.reload(ids)
 
 
@@ -511,6 +556,7 @@ async def run(
     reload_plugins: bool = False,
     shutdown_timeout: float = 60.0,
     heartbeat: float = 5.0,
+    log_messages: bool = False,
 ) -> int:
     """Run the engine of `workspace` until SIGINT/SIGTERM (or `stop` is set); returns exit code.
 
@@ -521,5 +567,6 @@ async def run(
         reload_plugins=reload_plugins,
         shutdown_timeout=shutdown_timeout,
         heartbeat=heartbeat,
+        log_messages=log_messages,
     )
     return await runtime.run(stop)

@@ -30,7 +30,7 @@ listing and validating plugins imports it.
 from __future__ import annotations
 
 {imports}
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from grambot import {names}
 
@@ -38,6 +38,8 @@ from grambot import {names}
 '''
 
 _TOOL = """class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
     prefix: str = Field("echo", description="Put before the echoed text.")
 
 
@@ -78,6 +80,8 @@ _TOOL_TEST = """        tool = engine.registries.tools.get("{tool_name}")
 """
 
 _INFERENCE = '''class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
     model: str = Field("echo-1", description="The model answering by default.")
 
 
@@ -120,6 +124,8 @@ _INFERENCE_TEST = """        provider = engine.registries.inference.get("{plugin
 """
 
 _CONNECTOR = '''class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
     sender: str = Field("me", description="Who the messages of this connector come from.")
 
 
@@ -180,6 +186,8 @@ _CONNECTOR_TEST = """        connector = engine.registries.connectors.get("{plug
 """
 
 _IMAGE = '''class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
     size: str = Field("64x64", description="Default image size.")
 
 

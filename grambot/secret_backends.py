@@ -25,6 +25,7 @@ from typing import Any
 
 from grambot.errors import Problem, SecretsError
 from grambot.files import locked
+from grambot.secret_sources import ExternalSecrets, LayeredSecretsStore
 from grambot.secrets import FileSecretsStore, SecretsStore
 
 __all__ = [
@@ -82,13 +83,23 @@ def default_service(workspace: Path) -> str:
     return f"grambot:{workspace.resolve()}"
 
 
-def open_store(workspace: Path, config: SecretsConfig) -> SecretsStore:
+def open_store(
+    workspace: Path, config: SecretsConfig, external: ExternalSecrets | None = None
+) -> SecretsStore:
+    """The configured store, under the environment's secrets (GRAMBOT_SECRET__*,
+    GRAMBOT_SECRETS_DIR: grambot.secret_sources) when there are any; `external` defaults to
+    those of this process's environment."""
     scout = workspace / ".scout"
+    store: SecretsStore
     if config.backend == "keyring":
-        return KeyringSecretsStore(
+        store = KeyringSecretsStore(
             config.service or default_service(workspace), scout / "secrets.lock"
         )
-    return FileSecretsStore(scout / "secrets.json")
+    else:
+        store = FileSecretsStore(scout / "secrets.json")
+    if external is None:
+        external = ExternalSecrets()
+    return LayeredSecretsStore(store, external) if external else store
 
 
 def _require_keyring() -> None:
@@ -216,6 +227,8 @@ def store_instance_ids(store: SecretsStore) -> list[str]:
     """Instance ids holding at least one secret, for stores that can tell."""
     if isinstance(store, SelectedSecretsStore):
         store = store.current
+    if isinstance(store, LayeredSecretsStore):
+        return sorted(set(store_instance_ids(store.inner)) | store.external.instance_ids())
     ids = getattr(store, "instance_ids", None)
     if callable(ids):
         return list(ids())

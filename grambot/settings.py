@@ -55,6 +55,7 @@ INSTANCE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 MAX_FILE_BYTES = 5 * 1024 * 1024
 MIN_DEADLINE_SECONDS = 0.01  # a deadline under 10 ms cannot be kept (timer and GIL granularity)
 MAX_DEPTH = 100
+MIN_MEMORY_MB = 32  # below this not even the interpreter of a child fits (docs/isolation.md)
 _ID_RE = re.compile(INSTANCE_ID_PATTERN)
 _ID_RULE = (
     f"must match {INSTANCE_ID_PATTERN} "
@@ -70,6 +71,19 @@ class InstanceConfig:
     settings: dict[str, Any]
     json_path: str
     settings_version: int = 1  # `settingsVersion`: the plugin's settings version it was written for
+    # Process isolation (docs/isolation.md): the entry's own `isolation` (None: not said), the
+    # file's `isolation.default` in force for it, and the entry's limits (None: the manifest's
+    # or the default). Part of what the instance is made of: a change reloads it.
+    isolation: Literal["inprocess", "process"] | None = None
+    isolation_default: Literal["inprocess", "process"] = "inprocess"
+    memory_mb: int | None = None
+    sandbox: Literal["required", "best-effort"] | None = None
+
+    @property
+    def isolation_spec(self) -> tuple[object, ...]:
+        """What of the entry decides how it is isolated (compared to know if it changed)."""
+        mode = self.isolation or self.isolation_default
+        return (mode, self.isolation is None, self.memory_mb, self.sandbox)
 
 
 @dataclass(frozen=True)
@@ -177,6 +191,11 @@ class PluginEntry(BaseModel):
     settings_version: Annotated[int, Field(ge=1, strict=True)] = Field(
         default=1, alias="settingsVersion"
     )
+    isolation: Literal["inprocess", "process"] | None = None
+    memory_mb: Annotated[int, Field(ge=MIN_MEMORY_MB, strict=True)] | None = Field(
+        default=None, alias="memoryMb"
+    )
+    sandbox: Literal["required", "best-effort"] | None = None
 
     @field_validator("instance_id", "plugin_id")
     @classmethod
@@ -223,6 +242,14 @@ class StateSettings(BaseModel):
     synchronous: Literal["normal", "full"] = "normal"
 
 
+class IsolationDefaults(BaseModel):
+    """`"isolation": {"default": "process"}`: how entries that do not say are isolated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default: Literal["inprocess", "process"] = "inprocess"
+
+
 class EngineKeys(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -233,6 +260,9 @@ class EngineKeys(BaseModel):
     secrets: dict[str, Any] = Field(default_factory=dict)
     agent: AgentSettings = Field(default_factory=lambda: AgentSettings.model_validate({}))
     state: StateSettings = Field(default_factory=lambda: StateSettings.model_validate({}))
+    isolation: IsolationDefaults = Field(
+        default_factory=lambda: IsolationDefaults.model_validate({})
+    )
 
 
 _MESSAGES = {
@@ -253,6 +283,8 @@ _MESSAGES = {
     "deadline_too_short_ms": "{f} must be at least 10 (ms): a deadline under 10 ms cannot be kept",
     "id_pattern": "{f} " + _ID_RULE,
     "extra_forbidden": "{f} is not a known key",
+    "literal_error": "{f} must be one of {expected}",
+    "greater_than_equal": "{f} must be at least {ge}",
 }
 
 
@@ -275,6 +307,9 @@ def _problem(file: Path | None, prefix: tuple[int | str, ...], err: ErrorDetails
     name = _json_path(loc[named[-1] :]) if named else "each entry of plugins"
     template = _MESSAGES.get(err["type"])
     message = template.replace("{f}", name) if template else str(err["msg"])
+    context = err.get("ctx") or {}
+    for key in ("expected", "ge"):
+        message = message.replace("{" + key + "}", str(context.get(key, "")))
     value = None if err["type"] == "missing" else _short(err["input"])
     return Problem(file, _json_path(prefix + loc), message, value)
 
@@ -444,7 +479,8 @@ def parse_settings(
     retry, retry_problems = retry_policy_from(parsed, path)
     file_problems.extend(retry_problems)
 
-    instances, problems, held, ids, unidentified = _entries(path, entries)
+    default_mode = engine.isolation.default
+    instances, problems, held, ids, unidentified = _entries(path, entries, default_mode)
     file_problems.extend(_agent_references(path, engine.agent, ids))
     if file_problems and not lenient:
         raise SettingsError([*file_problems, *problems])
@@ -467,7 +503,7 @@ def parse_settings(
 
 
 def _entries(
-    path: Path, entries: list[Any]
+    path: Path, entries: list[Any], default_mode: Literal["inprocess", "process"] = "inprocess"
 ) -> tuple[
     list[InstanceConfig], list[Problem], dict[str, tuple[str, ...]], set[str], tuple[str, ...]
 ]:
@@ -518,6 +554,10 @@ def _entries(
                 settings=copy.deepcopy(model.settings),
                 json_path=where,
                 settings_version=model.settings_version,
+                isolation=model.isolation,
+                isolation_default=default_mode,
+                memory_mb=model.memory_mb,
+                sandbox=model.sandbox,
             )
         )
     readable = {first for _, first in owners.values()}

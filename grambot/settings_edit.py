@@ -207,3 +207,28 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+def unset(base: dict[str, Any], keys: Iterable[str], where: str) -> dict[str, Any]:
+    """`base` without each of `keys` (dots reach into nested objects); a key that is not there
+    is refused, naming the keys that are (`where` names the object: `agent`, `settings`)."""
+    from grambot.suggest import did_you_mean
+
+    result: dict[str, Any] = json.loads(json.dumps(base))  # a deep copy: the caller's stays
+    for dotted in keys:
+        *parents, leaf = dotted.split(".")
+        target: Any = result
+        for part in parents:
+            child = target.get(part) if isinstance(target, dict) else None
+            if not isinstance(child, dict):
+                target = None
+                break
+            target = child
+        if not isinstance(target, dict) or leaf not in target:
+            present = sorted(target) if isinstance(target, dict) else []
+            raise EditRefused(
+                f"{where} has no key {dotted!r} to unset (keys: {', '.join(present) or 'none'})"
+                f"{did_you_mean(leaf, present)}"
+            )
+        del target[leaf]
+    return result

@@ -22,12 +22,26 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
+from grambot.logs import log_format, raw_line
+
 __all__ = ["EXIT_FORCED", "ShutdownSignals", "arm_deadline", "disarm_deadline"]
+
+
+def _thread_stacks() -> str:
+    """Every thread's stack, most recent call last (faulthandler's content, for a JSON line)."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    parts = []
+    for ident, frame in sys._current_frames().items():
+        stack = "".join(traceback.format_stack(frame)).rstrip()
+        parts.append(f"Thread {names.get(ident, ident)} ({ident:#x}):\n{stack}")
+    return "\n\n".join(parts)
+
 
 EXIT_FORCED = 130
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -58,9 +72,14 @@ def arm_deadline(seconds: float, status_file: Path | None = None) -> None:
     def last_resort() -> None:
         if disarmed.wait(early):
             return
+        message = f"shutdown did not finish within {seconds:g} s; exiting now"
         with contextlib.suppress(OSError):
-            os.write(2, f"shutdown did not finish within {seconds:g} s; exiting now\n".encode())
-            faulthandler.dump_traceback(file=stream, all_threads=True)
+            if log_format() == "json":  # one JSON line, the stacks in it (grambot.logs)
+                line = raw_line(message, name="grambot.signals", stack=_thread_stacks())
+                os.write(2, line.encode() + b"\n")
+            else:
+                os.write(2, raw_line(message, name="grambot.signals").encode() + b"\n")
+                faulthandler.dump_traceback(file=stream, all_threads=True)
         if status_file is not None:
             with contextlib.suppress(OSError):
                 status_file.unlink()
@@ -116,9 +135,12 @@ class ShutdownSignals:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to ask
                 self.loop.call_soon_threadsafe(self.on_first, name)
             return
-        # No logging here: the main thread may be inside a logging call holding its lock.
+        # No logging here: the main thread may be inside a logging call holding its lock (or
+        # in the masker, holding its: this line holds no secret, so it is not masked).
+        message = f"second {name}: exiting now without finishing the shutdown"
+        line = raw_line(message, name="grambot.signals", mask=False)
         with contextlib.suppress(OSError):
-            os.write(2, f"second {name}: exiting now without finishing the shutdown\n".encode())
+            os.write(2, line.encode() + b"\n")
         with contextlib.suppress(OSError):
             self.status_file.unlink()
         os._exit(EXIT_FORCED)

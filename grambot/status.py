@@ -4,7 +4,9 @@
      "ignoredEdit": null | {"at", "problems": [...]}, "settingsProblems": [...],
      "instances": [{"instanceId", "pluginId", "state", "reason", "error", "since",
      "registrations": {"connectors": [], "inference": [], "tools": [], "images": []},
-     "attempt", "nextAttemptAt", "held": [...], "health": {...} | null, "stalls": 0}]}
+     "attempt", "nextAttemptAt", "held": [...], "health": {...} | null, "stalls": 0}],
+     "inbox": {"accepted", "handling", "pending", "sending", "uncertain", "uncertainAtStart",
+     "activeChats"}, "schedule": {"jobs", "active"}}
 
 `StatusWriter` listens to the engine's state changes and rewrites the file atomically (temp
 file + rename), coalesced: the first change after a quiet period is written at once, later ones
@@ -111,6 +113,7 @@ class StatusWriter:
             "settingsProblems": [str(p) for p in self.engine.settings.problems],
             "instances": [i.to_status() for i in self.engine.instances()],
             "inbox": self.engine.state_status(),  # durable inbox (docs/state.md)
+            "schedule": self.engine.schedule_status(),
         }
 
     def start_heartbeat(self) -> None:

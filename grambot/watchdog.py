@@ -88,7 +88,11 @@ class LoopWatchdog:
                 stalled_since = self._seen
                 self._report(blocked)
             elif blocked < self.threshold and stalled_since is not None:
-                logger.warning("event loop unblocked after %.1f s", self._seen - stalled_since)
+                logger.warning(
+                    "event loop unblocked after %.1f s",
+                    self._seen - stalled_since,
+                    extra={"event": "loop.unblocked"},
+                )
                 stalled_since = None
 
     def _report(self, blocked: float) -> None:
@@ -98,10 +102,10 @@ class LoopWatchdog:
         del frame
         who = f"instance {instance_id}" if instance_id else "the engine (no plugin code runs)"
         logger.error(
-            "event loop blocked for %.1f s by %s: every instance and chat waits; its stack:\n%s",
+            "event loop blocked for %.1f s by %s: every instance and chat waits; its stack:",
             blocked,
             who,
-            stack,
+            extra={"event": "loop.stalled", "instance": instance_id, "stack": stack},
         )
         try:
             self.on_stall(instance_id)

@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 FIELDS = {"name", "value", "baseline", "ratio", "target", "unit", "meets"}
-GROUPS = {"events", "stages", "scale", "edit", "startup", "cycles", "state"}
+GROUPS = {"events", "stages", "isolation", "scale", "edit", "startup", "cycles", "state"}
 
 
 @pytest.mark.slow  # ~8 s: every benchmark, each starting engines and grambot processes

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from grambot.cli.status import render
+from grambot.registries.connectors import IncomingMessage
+from grambot.storage import Job, SqliteState
 from tests.conftest import entry
-from tests.runproc import EngineProcess, workspace_with
+from tests.runproc import EngineProcess, wait_until, workspace_with
 
 
 def status(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -66,6 +70,7 @@ def test_status_of_a_running_engine_as_table_and_json(tmp_path: Path) -> None:
         "settingsProblems",
         "instances",
         "inbox",
+        "schedule",
     }
     assert data["pid"] == engine.proc.pid
     assert {i["instanceId"]: i["state"] for i in data["instances"]} == {
@@ -74,6 +79,72 @@ def test_status_of_a_running_engine_as_table_and_json(tmp_path: Path) -> None:
         "r": "retrying",
         "off": "disabled",
     }
+
+
+def _seed_state(ws: Path) -> None:
+    """Before the engine starts: two messages for a connector that is not loaded, a reply that
+    was being sent when the last run died, one message the bot will be slow to answer, and a
+    stored job of an instance that is gone."""
+
+    async def seed() -> None:
+        state = SqliteState(ws / ".scout" / "state.db")
+        try:
+            for n in range(2):
+                await state.inbox.accept(IncomingMessage("gone", "g", "ada", "hi", f"g{n}"))
+            await state.inbox.accept(IncomingMessage("chat", "x", "ada", "bye", "x1"))
+            cut = await state.inbox.claim_next("chat", "x")
+            assert cut is not None
+            await state.inbox.mark_sending(cut.id)
+            await state.inbox.accept(IncomingMessage("chat", "c", "ada", "nap 4", "c1"))
+            await state.schedule.put(Job("ghost", "poll", "every", "3600", time.time() + 3600))
+        finally:
+            await state.close()
+
+    asyncio.run(seed())
+
+
+def test_status_shows_the_inbox_and_the_scheduled_jobs(tmp_path: Path) -> None:
+    ws = workspace_with(
+        tmp_path,
+        [
+            entry("chat", "fakechat"),
+            entry("brain", "scripted"),
+            entry("jobs", "jobs", jobs=[{"name": "a", "every": 3600}, {"name": "b", "every": 60}]),
+        ],
+        agent={"inference": "brain"},
+    )
+    _seed_state(ws)
+    engine = EngineProcess(ws)
+    try:
+        engine.wait_ready()
+
+        def counted() -> bool:
+            doc = engine.status() or {}
+            inbox, schedule = doc.get("inbox") or {}, doc.get("schedule") or {}
+            return inbox.get("handling") == 1 and schedule.get("jobs") == 3
+
+        wait_until(counted, 10, "the inbox and jobs counted in status.json")
+        table = status(ws)
+        as_json = status(ws, "--json")
+    finally:
+        engine.kill()  # the slow turn need not finish
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert "inbox: 2 accepted, 1 handling, 0 sending, 1 uncertain (1 found at start); " in (
+        "\n".join(lines)
+    )
+    assert "scheduled jobs: 3 stored, 2 armed (of loaded instances)" in lines
+    data = json.loads(as_json.stdout)
+    assert data["inbox"] == {
+        "accepted": 2,
+        "handling": 1,
+        "pending": 3,
+        "sending": 0,
+        "uncertain": 1,
+        "uncertainAtStart": 1,
+        "activeChats": 1,
+    }
+    assert data["schedule"] == {"jobs": 3, "active": 2}
 
 
 def test_no_engine_running_is_judged_by_the_lock_not_the_file(tmp_path: Path) -> None:
@@ -161,3 +232,38 @@ def test_render_shows_the_ignored_edit_and_held_entries() -> None:
     assert "edits not applied (these run as they were):" in text
     assert "  tg: plugins[0].settings.pollTimeout: Input should be a valid integer" in text
     assert "  b (plugin-not-found): no plugin with id 'nope'" in text
+
+
+def test_render_shows_the_isolation_of_process_instances() -> None:
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    loaded = {"state": "loaded", "since": now.isoformat(), "registrations": {}}
+    doc = {
+        "pid": 7,
+        "startedAt": now.isoformat(),
+        "instances": [
+            {**loaded, "instanceId": "in", "pluginId": "p", "isolation": {"mode": "inprocess"}},
+            {
+                **loaded,
+                "instanceId": "out",
+                "pluginId": "p",
+                "isolation": {
+                    "mode": "process",
+                    "pid": 4242,
+                    "rssBytes": 30_859_264,
+                    "sandbox": "landlock ABI 7",
+                    "memoryMb": 256,
+                    "restarts": 2,
+                    "lastExit": {
+                        "reason": "crashed",
+                        "at": (now - timedelta(seconds=5)).isoformat(),
+                    },
+                },
+            },
+        ],
+    }
+    text = render(doc, now)
+    assert "in process" not in text and "  in:" not in text
+    assert (
+        "isolated:\n  out: pid 4242, RSS 29.4 MiB (limit 256 MiB), landlock ABI 7, "
+        "2 restarts, last exit crashed 5s ago"
+    ) in text

@@ -86,6 +86,23 @@ def test_printf_into_grambot_run_answers_and_exits_0(tmp_path: Path) -> None:
     assert LEFTOVER not in out and "Traceback" not in out, out
 
 
+def test_an_isolated_console_reads_the_engines_stdin(tmp_path: Path) -> None:
+    """`"isolation": "process"`: the console's child is handed the engine's stdin (its manifest
+    says `"stdin": true`), accepts into the engine's inbox, and its EOF stops the engine."""
+    plugins = [{**entry("console", "console"), "isolation": "process"}, ECHO]
+    root = workspace_with(tmp_path, plugins, agent={"inference": "echo"})
+    engine = EngineProcess(root, stdin_text="hi\nbye\n")
+    try:
+        code = engine.proc.wait(30)
+    finally:
+        engine.kill()
+    out = engine.output
+    assert code == 0, out
+    assert "bot> hi" in out and "bot> bye" in out, out
+    assert "stdin closed" in out and "grambot stopped" in out, out
+    assert "Traceback" not in out, out
+
+
 @pytest.mark.timeout(40)
 def test_an_empty_pipe_stops_the_engine_too(tmp_path: Path) -> None:
     engine = EngineProcess(console_ws(tmp_path), stdin_text="")

@@ -393,8 +393,19 @@ def test_status_json_matches_the_schema(tmp_path: Path) -> None:
             "settingsProblems",
             "instances",
             "inbox",
+            "schedule",
         }
         assert status["pid"] == engine.proc.pid and status["ignoredEdit"] is None
+        assert set(status["inbox"]) == {
+            "accepted",
+            "handling",
+            "pending",
+            "sending",
+            "uncertain",
+            "uncertainAtStart",
+            "activeChats",
+        }
+        assert status["schedule"] == {"jobs": 0, "active": 0}
         keys = {
             "instanceId",
             "pluginId",
@@ -410,6 +421,8 @@ def test_status_json_matches_the_schema(tmp_path: Path) -> None:
             "stalls",
             "migrated",
             "settingsDigest",
+            "ignoredSettings",
+            "isolation",
         }
         by_id = {i["instanceId"]: i for i in status["instances"]}
         for item in by_id.values():

@@ -72,16 +72,17 @@ def test_set_get_list_delete(tmp_path: Path, backend: str, memory_keyring: Memor
     revealed = grambot(ws, "secrets", "get", "bot", "token", "--reveal")
     assert revealed.output == TOKEN + "\n"
 
-    assert grambot(ws, "secrets", "list", "bot").output.split() == ["apiKey", "token"]
+    listed = grambot(ws, "secrets", "list", "bot").output.split()
+    assert listed == ["apiKey", "store", "token", "store"]
     listing = grambot(ws, "secrets", "list").output
-    assert "bot: apiKey, token" in listing and "other: x" in listing
+    assert "bot: apiKey (store), token (store)" in listing and "other: x (store)" in listing
     assert TOKEN not in listing
 
     assert grambot(ws, "secrets", "delete", "bot", "token").exit_code == 0
     missing = grambot(ws, "secrets", "get", "bot", "token")
     assert missing.exit_code == 1 and "has no secret 'token'" in missing.output
     assert grambot(ws, "secrets", "delete", "bot", "token").exit_code == 1
-    assert grambot(ws, "secrets", "list", "bot").output.split() == ["apiKey"]
+    assert grambot(ws, "secrets", "list", "bot").output.split() == ["apiKey", "store"]
 
     secrets_file = ws / ".scout" / "secrets.json"
     if backend == "file":

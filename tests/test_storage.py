@@ -15,12 +15,16 @@ from grambot.registries.inference import ChatMessage, ToolCall
 from grambot.storage import (
     MISSING,
     SCHEMA_VERSION,
+    Finished,
     Job,
     SchemaTooNew,
     SqliteState,
     StateError,
     open_state,
 )
+from grambot.storage.conversations import TRIM_EVERY
+from grambot.storage.database import MIGRATIONS
+from grambot.storage.sqlite import encode_message
 
 
 @pytest.fixture
@@ -111,7 +115,7 @@ async def test_inbox_dedupes_claims_in_order_and_recovers(state: SqliteState) ->
     uncertain = await inbox.recover()
     assert [e.message.text for e in uncertain] == ["two"]
     counts = await inbox.counts()
-    assert counts == {"done": 1, "uncertain": 1, "accepted": 3}
+    assert counts == {"uncertain": 1, "accepted": 3}  # done is not counted (the bulk)
     again = await inbox.claim_next("tg", "c1")
     assert again is not None and again.id == third.id  # handled again, in order
     assert await inbox.drop_connector("tg") == 5
@@ -135,18 +139,92 @@ async def test_conversations_append_keep_load_and_age(state: SqliteState) -> Non
     ]
     await conv.append("tg", "c", turn, keep=100)
     assert await conv.load("tg", "c", limit=10) == turn
-    for n in range(10):
-        await conv.append("tg", "c", [ChatMessage("user", f"m{n}")], keep=5)
-    loaded = await conv.load("tg", "c", limit=100)
-    assert [m.content for m in loaded] == [f"m{n}" for n in range(5, 10)]
-    assert [m.content for m in await conv.load("tg", "c", limit=2)] == ["m8", "m9"]
+    sent = [f"m{n}" for n in range(3 * TRIM_EVERY)]
+    for text in sent:
+        await conv.append("tg", "c", [ChatMessage("user", text)], keep=5)
+    kept = [m.content for m in await conv.load("tg", "c", limit=100)]
+    assert 5 <= len(kept) < 5 + TRIM_EVERY  # trimmed to 5 every TRIM_EVERY rows
+    assert kept == sent[-len(kept) :]
+    assert [m.content for m in await conv.load("tg", "c", limit=2)] == sent[-2:]
     import time
 
     assert await conv.load("tg", "c", limit=10, since=time.time() + 10) == []
-    assert await conv.prune(time.time() + 10) == 5
+    assert await conv.prune(time.time() + 10) == len(kept)
     await conv.append("tg", "c", [ChatMessage("user", "x")], keep=5)
     await conv.forget("tg", "c")
     assert await conv.load("tg", "c", limit=10) == []
+
+
+async def test_a_turn_finishes_the_last_message_and_claims_the_next_at_once(
+    state: SqliteState,
+) -> None:
+    inbox, turns = state.inbox, state.turns
+    for n in range(3):
+        await inbox.accept(msg(mid=str(n), text=f"q{n}"))
+    batches = state.db.batches
+    entry, history = await turns.next_turn("tg", "c1", history=10)
+    assert entry is not None and entry.message.text == "q0" and history == []
+    await inbox.mark_sending(entry.id)
+    said = (ChatMessage("user", "q0"), ChatMessage("assistant", "a0"))
+    following, history = await turns.next_turn(
+        "tg", "c1", finished=Finished(entry.id, said, keep=100), history=10
+    )
+    assert following is not None and following.message.text == "q1"
+    assert history == list(said)  # the finished turn is part of the next one's history
+    assert state.db.batches - batches == 3  # one transaction per step
+    assert await inbox.counts() == {"handling": 1, "accepted": 1}  # q0 done: not counted
+    nothing, history = await turns.next_turn(
+        "tg", "c1", finished=Finished(following.id, (), keep=100), claim=False, history=10
+    )
+    assert nothing is None and history == []
+    assert await inbox.counts() == {"accepted": 1}  # q1 done, q2 left waiting
+
+
+async def test_histories_are_right_after_a_rolled_back_append(state: SqliteState) -> None:
+    """Decoded messages are kept by row id; an append undone by a failure had taken ids that
+    the next append gets again: what is loaded is what was written last under them."""
+    conv = state.conversations
+    await conv.append("tg", "c", [ChatMessage("user", "kept")], keep=100)
+    unwritable = ChatMessage("user", object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError):  # its first message was written, then the second failed
+        await conv.append("tg", "c", [ChatMessage("user", "undone"), unwritable], keep=100)
+    await conv.append("tg", "c", [ChatMessage("user", "after")], keep=100)
+    assert [m.content for m in await conv.load("tg", "c", limit=10)] == ["kept", "after"]
+
+
+async def test_checkpoints_run_on_a_thread_of_their_own(state: SqliteState) -> None:
+    """The writing connection never checkpoints in a commit; the checkpointer does it soon
+    after commits, so the log is copied back into the database file meanwhile."""
+    autocheckpoint = await state.db.run_raw(
+        lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    )
+    assert autocheckpoint == 0
+    checkpointer = state.db._checkpointer
+    assert checkpointer is not None
+    before = checkpointer.checkpoints
+    await asyncio.gather(*(state.kv.set("ns", f"k{i}", "x" * 500) for i in range(200)))
+    for _ in range(300):
+        if checkpointer.checkpoints > before:
+            break
+        await asyncio.sleep(0.01)
+    assert checkpointer.checkpoints > before
+    busy, in_log, copied = await state.db.run_raw(
+        lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    )
+    assert busy == 0 and copied == in_log
+
+
+async def test_every_chat_is_trimmed_whatever_the_order_of_appends(state: SqliteState) -> None:
+    """Chats taking turns in a fixed order (row ids in the same pattern each round) are each
+    trimmed all the same: the count is per chat."""
+    conv = state.conversations
+    turn = [ChatMessage("user", "q"), ChatMessage("assistant", "a")]
+    for _ in range(4 * TRIM_EVERY):
+        await asyncio.gather(
+            *(conv.append("tg", f"c{n}", turn, keep=10) for n in range(TRIM_EVERY))
+        )
+    for n in range(TRIM_EVERY):
+        assert 10 <= len(await conv.load("tg", f"c{n}", limit=1000)) < 10 + TRIM_EVERY
 
 
 async def test_schedule_jobs_by_owner_and_prefix(state: SqliteState) -> None:
@@ -173,6 +251,32 @@ def test_the_file_is_private_wal_and_versioned(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         conn.close()
+
+
+def test_a_version_1_database_is_migrated_with_its_inbox(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0])
+    conn.execute("PRAGMA user_version=1")
+    data = encode_message(msg(mid="1", text="waiting"))
+    for key, state_name in (("1", "accepted"), ("2", "handling"), ("3", "done")):
+        conn.execute(
+            "INSERT INTO inbox (connector, chat, message_key, state, message, accepted_at, "
+            "updated_at) VALUES ('tg', 'c1', ?, ?, ?, 1, 1)",
+            (key, state_name, data),
+        )
+    conn.commit()
+    conn.close()
+    with open_state(path) as state:
+        assert state.inbox_counts() == {"accepted": 1, "handling": 1}
+        indexes = state.db.run_sync(
+            lambda conn: {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        )
+        assert {"inbox_waiting", "inbox_open", "inbox_aged"} <= indexes
+        assert not {"inbox_queue", "inbox_state"} & indexes
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    conn.close()
 
 
 def test_a_database_from_a_newer_grambot_is_refused_untouched(tmp_path: Path) -> None:

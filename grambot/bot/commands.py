@@ -42,6 +42,7 @@ class Commands:
 
         self.bot = bot
         self.reminders = Reminders(bot)
+        self._prompts: dict[tuple[str, str], tuple[int, str]] = {}  # (prompt, zone): (minute, text)
 
     async def resume(self) -> None:
         await self.reminders.resume()
@@ -60,6 +61,8 @@ class Commands:
 
     async def run(self, message: IncomingMessage, entry: InboxEntry | None) -> Reply | None:
         """The reply to a command, or None when the message is not one."""
+        if not message.text.lstrip().startswith("/"):
+            return None
         from grambot.bot.router import Reply, TurnFailed
 
         word, _, argument = message.text.strip().partition(" ")
@@ -100,10 +103,20 @@ class Commands:
 
     def system_prompt(self, chat: tuple[str, str], agent: AgentSettings) -> str:
         """The configured prompt, with the current time in the chat's zone (so the model can
-        work out "8 tomorrow")."""
+        work out "8 tomorrow"); made once a minute per zone."""
         tz = self.reminders.zone_of(chat, agent)
-        now = datetime.fromtimestamp(self.bot.clock(), tz)
-        return (
+        clock = self.bot.clock()
+        minute = int(clock // 60)
+        key = (agent.system_prompt, tz.key)
+        made = self._prompts.get(key)
+        if made is not None and made[0] == minute:
+            return made[1]
+        now = datetime.fromtimestamp(clock, tz)
+        prompt = (
             f"{agent.system_prompt}\n\nCurrent time: {now.isoformat(timespec='minutes')} "
             f"({tz.key}, {now.strftime('%A')})."
         )
+        if len(self._prompts) >= 64:  # zones in use are few; never let it grow unbounded
+            self._prompts.clear()
+        self._prompts[key] = (minute, prompt)
+        return prompt

@@ -59,6 +59,8 @@ def trim_history(
 
 
 def _size(message: ChatMessage) -> int:
+    if not message.tool_calls:
+        return len(message.content)
     return len(message.content) + sum(len(json.dumps(c.arguments)) for c in message.tool_calls)
 
 

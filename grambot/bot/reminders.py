@@ -111,8 +111,12 @@ class ScheduleMessageTool:
 
     def __init__(self, reminders: Reminders) -> None:
         self.reminders = reminders
+        self._definition = self._define()
 
     def definition(self) -> ToolDefinition:
+        return self._definition
+
+    def _define(self) -> ToolDefinition:
         return ToolDefinition(
             self.name,
             "Schedule a message to this chat later (a reminder). Give exactly one of `at` (ISO "

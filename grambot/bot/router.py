@@ -2,7 +2,8 @@
 
     connector ──api.inbox.accept──► Inbox (durable) ──wake──► chat worker (grambot.bot.workers)
     connector.message event ──────► (at most once: accepted when the event is handled)
-    worker: claim_next ─► turn (model + tools, or a command) ─► mark_sending ─► send ─► done
+    worker: claim + history ─► turn (model + tools, or a command) ─► mark_sending ─► send
+            ─► done + conversation + the next claim and its history (one transaction) ─► …
 
 Each chat's worker answers its messages in order; chats do not wait for each other. A message is
 at least once in (accepted before upstream is acknowledged; a turn cut by a restart is handled
@@ -19,16 +20,16 @@ logged traceback without the failing instance's secrets.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from grambot.bot.commands import Commands
 from grambot.bot.conversations import cap_content, import_legacy, legacy_part, trim_history
+from grambot.bot.report import TurnStats, log_handled
 from grambot.bot.workers import Chat, ChatWorkers, Served
 from grambot.core.failures import engine_cancelled, format_details
 from grambot.errors import CallCancelled
@@ -44,7 +45,7 @@ from grambot.registries.inference import (
 from grambot.registries.tools import ToolContext, ToolResult
 from grambot.scheduling import Scheduler
 from grambot.settings import AgentSettings
-from grambot.storage.base import InboxEntry
+from grambot.storage.base import Finished, InboxEntry
 from grambot.storage.state import SqliteState
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class Reply:
     text: str
     files: list[Attachment] = field(default_factory=list)
     turns: list[ChatMessage] = field(default_factory=list)  # what the conversation gains
+    stats: TurnStats = field(default_factory=TurnStats)  # for its log line (grambot.bot.report)
 
 
 class Bot:
@@ -81,6 +83,7 @@ class Bot:
         self.state = state
         self.inbox = state.inbox
         self.conversations = state.conversations
+        self.turns = state.turns
         self._redact = redact
         self._agent_settings = agent_settings
         self._legacy_dir = legacy_dir
@@ -90,12 +93,15 @@ class Bot:
         self.commands = Commands(self)
         self.resumed = False
         self.uncertain_at_start = 0
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, int] = {}  # open inbox entries per state, as last counted
+        self.stored_jobs = 0  # scheduled jobs in the database, as last counted
         self._refresh: asyncio.TimerHandle | None = None
         self._kick: asyncio.Handle | None = None
         self._background: set[asyncio.Task[Any]] = set()  # ended by stop(): the db closes next
         self._renamed: set[Chat] = set()
+        self._notifying = False
         self.scheduler: Scheduler | None = None  # set by the engine: reminders
+        self.log_messages = False  # `grambot run --log-messages`: texts in each message's line
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -113,7 +119,7 @@ class Bot:
         """A message of this chat is in the inbox (api.inbox.accept calls this)."""
         if self.resumed:
             self.workers.wake((connector_id, chat_id))
-            self._schedule_refresh()
+            self.refresh_soon()
 
     async def recover(self) -> None:
         """At start, before any connector runs: turns cut by the last stop are handled again;
@@ -143,7 +149,7 @@ class Bot:
 
     def kick(self) -> None:
         """Instances changed (a connector may be back): look for chats waiting for it."""
-        if not self.resumed or self.workers.stopping or self._kick is not None:
+        if self._notifying or not self.resumed or self.workers.stopping or self._kick is not None:
             return
 
         def run() -> None:
@@ -185,18 +191,22 @@ class Bot:
         await self.commands.stop()
 
     def status(self) -> dict[str, Any]:
-        """For status.json: the inbox by state, and the uncertain replies found at start."""
-        pending = self.counts.get("accepted", 0) + self.counts.get("handling", 0)
+        """For status.json: the inbox by state (as last counted), the uncertain replies found
+        at start, the chats being answered."""
+        counts = self.counts
         return {
-            "pending": pending,
-            "sending": self.counts.get("sending", 0),
-            "uncertain": self.counts.get("uncertain", 0),
+            "accepted": counts.get("accepted", 0),
+            "handling": counts.get("handling", 0),
+            "pending": counts.get("accepted", 0) + counts.get("handling", 0),
+            "sending": counts.get("sending", 0),
+            "uncertain": counts.get("uncertain", 0),
             "uncertainAtStart": self.uncertain_at_start,
             "activeChats": len(self.workers),
         }
 
-    def _schedule_refresh(self) -> None:
-        if self._refresh is None:
+    def refresh_soon(self) -> None:
+        """The inbox or the jobs changed: count them again shortly (at most every 0.25 s)."""
+        if self._refresh is None and not self.workers.stopping:
             loop = asyncio.get_running_loop()
             self._refresh = loop.call_later(0.25, self._start_refresh)
 
@@ -205,45 +215,73 @@ class Bot:
         self._spawn(self._refresh_counts())
 
     async def _refresh_counts(self) -> None:
-        counts = await self.inbox.counts()
-        if counts != self.counts:
-            self.counts = counts
-            self._on_change()
+        counts, jobs = await asyncio.gather(self.inbox.counts(), self.state.schedule.count())
+        if counts != self.counts or jobs != self.stored_jobs:
+            self.counts, self.stored_jobs = counts, jobs
+            self._notifying = True  # our own news, not an instance's: kick() ignores it
+            try:
+                self._on_change()
+            finally:
+                self._notifying = False
 
     # -- one chat ------------------------------------------------------------------------------
 
     async def _serve(self, chat: Chat) -> Served:
-        """Answer the chat's next message (its claim and its history: one round trip)."""
+        """Answer the chat's waiting messages in order. Between two replies, one round trip:
+        the last message done with its conversation kept, and the next one claimed with its
+        history (storage.ChatTurns)."""
         if chat[0] not in self.registries.connectors:
             return Served.GONE
-        entry, history = await asyncio.gather(self.inbox.claim_next(*chat), self.history(*chat))
-        if entry is None:
-            return Served.EMPTY
-        await self._answer(chat, entry, history)
-        return Served.HANDLED
+        await self._rename_legacy(chat)
+        finished: Finished | None = None
+        while True:
+            agent = self._agent()
+            claim = not self.workers.stopping and chat[0] in self.registries.connectors
+            entry, history = await self.turns.next_turn(
+                *chat,
+                finished=finished,
+                claim=claim,
+                history=agent.max_history,
+                since=self._since(agent),
+            )
+            self.refresh_soon()  # counted again shortly: claimed, done
+            if entry is None:
+                return Served.EMPTY if chat[0] in self.registries.connectors else Served.GONE
+            finished = await self._answer(chat, entry, history)
 
-    async def _answer(self, chat: Chat, entry: InboxEntry, history: list[ChatMessage]) -> None:
+    async def _answer(self, chat: Chat, entry: InboxEntry, history: list[ChatMessage]) -> Finished:
+        """Reply to `entry`: the turn, then `sending` (durably) and the send. What is left to
+        record (done, the conversation) goes with the chat's next step."""
         message = entry.message
+        started = time.monotonic()
         try:
             reply = await self.respond(message, entry, history)
         except BaseException as exc:
             if engine_cancelled(exc):
                 raise
-            logger.error("bot: chat %s/%s: unexpected failure\n%s", *chat, format_details(exc))
+            logger.error(
+                "bot: chat %s/%s: unexpected failure",
+                *chat,
+                extra={"event": "bot.failed", "chat": chat[1], "details": format_details(exc)},
+            )
             del exc
             reply = Reply("Sorry, something went wrong; details are in the log.")
         await self.inbox.mark_sending(entry.id)
         self.workers.sending.add(chat)
         try:
-            await self._send(message, reply.text, reply.files)
+            sent = await self._send(message, reply.text, reply.files)
         finally:
             self.workers.sending.discard(chat)
-        steps: list[Any] = []
-        if reply.turns:
-            steps.append(self.conversations.append(*chat, reply.turns, keep=self._keep()))
-        steps.append(self.inbox.mark_done(entry.id))
-        await asyncio.gather(*steps)  # one commit (group commit) for both
-        self._schedule_refresh()
+        log_handled(
+            message,
+            reply.stats,
+            started=started,
+            accepted_at=entry.accepted_at,
+            sent=sent,
+            reply=reply.text,
+            with_texts=self.log_messages,
+        )
+        return Finished(entry.id, tuple(reply.turns), self._keep())
 
     async def respond(
         self,
@@ -254,6 +292,8 @@ class Bot:
         """The reply to one message: a command's, or the model's."""
         command = await self.commands.run(message, entry)
         if command is not None:
+            name = message.text.strip().partition(" ")[0]
+            command.stats.command = name[1:] if name.startswith("/") else name
             return command
         return await self._converse(message, self._agent(), entry, history)
 
@@ -262,28 +302,27 @@ class Bot:
     def _keep(self) -> int:
         return max(2 * self._agent().max_history, 100)
 
-    def history(self, connector_id: str, chat_id: str) -> Awaitable[list[ChatMessage]]:
-        """The chat's recent history (a plain future: it joins a gather without a task)."""
+    def _since(self, agent: AgentSettings) -> float | None:
+        """Messages older than this are out of the history (agent.historyDays)."""
+        if agent.history_days is None:
+            return None
+        return self.clock() - agent.history_days * 86400
+
+    async def history(self, connector_id: str, chat_id: str) -> list[ChatMessage]:
+        """The chat's recent history."""
+        await self._rename_legacy((connector_id, chat_id))
         agent = self._agent()
-        chat = (connector_id, chat_id)
-        since = None
-        if agent.history_days is not None:
-            since = self.clock() - agent.history_days * 86400
-        load = functools.partial(
-            self.conversations.load, connector_id, chat_id, limit=agent.max_history, since=since
+        return await self.conversations.load(
+            connector_id, chat_id, limit=agent.max_history, since=self._since(agent)
         )
-        if chat in self._renamed or (
-            legacy_part(connector_id) == connector_id and legacy_part(chat_id) == chat_id
-        ):
-            return load()
-        self._renamed.add(chat)  # a chat the old file store knew under hashed names
 
-        async def renamed_first() -> list[ChatMessage]:
-            old = (legacy_part(connector_id), legacy_part(chat_id))
-            await self.conversations.rename(old, chat)
-            return await load()
-
-        return asyncio.ensure_future(renamed_first())
+    async def _rename_legacy(self, chat: Chat) -> None:
+        """Once per chat the old file store knew under hashed names: its messages (imported
+        under those names) move to the chat's real ids."""
+        if chat in self._renamed or (legacy_part(chat[0]), legacy_part(chat[1])) == chat:
+            return
+        self._renamed.add(chat)
+        await self.conversations.rename((legacy_part(chat[0]), legacy_part(chat[1])), chat)
 
     async def _converse(
         self,
@@ -298,12 +337,13 @@ class Bot:
         files: list[Attachment] = []
         extra = {"inboxId": entry.id} if entry is not None else {}
         context = ToolContext(message.connector_id, message.chat_id, extra)
+        stats = TurnStats()
         try:
-            text = await self._run_turn(context, agent, history, turn, files)
+            text = await self._run_turn(context, agent, history, turn, files, stats)
         except TurnFailed as exc:
             text = f"Sorry, {exc}"
             turn.append(ChatMessage(role="assistant", content=text, is_error=True))
-        return Reply(text, files, turn)
+        return Reply(text, files, turn, stats)
 
     async def _run_turn(
         self,
@@ -312,6 +352,7 @@ class Bot:
         history: list[ChatMessage],
         turn: list[ChatMessage],
         files: list[Attachment],
+        stats: TurnStats,
     ) -> str:
         provider_id, provider = self._provider(agent)
         tools = self._tool_definitions(agent)
@@ -339,6 +380,7 @@ class Bot:
                 raise TurnFailed(
                     f"the inference provider '{provider_id}' failed ({type(exc).__name__})."
                 ) from None
+            stats.add_response(provider_id, agent.model, response)
             turn.append(
                 ChatMessage(role="assistant", content=response.text, tool_calls=response.tool_calls)
             )
@@ -468,8 +510,10 @@ class Bot:
             who = "no inference provider (none is enabled)"
         return who, [d.name for d in self._tool_definitions(agent)]
 
-    async def _send(self, message: IncomingMessage, text: str, files: list[Attachment]) -> None:
-        await self.send(message.connector_id, message.chat_id, text, files, message.message_id)
+    async def _send(self, message: IncomingMessage, text: str, files: list[Attachment]) -> bool:
+        return await self.send(
+            message.connector_id, message.chat_id, text, files, message.message_id
+        )
 
     async def send(
         self,
@@ -497,7 +541,11 @@ class Bot:
         details = format_details(exc)
         if owner is not None and self._redact is not None:
             details = self._redact(owner, details)
-        logger.error("bot: %s failed\n%s", what, details)
+        logger.error(
+            "bot: %s failed",
+            what,
+            extra={"event": "bot.failed", "instance": owner, "details": details},
+        )
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

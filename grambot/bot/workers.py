@@ -24,8 +24,7 @@ Chat = tuple[str, str]  # (connector id, chat id)
 
 
 class Served(Enum):
-    HANDLED = "handled"  # a message was answered: look for the next
-    EMPTY = "empty"  # nothing waits: wait for a wake-up, or end when idle
+    EMPTY = "empty"  # nothing waits (any more): wait for a wake-up, or end when idle
     GONE = "gone"  # its connector is not registered: end (a reload wakes it again)
 
 
@@ -66,11 +65,17 @@ class ChatWorkers:
                 except BaseException as exc:  # a chat's failure never ends its worker
                     if engine_cancelled(exc):
                         raise
-                    logger.error("bot: chat %s/%s failed\n%s", *chat, format_details(exc))
+                    logger.error(
+                        "bot: chat %s/%s failed",
+                        *chat,
+                        extra={
+                            "event": "bot.failed",
+                            "chat": chat[1],
+                            "details": format_details(exc),
+                        },
+                    )
                     del exc
                     await asyncio.sleep(1.0)
-                    continue
-                if served is Served.HANDLED:
                     continue
                 if served is Served.GONE:
                     return

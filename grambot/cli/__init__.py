@@ -31,6 +31,16 @@ class _LazyCommands(click.Group):
             self.add_command(command, cmd_name)
         return command
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = click.utils.make_str(args[0]) if args else ""
+        if args and self.get_command(ctx, name) is None and not name.startswith("-"):
+            from grambot.suggest import did_you_mean
+
+            ctx.fail(f"no command {name!r}{did_you_mean(name, self.list_commands(ctx))}")
+        return super().resolve_command(ctx, args)
+
 
 @click.group(cls=_LazyCommands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="grambot")
@@ -55,6 +65,12 @@ def main() -> None:
     help="Seconds a SIGINT/SIGTERM shutdown may take in all before the process exits anyway.",
 )
 @click.option(
+    "--log-messages",
+    is_flag=True,
+    help="Put the text of each message handled, and of its reply, in its log line (masked); "
+    "without it the line says who, which model, how long and how many tokens, never what.",
+)
+@click.option(
     "--heartbeat",
     type=click.FloatRange(min=0.05),
     default=5.0,
@@ -67,6 +83,7 @@ def run(
     log_format: str,
     reload_plugins: bool,
     shutdown_timeout: float,
+    log_messages: bool,
     heartbeat: float,
 ) -> None:
     """Load the enabled instances, follow edits of settings.json, run until SIGINT/SIGTERM."""
@@ -75,10 +92,13 @@ def run(
     import os
 
     from grambot.lock import EngineLocked
+    from grambot.logs import install_exception_hooks
     from grambot.runtime import run as run_engine
 
     _require_workspace(workspace)  # issue 14: say how to make one
     setup_logging(log_level, log_format)
+    install_exception_hooks()  # stderr is the log: an uncaught traceback is a record too
+    log = logging.getLogger("grambot.run")
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
@@ -88,17 +108,18 @@ def run(
                 reload_plugins=reload_plugins,
                 shutdown_timeout=shutdown_timeout,
                 heartbeat=heartbeat,
+                log_messages=log_messages,
             )
         )
     except EngineLocked as exc:
-        click.echo(f"grambot run: {exc}", err=True)
+        log.error("grambot run: %s", exc, extra={"event": "engine.locked"})
         sys.exit(EXIT_PROBLEMS)
     except Exception as exc:  # .scout/state.db unusable (a newer grambot's schema): say so
         from grambot.storage import StateError
 
         if not isinstance(exc, StateError):
             raise
-        click.echo(f"grambot run: {exc}", err=True)
+        log.error("grambot run: %s", exc, extra={"event": "engine.state-error"})
         sys.exit(EXIT_PROBLEMS)
     # The orderly shutdown is done (status.json removed, the lock released). Exit now: a plugin's
     # non-daemon thread, a pending to_thread job or a task that swallows cancellation must not
@@ -142,4 +163,5 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("grambot.cli.hooks", "check_command"),
     "migrate": ("grambot.cli.hooks", "migrate_command"),
     "backup": ("grambot.cli.state", "backup_command"),
+    "completion": ("grambot.cli.completion", "completion_command"),
 }

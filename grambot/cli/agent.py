@@ -19,14 +19,23 @@ from grambot.cli.common import workspace_option
     metavar="KEY=VALUE",
     help="e.g. inference=anthropic, model=claude-sonnet-4-6, maxToolSteps=8. Repeatable.",
 )
+@click.option(
+    "--unset",
+    "removals",
+    multiple=True,
+    metavar="KEY",
+    help="Remove KEY (back to its default), e.g. --unset tools. Repeatable.",
+)
 @workspace_option
-def agent_command(assignments: tuple[str, ...], workspace: Path) -> None:
-    """Show the bot's agent settings, or change them with --set (validated before writing)."""
+def agent_command(assignments: tuple[str, ...], removals: tuple[str, ...], workspace: Path) -> None:
+    """Show the bot's agent settings, or change them with --set / --unset (validated before
+    writing: instance references must name entries, tool names tools of the running engine)."""
+    from grambot.agent_refs import check_tools
     from grambot.cli.manage import _edit
     from grambot.settings import parse_agent
-    from grambot.settings_edit import EditRefused, SettingsEdit, merge, parse_assignments
+    from grambot.settings_edit import EditRefused, SettingsEdit, merge, parse_assignments, unset
 
-    if assignments:
+    if assignments or removals:
         # Text fields stay text even when they look like JSON (a model named "4", say).
         update = parse_assignments(
             assignments, strings={"inference", "model", "systemPrompt", "imageProvider"}
@@ -36,10 +45,16 @@ def agent_command(assignments: tuple[str, ...], workspace: Path) -> None:
             current = doc.data.get("agent") or {}
             if not isinstance(current, dict):
                 raise EditRefused("agent must be an object; fix the settings file first")
-            merged = merge(current, update)
-            _, problems = parse_agent(merged, doc.path)
-            if problems:
-                lines = "\n".join(str(p) for p in problems)
+            merged = unset(merge(current, update), removals, "agent")
+            agent, problems = parse_agent(merged, doc.path)
+            messages = [str(p) for p in problems]
+            if "tools" in update and agent.tools is not None:
+                tools = check_tools(workspace.resolve(), agent.tools)
+                messages += tools.errors
+                for warning in tools.warnings:
+                    click.echo(f"warning: {warning}", err=True)
+            if messages:
+                lines = "\n".join(messages)
                 raise EditRefused(f"refused, nothing written:\n{lines}")
             doc.data["agent"] = merged
             return merged

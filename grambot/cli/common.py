@@ -22,6 +22,8 @@ EXIT_STALE = 4  # `grambot status`: an engine holds the lock but its heartbeat s
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 LOG_FORMATS = ["text", "json"]
+LOG_LEVEL_ENV = "GRAMBOT_LOG_LEVEL"
+LOG_FORMAT_ENV = "GRAMBOT_LOG_FORMAT"
 
 
 def setup_logging(level: str, fmt: str = "text") -> None:
@@ -31,12 +33,15 @@ def setup_logging(level: str, fmt: str = "text") -> None:
 
 
 def logging_options(default_level: str = "info") -> Callable[[F], F]:
-    """`--log-level` and `--log-format` for a command."""
+    """`--log-level` and `--log-format` for a command; $GRAMBOT_LOG_LEVEL and
+    $GRAMBOT_LOG_FORMAT are their defaults (a service or container sets them once)."""
 
     def decorate(command: F) -> F:
         command = click.option(
             "--log-format",
             type=click.Choice(LOG_FORMATS),
+            envvar=LOG_FORMAT_ENV,
+            show_envvar=True,
             default="text",
             show_default=True,
             help="Log lines as text or as JSON objects (one per line, on stderr).",
@@ -44,6 +49,8 @@ def logging_options(default_level: str = "info") -> Callable[[F], F]:
         return click.option(
             "--log-level",
             type=click.Choice(LOG_LEVELS),
+            envvar=LOG_LEVEL_ENV,
+            show_envvar=True,
             default=default_level,
             show_default=True,
             help="Least severe level logged (on stderr).",
@@ -62,7 +69,10 @@ workspace_option = click.option(
 )
 
 
+ERROR_PREFIX = "error: "  # the one prefix of every error a command prints (warnings: "warning: ")
+
+
 def fail(message: str, code: int = EXIT_PROBLEMS) -> NoReturn:
-    """Print `message` on stderr and exit with `code`."""
-    click.echo(message, err=True)
+    """Print `error: message` on stderr and exit with `code`."""
+    click.echo(message if message.startswith(ERROR_PREFIX) else ERROR_PREFIX + message, err=True)
     raise SystemExit(code)

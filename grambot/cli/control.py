@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from grambot.cli.common import EXIT_NOT_RUNNING, EXIT_PROBLEMS, fail, workspace_option
+from grambot.cli.completion import instance_ids
 
 ANSWER_TIMEOUT = 120.0  # a load may take up to its own deadline (30 s by default), and retries
 
@@ -32,7 +33,7 @@ def _ask(workspace: Path, command: str, instance_id: str) -> None:
 
 
 @click.command("retry")
-@click.argument("instance_id")
+@click.argument("instance_id", shell_complete=instance_ids)
 @workspace_option
 def retry_command(instance_id: str, workspace: Path) -> None:
     """Try a failed or retrying instance again now (after fixing what it failed on).
@@ -43,7 +44,7 @@ def retry_command(instance_id: str, workspace: Path) -> None:
 
 
 @click.command("reload")
-@click.argument("instance_id")
+@click.argument("instance_id", shell_complete=instance_ids)
 @workspace_option
 def reload_command(instance_id: str, workspace: Path) -> None:
     """Unload and load an instance again with its current entry and secrets.

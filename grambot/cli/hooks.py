@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from grambot.cli.common import fail, logging_options, setup_logging, workspace_option
+from grambot.cli.completion import instance_ids
 
 if TYPE_CHECKING:
     from grambot.core.check import CheckResult
@@ -46,7 +47,7 @@ def live_check(
 
 
 @click.command("check")
-@click.argument("instance_id")
+@click.argument("instance_id", shell_complete=instance_ids)
 @workspace_option
 @logging_options("warning")
 def check_command(instance_id: str, workspace: Path, log_level: str, log_format: str) -> None:
@@ -94,7 +95,7 @@ def migrate_entry(
 
 
 @click.command("migrate")
-@click.argument("instance_id", required=False)
+@click.argument("instance_id", required=False, shell_complete=instance_ids)
 @workspace_option
 @logging_options("warning")
 def migrate_command(

@@ -20,6 +20,7 @@ from grambot.cli.common import (
     setup_logging,
     workspace_option,
 )
+from grambot.cli.completion import instance_ids, plugin_ids
 
 if TYPE_CHECKING:
     from grambot.errors import Problem
@@ -49,8 +50,13 @@ def _catalog(settings: EngineSettings) -> PluginCatalog:
 def _descriptor(catalog: PluginCatalog, plugin_id: str) -> PluginDescriptor:
     descriptor = catalog.get(plugin_id)
     if descriptor is None:
+        from grambot.suggest import did_you_mean
+
         known = ", ".join(catalog.ids()) or "none"
-        fail(f"no plugin with id {plugin_id!r}; available plugins: {known} (see `grambot plugins`)")
+        fail(
+            f"no plugin with id {plugin_id!r}{did_you_mean(plugin_id, catalog.ids())}; available "
+            f"plugins: {known} (see `grambot plugins`)"
+        )
     return descriptor
 
 
@@ -164,8 +170,15 @@ def _edit(
 
 
 @click.command("enable")
-@click.argument("plugin_id")
+@click.argument("plugin_id", shell_complete=plugin_ids)
 @click.option("--instance", "instance_id", help="Instance id (default: the plugin id).")
+@click.option(
+    "--unset",
+    "removals",
+    multiple=True,
+    metavar="KEY",
+    help="Remove a setting of the instance (back to its default); a.b reaches in. Repeatable.",
+)
 @click.option(
     "--set",
     "assignments",
@@ -185,6 +198,7 @@ def _edit(
 def enable_command(
     plugin_id: str,
     instance_id: str | None,
+    removals: tuple[str, ...],
     assignments: tuple[str, ...],
     no_input: bool,
     check: bool,
@@ -192,17 +206,21 @@ def enable_command(
     log_level: str,
     log_format: str,
 ) -> None:
-    """Add an instance of PLUGIN_ID (or enable and update an existing one).
+    """Add an instance of PLUGIN_ID (or enable and update an existing one). PLUGIN_ID may also
+    be the id of an existing instance: that instance is enabled and updated.
 
     On a terminal, the plugin's onboarding hook asks for what it needs; secrets it asks for are
     stored in the instance's secrets, never in settings.json.
     """
     from grambot.plugin_info import PluginUnreadable, read_plugin, text_fields
-    from grambot.settings_edit import EditRefused, find_entry, merge, parse_assignments
+    from grambot.settings_edit import EditRefused, find_entry, merge, parse_assignments, unset
 
     setup_logging(log_level, log_format)
-    instance_id = instance_id or plugin_id
     settings = _settings(workspace)
+    named = settings.instance(plugin_id) if instance_id is None else None
+    if named is not None:  # `grambot enable tg`: the instance tg, whatever its plugin's id
+        instance_id, plugin_id = named.instance_id, named.plugin_id
+    instance_id = instance_id or plugin_id
     catalog = _catalog(settings)
     try:
         definition = read_plugin(_descriptor(catalog, plugin_id))
@@ -232,6 +250,8 @@ def enable_command(
 
     def change(doc: SettingsEdit) -> str:
         found = find_entry(doc, instance_id)
+        if found is None and removals:
+            raise EditRefused(f"no instance {instance_id!r} yet: nothing to --unset")
         if found is None:
             doc.plugins.append(
                 {
@@ -251,9 +271,10 @@ def enable_command(
         _persist_migration(doc, entry, definition, index)
         was = entry.get("enabled", True)
         entry["enabled"] = True
-        if updates:
+        if updates or removals:
             current = entry.get("settings", {})
-            entry["settings"] = merge(current if isinstance(current, dict) else {}, updates)
+            merged = merge(current if isinstance(current, dict) else {}, updates)
+            entry["settings"] = unset(merged, removals, f"the settings of {instance_id!r}")
         return "updated" if was is True else "enabled"
 
     live = _live_check(workspace, instance_id, secrets) if check else None
@@ -330,7 +351,7 @@ def _store_secrets(workspace: Path, instance_id: str, secrets: dict[str, str]) -
 
 
 @click.command("disable")
-@click.argument("instance_id")
+@click.argument("instance_id", shell_complete=instance_ids)
 @workspace_option
 def disable_command(instance_id: str, workspace: Path) -> None:
     """Disable an instance (its entry and settings stay)."""
@@ -352,7 +373,7 @@ def disable_command(instance_id: str, workspace: Path) -> None:
         else f"instance {instance_id!r} was already disabled"
     )
     for warning in agent_warnings(_settings(workspace)):
-        click.echo(f"note: {warning}", err=True)
+        click.echo(f"warning: {warning}", err=True)
 
 
 def agent_warnings(settings: EngineSettings) -> list[str]:
@@ -369,7 +390,7 @@ def agent_warnings(settings: EngineSettings) -> list[str]:
 
 
 @click.command("remove")
-@click.argument("instance_id")
+@click.argument("instance_id", shell_complete=instance_ids)
 @click.option(
     "--purge",
     is_flag=True,
@@ -406,46 +427,71 @@ def remove_command(instance_id: str, workspace: Path, purge: bool = False) -> No
 
 
 def _unknown(doc: SettingsEdit, instance_id: str) -> str:
-    ids = [e.get("instanceId") for e in doc.plugins if isinstance(e, dict)]
-    known = ", ".join(str(i) for i in ids if i) or "none"
-    return f"no instance {instance_id!r} in {doc.path}; instances: {known}"
+    from grambot.suggest import did_you_mean
+
+    ids = [str(i) for e in doc.plugins if isinstance(e, dict) and (i := e.get("instanceId"))]
+    known = ", ".join(ids) or "none"
+    return (
+        f"no instance {instance_id!r} in {doc.path}; instances: {known}"
+        f"{did_you_mean(instance_id, ids)}"
+    )
 
 
 # -- validate ----------------------------------------------------------------------------------
 
 
 @click.command("validate")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @workspace_option
 @logging_options("warning")
-def validate_command(workspace: Path, log_level: str, log_format: str) -> None:
+def validate_command(workspace: Path, as_json: bool, log_level: str, log_format: str) -> None:
     """Check settings.json, every enabled instance's settings and the plugin descriptors,
-    without loading anything. Exit code 1 and a list of problems when anything is wrong."""
+    without loading anything (the agent's tools against a running engine). Exit code 1 and a
+    list of problems when anything is wrong; warnings (unknown settings keys a plugin ignores,
+    …) do not fail it."""
+    import json
+
     from grambot.errors import SettingsError
     from grambot.settings import load_settings, settings_path
 
     setup_logging(log_level, log_format)
     path = settings_path(workspace)
+    warnings: list[str] = []
+    instances = enabled = 0
     try:
         settings = load_settings(workspace, lenient=True)
     except SettingsError as exc:
-        click.echo(f"{len(exc.problems)} problem(s):", err=True)
-        for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
-        sys.exit(EXIT_PROBLEMS)
-    problems = _validate(settings)
-    enabled = sum(1 for c in settings.instances if c.enabled)
+        problems = [str(p) for p in exc.problems]
+    else:
+        problems, warnings = _validate(settings)
+        instances, enabled = len(settings.instances), sum(c.enabled for c in settings.instances)
+    if as_json:
+        report = {
+            "ok": not problems,
+            "file": str(path),
+            "instances": instances,
+            "enabled": enabled,
+            "problems": problems,
+            "warnings": warnings,
+        }
+        click.echo(json.dumps(report, indent=2))
+    else:
+        if problems:
+            click.echo(f"error: {len(problems)} problem(s):", err=True)
+            for text in problems:
+                click.echo(f"  {text}", err=True)
+        else:
+            where = path if path.exists() else f"{path} (missing: no instances)"
+            click.echo(f"ok: {where}: {instances} instance(s), {enabled} enabled")
+        for warning in warnings:
+            click.echo(f"warning: {warning}", err=True)
     if problems:
-        click.echo(f"{len(problems)} problem(s):", err=True)
-        for text in problems:
-            click.echo(f"  {text}", err=True)
         sys.exit(EXIT_PROBLEMS)
-    where = path if path.exists() else f"{path} (missing: no instances)"
-    click.echo(f"ok: {where}: {len(settings.instances)} instance(s), {enabled} enabled")
-    for warning in agent_warnings(settings):
-        click.echo(f"warning: {warning}", err=True)
 
 
-def _validate(settings: EngineSettings) -> list[str]:
+def _validate(settings: EngineSettings) -> tuple[list[str], list[str]]:
+    """(problems, warnings) of the settings in force."""
+    from grambot.agent_refs import check_tools
     from grambot.secret_backends import secrets_config
 
     problems: list[Problem] = list(settings.problems)
@@ -460,7 +506,39 @@ def _validate(settings: EngineSettings) -> list[str]:
     problems += catalog.problems
     enabled = {c.instance_id.lower() for c in settings.instances if c.enabled}
     problems += _schema_check(catalog, enabled)(settings)
-    return [str(p) for p in problems]
+    texts, warnings = [str(p) for p in problems], agent_warnings(settings)
+    if settings.agent.tools is not None:
+        tools = check_tools(settings.workspace, settings.agent.tools)
+        texts += tools.errors
+        warnings += tools.warnings
+    warnings += _unknown_settings_keys(settings, catalog)
+    return texts, warnings
+
+
+def _unknown_settings_keys(settings: EngineSettings, catalog: PluginCatalog) -> list[str]:
+    """Keys of an enabled entry's settings its plugin's schema does not know and would ignore
+    (a schema that forbids extra keys reports them as problems already)."""
+    from grambot.plugin_info import PluginUnreadable, read_plugin
+    from grambot.plugins.definition import ignored_keys
+    from grambot.suggest import did_you_mean
+
+    warnings = []
+    for index, config in enumerate(settings.instances):
+        descriptor = catalog.get(config.plugin_id)
+        if descriptor is None or not config.settings or not config.enabled:
+            continue
+        try:
+            schema = read_plugin(descriptor).settings_schema
+        except PluginUnreadable:
+            continue  # reported as a problem of the plugin
+        known = list(schema.model_fields) if schema is not None else []
+        for key in ignored_keys(schema, config.settings):
+            warnings.append(
+                f"{settings.path}: plugins[{index}].settings.{key}: instance "
+                f"{config.instance_id!r}: plugin {config.plugin_id!r} has no setting "
+                f"{key!r}; it is ignored{did_you_mean(key, known)}"
+            )
+    return warnings
 
 
 # -- new ---------------------------------------------------------------------------------------

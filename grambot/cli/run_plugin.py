@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-LOG_LEVELS = ["debug", "info", "warning", "error"]
+from grambot.cli.common import LOG_FORMAT_ENV, LOG_FORMATS, LOG_LEVEL_ENV, LOG_LEVELS
 
 
 def _json_option(value: str, what: str) -> Any:
@@ -47,7 +47,14 @@ def _json_option(value: str, what: str) -> Any:
     show_default="current folder or $GRAMBOT_WORKSPACE",
     help="Folder holding .scout/settings.json.",
 )
-@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="warning", show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS),
+    envvar=LOG_LEVEL_ENV,
+    show_envvar=True,
+    default="warning",
+    show_default=True,
+)
 def run_plugin_command(
     name: str,
     input_json: str,
@@ -64,7 +71,8 @@ def run_plugin_command(
 
     inputs = _json_option(input_json, "--input")
     config = _json_option(config_json, "--config") if config_json is not None else None
-    configure_logging(log_level)  # masked, like every log line of grambot
+    fmt = os.environ.get(LOG_FORMAT_ENV, "text")
+    configure_logging(log_level, fmt if fmt in LOG_FORMATS else "text")  # masked, as every line
     try:
         result = asyncio.run(_run(workspace, name, inputs, config, timeout_ms))
         text = json.dumps(result, ensure_ascii=False)

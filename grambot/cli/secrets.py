@@ -9,6 +9,7 @@ through `.scout/secrets.changed` and reloads that instance.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import sys
 import time
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 import click
 
 from grambot.cli.common import EXIT_PROBLEMS, fail, workspace_option
+from grambot.cli.completion import instance_ids
 
 if TYPE_CHECKING:
     from grambot.secrets import SecretsStore
@@ -76,7 +78,7 @@ def secrets_group() -> None:
 
 
 @secrets_group.command("set")
-@click.argument("instance_id")
+@click.argument("instance_id", shell_complete=instance_ids)
 @click.argument("key")
 @click.option(
     "--check",
@@ -88,6 +90,8 @@ def secrets_group() -> None:
 def set_command(instance_id: str, key: str, check: bool, workspace: Path) -> None:
     """Set secret KEY of INSTANCE_ID; the value comes from a hidden prompt or stdin."""
     _check_names(instance_id, key)
+    store = open_workspace_store(workspace)
+    _refuse_external(store, instance_id, key, "store")
     if sys.stdin.isatty():
         value = click.prompt(
             f"{key} for {instance_id}", hide_input=True, confirmation_prompt=True, type=str
@@ -107,7 +111,6 @@ def set_command(instance_id: str, key: str, check: bool, workspace: Path) -> Non
         if not result.ok:
             fail(f"check failed: {result}; the value was not saved")
         click.echo(str(result))
-    store = open_workspace_store(workspace)
     with _errors(f"cannot store {instance_id}/{key}"):
         store.set(instance_id, key, value)
     notify_engine(workspace)
@@ -116,7 +119,7 @@ def set_command(instance_id: str, key: str, check: bool, workspace: Path) -> Non
 
 
 @secrets_group.command("get")
-@click.argument("instance_id")
+@click.argument("instance_id", shell_complete=instance_ids)
 @click.argument("key")
 @click.option("--reveal", is_flag=True, help="Print the value itself, not a masked form.")
 @workspace_option
@@ -137,10 +140,12 @@ def mask(value: str) -> str:
 
 
 @secrets_group.command("list")
-@click.argument("instance_id", required=False)
+@click.argument("instance_id", required=False, shell_complete=instance_ids)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: instance -> key -> source.")
 @workspace_option
-def list_command(instance_id: str | None, workspace: Path) -> None:
-    """List secret keys (never values), of one instance or of all."""
+def list_command(instance_id: str | None, as_json: bool, workspace: Path) -> None:
+    """List secret keys (never values) and where each comes from (store, dir: a file of
+    GRAMBOT_SECRETS_DIR, env: a GRAMBOT_SECRET__ variable), of one instance or of all."""
     from grambot.secret_backends import store_instance_ids
 
     if instance_id is not None:
@@ -148,25 +153,57 @@ def list_command(instance_id: str | None, workspace: Path) -> None:
     store = open_workspace_store(workspace)
     with _errors("cannot list secrets"):
         ids = [instance_id] if instance_id else store_instance_ids(store)
-        rows = [(i, store.keys(i)) for i in ids]
+        rows = [(i, _sources(store, i)) for i in ids]
+    if as_json:
+        listing = {
+            i: {k: {"source": src, "where": where or None} for k, (src, where) in sources.items()}
+            for i, sources in rows
+        }
+        click.echo(json.dumps({"backend": _where(store), "instances": listing}, indent=2))
+        return
     if instance_id is not None:
-        for key in rows[0][1]:
-            click.echo(key)
+        sources = rows[0][1]
+        width = max((len(key) for key in sources), default=0)
+        for key, (source, where) in sources.items():
+            click.echo(f"{key.ljust(width)}  {source}{f'  {where}' if where else ''}")
         return
     if not rows:
         click.echo(f"no secrets ({_where(store)})")
-    for i, keys in rows:
-        click.echo(f"{i}: {', '.join(keys)}")
+    for i, sources in rows:
+        click.echo(f"{i}: {', '.join(f'{k} ({s})' for k, (s, _) in sources.items())}")
+
+
+def _sources(store: SecretsStore, instance_id: str) -> dict[str, tuple[str, str]]:
+    """key -> (store|dir|env, the variable or file it comes from)."""
+    from grambot.secret_sources import LayeredSecretsStore
+
+    if isinstance(store, LayeredSecretsStore):
+        return {k: (o.source, o.where) for k, o in store.sources(instance_id).items()}
+    return {key: ("store", "") for key in store.keys(instance_id)}
+
+
+def _refuse_external(store: SecretsStore, instance_id: str, key: str, action: str) -> None:
+    """`set`/`delete` of a key that comes from the environment: refused, and why (before any
+    value is asked for)."""
+    from grambot.secret_sources import LayeredSecretsStore
+
+    if not isinstance(store, LayeredSecretsStore):
+        return
+    with _errors(f"cannot {action} {instance_id}/{key}"):
+        origin = store.origin(instance_id, key)
+    if origin is not None:
+        fail(f"cannot {action} {instance_id}/{key}: {origin.refusal(instance_id, key)}")
 
 
 @secrets_group.command("delete")
-@click.argument("instance_id")
+@click.argument("instance_id", shell_complete=instance_ids)
 @click.argument("key")
 @workspace_option
 def delete_command(instance_id: str, key: str, workspace: Path) -> None:
     """Delete secret KEY of INSTANCE_ID."""
     _check_names(instance_id, key)
     store = open_workspace_store(workspace)
+    _refuse_external(store, instance_id, key, "delete")
     with _errors(f"cannot delete {instance_id}/{key}"):
         found = store.delete(instance_id, key)
     if not found:
@@ -176,6 +213,7 @@ def delete_command(instance_id: str, key: str, workspace: Path) -> None:
 
 
 def _where(store: SecretsStore) -> str:
+    store = getattr(store, "inner", store)  # under GRAMBOT_SECRET__* / GRAMBOT_SECRETS_DIR
     path = getattr(store, "path", None)
     if path is not None:
         return f"file {path}"

@@ -64,7 +64,9 @@ def purge_instance(workspace: Path, instance_id: str) -> list[str]:
     if data.exists():
         shutil.rmtree(data)
         done.append(f"data folder {data}")
-    store = open_workspace_store(workspace)
+    # the store's only: GRAMBOT_SECRET__* and GRAMBOT_SECRETS_DIR are not the workspace's
+    opened = open_workspace_store(workspace)
+    store = getattr(opened, "inner", opened)
     keys = store.keys(instance_id)
     for key in keys:
         store.delete(instance_id, key)

@@ -89,6 +89,47 @@ def degraded(status: dict[str, Any]) -> list[str]:
     return reasons
 
 
+def _isolation(block: dict[str, Any], now: datetime) -> str:
+    """An isolated instance's process (docs/isolation.md): pid, RSS, sandbox, restarts."""
+    parts = [f"pid {block['pid']}" if block.get("pid") else "no process"]
+    if block.get("rssBytes"):
+        rss = f"RSS {block['rssBytes'] / (1024 * 1024):.1f} MiB"
+        if block.get("memoryMb"):
+            rss += f" (limit {block['memoryMb']} MiB)"
+        parts.append(rss)
+    if block.get("sandbox"):
+        parts.append(str(block["sandbox"]))
+    restarts = block.get("restarts") or 0
+    parts.append(f"{restarts} restart{'' if restarts == 1 else 's'}")
+    last = block.get("lastExit")
+    if isinstance(last, dict):
+        parts.append(f"last exit {last.get('reason')} {_age(last.get('at'), now)}")
+    return ", ".join(parts)
+
+
+def _state_lines(status: dict[str, Any]) -> list[str]:
+    """The durable inbox and the scheduled jobs (docs/state.md), when the engine reports them."""
+    lines = []
+    inbox = status.get("inbox")
+    if isinstance(inbox, dict):
+        counts = ", ".join(
+            f"{inbox.get(state, 0)} {state}"
+            for state in ("accepted", "handling", "sending", "uncertain")
+        )
+        at_start = inbox.get("uncertainAtStart") or 0
+        found = f" ({at_start} found at start)" if at_start else ""
+        lines.append(
+            f"inbox: {counts}{found}; {inbox.get('activeChats', 0)} chat(s) being answered"
+        )
+    schedule = status.get("schedule")
+    if isinstance(schedule, dict):
+        lines.append(
+            f"scheduled jobs: {schedule.get('jobs', 0)} stored, {schedule.get('active', 0)} "
+            "armed (of loaded instances)"
+        )
+    return lines
+
+
 def render(status: dict[str, Any], now: datetime | None = None) -> str:
     """The readable table of a status document."""
     now = now or datetime.now(UTC)
@@ -112,7 +153,7 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
         lines.append("settings.json entries left out (fix them; the rest applies):")
         lines += [f"  {p}" for p in entry_problems]
     if not instances:
-        return "\n".join(lines)
+        return "\n".join([*lines, *_state_lines(status)])
     header = ("INSTANCE", "PLUGIN", "STATE", "SINCE", "REGISTERED")
     rows = []
     for item in instances:
@@ -138,6 +179,9 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
         lines.append(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+    durable = _state_lines(status)
+    if durable:
+        lines += ["", *durable]
     errors = [
         (i.get("instanceId"), i.get("reason"), i.get("error")) for i in instances if i.get("error")
     ]
@@ -157,6 +201,11 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
         lines.append("unhealthy:")
         for instance_id, error in unhealthy:
             lines.append(f"  {instance_id}: {error.get('message')} ({_age(error.get('at'), now)})")
+    isolated = [i for i in instances if (i.get("isolation") or {}).get("mode") == "process"]
+    if isolated:
+        lines.append("")
+        lines.append("isolated:")
+        lines += [f"  {i.get('instanceId')}: {_isolation(i['isolation'], now)}" for i in isolated]
     held = [(i.get("instanceId"), i.get("held")) for i in instances if i.get("held")]
     if held:
         lines.append("")

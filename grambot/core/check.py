@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grambot.core.failures import classify, describe, engine_cancelled
+from grambot.core.failures import Failure, classify, describe, engine_cancelled
 from grambot.core.generation import Generation, Services
 from grambot.masking import MASK
 from grambot.plugins.context import MemoryCache
@@ -123,13 +123,18 @@ async def check_entry(
             engine_settings=engine_services.engine_settings,
         )
         generation: Generation | None = None
+        isolation = engine_services.isolation
         try:
-            generation = Generation(services, config, task_failed)
+            if isolation is not None:  # "isolation": "process": the check runs in a child
+                services.isolation = isolation
+                generation = isolation.generation(services, config, task_failed, _lost)
+            if generation is None:
+                generation = Generation(services, config, task_failed)
             await generation.import_and_validate(progress, create=True)
             if not generation.created:
                 await generation.create(progress)
             await generation.call("load", progress)
-            detail = await _run_check(generation, progress)
+            detail = await generation.run_check(progress)
         except BaseException as exc:
             if engine_cancelled(exc):
                 raise
@@ -141,7 +146,12 @@ async def check_entry(
     return CheckResult(instance_id, config.plugin_id, True, None, redact(detail))
 
 
-async def _run_check(generation: Generation, progress: Progress) -> str:
+def _lost(generation: Generation, failure: Failure) -> None:
+    """A checked instance's process ended: its step fails with the reason already."""
+
+
+async def run_check_hook(generation: Generation, progress: Progress) -> str:
+    """The plugin's `check(api)` hook, if it has one: what it said."""
     definition = generation.definition
     hook = definition.check if definition is not None else None
     if hook is None:

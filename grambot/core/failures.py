@@ -21,6 +21,8 @@ boundary where the engine called the plugin (see grambot.plugins.stages and .gua
       SDK of a built-in not installed                            `pip install` that fixes it)
     ServiceError(kind=k)               k (auth, network, ...)  its `retryable` (never auth)
     anything else in create/load/start create-error/...        yes
+    IsolatedFailure (process isolation) its kind (crashed,      its `recoverable`
+                                        killed, memory-limit, ...)
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from grambot.errors import (
+    IsolatedFailure,
     MissingDependency,
     NotReady,
     PluginCrash,
@@ -112,6 +115,15 @@ def classify(exc: BaseException, stage: str, redact: Callable[[str], str]) -> Fa
     every text of it."""
     if isinstance(exc, PluginNotFound):
         return Failure("plugin-not-found", stage, redact(str(exc)), recoverable=False)
+    if isinstance(exc, IsolatedFailure):  # classified in the child, or its process ended
+        return Failure(
+            exc.kind,
+            exc.stage or stage,
+            redact(str(exc)),
+            exc.recoverable,
+            redact(exc.details),
+            exc.conflict,
+        )
     if isinstance(exc, StageTimeout):
         return Failure("timeout", exc.stage, redact(str(exc)), recoverable=True)
     if isinstance(exc, SettingsInvalid):

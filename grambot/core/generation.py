@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from grambot.core.failures import describe, engine_cancelled
+from grambot.core.failures import Failure, describe, engine_cancelled
 from grambot.errors import PluginNotFound, RegistrationError
 from grambot.masking import MASK
 from grambot.plugins.allowlist import module_guard
@@ -31,6 +31,7 @@ from grambot.plugins.catalog import PluginCatalog
 from grambot.plugins.context import CacheBackend, PluginRuntime, cache_namespace
 from grambot.plugins.definition import (
     Plugin,
+    ignored_keys,
     migrate_settings,
     read_definition,
     validate_settings,
@@ -69,6 +70,23 @@ logger = logging.getLogger("grambot.instance")
 NOT_CREATED: Any = object()  # the import step left an async create() to the event loop
 
 
+class Isolation(Protocol):
+    """Where an instance's code runs (grambot.isolation.backend.ProcessIsolation): the one seam
+    between the core and process isolation."""
+
+    def generation(
+        self,
+        services: Services,
+        config: InstanceConfig,
+        on_task_failure: TaskFailureReporter,
+        on_lost: Callable[[Generation, Failure], None],
+    ) -> Generation | None:
+        """A generation that runs `config` elsewhere, or None to load it in this process."""
+        ...
+
+    def status(self, instance_id: str, generation: Generation | None) -> dict[str, Any]: ...
+
+
 @dataclass
 class Services:
     """What the engine lends every instance; the manager keeps it current."""
@@ -89,6 +107,9 @@ class Services:
     request_stop: Callable[[str, str, bool], bool] = lambda instance_id, reason, sole: False
     load_order: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     durable: DurableServices | None = None  # api.store / api.inbox / api.schedule (issue 16)
+    isolation: Isolation | None = None  # None: every instance runs in this process
+    # a process-isolated load's child ended unasked (the manager fails and retries it)
+    on_lost: Callable[[Instance, Generation, Failure], None] = lambda i, g, f: None
 
 
 class Generation:
@@ -139,6 +160,7 @@ class Generation:
         self.runtime: PluginRuntime | None = None  # its http client closes on unload
         self.started: list[Any] = []  # connectors started, in order
         self.durable: DurableHandles | None = None  # its api.store/inbox/schedule
+        self.ignored: tuple[str, ...] = ()  # settings keys its schema drops (misspelt, likely)
 
     @property
     def instance_id(self) -> str:
@@ -161,6 +183,8 @@ class Generation:
             definition = read_definition(module, descriptor.attribute)
             del module
             settings, migrated = validated_settings(definition, config, progress)
+            if migrated is None:  # keys a migration renamed are the migration's business
+                self.ignored = tuple(ignored_keys(definition.settings_schema, config.settings))
             if not create or inspect.iscoroutinefunction(definition.create):
                 return definition, settings, migrated, NOT_CREATED
             progress.stage = "create"
@@ -215,6 +239,12 @@ class Generation:
             context=self.context,
             progress=progress,
         )
+
+    async def run_check(self, progress: Progress) -> str:
+        """The plugin's `check(api)` hook on this load (grambot check); what it said."""
+        from grambot.core.check import run_check_hook
+
+        return await run_check_hook(self, progress)
 
     async def validate(self, config: InstanceConfig) -> tuple[Any, tuple[int, int] | None]:
         """`config`'s settings migrated and validated by this generation's plugin (no import):

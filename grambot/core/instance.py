@@ -143,7 +143,15 @@ class Instance:
             "stalls": self.stalls,
             "migrated": _migrated(generation),
             "settingsDigest": settings_digest(self.config),
+            "ignoredSettings": list(generation.ignored) if generation is not None else [],
+            "isolation": self._isolation_status(),
         }
+
+    def _isolation_status(self) -> dict[str, Any]:
+        isolation = self._services.isolation
+        if isolation is None:
+            return {"mode": "inprocess"}
+        return isolation.status(self.instance_id, self._generation)
 
     @property
     def healthy(self) -> bool:
@@ -180,7 +188,11 @@ class Instance:
         self.config, self.held, self.attempt = config, (), 0
         self._set(InstanceState.FAILED, failure)
         logger.error(
-            "instance %s (plugin %s): %s", self.instance_id, self.plugin_id, failure.message
+            "instance %s (plugin %s): %s",
+            self.instance_id,
+            self.plugin_id,
+            failure.message,
+            extra=self._fields("instance.failed", stage=failure.stage, kind=failure.kind),
         )
 
     def cancel_retry(self) -> None:
@@ -197,7 +209,7 @@ class Instance:
         progress = Progress("lookup")
         generation: Generation | None = None
         try:
-            generation = Generation(self._services, config, self._task_failed)
+            generation = self._new_generation(config)
             await generation.import_and_validate(progress, create=False)
         except BaseException as exc:
             if generation is not None:
@@ -228,7 +240,7 @@ class Instance:
         generation = prepared
         try:
             if generation is None:
-                generation = Generation(self._services, self.config, self._task_failed)
+                generation = self._new_generation(self.config)
                 self._generation = generation
                 await generation.import_and_validate(progress, create=True)
             self._generation = generation
@@ -260,7 +272,16 @@ class Instance:
             self.instance_id,
             self.plugin_id,
             f" after {retries} retries" if retries else "",
+            extra=self._fields("instance.loaded", attempt=retries or None),
         )
+        if generation.ignored:
+            logger.warning(
+                "instance %s: plugin %s has no setting %s: ignored (misspelt?)",
+                self.instance_id,
+                self.plugin_id,
+                ", ".join(repr(key) for key in generation.ignored),
+                extra=self._fields("instance.settings-ignored"),
+            )
         return True
 
     async def start(self) -> None:
@@ -299,6 +320,7 @@ class Instance:
             generation is None
             or self.state is not InstanceState.LOADED
             or config.plugin_id != self.plugin_id
+            or config.isolation_spec != self.config.isolation_spec  # another process: reload
         ):
             return False
         hook = getattr(generation.plugin_object, "reconfigure", None)
@@ -322,6 +344,7 @@ class Instance:
                 self.instance_id,
                 self.plugin_id,
                 self._redact(describe(exc)),
+                extra=self._fields("instance.reconfigure-failed", stage="reconfigure"),
             )
             return False
         if accepted is not True:
@@ -332,7 +355,10 @@ class Instance:
         self.config, self.held = config, ()
         self._services.on_change()
         logger.info(
-            "instance %s (plugin %s) reconfigured in place", self.instance_id, self.plugin_id
+            "instance %s (plugin %s) reconfigured in place",
+            self.instance_id,
+            self.plugin_id,
+            extra=self._fields("instance.reconfigured"),
         )
         return True
 
@@ -349,7 +375,34 @@ class Instance:
             await self._teardown(generation)  # interrupted, it still releases what is left
         finally:
             self._set(InstanceState.DISABLED)
-        logger.info("instance %s (plugin %s) unloaded", self.instance_id, self.plugin_id)
+        logger.info(
+            "instance %s (plugin %s) unloaded",
+            self.instance_id,
+            self.plugin_id,
+            extra=self._fields("instance.unloaded"),
+        )
+
+    async def lost(self, generation: Generation, failure: Failure) -> None:
+        """The process of its current load ended unasked (process isolation; its proxies are
+        gone already): what is left of the load is released, and it fails with the reason,
+        retried with the engine's backoff."""
+        if self._generation is not generation or self.state is not InstanceState.LOADED:
+            return
+        self._set(InstanceState.UNLOADING)
+        await self._teardown(generation)
+        self._settle(failure)
+
+    def _new_generation(self, config: InstanceConfig) -> Generation:
+        """A generation for `config`: in this process, or in a child (grambot.isolation)."""
+        isolation = self._services.isolation
+        if isolation is not None:
+            elsewhere = isolation.generation(self._services, config, self._task_failed, self._lost)
+            if elsewhere is not None:
+                return elsewhere
+        return Generation(self._services, config, self._task_failed)
+
+    def _lost(self, generation: Generation, failure: Failure) -> None:
+        self._services.on_lost(self, generation, failure)
 
     async def _teardown(self, generation: Generation) -> None:
         """The one teardown (Generation.teardown): `unload` is called when `create` ran."""
@@ -366,16 +419,18 @@ class Instance:
         or `failed`; the first failure is logged with its traceback, later ones in one line."""
         policy = self._services.retry_policy
         iid, pid = self.instance_id, self.plugin_id
-        details = f"\n{failure.details}" if failure.details else ""
+        details = failure.details or None  # the traceback: `exception` in JSON, below in text
         if not failure.recoverable or policy is None:
             self._set(InstanceState.FAILED, failure)
             logger.error(
-                "instance %s (plugin %s) failed at %s: %s%s",
+                "instance %s (plugin %s) failed at %s: %s",
                 iid,
                 pid,
                 failure.stage,
                 failure.message,
-                details,
+                extra=self._fields(
+                    "instance.failed", stage=failure.stage, kind=failure.kind, details=details
+                ),
             )
             return
         self.attempt += 1
@@ -385,15 +440,18 @@ class Instance:
         # a fresh context: the timer is the engine's, never counted as the instance's own
         self._retry = loop.call_later(delay, self._retry_fired, context=contextvars.Context())
         self._set(InstanceState.RETRYING, failure)
+        fields = self._fields(
+            "instance.retrying", stage=failure.stage, kind=failure.kind, attempt=self.attempt
+        )
         if self.attempt == 1:
             logger.error(
-                "instance %s (plugin %s) failed at %s: %s; retrying in %.3g s%s",
+                "instance %s (plugin %s) failed at %s: %s; retrying in %.3g s",
                 iid,
                 pid,
                 failure.stage,
                 failure.message,
                 delay,
-                details,
+                extra={**fields, "details": details},
             )
         else:
             logger.warning(
@@ -404,6 +462,7 @@ class Instance:
                 failure.stage,
                 failure.message,
                 delay,
+                extra=fields,
             )
 
     def _retry_fired(self) -> None:
@@ -423,11 +482,19 @@ class Instance:
         even if it never read them (plugin errors may quote them)."""
         return MASK.redact_instance(self._services.secrets, self.instance_id, text)
 
+    def _fields(self, event: str, **more: object) -> dict[str, object]:
+        """Structured fields of a log record about this instance (grambot.logs)."""
+        return {"event": event, "instance": self.instance_id, **more}
+
     def _task_failed(self, instance_id: str, task_name: str, exc: BaseException) -> None:
         logger.error(
-            "instance %s: background task %s failed: %s\n%s",
+            "instance %s: background task %s failed: %s",
             instance_id,
             task_name,
             self._redact(describe(exc)),
-            self._redact(format_details(exc)),
+            extra={
+                "event": "instance.task-failed",
+                "instance": instance_id,
+                "details": self._redact(format_details(exc)),
+            },
         )

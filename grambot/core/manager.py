@@ -23,7 +23,7 @@ import contextvars
 import gc
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 
 from grambot.core.failures import Failure
 from grambot.core.instance import Generation, Instance, InstanceState, Services
@@ -44,6 +44,7 @@ class PluginManager:
         self.services = services
         services.on_change = self._changed
         services.on_retry_due = self._retry_due
+        services.on_lost = self._lost
         self._instances: dict[str, Instance] = {}
         self._lock = asyncio.Lock()
         self._latest: EngineSettings | None = None
@@ -269,9 +270,10 @@ class PluginManager:
     # -- retries ---------------------------------------------------------------------------
 
     def _retry_due(self, instance: Instance) -> None:
-        task = asyncio.get_running_loop().create_task(
-            self._retry(instance), name=f"grambot-retry:{instance.instance_id}"
-        )
+        self._background(self._retry(instance), f"grambot-retry:{instance.instance_id}")
+
+    def _background(self, work: Coroutine[object, object, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)  # cancelled at shutdown
         self._retry_tasks.add(task)
         task.add_done_callback(self._retry_tasks.discard)
 
@@ -281,8 +283,24 @@ class PluginManager:
                 instance.state is not InstanceState.RETRYING or instance.retry_handle is not None
             ):
                 return  # edited, removed or rescheduled meanwhile
-            logger.info("instance %s: retry %d", instance.instance_id, instance.attempt)
+            logger.info(
+                "instance %s: retry %d",
+                instance.instance_id,
+                instance.attempt,
+                extra={
+                    "event": "instance.retry",
+                    "instance": instance.instance_id,
+                    "attempt": instance.attempt,
+                },
+            )
             await self._bring_up([(instance, None, None)], retry=True)
+
+    def _lost(self, instance: Instance, gen: Generation, failure: Failure) -> None:
+        self._background(self._fail(instance, gen, failure), f"grambot-lost:{instance.instance_id}")
+
+    async def _fail(self, instance: Instance, gen: Generation, failure: Failure) -> None:
+        async with self._lock:  # after the operation in progress (Instance.lost checks `gen`)
+            await instance.lost(gen, failure)
 
     def _changed(self) -> None:
         """Tell the listeners (status), on the loop's thread and in the engine's own context:

@@ -89,6 +89,7 @@ def differs(old: InstanceConfig, new: InstanceConfig) -> bool:
         old.plugin_id != new.plugin_id
         or old.settings != new.settings
         or old.settings_version != new.settings_version
+        or old.isolation_spec != new.isolation_spec  # another process mode: a reload
     )
 
 

@@ -37,6 +37,7 @@ from grambot.errors import AccessDenied, SecretsError
 from grambot.masking import MASK
 from grambot.plugins.descriptor import PluginDescriptor
 from grambot.plugins.loader import instance_logger_name
+from grambot.secret_sources import ENV_PREFIX as SECRET_ENV_PREFIX
 
 if TYPE_CHECKING:
     import httpx
@@ -91,6 +92,14 @@ class InstanceEnv(Mapping[str, str]):
         self._environ = environ
 
     def _check(self, name: str) -> None:
+        if name.startswith(SECRET_ENV_PREFIX):  # another instance's, maybe: api.secrets only
+            raise AccessDenied(
+                "env",
+                name,
+                f"{_who(self._descriptor, self._instance_id)} may not read the environment "
+                f"variable {name!r}: {SECRET_ENV_PREFIX}* variables are instances' secrets, "
+                "read through api.secrets by the instance they name",
+            )
         if name not in self._allowed:
             allowlist = ", ".join(self._allowed) if self._allowed else "empty"
             raise AccessDenied(
@@ -115,14 +124,19 @@ class InstanceEnv(Mapping[str, str]):
         self._check(name)
         return self._environ.get(name, default)
 
+    def _visible(self) -> list[str]:
+        return [
+            n for n in self._allowed if n in self._environ and not n.startswith(SECRET_ENV_PREFIX)
+        ]
+
     def __contains__(self, name: object) -> bool:
-        return name in self._allowed and name in self._environ
+        return name in self._visible()
 
     def __iter__(self) -> Iterator[str]:
-        return iter([n for n in self._allowed if n in self._environ])
+        return iter(self._visible())
 
     def __len__(self) -> int:
-        return sum(1 for n in self._allowed if n in self._environ)
+        return len(self._visible())
 
     def __repr__(self) -> str:
         return f"InstanceEnv(allowed={list(self._allowed)!r})"  # values stay out of logs

@@ -152,5 +152,20 @@ def validate_settings(schema: type[BaseModel], settings: dict[str, Any], where: 
         raise SettingsInvalid("; ".join(lines)) from None
 
 
+def ignored_keys(schema: type[BaseModel] | None, settings: dict[str, Any]) -> list[str]:
+    """Keys of `settings` that `schema` does not know and would silently drop (a schema that
+    forbids extra keys refuses them instead; one that allows them keeps them)."""
+    if schema is None or schema.model_config.get("extra", "ignore") != "ignore":
+        return []
+    known = set(schema.model_fields)
+    known |= {f.alias for f in schema.model_fields.values() if f.alias}
+    known |= {
+        f.validation_alias
+        for f in schema.model_fields.values()
+        if isinstance(f.validation_alias, str)
+    }
+    return [key for key in settings if key not in known]
+
+
 class SettingsInvalid(Exception):
     """Instance settings failed the plugin's schema; the message lists each path."""

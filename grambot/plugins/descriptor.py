@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from types import MappingProxyType
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -105,6 +105,11 @@ class PluginDescriptor:
     allowed_modules: tuple[str, ...] | None = None
     allowed_vault_paths: tuple[str, ...] = ()
     cache_key_prefix: str | None = None
+    # docs/isolation.md: "process" refuses to run in process; limits for a process instance
+    isolation: str | None = None
+    memory_mb: int | None = None
+    sandbox: str | None = None
+    stdin: bool = False  # it reads the engine's stdin (a console): an isolated child gets it
     raw: Mapping[str, Any]
 
 
@@ -127,6 +132,10 @@ class _DescriptorModel(BaseModel):
     cache_key_prefix: Annotated[str, StringConstraints(min_length=1)] | None = Field(
         default=None, alias="cacheKeyPrefix"
     )
+    isolation: Literal["inprocess", "process"] | None = None
+    memory_mb: Annotated[int, Field(ge=32)] | None = Field(default=None, alias="memoryMb")
+    sandbox: Literal["required", "best-effort"] | None = None
+    stdin: bool = False
 
 
 def load_descriptor(
@@ -186,6 +195,10 @@ def load_descriptor(
         allowed_modules=None if model.allowed_modules is None else tuple(model.allowed_modules),
         allowed_vault_paths=tuple(model.allowed_vault_paths),
         cache_key_prefix=model.cache_key_prefix,
+        isolation=model.isolation,
+        memory_mb=model.memory_mb,
+        sandbox=model.sandbox,
+        stdin=model.stdin,
         raw=_freeze(data),
     )
 

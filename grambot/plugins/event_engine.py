@@ -220,6 +220,11 @@ class PluginEventEngine:
                         event.id,
                         event.type,
                         event.instance_id,
+                        extra={
+                            "event": "handler.timeout",
+                            "eventType": event.type,
+                            "eventId": event.id,
+                        },
                     )
                 except BaseException as exc:  # SystemExit & co. from a handler are its failure
                     self._running = 0
@@ -244,6 +249,7 @@ class PluginEventEngine:
             event.plugin_id,
             describe(exc),
             exc_info=exc,
+            extra={"event": "handler.failed", "eventType": event.type, "eventId": event.id},
         )
 
     async def _watch(self) -> None:

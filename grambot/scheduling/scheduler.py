@@ -88,6 +88,12 @@ class Scheduler:
         self._timer: asyncio.TimerHandle | None = None
         self._stopped = False
         self.runs = 0  # handler runs (tests, status)
+        self.on_change: Callable[[], None] = lambda: None  # jobs stored or armed changed
+
+    @property
+    def active(self) -> int:
+        """Jobs armed: those of loaded instances (a stored job waits for its owner's load)."""
+        return len(self._jobs)
 
     # -- owners --------------------------------------------------------------------------------
 
@@ -116,6 +122,7 @@ class Scheduler:
         del self._owners[owner]
         self._forget(owner)
         self._arm()
+        self.on_change()
 
     def _forget(self, owner: str) -> None:
         for key in [k for k in self._jobs if k[0] == owner]:
@@ -152,6 +159,7 @@ class Scheduler:
                 await self.store.put(job)
             self._jobs[(owner, job.name)] = job
         self._arm()
+        self.on_change()
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -179,12 +187,14 @@ class Scheduler:
         if record.active and self._owners.get(job.owner) is record:
             self._jobs[(job.owner, job.name)] = job
             self._arm()
+        self.on_change()
         return job
 
     async def cancel(self, owner: str, name: str) -> bool:
         self._jobs.pop((owner, name), None)
         removed = await self.store.remove(owner, name)
         self._arm()
+        self.on_change()
         return removed
 
     async def stop(self) -> None:

@@ -1,10 +1,13 @@
-"""Durable state behind small Protocols (KeyValueStore, Inbox, Schedule, ConversationStore) with
-an embedded default, one SQLite file `.scout/state.db` (docs/state.md). Nothing outside this
-package touches SQL."""
+"""Durable state behind small Protocols (KeyValueStore, Inbox, Schedule, ConversationStore,
+ChatTurns) with an embedded default, one SQLite file `.scout/state.db` (docs/state.md). Nothing
+outside this package touches SQL."""
 
 from grambot.storage.base import (
+    DONE_KEPT_DAYS,
     MISSING,
+    ChatTurns,
     ConversationStore,
+    Finished,
     Inbox,
     InboxEntry,
     InboxState,
@@ -19,10 +22,13 @@ from grambot.storage.database import SCHEMA_VERSION, Synchronous
 from grambot.storage.state import STATE_FILE, SqliteState, open_state
 
 __all__ = [
+    "DONE_KEPT_DAYS",
     "MISSING",
     "SCHEMA_VERSION",
     "STATE_FILE",
+    "ChatTurns",
     "ConversationStore",
+    "Finished",
     "Inbox",
     "InboxEntry",
     "InboxState",

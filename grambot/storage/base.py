@@ -5,6 +5,8 @@
     Inbox              accepted → handling → sending → done (or uncertain)    (api.inbox, bot)
     Schedule           jobs keyed by (owner, name) with payload and next run  (api.schedule)
     ConversationStore  a chat's messages, append-only, trimmed and aged       (the bot)
+    ChatTurns          the bot's step between two replies of a chat: the last one done and
+                       its messages kept, the next one claimed with its history, at once
 
 Every method returns an awaitable (the SQLite default returns plain futures, so gathering
 several costs no task), so an implementation may sit on a thread (SQLite, the default:
@@ -23,8 +25,11 @@ from grambot.registries.connectors import IncomingMessage
 from grambot.registries.inference import ChatMessage
 
 __all__ = [
+    "DONE_KEPT_DAYS",
     "MISSING",
+    "ChatTurns",
     "ConversationStore",
+    "Finished",
     "Inbox",
     "InboxEntry",
     "InboxState",
@@ -37,6 +42,7 @@ __all__ = [
 ]
 
 InboxState = Literal["accepted", "handling", "sending", "done", "uncertain"]
+DONE_KEPT_DAYS = 30  # done and uncertain inbox entries are kept this long (deduplication)
 MissedPolicy = Literal["run-once", "skip"]
 JobKind = Literal["every", "cron", "at"]
 
@@ -87,6 +93,10 @@ class KeyValueStore(Protocol):
 
     def drop_namespace(self, namespace: str) -> Awaitable[int]: ...
 
+    def sweep(self) -> Awaitable[int]:
+        """Delete the values past their TTL (invisible already); returns how many."""
+        ...
+
 
 @dataclass(frozen=True)
 class InboxEntry:
@@ -124,7 +134,12 @@ class Inbox(Protocol):
         ...
 
     def counts(self, connector_id: str | None = None) -> Awaitable[dict[str, int]]:
-        """Entries per state (of one connector's chats, or all)."""
+        """Open entries per state, of one connector's chats or all (`done` ones are not
+        counted: they are kept a while only to recognise redeliveries)."""
+        ...
+
+    def prune(self, before: float) -> Awaitable[int]:
+        """Forget `done` and `uncertain` entries last changed before `before`."""
         ...
 
     def drop_connector(self, connector_id: str) -> Awaitable[int]: ...
@@ -162,6 +177,10 @@ class Schedule(Protocol):
 
     def jobs(self, owner: str | None = None, prefix: str = "") -> Awaitable[list[Job]]: ...
 
+    def count(self) -> Awaitable[int]:
+        """How many jobs are stored (of every owner)."""
+        ...
+
     def drop_owner(self, owner: str) -> Awaitable[int]: ...
 
 
@@ -175,7 +194,8 @@ class ConversationStore(Protocol):
     def append(
         self, connector_id: str, chat_id: str, messages: Sequence[ChatMessage], *, keep: int
     ) -> Awaitable[None]:
-        """Add `messages` (stamped now) and keep only the last `keep` of the chat."""
+        """Add `messages` (stamped now) and keep the chat's last `keep` (at least: it may be
+        trimmed to them every few appends rather than at each)."""
         ...
 
     def forget(self, connector_id: str, chat_id: str) -> Awaitable[None]: ...
@@ -185,3 +205,33 @@ class ConversationStore(Protocol):
         ...
 
     def drop_connector(self, connector_id: str) -> Awaitable[int]: ...
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A message whose reply went out: its entry becomes `done`, the conversation gains
+    `messages` and keeps the chat's last `keep`."""
+
+    entry_id: int
+    messages: Sequence[ChatMessage]
+    keep: int
+
+
+class ChatTurns(Protocol):
+    """The bot's step between two replies of a chat, as one transaction (one round trip).
+    With `Inbox.accept` and `Inbox.mark_sending`, a message costs three."""
+
+    def next_turn(
+        self,
+        connector_id: str,
+        chat_id: str,
+        *,
+        finished: Finished | None = None,
+        claim: bool = True,
+        history: int,
+        since: float | None = None,
+    ) -> Awaitable[tuple[InboxEntry | None, list[ChatMessage]]]:
+        """Finish `finished` (if given); then, if `claim`, claim the chat's oldest `accepted`
+        message and load the last `history` messages of its conversation (those stamped at
+        or after `since`) to answer it with. `(None, [])` when nothing was claimed."""
+        ...

@@ -3,9 +3,15 @@
 Every operation is a function of the connection queued to the database's thread. The thread
 takes everything queued at once and runs it as one transaction (group commit): under load many
 messages share one commit, and a lone operation pays a thread hand-off and a commit (WAL with
-`synchronous=NORMAL` writes the log without an fsync; the fsync happens at checkpoints). Each
-operation runs under a SAVEPOINT, so one that fails is undone alone and the others commit.
-Results go back to the event loop with one `call_soon_threadsafe` per batch.
+`synchronous=NORMAL` writes the log without an fsync; the fsync happens at checkpoints, which
+another thread runs: grambot.storage.checkpoint). Each operation runs under a SAVEPOINT, so
+one that fails is undone alone and the others commit. Results go back to the event loop with
+one `call_soon_threadsafe` per batch.
+
+Operations submitted from an event loop are handed over once per turn of that loop (a callback
+queued at the first one), not one by one: the thread then starts once the loop has queued what
+it had to, instead of competing with it for the GIL statement by statement (a thread that
+releases the GIL at every statement waits for a busy loop thread each time to take it back).
 
 The schema is versioned with `PRAGMA user_version` and migrated forward at open, each migration
 in its own transaction; a database whose version is above what this grambot knows is refused
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import os
 import queue
@@ -28,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from grambot.storage.base import SchemaTooNew, StateError
+from grambot.storage.checkpoint import Checkpointer
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Database", "Synchronous"]
 
@@ -62,10 +70,21 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX conversation_chat ON conversation (connector, chat, id);
     CREATE INDEX conversation_age ON conversation (at);
     """,
+    # 2: the inbox indexed by what its queries look for, so that a message's moves between
+    # states touch small indexes: the waiting messages of a chat (claims), the open ones
+    # (recovery, counts), the finished ones by age (pruning).
+    """
+    DROP INDEX inbox_queue;
+    DROP INDEX inbox_state;
+    CREATE INDEX inbox_waiting ON inbox (connector, chat, id) WHERE state = 'accepted';
+    CREATE INDEX inbox_open ON inbox (state) WHERE state != 'done';
+    CREATE INDEX inbox_aged ON inbox (updated_at) WHERE state IN ('done', 'uncertain');
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-MAX_BATCH = 1024  # operations in one transaction at most
+MAX_BATCH = 1024  # operations in one transaction at most (about: hand-overs are not split)
 _STOP: Any = object()
+_ENGINE_CONTEXT = contextvars.Context()  # hand-overs are the engine's work, whoever queued
 
 
 class _Waiter:
@@ -101,13 +120,15 @@ class Database:
     def __init__(self, path: Path, *, synchronous: Synchronous = "normal") -> None:
         self.path = path
         self.synchronous: Synchronous = synchronous
-        self._queue: queue.SimpleQueue[tuple[Op, _Waiter] | Any] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[tuple[Op, _Waiter]] | Any] = queue.SimpleQueue()
+        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[Op, _Waiter]]] = {}
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._open_error: BaseException | None = None
         self._closed = False
         self.batches = 0  # transactions committed (for benchmarks: ops / batches)
         self.ops = 0
+        self._checkpointer: Checkpointer | None = None
 
     # -- use -----------------------------------------------------------------------------------
 
@@ -120,13 +141,24 @@ class Database:
         itself, so it needs no savepoint of its own)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._submit(op, _Waiter(future, loop, single=single))
+        self._check_open()
+        outbox = self._outbox.get(loop)
+        if outbox is None:  # the first of this turn of the loop: hand them over at its end
+            outbox = self._outbox[loop] = []
+            loop.call_soon(self._flush, loop, context=_ENGINE_CONTEXT)
+        outbox.append((op, _Waiter(future, loop, single=single)))
         return future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        outbox = self._outbox.pop(loop, None)
+        if outbox:
+            self._queue.put(outbox)
 
     async def run_raw(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """`op(connection)` alone, outside any transaction."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        self._flush(loop)  # after what this loop queued before
         self._submit(op, _Waiter(future, loop, raw=True))
         return await future
 
@@ -138,12 +170,15 @@ class Database:
         self._submit(op, _Waiter(future, None, raw=raw))
         return future.result(timeout)
 
-    def _submit(self, op: Op, waiter: _Waiter) -> None:
+    def _check_open(self) -> None:
         if self._thread is None:
             self.open()
         if self._closed:
             raise StateError(f"{self.path}: the state database is closed")
-        self._queue.put((op, waiter))
+
+    def _submit(self, op: Op, waiter: _Waiter) -> None:
+        self._check_open()
+        self._queue.put([(op, waiter)])
 
     def open(self) -> None:
         """Open (create, migrate) in the database's thread; raises what opening raised."""
@@ -176,6 +211,7 @@ class Database:
         if self._thread is None or self._closed:
             self._closed = True
             return
+        self._flush(asyncio.get_running_loop())  # what this loop queued is done before
         await asyncio.to_thread(self.close, timeout)
 
     @property
@@ -191,10 +227,21 @@ class Database:
             self._open_error = exc
             ready.set()
             return
+        checkpointer: Checkpointer | None = Checkpointer(self.path)
+        try:
+            assert checkpointer is not None
+            checkpointer.start()
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's work now
+        except sqlite3.Error as exc:
+            logger.warning("state database %s: checkpoints stay in commits: %s", self.path, exc)
+            checkpointer = None
+        self._checkpointer = checkpointer
         ready.set()
         try:
             self._serve(conn)
         finally:
+            if checkpointer is not None:
+                checkpointer.stop()
             conn.close()
 
     def _connect(self) -> sqlite3.Connection:
@@ -218,25 +265,25 @@ class Database:
 
     def _serve(self, conn: sqlite3.Connection) -> None:
         get, get_nowait = self._queue.get, self._queue.get_nowait
-        held: Any = None  # an item taken while filling a batch that must run after it
+        held: Any = None  # what was taken while filling a batch and must run after it
         while True:
             item = held if held is not None else get()
             held = None
             if item is _STOP:
                 return
-            if item[1].raw:
-                self._run_raw(conn, *item)
+            if item[0][1].raw:  # a raw operation comes alone
+                self._run_raw(conn, *item[0])
                 continue
-            batch = [item]
+            batch = list(item)
             while len(batch) < MAX_BATCH:
                 try:
                     more = get_nowait()
                 except queue.Empty:
                     break
-                if more is _STOP or more[1].raw:
+                if more is _STOP or more[0][1].raw:
                     held = more
                     break
-                batch.append(more)
+                batch += more
             self._run_batch(conn, batch)
 
     def _run_raw(self, conn: sqlite3.Connection, op: Op, waiter: _Waiter) -> None:
@@ -277,6 +324,8 @@ class Database:
                 conn.execute("ROLLBACK")
             else:
                 conn.execute("COMMIT")
+                if self._checkpointer is not None:
+                    self._checkpointer.committed()
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")

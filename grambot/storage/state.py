@@ -1,4 +1,4 @@
-"""`SqliteState`: the four stores on one `.scout/state.db`, and what tools do with the file
+"""`SqliteState`: the stores on one `.scout/state.db`, and what tools do with the file
 (an online backup, purging one instance, inspecting the inbox)."""
 
 from __future__ import annotations
@@ -9,18 +9,18 @@ from types import TracebackType
 from typing import Any
 
 from grambot.storage.base import InboxEntry
+from grambot.storage.conversations import SqliteConversations, drop_conversations
 from grambot.storage.database import Database, Synchronous
 from grambot.storage.sqlite import (
-    SqliteConversations,
     SqliteInbox,
     SqliteKeyValue,
     SqliteSchedule,
-    drop_conversations,
     drop_inbox,
     drop_jobs,
     inbox_counts,
     inbox_entries,
 )
+from grambot.storage.turns import SqliteChatTurns
 
 __all__ = ["STATE_FILE", "SqliteState", "open_state"]
 
@@ -37,6 +37,7 @@ class SqliteState:
         self.inbox = SqliteInbox(self.db)
         self.schedule = SqliteSchedule(self.db)
         self.conversations = SqliteConversations(self.db)
+        self.turns = SqliteChatTurns(self.db, self.conversations)
 
     def open(self) -> None:
         """Open now (create, migrate); raises StateError / SchemaTooNew."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from grambot import Plugin, PluginApi, ToolContext, ToolResult
 
 
 class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
     greeting: str = Field("Hello", description="How to greet.")
 
 

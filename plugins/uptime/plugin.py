@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from grambot import Plugin, PluginApi, ToolContext, ToolResult
 
 
 class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
     tick_seconds: float = Field(300, alias="tickSeconds", ge=1, description="Seconds per tick.")
     summary_cron: str = Field("0 8 * * *", alias="summaryCron", description="When to sum up.")
     time_zone: str = Field("UTC", alias="timeZone", description="Zone of summaryCron.")

@@ -1,9 +1,9 @@
-"""Evidence for docs/RELIABILITY.md, written by the reliability tests themselves.
+"""Evidence for docs/reliability.md, written by the reliability tests themselves.
 
 Each test that proves something adds rows through the `evidence` fixture (see conftest.py):
 what was tried, what held and the figures measured. When `GRAMBOT_RELIABILITY_OUT` names a file,
 the rows are appended to it as JSON lines, together with the test's outcome and duration, and
-`tests/reliability/report.py` renders them as the table of docs/RELIABILITY.md. A row is only
+`tests/reliability/report.py` renders them as the table of docs/reliability.md. A row is only
 ever claimed as "held" by a test that passed: a failing test's rows carry outcome "failed".
 """
 

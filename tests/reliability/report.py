@@ -1,4 +1,4 @@
-"""Render docs/RELIABILITY.md's evidence table from the reliability tests' own output.
+"""Render docs/reliability.md's evidence table from the reliability tests' own output.
 
     python tests/reliability/report.py --run            # run tests/reliability, then render
     python tests/reliability/report.py --run --slow     # the same with the --slow sizes
@@ -6,7 +6,7 @@
 
 The tests append one JSON line per piece of evidence to $GRAMBOT_RELIABILITY_OUT (see
 evidence.py); this script replaces the block between the GENERATED markers of
-docs/RELIABILITY.md with tables made from those lines, so the document says exactly what the
+docs/reliability.md with tables made from those lines, so the document says exactly what the
 last run tried and what held, and nothing a test did not check.
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-DOC = REPO / "docs" / "RELIABILITY.md"
+DOC = REPO / "docs" / "reliability.md"
 BEGIN = "<!-- BEGIN GENERATED: tests/reliability/report.py -->"
 END = "<!-- END GENERATED -->"
 # Areas whose many small cases are listed compactly under the summary.

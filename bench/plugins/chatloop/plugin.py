@@ -15,7 +15,9 @@ class Loop:
         self.api = api
         self.id = api.instance.instance_id
         self.sent = 0
-        self.waiters: dict[str, asyncio.Future[float]] = {}
+        self.waiters: dict[str, asyncio.Future[float]] = {}  # "chat/message id": its reply
+        self.all_sent: asyncio.Event | None = None  # set when `sent` reaches `expected`
+        self.expected = 0
 
     def models(self) -> list[str]:
         return ["trivial"]
@@ -33,7 +35,9 @@ class Loop:
         self, chat_id: str, text: str, *, files: Any = (), reply_to: Any = None
     ) -> None:
         self.sent += 1
-        waiter = self.waiters.pop(f"{chat_id}/{reply_to}", None)
+        if self.sent == self.expected and self.all_sent is not None:
+            self.all_sent.set()
+        waiter = self.waiters.pop(f"{chat_id}/{reply_to}", None) if self.waiters else None
         if waiter is not None and not waiter.done():
             waiter.set_result(asyncio.get_running_loop().time())
 

@@ -1,0 +1,54 @@
+"""Are the tools an `agent` block names real?
+
+A tool exists only once the instance that registers it has loaded, so a file alone cannot say.
+The running engine can: when every enabled instance is loaded there (its status.json), a name
+no instance registered is an error; otherwise it is a warning, since the tool may come with an
+instance that is not loaded (yet). Without a running engine nothing is claimed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grambot.suggest import did_you_mean
+
+# tools the bot itself offers (grambot/bot/router.py IMAGE_TOOL, grambot/bot/reminders.py)
+BOT_TOOLS = ("image_generate", "schedule_message")
+
+
+@dataclass
+class ToolCheck:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_tools(workspace: Path, tools: Iterable[str], where: str = "agent.tools") -> ToolCheck:
+    from grambot.lock import engine_running
+    from grambot.status import read_status
+
+    result = ToolCheck()
+    names = list(tools)
+    if not names or not engine_running(workspace):
+        return result
+    status = read_status(workspace / ".scout")
+    if status is None:
+        return result
+    instances = [i for i in status.get("instances", []) if isinstance(i, dict)]
+    known = set(BOT_TOOLS)
+    for instance in instances:
+        known.update((instance.get("registrations") or {}).get("tools") or [])
+    complete = all(i.get("state") in ("loaded", "disabled") for i in instances)
+    for name in names:
+        if name in known:
+            continue
+        message = (
+            f"{where}: no instance of the running engine registers a tool {name!r} "
+            f"(tools: {', '.join(sorted(known))}){did_you_mean(name, known)}"
+        )
+        if complete:
+            result.errors.append(message)
+        else:
+            result.warnings.append(f"{message}; not every instance is loaded, so it may come")
+    return result

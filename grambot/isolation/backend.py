@@ -1,0 +1,254 @@
+"""`ProcessIsolation`: the engine's process-isolation backend, the one object the core knows.
+
+`Instance` asks it for each new load (`generation`): None means in process (a plain
+`Generation`); otherwise a `ProcessGeneration` whose child the zygote forks. It decides the
+mode and limits of an entry (`spec`), builds each child's request (what the child may read and
+write, its secrets, its deadlines), counts restarts and last exits for status, and owns the
+zygote (started on first use, or at `grambot run` start when settings.json asks for process
+isolation; closed at shutdown).
+
+    mode      the entry's `isolation`, else the manifest's, else `isolation.default`
+              ("inprocess"); an entry saying "inprocess" for a plugin whose manifest says
+              "process" is refused (`isolation-required`, not retried)
+    memoryMb  the entry's, else the manifest's, else DEFAULT_MEMORY_MB
+    sandbox   the entry's, else the manifest's, else "required" when the manifest asks for
+              process isolation and "best-effort" otherwise
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from grambot.core.failures import Failure
+from grambot.core.generation import Generation, Services
+from grambot.errors import IsolatedFailure
+from grambot.isolation import landlock
+from grambot.isolation.forkserver import ForkServer
+from grambot.plugins.catalog import builtin_plugins_dir
+from grambot.plugins.context import SHARED_VAULT_ROOT
+from grambot.plugins.descriptor import PluginDescriptor
+from grambot.plugins.tracking import TaskFailureReporter
+from grambot.settings import EngineSettings, InstanceConfig
+
+if TYPE_CHECKING:
+    from grambot.isolation.remote import ProcessGeneration
+
+__all__ = ["DEFAULT_MEMORY_MB", "ProcessIsolation", "Spec", "config_fields"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MEMORY_MB = 1024  # past the zygote's own image; RLIMIT_AS (docs/isolation.md)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How one instance runs out of process."""
+
+    memory_mb: int
+    sandbox: str  # "required" | "best-effort"
+
+
+def resolve(config: InstanceConfig, descriptor: PluginDescriptor) -> Spec | None:
+    """The entry's process spec, None to run it in process; IsolatedFailure if refused."""
+    required = descriptor.isolation == "process"
+    mode = config.isolation or ("process" if required else config.isolation_default)
+    if mode == "inprocess":
+        if required:
+            raise IsolatedFailure(
+                "isolation-required",
+                f"instance {config.instance_id!r}: plugin {descriptor.id!r} must run in its own "
+                f'process ({descriptor.descriptor_path} says "isolation": "process"), but '
+                f'{config.json_path}.isolation is "inprocess"; remove it or write "process"',
+                recoverable=False,
+                stage="isolation",
+            )
+        return None
+    sandbox = config.sandbox or descriptor.sandbox or ("required" if required else "best-effort")
+    memory = config.memory_mb or descriptor.memory_mb or DEFAULT_MEMORY_MB
+    return Spec(memory_mb=memory, sandbox=sandbox)
+
+
+class ProcessIsolation:
+    def __init__(self) -> None:
+        self.forkserver = ForkServer()
+        self.heartbeat_interval = 1.0
+        self.unresponsive_after = 5.0
+        self._restarts: dict[str, int] = {}
+        self._last_exit: dict[str, tuple[str, float]] = {}
+        self._modes: dict[str, str] = {}
+        self._landlock_abi = landlock.abi()
+
+    # -- the seam ------------------------------------------------------------------------------
+
+    def generation(
+        self,
+        services: Services,
+        config: InstanceConfig,
+        on_task_failure: TaskFailureReporter,
+        on_lost: Callable[[Generation, Failure], None],
+    ) -> Generation | None:
+        """A ProcessGeneration for `config`, or None to load it in process."""
+        from grambot.isolation.remote import ProcessGeneration
+
+        descriptor = services.catalog.get(config.plugin_id)
+        if descriptor is None:
+            return None  # Generation says the plugin is not found
+        spec = resolve(config, descriptor)
+        self._modes[config.instance_id] = "process" if spec is not None else "inprocess"
+        if spec is None:
+            return None
+        if spec.sandbox == "required" and self._landlock_abi < 1:
+            raise IsolatedFailure(
+                "sandbox-unavailable",
+                f"instance {config.instance_id!r}: its sandbox is required but Landlock is not "
+                'available on this kernel; write "sandbox": "best-effort" to run it without',
+                recoverable=False,
+                stage="isolation",
+            )
+        return ProcessGeneration(self, services, config, descriptor, spec, on_task_failure, on_lost)
+
+    def status(self, instance_id: str, generation: Generation | None) -> dict[str, Any]:
+        """The instance's `isolation` in status.json."""
+        from grambot.isolation.remote import ProcessGeneration
+
+        mode = self._modes.get(instance_id, "inprocess")
+        if mode == "inprocess":
+            return {"mode": "inprocess"}
+        last = self._last_exit.get(instance_id)
+        status: dict[str, Any] = {
+            "mode": "process",
+            "pid": None,
+            "rssBytes": None,
+            "sandbox": None,
+            "memoryMb": None,
+            "restarts": self._restarts.get(instance_id, 0),
+            "lastExit": {"reason": last[0], "at": _iso(last[1])} if last else None,
+        }
+        if isinstance(generation, ProcessGeneration):
+            status.update(generation.to_status(), memoryMb=generation.spec.memory_mb)
+        return status
+
+    def record_exit(self, instance_id: str, reason: str) -> None:
+        """A child of this instance ended unasked (it will be restarted by the retry)."""
+        self._restarts[instance_id] = self._restarts.get(instance_id, 0) + 1
+        self._last_exit[instance_id] = (reason, time.time())
+
+    # -- the zygote ----------------------------------------------------------------------------
+
+    async def prestart(self, settings: EngineSettings, services: Services) -> None:
+        """Start the zygote now if some enabled entry runs out of process (the first such
+        instance then does not wait for it)."""
+        for config in settings.instances:
+            descriptor = services.catalog.get(config.plugin_id)
+            if config.enabled and descriptor is not None:
+                try:
+                    wanted = resolve(config, descriptor) is not None
+                except IsolatedFailure:
+                    continue
+                if wanted:
+                    await self.forkserver.start()
+                    return
+
+    def close(self) -> None:
+        self.forkserver.close()
+
+    # -- one child's request -------------------------------------------------------------------
+
+    def request(self, generation: ProcessGeneration) -> tuple[dict[str, Any], str]:
+        """What the child needs, and its private temp dir (removed at its teardown)."""
+        services, config, descriptor = generation.services, generation.config, generation.descriptor
+        data_dir = services.data_root / config.instance_id
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f"grambot-{config.instance_id}-")
+        read = [str(descriptor.folder)]
+        builtins = builtin_plugins_dir()
+        if builtins is not None:
+            read.append(str(builtins))
+        timeouts = services.timeouts
+        request = {
+            "config": config_fields(config),
+            "durable": services.durable is not None,
+            "plugin": {
+                "path": str(descriptor.descriptor_path),
+                "source": descriptor.source,
+                "package": descriptor.package_name,
+            },
+            "timeouts": {
+                "create": timeouts.create,
+                "load": timeouts.load,
+                "unload": timeouts.unload,
+                "event_handler": timeouts.event_handler,
+                "override_ms": timeouts.override_ms,
+            },
+            "override_ms": services.timeout_overrides.get(descriptor.id),
+            "engine_settings": _plain(services.engine_settings),
+            "data_root": str(services.data_root),
+            "secrets": _secrets_of(services, config.instance_id, descriptor),
+            "log_level": logging.getLogger().getEffectiveLevel(),
+            "stdin": descriptor.stdin,  # a console: the child reads the engine's stdin
+            "confine": {
+                "memory_mb": generation.spec.memory_mb,
+                "sandbox": generation.spec.sandbox,
+                "read": read,
+                "write": [str(data_dir), tmp],
+                "private": str(services.data_root.parent),
+                "tmp": tmp,
+                "env": list(descriptor.allowed_env),
+            },
+        }
+        return request, tmp
+
+
+def config_fields(config: InstanceConfig) -> dict[str, Any]:
+    """What a child needs of an entry (grambot.isolation.child.config_of reads it back)."""
+    return {
+        "instance_id": config.instance_id,
+        "plugin_id": config.plugin_id,
+        "settings": config.settings,
+        "json_path": config.json_path,
+        "settings_version": config.settings_version,
+    }
+
+
+def _secrets_of(
+    services: Services, instance_id: str, descriptor: PluginDescriptor
+) -> dict[str, dict[str, str]]:
+    """This instance's secrets, and the shared ones its manifest may read: nothing else."""
+    store = services.secrets
+    owners = {instance_id}
+    for prefix in descriptor.allowed_vault_paths:
+        parts = prefix.split("/")
+        if parts[0] == SHARED_VAULT_ROOT and len(parts) > 1 and parts[1]:
+            owners.add(f"{SHARED_VAULT_ROOT}/{parts[1]}")
+    values: dict[str, dict[str, str]] = {}
+    for owner in owners:
+        for key in store.keys(owner):
+            value = store.get(owner, key)
+            if value is not None and (owner == instance_id or _allowed(descriptor, owner, key)):
+                values.setdefault(owner, {})[key] = value
+    return values
+
+
+def _allowed(descriptor: PluginDescriptor, owner: str, key: str) -> bool:
+    path = f"{owner}/{key}"
+    return any(
+        path == prefix.rstrip("/") or path.startswith(prefix.rstrip("/") + "/")
+        for prefix in descriptor.allowed_vault_paths
+    )
+
+
+def _plain(value: Any) -> Any:
+    from grambot.settings import thaw
+
+    return thaw(value)
+
+
+def _iso(timestamp: float) -> str:
+    from grambot.core.instance import iso
+
+    return iso(timestamp)

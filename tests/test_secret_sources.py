@@ -264,7 +264,8 @@ def test_a_running_engine_uses_and_follows_the_secrets_folder(tmp_path: Path) ->
         os.replace(folder / ".new", folder / "s__token")
         wait_until(lambda: token_sha.read_text() == _sha("second-dir-value"), what="reload")
         (folder / "s__token").unlink()  # gone: the instance waits for its secret again
-        engine.wait_states({"s": "retrying"})
+        engine.wait_states({"s": "failed"})
+        assert (engine.status() or {})["instances"][0]["reason"] == "missing-secret"
     finally:
         assert engine.stop() == 0, engine.output
     assert DIR_TOKEN not in engine.output and "second-dir-value" not in engine.output

@@ -17,7 +17,7 @@ from typing import Any
 
 from grambot.errors import RegistrationError
 from grambot.isolation import calls
-from grambot.plugins.durable import MISSING, DurableHandles
+from grambot.plugins.durable import MISSING, Door, DurableHandles
 from grambot.registries.connectors import IncomingMessage
 from grambot.scheduling.scheduler import Handler
 from grambot.storage.base import Job
@@ -43,23 +43,7 @@ def error_of(error: dict[str, Any]) -> Exception:
     return kind(str(error["message"]).removeprefix(f"{error['type']}: "))
 
 
-class _Closable:
-    def __init__(self, instance_id: str, what: str) -> None:
-        self._instance_id = instance_id
-        self._what = what
-        self._closed = False
-
-    def close(self) -> None:
-        self._closed = True
-
-    def _check(self) -> None:
-        if self._closed:
-            raise RegistrationError(
-                f"instance {self._instance_id!r} is unloaded: its {self._what} is closed"
-            )
-
-
-class RemoteStore(_Closable):
+class RemoteStore(Door):
     """`api.store` in the child (grambot.plugins.durable.InstanceStore's methods)."""
 
     MISSING = MISSING
@@ -70,7 +54,7 @@ class RemoteStore(_Closable):
         self.namespace = namespace
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        self._check()
+        self.check()
         return await self._ask("store", method, list(args), kwargs)
 
     async def get(self, key: str, default: Any = None) -> Any:
@@ -101,7 +85,7 @@ class RemoteStore(_Closable):
         return f"InstanceStore({self.namespace!r})"
 
 
-class RemoteInbox(_Closable):
+class RemoteInbox(Door):
     """`api.inbox` in the child."""
 
     def __init__(self, ask: Ask, instance_id: str) -> None:
@@ -109,17 +93,17 @@ class RemoteInbox(_Closable):
         self._ask = ask
 
     async def accept(self, message: IncomingMessage) -> bool:
-        self._check()
+        self.check()
         if not isinstance(message, IncomingMessage):
             raise TypeError(f"api.inbox.accept takes an IncomingMessage, got {message!r}")
         return bool(await self._ask("inbox", "accept", [calls.encode_result(message)], {}))
 
     async def outstanding(self) -> int:
-        self._check()
+        self.check()
         return int(await self._ask("inbox", "outstanding", [], {}))
 
 
-class RemoteSchedule(_Closable):
+class RemoteSchedule(Door):
     """`api.schedule` in the child: the jobs are the engine's, the handlers stay here (the
     engine calls them through the pipe by the name they were registered under)."""
 
@@ -131,7 +115,7 @@ class RemoteSchedule(_Closable):
         self.handlers: dict[str, Handler] = {}
 
     def handle(self, name: str, handler: Handler) -> None:
-        self._check()
+        self.check()
         if not callable(handler):
             raise TypeError(f"a job handler must be callable, got {handler!r}")
         self.handlers[name] = handler
@@ -161,7 +145,7 @@ class RemoteSchedule(_Closable):
         extra: tuple[Any, ...],
         options: dict[str, Any],
     ) -> Job:
-        self._check()
+        self.check()
         if handler is not None and not callable(handler):
             raise TypeError(f"a job handler must be callable, got {handler!r}")
         previous = self.handlers.get(name)
@@ -182,11 +166,11 @@ class RemoteSchedule(_Closable):
         return job
 
     async def cancel(self, name: str) -> bool:
-        self._check()
+        self.check()
         return bool(await self._ask("schedule", "cancel", [name], {}))
 
     async def jobs(self, prefix: str = "") -> list[Job]:
-        self._check()
+        self.check()
         jobs: list[Job] = calls.convert(
             await self._ask("schedule", "jobs", [prefix], {}), list[Job]
         )

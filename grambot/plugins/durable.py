@@ -33,8 +33,9 @@ def _key(key: str) -> str:
     return key
 
 
-class _Door:
-    """Refuses use once its instance is unloaded."""
+class Door:
+    """Refuses use once its instance is unloaded (the durable handles in process, and their
+    proxies in a process-isolated child)."""
 
     __slots__ = ("_closed", "_instance_id", "_what")
 
@@ -64,7 +65,7 @@ class InstanceStore:
     def __init__(self, backend: KeyValueStore, namespace: str, instance_id: str) -> None:
         self._backend = backend
         self.namespace = namespace
-        self._door = _Door(instance_id, "api.store")
+        self._door = Door(instance_id, "api.store")
 
     async def get(self, key: str, default: Any = None) -> Any:
         self._door.check()
@@ -117,7 +118,7 @@ class InstanceInbox:
         self._inbox = inbox
         self._instance_id = instance_id
         self._on_accepted = on_accepted
-        self._door = _Door(instance_id, "api.inbox")
+        self._door = Door(instance_id, "api.inbox")
 
     async def accept(self, message: IncomingMessage) -> bool:
         self._door.check()

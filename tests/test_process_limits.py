@@ -289,3 +289,20 @@ def test_the_group_of_a_process_kills_what_it_forked() -> None:
         shell.wait()
         group.close_within(1.0)
         cgroups.remove_own()  # what an engine does at shutdown
+
+
+@needs_memory_cgroup
+async def test_a_child_that_dies_leaving_forks_is_lost_at_once_and_its_forks_killed(
+    engine: Engine, workspace: Workspace
+) -> None:
+    """Its forks hold its end of the pipe open: the engine goes by its exit status, not by the
+    end of the pipe, and kills what is left in its cgroup."""
+    await engine.apply(write(workspace, [rogue()]))
+    forked = json.loads((await call(engine, "rogue", do="fork", times=3)).text)["pids"]
+    assert len(forked) == 3 and all(_alive(pid) for pid in forked)
+    began = time.monotonic()
+    with pytest.raises(ProcessLost) as lost:
+        await call(engine, "rogue", do="exit")
+    assert lost.value.reason == "crashed" and time.monotonic() - began < 3
+    await until(lambda: not any(_alive(pid) for pid in forked), timeout=5, what="forks gone")
+    await until(lambda: str(engine.state_of("r")) == "loaded", what="the restart")

@@ -52,6 +52,7 @@ __all__ = ["DEFAULT_MEMORY_MB", "ProcessIsolation", "Spec", "config_fields"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_MB = 1024  # past the zygote's own image; RLIMIT_AS (docs/isolation.md)
+GROUPS_CLOSE_WAIT = 0.5  # at shutdown, for what is left in the children's cgroups to go
 
 
 @dataclass(frozen=True)
@@ -217,9 +218,14 @@ class ProcessIsolation:
 
     def close(self) -> None:
         self.forkserver.close()  # its children die with it: their cgroups can go
-        for group in self._groups:
-            if not group.closed:
-                group.close_within(0.2)
+        left = [group for group in self._groups if not group.closed]
+        deadline = time.monotonic() + GROUPS_CLOSE_WAIT  # all of them, within the shutdown's
+        while left and time.monotonic() < deadline:
+            left = [group for group in left if not group.close()]
+            if left:
+                time.sleep(0.01)
+        if left:
+            logger.warning("cgroups of isolated instances left: %s", [g.dirs for g in left])
         self._groups.clear()
         cgroups.remove_own()
 

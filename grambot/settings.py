@@ -56,6 +56,7 @@ MAX_FILE_BYTES = 5 * 1024 * 1024
 MIN_DEADLINE_SECONDS = 0.01  # a deadline under 10 ms cannot be kept (timer and GIL granularity)
 MAX_DEPTH = 100
 MIN_MEMORY_MB = 32  # below this not even the interpreter of a child fits (docs/isolation.md)
+MIN_PROCESSES = 4  # the child itself and the threads of its sync stages count (docs/isolation.md)
 _ID_RE = re.compile(INSTANCE_ID_PATTERN)
 _ID_RULE = (
     f"must match {INSTANCE_ID_PATTERN} "
@@ -78,12 +79,15 @@ class InstanceConfig:
     isolation_default: Literal["inprocess", "process"] = "inprocess"
     memory_mb: int | None = None
     sandbox: Literal["required", "best-effort"] | None = None
+    cpu_seconds: float | None = None
+    max_processes: int | None = None
 
     @property
     def isolation_spec(self) -> tuple[object, ...]:
         """What of the entry decides how it is isolated (compared to know if it changed)."""
         mode = self.isolation or self.isolation_default
-        return (mode, self.isolation is None, self.memory_mb, self.sandbox)
+        limits = (self.memory_mb, self.cpu_seconds, self.max_processes)
+        return (mode, self.isolation is None, *limits, self.sandbox)
 
 
 @dataclass(frozen=True)
@@ -196,6 +200,12 @@ class PluginEntry(BaseModel):
         default=None, alias="memoryMb"
     )
     sandbox: Literal["required", "best-effort"] | None = None
+    cpu_seconds: Annotated[float, Field(gt=0, strict=True)] | None = Field(
+        default=None, alias="cpuSeconds"
+    )
+    max_processes: Annotated[int, Field(ge=MIN_PROCESSES, strict=True)] | None = Field(
+        default=None, alias="maxProcesses"
+    )
 
     @field_validator("instance_id", "plugin_id")
     @classmethod
@@ -558,6 +568,8 @@ def _entries(
                 isolation_default=default_mode,
                 memory_mb=model.memory_mb,
                 sandbox=model.sandbox,
+                cpu_seconds=model.cpu_seconds,
+                max_processes=model.max_processes,
             )
         )
     readable = {first for _, first in owners.values()}

@@ -252,6 +252,9 @@ def test_render_shows_the_isolation_of_process_instances() -> None:
                     "rssBytes": 30_859_264,
                     "sandbox": "landlock ABI 7",
                     "memoryMb": 256,
+                    "cpuSeconds": 1.5,
+                    "maxProcesses": 20,
+                    "limits": {"memory": "cgroup", "processes": "none (no pids cgroup)"},
                     "restarts": 2,
                     "lastExit": {
                         "reason": "crashed",
@@ -265,5 +268,7 @@ def test_render_shows_the_isolation_of_process_instances() -> None:
     assert "in process" not in text and "  in:" not in text
     assert (
         "isolated:\n  out: pid 4242, RSS 29.4 MiB (limit 256 MiB), landlock ABI 7, "
-        "2 restarts, last exit crashed 5s ago"
+        "2 restarts, last exit crashed 5s ago\n"
+        "    limits: memory cgroup, 20 processes none (no pids cgroup), 1.5 CPU s per stage "
+        "or call"
     ) in text

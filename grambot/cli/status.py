@@ -107,6 +107,19 @@ def _isolation(block: dict[str, Any], now: datetime) -> str:
     return ", ".join(parts)
 
 
+def _limits(block: dict[str, Any]) -> str:
+    """How its limits are kept (docs/isolation.md#limits): by a cgroup, an rlimit, or not."""
+    kept = block.get("limits")
+    if not isinstance(kept, dict):
+        return ""
+    parts = [f"memory {kept.get('memory')}"]
+    if block.get("maxProcesses"):
+        parts.append(f"{block['maxProcesses']} processes {kept.get('processes')}")
+    if block.get("cpuSeconds"):
+        parts.append(f"{block['cpuSeconds']:g} CPU s per stage or call")
+    return ", ".join(parts)
+
+
 def _state_lines(status: dict[str, Any]) -> list[str]:
     """The durable inbox and the scheduled jobs (docs/state.md), when the engine reports them."""
     lines = []
@@ -205,7 +218,10 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
     if isolated:
         lines.append("")
         lines.append("isolated:")
-        lines += [f"  {i.get('instanceId')}: {_isolation(i['isolation'], now)}" for i in isolated]
+        for item in isolated:
+            lines.append(f"  {item.get('instanceId')}: {_isolation(item['isolation'], now)}")
+            if limits := _limits(item["isolation"]):
+                lines.append(f"    limits: {limits}")
     held = [(i.get("instanceId"), i.get("held")) for i in instances if i.get("held")]
     if held:
         lines.append("")

@@ -11,13 +11,22 @@ isolation; closed at shutdown).
               ("inprocess"); an entry saying "inprocess" for a plugin whose manifest says
               "process" is refused (`isolation-required`, not retried)
     memoryMb  the entry's, else the manifest's, else DEFAULT_MEMORY_MB
+    cpuSeconds, maxProcesses   the entry's, else the manifest's, else not limited
     sandbox   the entry's, else the manifest's, else "required" when the manifest asks for
               process isolation and "best-effort" otherwise
+
+Each child's limits are kept by the kernel where it can (docs/isolation.md): memoryMb by a
+memory cgroup the engine makes for the child, else RLIMIT_AS; maxProcesses by a pids cgroup,
+else RLIMIT_NPROC when the engine is not root; else the instance is refused under `sandbox:
+required` (`limit-unavailable`) and runs unlimited, with the reason in status, under
+best-effort. cpuSeconds is sampled by the engine (grambot.isolation.cpu).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from grambot.core.failures import Failure
 from grambot.core.generation import Generation, Services
 from grambot.errors import IsolatedFailure
-from grambot.isolation import landlock
+from grambot.isolation import cgroups, landlock
 from grambot.isolation.forkserver import ForkServer
 from grambot.plugins.catalog import builtin_plugins_dir
 from grambot.plugins.context import SHARED_VAULT_ROOT
@@ -43,6 +52,7 @@ __all__ = ["DEFAULT_MEMORY_MB", "ProcessIsolation", "Spec", "config_fields"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_MB = 1024  # past the zygote's own image; RLIMIT_AS (docs/isolation.md)
+GROUPS_CLOSE_WAIT = 0.5  # at shutdown, for what is left in the children's cgroups to go
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,33 @@ class Spec:
 
     memory_mb: int
     sandbox: str  # "required" | "best-effort"
+    cpu_seconds: float | None = None
+    max_processes: int | None = None
+
+
+@dataclass(frozen=True)
+class Enforcement:
+    """How one child's limits are kept: its cgroup (None: none could be made), and the
+    mechanism of each limit for status."""
+
+    group: cgroups.Group | None
+    memory: str  # "cgroup" | "rlimit"
+    processes: str | None  # "cgroup" | "rlimit" | "none (<why>)"; None: not limited
+    cpu_seconds: float | None = None  # sampled by the engine (grambot.isolation.cpu)
+
+    def to_status(self) -> dict[str, str | None]:
+        return {"memory": self.memory, "processes": self.processes}
+
+
+NO_PROCESS_LIMIT = "no pids cgroup can be made here, and RLIMIT_NPROC does not hold root"
+
+
+def processes_mechanism(controllers: set[str], root: bool) -> str | None:
+    """What keeps maxProcesses here: the pids cgroup, else RLIMIT_NPROC (it holds every
+    process of the user, and not root at all), else nothing (None)."""
+    if "pids" in controllers:
+        return "cgroup"
+    return None if root else "rlimit"
 
 
 def resolve(config: InstanceConfig, descriptor: PluginDescriptor) -> Spec | None:
@@ -70,7 +107,9 @@ def resolve(config: InstanceConfig, descriptor: PluginDescriptor) -> Spec | None
         return None
     sandbox = config.sandbox or descriptor.sandbox or ("required" if required else "best-effort")
     memory = config.memory_mb or descriptor.memory_mb or DEFAULT_MEMORY_MB
-    return Spec(memory_mb=memory, sandbox=sandbox)
+    cpu = config.cpu_seconds or descriptor.cpu_seconds
+    processes = config.max_processes or descriptor.max_processes
+    return Spec(memory, sandbox, cpu_seconds=cpu, max_processes=processes)
 
 
 class ProcessIsolation:
@@ -82,6 +121,10 @@ class ProcessIsolation:
         self._last_exit: dict[str, tuple[str, float]] = {}
         self._modes: dict[str, str] = {}
         self._landlock_abi = landlock.abi()
+        self.controllers = cgroups.available()  # what cgroups can be made with here
+        self.root = os.geteuid() == 0
+        self._groups: list[cgroups.Group] = []
+        self._spawns = itertools.count(1)
 
     # -- the seam ------------------------------------------------------------------------------
 
@@ -110,6 +153,19 @@ class ProcessIsolation:
                 recoverable=False,
                 stage="isolation",
             )
+        if spec.max_processes and processes_mechanism(self.controllers, self.root) is None:
+            if spec.sandbox == "required":
+                raise IsolatedFailure(
+                    "limit-unavailable",
+                    f"instance {config.instance_id!r}: maxProcesses {spec.max_processes} cannot "
+                    f'be kept: {NO_PROCESS_LIMIT}; write "sandbox": "best-effort" to run it '
+                    "without the limit",
+                    recoverable=False,
+                    stage="isolation",
+                )
+            logger.warning(
+                "instance %s: maxProcesses is not kept: %s", config.instance_id, NO_PROCESS_LIMIT
+            )
         return ProcessGeneration(self, services, config, descriptor, spec, on_task_failure, on_lost)
 
     def status(self, instance_id: str, generation: Generation | None) -> dict[str, Any]:
@@ -126,11 +182,17 @@ class ProcessIsolation:
             "rssBytes": None,
             "sandbox": None,
             "memoryMb": None,
+            "cpuSeconds": None,
+            "maxProcesses": None,
+            "limits": None,
             "restarts": self._restarts.get(instance_id, 0),
             "lastExit": {"reason": last[0], "at": _iso(last[1])} if last else None,
         }
         if isinstance(generation, ProcessGeneration):
-            status.update(generation.to_status(), memoryMb=generation.spec.memory_mb)
+            spec, enforced = generation.spec, generation.limits
+            status.update(generation.to_status(), memoryMb=spec.memory_mb)
+            status.update(cpuSeconds=spec.cpu_seconds, maxProcesses=spec.max_processes)
+            status["limits"] = enforced.to_status() if enforced is not None else None
         return status
 
     def record_exit(self, instance_id: str, reason: str) -> None:
@@ -155,7 +217,48 @@ class ProcessIsolation:
                     return
 
     def close(self) -> None:
-        self.forkserver.close()
+        self.forkserver.close()  # its children die with it: their cgroups can go
+        left = [group for group in self._groups if not group.closed]
+        deadline = time.monotonic() + GROUPS_CLOSE_WAIT  # all of them, within the shutdown's
+        while left and time.monotonic() < deadline:
+            left = [group for group in left if not group.close()]
+            if left:
+                time.sleep(0.01)
+        if left:
+            logger.warning("cgroups of isolated instances left: %s", [g.dirs for g in left])
+        self._groups.clear()
+        cgroups.remove_own()
+
+    # -- one child's limits --------------------------------------------------------------------
+
+    def enforce(self, instance_id: str, spec: Spec) -> Enforcement:
+        """A cgroup for the next child of `instance_id` (where one can be made), and what
+        keeps each of its limits."""
+        memory = spec.memory_mb * 1024 * 1024
+        wants_pids = spec.max_processes if "pids" in self.controllers else None
+        group = None
+        if self.controllers:
+            name = f"{instance_id}.{next(self._spawns)}"
+            group = cgroups.create(name, memory, wants_pids)
+        self._groups = [g for g in self._groups if not g.closed]
+        if group is not None:
+            self._groups.append(group)
+        processes: str | None = None
+        if spec.max_processes:
+            if group is not None and group.pids:
+                processes = "cgroup"
+            elif not self.root:
+                processes = "rlimit"
+            else:
+                processes = f"none ({NO_PROCESS_LIMIT})"
+        in_group = group is not None and group.memory
+        kept_by = "cgroup" if in_group else "rlimit"
+        return Enforcement(group, kept_by, processes, spec.cpu_seconds)
+
+    def release(self, generation: ProcessGeneration) -> None:
+        """Its child was not made after all: its cgroup goes (and what joined it)."""
+        if generation.limits is not None and generation.limits.group is not None:
+            generation.limits.group.close()
 
     # -- one child's request -------------------------------------------------------------------
 
@@ -165,6 +268,9 @@ class ProcessIsolation:
         data_dir = services.data_root / config.instance_id
         data_dir.mkdir(parents=True, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=f"grambot-{config.instance_id}-")
+        spec = generation.spec
+        enforced = generation.limits = self.enforce(config.instance_id, spec)
+        group = enforced.group
         read = [str(descriptor.folder)]
         builtins = builtin_plugins_dir()
         if builtins is not None:
@@ -192,7 +298,9 @@ class ProcessIsolation:
             "log_level": logging.getLogger().getEffectiveLevel(),
             "stdin": descriptor.stdin,  # a console: the child reads the engine's stdin
             "confine": {
-                "memory_mb": generation.spec.memory_mb,
+                "cgroups": group.procs_files if group is not None else [],
+                "memory_mb": None if enforced.memory == "cgroup" else spec.memory_mb,
+                "max_processes": spec.max_processes if enforced.processes == "rlimit" else None,
                 "sandbox": generation.spec.sandbox,
                 "read": read,
                 "write": [str(data_dir), tmp],

@@ -1,6 +1,8 @@
 """What a freshly forked child does to itself before any plugin code runs: tie its life to its
-parent's, lower its priority, cap its memory, drop root's capabilities, trim its environment,
-and restrict its file system (Landlock). Runs in the child only, right after the fork.
+parent's, join its cgroups (the engine made them: memory and processes), lower its priority,
+cap its memory (RLIMIT_AS, where no memory cgroup does) and its processes (RLIMIT_NPROC, where
+no pids cgroup does), drop root's capabilities, trim its environment, and restrict its file
+system (Landlock). Runs in the child only, right after the fork.
 
 `Confinement` is the plain data the engine sends with each fork request (grambot.isolation
 .spawn builds it); `apply` returns what the sandbox became ("landlock ABI 7"), or raises
@@ -58,7 +60,9 @@ SYSTEM_WRITE = ("/dev/null",)
 
 
 class Confinement(TypedDict):
-    memory_mb: int | None
+    cgroups: list[str]  # the cgroup.procs files it joins
+    memory_mb: int | None  # RLIMIT_AS: None when a memory cgroup limits it
+    max_processes: int | None  # RLIMIT_NPROC: only when no pids cgroup does, and not root
     sandbox: str  # "required" | "best-effort"
     read: list[str]  # the plugin's folder (and grambot's built-ins)
     write: list[str]  # its data dir and private temp dir
@@ -84,8 +88,12 @@ def die_with_parent(parent: int) -> None:
 def apply(spec: Confinement, parent: int) -> str:
     """Confine this process (see the module docstring); returns the sandbox in force."""
     die_with_parent(parent)
+    for procs in spec["cgroups"]:  # first: all it does from here is counted there
+        with open(procs, "w", encoding="ascii") as joined:
+            joined.write(f"{os.getpid()}\n")
     os.nice(NICE)
     _limit_memory(spec["memory_mb"])
+    _limit_processes(spec["max_processes"])
     threading.stack_size(STACK_SIZE)
     _trim_environment(spec["env"], spec["tmp"])
     if os.geteuid() == 0:
@@ -125,6 +133,24 @@ def _limit_memory(memory_mb: int | None) -> None:
         mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
     limit = mapped + memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _limit_processes(max_processes: int | None) -> None:
+    """RLIMIT_NPROC counts every process and thread of the user, not only this child's: the
+    limit is what the user runs now plus `max_processes` (the engine uses it only when no
+    pids cgroup can be made, and never as root, whom the kernel does not hold to it)."""
+    if max_processes is None:
+        return
+    uid, running = os.getuid(), 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if os.stat(entry.path).st_uid == uid:
+                    running += len(os.listdir(f"{entry.path}/task"))
+            except OSError:
+                continue
+    limit = running - 1 + max_processes  # `running` counts this child already
+    resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
 
 
 def _trim_environment(kept: list[str], tmp: str) -> None:

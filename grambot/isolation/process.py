@@ -7,8 +7,9 @@ from the exit status the zygote reports:
 
     reason          when
     crashed         a fatal signal (SIGSEGV, SIGABRT, SIGBUS, ...), or an exit nobody asked for
-    killed          SIGKILL (or SIGTERM) from outside the engine (the OOM killer, an operator)
-    memory-limit    the child's MemoryError (RLIMIT_AS)
+    killed          SIGKILL (or SIGTERM) from outside the engine (an operator)
+    memory-limit    the child's MemoryError (RLIMIT_AS), or the OOM killer in its memory cgroup
+    cpu-limit       a stage or call used more than its cpuSeconds (the engine killed it)
     sandbox-unavailable   `sandbox: required` and Landlock could not be applied
     timeout / unresponsive   the engine killed it (a stage past its deadline / no heartbeat)
     stopped         it ended as asked (teardown)
@@ -23,17 +24,25 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grambot.isolation.child import MEMORY_EXIT, SANDBOX_EXIT
+from grambot.isolation.cpu import CpuMeter
 from grambot.isolation.forkserver import ForkServer
 from grambot.isolation.wire import Channel, FrameTooLarge
+
+if TYPE_CHECKING:
+    from grambot.isolation.backend import Enforcement
 
 __all__ = ["ChildEnded", "ChildProcess", "reason_of"]
 
 logger = logging.getLogger(__name__)
 
 EXIT_STATUS_WAIT = 1.0  # how long the end of a pipe waits for the exit status to name a reason
+# after the child's exit, for the rest of what it sent: then its pipe is closed from here, as
+# its forked grandchildren may hold its end open (the pipe would never end on its own)
+EXIT_DRAIN = 0.2
+GROUP_CLOSE_WAIT = 0.5  # for killed grandchildren to leave the child's cgroup, to remove it
 
 
 class ChildEnded(Exception):
@@ -43,9 +52,10 @@ class ChildEnded(Exception):
         super().__init__(detail)
 
 
-def reason_of(status: int | None, asked: str | None) -> tuple[str, str]:
-    """(reason, what happened) from a wait status (None/-1: unknown) and what the engine
-    asked for (a kill for `timeout`/`unresponsive`, or `stopped` at teardown)."""
+def reason_of(status: int | None, asked: str | None, oom: bool = False) -> tuple[str, str]:
+    """(reason, what happened) from a wait status (None/-1: unknown), what the engine asked
+    for (a kill for `timeout`/`unresponsive`/`cpu-limit`, or `stopped` at teardown) and
+    whether the OOM killer acted in the child's memory cgroup."""
     if asked is not None and asked != "stopped":
         return asked, f"the engine killed it ({asked})"
     if status is None or status < 0:
@@ -55,6 +65,8 @@ def reason_of(status: int | None, asked: str | None) -> tuple[str, str]:
         name = _signal_name(number)
         if asked == "stopped":
             return "stopped", f"it was stopped by {name}"
+        if number == signal.SIGKILL and oom:
+            return "memory-limit", "the kernel killed it at its memoryMb limit (memory cgroup)"
         if number in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             return "killed", f"it was killed by {name}"
         return "crashed", f"it crashed with {name}"
@@ -83,8 +95,14 @@ class ChildProcess:
         channel: Channel,
         on_message: Callable[[dict[str, Any]], None],
         on_end: Callable[[str, str], None],
+        limits: Enforcement | None = None,
     ) -> None:
         self.pid = pid
+        # its cgroup: closed (grandchildren killed) when it has ended
+        self.group = limits.group if limits is not None else None
+        cpu = limits.cpu_seconds if limits is not None else None
+        self._meter = CpuMeter(pid, cpu, self._over_cpu) if cpu else None
+        self._kill_detail = ""
         self._forkserver = forkserver
         self._channel = channel
         self._on_message = on_message
@@ -92,7 +110,10 @@ class ChildProcess:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._asked: str | None = None  # why the engine ended it, if it did
-        self.ended: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.ended: asyncio.Future[tuple[str, str]] = loop.create_future()
+        self._exit = forkserver.exit_of(pid)
+        self._exit.add_done_callback(lambda _: loop.call_later(EXIT_DRAIN, channel.close))
         self._reader = asyncio.get_running_loop().create_task(
             self._read(), name=f"grambot-child-{pid}"
         )
@@ -118,26 +139,37 @@ class ChildProcess:
     async def ask(self, message: dict[str, Any]) -> dict[str, Any]:
         """Send a request and wait for its answer; ChildEnded if the child ends first."""
         request_id = message["id"] = self.next_id()
-        future = self.expect(request_id)
+        future = self.expect(request_id, metered=True)
         try:
             self.send(message)
             return await future
         finally:
-            self._pending.pop(request_id, None)
+            self.forget(request_id)
 
-    def expect(self, request_id: int) -> asyncio.Future[dict[str, Any]]:
+    def expect(self, request_id: int, metered: bool = False) -> asyncio.Future[dict[str, Any]]:
+        """A future of the answer to request `request_id`; `metered`: a stage or a call, whose
+        CPU time counts against cpuSeconds until it is answered."""
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         if self.ended.done():
             future.set_exception(ChildEnded(*self.ended.result()))
         else:
             self._pending[request_id] = future
+            if metered and self._meter is not None:
+                self._meter.begin(request_id)
         return future
 
     def forget(self, request_id: int) -> None:
         self._pending.pop(request_id, None)
+        if self._meter is not None:
+            self._meter.end(request_id)
+
+    def _over_cpu(self, detail: str) -> None:
+        logger.error("child %s: %s: killing it", self.pid, detail)
+        self._kill_detail = detail
+        self.kill("cpu-limit")
 
     def kill(self, reason: str, sig: int = signal.SIGKILL) -> None:
-        """End it (`reason`: timeout, unresponsive, or stopped)."""
+        """End it (`reason`: timeout, unresponsive, cpu-limit, or stopped)."""
         if self._asked is None:
             self._asked = reason
         if self.alive:
@@ -167,7 +199,8 @@ class ChildProcess:
                     break
                 request_id = message.get("re")
                 if request_id is not None:
-                    future = self._pending.pop(request_id, None)
+                    future = self._pending.get(request_id)
+                    self.forget(request_id)
                     if future is not None and not future.done():
                         future.set_result(message)
                     continue
@@ -181,14 +214,21 @@ class ChildProcess:
         except Exception as exc:
             detail = f"its pipe failed ({exc})"
         self._channel.close()
+        if self._meter is not None:
+            self._meter.close()
         status: int | None = None
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            status = await asyncio.wait_for(
-                asyncio.shield(self._forkserver.exit_of(self.pid)), EXIT_STATUS_WAIT
-            )
+            status = await asyncio.wait_for(asyncio.shield(self._exit), EXIT_STATUS_WAIT)
         if status is None:  # the pipe ended but the process did not: end it
             self.kill(self._asked or "crashed")
-        reason, what = reason_of(status, self._asked)
+        group = self.group
+        reason, what = reason_of(status, self._asked, group is not None and group.oom_killed())
+        if group is not None:  # no grandchild outlives it; then its cgroup goes
+            for _ in range(int(GROUP_CLOSE_WAIT / 0.01)):
+                if group.close():
+                    break
+                await asyncio.sleep(0.01)
+        detail = self._kill_detail or detail
         if detail:
             what = f"{what}: {detail}"
         error = ChildEnded(reason, what)

@@ -60,7 +60,7 @@ from grambot.plugins.tracking import InstanceTasks, TaskFailureReporter, instanc
 from grambot.settings import InstanceConfig
 
 if TYPE_CHECKING:
-    from grambot.isolation.backend import ProcessIsolation, Spec
+    from grambot.isolation.backend import Enforcement, ProcessIsolation, Spec
 
 __all__ = ["GRACE", "RETRYABLE", "ProcessGeneration"]
 
@@ -70,7 +70,7 @@ GRACE = 0.5  # past a step's deadline, before the engine stops waiting for the c
 CANCEL_ACK = 1.0  # a cancelled call the child does not acknowledge within this: it is killed
 STOP_GRACE = 1.0  # after its teardown, to exit (SIGTERM, then SIGKILL)
 LOST_CALLS_WAIT = 0.1  # for calls in flight to fail on their own once the child ended
-RETRYABLE = frozenset({"crashed", "killed", "memory-limit", "unresponsive", "timeout"})
+RETRYABLE = frozenset({"crashed", "killed", "memory-limit", "cpu-limit", "unresponsive", "timeout"})
 
 
 class ProcessGeneration(Generation):
@@ -120,6 +120,7 @@ class ProcessGeneration(Generation):
         self.durable = None
         self.process: ChildProcess | None = None
         self.sandbox: str | None = None
+        self.limits: Enforcement | None = None  # its cgroup and limits (backend.request)
         self.started_at: float | None = None
         self._hello: asyncio.Future[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -241,9 +242,12 @@ class ProcessGeneration(Generation):
             request, self._tmp = backend.request(self)
             try:
                 pid = await backend.forkserver.spawn(request, theirs)
-            except ZygoteError as exc:
+            except BaseException as exc:
                 ours.close()
-                raise IsolatedFailure("zygote-failed", str(exc), recoverable=True) from None
+                backend.release(self)  # no child (or one nobody will talk to): no cgroup
+                if isinstance(exc, ZygoteError):
+                    raise IsolatedFailure("zygote-failed", str(exc), recoverable=True) from None
+                raise
         finally:
             theirs.close()
         self.started_at = time.time()
@@ -251,7 +255,7 @@ class ProcessGeneration(Generation):
         loop = asyncio.get_running_loop()
         self._hello = loop.create_future()
         self.process = ChildProcess(
-            backend.forkserver, pid, channel, self._on_message, self._on_end
+            backend.forkserver, pid, channel, self._on_message, self._on_end, self.limits
         )
         ended = self.process.ended
         hello: asyncio.Future[Any] = self._hello
@@ -458,7 +462,7 @@ class ProcessGeneration(Generation):
             reason = process.ended.result()[0] if process is not None else "stopped"
             raise ProcessLost(self.instance_id, what, reason)
         request_id = process.next_id()
-        answer = process.expect(request_id)
+        answer = process.expect(request_id, metered=True)
         message = {
             "op": "call",
             "id": request_id,

@@ -109,6 +109,8 @@ class PluginDescriptor:
     isolation: str | None = None
     memory_mb: int | None = None
     sandbox: str | None = None
+    cpu_seconds: float | None = None
+    max_processes: int | None = None
     stdin: bool = False  # it reads the engine's stdin (a console): an isolated child gets it
     raw: Mapping[str, Any]
 
@@ -135,6 +137,8 @@ class _DescriptorModel(BaseModel):
     isolation: Literal["inprocess", "process"] | None = None
     memory_mb: Annotated[int, Field(ge=32)] | None = Field(default=None, alias="memoryMb")
     sandbox: Literal["required", "best-effort"] | None = None
+    cpu_seconds: Annotated[float, Field(gt=0)] | None = Field(default=None, alias="cpuSeconds")
+    max_processes: Annotated[int, Field(ge=4)] | None = Field(default=None, alias="maxProcesses")
     stdin: bool = False
 
 
@@ -198,6 +202,8 @@ def load_descriptor(
         isolation=model.isolation,
         memory_mb=model.memory_mb,
         sandbox=model.sandbox,
+        cpu_seconds=model.cpu_seconds,
+        max_processes=model.max_processes,
         stdin=model.stdin,
         raw=_freeze(data),
     )

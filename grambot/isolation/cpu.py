@@ -1,0 +1,76 @@
+"""`cpuSeconds`: the CPU time a child may use during one stage or one call.
+
+RLIMIT_CPU cannot say this: it counts the whole life of the process (a child that served a
+thousand calls would be killed on the next one) and only ever ends it. So the engine samples
+the child's CPU time (utime + stime of /proc/<pid>/stat, every thread of it) while a stage or
+a call is in flight, and kills the child once one of them has used more than the limit since
+it began. Sampling runs only while something is in flight, every `period` (a tenth of the
+limit, between 20 and 100 ms): a read of one small file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+from collections.abc import Callable
+
+__all__ = ["CpuMeter", "cpu_seconds"]
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """The CPU time process `pid` used so far (None: it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # fields 14 and 15 of proc(5), counted from the state (field 3) here
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+class CpuMeter:
+    """Watches the CPU time of child `pid` during what `begin` starts and `end` ends; calls
+    `over(detail)` once when one of them used more than `limit` seconds."""
+
+    def __init__(self, pid: int, limit: float, over: Callable[[str], None]) -> None:
+        self.pid = pid
+        self.limit = limit
+        self.period = min(0.1, max(0.02, limit / 10))
+        self._over = over
+        self._started: dict[int, float] = {}  # what is in flight -> the CPU time when it began
+        self._task: asyncio.Task[None] | None = None
+
+    def begin(self, key: int) -> None:
+        now = cpu_seconds(self.pid)
+        if now is None:
+            return
+        self._started[key] = now
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._watch(), name=f"grambot-cpu-{self.pid}", context=contextvars.Context()
+            )
+
+    def end(self, key: int) -> None:
+        self._started.pop(key, None)
+
+    def close(self) -> None:
+        self._started.clear()
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _watch(self) -> None:
+        while self._started:
+            await asyncio.sleep(self.period)
+            now = cpu_seconds(self.pid)
+            if now is None or not self._started:
+                return
+            used = now - min(self._started.values())
+            if used > self.limit:
+                self._started.clear()
+                self._over(
+                    f"it used {used:.2f} s of CPU in one stage or call (cpuSeconds {self.limit:g})"
+                )
+                return

@@ -20,11 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import gc
 import logging
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 
+from grambot.core.burst import collector_set_for_burst
 from grambot.core.failures import Failure
 from grambot.core.instance import Generation, Instance, InstanceState, Services
 from grambot.core.plan import Action, Plan, Step, plan
@@ -229,7 +229,7 @@ class PluginManager:
         tried = {i.instance_id for i, _, _ in loads}
         while True:
             if loads:
-                with loader_snapshot(), _old_heap_set_aside(len(loads)):
+                with loader_snapshot(), collector_set_for_burst(len(loads)):
                     loaded = await asyncio.gather(
                         *(i.load(config, prepared=gen, retry=retry) for i, config, gen in loads)
                     )
@@ -316,35 +316,3 @@ class PluginManager:
                 contextvars.Context().run(listener)
             except Exception:
                 logger.exception("state listener failed")
-
-
-BURST = 64  # loads in one reconcile from which the old heap is set aside (gc.freeze)
-# What was frozen when this module was imported counts as the interpreter's own, not someone
-# else's: CPython 3.12 starts with the immortal tuples of its static types in the permanent
-# generation (375 on 3.12.1; none on 3.11 and 3.13). Our first unfreeze releases them into the
-# oldest generation with the rest (immortal: never collected); from then on, 0.
-_frozen_by_interpreter = gc.get_freeze_count()
-
-
-@contextlib.contextmanager
-def _old_heap_set_aside(loads: int) -> Iterator[None]:
-    """While many instances load, keep the collector from rescanning what existed before.
-
-    Each full collection walks every tracked object; loading N instances grows the heap by N
-    instances' modules and classes and triggers full collections along the way, so without
-    this a big reconcile spends a growing share of its time rescanning objects that were old
-    before it started. `gc.freeze()` parks them (objects created during the loads are
-    collected as usual) and `gc.unfreeze()` puts them back into the oldest generation, where
-    the next full collection sees them again: nothing becomes uncollectable. Left alone when
-    someone else in the process froze objects (unfreeze would release theirs too).
-    """
-    global _frozen_by_interpreter
-    if loads < BURST or gc.get_freeze_count() != _frozen_by_interpreter:
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-        _frozen_by_interpreter = 0

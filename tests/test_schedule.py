@@ -4,6 +4,7 @@ timing across DST changes."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from datetime import datetime
@@ -94,6 +95,23 @@ async def test_a_failing_job_is_logged_and_retried_by_policy(
     assert _runs(workspace) == ["run:fail-once:0", "run:fail-once:1", "run:fail-once:2"]
     assert "instance j: job 'fail-once' failed (RuntimeError: job fail-once failed" in caplog.text
     assert await engine.state.schedule.get("j", "fail-once") is None
+
+
+async def test_a_job_stored_after_the_engine_started_runs_after_a_reload(
+    engine: Engine, workspace: Workspace
+) -> None:
+    # The scheduler reads which owners have stored jobs once: a job an instance stores later
+    # must still be found when it loads again with only a handler for it.
+    await engine.apply(workspace.write([entry("k", "jobs", handle=["tick"])]))
+    await engine.apply(workspace.write([entry("k", "jobs", jobs=[{"name": "tick", "every": 60}])]))
+    assert await engine.state.schedule.get("k", "tick") is not None
+    await engine.apply(workspace.write([entry("k", "jobs", enabled=False, handle=["tick"])]))
+    job = await engine.state.schedule.get("k", "tick")
+    assert job is not None
+    # due now (as if a minute had passed): it runs once the instance is loaded again
+    await engine.state.schedule.put(dataclasses.replace(job, next_run=time.time()))
+    await engine.apply(workspace.write([entry("k", "jobs", handle=["tick"])]))
+    await _until(lambda: _runs(workspace, "k"))
 
 
 async def test_an_at_job_runs_once_and_is_gone(engine: Engine, workspace: Workspace) -> None:

@@ -87,6 +87,12 @@ class Scheduler:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._stopped = False
+        # Owners with stored jobs: read once, at the first activation, then kept up to date
+        # by `put` (this engine is the only writer; others only delete). A load of an owner
+        # with none, the usual case, then costs no query (bench scale: a task and a database
+        # round trip per instance).
+        self._stored_owners: asyncio.Future[set[str]] | None = None
+        self._put_owners: set[str] = set()
         self.runs = 0  # handler runs (tests, status)
         self.on_change: Callable[[], None] = lambda: None  # jobs stored or armed changed
 
@@ -113,7 +119,8 @@ class Scheduler:
         if record is None or record.active or self._stopped:
             return
         record.active = True
-        self._spawn(self._load_owner(owner, record))
+        if not self._surely_without_jobs(owner):
+            self._spawn(self._load_owner(owner, record))
 
     def deactivate(self, owner: str, schedule: InstanceSchedule) -> None:
         record = self._owners.get(owner)
@@ -128,7 +135,27 @@ class Scheduler:
         for key in [k for k in self._jobs if k[0] == owner]:
             del self._jobs[key]
 
+    def _surely_without_jobs(self, owner: str) -> bool:
+        """The owners read is in, and `owner` has no stored job: nothing to load or arm."""
+        stored = self._stored_owners
+        if stored is None or not stored.done() or stored.cancelled() or stored.exception():
+            return False
+        return owner not in stored.result() and owner not in self._put_owners
+
+    async def _has_jobs(self, owner: str) -> bool:
+        if owner in self._put_owners:
+            return True
+        if self._stored_owners is None:
+            self._stored_owners = asyncio.ensure_future(self.store.owners())
+        try:
+            return owner in await asyncio.shield(self._stored_owners)
+        except Exception:  # the read failed: ask about this owner directly
+            self._stored_owners = None
+            return True
+
     async def _load_owner(self, owner: str, record: _Owner) -> None:
+        if not await self._has_jobs(owner):
+            return
         jobs = await self.store.jobs(owner)
         if self._owners.get(owner) is not record:
             return
@@ -184,6 +211,7 @@ class Scheduler:
                 created_at=stored.created_at,
             )
         await self.store.put(job)
+        self._put_owners.add(job.owner)
         if record.active and self._owners.get(job.owner) is record:
             self._jobs[(job.owner, job.name)] = job
             self._arm()

@@ -181,6 +181,10 @@ class Schedule(Protocol):
         """How many jobs are stored (of every owner)."""
         ...
 
+    def owners(self) -> Awaitable[set[str]]:
+        """The owners with at least one stored job."""
+        ...
+
     def drop_owner(self, owner: str) -> Awaitable[int]: ...
 
 

@@ -389,6 +389,12 @@ class SqliteSchedule:
             lambda conn: int(conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]), single=True
         )
 
+    def owners(self) -> asyncio.Future[set[str]]:
+        return self.db.run(
+            lambda conn: {row[0] for row in conn.execute("SELECT DISTINCT owner FROM jobs")},
+            single=True,
+        )
+
     def drop_owner(self, owner: str) -> asyncio.Future[int]:
         return self.db.run(lambda conn: drop_jobs(conn, owner))
 

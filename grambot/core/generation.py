@@ -203,6 +203,7 @@ class Generation:
             deadline=Deadline.after(self.deadlines.create),
             context=self.context,
             progress=progress,
+            importing=True,
         )
 
     async def create(self, progress: Progress) -> None:

@@ -13,7 +13,9 @@ import importlib
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -62,6 +64,36 @@ def markdown(results: list[Result], meta: dict[str, Any]) -> str:
     return "\n".join([header, "", *lines, "", *notes, ""])
 
 
+def _crashed(name: str, why: str) -> Result:
+    return Result(
+        f"{name}: benchmark crashed", None, None, None, "runs", "", False, notes=why, group=name
+    )
+
+
+def _run_group(name: str, quick: bool) -> list[Result]:
+    """One group in a fresh interpreter: what an earlier group left in the process (threads,
+    a zygote, a grown heap, warm or cold caches) must not move another group's figures."""
+    with tempfile.TemporaryDirectory(prefix="grambot-bench-") as tmp:
+        dump = Path(tmp) / "results.json"
+        argv = [sys.executable, "-m", "bench.run", "--group", name, "--dump", str(dump)]
+        done = subprocess.run([*argv, *(["--quick"] if quick else [])], check=False)
+        if done.returncode != 0 or not dump.exists():
+            return [_crashed(name, f"exit status {done.returncode} (its traceback is above)")]
+        return [Result(**r) for r in json.loads(dump.read_text())]
+
+
+def _group_main(name: str, quick: bool, dump: Path) -> int:
+    """`python -m bench.run --group NAME --dump PATH`: run one group here, results to PATH."""
+    module = importlib.import_module(f"bench.{name}")
+    try:
+        got: list[Result] = module.run(quick)
+    except Exception:
+        traceback.print_exc()
+        got = [_crashed(name, traceback.format_exc(limit=3).strip().splitlines()[-1])]
+    dump.write_text(json.dumps([r.to_dict() for r in got], ensure_ascii=False))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke mode: small sizes, no judging")
@@ -72,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         help="results.json path (default bench/results.json;"
         " bench/results-quick.json with --quick)",
     )
+    parser.add_argument("--group", choices=BENCHMARKS, help=argparse.SUPPRESS)
+    parser.add_argument("--dump", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.group is not None:
+        return _group_main(args.group, args.quick, args.dump)
     out: Path = args.out or BENCH_DIR / ("results-quick.json" if args.quick else "results.json")
     selected = args.only or list(BENCHMARKS)
 
@@ -84,25 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"== {name}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        module = importlib.import_module(f"bench.{name}")
-        try:
-            got: list[Result] = module.run(args.quick)
-        except Exception:
-            failures += 1
-            traceback.print_exc()
-            got = [
-                Result(
-                    f"{name}: benchmark crashed",
-                    None,
-                    None,
-                    None,
-                    "runs",
-                    "",
-                    False,
-                    notes=traceback.format_exc(limit=3).strip().splitlines()[-1],
-                    group=name,
-                )
-            ]
+        got = _run_group(name, args.quick)
+        failures += any(r.name.endswith("benchmark crashed") for r in got)
         for r in got:
             print(
                 f"   {r.name}: {_fmt(r.value)} vs {_fmt(r.baseline)} {r.unit} "
@@ -135,3 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".md").write_text(table)
     print(table)
     return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

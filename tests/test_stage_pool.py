@@ -279,3 +279,24 @@ async def test_imports_have_a_lane_of_their_own(
     assert time.monotonic() - began < 0.5
     release.set()
     assert await asyncio.gather(*hung) == [0, 1, 2]
+
+
+async def test_a_hung_job_whose_caller_gave_up_frees_its_place_at_its_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The caller cancelled (a shutdown, a reload) takes the deadline timer with it: the place
+    # must still come free when the deadline passes, or a few such jobs block the pool forever.
+    monkeypatch.setattr(stages, "_POOL", stages._Pool(1))
+    release = threading.Event()
+    hung = asyncio.ensure_future(_run(release.wait, 10.0, timeout=0.2))
+    await asyncio.sleep(0.05)
+    hung.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await hung
+    await asyncio.sleep(0.25)  # past the hung job's deadline
+    began = time.monotonic()
+    try:
+        assert await _run(lambda: "next", timeout=2.0) == "next"
+        assert time.monotonic() - began < 0.5
+    finally:
+        release.set()

@@ -364,11 +364,13 @@ class _Pool:
         self._idle = 0  # workers waiting for a job
         self._starting = 0  # workers started, not yet waiting
         self._running = 0  # jobs running within their deadlines: the capacity in use
+        self._in_flight: set[_SyncCall] = set()  # those jobs
         self._names = itertools.count(1)
 
     def submit(self, call: _SyncCall) -> None:
         with self._lock:
             self._pending += 1
+            self._release_overdue()
             start = self._short_of_workers()
             if start:
                 self._starting += 1
@@ -387,13 +389,27 @@ class _Pool:
                 return
             if call.state != _RUNNING or call.abandoned:
                 return
-            call.abandoned = True
-            self._running -= 1
+            self._abandon(call)
             start = self._short_of_workers()
             if start:
                 self._starting += 1
         if start:
             self._start_worker()
+
+    def _abandon(self, call: _SyncCall) -> None:
+        """(Under the lock.) `call` runs past its deadline: it holds no capacity from now."""
+        call.abandoned = True
+        self._in_flight.discard(call)
+        self._running -= 1
+
+    def _release_overdue(self) -> None:
+        """(Under the lock.) Abandon the jobs whose deadline passed by the clock: the loop's
+        timer that would have (`expire`) is gone when their caller gave up (cancelled by a
+        shutdown or a reload) or their loop closed, and a hung job must not hold its place
+        for good."""
+        now = time.monotonic()
+        for call in [c for c in self._in_flight if c.deadline.at <= now]:
+            self._abandon(call)
 
     def _short_of_workers(self) -> bool:
         """(Under the lock.) Jobs wait that no idle or starting worker will take, and there
@@ -421,12 +437,17 @@ class _Pool:
                 continue
             with lock:
                 self._idle -= 1
+                if call.state == _QUEUED and call.deadline.passed():  # its caller gave up
+                    call.state = _DROPPED
+                    call.fn = call.args = None
+                    self._pending -= 1
                 if call.state == _DROPPED:  # its deadline passed while it was queued
                     self._idle += 1
                     continue
                 self._pending -= 1
                 call.state = _RUNNING
                 self._running += 1
+                self._in_flight.add(call)
             try:
                 call.run()
             except BaseException:  # run() catches plugin errors; this is a bug of ours
@@ -435,6 +456,7 @@ class _Pool:
                 call.state = _DONE
                 if not call.abandoned:
                     self._running -= 1
+                    self._in_flight.discard(call)
                 elif self._running + self._idle + self._starting >= self.capacity:
                     return  # its capacity went at its deadline, and there is no room again
                 self._idle += 1

@@ -9,6 +9,7 @@ import contextvars
 import gc
 import threading
 import time
+import warnings
 import weakref
 
 import pytest
@@ -281,18 +282,45 @@ async def test_imports_have_a_lane_of_their_own(
     assert await asyncio.gather(*hung) == [0, 1, 2]
 
 
-async def test_a_hung_job_whose_caller_gave_up_frees_its_place_at_its_deadline(
+async def test_a_hung_job_whose_caller_gave_up_frees_its_place(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # The caller cancelled (a shutdown, a reload) takes the deadline timer with it: the place
-    # must still come free when the deadline passes, or a few such jobs block the pool forever.
+    # A shutdown or a reload cancelling a load: nobody waits for the job any more, so it holds
+    # no place (a few such hung jobs would otherwise block the pool until their deadlines).
     monkeypatch.setattr(stages, "_POOL", stages._Pool(1))
     release = threading.Event()
-    hung = asyncio.ensure_future(_run(release.wait, 10.0, timeout=0.2))
+    hung = asyncio.ensure_future(_run(release.wait, 10.0, timeout=30.0))
     await asyncio.sleep(0.05)
     hung.cancel()
     with pytest.raises(asyncio.CancelledError):
         await hung
+    began = time.monotonic()
+    try:
+        assert await _run(lambda: "next", timeout=2.0) == "next"
+        assert time.monotonic() - began < 0.5
+    finally:
+        release.set()
+
+
+async def test_a_hung_job_of_a_closed_loop_frees_its_place_at_its_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Its loop closed without cancelling it: the deadline timer is gone with the loop, so the
+    # place comes free by the clock.
+    monkeypatch.setattr(stages, "_POOL", stages._Pool(1))
+    release = threading.Event()
+
+    def elsewhere() -> None:
+        loop = asyncio.new_event_loop()
+        pending = loop.create_task(_run(release.wait, 10.0, timeout=0.2))
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert not pending.done()
+        loop.close()  # its task neither finished nor cancelled
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Task was destroyed but it is pending"
+        await asyncio.to_thread(elsewhere)
+        gc.collect()
     await asyncio.sleep(0.25)  # past the hung job's deadline
     began = time.monotonic()
     try:

@@ -379,8 +379,9 @@ class _Pool:
             self._start_worker()
 
     def expire(self, call: _SyncCall) -> None:
-        """On the loop, at `call`'s deadline: a queued job is dropped (it never runs); a running
-        one is abandoned and releases its capacity, so that a job waiting for it can start."""
+        """On the loop, at `call`'s deadline or when its caller gave up: a queued job is dropped
+        (it never runs); a running one is abandoned and releases its capacity, so that a job
+        waiting for it can start."""
         with self._lock:
             if call.state == _QUEUED:
                 call.state = _DROPPED  # the worker that takes it skips it
@@ -486,6 +487,9 @@ async def _call_in_thread(
         timer = loop.call_later(deadline.remaining(), _expire, pool, call)
     try:
         result = await future
+    except asyncio.CancelledError:  # the caller gave up: nobody waits for it, its place is free
+        pool.expire(call)
+        raise
     except _Expired:
         logger.warning(
             "instance %s: %s timed out after %s; its thread is abandoned (threads cannot be "

@@ -172,6 +172,18 @@ async def test_cpu_seconds_ends_a_spinning_load(engine: Engine, workspace: Works
     assert instance.failure.stage == "load" and str(instance.state) == "retrying"
 
 
+async def test_cpu_seconds_count_the_cpu_of_what_a_call_forks(
+    engine: Engine, workspace: Workspace
+) -> None:
+    """A call that has a fork spin for it (and waits for it) uses that CPU time all the same:
+    cpuSeconds must not be passed by `os.fork()` (or multiprocessing, or a subprocess)."""
+    engine.isolation.unresponsive_after = 30.0
+    await engine.apply(write(workspace, [{**rogue(), "cpuSeconds": 0.5}]))
+    with pytest.raises(ProcessLost) as lost:
+        await call(engine, "rogue", do="fork-burn", seconds=2.5)
+    assert lost.value.reason == "cpu-limit"
+
+
 # -- maxProcesses -----------------------------------------------------------------------------
 
 

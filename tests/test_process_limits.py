@@ -7,6 +7,7 @@ the cases that need a cgroup skip where none can be made."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -182,6 +183,25 @@ async def test_cpu_seconds_count_the_cpu_of_what_a_call_forks(
     with pytest.raises(ProcessLost) as lost:
         await call(engine, "rogue", do="fork-burn", seconds=2.5)
     assert lost.value.reason == "cpu-limit"
+
+
+async def test_cpu_seconds_do_not_add_up_other_calls_during_a_long_one(
+    engine: Engine, workspace: Workspace
+) -> None:
+    """docs/isolation.md: the child is killed once *one* stage or call used more than the
+    limit. A call that waits (a model's long answer, a network tool) while short calls each
+    use 0.4 s of CPU under cpuSeconds 1: none of them used more than 1 s."""
+    await engine.apply(write(workspace, [{**rogue(), "cpuSeconds": 1}]))
+    waiting = asyncio.ensure_future(call(engine, "rogue", do="async-sleep"))
+    try:
+        await asyncio.sleep(0.1)
+        for _ in range(4):
+            assert (await call(engine, "rogue", do="burn", seconds=0.4)).text == "burnt 0.4"
+        assert isolation(engine, "r")["restarts"] == 0
+    finally:
+        waiting.cancel()
+        with contextlib.suppress(BaseException):
+            await waiting
 
 
 # -- maxProcesses -----------------------------------------------------------------------------

@@ -338,3 +338,30 @@ async def test_a_child_that_dies_leaving_forks_is_lost_at_once_and_its_forks_kil
     assert lost.value.reason == "crashed" and time.monotonic() - began < 3
     await until(lambda: not any(_alive(pid) for pid in forked), timeout=5, what="forks gone")
     await until(lambda: str(engine.state_of("r")) == "loaded", what="the restart")
+
+
+def test_closing_a_group_never_kills_pid_0(tmp_path: Path) -> None:
+    """cgroup v2 lists a member outside the reader's pid namespace as `0` (lxc/lxc#3520,
+    kubernetes-sigs/kind#2505): e.g. in the folder of an engine in another pid namespace that
+    `_sweep` takes for dead. `kill(0, SIGKILL)` is the engine's own process group: closing such
+    a group must leave it alone (run here in a session of its own, so that a kill(0) ends only
+    that process)."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "r.1"
+    folder.mkdir()
+    (folder / "cgroup.procs").write_text("0\n")
+    script = (
+        "import sys; from pathlib import Path; from grambot.isolation import cgroups\n"
+        "group = cgroups.Group({'pids': Path(sys.argv[1])}, v2=True)\n"
+        "print(sorted(group.members())); group.close(); print('survived')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        start_new_session=True,
+    )
+    assert done.returncode == 0 and "survived" in done.stdout, (done.returncode, done.stdout)

@@ -7,6 +7,7 @@ the cases that need a cgroup skip where none can be made."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -172,6 +173,38 @@ async def test_cpu_seconds_ends_a_spinning_load(engine: Engine, workspace: Works
     assert instance.failure.stage == "load" and str(instance.state) == "retrying"
 
 
+@needs_memory_cgroup  # without a cgroup, a fork's time shows only once it is waited for
+async def test_cpu_seconds_count_the_cpu_of_what_a_call_forks(
+    engine: Engine, workspace: Workspace
+) -> None:
+    """A call that has a fork spin for it (and waits for it) uses that CPU time all the same:
+    cpuSeconds must not be passed by `os.fork()` (or multiprocessing, or a subprocess)."""
+    engine.isolation.unresponsive_after = 30.0
+    await engine.apply(write(workspace, [{**rogue(), "cpuSeconds": 0.5}]))
+    with pytest.raises(ProcessLost) as lost:
+        await call(engine, "rogue", do="fork-burn", seconds=2.5)
+    assert lost.value.reason == "cpu-limit"
+
+
+async def test_cpu_seconds_do_not_add_up_other_calls_during_a_long_one(
+    engine: Engine, workspace: Workspace
+) -> None:
+    """docs/isolation.md: the child is killed once *one* stage or call used more than the
+    limit. A call that waits (a model's long answer, a network tool) while short calls each
+    use 0.4 s of CPU under cpuSeconds 1: none of them used more than 1 s."""
+    await engine.apply(write(workspace, [{**rogue(), "cpuSeconds": 1}]))
+    waiting = asyncio.ensure_future(call(engine, "rogue", do="async-sleep"))
+    try:
+        await asyncio.sleep(0.1)
+        for _ in range(4):
+            assert (await call(engine, "rogue", do="burn", seconds=0.4)).text == "burnt 0.4"
+        assert isolation(engine, "r")["restarts"] == 0
+    finally:
+        waiting.cancel()
+        with contextlib.suppress(BaseException):
+            await waiting
+
+
 # -- maxProcesses -----------------------------------------------------------------------------
 
 
@@ -306,3 +339,30 @@ async def test_a_child_that_dies_leaving_forks_is_lost_at_once_and_its_forks_kil
     assert lost.value.reason == "crashed" and time.monotonic() - began < 3
     await until(lambda: not any(_alive(pid) for pid in forked), timeout=5, what="forks gone")
     await until(lambda: str(engine.state_of("r")) == "loaded", what="the restart")
+
+
+def test_closing_a_group_never_kills_pid_0(tmp_path: Path) -> None:
+    """cgroup v2 lists a member outside the reader's pid namespace as `0` (lxc/lxc#3520,
+    kubernetes-sigs/kind#2505): e.g. in the folder of an engine in another pid namespace that
+    `_sweep` takes for dead. `kill(0, SIGKILL)` is the engine's own process group: closing such
+    a group must leave it alone (run here in a session of its own, so that a kill(0) ends only
+    that process)."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "r.1"
+    folder.mkdir()
+    (folder / "cgroup.procs").write_text("0\n")
+    script = (
+        "import sys; from pathlib import Path; from grambot.isolation import cgroups\n"
+        "group = cgroups.Group({'pids': Path(sys.argv[1])}, v2=True)\n"
+        "print(sorted(group.members())); group.close(); print('survived')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        start_new_session=True,
+    )
+    assert done.returncode == 0 and "survived" in done.stdout, (done.returncode, done.stdout)

@@ -61,11 +61,14 @@ class Group:
             Path(path).write_text(f"{pid}\n")
 
     def members(self) -> set[int]:
+        """The pids of its processes that this engine can see. cgroup v2 lists one outside
+        the engine's pid namespace as 0: never a pid to kill (`kill(0)` is the engine's own
+        process group), nor is the engine itself."""
         found: set[int] = set()
         for path in self.procs_files:
             with contextlib.suppress(OSError, ValueError):
                 found.update(int(line) for line in Path(path).read_text().split())
-        return found
+        return {pid for pid in found if pid > 0 and pid != os.getpid()}
 
     def oom_killed(self) -> bool:
         """Did the kernel's OOM killer kill a process of this group (at its memory limit)?"""

@@ -2,10 +2,11 @@
 
 RLIMIT_CPU cannot say this: it counts the whole life of the process (a child that served a
 thousand calls would be killed on the next one) and only ever ends it. So the engine samples
-the child's CPU time (utime + stime of /proc/<pid>/stat, every thread of it) while a stage or
-a call is in flight, and kills the child once one of them has used more than the limit since
-it began. Sampling runs only while something is in flight, every `period` (a tenth of the
-limit, between 20 and 100 ms): a read of one small file.
+the child's CPU time (utime + stime of /proc/<pid>/stat, every thread of it, with that of the
+children it waited for and of the processes in its cgroup) while a stage or a call is in
+flight, and kills the child once one of them has used more than the limit since it began.
+Sampling runs only while something is in flight, every `period` (a tenth of the limit,
+between 20 and 100 ms): a read of a few small files.
 """
 
 from __future__ import annotations
@@ -20,31 +21,53 @@ __all__ = ["CpuMeter", "cpu_seconds"]
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """The CPU time process `pid` used so far (None: it is gone)."""
+def cpu_seconds(pid: int, reaped: bool = False) -> float | None:
+    """The CPU time process `pid` used so far (None: it is gone); `reaped`: with that of its
+    children it has waited for."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             fields = stat.read().rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    # fields 14 and 15 of proc(5), counted from the state (field 3) here
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    # fields 14 and 15 of proc(5) (16 and 17: of its waited-for children), counted from the
+    # state (field 3) here
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / _TICKS
 
 
 class CpuMeter:
     """Watches the CPU time of child `pid` during what `begin` starts and `end` ends; calls
-    `over(detail)` once when one of them used more than `limit` seconds."""
+    `over(detail)` once when one of them used more than `limit` seconds. The child's time
+    includes what it forked: the children it waited for, and the processes `members` lists
+    (those of its cgroup), so that a fork cannot spin for a call unseen."""
 
-    def __init__(self, pid: int, limit: float, over: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        pid: int,
+        limit: float,
+        over: Callable[[str], None],
+        members: Callable[[], set[int]] | None = None,
+    ) -> None:
         self.pid = pid
+        self._members = members
         self.limit = limit
         self.period = min(0.1, max(0.02, limit / 10))
         self._over = over
         self._started: dict[int, float] = {}  # what is in flight -> the CPU time when it began
         self._task: asyncio.Task[None] | None = None
 
+    def _now(self) -> float | None:
+        now = cpu_seconds(self.pid, reaped=True)
+        if now is None or self._members is None:
+            return now
+        for pid in self._members() - {self.pid}:
+            now += cpu_seconds(pid) or 0.0
+        return now
+
     def begin(self, key: int) -> None:
-        now = cpu_seconds(self.pid)
+        now = self._now()
         if now is None:
             return
         self._started[key] = now
@@ -64,7 +87,7 @@ class CpuMeter:
     async def _watch(self) -> None:
         while self._started:
             await asyncio.sleep(self.period)
-            now = cpu_seconds(self.pid)
+            now = self._now()
             if now is None or not self._started:
                 return
             used = now - min(self._started.values())

@@ -101,7 +101,8 @@ class ChildProcess:
         # its cgroup: closed (grandchildren killed) when it has ended
         self.group = limits.group if limits is not None else None
         cpu = limits.cpu_seconds if limits is not None else None
-        self._meter = CpuMeter(pid, cpu, self._over_cpu) if cpu else None
+        members = self.group.members if self.group is not None else None
+        self._meter = CpuMeter(pid, cpu, self._over_cpu, members) if cpu else None
         self._kill_detail = ""
         self._forkserver = forkserver
         self._channel = channel

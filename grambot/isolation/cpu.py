@@ -38,10 +38,13 @@ def cpu_seconds(pid: int, reaped: bool = False) -> float | None:
 
 
 class CpuMeter:
-    """Watches the CPU time of child `pid` during what `begin` starts and `end` ends; calls
-    `over(detail)` once when one of them used more than `limit` seconds. The child's time
-    includes what it forked: the children it waited for, and the processes `members` lists
-    (those of its cgroup), so that a fork cannot spin for a call unseen."""
+    """Watches the CPU time of child `pid` while stages and calls (`begin`, `end`) are in flight;
+    calls `over(detail)` once when one of them used more than `limit` seconds. The CPU the child
+    uses between two samples is shared equally among what was in flight then (a call that only
+    waits, a model answer, is not charged with the others' work; with N at once, a spinning one
+    is stopped after at most N times the limit). The child's time includes what it forked: the
+    children it waited for, and the processes `members` lists (those of its cgroup), so that a
+    fork cannot spin for a call unseen."""
 
     def __init__(
         self,
@@ -55,7 +58,8 @@ class CpuMeter:
         self.limit = limit
         self.period = min(0.1, max(0.02, limit / 10))
         self._over = over
-        self._started: dict[int, float] = {}  # what is in flight -> the CPU time when it began
+        self._used: dict[int, float] = {}  # what is in flight -> its share of CPU so far
+        self._last = 0.0  # the child's CPU time at the last sample
         self._task: asyncio.Task[None] | None = None
 
     def _now(self) -> float | None:
@@ -66,34 +70,47 @@ class CpuMeter:
             now += cpu_seconds(pid) or 0.0
         return now
 
+    def _charge(self, now: float) -> None:
+        """Share the CPU used since the last sample among what is in flight."""
+        used, self._last = max(0.0, now - self._last), now  # a fork that ended leaves the sum
+        if self._used:
+            share = used / len(self._used)
+            for key in self._used:
+                self._used[key] += share
+
     def begin(self, key: int) -> None:
         now = self._now()
         if now is None:
             return
-        self._started[key] = now
+        if self._used:
+            self._charge(now)  # what ran until now is theirs, not this one's
+        else:
+            self._last = now
+        self._used[key] = 0.0
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(
                 self._watch(), name=f"grambot-cpu-{self.pid}", context=contextvars.Context()
             )
 
     def end(self, key: int) -> None:
-        self._started.pop(key, None)
+        self._used.pop(key, None)
 
     def close(self) -> None:
-        self._started.clear()
+        self._used.clear()
         if self._task is not None:
             self._task.cancel()
 
     async def _watch(self) -> None:
-        while self._started:
+        while self._used:
             await asyncio.sleep(self.period)
             now = self._now()
-            if now is None or not self._started:
+            if now is None or not self._used:
                 return
-            used = now - min(self._started.values())
-            if used > self.limit:
-                self._started.clear()
+            self._charge(now)
+            worst = max(self._used.values())
+            if worst > self.limit:
+                self._used.clear()
                 self._over(
-                    f"it used {used:.2f} s of CPU in one stage or call (cpuSeconds {self.limit:g})"
+                    f"it used {worst:.2f} s of CPU in one stage or call (cpuSeconds {self.limit:g})"
                 )
                 return

@@ -9,9 +9,11 @@ a plugin that catches MemoryError still cannot pass it) and a cap on processes (
 
 cgroup v1 (a `memory` or `pids` hierarchy mounted and writable: as root here) or cgroup v2 (a
 `cgroup2` mount whose controllers the engine may enable below its own group). Groups are made
-under the engine's own group, `<own>/grambot-<engine pid>/<name>`, never at the root of a
-hierarchy someone else manages; a folder left by an engine that died (SIGKILL) is removed by
-the next engine that makes one.
+under the engine's own group, `<own>/grambot-<engine pid>/<name>` (when the engine's own group
+is the hierarchy's root, as for the pids hierarchy of a container that does not delegate one,
+that is `/grambot-<pid>`: a folder of ours, removed at shutdown); a folder left by an engine
+that died (SIGKILL) is removed by the next engine that makes one (judged by /proc/<pid>: engines
+in different pid namespaces sharing one cgroup tree are not supported).
 """
 
 from __future__ import annotations

@@ -243,45 +243,6 @@ def test_finished_event_loops_are_not_kept_alive() -> None:
     assert [r() for r in refs] == [None, None, None]
 
 
-async def test_imports_have_a_lane_of_their_own(
-    pool: stages._Pool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    imports = stages._Pool(stages.IMPORT_CAPACITY)
-    monkeypatch.setattr(stages, "_IMPORTS", imports)
-    release = threading.Event()
-    started: list[int] = []
-
-    def hang(n: int) -> int:
-        started.append(n)
-        release.wait(10.0)
-        return n
-
-    async def importing(fn, *args):  # type: ignore[no-untyped-def]
-        return await run_stage(
-            fn,
-            *args,
-            instance_id="pool-test",
-            stage="import",
-            deadline=_within(5.0),
-            context=_ctx(),
-            importing=True,
-        )
-
-    hung = [asyncio.ensure_future(importing(hang, 0))]
-    await asyncio.sleep(0.01)
-    began = time.monotonic()
-    assert await importing(lambda: "imported") == "imported"  # one hung import: the lane is free
-    assert time.monotonic() - began < 0.5
-    hung += [asyncio.ensure_future(importing(hang, n)) for n in (1, 2)]
-    await asyncio.sleep(0.1)
-    assert len(started) == stages.IMPORT_CAPACITY == 2  # the third import waits for a place
-    began = time.monotonic()
-    assert await _run(lambda: "quick") == "quick"  # other stages never queue behind imports
-    assert time.monotonic() - began < 0.5
-    release.set()
-    assert await asyncio.gather(*hung) == [0, 1, 2]
-
-
 async def test_a_hung_job_whose_caller_gave_up_frees_its_place(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -203,7 +203,6 @@ class Generation:
             deadline=Deadline.after(self.deadlines.create),
             context=self.context,
             progress=progress,
-            importing=True,
         )
 
     async def create(self, progress: Progress) -> None:

@@ -254,7 +254,6 @@ async def run_execute_plugin(
             stage="import",
             deadline=Deadline.after(deadlines.create),
             context=context,
-            importing=True,
         )
         if not is_execute_style(module):
             raise DefinitionError(

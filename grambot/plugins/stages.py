@@ -16,25 +16,23 @@ holds its unit of capacity until it finishes or its deadline passes. Then it is 
 thread that hangs cannot be killed: it runs on, uncounted, and nothing waits for it, neither
 reconciles nor process exit) and another job may take its place; a job still queued at its
 deadline never runs. So sync stages of one instance never wait for another's (unless
-`CAPACITY` of them run at once, or `IMPORT_CAPACITY` imports), and the outcome of each reaches
-the loop the moment it is ready (one wake-up of the loop delivers every outcome that arrived
-before it ran: see `_Outcomes`). Workers are reused, so a quick sync `create()` costs a
-hand-off, not a thread start; a worker idle for `IDLE_SECONDS` ends.
+`CAPACITY` of them run at once), and the outcome of each reaches the loop the moment it is
+ready (one wake-up of the loop delivers every outcome that arrived before it ran: see
+`_Outcomes`). Workers are reused, so a quick sync `create()` costs a hand-off, not a thread
+start; a worker idle for `IDLE_SECONDS` ends.
 
 Why `CAPACITY` is 8, not more: Python threads share one interpreter lock, so more workers add
 nothing to CPU-bound work, and when a reconcile loads a thousand instances, every worker runs
 another instance's import interleaved with the others: measured (bench scale), 32 workers made
 that load 15-20 % slower than 8 did (ratio to its floor 1.57-1.64 against 1.34-1.43). Eight
-covers the stages that wait rather than compute (a network check, a hung call until its
-deadline) of the instances of a real bot.
+covers the stages that wait rather than compute (an SDK import, a network check, a hung call
+until its deadline) of the instances of a real bot.
 
-Imports (a plugin's modules executed, its settings validated and, when sync, `create`) go
-through a lane of their own with `IMPORT_CAPACITY` workers: executing modules is computing
-under the interpreter lock, so a third import at once only adds switches, and on CPython 3.11
-eight imports at once convoy on `functools.cached_property`'s lock, one per class and held
-across a switch (pydantic builds every model through two; 3.12 dropped the lock): bench scale
-on two cores measured load-1000 at 1.73x its floor with 8 import workers, 1.41x with 2. Two,
-not one, so that an import that hangs until its deadline leaves a lane to the others.
+Not fewer for imports alone: on CPython 3.11 eight imports at once convoy on
+`functools.cached_property`'s class-wide lock, which pydantic's model building takes (3.12
+dropped it), and a lane of 2 import workers made a burst of 1000 loads steadier; but imports
+include settings validation and a sync `create`, plugin code that hangs, and two hung imports
+then held every other instance's import until its deadline (tests/reliability caught it).
 
 Stages run in the instance's context (grambot.plugins.tracking), so what they start is the
 instance's; whatever BaseException plugin code raises comes out as `PluginCrash` (the engine's
@@ -62,12 +60,11 @@ from grambot.errors import CallCancelled, PluginCrash
 from grambot.plugins.limits import NEVER, Deadline
 from grambot.plugins.tracking import close_unstarted, guard, owner_in, run_marked
 
-__all__ = ["CAPACITY", "IDLE_SECONDS", "IMPORT_CAPACITY", "Progress", "call_plugin", "run_stage"]
+__all__ = ["CAPACITY", "IDLE_SECONDS", "Progress", "call_plugin", "run_stage"]
 
 logger = logging.getLogger(__name__)
 
 CAPACITY = 8  # sync stages running within their deadlines at once (see the docstring)
-IMPORT_CAPACITY = 2  # of them imports (`run_stage(..., importing=True)`)
 IDLE_SECONDS = 30.0  # a worker with nothing to do for this long ends
 
 _QUEUED, _RUNNING, _DONE, _DROPPED = range(4)
@@ -90,14 +87,12 @@ async def run_stage(
     deadline: Deadline,
     context: contextvars.Context,
     progress: Progress | None = None,
-    importing: bool = False,
 ) -> Any:
     """Call `fn(*args)` (sync or async) as `stage` of `instance_id`, done by `deadline`.
 
     Raises StageTimeout once the deadline passed; exceptions of `fn` propagate unchanged. When
     `fn` runs several steps, it may record the current one in `progress` (set to `stage`
-    first): a timeout then names that step. `importing`: `fn` executes a plugin's modules (it
-    goes through the import lane, see the module docstring).
+    first): a timeout then names that step.
     """
     if progress is None:
         progress = Progress(stage)
@@ -105,8 +100,7 @@ async def run_stage(
         progress.stage = stage
     if inspect.iscoroutinefunction(fn):
         return await _await_in_context(fn(*args), instance_id, stage, deadline, context)
-    pool = _IMPORTS if importing else _POOL
-    result = await _call_in_thread(pool, fn, args, instance_id, progress, deadline, context)
+    result = await _call_in_thread(fn, args, instance_id, progress, deadline, context)
     if inspect.isawaitable(result):
         result = await _await_in_context(result, instance_id, progress.stage, deadline, context)
     return result
@@ -465,11 +459,9 @@ class _Pool:
 
 
 _POOL = _Pool(CAPACITY)
-_IMPORTS = _Pool(IMPORT_CAPACITY)
 
 
 async def _call_in_thread(
-    pool: _Pool,
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     instance_id: str,
@@ -481,6 +473,7 @@ async def _call_in_thread(
     call = _SyncCall(fn, args, context, loop, deadline)
     future = call.future
     assert future is not None
+    pool = _POOL
     pool.submit(call)
     timer = None
     if deadline.at != math.inf:

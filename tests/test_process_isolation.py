@@ -11,6 +11,7 @@ import signal
 import statistics
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -264,15 +265,10 @@ async def test_a_result_over_the_pipe_cap_is_a_typed_error(
     assert (await call(engine, "echo", text="small")).text == "small"
 
 
-async def test_a_healthy_in_process_instance_keeps_answering(
-    engine: Engine, workspace: Workspace
-) -> None:
-    plugins = [
-        entry("healthy", "probe", tool_name="echo"),
-        rogue("a", tool="a"),
-        rogue("b", tool="b"),
-    ]
-    await engine.apply(write(workspace, plugins, timeouts={"overrideMs": 300}))
+@asynccontextmanager
+async def neighbour_answers(engine: Engine) -> AsyncIterator[list[float]]:
+    """The in-process instance `healthy` keeps answering its tool calls throughout (p99 ≤ 100 ms,
+    max ≤ 500 ms), whatever its process-isolated neighbour does."""
     latencies: list[float] = []
     stop = asyncio.Event()
 
@@ -284,19 +280,34 @@ async def test_a_healthy_in_process_instance_keeps_answering(
             await asyncio.sleep(0.005)
 
     caller = asyncio.ensure_future(keep_calling())
-    began = time.monotonic()
-    for tool, what in (("a", "exit"), ("b", "segfault"), ("a", "allocate"), ("b", "sleep")):
-        await until(lambda t=tool: t in engine.registries.tools, what=f"tool {tool}")
-        with pytest.raises(Exception):  # noqa: B017
-            await call(engine, tool, do=what)
-    await until(lambda: str(engine.state_of("a")) == "loaded", what="a restarted")
-    await until(lambda: str(engine.state_of("b")) == "loaded", what="b restarted")
-    await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - began)))
-    stop.set()
-    await caller
+    try:
+        yield latencies
+    finally:
+        stop.set()
+        await caller
     assert len(latencies) > 20
     p99 = statistics.quantiles(latencies, n=100)[98]
     assert p99 <= 0.1 and max(latencies) <= 0.5, (p99, max(latencies))
+
+
+async def test_a_healthy_in_process_instance_keeps_answering(
+    engine: Engine, workspace: Workspace
+) -> None:
+    plugins = [
+        entry("healthy", "probe", tool_name="echo"),
+        rogue("a", tool="a"),
+        rogue("b", tool="b"),
+    ]
+    await engine.apply(write(workspace, plugins, timeouts={"overrideMs": 300}))
+    async with neighbour_answers(engine):
+        began = time.monotonic()
+        for tool, what in (("a", "exit"), ("b", "segfault"), ("a", "allocate"), ("b", "sleep")):
+            await until(lambda t=tool: t in engine.registries.tools, what=f"tool {tool}")
+            with pytest.raises(Exception):  # noqa: B017
+                await call(engine, tool, do=what)
+        await until(lambda: str(engine.state_of("a")) == "loaded", what="a restarted")
+        await until(lambda: str(engine.state_of("b")) == "loaded", what="b restarted")
+        await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - began)))
 
 
 # -- a real `grambot run` -------------------------------------------------------------------

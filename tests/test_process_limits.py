@@ -10,10 +10,8 @@ import asyncio
 import contextlib
 import json
 import os
-import statistics
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,16 @@ from grambot.errors import ProcessLost
 from grambot.isolation import cgroups
 from grambot.isolation.remote import ProcessGeneration
 from tests.conftest import Workspace, entry
-from tests.test_process_isolation import _alive, call, engine, isolation, rogue, until, write
+from tests.test_process_isolation import (
+    _alive,
+    call,
+    engine,
+    isolation,
+    neighbour_answers,
+    rogue,
+    until,
+    write,
+)
 
 __all__ = ["engine"]  # the fixture, shared with test_process_isolation
 
@@ -59,31 +66,6 @@ def group_of(engine: Engine, instance_id: str) -> cgroups.Group:
     limits = generation(engine, instance_id).limits
     assert limits is not None and limits.group is not None
     return limits.group
-
-
-@asynccontextmanager
-async def neighbour_answers(engine: Engine) -> AsyncIterator[list[float]]:
-    """The in-process instance `healthy` keeps answering its tool calls throughout (p99 ≤ 100 ms,
-    max ≤ 500 ms), whatever its process-isolated neighbour does."""
-    latencies: list[float] = []
-    stop = asyncio.Event()
-
-    async def keep_calling() -> None:
-        while not stop.is_set():
-            began = time.perf_counter()
-            assert (await call(engine, "echo", text="ok")).text == "ok"
-            latencies.append(time.perf_counter() - began)
-            await asyncio.sleep(0.005)
-
-    caller = asyncio.ensure_future(keep_calling())
-    try:
-        yield latencies
-    finally:
-        stop.set()
-        await caller
-    assert len(latencies) > 20
-    p99 = statistics.quantiles(latencies, n=100)[98]
-    assert p99 <= 0.1 and max(latencies) <= 0.5, (p99, max(latencies))
 
 
 HEALTHY = entry("healthy", "probe", tool_name="echo")

@@ -357,8 +357,7 @@ class _Pool:
         self._pending = 0  # jobs queued, neither taken nor dropped
         self._idle = 0  # workers waiting for a job
         self._starting = 0  # workers started, not yet waiting
-        self._running = 0  # jobs running within their deadlines: the capacity in use
-        self._in_flight: set[_SyncCall] = set()  # those jobs
+        self._in_flight: set[_SyncCall] = set()  # jobs running within their deadlines
         self._names = itertools.count(1)
 
     def submit(self, call: _SyncCall) -> None:
@@ -378,9 +377,7 @@ class _Pool:
         waiting for it can start."""
         with self._lock:
             if call.state == _QUEUED:
-                call.state = _DROPPED  # the worker that takes it skips it
-                call.fn = call.args = None  # and it pins nothing meanwhile
-                self._pending -= 1
+                self._drop(call)
                 return
             if call.state != _RUNNING or call.abandoned:
                 return
@@ -391,17 +388,22 @@ class _Pool:
         if start:
             self._start_worker()
 
+    def _drop(self, call: _SyncCall) -> None:
+        """(Under the lock.) A queued `call` will never run: the worker that takes it skips
+        it, and it pins nothing meanwhile."""
+        call.state = _DROPPED
+        call.fn = call.args = None
+        self._pending -= 1
+
     def _abandon(self, call: _SyncCall) -> None:
         """(Under the lock.) `call` runs past its deadline: it holds no capacity from now."""
         call.abandoned = True
         self._in_flight.discard(call)
-        self._running -= 1
 
     def _release_overdue(self) -> None:
         """(Under the lock.) Abandon the jobs whose deadline passed by the clock: the loop's
-        timer that would have (`expire`) is gone when their caller gave up (cancelled by a
-        shutdown or a reload) or their loop closed, and a hung job must not hold its place
-        for good."""
+        timer that would have (`expire`) went with their loop when it closed, and a hung job
+        must not hold its place for good."""
         now = time.monotonic()
         for call in [c for c in self._in_flight if c.deadline.at <= now]:
             self._abandon(call)
@@ -410,7 +412,7 @@ class _Pool:
         """(Under the lock.) Jobs wait that no idle or starting worker will take, and there
         is capacity for another worker."""
         waiting = self._pending - self._idle - self._starting
-        return waiting > 0 and self._running + self._idle + self._starting < self.capacity
+        return waiting > 0 and len(self._in_flight) + self._idle + self._starting < self.capacity
 
     def _start_worker(self) -> None:
         name = f"grambot-stage-{next(self._names)}"
@@ -432,16 +434,13 @@ class _Pool:
                 continue
             with lock:
                 self._idle -= 1
-                if call.state == _QUEUED and call.deadline.passed():  # its caller gave up
-                    call.state = _DROPPED
-                    call.fn = call.args = None
-                    self._pending -= 1
+                if call.state == _QUEUED and call.deadline.passed():  # its loop is gone
+                    self._drop(call)
                 if call.state == _DROPPED:  # its deadline passed while it was queued
                     self._idle += 1
                     continue
                 self._pending -= 1
                 call.state = _RUNNING
-                self._running += 1
                 self._in_flight.add(call)
             try:
                 call.run()
@@ -450,9 +449,8 @@ class _Pool:
             with lock:
                 call.state = _DONE
                 if not call.abandoned:
-                    self._running -= 1
                     self._in_flight.discard(call)
-                elif self._running + self._idle + self._starting >= self.capacity:
+                elif len(self._in_flight) + self._idle + self._starting >= self.capacity:
                     return  # its capacity went at its deadline, and there is no room again
                 self._idle += 1
             del call  # do not pin the finished job while parked

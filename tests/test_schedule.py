@@ -4,6 +4,7 @@ timing across DST changes."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
 import time
@@ -112,6 +113,25 @@ async def test_a_job_stored_after_the_engine_started_runs_after_a_reload(
     await engine.state.schedule.put(dataclasses.replace(job, next_run=time.time()))
     await engine.apply(workspace.write([entry("k", "jobs", handle=["tick"])]))
     await _until(lambda: _runs(workspace, "k"))
+
+
+async def test_owners_activated_before_the_owners_read_is_in_wait_for_it_in_one_task(
+    engine: Engine,
+) -> None:
+    # A burst of loads activates its instances before the one read of which owners have
+    # stored jobs is in: they wait for it together, not in a task each (bench scale: a
+    # thousand tasks and shields on the loop).
+    scheduler = engine.scheduler
+    owners = [f"b{i}" for i in range(100)]
+    await engine.state.schedule.put(Job("b7", "tick", "every", "600.0", time.time() + 600))
+    schedules = [scheduler.for_instance(o, contextvars.copy_context()) for o in owners]
+    schedules[7].handle("tick", lambda run: None)
+    before = asyncio.all_tasks()
+    for owner in owners:
+        scheduler.activate(owner)
+    assert len(asyncio.all_tasks() - before) <= 1
+    await _until(lambda: scheduler.active == 1)  # b7's stored job is armed all the same
+    assert {owner for owner, _ in scheduler._jobs} == {"b7"}
 
 
 async def test_an_at_job_runs_once_and_is_gone(engine: Engine, workspace: Workspace) -> None:

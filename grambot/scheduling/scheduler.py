@@ -90,9 +90,11 @@ class Scheduler:
         # Owners with stored jobs: read once, at the first activation, then kept up to date
         # by `put` (this engine is the only writer; others only delete). A load of an owner
         # with none, the usual case, then costs no query (bench scale: a task and a database
-        # round trip per instance).
+        # round trip per instance). Owners activated before the read is in wait for it
+        # together, in one task (a burst of loads activates hundreds meanwhile).
         self._stored_owners: asyncio.Future[set[str]] | None = None
         self._put_owners: set[str] = set()
+        self._awaiting_read: dict[str, _Owner] = {}
         self.runs = 0  # handler runs (tests, status)
         self.on_change: Callable[[], None] = lambda: None  # jobs stored or armed changed
 
@@ -119,7 +121,12 @@ class Scheduler:
         if record is None or record.active or self._stopped:
             return
         record.active = True
-        if not self._surely_without_jobs(owner):
+        stored = self._stored_owners
+        if stored is None or not stored.done() or stored.cancelled() or stored.exception():
+            if not self._awaiting_read:
+                self._spawn(self._after_owners_read())
+            self._awaiting_read[owner] = record
+        elif owner in stored.result() or owner in self._put_owners:
             self._spawn(self._load_owner(owner, record))
 
     def deactivate(self, owner: str, schedule: InstanceSchedule) -> None:
@@ -127,6 +134,7 @@ class Scheduler:
         if record is None or schedule.record is not record:
             return  # a newer load owns it now
         del self._owners[owner]
+        self._awaiting_read.pop(owner, None)
         self._forget(owner)
         self._arm()
         self.on_change()
@@ -135,27 +143,22 @@ class Scheduler:
         for key in [k for k in self._jobs if k[0] == owner]:
             del self._jobs[key]
 
-    def _surely_without_jobs(self, owner: str) -> bool:
-        """The owners read is in, and `owner` has no stored job: nothing to load or arm."""
-        stored = self._stored_owners
-        if stored is None or not stored.done() or stored.cancelled() or stored.exception():
-            return False
-        return owner not in stored.result() and owner not in self._put_owners
-
-    async def _has_jobs(self, owner: str) -> bool:
-        if owner in self._put_owners:
-            return True
-        if self._stored_owners is None:
+    async def _after_owners_read(self) -> None:
+        """Read which owners have stored jobs (again, if the last read failed), then load the
+        jobs of those activated meanwhile that have some."""
+        if self._stored_owners is None or self._stored_owners.done():
             self._stored_owners = asyncio.ensure_future(self.store.owners())
         try:
-            return owner in await asyncio.shield(self._stored_owners)
-        except Exception:  # the read failed: ask about this owner directly
+            stored: set[str] | None = await asyncio.shield(self._stored_owners)
+        except Exception:  # the read failed: each owner's jobs are asked for directly
             self._stored_owners = None
-            return True
+            stored = None
+        waiting, self._awaiting_read = self._awaiting_read, {}
+        for owner, record in waiting.items():
+            if stored is None or owner in stored or owner in self._put_owners:
+                self._spawn(self._load_owner(owner, record))
 
     async def _load_owner(self, owner: str, record: _Owner) -> None:
-        if not await self._has_jobs(owner):
-            return
         jobs = await self.store.jobs(owner)
         if self._owners.get(owner) is not record:
             return

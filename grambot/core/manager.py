@@ -24,7 +24,7 @@ import logging
 import threading
 from collections.abc import Callable, Coroutine
 
-from grambot.core.burst import collector_set_for_burst
+from grambot.core.burst import tuned_for_burst
 from grambot.core.failures import Failure
 from grambot.core.instance import Generation, Instance, InstanceState, Services
 from grambot.core.plan import Action, Plan, Step, plan
@@ -229,7 +229,7 @@ class PluginManager:
         tried = {i.instance_id for i, _, _ in loads}
         while True:
             if loads:
-                with loader_snapshot(), collector_set_for_burst(len(loads)):
+                with loader_snapshot(), tuned_for_burst(len(loads)):
                     loaded = await asyncio.gather(
                         *(i.load(config, prepared=gen, retry=retry) for i, config, gen in loads)
                     )

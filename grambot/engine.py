@@ -355,21 +355,12 @@ class Engine:
         if first:
             await self._start_state()
         await self.state.set_synchronous(settings.state_synchronous)
-        await self._start_zygote(settings)
         applied = await self.manager.sync_with_settings(settings)
         if applied:
             self._report(settings)
         if first and self.answers:
             await self.bot.resume()  # what waits in the inbox is answered from now on
         return applied
-
-    async def _start_zygote(self, settings: EngineSettings) -> None:
-        """Start the zygote of isolated instances now if an entry runs out of process; a
-        zygote that cannot start is the failure of those instances, reported at their load."""
-        try:
-            await self.isolation.prestart(settings, self.manager.services)
-        except Exception as exc:
-            logger.error("the zygote of isolated instances did not start: %s", exc)
 
     async def _start_state(self) -> None:
         """Open .scout/state.db (raises StateError, e.g. a database of a newer grambot) and,

@@ -17,7 +17,7 @@ import inspect
 import itertools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -85,6 +85,11 @@ class Isolation(Protocol):
         ...
 
     def status(self, instance_id: str, generation: Generation | None) -> dict[str, Any]: ...
+
+    async def prestart(self, configs: Iterable[InstanceConfig], services: Services) -> None:
+        """Start now what loading these entries elsewhere will need (so the first such load
+        does not wait for it)."""
+        ...
 
 
 @dataclass

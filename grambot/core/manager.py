@@ -129,6 +129,7 @@ class PluginManager:
 
     async def _execute(self, the_plan: Plan) -> None:
         replacing: dict[str, tuple[InstanceConfig, Generation]] = {}
+        await self._prestart([s.config for s in the_plan.of(Action.LOAD, Action.REPLACE)])
         try:
             for step, result in await self._validate(the_plan):
                 if isinstance(result, Failure):
@@ -144,6 +145,17 @@ class PluginManager:
             for _, generation in replacing.values():  # validated, never loaded
                 generation.discard()
         await self._bring_up(loads)
+
+    async def _prestart(self, configs: list[InstanceConfig | None]) -> None:
+        """What isolated loads will need, started now; if it cannot start, that is the
+        failure of those instances, reported at their load."""
+        isolation = self.services.isolation
+        if isolation is None:
+            return
+        try:
+            await isolation.prestart([c for c in configs if c is not None], self.services)
+        except Exception as exc:
+            logger.error("the zygote of isolated instances did not start: %s", exc)
 
     async def _validate(self, the_plan: Plan) -> list[tuple[Step, Generation | Failure | bool]]:
         """For each entry that would replace a running instance: reconfigure it in place when
@@ -179,8 +191,8 @@ class PluginManager:
         going = {s.instance_id for s in the_plan.of(Action.REMOVE, Action.DISABLE)}
         stopping = [
             inst
-            for i, inst in self._instances.items()
-            if (i in going or i in replacing) and inst.state is InstanceState.LOADED
+            for i in going | replacing.keys()
+            if (inst := self._instances.get(i)) is not None and inst.state is InstanceState.LOADED
         ]
         for instance in sorted(stopping, key=lambda i: i.load_seq, reverse=True):
             await instance.unload()

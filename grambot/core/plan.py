@@ -89,7 +89,20 @@ def differs(old: InstanceConfig, new: InstanceConfig) -> bool:
         old.plugin_id != new.plugin_id
         or old.settings != new.settings
         or old.settings_version != new.settings_version
-        or old.isolation_spec != new.isolation_spec  # another process mode: a reload
+        or (not _same_isolation(old, new) and old.isolation_spec != new.isolation_spec)
+    )
+
+
+def _same_isolation(old: InstanceConfig, new: InstanceConfig) -> bool:
+    """Equal isolation fields, hence an equal spec. Every edit compares every entry, and
+    building their two spec tuples made that comparison twice as slow."""
+    return (
+        old.isolation == new.isolation
+        and old.isolation_default == new.isolation_default
+        and old.memory_mb == new.memory_mb
+        and old.sandbox == new.sandbox
+        and old.cpu_seconds == new.cpu_seconds
+        and old.max_processes == new.max_processes
     )
 
 

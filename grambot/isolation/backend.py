@@ -29,7 +29,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +42,7 @@ from grambot.plugins.catalog import builtin_plugins_dir
 from grambot.plugins.context import SHARED_VAULT_ROOT
 from grambot.plugins.descriptor import PluginDescriptor
 from grambot.plugins.tracking import TaskFailureReporter
-from grambot.settings import EngineSettings, InstanceConfig
+from grambot.settings import InstanceConfig
 
 if TYPE_CHECKING:
     from grambot.isolation.remote import ProcessGeneration
@@ -202,10 +202,12 @@ class ProcessIsolation:
 
     # -- the zygote ----------------------------------------------------------------------------
 
-    async def prestart(self, settings: EngineSettings, services: Services) -> None:
-        """Start the zygote now if some enabled entry runs out of process (the first such
-        instance then does not wait for it)."""
-        for config in settings.instances:
+    async def prestart(self, configs: Iterable[InstanceConfig], services: Services) -> None:
+        """Start the zygote now if one of these entries (a reconcile's loads) runs out of
+        process: the first such instance then does not wait for it."""
+        if self.forkserver.running:
+            return
+        for config in configs:
             descriptor = services.catalog.get(config.plugin_id)
             if config.enabled and descriptor is not None:
                 try:

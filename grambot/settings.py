@@ -84,7 +84,8 @@ class InstanceConfig:
 
     @property
     def isolation_spec(self) -> tuple[object, ...]:
-        """What of the entry decides how it is isolated (compared to know if it changed)."""
+        """What of the entry decides how it is isolated (compared to know if it changed;
+        grambot.core.plan compares the fields it reads first: a field read here goes there)."""
         mode = self.isolation or self.isolation_default
         limits = (self.memory_mb, self.cpu_seconds, self.max_processes)
         return (mode, self.isolation is None, *limits, self.sandbox)

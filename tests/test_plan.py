@@ -3,12 +3,13 @@ plugin code, no I/O: every input is built here)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from grambot.core.instance import Current, InstanceState
-from grambot.core.plan import Action, plan
+from grambot.core.plan import Action, differs, plan
 from grambot.settings import EngineSettings, InstanceConfig, parse_settings
 
 CATALOG = frozenset({"probe", "echo"})
@@ -125,3 +126,29 @@ def test_plan_reads_nothing_but_its_arguments(tmp_path: Path) -> None:
         workspace=tmp_path / "nowhere",
     )
     assert [s.action for s in plan({}, settings, {"probe"}).steps] == [Action.LOAD]
+
+
+def test_an_entry_differs_whenever_what_decides_its_isolation_does() -> None:
+    # `differs` compares the isolation fields before building specs: every field the spec
+    # reads must be among them (a field added to one and not the other would go unnoticed).
+    base = InstanceConfig("i", "p", True, {}, "$.plugins[0]")
+    values: dict[str, list[Any]] = {
+        "isolation": ["process", "inprocess"],
+        "isolation_default": ["process"],
+        "memory_mb": [64],
+        "sandbox": ["required", "best-effort"],
+        "cpu_seconds": [2.0],
+        "max_processes": [8],
+    }
+    for field in dataclasses.fields(InstanceConfig):
+        for value in values.get(field.name, []):
+            other = dataclasses.replace(base, **{field.name: value})
+            if other.isolation_spec != base.isolation_spec:
+                assert differs(base, other), (field.name, value)
+    changed = {
+        n
+        for n, vs in values.items()
+        for v in vs
+        if dataclasses.replace(base, **{n: v}).isolation_spec != base.isolation_spec
+    }
+    assert changed == set(values)  # each field listed changes the spec

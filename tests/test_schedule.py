@@ -16,8 +16,9 @@ import pytest
 
 from grambot.engine import Engine
 from grambot.errors import RegistrationError
-from grambot.scheduling import next_run
+from grambot.scheduling import Scheduler, next_run
 from grambot.storage import Job
+from grambot.storage.base import StateError
 from tests.conftest import Workspace, entry
 
 
@@ -129,9 +130,59 @@ async def test_owners_activated_before_the_owners_read_is_in_wait_for_it_in_one_
     before = asyncio.all_tasks()
     for owner in owners:
         scheduler.activate(owner)
-    assert len(asyncio.all_tasks() - before) <= 1
+    assert len(asyncio.all_tasks() - before) == 1
     await _until(lambda: scheduler.active == 1)  # b7's stored job is armed all the same
     assert {owner for owner, _ in scheduler._jobs} == {"b7"}
+
+
+async def test_a_failed_owners_read_neither_loses_nor_blocks_stored_jobs(
+    engine: Engine,
+) -> None:
+    store = engine.state.schedule
+
+    class FirstReadFails:  # the real store, whose first owners read fails at once
+        reads = 0
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+        def owners(self) -> Any:
+            self.reads += 1
+            if self.reads == 1:
+                raise StateError("the database is closed")
+            return store.owners()
+
+    scheduler = Scheduler(FirstReadFails())  # type: ignore[arg-type]
+    try:
+        for owner in ("f1", "f2"):
+            await store.put(Job(owner, "tick", "every", "600.0", time.time() + 600))
+        first = scheduler.for_instance("f1", contextvars.copy_context())
+        first.handle("tick", lambda run: None)
+        scheduler.activate("f1")
+        await _until(lambda: scheduler.active == 1)  # its jobs were asked for directly
+        second = scheduler.for_instance("f2", contextvars.copy_context())
+        second.handle("tick", lambda run: None)
+        scheduler.activate("f2")  # a later activation still gets its jobs
+        await _until(lambda: scheduler.active == 2)
+    finally:
+        await scheduler.stop()
+
+
+async def test_an_owner_unloaded_while_the_owners_read_is_pending_gets_no_jobs(
+    engine: Engine,
+) -> None:
+    scheduler = engine.scheduler
+    await engine.state.schedule.put(Job("u1", "tick", "every", "600.0", time.time() + 600))
+    schedule = scheduler.for_instance("u1", contextvars.copy_context())
+    schedule.handle("tick", lambda run: None)
+    scheduler.activate("u1")
+    scheduler.deactivate("u1", schedule)  # unloaded before the read is in
+    await asyncio.sleep(0.3)
+    assert scheduler.active == 0
+    again = scheduler.for_instance("u1", contextvars.copy_context())  # loaded again
+    again.handle("tick", lambda run: None)
+    scheduler.activate("u1")
+    await _until(lambda: scheduler.active == 1)
 
 
 async def test_an_at_job_runs_once_and_is_gone(engine: Engine, workspace: Workspace) -> None:

@@ -28,13 +28,15 @@ Four settings, for the burst only, then put back:
   removed it: gh-87634), so the workers building plugins' settings models queue on it; a holder
   preempted inside sends the others to sleep, and from then on the loop and the workers hand
   the interpreter lock around per outcome (the loop woken 400-530 times in a load of 1000
-  instead of 2-12; 3,000-5,000 voluntary context switches instead of 200-400). Each object
-  holding them belongs to one model build on one thread, and pydantic runs without the lock on
-  3.12 and later. A pydantic without them is left as it is.
+  instead of 2-12; 3,000-5,000 voluntary context switches instead of 200-400). Both are pure
+  (a namespace computed from their object's fields): two threads reading one at once compute
+  it twice, as they do on 3.12 and later, where pydantic runs without the lock. A pydantic
+  without them is left as it is.
 
   Measured together (bench scale, load 1000 instances, two cores; the bench's best of 5 rounds,
-  one figure per process): 1.49-1.73x the floor with neither, 1.27-1.77x with the longer
-  switches alone (16 processes), 1.45-1.84x without the lock alone, 1.24-1.45x with both (16).
+  one figure per process): 1.49-1.73x the floor with neither (6 processes), 1.27-1.77x with the
+  longer switches alone (16), 1.45-1.84x without the lock alone (6), 1.24-1.45x with both (16):
+  neither alone removes the slow processes.
 
 Each is left alone when someone else in the process changed it (a frozen heap that is not
 the interpreter's own, thresholds or an interval other than the ones this set).
@@ -46,6 +48,7 @@ import contextlib
 import functools
 import gc
 import sys
+import threading
 from collections.abc import Iterator
 
 __all__ = ["BURST", "SWITCH_INTERVAL", "YOUNG_THRESHOLD", "tuned_for_burst"]
@@ -59,6 +62,8 @@ _SHARED_LOCK_PROPERTIES = (
     ("pydantic._internal._namespace_utils", "NsResolver", "types_namespace"),
     ("pydantic._internal._namespace_utils", "LazyLocalNamespace", "data"),
 )
+
+_RLOCK = type(threading.RLock())
 
 # What was frozen when this module was imported counts as the interpreter's own, not someone
 # else's: CPython 3.12 starts with the immortal tuples of its static types in the permanent
@@ -101,17 +106,20 @@ def tuned_for_burst(loads: int) -> Iterator[None]:
 def _cached_properties_unlocked() -> Iterator[None]:
     """pydantic's model-building cached properties without 3.11's class-wide lock (a thread
     inside one when it is put back leaves the lock it entered)."""
-    swapped: list[tuple[functools.cached_property[object], object]] = []
+    swapped: list[tuple[functools.cached_property[object], object, object]] = []
     if sys.version_info < (3, 12):
         for module_name, class_name, name in _SHARED_LOCK_PROPERTIES:
             owner = getattr(sys.modules.get(module_name), class_name, None)  # never imported
             prop = vars(owner).get(name) if isinstance(owner, type) else None
             lock = getattr(prop, "lock", None)
-            if isinstance(prop, functools.cached_property) and lock is not None:
-                swapped.append((prop, lock))
-                prop.lock = contextlib.nullcontext()  # type: ignore[attr-defined]
+            # a real lock only: another burst under way has swapped it already
+            if isinstance(prop, functools.cached_property) and isinstance(lock, _RLOCK):
+                ours = contextlib.nullcontext()
+                prop.lock = ours  # type: ignore[attr-defined]
+                swapped.append((prop, lock, ours))
     try:
         yield
     finally:
-        for prop, lock in swapped:
-            prop.lock = lock  # type: ignore[attr-defined]
+        for swapped_prop, original, put in swapped:
+            if swapped_prop.lock is put:  # type: ignore[attr-defined]
+                swapped_prop.lock = original  # type: ignore[attr-defined]

@@ -94,8 +94,9 @@ def differs(old: InstanceConfig, new: InstanceConfig) -> bool:
 
 
 def _same_isolation(old: InstanceConfig, new: InstanceConfig) -> bool:
-    """Equal isolation fields, hence an equal spec. Every edit compares every entry, and
-    building their two spec tuples made that comparison twice as slow."""
+    """Equal isolation fields, hence an equal spec (so every field `isolation_spec` reads is
+    compared here). Every edit compares every entry, and building their two spec tuples made
+    that comparison twice as slow."""
     return (
         old.isolation == new.isolation
         and old.isolation_default == new.isolation_default

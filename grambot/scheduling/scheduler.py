@@ -145,15 +145,21 @@ class Scheduler:
 
     async def _after_owners_read(self) -> None:
         """Read which owners have stored jobs (again, if the last read failed), then load the
-        jobs of those activated meanwhile that have some."""
-        if self._stored_owners is None or self._stored_owners.done():
-            self._stored_owners = asyncio.ensure_future(self.store.owners())
+        jobs of those activated meanwhile that have some. However the read ends, the owners
+        waiting are taken: a later activation then starts a reader of its own."""
+        stored: set[str] | None = None  # unknown: each owner's jobs are asked for directly
         try:
-            stored: set[str] | None = await asyncio.shield(self._stored_owners)
-        except Exception:  # the read failed: each owner's jobs are asked for directly
-            self._stored_owners = None
-            stored = None
-        waiting, self._awaiting_read = self._awaiting_read, {}
+            read = self._stored_owners
+            if read is None or (read.done() and (read.cancelled() or read.exception())):
+                read = self._stored_owners = asyncio.ensure_future(self.store.owners())
+            stored = await asyncio.shield(read)
+        except asyncio.CancelledError as exc:
+            if engine_cancelled(exc):  # the scheduler stops
+                raise
+        except Exception:  # the read failed, at once or later
+            pass
+        finally:
+            waiting, self._awaiting_read = self._awaiting_read, {}
         for owner, record in waiting.items():
             if stored is None or owner in stored or owner in self._put_owners:
                 self._spawn(self._load_owner(owner, record))

@@ -129,7 +129,8 @@ class PluginManager:
 
     async def _execute(self, the_plan: Plan) -> None:
         replacing: dict[str, tuple[InstanceConfig, Generation]] = {}
-        await self._prestart([s.config for s in the_plan.of(Action.LOAD, Action.REPLACE)])
+        loading = the_plan.of(Action.LOAD, Action.REPLACE)
+        await self._prestart([s.config for s in loading if s.config is not None])
         try:
             for step, result in await self._validate(the_plan):
                 if isinstance(result, Failure):
@@ -146,14 +147,14 @@ class PluginManager:
                 generation.discard()
         await self._bring_up(loads)
 
-    async def _prestart(self, configs: list[InstanceConfig | None]) -> None:
+    async def _prestart(self, configs: list[InstanceConfig]) -> None:
         """What isolated loads will need, started now; if it cannot start, that is the
         failure of those instances, reported at their load."""
         isolation = self.services.isolation
         if isolation is None:
             return
         try:
-            await isolation.prestart([c for c in configs if c is not None], self.services)
+            await isolation.prestart(configs, self.services)
         except Exception as exc:
             logger.error("the zygote of isolated instances did not start: %s", exc)
 

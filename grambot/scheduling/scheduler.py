@@ -122,7 +122,7 @@ class Scheduler:
             return
         record.active = True
         stored = self._stored_owners
-        if stored is None or not stored.done() or stored.cancelled() or stored.exception():
+        if stored is None or not stored.done() or _failed(stored):
             if not self._awaiting_read:
                 self._spawn(self._after_owners_read())
             self._awaiting_read[owner] = record
@@ -150,7 +150,7 @@ class Scheduler:
         stored: set[str] | None = None  # unknown: each owner's jobs are asked for directly
         try:
             read = self._stored_owners
-            if read is None or (read.done() and (read.cancelled() or read.exception())):
+            if read is None or _failed(read):
                 read = self._stored_owners = asyncio.ensure_future(self.store.owners())
             stored = await asyncio.shield(read)
         except asyncio.CancelledError as exc:
@@ -369,6 +369,11 @@ class Scheduler:
         if key in self._jobs:
             self._jobs[key] = job
             self._arm()
+
+
+def _failed(read: asyncio.Future[Any]) -> bool:
+    """The owners read ended without an answer (raised or cancelled)."""
+    return read.done() and (read.cancelled() or read.exception() is not None)
 
 
 class InstanceSchedule:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from bench.common import Result, median, rss_bytes
 from bench.scale import Floor, Workspace
-from grambot.settings import EngineSettings, load_settings
+from grambot.config.settings import EngineSettings, load_settings
 
 GROUP = "cycles"
 BLOCK = 1000

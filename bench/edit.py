@@ -23,9 +23,9 @@ from typing import Any
 
 from bench.common import BENCH_PLUGINS, PYTHON, Result, child_env, median, percentile, ratio
 from bench.startup import _grambot_argv
-from grambot import watcher
+from grambot.app import watcher
+from grambot.config.settings import load_settings
 from grambot.engine import Engine
-from grambot.settings import load_settings
 
 GROUP = "edit"
 # The floor watches with grambot's own watchfiles parameters, so the ratio is grambot's overhead.

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.common import Result, alternate, percentile, ratio
-from grambot.plugins.api import InstanceEvents
-from grambot.plugins.event_engine import PluginEventEngine
-from grambot.plugins.events import PluginEvent, PluginEventQueue
+from grambot.contract.api import InstanceEvents
+from grambot.events.event import PluginEvent, PluginEventQueue
+from grambot.events.queue import PluginEventEngine
 
 GROUP = "events"
 BATCH = 256  # producers yield to the loop after this many items

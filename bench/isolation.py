@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BENCH_PLUGINS, Result, median, percentile, ratio
+from grambot.config.settings import load_settings
 from grambot.engine import Engine
 from grambot.registries.tools import ToolContext
-from grambot.settings import load_settings
 
 GROUP = "isolation"
 _HEADER = struct.Struct(">I")

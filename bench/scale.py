@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BENCH_PLUGINS, Result, alternate, median, ratio
+from grambot.config.settings import EngineSettings, load_settings
+from grambot.containment.loader import CODE_CACHE
 from grambot.engine import Engine
-from grambot.plugins.loader import CODE_CACHE
-from grambot.settings import EngineSettings, load_settings
 
 GROUP = "scale"
 PLUGIN = BENCH_PLUGINS / "trio"

@@ -100,7 +100,7 @@ def _fakes() -> Iterator[Fakes]:
 
 def _bot_workspace(root: Path, fakes: Fakes) -> Path:
     """A workspace with the telegram and anthropic built-ins enabled, pointed at the fakes."""
-    from grambot.secrets import FileSecretsStore
+    from grambot.secrets.store import FileSecretsStore
 
     scout = root / ".scout"
     scout.mkdir(parents=True)
@@ -254,7 +254,7 @@ def run(quick: bool) -> list[Result]:
 
 def _plugins_result(rounds: int, env: dict[str, str]) -> Result:
     """`grambot plugins` in a workspace made by `grambot init` (the 8 built-ins): its settings
-    fields come from the cache (grambot.plugin_list) once a first listing filled it; that first,
+    fields come from the cache (grambot.cli.plugin_list) once a first listing filled it; that first,
     cold listing is timed once and reported in the notes."""
     from grambot.cli.init import init_workspace
 

@@ -14,11 +14,11 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     # writing a plugin
-    "Plugin": "grambot.plugins.definition",
-    "NoSettings": "grambot.plugins.definition",
-    "PluginApi": "grambot.plugins.api",
-    "InstanceInfo": "grambot.plugins.api",
-    "PluginEvent": "grambot.plugins.events",
+    "Plugin": "grambot.contract.definition",
+    "NoSettings": "grambot.contract.definition",
+    "PluginApi": "grambot.contract.api",
+    "InstanceInfo": "grambot.contract.api",
+    "PluginEvent": "grambot.events.event",
     # extension points and their data
     "Connector": "grambot.registries.connectors",
     "Attachment": "grambot.registries.connectors",
@@ -71,6 +71,8 @@ def __dir__() -> list[str]:
 
 
 if _TYPE_CHECKING:
+    from grambot.contract.api import InstanceInfo, PluginApi
+    from grambot.contract.definition import NoSettings, Plugin
     from grambot.errors import (
         AccessDenied,
         DescriptorError,
@@ -87,9 +89,7 @@ if _TYPE_CHECKING:
         SetupError,
         StageTimeout,
     )
-    from grambot.plugins.api import InstanceInfo, PluginApi
-    from grambot.plugins.definition import NoSettings, Plugin
-    from grambot.plugins.events import PluginEvent
+    from grambot.events.event import PluginEvent
     from grambot.registries.connectors import (
         CONNECTOR_MESSAGE,
         Attachment,

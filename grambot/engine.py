@@ -17,30 +17,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grambot.bot import Bot
-from grambot.core.instance import Instance, InstanceState, Services, iso
-from grambot.core.manager import PluginManager
-from grambot.errors import SettingsError
-from grambot.isolation.backend import ProcessIsolation
-from grambot.masking import MASK
-from grambot.plugins.catalog import PluginCatalog, builtin_plugins_dir
-from grambot.plugins.context import MemoryCache
-from grambot.plugins.custom import CustomPlugins, apply_custom_plugins, check_timeout_ms
-from grambot.plugins.descriptor import PluginDescriptor
-from grambot.plugins.durable import DurableServices
-from grambot.plugins.event_engine import PluginEventEngine
-from grambot.plugins.events import PluginEventQueue
-from grambot.plugins.tracking import install_task_tracking
-from grambot.registries import Registries
-from grambot.registries.connectors import CONNECTOR_MESSAGE
-from grambot.scheduling import Scheduler
-from grambot.secrets import FileSecretsStore, SecretsStore
-from grambot.settings import (
+from grambot.config.catalog import PluginCatalog, builtin_plugins_dir
+from grambot.config.custom import CustomPlugins, apply_custom_plugins, check_timeout_ms
+from grambot.config.descriptor import PluginDescriptor
+from grambot.config.settings import (
     AgentSettings,
     EngineSettings,
     InstanceConfig,
     empty_settings,
     load_settings,
 )
+from grambot.containment.tracking import install_task_tracking
+from grambot.contract.context import MemoryCache
+from grambot.contract.durable import DurableServices
+from grambot.core.instance import Instance, InstanceState, Services, iso
+from grambot.core.manager import PluginManager
+from grambot.errors import SettingsError
+from grambot.events.event import PluginEventQueue
+from grambot.events.queue import PluginEventEngine
+from grambot.isolation.backend import ProcessIsolation
+from grambot.masking import MASK
+from grambot.registries import Registries
+from grambot.registries.connectors import CONNECTOR_MESSAGE
+from grambot.scheduling import Scheduler
+from grambot.secrets.store import FileSecretsStore, SecretsStore
 from grambot.storage import STATE_FILE, SqliteState
 from grambot.storage.retention import Retention
 
@@ -320,7 +320,7 @@ class Engine:
         """Add every plugin folder beneath `directory` (default: `pluginDirs`) to the catalog,
         with an optional deadline override in ms for them; returns the plugins found.
 
-        Bad manifests are logged and kept in `catalog.problems`. See grambot.plugins.custom.
+        Bad manifests are logged and kept in `catalog.problems`. See grambot.config.custom.
         """
         custom = CustomPlugins(
             Path(directory).resolve() if directory is not None else None,
@@ -334,8 +334,8 @@ class Engine:
 
     async def run_plugin(self, name: str, inputs: Any, config: Any = None) -> Any:
         """Run the execute-style plugin `name` once on demand and return its result (Summit's
-        `runPlugin`); raises what went wrong. See grambot.plugins.execute."""
-        from grambot.plugins.execute import run_plugin
+        `runPlugin`); raises what went wrong. See grambot.contract.execute."""
+        from grambot.contract.execute import run_plugin
 
         return await run_plugin(self, name, inputs, config)
 

@@ -36,6 +36,8 @@ and keeps those names as attributes so callers never have to parse the text.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -271,3 +273,11 @@ class PluginImportDenied(ImportError):
 def format_seconds(seconds: float) -> str:
     """`30 s`, `0.5 s`: how deadlines appear in messages."""
     return f"{seconds:g} s"
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`"; did you mean 'x'?"` for the closest of `choices` (case ignored), or `""`: the end of
+    a message about a name a person typed (an instance id, a plugin id, a tool, a command)."""
+    options = {choice.lower(): choice for choice in choices}
+    close = difflib.get_close_matches(name.lower(), options, n=1, cutoff=0.6)
+    return f"; did you mean {options[close[0]]!r}?" if close else ""

@@ -3,7 +3,7 @@
 `MASK` is the only place grambot hides secrets. It learns every secret value the engine reads
 (an instance's own through `api.secrets`, shared ones through `api.vault`, the runtime's own
 reads, the candidates of a live check) and `MASK.apply(text)` replaces them in whatever text is
-about to leave: log lines (grambot.logs), failure messages and tracebacks (grambot.core),
+about to leave: log lines (grambot.app.logs), failure messages and tracebacks (grambot.core),
 health reports, status.json, the bot's log, `grambot run-plugin`'s log and `error:` line.
 A value is masked in every form text shows it:
 
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, quote_plus
 
 if TYPE_CHECKING:
-    from grambot.secrets import SecretsStore
+    from grambot.secrets.store import SecretsStore
 
 __all__ = ["FRAGMENT", "MASK", "MASKED", "MIN_SECRET_LENGTH", "Masker", "secret_forms"]
 

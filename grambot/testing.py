@@ -153,7 +153,7 @@ async def _engine(
         scout.mkdir(parents=True, exist_ok=True)
         (scout / "settings.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
         if secrets:
-            from grambot.secrets import FileSecretsStore
+            from grambot.secrets.store import FileSecretsStore
 
             store = FileSecretsStore(scout / "secrets.json")
             for key, value in secrets.items():
@@ -195,7 +195,7 @@ def _locate(plugin: Path | str) -> tuple[str, list[Path], bool]:
 
 def _installed_ids() -> dict[str, Path]:
     """Installed plugin packages: id -> folder (from the entry points; nothing imported)."""
-    from grambot.plugins.catalog import PluginCatalog
+    from grambot.config.catalog import PluginCatalog
 
     catalog = PluginCatalog.discover(builtin_dir=None, plugin_dirs=[], entry_points=True)
     return {d.id: d.folder for d in catalog.descriptors()}

@@ -10,8 +10,8 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from grambot.config.settings import EngineSettings, load_settings
 from grambot.engine import Engine
-from grambot.settings import EngineSettings, load_settings
 from tests import isolation
 
 FIXTURE_PLUGINS = Path(__file__).parent / "fixtures" / "plugins"

@@ -10,10 +10,8 @@ import pytest
 
 GRAMBOT = Path(__file__).resolve().parent.parent / "grambot"
 FACADE_USERS = [
-    GRAMBOT / "runtime.py",
     GRAMBOT / "testing.py",
-    GRAMBOT / "scaffold.py",
-    GRAMBOT / "status.py",
+    *sorted((GRAMBOT / "app").glob("*.py")),
     *sorted((GRAMBOT / "cli").glob("*.py")),
     *sorted((GRAMBOT / "bot").glob("*.py")),
 ]

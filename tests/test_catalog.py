@@ -1,4 +1,4 @@
-"""plugin.json descriptors and the plugin catalog (grambot.plugins.descriptor / .catalog)."""
+"""plugin.json descriptors and the plugin catalog (grambot.config.descriptor / .catalog)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,18 @@ from typing import Any
 import pytest
 
 import grambot
-from grambot.errors import CatalogError, DescriptorError, Problem
-from grambot.plugins.catalog import (
+from grambot.config.catalog import (
     ENTRY_POINT_GROUP,
     PluginCatalog,
     builtin_plugins_dir,
 )
-from grambot.plugins.descriptor import (
+from grambot.config.descriptor import (
     DESCRIPTOR_NAME,
     PLUGIN_ID_PATTERN,
     PluginDescriptor,
     load_descriptor,
 )
+from grambot.errors import CatalogError, DescriptorError, Problem
 
 FIXTURES = Path(__file__).parent / "fixtures" / "catalog"
 

@@ -124,7 +124,7 @@ def test_enable_existing_instance_enables_and_merges_settings(ws: Path) -> None:
 
 
 def test_set_values_are_json_when_they_parse(ws: Path) -> None:
-    from grambot.settings_edit import parse_assignments
+    from grambot.config.edit import parse_assignments
 
     assert parse_assignments(["a=1", "b=true", "c=x y", 'd=["q"]', "e.f=2", "g=", 'h="7"']) == {
         "a": 1,

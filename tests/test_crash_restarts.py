@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from grambot.secrets import FileSecretsStore
+from grambot.secrets.store import FileSecretsStore
 from tests.conftest import entry
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.base import Request, Response

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from grambot.secrets import FileSecretsStore
+from grambot.secrets.store import FileSecretsStore
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.brave_api import FakeBrave
 from tests.fakes.openai_api import FakeOpenAI

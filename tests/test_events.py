@@ -1,4 +1,4 @@
-"""Tests for grambot.plugins.events and grambot.plugins.event_engine."""
+"""Tests for grambot.events.event and grambot.events.queue."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from grambot.plugins.event_engine import PluginEventEngine
-from grambot.plugins.events import PluginEvent, PluginEventQueue
+from grambot.events.event import PluginEvent, PluginEventQueue
+from grambot.events.queue import PluginEventEngine
 
 
 async def wait_until(predicate: Callable[[], bool], within: float = 5.0) -> None:
@@ -142,7 +142,7 @@ async def test_raising_handler_is_logged_and_engine_continues(
     engine.register("a", boom_async if is_async else boom_sync)
     engine.register("a", lambda e: seen.append(e.id))
     await engine.start()
-    with caplog.at_level(logging.ERROR, logger="grambot.plugins.event_engine"):
+    with caplog.at_level(logging.ERROR, logger="grambot.events.queue"):
         bad = queue.emit("p", "inst-7", "a")
         good = queue.emit("p", "inst-7", "a")
         await wait_until(lambda: engine.handled == 2)
@@ -183,7 +183,7 @@ async def test_hanging_handler_times_out(
 
     engine.register("a", handler)
     await engine.start()
-    with caplog.at_level(logging.ERROR, logger="grambot.plugins.event_engine"):
+    with caplog.at_level(logging.ERROR, logger="grambot.events.queue"):
         started = time.monotonic()
         hung = queue.emit("p", "inst-h", "a", "hang")
         ok = queue.emit("p", "inst-h", "a", "ok")
@@ -258,7 +258,7 @@ async def test_stop_with_hanging_handler_returns_within_deadline(
     await engine.start()
     events = [queue.emit("p", "inst-s", "a", n) for n in range(3)]
     await asyncio.sleep(0.02)
-    with caplog.at_level(logging.WARNING, logger="grambot.plugins.event_engine"):
+    with caplog.at_level(logging.WARNING, logger="grambot.events.queue"):
         started = time.monotonic()
         leftover = await engine.stop(deadline=0.3)
         elapsed = time.monotonic() - started
@@ -285,12 +285,12 @@ async def test_emit_after_stop_is_dropped_with_warning(
     engine.register(None, lambda e: seen.append(e.id))
     await engine.start()
     await engine.stop(deadline=1.0)
-    with caplog.at_level(logging.WARNING, logger="grambot.plugins.events"):
+    with caplog.at_level(logging.WARNING, logger="grambot.events.event"):
         ev = queue.emit("p", "inst-late", "late-type")
     assert isinstance(ev, PluginEvent)
     assert len(queue) == 0
     assert seen == []
-    [record] = [r for r in caplog.records if r.name == "grambot.plugins.events"]
+    [record] = [r for r in caplog.records if r.name == "grambot.events.event"]
     assert record.levelno == logging.WARNING
     assert "inst-late" in record.getMessage()
     assert "late-type" in record.getMessage()

@@ -145,7 +145,7 @@ def test_a_missing_secret_waits_for_the_secret_not_for_time() -> None:
     message says the command), retried at once when the secret is set."""
     from grambot.core.failures import classify
     from grambot.errors import MissingSecret, SecretsError
-    from grambot.secrets import InstanceSecrets
+    from grambot.secrets.store import InstanceSecrets
 
     class Empty:
         def get(self, instance_id: str, key: str) -> None:

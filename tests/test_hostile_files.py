@@ -21,13 +21,13 @@ from typing import Any
 
 import pytest
 
+from grambot.app.watcher import read_live_settings
+from grambot.config.catalog import PluginCatalog
+from grambot.config.edit import EditRefused, read_document
+from grambot.config.settings import load_settings
 from grambot.engine import Engine
 from grambot.errors import SecretsError, SettingsError
-from grambot.plugins.catalog import PluginCatalog
-from grambot.secrets import FileSecretsStore
-from grambot.settings import load_settings
-from grambot.settings_edit import EditRefused, read_document
-from grambot.watcher import read_live_settings
+from grambot.secrets.store import FileSecretsStore
 from tests.conftest import FIXTURE_PLUGINS, entry
 from tests.runproc import EngineProcess, workspace_with
 

@@ -130,7 +130,7 @@ def test_a_scaffolded_plugin_package_installs_is_discovered_loads_and_passes(
     assert Path(weather["folder"]) == project / "src" / "grambot_weather"
     code = (
         "import importlib.metadata as m\n"
-        "from grambot.plugins.packages import editable_source\n"
+        "from grambot.config.packages import editable_source\n"
         "print(editable_source(m.distribution('grambot-weather')))"
     )
     assert Path(_run(core / "python", "-c", code).strip()) == project

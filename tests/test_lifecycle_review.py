@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from grambot import CONNECTOR_MESSAGE
+from grambot.app.status import StatusWriter
 from grambot.engine import Engine
-from grambot.status import StatusWriter
 from tests.conftest import FIXTURE_PLUGINS, Workspace, entry
 from tests.runproc import EngineProcess, wait_until, workspace_with
 
@@ -244,7 +244,7 @@ async def test_a_cancelled_validation_leaks_no_namespace(
     edit = [entry("a", "faulty", validator="hang"), entry("b", label="2")]
     data = {"pluginDirs": [str(FIXTURE_PLUGINS), str(FIXTURE_PLUGINS.parent / "faulty")]}
     workspace.settings_file.write_text(json.dumps({**data, "plugins": edit}))
-    from grambot.settings import load_settings
+    from grambot.config.settings import load_settings
 
     applying = asyncio.ensure_future(engine.apply(load_settings(workspace.root)))
     await asyncio.sleep(0.5)

@@ -10,9 +10,9 @@ import sys
 import weakref
 from pathlib import Path
 
+from grambot.containment.loader import CODE_CACHE, NAMESPACE_ROOT, PluginNamespace
 from grambot.core.instance import InstanceState
 from grambot.engine import Engine
-from grambot.plugins.loader import CODE_CACHE, NAMESPACE_ROOT, PluginNamespace
 from tests.conftest import FIXTURE_PLUGINS, Workspace, entry
 
 
@@ -32,7 +32,7 @@ def _instance_loggers(instance_id: str) -> list[str]:
 async def test_unloaded_instance_is_collectable(engine: Engine, workspace: Workspace) -> None:
     await engine.apply(workspace.write([entry("col", "collectable")]))
     assert engine.state_of("col") is InstanceState.LOADED
-    # The registries hold guards (grambot.plugins.guards); `wrapped` is the plugin's object.
+    # The registries hold guards (grambot.containment.guards); `wrapped` is the plugin's object.
     thing = getattr(engine.registries.connectors.get("col"), "wrapped", None)
     assert thing is not None
     for registry in (engine.registries.inference, engine.registries.images):

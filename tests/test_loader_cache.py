@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from grambot.plugins.loader import PluginNamespace
+from grambot.containment.loader import PluginNamespace
 
 
 def _age(path: Path, seconds: float = 60.0) -> None:
@@ -61,7 +61,7 @@ def test_an_old_file_rewritten_is_recompiled(tmp_path: Path) -> None:
 def test_remove_loggers_leaves_no_reference_in_placeholders() -> None:
     import logging
 
-    from grambot.plugins.loader import remove_loggers
+    from grambot.containment.loader import remove_loggers
 
     deep = logging.getLogger("grambot.instances.rl__1.pkg.mod")  # placeholders above it
     other = logging.getLogger("grambot.instances.rl__2.pkg.mod")
@@ -80,7 +80,7 @@ def test_remove_loggers_leaves_no_reference_in_placeholders() -> None:
 
 
 def test_a_snapshot_checks_each_file_once_and_ends(tmp_path: Path) -> None:
-    from grambot.plugins.loader import snapshot
+    from grambot.containment.loader import snapshot
 
     source = tmp_path / "plugin.py"
     source.write_text("VALUE = 1\n")

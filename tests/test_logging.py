@@ -104,7 +104,7 @@ def test_every_line_is_json_warnings_thread_deaths_and_tracebacks_included(
 
 def test_an_uncaught_exception_in_the_main_thread_is_one_json_line() -> None:
     code = (
-        "from grambot.logs import configure_logging, install_exception_hooks\n"
+        "from grambot.app.logs import configure_logging, install_exception_hooks\n"
         "from grambot.masking import MASK\n"
         "configure_logging('info', 'json'); install_exception_hooks()\n"
         f"MASK.add([{SECRET!r}])\n"
@@ -136,7 +136,7 @@ def test_the_second_signal_line_is_json(tmp_path: Path) -> None:
     finally:
         engine.kill()
     line = _one(_json_lines(engine.output), "second SIGTERM: exiting now")
-    assert line["logger"] == "grambot.signals"
+    assert line["logger"] == "grambot.app.signals"
 
 
 def test_the_shutdown_deadline_line_is_json_with_every_stack(tmp_path: Path) -> None:

@@ -145,8 +145,8 @@ async def test_registration_conflict_names_both_instances(
 async def test_instance_cannot_unregister_another_instances_registration(
     engine: Engine, workspace: Workspace
 ) -> None:
+    from grambot.contract.registrar import PluginRegistrar
     from grambot.errors import RegistrationError
-    from grambot.plugins.registrar import PluginRegistrar
 
     await engine.apply(workspace.write([entry("owner", tool_name="mine")]))
     intruder = PluginRegistrar("intruder", engine.registries)

@@ -11,10 +11,10 @@ import weakref
 
 import pytest
 
+from grambot.containment.loader import NAMESPACE_ROOT
 from grambot.core import burst
 from grambot.core.instance import Instance, InstanceState
 from grambot.engine import Engine
-from grambot.plugins.loader import NAMESPACE_ROOT
 from tests.conftest import Workspace, entry
 
 

@@ -28,14 +28,14 @@ from urllib.parse import quote, quote_plus
 import pytest
 from pydantic import BaseModel, ValidationError
 
-import grambot.logs
-import grambot.secrets
+import grambot.app.logs
+import grambot.secrets.store
 from grambot import CONNECTOR_MESSAGE
+from grambot.app.status import StatusWriter
 from grambot.engine import Engine
 from grambot.errors import AccessDenied
 from grambot.masking import MASK, Masker
-from grambot.secrets import FileSecretsStore
-from grambot.status import StatusWriter
+from grambot.secrets.store import FileSecretsStore
 from tests.conftest import FIXTURE_PLUGINS, Workspace, entry
 from tests.runproc import EngineProcess
 
@@ -88,10 +88,10 @@ def _keep_root_logging() -> Iterator[None]:
 
 
 def test_the_logs_and_everything_else_use_one_masker() -> None:
-    assert grambot.logs.MASK is MASK
+    assert grambot.app.logs.MASK is MASK
     # no second implementation of masking left beside it
     for name in ("redact", "redact_instance_secrets", "secret_forms"):
-        assert not hasattr(grambot.secrets, name), name
+        assert not hasattr(grambot.secrets.store, name), name
 
 
 @pytest.mark.parametrize("secret", [OWN, SHARED])
@@ -171,7 +171,7 @@ def test_values_are_learned_once_and_kept() -> None:
 def _write(workspace: Workspace, plugins: list[dict[str, Any]], **keys: Any) -> Any:
     data = {"pluginDirs": [str(MASKING_PLUGINS), str(FIXTURE_PLUGINS)], "plugins": plugins}
     workspace.settings_file.write_text(json.dumps({**data, **keys}, indent=2))
-    from grambot.settings import load_settings
+    from grambot.config.settings import load_settings
 
     return load_settings(workspace.root)
 
@@ -191,7 +191,7 @@ def _where(source: str) -> str:
 async def test_a_failure_quoting_a_secret_is_masked_in_status_and_log(
     engine: Engine, workspace: Workspace, capsys: pytest.CaptureFixture[str], form: str, source: str
 ) -> None:
-    grambot.logs.configure_logging("info", "text")
+    grambot.app.logs.configure_logging("info", "text")
     _secrets(engine, "leak")
     settings = _write(
         workspace, [entry("leak", "leaky", secret=_where(source), form=form, fail=True)]
@@ -218,7 +218,7 @@ async def test_a_failure_quoting_a_secret_is_masked_in_status_and_log(
 async def test_health_errors_and_plugin_logs_quoting_a_shared_secret_are_masked(
     engine: Engine, workspace: Workspace, capsys: pytest.CaptureFixture[str], form: str
 ) -> None:
-    grambot.logs.configure_logging("info", "json")
+    grambot.app.logs.configure_logging("info", "json")
     _secrets(engine)
     settings = _write(
         workspace,
@@ -237,7 +237,7 @@ async def test_health_errors_and_plugin_logs_quoting_a_shared_secret_are_masked(
 async def test_the_bots_apology_and_log_never_show_a_shared_secret(
     engine: Engine, workspace: Workspace, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    grambot.logs.configure_logging("info", "text")
+    grambot.app.logs.configure_logging("info", "text")
     _secrets(engine)
     plugins = [
         entry("chat", "fakechat"),

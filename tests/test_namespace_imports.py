@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from grambot.plugins.loader import NAMESPACE_ROOT, PluginNamespace
+from grambot.containment.loader import NAMESPACE_ROOT, PluginNamespace
 
 
 def _write(folder: Path, files: dict[str, str]) -> None:

@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from grambot.config.settings import EngineSettings, InstanceConfig, parse_settings
 from grambot.core.instance import Current, InstanceState
 from grambot.core.plan import Action, differs, plan
-from grambot.settings import EngineSettings, InstanceConfig, parse_settings
 
 CATALOG = frozenset({"probe", "echo"})
 WS = Path("/ws")

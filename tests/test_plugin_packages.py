@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from grambot import ToolContext
+from grambot.config.catalog import PluginCatalog
 from grambot.core.instance import InstanceState
 from grambot.engine import Engine
-from grambot.plugins.catalog import PluginCatalog
 from grambot.testing import call, fake_chat, running_instance
 from tests.runproc import EngineProcess, workspace_with
 

@@ -123,12 +123,13 @@ def test_the_cache_can_be_switched_off(
 
 @pytest.mark.timeout(20)
 def test_a_settings_file_that_is_not_regular_is_refused_never_read(tmp_path: Path) -> None:
-    """`grambot plugins` reads pluginDirs without grambot.settings (quick), but like it never
-    opens a FIFO (it would wait forever) or /dev/zero: grambot.settings then names the file."""
-    import grambot.settings
-    from grambot import plugin_list
+    """`grambot plugins` reads pluginDirs without grambot.config.settings (quick), but like it
+    never opens a FIFO (it would wait forever) or /dev/zero: grambot.config.settings then names
+    the file."""
+    import grambot.config.settings
+    from grambot.cli import plugin_list
 
-    assert plugin_list.SETTINGS_MAX_BYTES == grambot.settings.MAX_FILE_BYTES
+    assert plugin_list.SETTINGS_MAX_BYTES == grambot.config.settings.MAX_FILE_BYTES
     (tmp_path / ".scout").mkdir()
     settings = tmp_path / ".scout" / "settings.json"
     os.mkfifo(settings)

@@ -363,8 +363,8 @@ def test_a_stopping_engine_stops_its_children(tmp_path: Path) -> None:
 
 
 def test_bad_isolation_keys_are_named(tmp_path: Path) -> None:
+    from grambot.config.settings import parse_settings
     from grambot.errors import SettingsError
-    from grambot.settings import parse_settings
 
     path = tmp_path / "settings.json"
     bad_entry = {**entry("a", "probe"), "isolation": "proc", "memoryMb": 8, "sandbox": "maybe"}
@@ -385,8 +385,8 @@ def test_bad_isolation_keys_are_named(tmp_path: Path) -> None:
 def test_an_isolation_change_is_a_change_of_the_entry() -> None:
     from dataclasses import replace
 
+    from grambot.config.settings import InstanceConfig
     from grambot.core.plan import differs
-    from grambot.settings import InstanceConfig
 
     config = InstanceConfig("a", "probe", True, {}, "plugins[0]")
     assert differs(config, replace(config, isolation="process"))
@@ -462,7 +462,7 @@ async def test_check_runs_in_a_child(engine: Engine, workspace: Workspace) -> No
     pid = int(result.message.split("pid ")[1].split(":")[0])
     assert pid not in (os.getpid(), isolation(engine, "r")["pid"]), result.message
     assert result.message.endswith(": fine")
-    from grambot.settings import InstanceConfig
+    from grambot.config.settings import InstanceConfig
 
     bad = InstanceConfig(
         "r", "rogue-proc", True, {"label": "bad"}, "plugins[0]", isolation="process"

@@ -244,7 +244,7 @@ async def test_max_processes_with_no_mechanism_is_refused_or_warned(
 
 
 def test_bad_limits_are_named(tmp_path: Path) -> None:
-    from grambot.settings import parse_settings
+    from grambot.config.settings import parse_settings
 
     bad = {**entry("a", "probe"), "cpuSeconds": 0, "maxProcesses": 2}
     text = json.dumps({"plugins": [bad]})
@@ -264,8 +264,8 @@ def test_bad_limits_are_named(tmp_path: Path) -> None:
 def test_a_limit_change_reloads(tmp_path: Path) -> None:
     from dataclasses import replace
 
+    from grambot.config.settings import InstanceConfig
     from grambot.core.plan import differs
-    from grambot.settings import InstanceConfig
 
     config = InstanceConfig("a", "probe", True, {}, "plugins[0]", isolation="process")
     assert differs(config, replace(config, cpu_seconds=1.0))

@@ -17,13 +17,13 @@ import pytest
 from click.testing import CliRunner, Result
 
 from grambot.cli import main
+from grambot.config.descriptor import PluginDescriptor
+from grambot.contract.context import InstanceEnv
 from grambot.errors import AccessDenied, SecretsError
 from grambot.masking import MASK
-from grambot.plugins.context import InstanceEnv
-from grambot.plugins.descriptor import PluginDescriptor
-from grambot.secret_backends import SecretsConfig, open_store, store_instance_ids
-from grambot.secret_sources import ExternalSecrets, LayeredSecretsStore
-from grambot.secrets import FileSecretsStore, InstanceSecrets
+from grambot.secrets.backends import SecretsConfig, open_store, store_instance_ids
+from grambot.secrets.sources import ExternalSecrets, LayeredSecretsStore
+from grambot.secrets.store import FileSecretsStore, InstanceSecrets
 from tests.conftest import entry
 from tests.runproc import EngineProcess, wait_until, workspace_with
 

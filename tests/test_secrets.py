@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from grambot.errors import SecretsError
-from grambot.secrets import FileSecretsStore, InstanceSecrets
+from grambot.secrets.store import FileSecretsStore, InstanceSecrets
 
 
 def test_set_get_delete_round_trip_with_mode_0600(tmp_path: Path) -> None:

@@ -18,8 +18,8 @@ from click.testing import CliRunner, Result
 from keyring.backend import KeyringBackend
 
 from grambot.cli import main
-from grambot.secret_backends import KeyringSecretsStore, default_service, open_store
-from grambot.secret_backends import SecretsConfig as Config
+from grambot.secrets.backends import KeyringSecretsStore, default_service, open_store
+from grambot.secrets.backends import SecretsConfig as Config
 from tests.conftest import entry
 from tests.keyring_backends import FILE_ENV, MemoryKeyring
 from tests.runproc import EngineProcess, wait_until, workspace_with

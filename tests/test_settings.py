@@ -1,4 +1,4 @@
-"""Tests for grambot.settings: reading `.scout/settings.json`."""
+"""Tests for grambot.config.settings: reading `.scout/settings.json`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from grambot.errors import Problem, SettingsError
-from grambot.settings import (
+from grambot.config.settings import (
     EngineSettings,
     InstanceConfig,
     Timeouts,
@@ -19,6 +18,7 @@ from grambot.settings import (
     parse_settings,
     settings_path,
 )
+from grambot.errors import Problem, SettingsError
 
 
 def entry(instance_id: Any, plugin_id: Any = "p", **extra: Any) -> dict[str, Any]:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from grambot.logs import MASK, _Formatter
+from grambot.app.logs import MASK, _Formatter
+from grambot.config.edit import EditRefused, edit_settings, find_entry
 from grambot.masking import Masker
-from grambot.settings_edit import EditRefused, edit_settings, find_entry
 from tests.conftest import FIXTURE_PLUGINS
 
 

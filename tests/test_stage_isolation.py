@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
+from grambot.config.settings import load_settings
 from grambot.engine import Engine
 from grambot.errors import StageTimeout
 from grambot.registries.tools import ToolContext
-from grambot.settings import load_settings
 from tests.conftest import Workspace, entry
 
 STAGE_PLUGINS = Path(__file__).parent / "fixtures" / "stages"

@@ -14,11 +14,11 @@ import weakref
 
 import pytest
 
+from grambot.containment import stages, tracking
+from grambot.containment.limits import Deadline, Limit
+from grambot.containment.stages import run_stage
+from grambot.containment.tracking import InstanceTasks, instance_context
 from grambot.errors import PluginCrash, StageTimeout
-from grambot.plugins import stages, tracking
-from grambot.plugins.limits import Deadline, Limit
-from grambot.plugins.stages import run_stage
-from grambot.plugins.tracking import InstanceTasks, instance_context
 
 
 def _ctx() -> contextvars.Context:

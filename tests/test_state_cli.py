@@ -15,7 +15,7 @@ from grambot import CONNECTOR_MESSAGE
 from grambot.cli import main
 from grambot.engine import Engine
 from grambot.registries.connectors import IncomingMessage
-from grambot.secrets import FileSecretsStore
+from grambot.secrets.store import FileSecretsStore
 from grambot.storage import Job, open_state
 from tests.conftest import Workspace, entry
 from tests.runproc import workspace_with

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
+from grambot.app.lock import EngineLock, EngineLocked, engine_running
+from grambot.app.status import StatusWriter, read_status
 from grambot.engine import Engine
-from grambot.lock import EngineLock, EngineLocked, engine_running
-from grambot.status import StatusWriter, read_status
 from tests.conftest import Workspace, entry
 
 

@@ -100,7 +100,7 @@ def test_readiness_says_degraded_and_liveness_says_alive(tmp_path: Path) -> None
 
 
 def test_starting_while_the_lock_is_held_without_status_json(tmp_path: Path) -> None:
-    from grambot.lock import EngineLock
+    from grambot.app.lock import EngineLock
 
     ws = workspace_with(tmp_path, [])
     lock = EngineLock(ws)  # what an engine holds from its first moment

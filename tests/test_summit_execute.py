@@ -1,5 +1,5 @@
 """Execute-style (Summit) plugins: run_plugin, settings instances as tools, the directory scan
-and the rest-api-sample (grambot.plugins.execute / .custom)."""
+and the rest-api-sample (grambot.contract.execute / .custom)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from grambot.containment.loader import NAMESPACE_ROOT
+from grambot.contract.definition import DefinitionError, SettingsInvalid
 from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.errors import AccessDenied, PluginImportDenied, PluginNotFound, StageTimeout
-from grambot.plugins.definition import DefinitionError, SettingsInvalid
-from grambot.plugins.loader import NAMESPACE_ROOT
 from grambot.registries.tools import ToolContext
 from tests.conftest import Workspace, entry
 from tests.fakes.rest_api import fake_rest_api

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from grambot.config.descriptor import load_descriptor
+from grambot.config.settings import parse_settings
 from grambot.errors import DescriptorError, SettingsError
-from grambot.plugins.descriptor import load_descriptor
-from grambot.settings import parse_settings
 
 
 def problems(tmp_path: Path, **fields: Any) -> dict[str, str]:

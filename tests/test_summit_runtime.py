@@ -1,5 +1,5 @@
 """Summit features for Grambot-style instances: deadlines from the manifest, env, cache, vault,
-http, manifest and allowedModules (grambot.plugins.limits / .context / .allowlist)."""
+http, manifest and allowedModules (grambot.containment.limits / .context / .allowlist)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from grambot.containment.guards import GuardedTool
+from grambot.contract.context import MemoryCache
 from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.errors import AccessDenied, StageTimeout
-from grambot.plugins.context import MemoryCache
-from grambot.plugins.guards import GuardedTool
 from grambot.registries.tools import ToolContext
 from tests.conftest import Workspace, entry
 from tests.fakes.rest_api import fake_rest_api

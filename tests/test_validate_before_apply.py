@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from grambot import CONNECTOR_MESSAGE
+from grambot.config.settings import load_settings
 from grambot.engine import Engine
 from grambot.errors import SettingsError
-from grambot.settings import load_settings
 from tests.conftest import FIXTURE_PLUGINS, Workspace, entry
 from tests.runproc import EngineProcess, workspace_with, write_json_atomic
 

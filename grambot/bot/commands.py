@@ -7,10 +7,10 @@ import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from grambot.config.settings import AgentSettings
 from grambot.registries.connectors import IncomingMessage
 from grambot.registries.inference import ToolDefinition
 from grambot.registries.tools import ToolContext, ToolResult
-from grambot.settings import AgentSettings
 from grambot.storage.base import InboxEntry
 
 if TYPE_CHECKING:

@@ -18,11 +18,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from grambot.config.settings import AgentSettings
 from grambot.registries.connectors import IncomingMessage
 from grambot.registries.inference import ChatMessage, ToolDefinition
 from grambot.registries.tools import ToolContext, ToolResult
 from grambot.scheduling.timing import check_cron, parse_at, zone
-from grambot.settings import AgentSettings
 from grambot.storage.base import InboxEntry, Job
 
 if TYPE_CHECKING:

@@ -31,6 +31,7 @@ from grambot.bot.commands import Commands
 from grambot.bot.conversations import cap_content, import_legacy, legacy_part, trim_history
 from grambot.bot.report import TurnStats, log_handled
 from grambot.bot.workers import Chat, ChatWorkers, Served
+from grambot.config.settings import AgentSettings
 from grambot.core.failures import engine_cancelled, format_details
 from grambot.errors import CallCancelled
 from grambot.registries import Registries
@@ -44,7 +45,6 @@ from grambot.registries.inference import (
 )
 from grambot.registries.tools import ToolContext, ToolResult
 from grambot.scheduling import Scheduler
-from grambot.settings import AgentSettings
 from grambot.storage.base import Finished, InboxEntry
 from grambot.storage.state import SqliteState
 

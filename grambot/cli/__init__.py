@@ -55,7 +55,7 @@ class _LazyCommands(click.Group):
     ) -> tuple[str | None, click.Command | None, list[str]]:
         name = click.utils.make_str(args[0]) if args else ""
         if args and self.get_command(ctx, name) is None and not name.startswith("-"):
-            from grambot.suggest import did_you_mean
+            from grambot.errors import did_you_mean
 
             ctx.fail(f"no command {name!r}{did_you_mean(name, self.list_commands(ctx))}")
         return super().resolve_command(ctx, args)
@@ -110,9 +110,9 @@ def run(
     import logging
     import os
 
-    from grambot.lock import EngineLocked
-    from grambot.logs import install_exception_hooks
-    from grambot.runtime import run as run_engine
+    from grambot.app.lock import EngineLocked
+    from grambot.app.logs import install_exception_hooks
+    from grambot.app.runtime import run as run_engine
 
     _require_workspace(workspace)  # issue 14: say how to make one
     setup_logging(log_level, log_format)

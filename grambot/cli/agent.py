@@ -30,10 +30,10 @@ from grambot.cli.common import workspace_option
 def agent_command(assignments: tuple[str, ...], removals: tuple[str, ...], workspace: Path) -> None:
     """Show the bot's agent settings, or change them with --set / --unset (validated before
     writing: instance references must name entries, tool names tools of the running engine)."""
-    from grambot.agent_refs import check_provider, check_tools
+    from grambot.cli.agent_refs import check_provider, check_tools
     from grambot.cli.manage import _edit
-    from grambot.settings import parse_agent
-    from grambot.settings_edit import EditRefused, SettingsEdit, merge, parse_assignments, unset
+    from grambot.config.edit import EditRefused, SettingsEdit, merge, parse_assignments, unset
+    from grambot.config.settings import parse_agent
 
     if assignments or removals:
         # Text fields stay text even when they look like JSON (a model named "4", say).
@@ -65,7 +65,7 @@ def agent_command(assignments: tuple[str, ...], removals: tuple[str, ...], works
 
         agent = _edit(workspace, change, catalog=None, ids=set())
     else:
-        from grambot.settings import load_settings, thaw
+        from grambot.config.settings import load_settings, thaw
 
         agent = thaw(load_settings(workspace).raw.get("agent") or {})
     click.echo(json.dumps(agent, indent=2))

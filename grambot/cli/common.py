@@ -27,7 +27,7 @@ LOG_FORMAT_ENV = "GRAMBOT_LOG_FORMAT"
 
 
 def setup_logging(level: str, fmt: str = "text") -> None:
-    from grambot.logs import configure_logging
+    from grambot.app.logs import configure_logging
 
     configure_logging(level, fmt)
 

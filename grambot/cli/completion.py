@@ -70,7 +70,7 @@ def instance_ids(
 def plugin_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """Ids of the built-ins and of the plugins under the workspace's pluginDirs (and, for
     `enable`, which also takes one, the instance ids)."""
-    from grambot.plugins.catalog import builtin_plugins_dir
+    from grambot.config.catalog import builtin_plugins_dir
 
     settings = _settings(ctx)
     folders = [builtin_plugins_dir()]

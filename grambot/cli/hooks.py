@@ -14,10 +14,10 @@ from grambot.cli.common import fail, logging_options, setup_logging, workspace_o
 from grambot.cli.completion import instance_ids
 
 if TYPE_CHECKING:
+    from grambot.config.edit import SettingsEdit
+    from grambot.config.settings import EngineSettings, InstanceConfig
+    from grambot.contract.definition import Plugin
     from grambot.core.check import CheckResult
-    from grambot.plugins.definition import Plugin
-    from grambot.settings import EngineSettings, InstanceConfig
-    from grambot.settings_edit import SettingsEdit
 
 BACKUPS = "backups"
 
@@ -82,7 +82,7 @@ def migrate_entry(
 ) -> tuple[int, int] | None:
     """Bring a settings.json entry (a dict of the document) up to its plugin's settings version,
     in place; returns (from, to), or None when it is current. MigrationError if it cannot."""
-    from grambot.plugins.definition import migrate_settings
+    from grambot.contract.definition import migrate_settings
 
     version = entry.get("settingsVersion", 1)
     target = definition.settings_version
@@ -105,9 +105,9 @@ def migrate_command(
     current settings version. The engine migrates in memory at every load and never writes
     settings.json itself; this persists it, keeping a copy in .scout/backups/."""
     from grambot.cli.manage import _catalog, _edit, _settings
-    from grambot.plugin_info import PluginUnreadable, read_plugin
-    from grambot.plugins.definition import MigrationError
-    from grambot.settings_edit import EditRefused, find_entry
+    from grambot.cli.plugin_info import PluginUnreadable, read_plugin
+    from grambot.config.edit import EditRefused, find_entry
+    from grambot.contract.definition import MigrationError
 
     setup_logging(log_level, log_format)
     settings = _settings(workspace)

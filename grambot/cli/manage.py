@@ -1,6 +1,6 @@
 """Management commands: enable, disable, remove, validate, new (`plugins`: grambot.cli.plugins).
 
-They edit `.scout/settings.json` through `grambot.settings_edit` (file lock, atomic write, key
+They edit `.scout/settings.json` through `grambot.config.edit` (file lock, atomic write, key
 order kept, validated first), so they are safe while `grambot run` follows the file: the engine
 applies each edit within a moment. Heavy imports stay inside the commands.
 """
@@ -24,17 +24,17 @@ from grambot.cli.completion import instance_ids, plugin_ids
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from grambot.config.catalog import PluginCatalog
+    from grambot.config.descriptor import PluginDescriptor
+    from grambot.config.edit import SettingsEdit
+    from grambot.config.settings import EngineSettings
+    from grambot.contract.definition import Plugin
     from grambot.errors import Problem
-    from grambot.plugins.catalog import PluginCatalog
-    from grambot.plugins.definition import Plugin
-    from grambot.plugins.descriptor import PluginDescriptor
-    from grambot.settings import EngineSettings
-    from grambot.settings_edit import SettingsEdit
 
 
 def _settings(workspace: Path) -> EngineSettings:
+    from grambot.config.settings import load_settings
     from grambot.errors import SettingsError
-    from grambot.settings import load_settings
 
     try:
         return load_settings(workspace)
@@ -43,7 +43,7 @@ def _settings(workspace: Path) -> EngineSettings:
 
 
 def _catalog(settings: EngineSettings) -> PluginCatalog:
-    from grambot.plugin_info import catalog_for
+    from grambot.cli.plugin_info import catalog_for
 
     return catalog_for(settings)
 
@@ -51,7 +51,7 @@ def _catalog(settings: EngineSettings) -> PluginCatalog:
 def _descriptor(catalog: PluginCatalog, plugin_id: str) -> PluginDescriptor:
     descriptor = catalog.get(plugin_id)
     if descriptor is None:
-        from grambot.suggest import did_you_mean
+        from grambot.errors import did_you_mean
 
         known = ", ".join(catalog.ids()) or "none"
         fail(
@@ -67,14 +67,14 @@ def _descriptor(catalog: PluginCatalog, plugin_id: str) -> PluginDescriptor:
 def _schema_check(
     catalog: PluginCatalog, instance_ids: set[str]
 ) -> Any:  # Callable[[EngineSettings], list[Problem]]
-    from grambot.errors import Problem
-    from grambot.plugin_info import PluginUnreadable, read_plugin
-    from grambot.plugins.definition import (
+    from grambot.cli.plugin_info import PluginUnreadable, read_plugin
+    from grambot.contract.definition import (
         MigrationError,
         SettingsInvalid,
         migrate_settings,
         validate_settings,
     )
+    from grambot.errors import Problem
 
     def check(settings: EngineSettings) -> list[Problem]:
         problems = []
@@ -130,8 +130,8 @@ def _persist_migration(
 ) -> None:
     """A CLI edit of an old entry writes it migrated (the previous file backed up)."""
     from grambot.cli.hooks import backup_settings, migrate_entry
-    from grambot.plugins.definition import MigrationError
-    from grambot.settings_edit import EditRefused
+    from grambot.config.edit import EditRefused
+    from grambot.contract.definition import MigrationError
 
     if entry.get("settingsVersion", 1) == definition.settings_version:
         return
@@ -150,8 +150,8 @@ def _edit(
     ids: set[str],
     live: Any = None,
 ) -> Any:
+    from grambot.config.edit import EditRefused, edit_settings
     from grambot.errors import SettingsError
-    from grambot.settings_edit import EditRefused, edit_settings
 
     lowered = {i.lower() for i in ids}
     schema = _schema_check(catalog, lowered) if catalog is not None else None
@@ -213,8 +213,8 @@ def enable_command(
     On a terminal, the plugin's onboarding hook asks for what it needs; secrets it asks for are
     stored in the instance's secrets, never in settings.json.
     """
-    from grambot.plugin_info import PluginUnreadable, read_plugin, text_fields
-    from grambot.settings_edit import EditRefused, find_entry, merge, parse_assignments, unset
+    from grambot.cli.plugin_info import PluginUnreadable, read_plugin, text_fields
+    from grambot.config.edit import EditRefused, find_entry, merge, parse_assignments, unset
 
     setup_logging(log_level, log_format)
     settings = _settings(workspace)
@@ -310,7 +310,7 @@ def _onboard(
     import asyncio
     import inspect
 
-    from grambot.onboarding import TerminalPrompt
+    from grambot.cli.onboarding import TerminalPrompt
 
     if definition.onboarding is None:
         return {}, {}
@@ -339,7 +339,7 @@ def _onboard(
 def _provided_secrets(instance_id: str) -> Callable[[str], tuple[str, str] | None]:
     """key -> (value, where) of the secrets GRAMBOT_SECRET__ variables or GRAMBOT_SECRETS_DIR
     give `instance_id` (onboarding asks for none of them: they cannot be stored)."""
-    from grambot.secret_sources import ExternalSecrets
+    from grambot.secrets.sources import ExternalSecrets
 
     external = ExternalSecrets()
 
@@ -375,7 +375,7 @@ def _store_secrets(workspace: Path, instance_id: str, secrets: dict[str, str]) -
 @workspace_option
 def disable_command(instance_id: str, workspace: Path) -> None:
     """Disable an instance (its entry and settings stay)."""
-    from grambot.settings_edit import EditRefused, find_entry
+    from grambot.config.edit import EditRefused, find_entry
 
     def change(doc: SettingsEdit) -> bool:
         found = find_entry(doc, instance_id)
@@ -419,7 +419,7 @@ def agent_warnings(settings: EngineSettings) -> list[str]:
 @workspace_option
 def remove_command(instance_id: str, workspace: Path, purge: bool = False) -> None:
     """Remove an instance's entry (its data, secrets and stored state are kept unless --purge)."""
-    from grambot.settings_edit import EditRefused, find_entry
+    from grambot.config.edit import EditRefused, find_entry
 
     def change(doc: SettingsEdit) -> str:
         found = find_entry(doc, instance_id)
@@ -447,7 +447,7 @@ def remove_command(instance_id: str, workspace: Path, purge: bool = False) -> No
 
 
 def _unknown(doc: SettingsEdit, instance_id: str) -> str:
-    from grambot.suggest import did_you_mean
+    from grambot.errors import did_you_mean
 
     ids = [str(i) for e in doc.plugins if isinstance(e, dict) and (i := e.get("instanceId"))]
     known = ", ".join(ids) or "none"
@@ -482,7 +482,7 @@ def new_command(
 ) -> None:
     """Create a working plugin: a folder (plugin.json, plugin.py, a test) in the first
     pluginDir, or with --package an installable package in the current folder."""
-    from grambot.scaffold import ScaffoldError, scaffold, scaffold_package
+    from grambot.cli.scaffold import ScaffoldError, scaffold, scaffold_package
 
     if package:
         try:

@@ -1,6 +1,6 @@
 """`grambot plugins`: the available plugins, their settings fields and how to enable each.
 
-Quick even with many plugins: settings fields come from a cache (grambot.plugin_list), so a
+Quick even with many plugins: settings fields come from a cache (grambot.cli.plugin_list), so a
 listing imports no plugin code once its plugins were described, and never an SDK.
 """
 
@@ -24,7 +24,7 @@ __all__ = ["plugins_command"]
 def plugins_command(workspace: Path, as_json: bool, log_level: str, log_format: str) -> None:
     """List the available plugins with their descriptions, settings fields and the command
     that enables each."""
-    from grambot.plugin_list import PluginListing, cache_dir, quick_plugin_dirs
+    from grambot.cli.plugin_list import PluginListing, cache_dir, quick_plugin_dirs
 
     setup_logging(log_level, log_format)
     plugin_dirs = quick_plugin_dirs(workspace)

@@ -1,7 +1,7 @@
 """`grambot run-plugin NAME --input JSON [--config JSON]`: Summit's `runPlugin` from a shell.
 
 Runs an execute-style plugin of the workspace's catalog once, in a transient instance of its own
-id space (grambot.plugins.execute), prints its result as JSON on stdout and exits 0; on failure
+id space (grambot.contract.execute), prints its result as JSON on stdout and exits 0; on failure
 prints `error: ...` on stderr (with the catalog's problems, e.g. a bad plugin.json, when the
 plugin is not found) and exits 1. Its log lines and its `error:` line go through the one masker
 (grambot.masking): a secret the plugin read never shows, in any form.
@@ -66,7 +66,7 @@ def run_plugin_command(
     """Run the execute-style plugin NAME once and print its result as JSON."""
     import asyncio
 
-    from grambot.logs import configure_logging
+    from grambot.app.logs import configure_logging
     from grambot.masking import MASK
 
     inputs = _json_option(input_json, "--input")

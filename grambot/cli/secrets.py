@@ -23,7 +23,7 @@ from grambot.cli.common import EXIT_PROBLEMS, fail, workspace_option
 from grambot.cli.completion import instance_ids
 
 if TYPE_CHECKING:
-    from grambot.secrets import SecretsStore
+    from grambot.secrets.store import SecretsStore
 
 CHANGED_NAME = "secrets.changed"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -32,9 +32,9 @@ _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 def open_workspace_store(workspace: Path) -> SecretsStore:
     """The secrets store settings.json selects (`secrets.backend`), file by default."""
+    from grambot.config.settings import load_settings
     from grambot.errors import SettingsError
-    from grambot.secret_backends import open_store, secrets_config
-    from grambot.settings import load_settings
+    from grambot.secrets.backends import open_store, secrets_config
 
     try:
         settings = load_settings(workspace)
@@ -48,7 +48,7 @@ def open_workspace_store(workspace: Path) -> SecretsStore:
 
 def notify_engine(workspace: Path) -> None:
     """Tell a running engine that secrets changed (it watches this file)."""
-    from grambot.status import write_atomic
+    from grambot.app.status import write_atomic
 
     scout = workspace / ".scout"
     if scout.is_dir():
@@ -146,7 +146,7 @@ def mask(value: str) -> str:
 def list_command(instance_id: str | None, as_json: bool, workspace: Path) -> None:
     """List secret keys (never values) and where each comes from (store, dir: a file of
     GRAMBOT_SECRETS_DIR, env: a GRAMBOT_SECRET__ variable), of one instance or of all."""
-    from grambot.secret_backends import store_instance_ids
+    from grambot.secrets.backends import store_instance_ids
 
     if instance_id is not None:
         _check_names(instance_id)
@@ -175,7 +175,7 @@ def list_command(instance_id: str | None, as_json: bool, workspace: Path) -> Non
 
 def _sources(store: SecretsStore, instance_id: str) -> dict[str, tuple[str, str]]:
     """key -> (store|dir|env, the variable or file it comes from)."""
-    from grambot.secret_sources import LayeredSecretsStore
+    from grambot.secrets.sources import LayeredSecretsStore
 
     if isinstance(store, LayeredSecretsStore):
         return {k: (o.source, o.where) for k, o in store.sources(instance_id).items()}
@@ -185,7 +185,7 @@ def _sources(store: SecretsStore, instance_id: str) -> dict[str, tuple[str, str]
 def _refuse_external(store: SecretsStore, instance_id: str, key: str, action: str) -> None:
     """`set`/`delete` of a key that comes from the environment: refused, and why (before any
     value is asked for)."""
-    from grambot.secret_sources import LayeredSecretsStore
+    from grambot.secrets.sources import LayeredSecretsStore
 
     if not isinstance(store, LayeredSecretsStore):
         return
@@ -222,15 +222,15 @@ def _where(store: SecretsStore) -> str:
 
 
 def _warn_unknown_instance(workspace: Path, instance_id: str) -> None:
+    from grambot.config.settings import load_settings
     from grambot.errors import SettingsError
-    from grambot.settings import load_settings
 
     try:
         settings = load_settings(workspace)
     except SettingsError:
         return
     if settings.instance(instance_id) is None:
-        from grambot.suggest import did_you_mean
+        from grambot.errors import did_you_mean
 
         ids = [c.instance_id for c in settings.instances]
         click.echo(

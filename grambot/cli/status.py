@@ -246,8 +246,8 @@ def status_command(workspace: Path, as_json: bool, check: bool) -> None:
     Exit codes: 0 ready (every enabled instance loaded and healthy), 1 degraded or starting,
     3 no engine runs, 4 the engine's heartbeat is stale (its event loop is frozen). With
     --check (liveness): 0 alive, 3, 4."""
-    from grambot.lock import engine_running
-    from grambot.status import is_stale, read_status
+    from grambot.app.lock import engine_running
+    from grambot.app.status import is_stale, read_status
 
     workspace = workspace.resolve()
     if not engine_running(workspace):

@@ -13,9 +13,9 @@ from grambot.cli.common import EXIT_PROBLEMS, logging_options, setup_logging, wo
 from grambot.cli.manage import _catalog, _schema_check, agent_warnings
 
 if TYPE_CHECKING:
+    from grambot.config.catalog import PluginCatalog
+    from grambot.config.settings import EngineSettings
     from grambot.errors import Problem
-    from grambot.plugins.catalog import PluginCatalog
-    from grambot.settings import EngineSettings
 
 
 @click.command("validate")
@@ -29,8 +29,8 @@ def validate_command(workspace: Path, as_json: bool, log_level: str, log_format:
     …) do not fail it."""
     import json
 
+    from grambot.config.settings import load_settings, settings_path
     from grambot.errors import SettingsError
-    from grambot.settings import load_settings, settings_path
 
     setup_logging(log_level, log_format)
     path = settings_path(workspace)
@@ -69,8 +69,8 @@ def validate_command(workspace: Path, as_json: bool, log_level: str, log_format:
 
 def _validate(settings: EngineSettings) -> tuple[list[str], list[str]]:
     """(problems, warnings) of the settings in force."""
-    from grambot.agent_refs import check_tools
-    from grambot.secret_backends import secrets_config
+    from grambot.cli.agent_refs import check_tools
+    from grambot.secrets.backends import secrets_config
 
     problems: list[Problem] = list(settings.problems)
     problems += secrets_config(settings.raw, settings.path)[1]
@@ -96,9 +96,9 @@ def _validate(settings: EngineSettings) -> tuple[list[str], list[str]]:
 def _unknown_settings_keys(settings: EngineSettings, catalog: PluginCatalog) -> list[str]:
     """Keys of an enabled entry's settings its plugin's schema does not know and would ignore
     (a schema that forbids extra keys reports them as problems already)."""
-    from grambot.plugin_info import PluginUnreadable, read_plugin
-    from grambot.plugins.definition import ignored_keys
-    from grambot.suggest import did_you_mean
+    from grambot.cli.plugin_info import PluginUnreadable, read_plugin
+    from grambot.contract.definition import ignored_keys
+    from grambot.errors import did_you_mean
 
     warnings = []
     for index, config in enumerate(settings.instances):

@@ -21,15 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grambot.config.settings import InstanceConfig
+from grambot.containment.stages import Progress
+from grambot.contract.context import MemoryCache
 from grambot.core.failures import Failure, classify, describe, engine_cancelled
 from grambot.core.generation import Generation, Services
+from grambot.events.event import PluginEventQueue
 from grambot.masking import MASK
-from grambot.plugins.context import MemoryCache
-from grambot.plugins.events import PluginEventQueue
-from grambot.plugins.stages import Progress
 from grambot.registries import Registries
-from grambot.secrets import SecretsStore
-from grambot.settings import InstanceConfig
+from grambot.secrets.store import SecretsStore
 
 __all__ = ["CheckResult", "OverlaySecrets", "check_entry"]
 

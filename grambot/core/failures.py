@@ -5,7 +5,7 @@ The rule (DESIGN §5.4): only the engine may stop the engine. A `CancelledError`
 own only when the engine cancelled the task it surfaces in (`current_task().cancelling() > 0`);
 any other `CancelledError`, and every `SystemExit`, `KeyboardInterrupt`, `GeneratorExit` or other
 BaseException raised by plugin code, is that plugin's failure and becomes a `PluginCrash` at the
-boundary where the engine called the plugin (see grambot.plugins.stages and .guards).
+boundary where the engine called the plugin (see grambot.containment.stages and .guards).
 
     exception (at a stage)             kind                    retried?
     PluginNotFound                     plugin-not-found        no (loads when it appears)
@@ -33,6 +33,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from grambot.contract.definition import DefinitionError, MigrationError, SettingsInvalid
 from grambot.errors import (
     IsolatedFailure,
     MissingDependency,
@@ -44,7 +45,6 @@ from grambot.errors import (
     SetupError,
     StageTimeout,
 )
-from grambot.plugins.definition import DefinitionError, MigrationError, SettingsInvalid
 from grambot.registries.errors import ServiceError
 
 __all__ = ["Failure", "classify", "crash", "describe", "engine_cancelled", "format_details"]

@@ -2,10 +2,11 @@
 
 An `Instance` (grambot.core.instance) owns at most one current `Generation`. A generation holds
 what one load made: its own import namespace (`grambot.instances.<id>__<n>`), its registrar
-(whose registrations are guarded, grambot.plugins.guards), the tasks and timers its code started,
-the settings model, the object `create` returned, its runtime helpers (env/http/cache/vault) and
-the connectors it started. It knows the steps of loading (`import_and_validate`, `create`,
-`call`) and the one teardown; the Instance decides which to run and what state follows.
+(whose registrations are guarded, grambot.containment.guards), the tasks and timers its code
+started, the settings model, the object `create` returned, its runtime helpers
+(env/http/cache/vault) and the connectors it started. It knows the steps of loading
+(`import_and_validate`, `create`, `call`) and the one teardown; the Instance decides which to
+run and what state follows.
 """
 
 from __future__ import annotations
@@ -22,46 +23,46 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from grambot.core.failures import Failure, describe, engine_cancelled
-from grambot.errors import PluginNotFound, RegistrationError
-from grambot.masking import MASK
-from grambot.plugins.allowlist import module_guard
-from grambot.plugins.api import InstanceEvents, InstanceInfo, PluginApi
-from grambot.plugins.catalog import PluginCatalog
-from grambot.plugins.context import CacheBackend, PluginRuntime, cache_namespace
-from grambot.plugins.definition import (
+from grambot.config.catalog import PluginCatalog
+from grambot.config.settings import InstanceConfig, Timeouts
+from grambot.containment.allowlist import module_guard
+from grambot.containment.guards import (
+    GuardedConnector,
+    GuardedImageProvider,
+    GuardedProvider,
+    GuardedTool,
+)
+from grambot.containment.limits import Deadline, Limit, plugin_deadlines
+from grambot.containment.loader import PluginNamespace
+from grambot.containment.stages import Progress, run_stage
+from grambot.containment.tracking import (
+    InstanceTasks,
+    TaskFailureReporter,
+    instance_context,
+    wait_for_threads,
+)
+from grambot.contract.api import InstanceEvents, InstanceInfo, PluginApi
+from grambot.contract.context import CacheBackend, PluginRuntime, cache_namespace
+from grambot.contract.definition import (
     Plugin,
     ignored_keys,
     migrate_settings,
     read_definition,
     validate_settings,
 )
-from grambot.plugins.events import PluginEventQueue
-from grambot.plugins.guards import (
-    GuardedConnector,
-    GuardedImageProvider,
-    GuardedProvider,
-    GuardedTool,
-)
-from grambot.plugins.health import InstanceHealth
-from grambot.plugins.limits import Deadline, Limit, plugin_deadlines
-from grambot.plugins.loader import PluginNamespace
-from grambot.plugins.registrar import PluginRegistrar
-from grambot.plugins.stages import Progress, run_stage
-from grambot.plugins.tracking import (
-    InstanceTasks,
-    TaskFailureReporter,
-    instance_context,
-    wait_for_threads,
-)
+from grambot.contract.health import InstanceHealth
+from grambot.contract.registrar import PluginRegistrar
+from grambot.core.failures import Failure, describe, engine_cancelled
+from grambot.errors import PluginNotFound, RegistrationError
+from grambot.events.event import PluginEventQueue
+from grambot.masking import MASK
 from grambot.registries import Registries
 from grambot.retry import RetryPolicy
-from grambot.secrets import InstanceSecrets, SecretsStore
-from grambot.settings import InstanceConfig, Timeouts
+from grambot.secrets.store import InstanceSecrets, SecretsStore
 
 if TYPE_CHECKING:
+    from grambot.contract.durable import DurableHandles, DurableServices
     from grambot.core.instance import Instance
-    from grambot.plugins.durable import DurableHandles, DurableServices
 
 __all__ = ["NOT_CREATED", "Generation", "Services"]
 
@@ -234,7 +235,7 @@ class Generation:
         progress: Progress | None = None,
     ) -> Any:
         """`fn(*args)` as this instance's code, done within `limit` from now
-        (grambot.plugins.stages)."""
+        (grambot.containment.stages)."""
         return await run_stage(
             fn,
             *args,
@@ -402,7 +403,7 @@ async def _contained(instance_id: str, what: str, step: Any, redact: Callable[[s
 def _guard(
     instance_id: str, tool_limit: Limit, context: contextvars.Context, kind: str, item: Any
 ) -> Any:
-    """What the registry holds for `item` (grambot.plugins.guards)."""
+    """What the registry holds for `item` (grambot.containment.guards)."""
     if kind == "tools":
         return GuardedTool(item, instance_id, tool_limit, context)
     if kind == "inference":

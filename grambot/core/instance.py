@@ -29,12 +29,12 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from grambot.config.settings import InstanceConfig
+from grambot.containment.stages import Progress
+from grambot.contract.registrar import KINDS
 from grambot.core.failures import Failure, classify, describe, engine_cancelled, format_details
 from grambot.core.generation import Generation, Services
 from grambot.masking import MASK
-from grambot.plugins.registrar import KINDS
-from grambot.plugins.stages import Progress
-from grambot.settings import InstanceConfig
 
 __all__ = ["Current", "Generation", "Instance", "InstanceState", "Services"]
 
@@ -91,7 +91,7 @@ class Instance:
         self.next_attempt_at: float | None = None
         self.held: tuple[str, ...] = ()  # problems of the entry as written, not applied
         self.load_seq = 0
-        self.stalls = 0  # times it blocked the event loop (grambot.watchdog)
+        self.stalls = 0  # times it blocked the event loop (grambot.app.watchdog)
         self._services = services
         self._generation: Generation | None = None
         self._retry: asyncio.TimerHandle | None = None
@@ -483,7 +483,7 @@ class Instance:
         return MASK.redact_instance(self._services.secrets, self.instance_id, text)
 
     def _fields(self, event: str, **more: object) -> dict[str, object]:
-        """Structured fields of a log record about this instance (grambot.logs)."""
+        """Structured fields of a log record about this instance (grambot.app.logs)."""
         return {"event": event, "instance": self.instance_id, **more}
 
     def _task_failed(self, instance_id: str, task_name: str, exc: BaseException) -> None:

@@ -24,13 +24,13 @@ import logging
 import threading
 from collections.abc import Callable, Coroutine
 
+from grambot.config.settings import EngineSettings, InstanceConfig
+from grambot.containment.loader import snapshot as loader_snapshot
+from grambot.containment.tracking import install_task_tracking
 from grambot.core.burst import tuned_for_burst
 from grambot.core.failures import Failure
 from grambot.core.instance import Generation, Instance, InstanceState, Services
 from grambot.core.plan import Action, Plan, Step, plan
-from grambot.plugins.loader import snapshot as loader_snapshot
-from grambot.plugins.tracking import install_task_tracking
-from grambot.settings import EngineSettings, InstanceConfig
 
 __all__ = ["PluginManager"]
 

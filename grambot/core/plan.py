@@ -33,9 +33,9 @@ from collections.abc import Collection, Mapping
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
+from grambot.config.settings import EngineSettings, InstanceConfig
 from grambot.core.instance import InstanceState
 from grambot.errors import PluginNotFound
-from grambot.settings import EngineSettings, InstanceConfig
 
 __all__ = ["Action", "Known", "Plan", "Step", "plan"]
 

@@ -1,1 +1,3 @@
-"""Per-instance module namespaces live here: grambot.instances.<instanceId>__<generation>."""
+"""Not code: the parent of every plugin instance's import namespace,
+`grambot.instances.<instanceId>__<generation>`, which grambot.containment.loader creates (a
+plugin's own modules live under it, so two instances never share a module)."""

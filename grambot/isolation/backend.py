@@ -33,16 +33,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from grambot.config.catalog import builtin_plugins_dir
+from grambot.config.descriptor import PluginDescriptor
+from grambot.config.settings import InstanceConfig
+from grambot.containment.tracking import TaskFailureReporter
+from grambot.contract.context import SHARED_VAULT_ROOT
 from grambot.core.failures import Failure
 from grambot.core.generation import Generation, Services
 from grambot.errors import IsolatedFailure
 from grambot.isolation import cgroups, landlock
 from grambot.isolation.forkserver import ForkServer
-from grambot.plugins.catalog import builtin_plugins_dir
-from grambot.plugins.context import SHARED_VAULT_ROOT
-from grambot.plugins.descriptor import PluginDescriptor
-from grambot.plugins.tracking import TaskFailureReporter
-from grambot.settings import InstanceConfig
 
 if TYPE_CHECKING:
     from grambot.isolation.remote import ProcessGeneration
@@ -353,7 +353,7 @@ def _allowed(descriptor: PluginDescriptor, owner: str, key: str) -> bool:
 
 
 def _plain(value: Any) -> Any:
-    from grambot.settings import thaw
+    from grambot.config.settings import thaw
 
     return thaw(value)
 

@@ -31,20 +31,20 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from grambot.config.catalog import PluginCatalog
+from grambot.config.descriptor import load_descriptor
+from grambot.config.settings import InstanceConfig, Timeouts
+from grambot.containment.stages import Progress
+from grambot.containment.tracking import install_task_tracking
+from grambot.contract.context import MemoryCache
+from grambot.contract.durable import DurableHandles, DurableServices
 from grambot.core.failures import Failure, classify, describe, format_details
 from grambot.core.generation import Generation, Services
+from grambot.events.event import PluginEvent, PluginEventQueue
 from grambot.isolation import calls, confine, durable
 from grambot.isolation.wire import Channel, FrameTooLarge
 from grambot.masking import MASK
-from grambot.plugins.catalog import PluginCatalog
-from grambot.plugins.context import MemoryCache
-from grambot.plugins.descriptor import load_descriptor
-from grambot.plugins.durable import DurableHandles, DurableServices
-from grambot.plugins.events import PluginEvent, PluginEventQueue
-from grambot.plugins.stages import Progress
-from grambot.plugins.tracking import install_task_tracking
 from grambot.registries import Registries
-from grambot.settings import InstanceConfig, Timeouts
 
 __all__ = ["MEMORY_EXIT", "SANDBOX_EXIT", "main"]
 

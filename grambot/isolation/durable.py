@@ -15,9 +15,9 @@ import datetime
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from grambot.contract.durable import MISSING, Door, DurableHandles
 from grambot.errors import RegistrationError
 from grambot.isolation import calls
-from grambot.plugins.durable import MISSING, Door, DurableHandles
 from grambot.registries.connectors import IncomingMessage
 from grambot.scheduling.scheduler import Handler
 from grambot.storage.base import Job
@@ -44,7 +44,7 @@ def error_of(error: dict[str, Any]) -> Exception:
 
 
 class RemoteStore(Door):
-    """`api.store` in the child (grambot.plugins.durable.InstanceStore's methods)."""
+    """`api.store` in the child (grambot.contract.durable.InstanceStore's methods)."""
 
     MISSING = MISSING
 

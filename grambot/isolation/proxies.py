@@ -1,7 +1,7 @@
 """What the engine's registries hold for an isolated instance's registrations: objects with the
 registries' Protocols whose methods cross the pipe (grambot.isolation.calls).
 
-The registrar wraps them in the same guards as in process objects (grambot.plugins.guards), so
+The registrar wraps them in the same guards as in process objects (grambot.containment.guards), so
 deadlines, the instance's unload cancelling a call, and error results work as they do in
 process. Quick sync methods (`parameters()`, `models()`) answer from what the child sent with
 the registration, without a round trip.

@@ -28,6 +28,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from grambot.config.descriptor import PluginDescriptor
+from grambot.config.settings import InstanceConfig
+from grambot.containment.limits import Limit, plugin_deadlines
+from grambot.containment.stages import Progress
+from grambot.containment.tracking import InstanceTasks, TaskFailureReporter, instance_context
+from grambot.contract.api import InstanceEvents
+from grambot.contract.context import cache_namespace
+from grambot.contract.health import InstanceHealth
+from grambot.contract.registrar import PluginRegistrar
 from grambot.core.failures import Failure
 from grambot.core.generation import NOT_CREATED, Generation, Services, _contained, _guard
 from grambot.errors import (
@@ -49,15 +58,6 @@ from grambot.isolation.proxies import (
 )
 from grambot.isolation.wire import Channel
 from grambot.masking import MASK
-from grambot.plugins.api import InstanceEvents
-from grambot.plugins.context import cache_namespace
-from grambot.plugins.descriptor import PluginDescriptor
-from grambot.plugins.health import InstanceHealth
-from grambot.plugins.limits import Limit, plugin_deadlines
-from grambot.plugins.registrar import PluginRegistrar
-from grambot.plugins.stages import Progress
-from grambot.plugins.tracking import InstanceTasks, TaskFailureReporter, instance_context
-from grambot.settings import InstanceConfig
 
 if TYPE_CHECKING:
     from grambot.isolation.backend import Enforcement, ProcessIsolation, Spec

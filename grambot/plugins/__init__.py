@@ -1,1 +1,2 @@
-"""Plugin machinery: definitions, lifecycle stages and events."""
+"""Deprecated: the modules a plugin could import from here moved in 0.2 and these aliases go
+in 0.3. Import from `grambot` (`from grambot import Plugin, PluginApi, PluginEvent`)."""

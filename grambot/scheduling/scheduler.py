@@ -26,10 +26,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from grambot.containment.stages import call_plugin
 from grambot.core.failures import describe as describe_exc
 from grambot.core.failures import engine_cancelled
 from grambot.errors import CallCancelled, RegistrationError
-from grambot.plugins.stages import call_plugin
 from grambot.scheduling.timing import check_cron, next_run, parse_at, zone
 from grambot.storage.base import Job, MissedPolicy, Schedule
 

@@ -16,7 +16,7 @@ import pytest
 
 from grambot.core.instance import InstanceState
 from grambot.engine import Engine
-from grambot.plugins.events import PluginEvent
+from grambot.events.event import PluginEvent
 from tests.conftest import Workspace, entry
 
 # Values the SDKs would pick up from the environment if a plugin let them; tests set them to

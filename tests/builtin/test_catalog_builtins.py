@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from grambot.plugins.catalog import PluginCatalog
-from grambot.plugins.definition import read_definition
-from grambot.plugins.loader import PluginNamespace
+from grambot.config.catalog import PluginCatalog
+from grambot.containment.loader import PluginNamespace
+from grambot.contract.definition import read_definition
 from tests.builtin.conftest import BUILTIN_DIR
 
 BUILTINS = {
@@ -75,9 +75,9 @@ def test_listing_and_creating_builtins_imports_no_sdk(tmp_path: Path) -> None:
         f"""
         import json, logging, sys, types
         from pathlib import Path
-        from grambot.plugins.catalog import PluginCatalog
-        from grambot.plugins.definition import read_definition, validate_settings
-        from grambot.plugins.loader import PluginNamespace
+        from grambot.config.catalog import PluginCatalog
+        from grambot.contract.definition import read_definition, validate_settings
+        from grambot.containment.loader import PluginNamespace
 
         catalog = PluginCatalog.discover(
             builtin_dir=Path({str(BUILTIN_DIR)!r}), plugin_dirs=[], entry_points=False

@@ -68,7 +68,7 @@ def test_the_keyring_backend_without_keyring_names_its_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from grambot.errors import SecretsError
-    from grambot.secret_backends import KeyringSecretsStore
+    from grambot.secrets.backends import KeyringSecretsStore
 
     monkeypatch.setitem(sys.modules, "keyring", None)  # type: ignore[arg-type]
     store = KeyringSecretsStore("grambot:test", tmp_path / "secrets.lock")

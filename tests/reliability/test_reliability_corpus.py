@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
+from grambot.config.descriptor import load_descriptor
+from grambot.config.settings import MAX_FILE_BYTES
 from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.errors import DescriptorError, SecretsError, SettingsError
-from grambot.plugins.descriptor import load_descriptor
-from grambot.secrets import FileSecretsStore
-from grambot.settings import MAX_FILE_BYTES
+from grambot.secrets.store import FileSecretsStore
 from tests.conftest import FIXTURE_PLUGINS, Workspace
 from tests.reliability.evidence import Evidence
 

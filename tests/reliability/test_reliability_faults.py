@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
+from grambot.containment.guards import GuardedTool
+from grambot.containment.limits import DEFAULT_TIMEOUT_MS, Limit
+from grambot.containment.loader import NAMESPACE_ROOT
+from grambot.containment.tracking import threads_running_code_of
 from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.errors import StageTimeout
-from grambot.plugins.guards import GuardedTool
-from grambot.plugins.limits import DEFAULT_TIMEOUT_MS, Limit
-from grambot.plugins.loader import NAMESPACE_ROOT
-from grambot.plugins.tracking import threads_running_code_of
 from grambot.registries.tools import ToolContext
 from tests.conftest import FIXTURE_PLUGINS, Workspace, entry
 from tests.reliability.evidence import Evidence, apoll

@@ -17,10 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from grambot.config.descriptor import load_descriptor
+from grambot.config.settings import EngineSettings, parse_settings
 from grambot.errors import DescriptorError, SecretsError, SettingsError
-from grambot.plugins.descriptor import load_descriptor
-from grambot.secrets import FileSecretsStore
-from grambot.settings import EngineSettings, parse_settings
+from grambot.secrets.store import FileSecretsStore
 from tests.reliability.evidence import Evidence, slow_mode
 
 # Sized for CI by default; --slow runs far more and may take minutes.

@@ -53,12 +53,12 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from grambot.config.settings import EngineSettings, load_settings, parse_settings
+from grambot.containment.loader import NAMESPACE_ROOT
 from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.errors import SettingsError
-from grambot.plugins.loader import NAMESPACE_ROOT
 from grambot.retry import RetryPolicy
-from grambot.settings import EngineSettings, load_settings, parse_settings
 from tests.conftest import FIXTURE_PLUGINS
 from tests.reliability.evidence import Evidence, slow_mode
 

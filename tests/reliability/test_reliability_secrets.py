@@ -24,7 +24,7 @@ import pytest
 
 from grambot.core.instance import InstanceState
 from grambot.engine import Engine
-from grambot.secrets import FileSecretsStore
+from grambot.secrets.store import FileSecretsStore
 from tests.conftest import Workspace
 from tests.reliability.evidence import Evidence, poll, slow_mode
 from tests.runproc import EngineProcess, wait_until
@@ -287,7 +287,7 @@ def test_secret_never_leaks_from_grambot_run_at_debug_level(
 WRITER = r"""
 import random, sys
 from pathlib import Path
-from grambot.secrets import FileSecretsStore
+from grambot.secrets.store import FileSecretsStore
 
 store = FileSecretsStore(Path(sys.argv[1]))
 rng = random.Random(int(sys.argv[2]))

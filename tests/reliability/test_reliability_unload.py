@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
+from grambot.config.settings import EngineSettings, parse_settings
+from grambot.containment.loader import NAMESPACE_ROOT, PLUGIN_LOGGER_ROOT
+from grambot.containment.tracking import threads_running_code_of
 from grambot.core.instance import InstanceState
 from grambot.engine import Engine
-from grambot.plugins.loader import NAMESPACE_ROOT, PLUGIN_LOGGER_ROOT
-from grambot.plugins.tracking import threads_running_code_of
-from grambot.settings import EngineSettings, parse_settings
 from tests.conftest import Workspace, entry
 from tests.reliability.evidence import Evidence, slow_mode
 

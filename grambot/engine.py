@@ -32,7 +32,7 @@ from grambot.contract.context import MemoryCache
 from grambot.contract.durable import DurableServices
 from grambot.core.instance import Instance, InstanceState, Services, iso
 from grambot.core.manager import PluginManager
-from grambot.errors import SettingsError
+from grambot.errors import PluginNotFound, SettingsError
 from grambot.events.event import PluginEventQueue
 from grambot.events.queue import PluginEventEngine
 from grambot.isolation.backend import ProcessIsolation
@@ -335,9 +335,23 @@ class Engine:
     async def run_plugin(self, name: str, inputs: Any, config: Any = None) -> Any:
         """Run the execute-style plugin `name` once on demand and return its result (Summit's
         `runPlugin`); raises what went wrong. See grambot.contract.execute."""
-        from grambot.contract.execute import run_plugin
+        from grambot.contract.execute import TRANSIENT_DIR, run_execute_plugin
 
-        return await run_plugin(self, name, inputs, config)
+        if not self.catalog.ids():
+            self.ensure_catalog()
+        descriptor = self.catalog.get(name)
+        if descriptor is None:
+            raise PluginNotFound(name, None, self.catalog.ids())
+        return await run_execute_plugin(
+            descriptor,
+            inputs,
+            config,
+            secrets=self.secrets,
+            cache=self.run_plugin_cache,
+            data_root=self.scout_dir / TRANSIENT_DIR,
+            timeouts=self.settings.timeouts,
+            override_ms=self.timeout_overrides.get(descriptor.id),
+        )
 
     async def apply(self, settings: EngineSettings) -> bool:
         """Make the running instances match `settings`: each entry that cannot be applied is

@@ -27,13 +27,18 @@ import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import quote, quote_plus
 
-if TYPE_CHECKING:
-    from grambot.secrets.store import SecretsStore
-
 __all__ = ["FRAGMENT", "MASK", "MASKED", "MIN_SECRET_LENGTH", "Masker", "secret_forms"]
+
+
+class SecretsStore(Protocol):
+    """What the masker reads of a secrets store (grambot.secrets.store implements it)."""
+
+    def keys(self, instance_id: str) -> Iterable[str]: ...
+    def get(self, instance_id: str, key: str) -> str | None: ...
+
 
 MASKED = "***"
 MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words

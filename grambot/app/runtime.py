@@ -37,7 +37,7 @@ from grambot.app.status import STATUS_NAME, StatusWriter
 from grambot.app.watchdog import LoopWatchdog
 from grambot.app.watcher import PluginDirsWatch, read_live_settings, watch_files
 from grambot.config.settings import EngineSettings
-from grambot.core.failures import engine_cancelled, format_details
+from grambot.containment.boundary import engine_cancelled, format_details
 from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.errors import SecretsError

@@ -32,7 +32,7 @@ from grambot.bot.conversations import cap_content, import_legacy, legacy_part, t
 from grambot.bot.report import TurnStats, log_handled
 from grambot.bot.workers import Chat, ChatWorkers, Served
 from grambot.config.settings import AgentSettings
-from grambot.core.failures import engine_cancelled, format_details
+from grambot.containment.boundary import engine_cancelled, format_details
 from grambot.errors import CallCancelled
 from grambot.registries import Registries
 from grambot.registries.connectors import CONNECTOR_MESSAGE, Attachment, IncomingMessage

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from enum import Enum
 
-from grambot.core.failures import engine_cancelled, format_details
+from grambot.containment.boundary import engine_cancelled, format_details
 
 __all__ = ["Chat", "ChatWorkers", "Served"]
 

@@ -149,7 +149,7 @@ class AgentSettings(BaseModel):
     @field_validator("time_zone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        from grambot.scheduling.timing import zone
+        from grambot.config.timezone import zone
 
         zone(value)
         return value

@@ -23,10 +23,10 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from grambot.containment.boundary import crash
 from grambot.containment.limits import Deadline, Limit
 from grambot.containment.stages import call_plugin, run_stage
 from grambot.containment.tracking import run_marked
-from grambot.core.failures import crash
 from grambot.registries.connectors import Attachment
 from grambot.registries.images import GeneratedImage
 from grambot.registries.inference import InferenceRequest, InferenceResponse

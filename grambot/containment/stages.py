@@ -55,9 +55,9 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
+from grambot.containment.boundary import crash
 from grambot.containment.limits import NEVER, Deadline
 from grambot.containment.tracking import close_unstarted, guard, owner_in, run_marked
-from grambot.core.failures import crash
 from grambot.errors import CallCancelled, PluginCrash
 
 __all__ = ["CAPACITY", "IDLE_SECONDS", "Progress", "call_plugin", "run_stage"]

@@ -32,7 +32,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
 
-from grambot.core.failures import crash, engine_cancelled
+from grambot.containment.boundary import crash, engine_cancelled
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

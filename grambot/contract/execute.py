@@ -43,12 +43,10 @@ from grambot.containment.tracking import InstanceTasks, install_task_tracking, i
 from grambot.contract.api import InstanceInfo, PluginApi, runtime_of
 from grambot.contract.context import CacheBackend, PluginRuntime
 from grambot.contract.definition import DefinitionError, Plugin, validate_settings
-from grambot.errors import PluginNotFound
 from grambot.registries.tools import ToolContext, ToolResult
 
 if TYPE_CHECKING:
     from grambot.config.settings import Timeouts
-    from grambot.engine import Engine
     from grambot.secrets.store import SecretsStore
 
 __all__ = [
@@ -59,7 +57,6 @@ __all__ = [
     "is_execute_style",
     "read_execute_spec",
     "run_execute_plugin",
-    "run_plugin",
     "transient_instance_id",
 ]
 
@@ -285,22 +282,3 @@ async def run_execute_plugin(
             await runtime.aclose()
         finally:
             namespace.unload()
-
-
-async def run_plugin(engine: Engine, name: str, inputs: Any, config: Any = None) -> Any:
-    """`engine.run_plugin`: run the execute-style plugin `name` of `engine`'s catalog."""
-    if not engine.catalog.ids():
-        engine.ensure_catalog()
-    descriptor = engine.catalog.get(name)
-    if descriptor is None:
-        raise PluginNotFound(name, None, engine.catalog.ids())
-    return await run_execute_plugin(
-        descriptor,
-        inputs,
-        config,
-        secrets=engine.secrets,
-        cache=engine.run_plugin_cache,
-        data_root=engine.scout_dir / TRANSIENT_DIR,
-        timeouts=engine.settings.timeouts,
-        override_ms=engine.timeout_overrides.get(descriptor.id),
-    )

@@ -52,7 +52,7 @@ class InstanceHealth:
     def error(self, error: BaseException | str, what: str | None = None) -> None:
         """The instance's work just failed; `error` is an exception or a message."""
         if isinstance(error, BaseException):
-            from grambot.core.failures import describe
+            from grambot.containment.boundary import describe
 
             message = describe(error)
         else:

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from grambot.config.settings import InstanceConfig
+from grambot.containment.boundary import describe, engine_cancelled
 from grambot.containment.stages import Progress
 from grambot.contract.context import MemoryCache
-from grambot.core.failures import Failure, classify, describe, engine_cancelled
+from grambot.core.failures import Failure, classify
 from grambot.core.generation import Generation, Services
 from grambot.events.event import PluginEventQueue
 from grambot.masking import MASK

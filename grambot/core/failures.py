@@ -5,7 +5,8 @@ The rule (DESIGN §5.4): only the engine may stop the engine. A `CancelledError`
 own only when the engine cancelled the task it surfaces in (`current_task().cancelling() > 0`);
 any other `CancelledError`, and every `SystemExit`, `KeyboardInterrupt`, `GeneratorExit` or other
 BaseException raised by plugin code, is that plugin's failure and becomes a `PluginCrash` at the
-boundary where the engine called the plugin (see grambot.containment.stages and .guards).
+boundary where the engine called the plugin (grambot.containment.boundary, used by its stages,
+guards and task tracking).
 
     exception (at a stage)             kind                    retried?
     PluginNotFound                     plugin-not-found        no (loads when it appears)
@@ -28,18 +29,16 @@ boundary where the engine called the plugin (see grambot.containment.stages and 
 
 from __future__ import annotations
 
-import asyncio
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from grambot.containment.boundary import describe, format_details
 from grambot.contract.definition import DefinitionError, MigrationError, SettingsInvalid
 from grambot.errors import (
     IsolatedFailure,
     MissingDependency,
     MissingSecret,
     NotReady,
-    PluginCrash,
     PluginNotFound,
     RegistrationConflict,
     SetupError,
@@ -47,7 +46,7 @@ from grambot.errors import (
 )
 from grambot.registries.errors import ServiceError
 
-__all__ = ["Failure", "classify", "crash", "describe", "engine_cancelled", "format_details"]
+__all__ = ["Failure", "classify", "missing_dependency"]
 
 
 @dataclass(frozen=True)
@@ -60,45 +59,6 @@ class Failure:
     recoverable: bool
     details: str = ""  # traceback text: never the exception object, which would pin frames
     conflict: tuple[str, str, str] | None = None  # (registry kind, key, owner) of a conflict
-
-
-def engine_cancelled(exc: BaseException) -> bool:
-    """True when `exc` is the engine cancelling the current task, not plugin code raising it."""
-    if not isinstance(exc, asyncio.CancelledError):
-        return False
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-def describe(exc: BaseException) -> str:
-    """`Type: message`, never raising, whatever the exception's `__str__` does."""
-    name = type(exc).__name__
-    try:
-        text = str(exc)
-    except BaseException:  # a plugin's __str__ may raise anything
-        text = "<its str() failed>"
-    if isinstance(exc, PluginCrash):
-        return text  # "plugin code raised SystemExit: 3" names the type already
-    return f"{name}: {text}" if text else name
-
-
-def format_details(exc: BaseException) -> str:
-    """The traceback as text, never raising."""
-    try:
-        return "".join(traceback.format_exception(exc)).rstrip()
-    except BaseException:
-        return describe(exc)
-
-
-def crash(exc: BaseException) -> PluginCrash:
-    """A plugin's BaseException as an ordinary exception (the original as its cause)."""
-    try:
-        detail = str(exc)
-    except BaseException:
-        detail = "<its str() failed>"
-    error = PluginCrash(type(exc).__name__, detail)
-    error.__cause__ = exc
-    return error
 
 
 # The kind of an unexpected exception, by the stage it escaped from.

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from grambot.config.catalog import PluginCatalog
 from grambot.config.settings import InstanceConfig, Timeouts
 from grambot.containment.allowlist import module_guard
+from grambot.containment.boundary import describe, engine_cancelled
 from grambot.containment.guards import (
     GuardedConnector,
     GuardedImageProvider,
@@ -52,7 +53,7 @@ from grambot.contract.definition import (
 )
 from grambot.contract.health import InstanceHealth
 from grambot.contract.registrar import PluginRegistrar
-from grambot.core.failures import Failure, describe, engine_cancelled
+from grambot.core.failures import Failure
 from grambot.errors import PluginNotFound, RegistrationError
 from grambot.events.event import PluginEventQueue
 from grambot.masking import MASK

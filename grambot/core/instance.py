@@ -30,9 +30,10 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from grambot.config.settings import InstanceConfig
+from grambot.containment.boundary import describe, engine_cancelled, format_details
 from grambot.containment.stages import Progress
 from grambot.contract.registrar import KINDS
-from grambot.core.failures import Failure, classify, describe, engine_cancelled, format_details
+from grambot.core.failures import Failure, classify
 from grambot.core.generation import Generation, Services
 from grambot.masking import MASK
 

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
-from grambot.core.failures import describe, engine_cancelled
+from grambot.containment.boundary import describe, engine_cancelled
 from grambot.events.event import PluginEvent, PluginEventQueue
 
 __all__ = ["Handler", "PluginEventEngine"]

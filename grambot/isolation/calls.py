@@ -111,7 +111,7 @@ def decode_result(kind: str, method: str, payload: Any) -> Any:
 
 
 def encode_error(exc: BaseException) -> dict[str, Any]:
-    from grambot.core.failures import describe
+    from grambot.containment.boundary import describe
 
     error: dict[str, Any] = {"type": type(exc).__name__, "message": describe(exc)}
     if isinstance(exc, ServiceError):

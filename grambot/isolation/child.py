@@ -34,11 +34,12 @@ from typing import Any
 from grambot.config.catalog import PluginCatalog
 from grambot.config.descriptor import load_descriptor
 from grambot.config.settings import InstanceConfig, Timeouts
+from grambot.containment.boundary import describe, format_details
 from grambot.containment.stages import Progress
 from grambot.containment.tracking import install_task_tracking
 from grambot.contract.context import MemoryCache
 from grambot.contract.durable import DurableHandles, DurableServices
-from grambot.core.failures import Failure, classify, describe, format_details
+from grambot.core.failures import Failure, classify
 from grambot.core.generation import Generation, Services
 from grambot.events.event import PluginEvent, PluginEventQueue
 from grambot.isolation import calls, confine, durable

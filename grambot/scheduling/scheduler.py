@@ -26,9 +26,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from grambot.containment.boundary import describe as describe_exc
+from grambot.containment.boundary import engine_cancelled
 from grambot.containment.stages import call_plugin
-from grambot.core.failures import describe as describe_exc
-from grambot.core.failures import engine_cancelled
 from grambot.errors import CallCancelled, RegistrationError
 from grambot.scheduling.timing import check_cron, next_run, parse_at, zone
 from grambot.storage.base import Job, MissedPolicy, Schedule

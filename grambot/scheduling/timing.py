@@ -10,22 +10,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from grambot.config.timezone import zone
 
 __all__ = ["check_cron", "next_run", "parse_at", "zone"]
-
-
-def zone(name: str | None) -> ZoneInfo:
-    """The IANA zone `name` (default UTC); ValueError naming it when unknown."""
-    if name is None or name in ("UTC", "Etc/UTC"):
-        return ZoneInfo("UTC")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin' or "
-            "'America/New_York'"
-        ) from None
 
 
 def check_cron(expression: str) -> None:

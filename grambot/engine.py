@@ -30,7 +30,10 @@ from grambot.config.settings import (
 from grambot.containment.tracking import install_task_tracking
 from grambot.contract.context import MemoryCache
 from grambot.contract.durable import DurableServices
-from grambot.core.instance import Instance, InstanceState, Services, iso
+
+# InstanceState and CheckResult are re-exported: the app and the CLI name them through the engine
+from grambot.core.instance import Instance, Services, iso
+from grambot.core.instance import InstanceState as InstanceState
 from grambot.core.manager import PluginManager
 from grambot.errors import PluginNotFound, SettingsError
 from grambot.events.event import PluginEventQueue
@@ -45,7 +48,7 @@ from grambot.storage import STATE_FILE, SqliteState
 from grambot.storage.retention import Retention
 
 if TYPE_CHECKING:
-    from grambot.core.check import CheckResult
+    from grambot.core.check import CheckResult as CheckResult
 
 logger = logging.getLogger(__name__)
 

@@ -38,8 +38,7 @@ from grambot.app.watchdog import LoopWatchdog
 from grambot.app.watcher import PluginDirsWatch, read_live_settings, watch_files
 from grambot.config.settings import EngineSettings
 from grambot.containment.boundary import engine_cancelled, format_details
-from grambot.core.instance import InstanceState
-from grambot.engine import Engine
+from grambot.engine import Engine, InstanceState
 from grambot.errors import SecretsError
 from grambot.secrets.backends import (
     SecretsConfig,

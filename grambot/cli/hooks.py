@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from grambot.config.edit import SettingsEdit
     from grambot.config.settings import EngineSettings, InstanceConfig
     from grambot.contract.definition import Plugin
-    from grambot.core.check import CheckResult
+    from grambot.engine import CheckResult
 
 BACKUPS = "backups"
 

@@ -1,7 +1,9 @@
 """grambot: an instance-lifecycle engine for chat bots.
 
-This module is the plugin author's API and nothing else. Names are imported on first use
-(PEP 562), so `import grambot` and `grambot --help` stay instant.
+This module is the plugin author's API and nothing else: what a plugin defines, registers,
+emits, raises and catches. Engine-side names stay in their modules (grambot.engine,
+grambot.errors, ...). Names are imported on first use (PEP 562), so `import grambot` and
+`grambot --help` stay instant.
 """
 
 from __future__ import annotations
@@ -39,10 +41,6 @@ _EXPORTS: dict[str, str] = {
     "ServiceError": "grambot.registries.errors",
     # errors
     "GrambotError": "grambot.errors",
-    "SettingsError": "grambot.errors",
-    "DescriptorError": "grambot.errors",
-    "PluginNotFound": "grambot.errors",
-    "PluginLoadError": "grambot.errors",
     "StageTimeout": "grambot.errors",
     "NotReady": "grambot.errors",
     "SetupError": "grambot.errors",
@@ -54,12 +52,28 @@ _EXPORTS: dict[str, str] = {
     "PluginImportDenied": "grambot.errors",
 }
 
+# Engine-side errors that were exported here before 0.2; the alias goes in 0.3.
+_MOVED = {
+    name: "grambot.errors"
+    for name in ("DescriptorError", "PluginLoadError", "PluginNotFound", "SettingsError")
+}
+
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> _Any:
     module = _EXPORTS.get(name)
     if module is None:
+        if name in _MOVED:
+            import warnings
+
+            warnings.warn(
+                f"grambot.{name} is engine-side: import it from {_MOVED[name]} (the alias goes"
+                " in grambot 0.3)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return getattr(_importlib.import_module(_MOVED[name]), name)
         raise AttributeError(f"module 'grambot' has no attribute {name!r}")
     value = getattr(_importlib.import_module(module), name)
     globals()[name] = value
@@ -75,17 +89,13 @@ if _TYPE_CHECKING:
     from grambot.contract.definition import NoSettings, Plugin
     from grambot.errors import (
         AccessDenied,
-        DescriptorError,
         GrambotError,
         MissingDependency,
         NotReady,
         PluginImportDenied,
-        PluginLoadError,
-        PluginNotFound,
         RegistrationConflict,
         RegistrationError,
         SecretsError,
-        SettingsError,
         SetupError,
         StageTimeout,
     )

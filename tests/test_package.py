@@ -31,6 +31,43 @@ def test_all_matches_the_public_names() -> None:
         assert getattr(grambot, name) is not None
 
 
+def test_engine_side_errors_left_the_public_face_with_a_warning() -> None:
+    from grambot.errors import PluginLoadError
+
+    assert "PluginLoadError" not in grambot.__all__
+    with pytest.warns(DeprecationWarning, match="grambot.errors"):
+        assert grambot.PluginLoadError is PluginLoadError
+    with pytest.raises(AttributeError):
+        _ = grambot.NoSuchName
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "name"),
+    [
+        ("grambot.plugins.definition", "grambot.contract.definition", "Plugin"),
+        ("grambot.plugins.api", "grambot.contract.api", "PluginApi"),
+        ("grambot.plugins.events", "grambot.events.event", "PluginEvent"),
+    ],
+)
+def test_moved_plugin_modules_keep_their_old_names_for_one_release(
+    old: str, new: str, name: str
+) -> None:
+    """A plugin written against 0.1 imported these modules; each old name is the new module
+    itself (the same classes), with a DeprecationWarning. Run in a fresh interpreter: the alias
+    warns once, at its first import."""
+    code = (
+        "import importlib, warnings\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        f"    old = importlib.import_module({old!r})\n"
+        f"assert old is importlib.import_module({new!r}), old\n"
+        f"assert getattr(old, {name!r}) is getattr(importlib.import_module('grambot'), {name!r})\n"
+        "assert [w.category for w in caught] == [DeprecationWarning], caught\n"
+        f"assert {new!r} in str(caught[0].message)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
 def test_help_imports_no_heavy_module() -> None:
     code = (
         "import sys\n"

@@ -12,6 +12,7 @@ import click
 
 from grambot.cli.common import fail, logging_options, setup_logging, workspace_option
 from grambot.cli.completion import instance_ids
+from grambot.files import write_atomic
 
 if TYPE_CHECKING:
     from grambot.config.edit import SettingsEdit
@@ -73,7 +74,7 @@ def backup_settings(doc: SettingsEdit) -> Path | None:
     folder.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     target = folder / f"settings-{stamp}.json"
-    target.write_bytes(doc.path.read_bytes())
+    write_atomic(target, doc.path.read_bytes(), mode=None)  # whole, or not there at all
     return target
 
 

@@ -48,11 +48,11 @@ def open_workspace_store(workspace: Path) -> SecretsStore:
 
 def notify_engine(workspace: Path) -> None:
     """Tell a running engine that secrets changed (it watches this file)."""
-    from grambot.app.status import write_atomic
+    from grambot.files import write_atomic
 
     scout = workspace / ".scout"
     if scout.is_dir():
-        write_atomic(scout / CHANGED_NAME, f"{time.time()}\n".encode())
+        write_atomic(scout / CHANGED_NAME, f"{time.time()}\n", fsync=False)
 
 
 def _check_names(instance_id: str, key: str | None = None) -> None:

@@ -11,10 +11,7 @@ new file. A symlinked settings.json stays a link: the file it points to is repla
 from __future__ import annotations
 
 import json
-import os
 import re
-import stat
-import tempfile
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +24,7 @@ from grambot.config.settings import (
     settings_path,
 )
 from grambot.errors import GrambotError, Problem, SettingsError
-from grambot.files import locked
+from grambot.files import locked, write_atomic
 
 __all__ = [
     "EditRefused",
@@ -90,23 +87,7 @@ def read_document(workspace: Path) -> tuple[SettingsEdit, str]:
 def _write(link: Path, text: str) -> None:
     """Replace the file `link` names (following symlinks: a symlinked settings.json stays a
     link, its target gets the edit) atomically, keeping its permissions."""
-    path = link.resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(link.resolve(), text, mode=0o644, keep_mode=True, make_parents=True)
 
 
 def edit_settings(

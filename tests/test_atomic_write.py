@@ -3,6 +3,7 @@ never a part; a secret's temp file is never readable by others; nothing is left 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import threading
@@ -64,10 +65,8 @@ def test_a_secrets_temp_file_is_never_readable_by_others(tmp_path: Path, umask: 
         while not stop.is_set():
             for entry in os.scandir(tmp_path):
                 if entry.name.endswith(".tmp"):
-                    try:
+                    with contextlib.suppress(FileNotFoundError):  # renamed meanwhile
                         seen.append(stat.S_IMODE(entry.stat().st_mode))
-                    except FileNotFoundError:  # renamed meanwhile
-                        pass
 
     watcher = threading.Thread(target=watch)
     watcher.start()

@@ -12,6 +12,7 @@ import click
 
 from grambot.cli.common import fail, logging_options, setup_logging, workspace_option
 from grambot.cli.completion import instance_ids
+from grambot.config.names import entry_path
 from grambot.files import write_atomic
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ def migrate_command(
                 continue
             index, entry = found
             try:
-                step = migrate_entry(entry, definitions[config.instance_id], f"plugins[{index}]")
+                step = migrate_entry(entry, definitions[config.instance_id], entry_path(index))
             except MigrationError as exc:
                 raise EditRefused(f"refused, nothing written: {exc}") from None
             if step is not None:

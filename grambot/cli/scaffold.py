@@ -12,6 +12,7 @@ import re
 import textwrap
 from pathlib import Path
 
+from grambot.config.names import ID_PATTERN, is_valid_id
 from grambot.files import write_atomic
 
 __all__ = ["KINDS", "ScaffoldError", "scaffold"]
@@ -342,10 +343,8 @@ def _write(path: Path, text: str) -> None:
 def _check(plugin_id: str, kind: str) -> None:
     if kind not in KINDS:
         raise ScaffoldError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", plugin_id):
-        raise ScaffoldError(
-            f"plugin id {plugin_id!r} must match ^[A-Za-z0-9][A-Za-z0-9_-]{{0,63}}$"
-        )
+    if not is_valid_id(plugin_id):
+        raise ScaffoldError(f"plugin id {plugin_id!r} must match {ID_PATTERN}")
 
 
 def _sources(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from grambot.config.names import entry_index
 from grambot.config.settings import (
     EngineSettings,
     parse_settings,
@@ -119,7 +120,7 @@ def edit_settings(
         if touched is not None:
             ids = {i.lower() for i in touched(doc)}
             for problem in settings.problems:
-                index = _entry_index(problem.json_path)
+                index = entry_index(problem.json_path)
                 entry = doc.plugins[index] if index is not None else None
                 entry_id = entry.get("instanceId") if isinstance(entry, dict) else None
                 if isinstance(entry_id, str) and entry_id.lower() in ids:
@@ -131,11 +132,6 @@ def edit_settings(
         if new_text != text:
             _write(path, new_text)
         return result
-
-
-def _entry_index(json_path: str) -> int | None:
-    match = re.match(r"plugins\[(\d+)\]", json_path)
-    return int(match.group(1)) if match else None
 
 
 def find_entry(doc: SettingsEdit, instance_id: str) -> tuple[int, dict[str, Any]] | None:

@@ -24,6 +24,7 @@ from grambot import (
     PluginApi,
     ServiceError,
 )
+from grambot.files import write_atomic
 from grambot.kit.sdk import import_sdk
 from grambot.retry import RetryPolicy, retry_after
 
@@ -355,7 +356,8 @@ class TelegramConnector:
             suffix = mimetypes.guess_extension(mime) or ".bin"
         self.files_dir.mkdir(parents=True, exist_ok=True)
         path = self.files_dir / f"{message.chat.id}-{message.message_id}-{file_id[-16:]}{suffix}"
-        await asyncio.to_thread(path.write_bytes, bytes(data))
+        # Whole or not at all, and on disk before the message that names it is in the inbox.
+        await asyncio.to_thread(write_atomic, path, bytes(data), mode=None)
         return Attachment(path=path, mime_type=mime, name=name or path.name)
 
     # -- sending ---------------------------------------------------------------------------

@@ -12,11 +12,18 @@ Anything else is an `UnsafeFile` naming the path and what it is; nothing is read
 another process holds it, it says so once (a warning: "waiting for …") and waits up to
 `lock_timeout()` seconds (`GRAMBOT_LOCK_TIMEOUT`, 30 by default), then raises the caller's
 error (`LockBusy` unless told otherwise), never filelock's own `Timeout`.
+
+`write_atomic` is the one way the engine and the CLI write a file (settings, secrets, status,
+requests, caches, backups, a plugin's small state): a temp file in the same folder, given its
+final mode before a byte is written (a secret is never readable by others, not even for an
+instant), then renamed over the old one, so that a reader sees the old file or the new one,
+never a part, and a writer killed midway leaves at most a `.<name>.*.tmp` beside it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import stat
@@ -32,6 +39,7 @@ __all__ = [
     "lock_timeout",
     "locked",
     "read_regular",
+    "write_atomic",
 ]
 
 logger = logging.getLogger(__name__)
@@ -138,3 +146,97 @@ def locked(
         yield
     finally:
         lock.release()
+
+
+def write_atomic(
+    path: Path | str,
+    data: bytes | str,
+    *,
+    mode: int | None = 0o600,
+    keep_mode: bool = False,
+    fsync: bool = True,
+    exclusive: bool = False,
+    make_parents: bool = False,
+) -> None:
+    """Replace `path` with `data` (str is written as UTF-8) so readers see the old or the new
+    file, never a part.
+
+    `mode`: the new file's permissions, exactly (the umask does not apply); None gives what a
+    plain `open()` would (0666 less the umask). `keep_mode`: an existing file keeps its own.
+    `fsync`: the data, and the folder's new entry, are on disk when this returns (settings,
+    secrets); without it a crash may lose the write but still never leaves a part (status).
+    `exclusive`: never replace anything; FileExistsError when `path` exists (even as a dangling
+    link), decided atomically by a hard link where the file system has them.
+    """
+    path = Path(path)
+    payload = data.encode() if isinstance(data, str) else data
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if keep_mode:
+        with contextlib.suppress(FileNotFoundError):
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+    fd, tmp = _create_temp(path, mode)
+    try:
+        try:
+            if mode is not None:
+                os.fchmod(fd, mode)  # before the data: the umask may have left it wider
+            _write_all(fd, payload)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if exclusive:
+            _link_new(tmp, path)
+        else:
+            os.replace(tmp, path)
+        if fsync:
+            _fsync_folder(path.parent)
+    finally:
+        # After a rename the temp name is gone (nothing to do); after a link or a failure the
+        # temp file must not stay behind: it may be a copy of a secret.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _create_temp(path: Path, mode: int | None) -> tuple[int, Path]:
+    """A new temp file beside `path` (a dot name: watchers and request readers skip it), owner
+    only, or as `open()` would make it when `mode` is None."""
+    initial = 0o666 if mode is None else 0o600
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    while True:
+        tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
+        try:
+            return os.open(tmp, flags, initial), tmp
+        except FileExistsError:  # 1 in 4 billion: draw another name
+            continue
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _link_new(tmp: Path, path: Path) -> None:
+    """Give the complete `tmp` the name `path` unless that name exists."""
+    try:
+        os.link(tmp, path)  # unlike a rename, fails when `path` appeared meanwhile
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: check, then rename (not atomic)
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        os.replace(tmp, path)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (on Linux the entry lives in the folder's data)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:  # e.g. a folder we may write but not read: the data itself is synced
+        return
+    try:
+        with contextlib.suppress(OSError):  # some file systems refuse to sync a folder
+            os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import datetime as dt
 import mimetypes
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,7 +24,9 @@ from grambot import (
     PluginApi,
     ServiceError,
 )
+from grambot.files import write_atomic
 from grambot.kit.sdk import import_sdk
+from grambot.retry import RetryPolicy, retry_after
 
 from .offsets import OffsetStore
 from .redact import TokenFilter, scrub
@@ -213,7 +214,7 @@ class TelegramConnector:
     async def _poll(self) -> None:
         from telegram.error import InvalidToken, TelegramError
 
-        delay = self.settings.backoff_initial
+        poll_errors = 0  # in a row, not counting flood control (it says how long to wait)
         while True:
             s = self.settings  # read each time: reconfigure() may change it in place
             bot = self._bot
@@ -229,8 +230,8 @@ class TelegramConnector:
                 self.api.health.error(self._describe(exc), "getUpdates")
                 wait = _retry_after(exc)
                 if wait is None:
-                    wait = delay
-                    delay = min(delay * 2, s.backoff_max)
+                    poll_errors += 1
+                    wait = _backoff(s).delay(poll_errors)
                 level = self.log.error if isinstance(exc, InvalidToken) else self.log.warning
                 level(
                     "getUpdates failed (%s); polling again in %.1f s",
@@ -241,12 +242,13 @@ class TelegramConnector:
                 continue
             except Exception as exc:  # the poller must outlive any surprise; say what it was
                 self.api.health.error(self._describe(exc), "getUpdates")
-                self.log.exception("getUpdates failed unexpectedly; polling again in %.1f s", delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, s.backoff_max)
+                poll_errors += 1
+                wait = _backoff(s).delay(poll_errors)
+                self.log.exception("getUpdates failed unexpectedly; polling again in %.1f s", wait)
+                await asyncio.sleep(wait)
                 continue
             self.api.health.ok("poll")
-            delay = s.backoff_initial
+            poll_errors = 0
             last: int | None = None  # the last update in the inbox (or ignored) of this batch
             for update in updates:
                 if self.offsets.is_duplicate(update.update_id):
@@ -263,7 +265,7 @@ class TelegramConnector:
                             update.update_id,
                             self._describe(exc),
                         )
-                        await asyncio.sleep(min(s.backoff_initial * failures, s.backoff_max))
+                        await asyncio.sleep(_backoff(s).delay(failures))
                         break  # poll again from this update
                     self.log.error(
                         "update %s: handling failed %s times (%s); skipping it",
@@ -354,7 +356,8 @@ class TelegramConnector:
             suffix = mimetypes.guess_extension(mime) or ".bin"
         self.files_dir.mkdir(parents=True, exist_ok=True)
         path = self.files_dir / f"{message.chat.id}-{message.message_id}-{file_id[-16:]}{suffix}"
-        await asyncio.to_thread(path.write_bytes, bytes(data))
+        # Whole or not at all, and on disk before the message that names it is in the inbox.
+        await asyncio.to_thread(write_atomic, path, bytes(data), mode=None)
         return Attachment(path=path, mime_type=mime, name=name or path.name)
 
     # -- sending ---------------------------------------------------------------------------
@@ -445,10 +448,11 @@ class TelegramConnector:
 
         s = self.settings
         retries = s.max_retries if retries is None else retries
-        delay = s.backoff_initial
+        backoff = _backoff(s)
         attempt = 0
         while True:
             _last_status.set(None)
+            delay = backoff.delay(attempt + 1)
             try:
                 return await make()
             except RetryAfter as exc:
@@ -501,7 +505,6 @@ class TelegramConnector:
             except TelegramError as exc:  # e.g. a body that is not the Bot API's JSON
                 raise self._error("bad-response", f"{what}: {self._describe(exc)}") from None
             attempt += 1
-            delay = min(delay * 2, s.backoff_max)
             self.log.warning("%s failed; retry %s/%s in %.1f s", what, attempt, retries, wait)
             await asyncio.sleep(wait)
 
@@ -547,17 +550,16 @@ def _quiet_retry_after_deprecation() -> None:
     )
 
 
+def _backoff(s: Settings) -> RetryPolicy:
+    """The plain doubling from `backoffInitial` up to `backoffMax` (no jitter: one bot)."""
+    return RetryPolicy(initial=s.backoff_initial, cap=s.backoff_max, jitter=0.0)
+
+
 def _retry_after(exc: BaseException) -> float | None:
     """Seconds of a RetryAfter, read without python-telegram-bot's deprecation warning."""
-    value = getattr(exc, "_retry_after", None)
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    if hasattr(exc, "retry_after"):
+    asked = retry_after(getattr(exc, "_retry_after", None))
+    if asked is None and hasattr(exc, "retry_after"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            value = exc.retry_after
-        if isinstance(value, dt.timedelta):
-            return value.total_seconds()
-        if isinstance(value, int | float):
-            return float(value)
-    return None
+            asked = retry_after(exc.retry_after)
+    return asked

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
+
+from grambot.files import write_atomic
 
 STATE_FILE = "telegram-state.json"
 
@@ -54,13 +54,4 @@ class OffsetStore:
     def save(self, update_id: int) -> None:
         self.last_update_id = update_id
         payload = json.dumps({"botId": self.bot_id, "lastUpdateId": update_id}).encode()
-        fd, tmp = tempfile.mkstemp(prefix=f".{STATE_FILE}.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self.path, payload, mode=0o600)

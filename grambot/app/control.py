@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grambot.errors import UnsafeFile
-from grambot.files import read_regular
+from grambot.files import read_regular, write_atomic
 
 if TYPE_CHECKING:
     from grambot.engine import Engine
@@ -47,13 +47,11 @@ def is_request(path: Path) -> bool:
 
 def send(scout_dir: Path, command: str, instance_id: str, timeout: float) -> dict[str, Any]:
     """Ask the engine of `scout_dir`; returns its answer `{"ok", "message"}` (NoAnswer)."""
-    from grambot.app.status import write_atomic
-
     folder = scout_dir / REQUESTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     name = uuid.uuid4().hex
     request = {"command": command, "instanceId": instance_id}
-    write_atomic(folder / f"{name}.json", json.dumps(request).encode())
+    write_atomic(folder / f"{name}.json", json.dumps(request), fsync=False)
     result = folder / f"{name}.result"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -73,8 +71,6 @@ async def handle_requests(
 ) -> None:
     """Act on every request waiting in `folder` (oldest first); `flush` writes status.json
     before each answer, so a `grambot status` right after the command sees its outcome."""
-    from grambot.app.status import write_atomic
-
     for path in _pending(folder):
         try:
             request = json.loads(read_regular(path, MAX_REQUEST_BYTES))
@@ -90,7 +86,7 @@ async def handle_requests(
         if flush is not None:
             flush()
         try:
-            write_atomic(path.with_suffix(".result"), json.dumps(answer).encode())
+            write_atomic(path.with_suffix(".result"), json.dumps(answer), fsync=False)
         except OSError as exc:
             logger.error("cannot answer the request %s: %s", path.name, exc)
 

@@ -22,21 +22,20 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grambot.errors import UnsafeFile
-from grambot.files import read_regular
+from grambot.files import read_regular, write_atomic
 
 if TYPE_CHECKING:
     import asyncio
 
     from grambot.engine import Engine
 
-__all__ = ["STALE_BEATS", "STATUS_NAME", "StatusWriter", "is_stale", "read_status", "write_atomic"]
+__all__ = ["STALE_BEATS", "STATUS_NAME", "StatusWriter", "is_stale", "read_status"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,21 +52,6 @@ def is_stale(status: dict[str, Any], now: float | None = None) -> bool:
     except (KeyError, ValueError, TypeError):
         return True
     return (time.time() if now is None else now) - updated > STALE_BEATS * beat
-
-
-def write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
-    """Replace `path` with `data` so readers see the old or the new file, never a part."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_status(scout_dir: Path) -> dict[str, Any] | None:
@@ -151,7 +135,8 @@ class StatusWriter:
         self._last_write = time.monotonic()
         payload = json.dumps(self.snapshot(), indent=2).encode() + b"\n"
         try:
-            write_atomic(self.path, payload)
+            # Rewritten every heartbeat: no fsync (a crash loses a beat, never leaves a part).
+            write_atomic(self.path, payload, fsync=False)
         except OSError as exc:  # a full disk must not stop the engine
             logger.error("cannot write %s: %s", self.path, exc)
             return

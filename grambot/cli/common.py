@@ -46,17 +46,22 @@ def logging_options(default_level: str = "info") -> Callable[[F], F]:
             show_default=True,
             help="Log lines as text or as JSON objects (one per line, on stderr).",
         )(command)
-        return click.option(
-            "--log-level",
-            type=click.Choice(LOG_LEVELS),
-            envvar=LOG_LEVEL_ENV,
-            show_envvar=True,
-            default=default_level,
-            show_default=True,
-            help="Least severe level logged (on stderr).",
-        )(command)
+        return log_level_option(default_level)(command)
 
     return decorate
+
+
+def log_level_option(default_level: str) -> Callable[[F], F]:
+    """`--log-level` alone ($GRAMBOT_LOG_LEVEL), for a command whose output format is its own."""
+    return click.option(
+        "--log-level",
+        type=click.Choice(LOG_LEVELS),
+        envvar=LOG_LEVEL_ENV,
+        show_envvar=True,
+        default=default_level,
+        show_default=True,
+        help="Least severe level logged (on stderr).",
+    )
 
 
 workspace_option = click.option(

@@ -12,6 +12,8 @@ import click
 
 from grambot.cli.common import fail, logging_options, setup_logging, workspace_option
 from grambot.cli.completion import instance_ids
+from grambot.config.names import entry_path
+from grambot.files import write_atomic
 
 if TYPE_CHECKING:
     from grambot.config.edit import SettingsEdit
@@ -73,7 +75,7 @@ def backup_settings(doc: SettingsEdit) -> Path | None:
     folder.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     target = folder / f"settings-{stamp}.json"
-    target.write_bytes(doc.path.read_bytes())
+    write_atomic(target, doc.path.read_bytes(), mode=None)  # whole, or not there at all
     return target
 
 
@@ -147,7 +149,7 @@ def migrate_command(
                 continue
             index, entry = found
             try:
-                step = migrate_entry(entry, definitions[config.instance_id], f"plugins[{index}]")
+                step = migrate_entry(entry, definitions[config.instance_id], entry_path(index))
             except MigrationError as exc:
                 raise EditRefused(f"refused, nothing written: {exc}") from None
             if step is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from grambot.cli.common import fail
+from grambot.files import write_atomic
 
 __all__ = ["GITIGNORE_LINES", "STARTER_SETTINGS", "init_command", "init_workspace"]
 
@@ -58,20 +59,13 @@ def init_workspace(root: Path) -> list[str]:
         raise FileExistsError(str(settings))
     scout.mkdir(parents=True, exist_ok=True)
     written = []
-    tmp = settings.with_name(f".settings.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(STARTER_SETTINGS, indent=2) + "\n", encoding="utf-8")
+    text = json.dumps(STARTER_SETTINGS, indent=2) + "\n"
     try:
-        # A hard link appears whole (never a half-written file for a running engine to read)
-        # and, unlike a rename, fails when a settings.json appeared meanwhile.
-        os.link(tmp, settings)
+        # Appears whole (never a half-written file for a running engine to read) and, unlike a
+        # rename, fails when a settings.json appeared meanwhile.
+        write_atomic(settings, text, mode=None, fsync=False, exclusive=True)
     except FileExistsError:
         raise FileExistsError(str(settings)) from None
-    except OSError:  # a file system without hard links
-        if os.path.lexists(settings):
-            raise FileExistsError(str(settings)) from None
-        os.replace(tmp, settings)
-    finally:
-        tmp.unlink(missing_ok=True)
     written.append(".scout/settings.json")
     plugins = root / "plugins"
     if not plugins.is_dir():
@@ -95,7 +89,9 @@ def _write_gitignore(path: Path) -> bool:
     block = "\n".join([GITIGNORE_LINES[0], *missing]) + "\n"
     if existing and not existing.endswith("\n"):
         existing += "\n"
-    path.write_text(existing + ("\n" if existing else "") + block, encoding="utf-8")
+    text = existing + ("\n" if existing else "") + block
+    # Into the file a link names, keeping its mode: it is the user's file.
+    write_atomic(path.resolve(), text, mode=None, keep_mode=True, fsync=False)
     return True
 
 

@@ -20,6 +20,7 @@ from grambot.cli.common import (
     workspace_option,
 )
 from grambot.cli.completion import instance_ids, plugin_ids
+from grambot.config.names import entry_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -137,7 +138,7 @@ def _persist_migration(
         return
     backup_settings(doc)
     try:
-        migrate_entry(entry, definition, f"plugins[{index}]")
+        migrate_entry(entry, definition, entry_path(index))
     except MigrationError as exc:
         raise EditRefused(f"refused, nothing written: {exc}") from None
 

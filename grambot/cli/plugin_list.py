@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from grambot.files import write_atomic
+
 if TYPE_CHECKING:
     from grambot.config.catalog import PluginCatalog
     from grambot.config.descriptor import PluginDescriptor
@@ -242,14 +244,9 @@ class _Cache:
             return
         entries = {k: v for k, v in self.entries.items() if os.path.exists(k)}
         data = {"format": CACHE_FORMAT, "key": self.key, "plugins": entries}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(data), encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError:  # a read-only home: describe afresh next time
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        with contextlib.suppress(OSError):  # a read-only home: describe afresh next time
+            # A cache: no fsync (losing it costs a rescan), the mode a new file gets.
+            write_atomic(self.path, json.dumps(data), mode=None, fsync=False, make_parents=True)
 
 
 def _versions() -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from grambot.cli.common import LOG_FORMAT_ENV, LOG_FORMATS, LOG_LEVEL_ENV, LOG_LEVELS
+from grambot.cli.common import LOG_FORMAT_ENV, LOG_FORMATS, log_level_option, workspace_option
 
 
 def _json_option(value: str, what: str) -> Any:
@@ -39,22 +39,8 @@ def _json_option(value: str, what: str) -> Any:
     default=None,
     help="Deadline override for this run (ms, at least 10), over the manifest's timeoutMs.",
 )
-@click.option(
-    "--workspace",
-    "-w",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=lambda: os.environ.get("GRAMBOT_WORKSPACE", "."),
-    show_default="current folder or $GRAMBOT_WORKSPACE",
-    help="Folder holding .scout/settings.json.",
-)
-@click.option(
-    "--log-level",
-    type=click.Choice(LOG_LEVELS),
-    envvar=LOG_LEVEL_ENV,
-    show_envvar=True,
-    default="warning",
-    show_default=True,
-)
+@workspace_option
+@log_level_option("warning")
 def run_plugin_command(
     name: str,
     input_json: str,

@@ -12,6 +12,9 @@ import re
 import textwrap
 from pathlib import Path
 
+from grambot.config.names import ID_PATTERN, is_valid_id
+from grambot.files import write_atomic
+
 __all__ = ["KINDS", "ScaffoldError", "scaffold"]
 
 KINDS = ("connector", "inference", "tool", "image")
@@ -332,13 +335,16 @@ def test_{ident}_loads_and_works() -> None:
 {chat_test}'''
 
 
+def _write(path: Path, text: str) -> None:
+    # A new file in a new folder: the mode a plain open() gives, no fsync (nothing to lose yet).
+    write_atomic(path, text, mode=None, fsync=False)
+
+
 def _check(plugin_id: str, kind: str) -> None:
     if kind not in KINDS:
         raise ScaffoldError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", plugin_id):
-        raise ScaffoldError(
-            f"plugin id {plugin_id!r} must match ^[A-Za-z0-9][A-Za-z0-9_-]{{0,63}}$"
-        )
+    if not is_valid_id(plugin_id):
+        raise ScaffoldError(f"plugin id {plugin_id!r} must match {ID_PATTERN}")
 
 
 def _sources(
@@ -394,9 +400,9 @@ def scaffold(plugin_dir: Path, plugin_id: str, kind: str, *, name: str | None = 
         plugin_id, kind, name, "HERE = Path(__file__).parent\n", str(folder)
     )
     folder.mkdir(parents=True)
-    (folder / "plugin.json").write_text(json.dumps(descriptor, indent=2) + "\n")
-    (folder / "plugin.py").write_text(source)
-    (folder / test_name).write_text(test.replace("(PLUGIN,", "(HERE,"))
+    _write(folder / "plugin.json", json.dumps(descriptor, indent=2) + "\n")
+    _write(folder / "plugin.py", source)
+    _write(folder / test_name, test.replace("(PLUGIN,", "(HERE,"))
     return folder
 
 
@@ -469,20 +475,22 @@ def scaffold_package(parent: Path, plugin_id: str, kind: str, *, name: str | Non
     folder.mkdir(parents=True)
     (root / "tests").mkdir()
     description = str(descriptor["description"])
-    (root / "pyproject.toml").write_text(
+    _write(
+        root / "pyproject.toml",
         _PYPROJECT.format(
             dist=dist,
             description=description,
             grambot_version=grambot.__version__,
             plugin_id=plugin_id,
             package=package,
-        )
+        ),
     )
-    (root / "README.md").write_text(
-        _README.format(dist=dist, description=description, plugin_id=plugin_id, package=package)
+    _write(
+        root / "README.md",
+        _README.format(dist=dist, description=description, plugin_id=plugin_id, package=package),
     )
-    (folder / "__init__.py").write_text(f'"""The {plugin_id} grambot plugin."""\n')
-    (folder / "plugin.json").write_text(json.dumps(descriptor, indent=2) + "\n")
-    (folder / "plugin.py").write_text(source)
-    (root / "tests" / test_name).write_text(test)
+    _write(folder / "__init__.py", f'"""The {plugin_id} grambot plugin."""\n')
+    _write(folder / "plugin.json", json.dumps(descriptor, indent=2) + "\n")
+    _write(folder / "plugin.py", source)
+    _write(root / "tests" / test_name, test)
     return root

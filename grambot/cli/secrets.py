@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import sys
 import time
 from collections.abc import Iterator
@@ -21,13 +20,12 @@ import click
 
 from grambot.cli.common import EXIT_PROBLEMS, fail, workspace_option
 from grambot.cli.completion import instance_ids
+from grambot.config.names import ID_PATTERN, SECRET_KEY_PATTERN, is_secret_key, is_valid_id
 
 if TYPE_CHECKING:
     from grambot.secrets.store import SecretsStore
 
 CHANGED_NAME = "secrets.changed"
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 def open_workspace_store(workspace: Path) -> SecretsStore:
@@ -48,18 +46,18 @@ def open_workspace_store(workspace: Path) -> SecretsStore:
 
 def notify_engine(workspace: Path) -> None:
     """Tell a running engine that secrets changed (it watches this file)."""
-    from grambot.app.status import write_atomic
+    from grambot.files import write_atomic
 
     scout = workspace / ".scout"
     if scout.is_dir():
-        write_atomic(scout / CHANGED_NAME, f"{time.time()}\n".encode())
+        write_atomic(scout / CHANGED_NAME, f"{time.time()}\n", fsync=False)
 
 
 def _check_names(instance_id: str, key: str | None = None) -> None:
-    if not _ID.fullmatch(instance_id):
-        fail(f"instance id {instance_id!r} must match {_ID.pattern}")
-    if key is not None and not _KEY.fullmatch(key):
-        fail(f"secret key {key!r} must match {_KEY.pattern}")
+    if not is_valid_id(instance_id):
+        fail(f"instance id {instance_id!r} must match {ID_PATTERN}")
+    if key is not None and not is_secret_key(key):
+        fail(f"secret key {key!r} must match {SECRET_KEY_PATTERN}")
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ import click
 
 from grambot.cli.common import EXIT_PROBLEMS, logging_options, setup_logging, workspace_option
 from grambot.cli.manage import _catalog, _schema_check, agent_warnings
+from grambot.config.names import entry_path
 
 if TYPE_CHECKING:
     from grambot.config.catalog import PluginCatalog
@@ -112,7 +113,7 @@ def _unknown_settings_keys(settings: EngineSettings, catalog: PluginCatalog) -> 
         known = list(schema.model_fields) if schema is not None else []
         for key in ignored_keys(schema, config.settings):
             warnings.append(
-                f"{settings.path}: plugins[{index}].settings.{key}: instance "
+                f"{settings.path}: {entry_path(index, 'settings', key)}: instance "
                 f"{config.instance_id!r}: plugin {config.plugin_id!r} has no setting "
                 f"{key!r}; it is ignored{did_you_mean(key, known)}"
             )

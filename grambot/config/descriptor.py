@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from grambot.config.names import ID_PATTERN, is_valid_id, json_path
 from grambot.errors import DescriptorError, Problem, UnsafeFile
 from grambot.files import read_regular
 
@@ -37,7 +38,7 @@ __all__ = [
     "load_descriptor",
 ]
 
-PLUGIN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+PLUGIN_ID_PATTERN = ID_PATTERN  # the one id rule (grambot.config.names), named for plugin.json
 DESCRIPTOR_NAME = "plugin.json"
 MAX_DESCRIPTOR_BYTES = 1024 * 1024  # a bigger plugin.json is refused, never read
 MIN_TIMEOUT_MS = 10  # a deadline under 10 ms cannot be kept (timer and GIL granularity)
@@ -162,7 +163,7 @@ def load_descriptor(
         # Summit-style manifest: no `id`, the `name` is the id.
         if model.name is None:
             problems.append(Problem(path, "id", "is required (or give a `name` usable as id)"))
-        elif not _matches_id(model.name):
+        elif not is_valid_id(model.name):
             problems.append(
                 Problem(
                     path,
@@ -316,32 +317,18 @@ def _problems_from(path: Path, exc: ValidationError, data: Mapping[str, Any]) ->
     """One `Problem` per pydantic error, located by its camelCase JSON path."""
     problems = []
     for error in exc.errors(include_url=False):
-        json_path = _json_path(error["loc"])
+        where = json_path(error["loc"])
         value = None if error["type"] == "missing" else _short_repr(error.get("input"))
         message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "string_pattern_mismatch" and json_path == "id":
+        if error["type"] == "string_pattern_mismatch" and where == "id":
             message = f"must match {PLUGIN_ID_PATTERN}"
-        problems.append(Problem(path, json_path, message, value))
+        problems.append(Problem(path, where, message, value))
     return problems
-
-
-def _json_path(loc: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _matches_id(value: str) -> bool:
-    return re.fullmatch(PLUGIN_ID_PATTERN, value) is not None
 
 
 def _freeze(value: Any) -> Any:

@@ -11,15 +11,13 @@ new file. A symlinked settings.json stays a link: the file it points to is repla
 from __future__ import annotations
 
 import json
-import os
 import re
-import stat
-import tempfile
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from grambot.config.names import entry_index
 from grambot.config.settings import (
     EngineSettings,
     parse_settings,
@@ -27,7 +25,7 @@ from grambot.config.settings import (
     settings_path,
 )
 from grambot.errors import GrambotError, Problem, SettingsError
-from grambot.files import locked
+from grambot.files import locked, write_atomic
 
 __all__ = [
     "EditRefused",
@@ -90,23 +88,7 @@ def read_document(workspace: Path) -> tuple[SettingsEdit, str]:
 def _write(link: Path, text: str) -> None:
     """Replace the file `link` names (following symlinks: a symlinked settings.json stays a
     link, its target gets the edit) atomically, keeping its permissions."""
-    path = link.resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(link.resolve(), text, mode=0o644, keep_mode=True, make_parents=True)
 
 
 def edit_settings(
@@ -138,7 +120,7 @@ def edit_settings(
         if touched is not None:
             ids = {i.lower() for i in touched(doc)}
             for problem in settings.problems:
-                index = _entry_index(problem.json_path)
+                index = entry_index(problem.json_path)
                 entry = doc.plugins[index] if index is not None else None
                 entry_id = entry.get("instanceId") if isinstance(entry, dict) else None
                 if isinstance(entry_id, str) and entry_id.lower() in ids:
@@ -150,11 +132,6 @@ def edit_settings(
         if new_text != text:
             _write(path, new_text)
         return result
-
-
-def _entry_index(json_path: str) -> int | None:
-    match = re.match(r"plugins\[(\d+)\]", json_path)
-    return int(match.group(1)) if match else None
 
 
 def find_entry(doc: SettingsEdit, instance_id: str) -> tuple[int, dict[str, Any]] | None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,8 +148,9 @@ def _synthesized(
     package: str,
 ) -> object:
     from grambot.config.descriptor import PLUGIN_ID_PATTERN, PluginDescriptor
+    from grambot.config.names import is_valid_id
 
-    if re.fullmatch(PLUGIN_ID_PATTERN, entry_point.name) is None:
+    if not is_valid_id(entry_point.name):
         raise _Unusable(f"its name is the plugin id and must match {PLUGIN_ID_PATTERN}")
     metadata = entry_point.dist.metadata if entry_point.dist is not None else None
     version = metadata["Version"] if metadata is not None else None

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, Literal, TypeGuard
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -30,13 +29,13 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from grambot.config.names import ID_RULE, entry_path, is_valid_id, json_path
 from grambot.errors import Problem, SettingsError, UnsafeFile
 from grambot.files import describe_size, read_regular
 from grambot.retry import RetryPolicy, retry_policy_from
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
-    "INSTANCE_ID_PATTERN",
     "AgentSettings",
     "EngineSettings",
     "InstanceConfig",
@@ -51,17 +50,11 @@ __all__ = [
     "thaw",
 ]
 
-INSTANCE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 MAX_FILE_BYTES = 5 * 1024 * 1024
 MIN_DEADLINE_SECONDS = 0.01  # a deadline under 10 ms cannot be kept (timer and GIL granularity)
 MAX_DEPTH = 100
 MIN_MEMORY_MB = 32  # below this not even the interpreter of a child fits (docs/isolation.md)
 MIN_PROCESSES = 4  # the child itself and the threads of its sync stages count (docs/isolation.md)
-_ID_RE = re.compile(INSTANCE_ID_PATTERN)
-_ID_RULE = (
-    f"must match {INSTANCE_ID_PATTERN} "
-    "(letters, digits, '-' and '_', at most 64, no '/', '.', or spaces)"
-)
 
 
 @dataclass(frozen=True)
@@ -182,10 +175,6 @@ class EngineSettings:
         return next((i for i in self.instances if i.instance_id == instance_id), None)
 
 
-def _is_valid_id(value: object) -> TypeGuard[str]:
-    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
-
-
 class PluginEntry(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -211,7 +200,7 @@ class PluginEntry(BaseModel):
     @field_validator("instance_id", "plugin_id")
     @classmethod
     def _valid_id(cls, value: str) -> str:
-        if not _is_valid_id(value):
+        if not is_valid_id(value):
             raise PydanticCustomError("id_pattern", "invalid id")
         return value
 
@@ -292,19 +281,11 @@ _MESSAGES = {
     "deadline_too_short": "{f} must be at least 0.01 (seconds): a deadline under 10 ms cannot "
     "be kept",
     "deadline_too_short_ms": "{f} must be at least 10 (ms): a deadline under 10 ms cannot be kept",
-    "id_pattern": "{f} " + _ID_RULE,
+    "id_pattern": "{f} " + ID_RULE,
     "extra_forbidden": "{f} is not a known key",
     "literal_error": "{f} must be one of {expected}",
     "greater_than_equal": "{f} must be at least {ge}",
 }
-
-
-def _json_path(loc: tuple[int | str, ...]) -> str:
-    """`("plugins", 2, "instanceId")` -> `plugins[2].instanceId`."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -315,14 +296,14 @@ def _short(value: Any, limit: int = 80) -> str:
 def _problem(file: Path | None, prefix: tuple[int | str, ...], err: ErrorDetails) -> Problem:
     loc = tuple(err["loc"])
     named = [i for i, part in enumerate(loc) if isinstance(part, str)]
-    name = _json_path(loc[named[-1] :]) if named else "each entry of plugins"
+    name = json_path(loc[named[-1] :]) if named else "each entry of plugins"
     template = _MESSAGES.get(err["type"])
     message = template.replace("{f}", name) if template else str(err["msg"])
     context = err.get("ctx") or {}
     for key in ("expected", "ge"):
         message = message.replace("{" + key + "}", str(context.get(key, "")))
     value = None if err["type"] == "missing" else _short(err["input"])
-    return Problem(file, _json_path(prefix + loc), message, value)
+    return Problem(file, json_path(prefix + loc), message, value)
 
 
 def _fail(file: Path, message: str, json_path: str = "", value: str | None = None) -> SettingsError:
@@ -526,7 +507,7 @@ def _entries(
     unidentified: list[str] = []
     owners: dict[str, tuple[str, str]] = {}  # lower-case id -> (entry path, id as written)
     for index, entry in enumerate(entries):
-        where = f"plugins[{index}]"
+        where = entry_path(index)
         found: list[Problem] = []
         model: PluginEntry | None = None
         try:
@@ -534,7 +515,7 @@ def _entries(
         except ValidationError as exc:
             found = [_problem(path, ("plugins", index), e) for e in exc.errors()]
         raw_id = entry.get("instanceId") if isinstance(entry, dict) else None
-        iid: str | None = raw_id if _is_valid_id(raw_id) else None
+        iid: str | None = raw_id if is_valid_id(raw_id) else None
         if iid is not None and iid.lower() in owners:
             first_where, first_id = owners[iid.lower()]
             message = (

@@ -8,12 +8,13 @@ brave-search and nanobanana built-ins.
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import time
+import math
 from collections.abc import Callable
 from typing import Any
 
 from grambot.registries.errors import kind_for_status
+from grambot.retry import RetryPolicy, retry_after_header
+from grambot.retry import retry_after as parse_retry_after
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -30,22 +31,13 @@ class Failure(Exception):
 
 
 def retry_after(headers: Any) -> float | None:
-    """Seconds from `Retry-After` (seconds or an HTTP date) or Brave's `X-RateLimit-Reset`."""
-    value = headers.get("retry-after")
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
-            if parsed is not None:
-                return max(0.0, parsed.timestamp() - time.time())
+    """Seconds from `Retry-After` (seconds or an HTTP date) or Brave's `X-RateLimit-Reset`
+    (`"1, 1000"`: the first window's), None when neither is readable."""
+    asked = retry_after_header(headers)
+    if asked is not None:
+        return asked
     reset = headers.get("x-ratelimit-reset")
-    if reset:
-        try:
-            return max(0.0, float(reset.split(",")[0]))
-        except ValueError:
-            return None
-    return None
+    return parse_retry_after(reset.split(",")[0]) if isinstance(reset, str) else None
 
 
 async def send(
@@ -66,9 +58,10 @@ async def send(
     `retry_after_of(response)` reads how long the service asks to wait (default: headers).
     """
     wait_asked = retry_after_of or (lambda response: retry_after(response.headers))
+    backoffs = RetryPolicy(initial=backoff, cap=math.inf, jitter=0.0)
     attempt = 0
     while True:
-        wait = backoff * (2**attempt)
+        wait = backoffs.delay(attempt + 1)
         try:
             response = await client.request(method, url, **kwargs)
         except httpx.TimeoutException:

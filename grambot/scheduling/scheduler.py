@@ -21,6 +21,7 @@ import contextvars
 import dataclasses
 import inspect
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from grambot.containment.boundary import describe as describe_exc
 from grambot.containment.boundary import engine_cancelled
 from grambot.containment.stages import call_plugin
 from grambot.errors import CallCancelled, RegistrationError
+from grambot.retry import RetryPolicy
 from grambot.scheduling.timing import check_cron, next_run, parse_at, zone
 from grambot.storage.base import Job, MissedPolicy, Schedule
 
@@ -334,7 +336,8 @@ class Scheduler:
     async def _failed(self, job: Job, attempt: int, exc: BaseException) -> None:
         reason = "did not finish in time" if isinstance(exc, TimeoutError) else describe_exc(exc)
         if attempt < job.retries:
-            wait = job.retry_delay * (2**attempt)
+            # Doubling from retry_delay, uncapped and exact (a job's owner chose the numbers).
+            wait = RetryPolicy(initial=job.retry_delay, cap=math.inf, jitter=0.0).delay(attempt + 1)
             logger.error(
                 "instance %s: job %r failed (%s); retry %d/%d in %g s",
                 job.owner,

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from grambot.config.settings import INSTANCE_ID_PATTERN
+from grambot.config.names import is_secret_key, is_valid_id
 from grambot.errors import SecretsError, UnsafeFile
 from grambot.files import read_regular
 from grambot.masking import MASK
@@ -48,9 +47,6 @@ SECRETS_DIR_ENV = "GRAMBOT_SECRETS_DIR"
 ENV_PREFIX = "GRAMBOT_SECRET__"
 SEPARATOR = "__"
 MAX_FILE_BYTES = 1024 * 1024
-KEY_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
-_ID = re.compile(INSTANCE_ID_PATTERN)
-_KEY = re.compile(KEY_PATTERN)
 
 Source = Literal["store", "dir", "env"]
 
@@ -79,7 +75,7 @@ class Origin:
 def split_name(name: str) -> tuple[str, str] | None:
     """`<instanceId>__<key>` -> (instance id, key), split at the first `__`; None if invalid."""
     instance_id, sep, key = name.partition(SEPARATOR)
-    if not sep or not _ID.fullmatch(instance_id) or not _KEY.fullmatch(key):
+    if not sep or not is_valid_id(instance_id) or not is_secret_key(key):
         return None
     return instance_id, key
 

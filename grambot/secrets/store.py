@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import stat
-import tempfile
 from pathlib import Path
 from typing import Protocol
 
 from grambot.errors import MissingSecret, SecretsError, UnsafeFile
-from grambot.files import locked, read_regular
+from grambot.files import locked, read_regular, write_atomic
 from grambot.masking import MASK
 
 MAX_SECRETS_BYTES = 5 * 1024 * 1024  # a bigger secrets.json is refused, never read
@@ -35,22 +33,6 @@ class SecretsStore(Protocol):
     def delete(self, instance_id: str, key: str) -> bool: ...
 
     def keys(self, instance_id: str) -> list[str]: ...
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    """Atomically replace `path` with `data`, readable by the owner only (0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # A JSON string (escapes included; unterminated: to the end) or a character that matters for
@@ -163,7 +145,7 @@ class FileSecretsStore:
         for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
             stale.unlink(missing_ok=True)
         payload = json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
-        write_private_file(self.path, payload)
+        write_atomic(self.path, payload, mode=0o600, make_parents=True)
 
     def get(self, instance_id: str, key: str) -> str | None:
         return self._read().get(instance_id, {}).get(key)

@@ -23,15 +23,14 @@ from grambot import (
     Usage,
 )
 from grambot.kit.checks import model_ids
+from grambot.kit.provider import InferenceBase
 from grambot.kit.sdk_provider import SdkProvider
 
 if TYPE_CHECKING:
-    from grambot.contract.registrar import PluginRegistrar
-
     from .plugin import Settings
 
 
-class AnthropicProvider(SdkProvider):
+class AnthropicProvider(InferenceBase, SdkProvider):
     """A `grambot.InferenceProvider`; registered under its instance id."""
 
     service = "anthropic"
@@ -39,16 +38,6 @@ class AnthropicProvider(SdkProvider):
     client_class = "AsyncAnthropic"
     needed_by = "the anthropic built-in"
     settings: Settings
-
-    @property
-    def label(self) -> str:
-        return self.settings.label
-
-    def models(self) -> Sequence[str]:
-        return list(dict.fromkeys([self.settings.model, *self.settings.models]))
-
-    def register(self, registrar: PluginRegistrar) -> None:
-        registrar.register_inference_provider(self)
 
     async def check(self) -> str:
         """List (a few of) the models: the key is checked and nothing is generated."""

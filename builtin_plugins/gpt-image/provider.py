@@ -12,32 +12,23 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from grambot import GeneratedImage, PluginApi
+from grambot import GeneratedImage
 from grambot.kit.images import request_problem, save_all, sniff
+from grambot.kit.provider import ImageBase
 from grambot.kit.sdk_provider import OpenAISdkProvider
 
 if TYPE_CHECKING:
-    from grambot.contract.registrar import PluginRegistrar
-
     from .plugin import Settings
 
 SIZE = re.compile(r"^(auto|[1-9][0-9]{1,4}x[1-9][0-9]{1,4})$")
 
 
-class GptImageProvider(OpenAISdkProvider):
+class GptImageProvider(ImageBase, OpenAISdkProvider):
     """A `grambot.ImageProvider`; registered under its instance id."""
 
     service = "openai images"
-    role = "image provider"
     needed_by = "the gpt-image built-in"
     settings: Settings
-
-    def __init__(self, api: PluginApi) -> None:
-        super().__init__(api)
-        self.images_dir = api.data_dir / "images"
-
-    def register(self, registrar: PluginRegistrar) -> None:
-        registrar.register_image_provider(self)
 
     async def generate(
         self, prompt: str, *, size: str | None = None, count: int = 1, model: str | None = None

@@ -19,28 +19,24 @@ from typing import TYPE_CHECKING, Any
 from grambot import GeneratedImage, PluginApi
 from grambot.kit.http import Failure, retry_after, send, status_failure
 from grambot.kit.images import request_problem, save_all, sniff
-from grambot.kit.provider import KeyedProvider
+from grambot.kit.provider import ImageBase
 
 from .ratios import aspect_ratio
 
 if TYPE_CHECKING:
-    from grambot.contract.registrar import PluginRegistrar
-
     from .plugin import Settings
 
 _DELAY = re.compile(r"^([0-9.]+)s$")
 
 
-class NanoBananaProvider(KeyedProvider):
+class NanoBananaProvider(ImageBase):
     """A `grambot.ImageProvider`; registered under its instance id."""
 
     service = "gemini"
-    role = "image provider"
     settings: Settings
 
     def __init__(self, api: PluginApi) -> None:
         super().__init__(api)
-        self.images_dir = api.data_dir / "images"
         self._httpx: Any = None
 
     async def open(self, key: str) -> Any:
@@ -52,9 +48,6 @@ class NanoBananaProvider(KeyedProvider):
 
     async def close(self, client: Any) -> None:
         await client.aclose()
-
-    def register(self, registrar: PluginRegistrar) -> None:
-        registrar.register_image_provider(self)
 
     async def check(self) -> str:
         """List the models (the key is checked, no image is generated)."""

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from grambot import InferenceRequest, InferenceResponse
+from grambot.kit.provider import InferenceBase
 from grambot.kit.sdk_provider import OpenAISdkProvider
 
 from .mapping import (
@@ -18,27 +18,15 @@ from .mapping import (
 )
 
 if TYPE_CHECKING:
-    from grambot.contract.registrar import PluginRegistrar
-
     from .plugin import Settings
 
 
-class OpenAIProvider(OpenAISdkProvider):
+class OpenAIProvider(InferenceBase, OpenAISdkProvider):
     """A `grambot.InferenceProvider`; registered under its instance id."""
 
     service = "openai"
     needed_by = "the openai-codex built-in"
     settings: Settings
-
-    @property
-    def label(self) -> str:
-        return self.settings.label
-
-    def models(self) -> Sequence[str]:
-        return list(dict.fromkeys([self.settings.model, *self.settings.models]))
-
-    def register(self, registrar: PluginRegistrar) -> None:
-        registrar.register_inference_provider(self)
 
     async def complete(self, request: InferenceRequest) -> InferenceResponse:
         client = self.client

@@ -5,13 +5,14 @@ and opens its client in `connect()` (`load` is connect, then `register`), closes
 `unload()`, and raises `grambot.ServiceError` naming the instance and the service, with the key
 scrubbed from the text. A subclass says which `service` it speaks to and gives `open(key)`
 (make the client), `register(registrar)` and `check()`; `SdkProvider` (kit.sdk_provider) is
-that for the anthropic and openai SDKs.
+that for the anthropic and openai SDKs, and `InferenceBase` / `ImageBase` register it as the
+one or the other.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from grambot.contract.definition import Plugin
@@ -19,6 +20,8 @@ from grambot.kit.checks import run_check
 from grambot.kit.connection import ServiceSettings
 from grambot.kit.sdk_errors import scrub
 from grambot.registries.errors import ServiceError
+from grambot.registries.images import GeneratedImage
+from grambot.registries.inference import InferenceRequest, InferenceResponse
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -26,7 +29,7 @@ if TYPE_CHECKING:
     from grambot.contract.api import PluginApi
     from grambot.contract.registrar import PluginRegistrar
 
-__all__ = ["KeyedProvider", "provider_plugin"]
+__all__ = ["ImageBase", "InferenceBase", "KeyedProvider", "provider_plugin"]
 
 SECRET = "apiKey"
 
@@ -99,6 +102,45 @@ class KeyedProvider(ABC):
         return self.error(
             "bad-response", f"unexpected answer from {self.settings.base_url}: {text}"
         )
+
+
+class InferenceBase(KeyedProvider):
+    """An inference provider whose settings have `model` (the default), `models` (more on
+    offer) and `label`: first in the bases, `class P(InferenceBase, SdkProvider)`."""
+
+    settings: Any
+
+    def __init__(self, api: PluginApi) -> None:
+        super().__init__(api)
+        self.label: str = self.settings.label
+
+    def models(self) -> Sequence[str]:
+        return list(dict.fromkeys([self.settings.model, *self.settings.models]))
+
+    @abstractmethod
+    async def complete(self, request: InferenceRequest) -> InferenceResponse: ...
+
+    def register(self, registrar: PluginRegistrar) -> None:
+        registrar.register_inference_provider(self)
+
+
+class ImageBase(KeyedProvider):
+    """An image provider, saving into `images_dir` (`<data dir>/images/`): first in the bases,
+    `class P(ImageBase, SdkProvider)`."""
+
+    role = "image provider"
+
+    def __init__(self, api: PluginApi) -> None:
+        super().__init__(api)
+        self.images_dir = api.data_dir / "images"
+
+    @abstractmethod
+    async def generate(
+        self, prompt: str, *, size: str | None = None, count: int = 1, model: str | None = None
+    ) -> Sequence[GeneratedImage]: ...
+
+    def register(self, registrar: PluginRegistrar) -> None:
+        registrar.register_image_provider(self)
 
 
 def provider_plugin(

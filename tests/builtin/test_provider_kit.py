@@ -1,17 +1,29 @@
 """The SDK built-ins on grambot.kit: the settings users write keep their camelCase keys and
-defaults, whatever base model declares them."""
+defaults, whatever base model declares them; and the page-long provider docs/plugins.md shows
+works against the fake OpenAI server as written."""
 
 from __future__ import annotations
 
+import json
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
+from grambot import ChatMessage, InferenceRequest, ServiceError
 from grambot.config.catalog import PluginCatalog
 from grambot.containment.loader import PluginNamespace
 from grambot.contract.definition import read_definition
-from tests.builtin.conftest import BUILTIN_DIR
+from grambot.testing import running_instance
+from tests.builtin.conftest import BUILTIN_DIR, POISON
+from tests.fakes.openai_api import FakeOpenAI
+
+REPO = BUILTIN_DIR.parent
+KEY = "sk-local-test-key-0123456789"
 
 OPENAI_CONNECTION = {
     "baseUrl": "https://api.openai.com/v1",
@@ -95,3 +107,61 @@ def test_the_settings_keys_and_defaults_stay_as_users_write_them(plugin_id: str)
     with pytest.raises(ValueError, match="xtra"):
         schema.model_validate({"base_url_typo": "x"})
     assert schema.model_config.get("frozen") is True
+
+
+def page_provider(folder: Path) -> Path:
+    """The provider of docs/plugins.md ("Writing a provider on grambot.kit"), as a plugin."""
+    page = (REPO / "docs" / "plugins.md").read_text()
+    section = page.split("## Writing a provider on grambot.kit", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert code is not None
+    folder.mkdir()
+    (folder / "plugin.py").write_text(code[1])
+    descriptor = {"id": "local-chat", "name": "Local chat", "description": "doc example"}
+    (folder / "plugin.json").write_text(json.dumps({**descriptor, "entry": "plugin.py"}))
+    return folder
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(KEY) as server:
+        yield server
+
+
+async def test_the_documented_page_is_a_working_provider(
+    tmp_path: Path, fake: FakeOpenAI, poisoned_env: str
+) -> None:
+    plugin = page_provider(tmp_path / "local-chat")
+    settings = {"baseUrl": f"{fake.url}/v1", "maxRetries": 0}
+    async with running_instance(plugin, settings, secrets={"apiKey": KEY}) as engine:
+        provider = engine.registries.inference.get("local-chat")
+        assert provider is not None and provider.label == "Local model"
+        answer = await provider.complete(InferenceRequest(messages=[ChatMessage("user", "hi")]))
+        assert (answer.text, answer.stop_reason, answer.usage.input_tokens) == (
+            "echo: hi",
+            "stop",
+            21,
+        )
+        assert fake.bodies[-1]["model"] == "local-model"
+        checked = await engine.check("local-chat")
+        assert checked.ok and "2 model(s)" in checked.message, checked
+        fake.fail(401, message=f"bad key {KEY}")
+        with pytest.raises(ServiceError) as caught:
+            await provider.complete(InferenceRequest(messages=[ChatMessage("user", "again")]))
+    error = caught.value
+    assert (error.kind, error.service, error.status) == ("auth", "local chat", 401)
+    assert KEY not in str(error) and "grambot secrets set local-chat apiKey" in str(error)
+    assert POISON not in str(error)
+
+
+async def test_the_page_without_its_sdk_names_the_plugin_and_the_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plugin = page_provider(tmp_path / "local-chat")
+    monkeypatch.setitem(sys.modules, "openai", None)  # type: ignore[arg-type]
+    async with running_instance(plugin, secrets={"apiKey": KEY}) as engine:
+        record = engine.instance("local-chat")
+        assert record is not None and record.failure is not None
+    assert record.failure.kind == "missing-dependency"
+    assert "plugin 'local-chat' needs the 'openai' package" in record.failure.message
+    assert "pip install 'grambot[openai]'" in record.failure.message

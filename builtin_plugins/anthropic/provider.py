@@ -11,7 +11,6 @@ Mapping:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,85 +18,33 @@ from grambot import (
     ChatMessage,
     InferenceRequest,
     InferenceResponse,
-    PluginApi,
-    ServiceError,
     ToolCall,
     ToolDefinition,
     Usage,
 )
 from grambot.kit.checks import model_ids
-from grambot.kit.sdk import import_sdk
-from grambot.kit.sdk_errors import call_sdk, scrub
+from grambot.kit.provider import InferenceBase
+from grambot.kit.sdk_provider import SdkProvider
 
 if TYPE_CHECKING:
-    from anthropic import AsyncAnthropic
-
     from .plugin import Settings
 
-SERVICE = "anthropic"
 
-
-class AnthropicProvider:
+class AnthropicProvider(InferenceBase, SdkProvider):
     """A `grambot.InferenceProvider`; registered under its instance id."""
 
-    def __init__(self, api: PluginApi) -> None:
-        self.api = api
-        self.settings: Settings = api.settings
-        self.id = api.instance.instance_id
-        self.label = self.settings.label
-        self._client: AsyncAnthropic | None = None
-        self._key: str | None = None
-        self._sdk: Any = None
-
-    def models(self) -> Sequence[str]:
-        return list(dict.fromkeys([self.settings.model, *self.settings.models]))
-
-    async def load(self) -> None:
-        await self.connect()
-        self.api.registrar.register_inference_provider(self)
-
-    async def connect(self) -> None:
-        """Read the key and make the SDK client (no request is sent)."""
-        self._key = self.api.secrets.require("apiKey")
-        # ~1 s to import: do it off the event loop so other instances keep loading.
-        self._sdk = await asyncio.to_thread(
-            import_sdk, "anthropic", needed_by="the anthropic built-in"
-        )
-        s = self.settings
-        self._client = self._sdk.AsyncAnthropic(
-            api_key=self._key,  # explicit: ANTHROPIC_API_KEY / profiles are never read
-            base_url=s.base_url,  # explicit: ANTHROPIC_BASE_URL is never read
-            timeout=self._sdk.Timeout(s.timeout, connect=s.connect_timeout),
-            max_retries=s.max_retries,
-        )
+    service = "anthropic"
+    sdk = "anthropic"
+    client_class = "AsyncAnthropic"
+    needed_by = "the anthropic built-in"
+    settings: Settings
 
     async def check(self) -> str:
-        """List the models: the key is checked and nothing is generated."""
-        assert self._client is not None
-        s = self.settings
-        page = await call_sdk(
-            self._client.models.list(limit=5),
-            self._sdk,
-            deadline=s.deadline,
-            what="model list",
-            instance_id=self.id,
-            service=SERVICE,
-            secret=self._key,
-            base_url=s.base_url,
-            timeout=s.timeout,
-            retries=s.max_retries,
-        )
-        return model_ids(page)
-
-    async def unload(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
+        """List (a few of) the models: the key is checked and nothing is generated."""
+        return model_ids(await self.call(self.client.models.list(limit=5), "model list"))
 
     async def complete(self, request: InferenceRequest) -> InferenceResponse:
-        client = self._client
-        if client is None:
-            raise self._error("unavailable", "the provider is not loaded")
+        client = self.client
         s = self.settings
         system, messages = to_anthropic_messages(request.messages)
         params: dict[str, Any] = {
@@ -111,28 +58,11 @@ class AnthropicProvider:
             params["tools"] = [to_anthropic_tool(t) for t in request.tools]
         if s.temperature is not None:
             params["temperature"] = s.temperature
-        message = await call_sdk(
-            client.messages.create(**params),
-            self._sdk,
-            deadline=s.deadline,
-            what="complete answer",
-            instance_id=self.id,
-            service=SERVICE,
-            secret=self._key,
-            base_url=s.base_url,
-            timeout=s.timeout,
-            retries=s.max_retries,
-        )
+        message = await self.call(client.messages.create(**params), "complete answer")
         try:
             return from_anthropic_message(message)
         except (AttributeError, TypeError, ValueError, KeyError) as exc:
-            raise self._error(
-                "bad-response",
-                f"unexpected answer from {s.base_url}: not a Messages API reply ({exc})",
-            ) from None
-
-    def _error(self, kind: str, text: str) -> ServiceError:
-        return ServiceError(scrub(text, self._key), instance_id=self.id, service=SERVICE, kind=kind)
+            raise self.bad_response(f"not a Messages API reply ({exc})") from None
 
 
 def to_anthropic_messages(

@@ -8,18 +8,24 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from grambot import Plugin, PluginApi
+from grambot.kit.connection import OpenAISettings
+from grambot.kit.provider import provider_plugin
 
 SECRETS = ("apiKey",)
 
 SIZE_PATTERN = r"^(auto|[1-9][0-9]{1,4}x[1-9][0-9]{1,4})$"
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
-
+class Settings(OpenAISettings):
+    base_url: str = Field("https://api.openai.com/v1", description="API base URL, with the /v1.")
+    timeout: float = Field(
+        180.0, gt=0, description="Seconds to wait for one HTTP answer (images are slow)."
+    )
+    deadline: float = Field(
+        600.0, gt=0, description="Upper bound in seconds on one generate() call, retries included."
+    )
     model: str = Field("gpt-image-1", min_length=1, description="Image model to use by default.")
     size: str = Field(
         "1024x1024",
@@ -33,50 +39,18 @@ class Settings(BaseModel):
         "for dall-e-3.",
     )
     output_format: Literal["png", "jpeg", "webp"] = Field(
-        "png", alias="outputFormat", description="File format of gpt-image results."
+        "png", description="File format of gpt-image results."
     )
     background: Literal["auto", "transparent", "opaque"] | None = Field(
         None, description="Background of gpt-image results; the API default when unset."
     )
-    max_count: int = Field(
-        4, ge=1, le=10, alias="maxCount", description="Most images one call may ask for."
-    )
-    base_url: str = Field(
-        "https://api.openai.com/v1", alias="baseUrl", description="API base URL, with the /v1."
-    )
-    organization: str | None = Field(None, description="OpenAI-Organization header, if any.")
-    project: str | None = Field(None, description="OpenAI-Project header, if any.")
-    timeout: float = Field(
-        180.0, gt=0, description="Seconds to wait for one HTTP answer (images are slow)."
-    )
-    connect_timeout: float = Field(
-        10.0, gt=0, alias="connectTimeout", description="Seconds to wait for a connection."
-    )
-    max_retries: int = Field(
-        2,
-        ge=0,
-        le=10,
-        alias="maxRetries",
-        description="SDK retries on connection errors, 429 and 5xx.",
-    )
-    deadline: float = Field(
-        600.0, gt=0, description="Upper bound in seconds on one generate() call, retries included."
-    )
+    max_count: int = Field(4, ge=1, le=10, description="Most images one call may ask for.")
 
 
-def create(api: PluginApi) -> Any:
+def _provider() -> Any:
     from .provider import GptImageProvider
 
-    return GptImageProvider(api)
+    return GptImageProvider
 
 
-async def check(api: PluginApi) -> str:
-    """A live check (`grambot check`): one cheap request with this instance's credentials."""
-    from grambot.kit.checks import run_check
-
-    from .provider import GptImageProvider
-
-    return await run_check(GptImageProvider(api))
-
-
-plugin = Plugin(settings_schema=Settings, create=create, check=check)
+plugin = provider_plugin(Settings, _provider)

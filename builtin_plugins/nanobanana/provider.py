@@ -16,71 +16,50 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from grambot import GeneratedImage, PluginApi, ServiceError
+from grambot import GeneratedImage, PluginApi
 from grambot.kit.http import Failure, retry_after, send, status_failure
-from grambot.kit.images import save, sniff
+from grambot.kit.images import request_problem, save_all, sniff
+from grambot.kit.provider import ImageBase
 
 from .ratios import aspect_ratio
 
 if TYPE_CHECKING:
     from .plugin import Settings
 
-SERVICE = "gemini"
-MASK = "<apiKey>"
 _DELAY = re.compile(r"^([0-9.]+)s$")
 
 
-class NanoBananaProvider:
+class NanoBananaProvider(ImageBase):
     """A `grambot.ImageProvider`; registered under its instance id."""
 
+    service = "gemini"
+    settings: Settings
+
     def __init__(self, api: PluginApi) -> None:
-        self.api = api
-        self.settings: Settings = api.settings
-        self.id = api.instance.instance_id
-        self.images_dir = api.data_dir / "images"
-        self._key: str | None = None
-        self._client: Any = None
+        super().__init__(api)
         self._httpx: Any = None
 
-    async def load(self) -> None:
-        await self.connect()
-        self.api.registrar.register_image_provider(self)
-
-    async def connect(self) -> None:
-        """Read the key and make the HTTP client (no request is sent)."""
-        self._key = self.api.secrets.require("apiKey")
+    async def open(self, key: str) -> Any:
         self._httpx = await asyncio.to_thread(importlib.import_module, "httpx")
-        self._client = self._httpx.AsyncClient(
+        return self._httpx.AsyncClient(
             timeout=self.settings.timeout,
-            headers={"x-goog-api-key": self._key, "Content-Type": "application/json"},
+            headers={"x-goog-api-key": key, "Content-Type": "application/json"},
         )
+
+    async def close(self, client: Any) -> None:
+        await client.aclose()
 
     async def check(self) -> str:
         """List the models (the key is checked, no image is generated)."""
         s = self.settings
-        url = f"{s.base_url.rstrip('/')}/models"
         try:
-            response = await send(
-                self._httpx,
-                self._client,
-                "GET",
-                url,
-                max_retries=s.max_retries,
-                max_retry_after=s.max_retry_after,
-                timeout=s.timeout,
-                retry_after_of=_google_retry_after,
-            )
+            response = await self._send("GET", f"{s.base_url.rstrip('/')}/models")
             if response.status_code != 200:
                 raise self._status_failure(response)
         except Failure as failure:
-            raise self._error(failure.kind, failure.text, status=failure.status) from None
+            raise self.error(failure.kind, failure.text, status=failure.status) from None
         models = [m.get("name", "?") for m in (response.json().get("models") or [])]
         return f"the key works: {len(models)} model(s)"
-
-    async def unload(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
 
     def url(self, model: str) -> str:
         s = self.settings
@@ -91,17 +70,15 @@ class NanoBananaProvider:
     async def generate(
         self, prompt: str, *, size: str | None = None, count: int = 1, model: str | None = None
     ) -> Sequence[GeneratedImage]:
-        if self._client is None:
-            raise self._error("unavailable", "the image provider is not loaded")
+        _ = self.client  # the `unavailable` error when not loaded
         s = self.settings
-        if not prompt or not prompt.strip():
-            raise self._error("bad-request", "the prompt is empty")
-        if not 1 <= count <= s.max_count:
-            raise self._error("bad-request", f"count must be 1..{s.max_count} (got {count})")
+        problem = request_problem(prompt, count, s.max_count)
+        if problem:
+            raise self.error("bad-request", problem)
         try:
             ratio = aspect_ratio(size) if size else s.aspect_ratio
         except ValueError as exc:
-            raise self._error("bad-request", str(exc)) from None
+            raise self.error("bad-request", str(exc)) from None
         body: dict[str, Any] = {
             "contents": [{"role": "user", "parts": [{"text": prompt}]}],
             "generationConfig": {"responseModalities": list(s.response_modalities)},
@@ -114,7 +91,7 @@ class NanoBananaProvider:
             try:
                 found.extend(await self._call(url, body))
             except Failure as failure:
-                raise self._error(
+                raise self.error(
                     failure.kind,
                     failure.text,
                     status=failure.status,
@@ -122,26 +99,24 @@ class NanoBananaProvider:
                 ) from None
             if len(found) >= count:
                 break
-        images = []
-        for index, (data, mime, suffix) in enumerate(found[:count]):
-            path = await asyncio.to_thread(save, self.images_dir, data, suffix, index)
-            images.append(GeneratedImage(path=path, mime_type=mime, size_bytes=len(data)))
-        self.api.logger.info("saved %s image(s) in %s", len(images), self.images_dir)
-        return images
+        return await save_all(self.images_dir, found[:count], self.api.logger)
 
-    async def _call(self, url: str, body: dict[str, Any]) -> list[tuple[bytes, str, str]]:
+    async def _send(self, method: str, url: str, **kwargs: Any) -> Any:
         s = self.settings
-        response = await send(
+        return await send(
             self._httpx,
-            self._client,
-            "POST",
+            self.client,
+            method,
             url,
-            json=body,
             max_retries=s.max_retries,
             max_retry_after=s.max_retry_after,
             timeout=s.timeout,
             retry_after_of=_google_retry_after,
+            **kwargs,
         )
+
+    async def _call(self, url: str, body: dict[str, Any]) -> list[tuple[bytes, str, str]]:
+        response = await self._send("POST", url, json=body)
         if response.status_code != 200:
             raise self._status_failure(response)
         try:
@@ -226,25 +201,6 @@ class NanoBananaProvider:
             )
         wait = _google_retry_after(response) if status == 429 else None
         return status_failure(status, said, self.settings.max_retries, wait)
-
-    def _error(
-        self,
-        kind: str,
-        text: str,
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-    ) -> ServiceError:
-        if self._key:
-            text = text.replace(self._key, MASK)
-        return ServiceError(
-            text,
-            instance_id=self.id,
-            service=SERVICE,
-            kind=kind,
-            status=status,
-            retry_after=retry_after,
-        )
 
 
 def _google_retry_after(response: Any) -> float | None:

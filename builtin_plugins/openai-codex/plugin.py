@@ -10,16 +10,19 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from grambot import Plugin, PluginApi
+from grambot.kit.connection import OpenAISettings
+from grambot.kit.provider import provider_plugin
 
 SECRETS = ("apiKey",)
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
-
+class Settings(OpenAISettings):
+    base_url: str = Field(
+        "https://api.openai.com/v1",
+        description="API base URL, including the /v1 (a proxy, a compatible server, a fake).",
+    )
     api: Literal["responses", "chat"] = Field(
         "responses",
         description="`responses` (/v1/responses, needed by Codex models) or `chat` "
@@ -33,63 +36,21 @@ class Settings(BaseModel):
         description="Other models this instance offers (models() lists `model` first).",
     )
     label: str = Field("OpenAI Codex", description="Name shown to people choosing a model.")
-    base_url: str = Field(
-        "https://api.openai.com/v1",
-        alias="baseUrl",
-        description="API base URL, including the /v1 (a proxy, a compatible server, a fake).",
-    )
-    organization: str | None = Field(
-        None, description="OpenAI-Organization header; none when unset (OPENAI_ORG_ID is ignored)."
-    )
-    project: str | None = Field(
-        None, description="OpenAI-Project header; none when unset (OPENAI_PROJECT_ID is ignored)."
-    )
     max_tokens: int = Field(
         4096,
         gt=0,
-        alias="maxTokens",
         description="Largest answer, in tokens, when a request sets none "
         "(max_output_tokens / max_completion_tokens).",
     )
     reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = Field(
-        None,
-        alias="reasoningEffort",
-        description="Reasoning effort for reasoning models; the API default when unset.",
-    )
-    timeout: float = Field(
-        120.0, gt=0, description="Seconds to wait for one HTTP answer (read/write/pool)."
-    )
-    connect_timeout: float = Field(
-        10.0, gt=0, alias="connectTimeout", description="Seconds to wait for a connection."
-    )
-    max_retries: int = Field(
-        2,
-        ge=0,
-        le=10,
-        alias="maxRetries",
-        description="SDK retries on connection errors, 408/409/429 and 5xx (with backoff, "
-        "honouring retry-after).",
-    )
-    deadline: float = Field(
-        300.0,
-        gt=0,
-        description="Upper bound in seconds on one complete() call, retries and waits included.",
+        None, description="Reasoning effort for reasoning models; the API default when unset."
     )
 
 
-def create(api: PluginApi) -> Any:
+def _provider() -> Any:
     from .provider import OpenAIProvider
 
-    return OpenAIProvider(api)
+    return OpenAIProvider
 
 
-async def check(api: PluginApi) -> str:
-    """A live check (`grambot check`): one cheap request with this instance's credentials."""
-    from grambot.kit.checks import run_check
-
-    from .provider import OpenAIProvider
-
-    return await run_check(OpenAIProvider(api))
-
-
-plugin = Plugin(settings_schema=Settings, create=create, check=check)
+plugin = provider_plugin(Settings, _provider)

@@ -1,10 +1,16 @@
-"""Recognising and saving generated images (used by the gpt-image and nanobanana built-ins)."""
+"""Checking a generate() call, recognising and saving generated images (used by the
+gpt-image and nanobanana built-ins)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 import time
+from collections.abc import Sequence
 from pathlib import Path
+
+from grambot.registries.images import GeneratedImage
 
 SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "image/png", ".png"),
@@ -31,3 +37,24 @@ def save(folder: Path, data: bytes, suffix: str, index: int) -> Path:
     with open(path, "xb") as handle:
         handle.write(data)
     return path
+
+
+def request_problem(prompt: str, count: int, max_count: int) -> str | None:
+    """What makes a generate(prompt, count=) call a `bad-request`, or None."""
+    if not prompt or not prompt.strip():
+        return "the prompt is empty"
+    if not 1 <= count <= max_count:
+        return f"count must be 1..{max_count} (got {count})"
+    return None
+
+
+async def save_all(
+    folder: Path, found: Sequence[tuple[bytes, str, str]], logger: logging.Logger
+) -> list[GeneratedImage]:
+    """Save each (data, mime type, suffix) in `folder` (in a worker thread: disks can stall)."""
+    images = []
+    for index, (data, mime, suffix) in enumerate(found):
+        path = await asyncio.to_thread(save, folder, data, suffix, index)
+        images.append(GeneratedImage(path=path, mime_type=mime, size_bytes=len(data)))
+    logger.info("saved %s image(s) in %s", len(images), folder)
+    return images

@@ -1,22 +1,19 @@
 """anthropic / openai SDK exceptions → grambot.ServiceError, the key scrubbed from every text.
 
 Both SDKs share one exception design (APIStatusError with status_code/body/response,
-APIConnectionError, APITimeoutError); the caller passes the SDK module in. Used by the
-anthropic, openai-codex and gpt-image built-ins.
+APIConnectionError, APITimeoutError); the caller passes the SDK module in. Used by
+kit.sdk_provider (the anthropic, openai-codex and gpt-image built-ins).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any
 
 from grambot.registries.errors import ServiceError, kind_for_status
 
 MASK = "<apiKey>"
-T = TypeVar("T")
 
 
 def scrub(text: str, secret: str | None) -> str:
@@ -95,44 +92,3 @@ def to_service_error(
         status=status,
         retry_after=wait,
     )
-
-
-async def call_sdk(
-    call: Awaitable[T],
-    sdk: ModuleType,
-    *,
-    deadline: float,
-    what: str,
-    instance_id: str,
-    service: str,
-    secret: str | None,
-    base_url: str,
-    timeout: float,
-    retries: int,
-) -> T:
-    """Await one SDK call within `deadline` seconds (its retries included); its failures come
-    out as ServiceError (`what` names the missing result in the timeout message)."""
-    try:
-        async with asyncio.timeout(deadline):
-            return await call
-    except TimeoutError:
-        raise ServiceError(
-            f"no {what} within the deadline of {deadline:g} s",
-            instance_id=instance_id,
-            service=service,
-            kind="timeout",
-        ) from None
-    except Exception as exc:
-        error = to_service_error(
-            exc,
-            sdk,
-            instance_id=instance_id,
-            service=service,
-            secret=secret,
-            base_url=base_url,
-            timeout=timeout,
-            retries=retries,
-        )
-        if error is None:
-            raise
-        raise error from None

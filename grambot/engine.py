@@ -41,7 +41,7 @@ from grambot.registries import Registries
 from grambot.registries.connectors import CONNECTOR_MESSAGE
 from grambot.scheduling import Scheduler
 from grambot.secrets.store import FileSecretsStore, SecretsStore
-from grambot.storage import STATE_FILE, SqliteState
+from grambot.storage import STORAGE_FILE, SqliteStorage
 from grambot.storage.retention import Retention
 
 if TYPE_CHECKING:
@@ -109,21 +109,21 @@ class Engine:
                 isolation=self.isolation,
             )
         )
-        # Durable state (issue 16, docs/state.md): .scout/state.db, opened on first use.
-        self.state = SqliteState(self.scout_dir / STATE_FILE)
-        self.scheduler = Scheduler(self.state.schedule)
+        # Durable storage (issue 16, docs/state.md): .scout/state.db, opened on first use.
+        self.storage = SqliteStorage(self.scout_dir / STORAGE_FILE)
+        self.scheduler = Scheduler(self.storage.schedule)
         # what is kept only for a while (agent.historyDays, done inbox entries, TTLs) goes hourly
         self.retention = Retention(
-            self.state.conversations,
-            self.state.inbox,
-            self.state.kv,
+            self.storage.conversations,
+            self.storage.inbox,
+            self.storage.kv,
             lambda: self.settings.agent.history_days,
         )
         # The bot answers what connectors put in the inbox (and `connector.message` events)
         # with the last valid `agent` block.
         self.bot = Bot(
             self.registries,
-            self.state,
+            self.storage,
             lambda: self.settings.agent,
             redact=lambda owner, text: MASK.redact_instance(self.secrets, owner, text),
             legacy_dir=self.scout_dir / "bot",
@@ -132,10 +132,10 @@ class Engine:
         self.bot.scheduler = self.scheduler
         self.scheduler.on_change = self.bot.refresh_soon  # job counts in status.json
         self.answers = bot  # False: messages are accepted into the inbox, nobody answers
-        self._state_started = False
+        self._storage_opened = False
         self.manager.services.durable = DurableServices(
-            self.state.kv,
-            self.state.inbox,
+            self.storage.kv,
+            self.storage.inbox,
             self.bot.wake if bot else lambda connector_id, chat_id: None,
             self.scheduler.for_instance,
         )
@@ -365,10 +365,10 @@ class Engine:
         self.ignored_edit = None
         self.event_engine.handler_timeout = settings.timeouts.event_handler
         self.scheduler.timeout = settings.timeouts.event_handler
-        first = not self._state_started
+        first = not self._storage_opened
         if first:
-            await self._start_state()
-        await self.state.set_synchronous(settings.state_synchronous)
+            await self._open_storage()
+        await self.storage.set_synchronous(settings.state_synchronous)
         applied = await self.manager.sync_with_settings(settings)
         if applied:
             self._report(settings)
@@ -376,12 +376,12 @@ class Engine:
             await self.bot.resume()  # what waits in the inbox is answered from now on
         return applied
 
-    async def _start_state(self) -> None:
+    async def _open_storage(self) -> None:
         """Open .scout/state.db (raises StateError, e.g. a database of a newer grambot) and,
         when this engine answers, recover the inbox before any connector runs."""
-        self._state_started = True
-        self.state.db.synchronous = self.settings.state_synchronous
-        await asyncio.to_thread(self.state.open)
+        self._storage_opened = True
+        self.storage.db.synchronous = self.settings.state_synchronous
+        await asyncio.to_thread(self.storage.open)
         if self.answers:
             await self.bot.recover()
             self.retention.start()
@@ -426,9 +426,9 @@ class Engine:
         self.isolation.close()  # every child has stopped; the zygote goes too
         await self.scheduler.stop()
         await self.retention.stop()
-        await self.state.close()
+        await self.storage.close()
 
-    def state_status(self) -> dict[str, Any]:
+    def inbox_status(self) -> dict[str, Any]:
         """The inbox in status.json (`uncertainAtStart`: replies that may or may not have gone
         out when the last run stopped)."""
         return self.bot.status()

@@ -11,7 +11,7 @@ from pathlib import Path
 from grambot.engine import Engine
 from grambot.registries.connectors import IncomingMessage
 from grambot.registries.inference import ChatMessage
-from grambot.storage import DONE_KEPT_DAYS, SqliteState
+from grambot.storage import DONE_KEPT_DAYS, SqliteStorage
 from tests.conftest import Workspace, entry
 
 DAY = 86400.0
@@ -20,7 +20,7 @@ DAY = 86400.0
 async def _seed(path: Path, tag: str, age_days: float) -> None:
     """Write, as if `age_days` ago: two conversation messages, a done inbox entry and a store
     value with a one-second TTL; through a connection of its own (the engine may run)."""
-    state = SqliteState(path)
+    state = SqliteStorage(path)
     then = time.time() - age_days * DAY
     for store in (state.conversations, state.inbox, state.kv):
         store.clock = lambda: then

@@ -183,7 +183,7 @@ class Reminders:
             return
         self.schedule = scheduler.engine_owner(OWNER)
         self.schedule.handle("chat:*", self._due)
-        for key, value in await self.bot.state.kv.items(OWNER, "tz:"):
+        for key, value in await self.bot.storage.kv.items(OWNER, "tz:"):
             connector, _, chat = key.removeprefix("tz:").partition(":")
             self._zones[(connector, chat)] = str(value)
         self.schedule.activate()
@@ -260,7 +260,7 @@ class Reminders:
             for job in await self.schedule.jobs(self.prefix(chat)):
                 removed += await self.schedule.cancel(job.name)
         self._zones.pop(chat, None)
-        await self.bot.state.kv.delete(OWNER, f"tz:{chat[0]}:{chat[1]}")
+        await self.bot.storage.kv.delete(OWNER, f"tz:{chat[0]}:{chat[1]}")
         return removed
 
     async def command(
@@ -292,7 +292,7 @@ class Reminders:
         except ValueError as exc:
             return str(exc)
         self._zones[chat] = tz.key
-        await self.bot.state.kv.set(OWNER, f"tz:{chat[0]}:{chat[1]}", tz.key)
+        await self.bot.storage.kv.set(OWNER, f"tz:{chat[0]}:{chat[1]}", tz.key)
         return f"Time zone set to {tz.key}."
 
     async def _list_or_cancel(self, chat: Chat, argument: str) -> str:

@@ -46,7 +46,7 @@ from grambot.registries.inference import (
 from grambot.registries.tools import ToolContext, ToolResult
 from grambot.scheduling import Scheduler
 from grambot.storage.base import Finished, InboxEntry
-from grambot.storage.state import SqliteState
+from grambot.storage.sqlite_storage import SqliteStorage
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Bot:
     def __init__(
         self,
         registries: Registries,
-        state: SqliteState,
+        storage: SqliteStorage,
         agent_settings: Callable[[], AgentSettings],
         redact: Redactor | None = None,
         *,
@@ -80,10 +80,10 @@ class Bot:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.registries = registries
-        self.state = state
-        self.inbox = state.inbox
-        self.conversations = state.conversations
-        self.turns = state.turns
+        self.storage = storage
+        self.inbox = storage.inbox
+        self.conversations = storage.conversations
+        self.turns = storage.turns
         self._redact = redact
         self._agent_settings = agent_settings
         self._legacy_dir = legacy_dir
@@ -215,7 +215,7 @@ class Bot:
         self._spawn(self._refresh_counts())
 
     async def _refresh_counts(self) -> None:
-        counts, jobs = await asyncio.gather(self.inbox.counts(), self.state.schedule.count())
+        counts, jobs = await asyncio.gather(self.inbox.counts(), self.storage.schedule.count())
         if counts != self.counts or jobs != self.stored_jobs:
             self.counts, self.stored_jobs = counts, jobs
             self._notifying = True  # our own news, not an instance's: kick() ignores it

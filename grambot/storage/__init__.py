@@ -19,13 +19,13 @@ from grambot.storage.base import (
     StateError,
 )
 from grambot.storage.database import SCHEMA_VERSION, Synchronous
-from grambot.storage.state import STATE_FILE, SqliteState, open_state
+from grambot.storage.sqlite_storage import STORAGE_FILE, SqliteStorage, open_storage
 
 __all__ = [
     "DONE_KEPT_DAYS",
     "MISSING",
     "SCHEMA_VERSION",
-    "STATE_FILE",
+    "STORAGE_FILE",
     "ChatTurns",
     "ConversationStore",
     "Finished",
@@ -37,8 +37,8 @@ __all__ = [
     "MissedPolicy",
     "Schedule",
     "SchemaTooNew",
-    "SqliteState",
+    "SqliteStorage",
     "StateError",
     "Synchronous",
-    "open_state",
+    "open_storage",
 ]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BENCH_PLUGINS, Result, percentile, ratio
+from grambot.bot import attach_bot
 from grambot.engine import Engine
 from grambot.registries.connectors import IncomingMessage
 
@@ -45,6 +46,7 @@ def _workspace(root: Path) -> None:
 
 async def _engine(root: Path) -> tuple[Engine, Any]:
     engine = Engine(root, builtin_dir=None, entry_points=False)
+    attach_bot(engine)  # the bot answers what the loop connector accepts
     await engine.event_engine.start()
     await engine.apply(engine.read_settings())
     connector = engine.registries.connectors.get("loop")

@@ -8,6 +8,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from grambot.bot import attach_bot
 from grambot.engine import Engine
 from grambot.registries.connectors import IncomingMessage
 from grambot.registries.inference import ChatMessage
@@ -65,6 +66,7 @@ async def test_old_rows_are_deleted_at_start_and_on_schedule(workspace: Workspac
         agent={"inference": "brain", "historyDays": 2},
     )
     engine = Engine(workspace.root, builtin_dir=None, entry_points=False)
+    attach_bot(engine)
     engine.retention.interval = 0.2
     await engine.event_engine.start()
     try:
@@ -93,6 +95,7 @@ async def test_without_history_days_conversations_are_kept(workspace: Workspace)
         [entry("chat", "fakechat"), entry("brain", "scripted")], agent={"inference": "brain"}
     )
     engine = Engine(workspace.root, builtin_dir=None, entry_points=False)
+    attach_bot(engine)
     await engine.event_engine.start()
     try:
         await engine.apply(settings)

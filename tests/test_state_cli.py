@@ -12,6 +12,7 @@ from typing import Any
 from click.testing import CliRunner, Result
 
 from grambot import CONNECTOR_MESSAGE
+from grambot.bot import Bot
 from grambot.cli import main
 from grambot.engine import Engine
 from grambot.registries.connectors import IncomingMessage
@@ -130,11 +131,11 @@ async def test_remind_list_cancel_tz_and_forget(engine: Engine, workspace: Works
 
 
 async def test_the_system_prompt_carries_the_time_and_zone(
-    engine: Engine, workspace: Workspace
+    engine: Engine, bot: Bot, workspace: Workspace
 ) -> None:
     plugins = [entry("chat", "fakechat"), entry("brain", "scripted")]
     await engine.apply(
         workspace.write(plugins, agent={"inference": "brain", "timeZone": "Asia/Tokyo"})
     )
-    prompt = engine.bot.commands.system_prompt(("chat", "c1"), engine.agent)
+    prompt = bot.turn.prompt(("chat", "c1"), engine.agent)
     assert "Current time: " in prompt and "(Asia/Tokyo, " in prompt and "+09:00" in prompt

@@ -6,15 +6,13 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
-from grambot.bot.context import BotContext
-from grambot.bot.images import Images
 from grambot.bot.reminders import Reminders
 from grambot.bot.reply import Reply, TurnFailed, apology
 from grambot.config.settings import AgentSettings
-from grambot.registries.connectors import IncomingMessage
-from grambot.storage.base import InboxEntry
+from grambot.registries.connectors import Attachment, IncomingMessage
+from grambot.storage.base import ConversationStore, InboxEntry
 
-__all__ = ["Commands", "ModelInfo"]
+__all__ = ["CommandContext", "Commands", "ImageMaker", "ModelInfo"]
 
 _COMMAND = re.compile(r"^/([A-Za-z][A-Za-z0-9_]*)(?:@\w+)?$")
 
@@ -26,6 +24,21 @@ HELP = {
 }
 
 
+class CommandContext(Protocol):
+    """What the commands read (grambot.bot.context.BotContext)."""
+
+    @property
+    def conversations(self) -> ConversationStore: ...
+
+    def agent(self) -> AgentSettings: ...
+
+
+class ImageMaker(Protocol):
+    """`/image` (grambot.bot.images.Images)."""
+
+    async def generate(self, agent: AgentSettings, prompt: str) -> list[Attachment]: ...
+
+
 class ModelInfo(Protocol):
     """What `/help` says of the model (grambot.bot.turn.ModelTurn)."""
 
@@ -34,7 +47,11 @@ class ModelInfo(Protocol):
 
 class Commands:
     def __init__(
-        self, context: BotContext, images: Images, reminders: Reminders, model: ModelInfo
+        self,
+        context: CommandContext,
+        images: ImageMaker,
+        reminders: Reminders,
+        model: ModelInfo,
     ) -> None:
         self._context = context
         self._images = images

@@ -7,11 +7,10 @@ from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from grambot.bot.workers import Chat
 from grambot.config.settings import AgentSettings
 
 __all__ = ["SystemPrompt"]
-
-Chat = tuple[str, str]  # (connector id, chat id)
 
 
 class SystemPrompt:

@@ -11,10 +11,9 @@ again) and at most once out (marked `sending` durably before the reply goes out;
 `sending` at start is `uncertain` and never resent). The conversation is written after the
 reply, off the event loop (grambot.storage).
 
-A turn: the history (trimmed by count and size) goes to the inference provider with the tool
-definitions; tool calls run through the ToolRegistry (results cut to `maxToolResultChars`), until
-a final answer or the step limit. Every failure becomes a short apology naming what failed and a
-logged traceback without the failing instance's secrets.
+The turn is grambot.bot.turn's (a command's: grambot.bot.commands), the send
+grambot.bot.reply's. Every failure becomes a short apology naming what failed and a logged
+traceback without the failing instance's secrets.
 """
 
 from __future__ import annotations
@@ -50,9 +49,7 @@ logger = logging.getLogger(__name__)
 
 
 class Bot:
-    """Routing: which chat a message belongs to, the chat's worker, the inbox around a turn.
-    The turn is grambot.bot.turn's, the commands grambot.bot.commands', the send
-    grambot.bot.reply's."""
+    """Routing: which chat a message belongs to, the chat's worker, the inbox around a turn."""
 
     def __init__(
         self,

@@ -32,7 +32,7 @@ from grambot.bot.counts import InboxCounts
 from grambot.bot.images import Images
 from grambot.bot.prompt import SystemPrompt
 from grambot.bot.reminders import Reminders
-from grambot.bot.reply import UNEXPECTED, Reply, Sender, TurnFailed
+from grambot.bot.reply import UNEXPECTED, Reply, Sender
 from grambot.bot.report import log_handled
 from grambot.bot.turn import ModelTurn
 from grambot.bot.workers import Chat, ChatWorkers, Served
@@ -321,4 +321,4 @@ def incoming_message(payload: Any, *, default_connector: str) -> IncomingMessage
     )
 
 
-__all__ = ["CONNECTOR_MESSAGE", "Bot", "Reply", "TurnFailed", "incoming_message"]
+__all__ = ["CONNECTOR_MESSAGE", "Bot", "incoming_message"]

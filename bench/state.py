@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BENCH_PLUGINS, Result, percentile, ratio
+from grambot.bot import attach_bot
 from grambot.engine import Engine
 from grambot.registries.connectors import IncomingMessage
 
@@ -45,6 +46,7 @@ def _workspace(root: Path) -> None:
 
 async def _engine(root: Path) -> tuple[Engine, Any]:
     engine = Engine(root, builtin_dir=None, entry_points=False)
+    attach_bot(engine)  # the bot answers what the loop connector accepts
     await engine.event_engine.start()
     await engine.apply(engine.read_settings())
     connector = engine.registries.connectors.get("loop")
@@ -55,7 +57,7 @@ async def _engine(root: Path) -> tuple[Engine, Any]:
 async def _done_barrier(engine: Engine) -> None:
     for _ in range(3):
         await asyncio.sleep(0)  # the bot submits mark_done right after the send returns
-    await engine.state.db.run(lambda conn: None)
+    await engine.storage.db.run(lambda conn: None)
 
 
 async def _latency(root: Path, n: int) -> list[float]:
@@ -71,7 +73,7 @@ async def _latency(root: Path, n: int) -> list[float]:
             await waiter
             await _done_barrier(engine)
             out.append(time.perf_counter() - start)
-        assert loop_plugin.sent == n and not await engine.state.inbox.counts()  # all done
+        assert loop_plugin.sent == n and not await engine.storage.inbox.counts()  # all done
     finally:
         await engine.stop(drain_deadline=1.0)
     return out
@@ -82,7 +84,7 @@ async def _throughput(root: Path, n: int, chats: int = 100) -> tuple[float, floa
     try:
         loop_plugin.sent, loop_plugin.expected = 0, n
         loop_plugin.all_sent = asyncio.Event()
-        batches0, ops0 = engine.state.db.batches, engine.state.db.ops
+        batches0, ops0 = engine.storage.db.batches, engine.storage.db.ops
         start = time.perf_counter()
         accept = loop_plugin.api.inbox.accept
         for lo in range(0, n, 500):  # a connector's burst: accepts in flight together
@@ -95,8 +97,8 @@ async def _throughput(root: Path, n: int, chats: int = 100) -> tuple[float, floa
         await loop_plugin.all_sent.wait()
         await _done_barrier(engine)
         elapsed = time.perf_counter() - start
-        assert loop_plugin.sent == n and not await engine.state.inbox.counts()  # all done
-        per_commit = (engine.state.db.ops - ops0) / max(1, engine.state.db.batches - batches0)
+        assert loop_plugin.sent == n and not await engine.storage.inbox.counts()  # all done
+        per_commit = (engine.storage.db.ops - ops0) / max(1, engine.storage.db.batches - batches0)
     finally:
         await engine.stop(drain_deadline=1.0)
     return n / elapsed, per_commit

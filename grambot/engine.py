@@ -1,6 +1,7 @@
 """The engine of one workspace, and the only facade of its instances.
 
-`Engine` wires settings, catalog, registries, events, secrets, the bot and the manager together.
+`Engine` wires settings, catalog, registries, events, secrets, storage and the manager together;
+the bot attaches from outside (`attach`, grambot.bot.attach_bot).
 `Runtime` (grambot run), the CLI, the bot, `grambot.testing` and embedding code use its methods
 (`apply`, `instance`, `instances`, `reload`, `retry`, ...), never the manager behind it.
 """
@@ -16,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grambot.bot import Bot
 from grambot.config.catalog import PluginCatalog, builtin_plugins_dir
 from grambot.config.custom import CustomPlugins, apply_custom_plugins, check_timeout_ms
 from grambot.config.descriptor import PluginDescriptor
@@ -41,14 +41,14 @@ from grambot.events.queue import PluginEventEngine
 from grambot.isolation.backend import ProcessIsolation
 from grambot.masking import MASK
 from grambot.registries import Registries
-from grambot.registries.connectors import CONNECTOR_MESSAGE
 from grambot.scheduling import Scheduler
 from grambot.secrets.store import FileSecretsStore, SecretsStore
-from grambot.storage import STATE_FILE, SqliteState
+from grambot.storage import STORAGE_FILE, SqliteStorage
 from grambot.storage.retention import Retention
 
 if TYPE_CHECKING:
     from grambot.core.check import CheckResult as CheckResult
+    from grambot.events.responder import Responder
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,6 @@ class Engine:
         secrets: SecretsStore | None = None,
         builtin_dir: Path | None = None,
         entry_points: bool = True,
-        bot: bool = True,
         retries: bool = False,
     ) -> None:
         """`retries`: retry recoverable failures with backoff (the `retry` settings key);
@@ -112,39 +111,40 @@ class Engine:
                 isolation=self.isolation,
             )
         )
-        # Durable state (issue 16, docs/state.md): .scout/state.db, opened on first use.
-        self.state = SqliteState(self.scout_dir / STATE_FILE)
-        self.scheduler = Scheduler(self.state.schedule)
+        # Durable storage (issue 16, docs/state.md): .scout/state.db, opened on first use.
+        self.storage = SqliteStorage(self.scout_dir / STORAGE_FILE)
+        self.scheduler = Scheduler(self.storage.schedule)
         # what is kept only for a while (agent.historyDays, done inbox entries, TTLs) goes hourly
         self.retention = Retention(
-            self.state.conversations,
-            self.state.inbox,
-            self.state.kv,
+            self.storage.conversations,
+            self.storage.inbox,
+            self.storage.kv,
             lambda: self.settings.agent.history_days,
         )
-        # The bot answers what connectors put in the inbox (and `connector.message` events)
-        # with the last valid `agent` block.
-        self.bot = Bot(
-            self.registries,
-            self.state,
-            lambda: self.settings.agent,
-            redact=lambda owner, text: MASK.redact_instance(self.secrets, owner, text),
-            legacy_dir=self.scout_dir / "bot",
-            on_change=lambda: self.manager.services.on_change(),
-        )
-        self.bot.scheduler = self.scheduler
-        self.scheduler.on_change = self.bot.refresh_soon  # job counts in status.json
-        self.answers = bot  # False: messages are accepted into the inbox, nobody answers
-        self._state_started = False
+        # What answers the inbox (the bot), attached from outside; without one, messages are
+        # accepted into the inbox and nobody answers.
+        self.responder: Responder | None = None
+        self._storage_opened = False
         self.manager.services.durable = DurableServices(
-            self.state.kv,
-            self.state.inbox,
-            self.bot.wake if bot else lambda connector_id, chat_id: None,
-            self.scheduler.for_instance,
+            self.storage.kv, self.storage.inbox, self._wake, self.scheduler.for_instance
         )
-        if bot:
-            self.event_engine.register(CONNECTOR_MESSAGE, self.bot.on_event)
-            self.add_listener(self.bot.kick)
+
+    def attach(self, responder: Responder) -> None:
+        """Attach what answers the messages in the inbox (grambot.bot.attach_bot), before
+        `start`: it recovers the inbox when the storage opens, resumes after the first
+        reconcile and stops before the instances unload."""
+        if self.responder is not None or self._storage_opened:
+            raise RuntimeError("attach a responder once, before the engine starts")
+        self.responder = responder
+
+    def _wake(self, connector_id: str, chat_id: str) -> None:
+        if self.responder is not None:
+            self.responder.wake(connector_id, chat_id)
+
+    def changed(self) -> None:
+        """Something status.json shows changed outside the instances (e.g. the inbox): tell
+        the listeners."""
+        self.manager.services.on_change()
 
     # -- the instances (read them here; change them through the methods below) -------------
 
@@ -368,25 +368,25 @@ class Engine:
         self.ignored_edit = None
         self.event_engine.handler_timeout = settings.timeouts.event_handler
         self.scheduler.timeout = settings.timeouts.event_handler
-        first = not self._state_started
+        first = not self._storage_opened
         if first:
-            await self._start_state()
-        await self.state.set_synchronous(settings.state_synchronous)
+            await self._open_storage()
+        await self.storage.set_synchronous(settings.state_synchronous)
         applied = await self.manager.sync_with_settings(settings)
         if applied:
             self._report(settings)
-        if first and self.answers:
-            await self.bot.resume()  # what waits in the inbox is answered from now on
+        if first and self.responder is not None:
+            await self.responder.resume()  # what waits in the inbox is answered from now on
         return applied
 
-    async def _start_state(self) -> None:
+    async def _open_storage(self) -> None:
         """Open .scout/state.db (raises StateError, e.g. a database of a newer grambot) and,
         when this engine answers, recover the inbox before any connector runs."""
-        self._state_started = True
-        self.state.db.synchronous = self.settings.state_synchronous
-        await asyncio.to_thread(self.state.open)
-        if self.answers:
-            await self.bot.recover()
+        self._storage_opened = True
+        self.storage.db.synchronous = self.settings.state_synchronous
+        await asyncio.to_thread(self.storage.open)
+        if self.responder is not None:
+            await self.responder.recover()
             self.retention.start()
 
     def _report(self, settings: EngineSettings) -> None:
@@ -424,19 +424,21 @@ class Engine:
         """Stop the event engine (draining within the deadline), let the bot finish the replies
         it holds, then unload every instance."""
         await self.event_engine.stop(drain_deadline)
-        await self.bot.stop(drain_deadline)
+        if self.responder is not None:
+            await self.responder.stop(drain_deadline)
         await self.manager.unload_all()
         self.isolation.close()  # every child has stopped; the zygote goes too
         await self.scheduler.stop()
         await self.retention.stop()
-        await self.state.close()
+        await self.storage.close()
 
-    def state_status(self) -> dict[str, Any]:
+    def inbox_status(self) -> dict[str, Any]:
         """The inbox in status.json (`uncertainAtStart`: replies that may or may not have gone
         out when the last run stopped)."""
-        return self.bot.status()
+        return self.responder.status() if self.responder is not None else {}
 
     def schedule_status(self) -> dict[str, Any]:
         """Scheduled jobs in status.json: stored (every owner's), and armed (of loaded
         instances)."""
-        return {"jobs": self.bot.stored_jobs, "active": self.scheduler.active}
+        jobs = self.responder.stored_jobs if self.responder is not None else 0
+        return {"jobs": jobs, "active": self.scheduler.active}

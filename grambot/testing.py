@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from grambot.bot import attach_bot
 from grambot.engine import Engine
 
 if TYPE_CHECKING:
@@ -159,6 +160,7 @@ async def _engine(
             for key, value in secrets.items():
                 store.set(iid, key, value)
         engine = Engine(root, builtin_dir=None, entry_points=entry_points)
+        attach_bot(engine)
         await engine.start()
         try:
             yield engine, iid

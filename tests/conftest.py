@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from grambot.bot import Bot, attach_bot
 from grambot.config.settings import EngineSettings, load_settings
 from grambot.engine import Engine
 from tests import isolation
@@ -57,11 +58,19 @@ def workspace(tmp_path: Path) -> Workspace:
 @pytest.fixture
 async def engine(workspace: Workspace) -> AsyncIterator[Engine]:
     eng = Engine(workspace.root, builtin_dir=None, entry_points=False)
+    attach_bot(eng)
     await eng.event_engine.start()
     try:
         yield eng
     finally:
         await eng.stop(drain_deadline=1.0)
+
+
+@pytest.fixture
+def bot(engine: Engine) -> Bot:
+    """The bot attached to `engine`."""
+    assert isinstance(engine.responder, Bot)
+    return engine.responder
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

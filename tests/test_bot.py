@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from grambot import CONNECTOR_MESSAGE
+from grambot.bot import attach_bot
 from grambot.engine import Engine
 from tests.conftest import Workspace, entry
 
@@ -117,6 +118,7 @@ async def test_messages_of_one_chat_are_answered_in_order(
 async def test_reset_and_history_survive_a_restart(workspace: Workspace) -> None:
     for expected in ("1 user messages", "3 user messages"):
         engine = Engine(workspace.root, builtin_dir=None, entry_points=False)
+        attach_bot(engine)
         await engine.event_engine.start()
         try:
             await _bot(engine, workspace)
@@ -129,6 +131,7 @@ async def test_reset_and_history_survive_a_restart(workspace: Workspace) -> None
         finally:
             await engine.stop()
     engine = Engine(workspace.root, builtin_dir=None, entry_points=False)
+    attach_bot(engine)
     await engine.event_engine.start()
     try:
         await _bot(engine, workspace)

@@ -28,7 +28,7 @@ async def test_the_bots_own_status_refresh_does_not_rescan_the_inbox(
     whole inbox for waiting chats again, over and over while messages flow."""
     await engine.apply(workspace.write(PLUGINS, agent={"inference": "brain"}))
     scans = 0
-    inbox = engine.state.inbox
+    inbox = engine.storage.inbox
     pending_chats = inbox.pending_chats
 
     def counted() -> Any:
@@ -57,16 +57,16 @@ async def test_a_message_costs_four_operations_on_the_database(
     await engine.apply(workspace.write(PLUGINS, agent={"inference": "brain"}))
     connector = engine.registries.connectors.get("chat")
     assert connector is not None
-    db = engine.state.db
+    db = engine.storage.db
     refreshes = 0  # inbox and job counts for status.json (two operations, every 0.25 s)
-    counts = engine.state.inbox.counts
+    counts = engine.storage.inbox.counts
 
     def counted(connector_id: str | None = None) -> Any:
         nonlocal refreshes
         refreshes += 1
         return counts(connector_id)
 
-    engine.state.inbox.counts = counted  # type: ignore[method-assign]
+    engine.storage.inbox.counts = counted  # type: ignore[method-assign]
     await _until(lambda: engine.retention.passes >= 1)  # the start's own work is over
     await asyncio.sleep(0.05)
     await db.run(lambda conn: None)

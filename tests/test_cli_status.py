@@ -12,7 +12,7 @@ from pathlib import Path
 
 from grambot.cli.status import render
 from grambot.registries.connectors import IncomingMessage
-from grambot.storage import Job, SqliteState
+from grambot.storage import Job, SqliteStorage
 from tests.conftest import entry
 from tests.runproc import EngineProcess, wait_until, workspace_with
 
@@ -87,7 +87,7 @@ def _seed_state(ws: Path) -> None:
     stored job of an instance that is gone."""
 
     async def seed() -> None:
-        state = SqliteState(ws / ".scout" / "state.db")
+        state = SqliteStorage(ws / ".scout" / "state.db")
         try:
             for n in range(2):
                 await state.inbox.accept(IncomingMessage("gone", "g", "ada", "hi", f"g{n}"))

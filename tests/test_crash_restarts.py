@@ -147,9 +147,9 @@ def _start(root: Path) -> EngineProcess:
 
 
 def _inbox_states(root: Path) -> dict[str, str]:
-    from grambot.storage import open_state
+    from grambot.storage import open_storage
 
-    with open_state(root / ".scout" / "state.db") as state:
+    with open_storage(root / ".scout" / "state.db") as state:
         return {e.message.text: e.state for e in state.inbox_entries()}
 
 

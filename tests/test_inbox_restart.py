@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from grambot.bot import attach_bot
 from grambot.engine import Engine
 from tests.conftest import Workspace, entry
 from tests.fakes.telegram_api import FakeTelegram
@@ -39,6 +40,7 @@ def plugins(fake: FakeTelegram) -> list[dict[str, Any]]:
 
 async def start(workspace: Workspace, fake: FakeTelegram) -> Engine:
     engine = Engine(workspace.root, entry_points=False)
+    attach_bot(engine)
     engine.secrets.set("tg", "botToken", TOKEN)
     await engine.event_engine.start()
     await engine.apply(workspace.write(plugins(fake), agent={"inference": "brain"}))

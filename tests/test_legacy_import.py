@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from grambot import CONNECTOR_MESSAGE
+from grambot.bot import attach_bot
 from grambot.engine import Engine
 from tests.conftest import Workspace, entry
 from tests.fakes.telegram_api import FakeTelegram
@@ -86,6 +87,7 @@ async def _start(workspace: Workspace, fake: FakeTelegram) -> Engine:
     plugins = [entry("tg", "telegram", **telegram), entry("chat", "fakechat")]
     plugins.append(entry("brain", "scripted"))
     engine = Engine(workspace.root, entry_points=False)
+    attach_bot(engine)
     engine.secrets.set("tg", "botToken", TOKEN)
     await engine.event_engine.start()
     await engine.apply(workspace.write(plugins, agent={"inference": "brain"}))

@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from grambot import CONNECTOR_MESSAGE
+from grambot.bot import Bot
 from grambot.cli import main
 from grambot.engine import Engine
 from tests.conftest import Workspace, entry
@@ -200,9 +201,9 @@ async def test_one_info_line_per_message_with_its_figures_and_no_text(
 
 
 async def test_tool_calls_are_named_and_texts_appear_only_when_asked(
-    engine: Engine, workspace: Workspace, caplog: pytest.LogCaptureFixture
+    engine: Engine, bot: Bot, workspace: Workspace, caplog: pytest.LogCaptureFixture
 ) -> None:
-    engine.bot.log_messages = True
+    bot.log_messages = True
     record = await _handled(engine, workspace, caplog, "!echo_tool ping")
     assert record.tools == ["echo_tool"]  # type: ignore[attr-defined]
     assert record.text == "!echo_tool ping"  # type: ignore[attr-defined]

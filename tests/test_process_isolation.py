@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from grambot.bot import Bot, attach_bot
 from grambot.engine import Engine
 from grambot.errors import ProcessLost
 from grambot.isolation import landlock
@@ -41,6 +42,7 @@ def write(ws: Workspace, plugins: list[dict[str, Any]], **keys: Any) -> Any:
 @pytest.fixture
 async def engine(workspace: Workspace) -> AsyncIterator[Engine]:
     eng = Engine(workspace.root, builtin_dir=None, entry_points=False, retries=True)
+    attach_bot(eng)
     eng.isolation.heartbeat_interval = 0.2
     eng.isolation.unresponsive_after = 1.0
     await eng.event_engine.start()
@@ -399,14 +401,16 @@ def test_an_isolation_change_is_a_change_of_the_entry() -> None:
     assert not differs(replace(config, isolation="process"), replace(config, isolation="process"))
 
 
-async def test_a_connector_and_secrets_work_across(engine: Engine, workspace: Workspace) -> None:
+async def test_a_connector_and_secrets_work_across(
+    engine: Engine, bot: Bot, workspace: Workspace
+) -> None:
     engine.secrets.set("r", "token", "tok-123456789")
     engine.secrets.set("other", "token", "not-yours")
     await engine.apply(write(workspace, [rogue(connector=True)]))
     assert engine.registries.connectors.keys() == ["r"]
     outbox = workspace.data_dir("r") / "outbox.log"
     assert outbox.read_text().split("\n")[0] == "start"  # started as the child's stage
-    await engine.bot.send("r", "chat-1", "hello there")
+    await bot.sender.send("r", "chat-1", "hello there")
     assert (await call(engine, "rogue", do="secret")).text == "tok-123456789"
     assert (await call(engine, "rogue", do="store")).text == "None"
     env = (await call(engine, "rogue", do="env")).text.split(",")

@@ -8,10 +8,11 @@ import sqlite3
 import time
 from pathlib import Path
 
+from grambot.bot import attach_bot
 from grambot.engine import Engine
 from grambot.registries.connectors import IncomingMessage
 from grambot.registries.inference import ChatMessage
-from grambot.storage import DONE_KEPT_DAYS, SqliteState
+from grambot.storage import DONE_KEPT_DAYS, SqliteStorage
 from tests.conftest import Workspace, entry
 
 DAY = 86400.0
@@ -20,7 +21,7 @@ DAY = 86400.0
 async def _seed(path: Path, tag: str, age_days: float) -> None:
     """Write, as if `age_days` ago: two conversation messages, a done inbox entry and a store
     value with a one-second TTL; through a connection of its own (the engine may run)."""
-    state = SqliteState(path)
+    state = SqliteStorage(path)
     then = time.time() - age_days * DAY
     for store in (state.conversations, state.inbox, state.kv):
         store.clock = lambda: then
@@ -65,6 +66,7 @@ async def test_old_rows_are_deleted_at_start_and_on_schedule(workspace: Workspac
         agent={"inference": "brain", "historyDays": 2},
     )
     engine = Engine(workspace.root, builtin_dir=None, entry_points=False)
+    attach_bot(engine)
     engine.retention.interval = 0.2
     await engine.event_engine.start()
     try:
@@ -93,6 +95,7 @@ async def test_without_history_days_conversations_are_kept(workspace: Workspace)
         [entry("chat", "fakechat"), entry("brain", "scripted")], agent={"inference": "brain"}
     )
     engine = Engine(workspace.root, builtin_dir=None, entry_points=False)
+    attach_bot(engine)
     await engine.event_engine.start()
     try:
         await engine.apply(settings)

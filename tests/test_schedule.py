@@ -42,13 +42,13 @@ async def test_an_every_job_runs_persists_and_pauses_while_unloaded(
     jobs = [{"name": "tick", "every": 0.1}]
     await engine.apply(workspace.write([entry("j", "jobs", jobs=jobs)]))
     await _until(lambda: len(_runs(workspace)) >= 2)
-    stored = await engine.state.schedule.get("j", "tick")
+    stored = await engine.storage.schedule.get("j", "tick")
     assert stored is not None and stored.kind == "every" and stored.next_run is not None
     await engine.apply(workspace.write([entry("j", "jobs", enabled=False, jobs=jobs)]))
     paused = len(_runs(workspace))
     await asyncio.sleep(0.4)
     assert len(_runs(workspace)) == paused  # unloaded: its jobs wait
-    assert await engine.state.schedule.get("j", "tick") is not None  # and stay stored
+    assert await engine.storage.schedule.get("j", "tick") is not None  # and stay stored
     await engine.apply(workspace.write([entry("j", "jobs", jobs=jobs)]))
     await _until(lambda: len(_runs(workspace)) > paused)
 
@@ -56,7 +56,7 @@ async def test_an_every_job_runs_persists_and_pauses_while_unloaded(
 async def test_missed_runs_follow_the_job_policy(engine: Engine, workspace: Workspace) -> None:
     past = time.time() - 3600
     for name, missed in (("catch-up", "run-once"), ("skipper", "skip")):
-        await engine.state.schedule.put(
+        await engine.storage.schedule.put(
             Job("j", name, "every", "600.0", past, missed=missed)  # due an hour ago
         )
     jobs = [
@@ -67,7 +67,7 @@ async def test_missed_runs_follow_the_job_policy(engine: Engine, workspace: Work
     await _until(lambda: _runs(workspace) == ["run:catch-up:0"])
     await asyncio.sleep(0.2)
     assert _runs(workspace) == ["run:catch-up:0"]  # once, however many were missed
-    skipper = await engine.state.schedule.get("j", "skipper")
+    skipper = await engine.storage.schedule.get("j", "skipper")
     assert skipper is not None and skipper.next_run is not None
     assert skipper.next_run > time.time() + 500  # moved to its next run, not run
 
@@ -75,14 +75,14 @@ async def test_missed_runs_follow_the_job_policy(engine: Engine, workspace: Work
 async def test_a_stored_job_without_handler_is_logged_and_kept(
     engine: Engine, workspace: Workspace, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await engine.state.schedule.put(Job("j", "orphan", "every", "1.0", time.time() - 5))
-    await engine.state.schedule.put(Job("j", "remind:1", "every", "1.0", time.time() - 5))
+    await engine.storage.schedule.put(Job("j", "orphan", "every", "1.0", time.time() - 5))
+    await engine.storage.schedule.put(Job("j", "remind:1", "every", "1.0", time.time() - 5))
     with caplog.at_level(logging.WARNING, "grambot.scheduler"):
         await engine.apply(workspace.write([entry("j", "jobs", handle=["remind:*"])]))
         await _until(lambda: _runs(workspace) == ["run:remind:1:0"])
         await _until(lambda: "stored job 'orphan' has no handler" in caplog.text)
     assert "instance j" in caplog.text
-    assert await engine.state.schedule.get("j", "orphan") is not None
+    assert await engine.storage.schedule.get("j", "orphan") is not None
 
 
 async def test_a_failing_job_is_logged_and_retried_by_policy(
@@ -96,7 +96,7 @@ async def test_a_failing_job_is_logged_and_retried_by_policy(
         await _until(lambda: "after 2 retries; dropped" in caplog.text)
     assert _runs(workspace) == ["run:fail-once:0", "run:fail-once:1", "run:fail-once:2"]
     assert "instance j: job 'fail-once' failed (RuntimeError: job fail-once failed" in caplog.text
-    assert await engine.state.schedule.get("j", "fail-once") is None
+    assert await engine.storage.schedule.get("j", "fail-once") is None
 
 
 async def test_a_job_stored_after_the_engine_started_runs_after_a_reload(
@@ -106,12 +106,12 @@ async def test_a_job_stored_after_the_engine_started_runs_after_a_reload(
     # must still be found when it loads again with only a handler for it.
     await engine.apply(workspace.write([entry("k", "jobs", handle=["tick"])]))
     await engine.apply(workspace.write([entry("k", "jobs", jobs=[{"name": "tick", "every": 60}])]))
-    assert await engine.state.schedule.get("k", "tick") is not None
+    assert await engine.storage.schedule.get("k", "tick") is not None
     await engine.apply(workspace.write([entry("k", "jobs", enabled=False, handle=["tick"])]))
-    job = await engine.state.schedule.get("k", "tick")
+    job = await engine.storage.schedule.get("k", "tick")
     assert job is not None
     # due now (as if a minute had passed): it runs once the instance is loaded again
-    await engine.state.schedule.put(dataclasses.replace(job, next_run=time.time()))
+    await engine.storage.schedule.put(dataclasses.replace(job, next_run=time.time()))
     await engine.apply(workspace.write([entry("k", "jobs", handle=["tick"])]))
     await _until(lambda: _runs(workspace, "k"))
 
@@ -124,7 +124,7 @@ async def test_owners_activated_before_the_owners_read_is_in_wait_for_it_in_one_
     # thousand tasks and shields on the loop).
     scheduler = engine.scheduler
     owners = [f"b{i}" for i in range(100)]
-    await engine.state.schedule.put(Job("b7", "tick", "every", "600.0", time.time() + 600))
+    await engine.storage.schedule.put(Job("b7", "tick", "every", "600.0", time.time() + 600))
     schedules = [scheduler.for_instance(o, contextvars.copy_context()) for o in owners]
     schedules[7].handle("tick", lambda run: None)
     before = asyncio.all_tasks()
@@ -138,7 +138,7 @@ async def test_owners_activated_before_the_owners_read_is_in_wait_for_it_in_one_
 async def test_a_failed_owners_read_neither_loses_nor_blocks_stored_jobs(
     engine: Engine,
 ) -> None:
-    store = engine.state.schedule
+    store = engine.storage.schedule
 
     class FirstReadFails:  # the real store, whose first owners read fails at once
         reads = 0
@@ -172,7 +172,7 @@ async def test_an_owner_unloaded_while_the_owners_read_is_pending_gets_no_jobs(
     engine: Engine,
 ) -> None:
     scheduler = engine.scheduler
-    await engine.state.schedule.put(Job("u1", "tick", "every", "600.0", time.time() + 600))
+    await engine.storage.schedule.put(Job("u1", "tick", "every", "600.0", time.time() + 600))
     schedule = scheduler.for_instance("u1", contextvars.copy_context())
     schedule.handle("tick", lambda run: None)
     scheduler.activate("u1")
@@ -189,12 +189,12 @@ async def test_an_at_job_runs_once_and_is_gone(engine: Engine, workspace: Worksp
     soon = datetime.fromtimestamp(time.time() + 0.05).astimezone().isoformat()
     await engine.apply(workspace.write([entry("j", "jobs", jobs=[{"name": "once", "at": soon}])]))
     await _until(lambda: _runs(workspace) == ["run:once:0"])
-    await _until(lambda: engine.state.schedule is not None)
+    await _until(lambda: engine.storage.schedule is not None)
     for _ in range(50):
-        if await engine.state.schedule.get("j", "once") is None:
+        if await engine.storage.schedule.get("j", "once") is None:
             break
         await asyncio.sleep(0.02)
-    assert await engine.state.schedule.get("j", "once") is None
+    assert await engine.storage.schedule.get("j", "once") is None
 
 
 async def test_store_is_per_instance_persistent_and_closed_after_unload(

@@ -12,11 +12,12 @@ from typing import Any
 from click.testing import CliRunner, Result
 
 from grambot import CONNECTOR_MESSAGE
+from grambot.bot import Bot
 from grambot.cli import main
 from grambot.engine import Engine
 from grambot.registries.connectors import IncomingMessage
 from grambot.secrets.store import FileSecretsStore
-from grambot.storage import Job, open_state
+from grambot.storage import Job, open_storage
 from tests.conftest import Workspace, entry
 from tests.runproc import workspace_with
 
@@ -35,7 +36,7 @@ def _seed(root: Path) -> None:
         (root / ".scout" / "plugins" / instance / "file.txt").write_text(instance)
 
     async def fill() -> None:
-        state = open_state(root / ".scout" / "state.db")
+        state = open_storage(root / ".scout" / "state.db")
         try:
             for instance in ("a", "b"):
                 await state.kv.set(instance, "k", instance)
@@ -62,7 +63,7 @@ def test_backup_holds_a_consistent_database_and_the_workspace(tmp_path: Path) ->
     assert ".scout/settings.json" in names and ".scout/secrets.json" in names
     assert ".scout/state.db" in names and ".scout/status.json" not in names
     assert ".scout/plugins/a/file.txt" in names
-    with open_state(tmp_path / "restored" / ".scout" / "state.db") as state:
+    with open_storage(tmp_path / "restored" / ".scout" / "state.db") as state:
         assert len(state.inbox_entries()) == 2
 
 
@@ -78,7 +79,7 @@ def test_remove_purge_deletes_everything_kept_for_the_instance(tmp_path: Path) -
     assert not (root / ".scout" / "plugins" / "a").exists()
     secrets = FileSecretsStore(root / ".scout" / "secrets.json")
     assert secrets.keys("a") == [] and secrets.keys("b") == ["token"]
-    with open_state(root / ".scout" / "state.db") as state:
+    with open_storage(root / ".scout" / "state.db") as state:
         owners = {e.message.connector_id for e in state.inbox_entries()}
         assert owners == {"b"}
         jobs = state.db.run_sync(lambda c: c.execute("SELECT owner, name FROM jobs").fetchall())
@@ -130,11 +131,11 @@ async def test_remind_list_cancel_tz_and_forget(engine: Engine, workspace: Works
 
 
 async def test_the_system_prompt_carries_the_time_and_zone(
-    engine: Engine, workspace: Workspace
+    engine: Engine, bot: Bot, workspace: Workspace
 ) -> None:
     plugins = [entry("chat", "fakechat"), entry("brain", "scripted")]
     await engine.apply(
         workspace.write(plugins, agent={"inference": "brain", "timeZone": "Asia/Tokyo"})
     )
-    prompt = engine.bot.commands.system_prompt(("chat", "c1"), engine.agent)
+    prompt = bot.turn.prompt(("chat", "c1"), engine.agent)
     assert "Current time: " in prompt and "(Asia/Tokyo, " in prompt and "+09:00" in prompt

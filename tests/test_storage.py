@@ -18,9 +18,9 @@ from grambot.storage import (
     Finished,
     Job,
     SchemaTooNew,
-    SqliteState,
+    SqliteStorage,
     StateError,
-    open_state,
+    open_storage,
 )
 from grambot.storage.conversations import TRIM_EVERY
 from grambot.storage.database import MIGRATIONS
@@ -28,8 +28,8 @@ from grambot.storage.sqlite import encode_message
 
 
 @pytest.fixture
-async def state(tmp_path: Path) -> AsyncIterator[SqliteState]:
-    s = SqliteState(tmp_path / "state.db")
+async def state(tmp_path: Path) -> AsyncIterator[SqliteStorage]:
+    s = SqliteStorage(tmp_path / "state.db")
     try:
         yield s
     finally:
@@ -42,7 +42,7 @@ def msg(
     return IncomingMessage(conn, chat, "ada", text, mid, extra={"updateId": 7})
 
 
-async def test_kv_values_ttl_prefix_and_compare_and_set(state: SqliteState) -> None:
+async def test_kv_values_ttl_prefix_and_compare_and_set(state: SqliteStorage) -> None:
     kv = state.kv
     assert await kv.get("ns", "a") is MISSING
     await kv.set("ns", "a", {"n": 1, "l": [1, "x"]})
@@ -70,7 +70,7 @@ async def test_kv_values_ttl_prefix_and_compare_and_set(state: SqliteState) -> N
     assert await kv.get("other", "a") == "not mine"
 
 
-async def test_concurrent_writes_share_commits(state: SqliteState) -> None:
+async def test_concurrent_writes_share_commits(state: SqliteStorage) -> None:
     await state.kv.set("warm", "up", 1)
     batches = state.db.batches
     await asyncio.gather(*(state.kv.set("ns", f"k{i}", i) for i in range(500)))
@@ -78,7 +78,7 @@ async def test_concurrent_writes_share_commits(state: SqliteState) -> None:
     assert state.db.batches - batches < 100  # group commit: far fewer commits than writes
 
 
-async def test_a_failing_operation_is_undone_alone(state: SqliteState) -> None:
+async def test_a_failing_operation_is_undone_alone(state: SqliteStorage) -> None:
     def boom(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO kv (namespace, key, value) VALUES ('ns', 'half', '1')")
         raise ValueError("boom")
@@ -93,7 +93,7 @@ async def test_a_failing_operation_is_undone_alone(state: SqliteState) -> None:
     assert [k for k, _ in await state.kv.items("ns")] == ["after", "before"]
 
 
-async def test_inbox_dedupes_claims_in_order_and_recovers(state: SqliteState) -> None:
+async def test_inbox_dedupes_claims_in_order_and_recovers(state: SqliteStorage) -> None:
     inbox = state.inbox
     assert await inbox.accept(msg(mid="1", text="one"))
     assert not await inbox.accept(msg(mid="1", text="one again"))  # redelivered upstream
@@ -121,7 +121,7 @@ async def test_inbox_dedupes_claims_in_order_and_recovers(state: SqliteState) ->
     assert await inbox.drop_connector("tg") == 5
 
 
-async def test_attachments_survive_the_inbox(state: SqliteState, tmp_path: Path) -> None:
+async def test_attachments_survive_the_inbox(state: SqliteStorage, tmp_path: Path) -> None:
     message = IncomingMessage(
         "tg", "c", "ada", "look", "9", (Attachment(tmp_path / "p.png", "image/png", "p.png"),)
     )
@@ -130,7 +130,7 @@ async def test_attachments_survive_the_inbox(state: SqliteState, tmp_path: Path)
     assert entry is not None and entry.message == message
 
 
-async def test_conversations_append_keep_load_and_age(state: SqliteState) -> None:
+async def test_conversations_append_keep_load_and_age(state: SqliteStorage) -> None:
     conv = state.conversations
     turn = [
         ChatMessage("user", "hi"),
@@ -156,7 +156,7 @@ async def test_conversations_append_keep_load_and_age(state: SqliteState) -> Non
 
 
 async def test_a_turn_finishes_the_last_message_and_claims_the_next_at_once(
-    state: SqliteState,
+    state: SqliteStorage,
 ) -> None:
     inbox, turns = state.inbox, state.turns
     for n in range(3):
@@ -180,7 +180,7 @@ async def test_a_turn_finishes_the_last_message_and_claims_the_next_at_once(
     assert await inbox.counts() == {"accepted": 1}  # q1 done, q2 left waiting
 
 
-async def test_histories_are_right_after_a_rolled_back_append(state: SqliteState) -> None:
+async def test_histories_are_right_after_a_rolled_back_append(state: SqliteStorage) -> None:
     """Decoded messages are kept by row id; an append undone by a failure had taken ids that
     the next append gets again: what is loaded is what was written last under them."""
     conv = state.conversations
@@ -192,7 +192,7 @@ async def test_histories_are_right_after_a_rolled_back_append(state: SqliteState
     assert [m.content for m in await conv.load("tg", "c", limit=10)] == ["kept", "after"]
 
 
-async def test_checkpoints_run_on_a_thread_of_their_own(state: SqliteState) -> None:
+async def test_checkpoints_run_on_a_thread_of_their_own(state: SqliteStorage) -> None:
     """The writing connection never checkpoints in a commit; the checkpointer does it soon
     after commits, so the log is copied back into the database file meanwhile."""
     autocheckpoint = await state.db.run_raw(
@@ -214,7 +214,7 @@ async def test_checkpoints_run_on_a_thread_of_their_own(state: SqliteState) -> N
     assert busy == 0 and copied == in_log
 
 
-async def test_every_chat_is_trimmed_whatever_the_order_of_appends(state: SqliteState) -> None:
+async def test_every_chat_is_trimmed_whatever_the_order_of_appends(state: SqliteStorage) -> None:
     """Chats taking turns in a fixed order (row ids in the same pattern each round) are each
     trimmed all the same: the count is per chat."""
     conv = state.conversations
@@ -227,7 +227,7 @@ async def test_every_chat_is_trimmed_whatever_the_order_of_appends(state: Sqlite
         assert 10 <= len(await conv.load("tg", f"c{n}", limit=1000)) < 10 + TRIM_EVERY
 
 
-async def test_schedule_jobs_by_owner_and_prefix(state: SqliteState) -> None:
+async def test_schedule_jobs_by_owner_and_prefix(state: SqliteStorage) -> None:
     job = Job("inst", "daily", "cron", "0 8 * * *", 123.0, payload={"a": 1}, tz="Europe/Berlin")
     await state.schedule.put(job)
     await state.schedule.put(Job("inst", "other", "every", "60", 5.0))
@@ -242,7 +242,7 @@ async def test_schedule_jobs_by_owner_and_prefix(state: SqliteState) -> None:
 
 def test_the_file_is_private_wal_and_versioned(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    with open_state(path) as state:
+    with open_storage(path) as state:
         assert state.inbox_counts() == {}
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     conn = sqlite3.connect(path)
@@ -267,7 +267,7 @@ def test_a_version_1_database_is_migrated_with_its_inbox(tmp_path: Path) -> None
         )
     conn.commit()
     conn.close()
-    with open_state(path) as state:
+    with open_storage(path) as state:
         assert state.inbox_counts() == {"accepted": 1, "handling": 1}
         indexes = state.db.run_sync(
             lambda conn: {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
@@ -285,7 +285,7 @@ def test_a_database_from_a_newer_grambot_is_refused_untouched(tmp_path: Path) ->
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     conn.close()
     before = path.read_bytes()
-    state = open_state(path)
+    state = open_storage(path)
     with pytest.raises(SchemaTooNew) as info:
         state.open()
     assert "newer grambot" in str(info.value) and str(path) in str(info.value)
@@ -297,7 +297,7 @@ def test_a_database_from_a_newer_grambot_is_refused_untouched(tmp_path: Path) ->
 
 def test_backup_and_purge(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    with open_state(path) as state:
+    with open_storage(path) as state:
         state.db.run_sync(lambda conn: conn.execute("INSERT INTO kv VALUES ('tg', 'k', '1', NULL)"))
         state.db.run_sync(
             lambda conn: conn.execute("INSERT INTO kv VALUES ('other', 'k', '1', NULL)")
@@ -305,6 +305,6 @@ def test_backup_and_purge(tmp_path: Path) -> None:
         state.backup_to(tmp_path / "copy.db")
         removed = state.purge_instance("tg")
         assert removed["store value(s)"] == 1
-    with open_state(tmp_path / "copy.db") as copy:
+    with open_storage(tmp_path / "copy.db") as copy:
         rows = copy.db.run_sync(lambda conn: conn.execute("SELECT namespace FROM kv").fetchall())
         assert sorted(r[0] for r in rows) == ["other", "tg"]

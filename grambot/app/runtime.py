@@ -36,6 +36,7 @@ from grambot.app.signals import EXIT_FORCED, ShutdownSignals, arm_deadline, disa
 from grambot.app.status import STATUS_NAME, StatusWriter
 from grambot.app.watchdog import LoopWatchdog
 from grambot.app.watcher import PluginDirsWatch, read_live_settings, watch_files
+from grambot.bot import attach_bot
 from grambot.config.settings import EngineSettings
 from grambot.containment.boundary import engine_cancelled, format_details
 from grambot.engine import Engine, InstanceState
@@ -93,7 +94,8 @@ class Runtime:
             on_value=lambda value: MASK.add([value]),
         )
         self.engine = Engine(self.workspace, secrets=self.secrets, retries=True)
-        self.engine.bot.log_messages = log_messages  # message texts in the log (masked)
+        # the bot answers the inbox; --log-messages: message texts in the log (masked)
+        self.bot = attach_bot(self.engine, log_messages=log_messages)
         self._stop = asyncio.Event()
         self._stop_reason: str | None = None  # a plugin asked to stop (Engine.request_stop)
         self._event_loop: asyncio.AbstractEventLoop | None = None

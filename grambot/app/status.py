@@ -96,7 +96,7 @@ class StatusWriter:
             # problems of entries of the file in force (an entry left out, held or not)
             "settingsProblems": [str(p) for p in self.engine.settings.problems],
             "instances": [i.to_status() for i in self.engine.instances()],
-            "inbox": self.engine.state_status(),  # durable inbox (docs/state.md)
+            "inbox": self.engine.inbox_status(),  # durable inbox (docs/state.md)
             "schedule": self.engine.schedule_status(),
         }
 

@@ -26,9 +26,10 @@ from grambot.scheduling.timing import check_cron, parse_at, zone
 from grambot.storage.base import InboxEntry, Job
 
 if TYPE_CHECKING:
-    from grambot.bot.router import Bot
+    from grambot.bot.context import BotContext
+    from grambot.bot.reply import Sender
     from grambot.bot.workers import Chat
-    from grambot.scheduling import InstanceSchedule, ScheduledRun
+    from grambot.scheduling import InstanceSchedule, ScheduledRun, Scheduler
 
 __all__ = ["MAX_PER_CHAT", "MIN_INTERVAL", "Reminders", "parse_when"]
 
@@ -151,7 +152,7 @@ class ScheduleMessageTool:
                 if args.get("time_zone")
                 else self.reminders.zone_of(chat)
             )
-            now = self.reminders.bot.clock()
+            now = self.reminders.context.clock()
             if given[0] == "at":
                 moment = parse_at(str(args["at"]), tz.key)
                 when = When("at", repr(moment), moment, tz.key)
@@ -171,19 +172,20 @@ class ScheduleMessageTool:
 
 
 class Reminders:
-    def __init__(self, bot: Bot) -> None:
-        self.bot = bot
+    def __init__(self, context: BotContext, sender: Sender, scheduler: Scheduler | None) -> None:
+        self.context = context
+        self._sender = sender
+        self._scheduler = scheduler  # None: no reminders (no commands, no tool)
         self.schedule: InstanceSchedule | None = None
         self._zones: dict[Chat, str] = {}
         self._tool = ScheduleMessageTool(self)
 
     async def resume(self) -> None:
-        scheduler = getattr(self.bot, "scheduler", None)
-        if scheduler is None:
+        if self._scheduler is None:
             return
-        self.schedule = scheduler.engine_owner(OWNER)
+        self.schedule = self._scheduler.engine_owner(OWNER)
         self.schedule.handle("chat:*", self._due)
-        for key, value in await self.bot.state.kv.items(OWNER, "tz:"):
+        for key, value in await self.context.kv.items(OWNER, "tz:"):
             connector, _, chat = key.removeprefix("tz:").partition(":")
             self._zones[(connector, chat)] = str(value)
         self.schedule.activate()
@@ -205,7 +207,7 @@ class Reminders:
         }
 
     def zone_of(self, chat: Chat, agent: AgentSettings | None = None) -> ZoneInfo:
-        name = self._zones.get(chat) or (agent or self.bot._agent()).time_zone
+        name = self._zones.get(chat) or (agent or self.context.agent()).time_zone
         try:
             return zone(name)
         except ValueError:
@@ -238,7 +240,7 @@ class Reminders:
             )
         if when.kind == "cron":
             return await self.schedule.cron(name, when.spec, None, payload, tz=when.tz, retries=5)
-        if when.first <= self.bot.clock():
+        if when.first <= self.context.clock():
             raise ValueError("that time is in the past")
         return await self.schedule.at(name, when.first, None, payload, tz=when.tz, retries=5)
 
@@ -246,12 +248,12 @@ class Reminders:
         payload = run.payload or {}
         chat = (str(payload.get("connector")), str(payload.get("chat")))
         text = f"⏰ Reminder: {payload.get('text', '')}"
-        if chat[0] not in self.bot.registries.connectors:
+        if chat[0] not in self.context.registries.connectors:
             raise RuntimeError(f"connector {chat[0]} is not loaded")  # retried by the scheduler
-        if not await self.bot.send(*chat, text):
+        if not await self._sender.send(*chat, text):
             raise RuntimeError(f"sending through {chat[0]} failed")
-        await self.bot.conversations.append(
-            *chat, [ChatMessage(role="assistant", content=text)], keep=self.bot._keep()
+        await self.context.conversations.append(
+            *chat, [ChatMessage(role="assistant", content=text)], keep=self.context.keep()
         )
 
     async def forget(self, chat: Chat) -> int:
@@ -260,7 +262,7 @@ class Reminders:
             for job in await self.schedule.jobs(self.prefix(chat)):
                 removed += await self.schedule.cancel(job.name)
         self._zones.pop(chat, None)
-        await self.bot.state.kv.delete(OWNER, f"tz:{chat[0]}:{chat[1]}")
+        await self.context.kv.delete(OWNER, f"tz:{chat[0]}:{chat[1]}")
         return removed
 
     async def command(
@@ -275,7 +277,7 @@ class Reminders:
             return await self._list_or_cancel(chat, argument)
         words = argument.split()
         try:
-            when, rest = parse_when(words, self.zone_of(chat), self.bot.clock())
+            when, rest = parse_when(words, self.zone_of(chat), self.context.clock())
             if not rest:
                 raise ValueError(USAGE)
             seed = f"{entry.id if entry else message.message_id}:{argument}"
@@ -292,7 +294,7 @@ class Reminders:
         except ValueError as exc:
             return str(exc)
         self._zones[chat] = tz.key
-        await self.bot.state.kv.set(OWNER, f"tz:{chat[0]}:{chat[1]}", tz.key)
+        await self.context.kv.set(OWNER, f"tz:{chat[0]}:{chat[1]}", tz.key)
         return f"Time zone set to {tz.key}."
 
     async def _list_or_cancel(self, chat: Chat, argument: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from grambot.errors import did_you_mean
 
-# tools the bot itself offers (grambot/bot/router.py IMAGE_TOOL, grambot/bot/reminders.py)
+# tools the bot itself offers (grambot/bot/images.py IMAGE_TOOL, grambot/bot/reminders.py)
 BOT_TOOLS = ("image_generate", "schedule_message")
 
 

@@ -39,7 +39,7 @@ def live_check(
     from grambot.engine import Engine
     from grambot.errors import SettingsError
 
-    engine = Engine(workspace, secrets=open_workspace_store(workspace), bot=False)
+    engine = Engine(workspace, secrets=open_workspace_store(workspace))
     try:
         engine.settings = settings if settings is not None else engine.read_settings()
     except SettingsError as exc:

@@ -26,18 +26,18 @@ def backup_command(file: Path | None, workspace: Path) -> None:
     """Write .scout/ to FILE (a .tar.gz; default grambot-backup-<time>.tar.gz here): settings,
     secrets, plugin data, and a consistent copy of state.db made with SQLite's online backup
     (safe while the engine runs). Restore: stop the engine, unpack it into the workspace."""
-    from grambot.storage import STATE_FILE, StateError, open_state
+    from grambot.storage import STORAGE_FILE, StateError, open_storage
 
     scout = workspace.resolve() / ".scout"
     if not scout.is_dir():
         raise click.ClickException(f"{scout} does not exist: nothing to back up")
     target = file or Path(f"grambot-backup-{time.strftime('%Y%m%d-%H%M%S')}.tar.gz")
     with tempfile.TemporaryDirectory(prefix="grambot-backup-") as tmp:
-        snapshot = Path(tmp) / STATE_FILE
-        if (scout / STATE_FILE).exists():
+        snapshot = Path(tmp) / STORAGE_FILE
+        if (scout / STORAGE_FILE).exists():
             try:
-                with open_state(scout / STATE_FILE) as state:
-                    state.backup_to(snapshot)
+                with open_storage(scout / STORAGE_FILE) as storage:
+                    storage.backup_to(snapshot)
             except StateError as exc:
                 raise click.ClickException(str(exc)) from None
         partial = target.with_name(f".{target.name}.partial")
@@ -46,7 +46,7 @@ def backup_command(file: Path | None, workspace: Path) -> None:
                 if path.name not in SKIPPED:
                     archive.add(path, arcname=f".scout/{path.name}")
             if snapshot.exists():
-                archive.add(snapshot, arcname=f".scout/{STATE_FILE}")
+                archive.add(snapshot, arcname=f".scout/{STORAGE_FILE}")
         partial.chmod(0o600)  # it holds the secrets
         partial.replace(target)
     click.echo(f"backed up {scout} to {target} (it contains the secrets: keep it private)")
@@ -56,7 +56,7 @@ def purge_instance(workspace: Path, instance_id: str) -> list[str]:
     """Delete everything kept for `instance_id`: its data folder, its secrets, and in state.db
     its store, inbox entries, conversations, jobs and the bot's reminders in its chats."""
     from grambot.cli.secrets import open_workspace_store
-    from grambot.storage import STATE_FILE, open_state
+    from grambot.storage import STORAGE_FILE, open_storage
 
     scout = workspace.resolve() / ".scout"
     done = []
@@ -72,8 +72,8 @@ def purge_instance(workspace: Path, instance_id: str) -> list[str]:
         store.delete(instance_id, key)
     if keys:
         done.append(f"{len(keys)} secret(s)")
-    if (scout / STATE_FILE).exists():
-        with open_state(scout / STATE_FILE) as state:
-            removed = state.purge_instance(instance_id)
+    if (scout / STORAGE_FILE).exists():
+        with open_storage(scout / STORAGE_FILE) as storage:
+            removed = storage.purge_instance(instance_id)
         done += [f"{n} {what}" for what, n in removed.items() if n]
     return done

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from grambot.bot import attach_bot
 from grambot.engine import Engine
 from tests.builtin.conftest import Harness
 from tests.conftest import Workspace, entry
@@ -49,6 +50,7 @@ def fakes() -> Iterator[Fakes]:
 @pytest.fixture
 async def running(workspace: Workspace, fakes: Fakes) -> AsyncIterator[Harness]:
     engine = Engine(workspace.root, entry_points=False)  # with the bot
+    attach_bot(engine)
     secrets = {
         ("tg", "botToken"): TOKEN,
         ("claude", "apiKey"): fakes.anthropic.api_key,

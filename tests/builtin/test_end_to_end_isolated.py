@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from grambot.bot import attach_bot
 from grambot.engine import Engine
 from tests.builtin.conftest import Harness
 from tests.builtin.test_end_to_end import OWNER, TOKEN, Fakes, fakes  # noqa: F401 (fixture)
@@ -27,6 +28,7 @@ def isolated(instance_id: str, plugin_id: str, **settings: Any) -> dict[str, Any
 @pytest.fixture
 async def running(workspace: Workspace, fakes: Fakes) -> AsyncIterator[Harness]:  # noqa: F811
     engine = Engine(workspace.root, entry_points=False)  # with the bot
+    attach_bot(engine)
     secrets = {
         ("tg", "botToken"): TOKEN,
         ("claude", "apiKey"): fakes.anthropic.api_key,

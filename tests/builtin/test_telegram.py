@@ -72,7 +72,7 @@ def messages(h: Harness, instance: str | None = None) -> list[IncomingMessage]:
     """What the connector put into the engine's durable inbox (api.inbox), oldest first."""
     return [
         e.message
-        for e in h.engine.state.inbox_entries()
+        for e in h.engine.storage.inbox_entries()
         if instance is None or e.message.connector_id == instance
     ]
 

@@ -122,7 +122,7 @@ async def test_faults_through_the_bot_end_in_an_apology_and_the_chat_goes_on(
         assert engine.state_of(instance_id) is InstanceState.LOADED, instance_id
     assert engine.event_engine.running
     # No secret in the chat, the logs or any file but the secrets store (conversations too).
-    saved = engine.state.db.run_sync(
+    saved = engine.storage.db.run_sync(
         lambda conn: conn.execute("SELECT COUNT(*) FROM conversation").fetchone()[0]
     )
     assert saved, "the bot saved no conversation"  # in .scout/state.db, scanned below

@@ -1,4 +1,4 @@
-"""`SqliteState`: the stores on one `.scout/state.db`, and what tools do with the file
+"""`SqliteStorage`: the stores on one `.scout/state.db`, and what tools do with the file
 (an online backup, purging one instance, inspecting the inbox)."""
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from grambot.storage.sqlite import (
 )
 from grambot.storage.turns import SqliteChatTurns
 
-__all__ = ["STATE_FILE", "SqliteState", "open_state"]
+__all__ = ["STORAGE_FILE", "SqliteStorage", "open_storage"]
 
-STATE_FILE = "state.db"
+STORAGE_FILE = "state.db"
 
 
-class SqliteState:
+class SqliteStorage:
     """What the engine persists, on one SQLite database (opened on first use)."""
 
     def __init__(self, path: Path, *, synchronous: Synchronous = "normal") -> None:
@@ -56,7 +56,7 @@ class SqliteState:
 
     # -- tools (synchronous: the CLI and tests) ------------------------------------------------
 
-    def __enter__(self) -> SqliteState:
+    def __enter__(self) -> SqliteStorage:
         self.open()
         return self
 
@@ -112,6 +112,6 @@ class SqliteState:
         return self.db.run_sync(op)
 
 
-def open_state(path: Path, *, synchronous: Synchronous = "normal") -> SqliteState:
-    """A SqliteState for `path` (use it as a context manager from synchronous code)."""
-    return SqliteState(path, synchronous=synchronous)
+def open_storage(path: Path, *, synchronous: Synchronous = "normal") -> SqliteStorage:
+    """A SqliteStorage for `path` (use it as a context manager from synchronous code)."""
+    return SqliteStorage(path, synchronous=synchronous)

@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import Any
 
 from grambot.registries.errors import ServiceError, kind_for_status
+from grambot.retry import retry_after_header
 
 MASK = "<apiKey>"
 
@@ -30,15 +31,6 @@ def server_message(body: Any) -> str:
             return str(error["message"])
     text = "" if body is None else str(body)
     return text[:300] + ("..." if len(text) > 300 else "")
-
-
-def retry_after(headers: Any) -> float | None:
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        try:
-            return float(headers.get(name)) / scale
-        except (TypeError, ValueError):
-            continue
-    return None
 
 
 def to_service_error(
@@ -71,7 +63,7 @@ def to_service_error(
                 f"set it with `grambot secrets set {instance_id} apiKey`"
             )
         elif kind == "rate-limit":
-            wait = retry_after(exc.response.headers)
+            wait = retry_after_header(exc.response.headers)
             after = f"; the service asks to wait {wait:g} s" if wait is not None else ""
             text = f"rate limited (429: {said}) after {retries} retries{after}"
         elif kind == "server":

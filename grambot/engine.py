@@ -30,6 +30,7 @@ from grambot.config.settings import (
 from grambot.containment.tracking import install_task_tracking
 from grambot.contract.context import MemoryCache
 from grambot.contract.durable import DurableServices
+from grambot.core.generation import Applied
 from grambot.core.instance import Instance, InstanceState, Services, iso
 from grambot.core.manager import PluginManager
 from grambot.errors import PluginNotFound, SettingsError
@@ -94,24 +95,33 @@ class Engine:
         self.timeout_overrides: dict[str, int] = {}
         self.ignored_edit: IgnoredEdit | None = None
         self._stop_handlers: list[Callable[[str], None]] = []
+        # What every next load reads (catalog, deadlines, engine settings, retry policy): the
+        # engine is its one owner, and replaces it whole (apply, rescan); Services read it.
+        self.applied = Applied(self.catalog, timeout_overrides=self.timeout_overrides)
         # `"isolation": "process"` instances run in children of one zygote (docs/isolation.md)
         self.isolation = ProcessIsolation()
+        # Durable state (issue 16, docs/state.md): .scout/state.db, opened on first use.
+        self.state = SqliteState(self.scout_dir / STATE_FILE)
+        self.scheduler = Scheduler(self.state.schedule)
         self.manager = PluginManager(
             Services(
-                catalog=self.catalog,
                 registries=self.registries,
                 events=self.queue,
                 secrets=self.secrets,
                 cache=self.cache,
                 data_root=self.scout_dir / "plugins",
-                timeout_overrides=self.timeout_overrides,
+                applied=lambda: self.applied,
+                on_change=lambda: self.manager.changed(),
                 request_stop=self._plugin_requests_stop,
+                durable=DurableServices(
+                    self.state.kv,
+                    self.state.inbox,
+                    self._accepted if bot else lambda connector_id, chat_id: None,
+                    self.scheduler.for_instance,
+                ),
                 isolation=self.isolation,
             )
         )
-        # Durable state (issue 16, docs/state.md): .scout/state.db, opened on first use.
-        self.state = SqliteState(self.scout_dir / STATE_FILE)
-        self.scheduler = Scheduler(self.state.schedule)
         # what is kept only for a while (agent.historyDays, done inbox entries, TTLs) goes hourly
         self.retention = Retention(
             self.state.conversations,
@@ -133,12 +143,6 @@ class Engine:
         self.scheduler.on_change = self.bot.refresh_soon  # job counts in status.json
         self.answers = bot  # False: messages are accepted into the inbox, nobody answers
         self._state_started = False
-        self.manager.services.durable = DurableServices(
-            self.state.kv,
-            self.state.inbox,
-            self.bot.wake if bot else lambda connector_id, chat_id: None,
-            self.scheduler.for_instance,
-        )
         if bot:
             self.event_engine.register(CONNECTOR_MESSAGE, self.bot.on_event)
             self.add_listener(self.bot.kick)
@@ -207,6 +211,10 @@ class Engine:
             handler(reason)
         return True
 
+    def _accepted(self, connector_id: str, chat_id: str) -> None:
+        """A connector's message is in the inbox (api.inbox.accept): the bot answers it."""
+        self.bot.wake(connector_id, chat_id)
+
     def _plugin_requests_stop(self, instance_id: str, reason: str, unless_others: bool) -> bool:
         return self.request_stop(
             reason, instance_id=instance_id, unless_other_connectors=unless_others
@@ -256,13 +264,10 @@ class Engine:
         overlay = OverlaySecrets(
             self.secrets, config.instance_id, secrets, on_value=lambda v: MASK.add([v])
         )
-        services = dataclasses.replace(
-            self.manager.services,
-            catalog=self.catalog,
-            timeouts=self.settings.timeouts,
-            engine_settings=self.settings.raw,
+        applied = dataclasses.replace(  # the settings as read, applied or not
+            self.applied, timeouts=self.settings.timeouts, engine_settings=self.settings.raw
         )
-        return await check_entry(services, config, overlay)
+        return await check_entry(applied, self.isolation, config, overlay)
 
     def note_stall(self, instance_id: str | None) -> None:
         """The loop watchdog saw this instance's code block the event loop."""
@@ -300,9 +305,9 @@ class Engine:
         for custom in self.custom_plugins:
             apply_custom_plugins(catalog, overrides, custom, settings.plugin_dirs)
         self.catalog = catalog
-        self.manager.services.catalog = catalog
         self.timeout_overrides.clear()
         self.timeout_overrides.update(overrides)
+        self.applied = dataclasses.replace(self.applied, catalog=catalog)
 
     def ensure_catalog(self) -> None:
         """Build the catalog from settings.json if it was never built (before `start`)."""
@@ -357,10 +362,14 @@ class Engine:
         """Make the running instances match `settings`: each entry that cannot be applied is
         held (what runs under its id keeps running as it was), and every problem of the edit is
         reported in one log record. False if a newer apply superseded this one."""
-        if self.retries:
-            self.manager.services.retry_policy = settings.retry
         if settings.plugin_dirs != self.settings.plugin_dirs or not self.catalog.ids():
             self.rescan(settings)
+        self.applied = dataclasses.replace(
+            self.applied,
+            timeouts=settings.timeouts,
+            engine_settings=settings.raw,
+            retry_policy=settings.retry if self.retries else self.applied.retry_policy,
+        )
         self.settings = settings
         self.ignored_edit = None
         self.event_engine.handler_timeout = settings.timeouts.event_handler

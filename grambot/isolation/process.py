@@ -24,15 +24,13 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from grambot.isolation.child import MEMORY_EXIT, SANDBOX_EXIT
 from grambot.isolation.cpu import CpuMeter
 from grambot.isolation.forkserver import ForkServer
+from grambot.isolation.spec import Enforcement
 from grambot.isolation.wire import Channel, FrameTooLarge
-
-if TYPE_CHECKING:
-    from grambot.isolation.backend import Enforcement
 
 __all__ = ["ChildEnded", "ChildProcess", "reason_of"]
 

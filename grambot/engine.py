@@ -41,6 +41,7 @@ from grambot.masking import MASK
 from grambot.registries import Registries
 from grambot.registries.connectors import CONNECTOR_MESSAGE
 from grambot.scheduling import Scheduler
+from grambot.secrets.backends import SelectedSecretsStore, secrets_config
 from grambot.secrets.store import FileSecretsStore, SecretsStore
 from grambot.storage import STATE_FILE, SqliteState
 from grambot.storage.retention import Retention
@@ -91,6 +92,7 @@ class Engine:
         self.cache = MemoryCache()
         self.run_plugin_cache = MemoryCache()  # run_plugin's transient instances: never shared
         self.custom_plugins: list[CustomPlugins] = []
+        self._missing_dirs: tuple[Path, ...] = ()  # pluginDirs the last scan did not find
         # plugin id -> deadline in ms from register_custom_plugins(timeout_ms=...)
         self.timeout_overrides: dict[str, int] = {}
         self.ignored_edit: IgnoredEdit | None = None
@@ -305,6 +307,7 @@ class Engine:
         for custom in self.custom_plugins:
             apply_custom_plugins(catalog, overrides, custom, settings.plugin_dirs)
         self.catalog = catalog
+        self._missing_dirs = tuple(d for d in settings.plugin_dirs if not d.is_dir())
         self.timeout_overrides.clear()
         self.timeout_overrides.update(overrides)
         self.applied = dataclasses.replace(self.applied, catalog=catalog)
@@ -362,7 +365,8 @@ class Engine:
         """Make the running instances match `settings`: each entry that cannot be applied is
         held (what runs under its id keeps running as it was), and every problem of the edit is
         reported in one log record. False if a newer apply superseded this one."""
-        if settings.plugin_dirs != self.settings.plugin_dirs or not self.catalog.ids():
+        self._select_secrets(settings)
+        if self._catalog_stale(settings):
             self.rescan(settings)
         self.applied = dataclasses.replace(
             self.applied,
@@ -384,6 +388,27 @@ class Engine:
         if first and self.answers:
             await self.bot.resume()  # what waits in the inbox is answered from now on
         return applied
+
+    def _catalog_stale(self, settings: EngineSettings) -> bool:
+        """The one rule for a rescan before an apply: `pluginDirs` changed, the catalog was
+        never built, or a pluginDir missing at the last scan exists now."""
+        return (
+            settings.plugin_dirs != self.settings.plugin_dirs
+            or not self.catalog.ids()
+            or any(folder.is_dir() for folder in self._missing_dirs)
+        )
+
+    def _select_secrets(self, settings: EngineSettings) -> None:
+        """The `secrets` key: which backend the store reads (when the engine's store can
+        switch; a store the embedder chose stays). An invalid key keeps the backend in use."""
+        store = self.secrets
+        if not isinstance(store, SelectedSecretsStore):
+            return
+        config, problems = secrets_config(settings.raw, settings.path)
+        for problem in problems:
+            logger.error("settings: %s (keeping the %s backend)", problem, store.config.backend)
+        if not problems and store.select(config):
+            logger.info("secrets backend: %s", store.current)
 
     async def _start_state(self) -> None:
         """Open .scout/state.db (raises StateError, e.g. a database of a newer grambot) and,

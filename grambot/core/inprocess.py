@@ -26,14 +26,9 @@ from grambot.containment.stages import Progress, run_stage
 from grambot.containment.tracking import TaskFailureReporter, wait_for_threads
 from grambot.contract.api import InstanceEvents, InstanceInfo, PluginApi
 from grambot.contract.context import PluginRuntime, cache_namespace
-from grambot.contract.definition import (
-    Plugin,
-    ignored_keys,
-    migrate_settings,
-    read_definition,
-    validate_settings,
-)
+from grambot.contract.definition import Plugin, ignored_keys, migrate_settings, validate_settings
 from grambot.contract.durable import DurableHandles
+from grambot.contract.entry import read_definition
 from grambot.core.generation import NOT_CREATED, Services, contained, engine_handles
 from grambot.errors import PluginNotFound, RegistrationError
 from grambot.secrets.store import InstanceSecrets

@@ -238,6 +238,9 @@ class Engine:
 
     async def reconcile(self) -> None:
         """Apply the current settings again (after the plugin catalog changed)."""
+        self.applied = dataclasses.replace(
+            self.applied, timeouts=self.settings.timeouts, engine_settings=self.settings.raw
+        )
         await self.manager.sync_with_settings(self.settings)
 
     async def check(

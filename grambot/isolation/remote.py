@@ -302,35 +302,14 @@ class ProcessGeneration:
             reason, detail = ended.result()
             raise self._ended(reason, detail, "import")
         self._heartbeat = loop.create_task(
-            self._beat(self.process),
+            self.process.beat(
+                backend.heartbeat_interval,
+                backend.unresponsive_after,
+                f"instance {self.instance_id}",
+            ),
             name=f"grambot-heartbeat:{self.instance_id}",
             context=contextvars.Context(),  # the engine's, never counted as the instance's
         )
-
-    async def _beat(self, process: ChildProcess) -> None:
-        """Ping the child; one that does not answer within `unresponsive_after` is killed."""
-        backend = self.backend
-        while process.alive:
-            await asyncio.sleep(backend.heartbeat_interval)
-            request_id = process.next_id()
-            answer = process.expect(request_id)
-            try:
-                process.send({"op": "ping", "id": request_id})
-                async with asyncio.timeout(backend.unresponsive_after):
-                    await answer
-            except TimeoutError:
-                logger.error(
-                    "instance %s: its process %s did not answer for %g s: killing it",
-                    self.instance_id,
-                    process.pid,
-                    backend.unresponsive_after,
-                )
-                process.kill("unresponsive")
-                return
-            except ChildEnded:
-                return
-            finally:
-                process.forget(request_id)
 
     def _on_message(self, message: dict[str, Any]) -> None:
         op = message["op"]
@@ -515,7 +494,7 @@ class ProcessGeneration:
             process.forget(request_id)
             raise ProcessLost(self.instance_id, what, exc.reason) from None
         except asyncio.CancelledError:
-            self._cancel(process, request_id)
+            process.cancel(request_id, CANCEL_ACK, f"instance {self.instance_id}")
             raise
         except BaseException:
             process.forget(request_id)
@@ -525,36 +504,6 @@ class ProcessGeneration:
         if "error" in reply:
             raise calls.decode_error(reply["error"])
         raise CallCancelled(self.instance_id, what)
-
-    def _cancel(self, process: ChildProcess, request_id: int) -> None:
-        """Ask the child to cancel a call; kill it if it does not answer within CANCEL_ACK
-        (its answer, whatever it is, is the acknowledgement)."""
-        answer = process.expect(request_id)  # the cancelled caller's future went with it
-        with contextlib.suppress(ChildEnded, ConnectionError):
-            process.send({"op": "cancel", "id": request_id})
-
-        def unanswered() -> None:
-            process.forget(request_id)
-            if not answer.done():
-                logger.error(
-                    "instance %s: its process did not acknowledge a cancelled call within %g s: "
-                    "killing it",
-                    self.instance_id,
-                    CANCEL_ACK,
-                )
-                process.kill("unresponsive")
-
-        timer = asyncio.get_running_loop().call_later(
-            CANCEL_ACK, unanswered, context=contextvars.Context()
-        )
-
-        def answered(future: asyncio.Future[Any]) -> None:
-            timer.cancel()
-            process.forget(request_id)
-            if not future.cancelled():
-                future.exception()  # consumed: nobody awaits a cancelled call's answer
-
-        answer.add_done_callback(answered)
 
     # -- the one teardown ------------------------------------------------------------------
 

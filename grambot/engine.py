@@ -30,6 +30,7 @@ from grambot.config.settings import (
 from grambot.containment.tracking import install_task_tracking
 from grambot.contract.context import MemoryCache
 from grambot.contract.durable import DurableServices
+from grambot.core.generation import Applied
 
 # InstanceState and CheckResult are re-exported: the app and the CLI name them through the engine
 from grambot.core.instance import Instance, Services, iso
@@ -42,6 +43,7 @@ from grambot.isolation.backend import ProcessIsolation
 from grambot.masking import MASK
 from grambot.registries import Registries
 from grambot.scheduling import Scheduler
+from grambot.secrets.backends import SelectedSecretsStore, secrets_config
 from grambot.secrets.store import FileSecretsStore, SecretsStore
 from grambot.storage import STORAGE_FILE, SqliteStorage
 from grambot.storage.retention import Retention
@@ -92,41 +94,45 @@ class Engine:
         self.cache = MemoryCache()
         self.run_plugin_cache = MemoryCache()  # run_plugin's transient instances: never shared
         self.custom_plugins: list[CustomPlugins] = []
+        self._missing_dirs: tuple[Path, ...] = ()  # pluginDirs the last scan did not find
         # plugin id -> deadline in ms from register_custom_plugins(timeout_ms=...)
         self.timeout_overrides: dict[str, int] = {}
         self.ignored_edit: IgnoredEdit | None = None
         self._stop_handlers: list[Callable[[str], None]] = []
+        # What every next load reads (catalog, deadlines, engine settings, retry policy): the
+        # engine is its one owner, and replaces it whole (apply, rescan); Services read it.
+        self.applied = Applied(self.catalog, timeout_overrides=self.timeout_overrides)
         # `"isolation": "process"` instances run in children of one zygote (docs/isolation.md)
         self.isolation = ProcessIsolation()
+        # Durable storage (issue 16, docs/state.md): .scout/state.db, opened on first use.
+        self.storage = SqliteStorage(self.scout_dir / STORAGE_FILE)
+        self.scheduler = Scheduler(self.storage.schedule)
+        # What answers the inbox (the bot), attached from outside; without one, messages are
+        # accepted into the inbox and nobody answers.
+        self.responder: Responder | None = None
+        self._storage_opened = False
         self.manager = PluginManager(
             Services(
-                catalog=self.catalog,
                 registries=self.registries,
                 events=self.queue,
                 secrets=self.secrets,
                 cache=self.cache,
                 data_root=self.scout_dir / "plugins",
-                timeout_overrides=self.timeout_overrides,
+                applied=lambda: self.applied,
+                on_change=lambda: self.manager.changed(),
                 request_stop=self._plugin_requests_stop,
+                durable=DurableServices(
+                    self.storage.kv, self.storage.inbox, self._wake, self.scheduler.for_instance
+                ),
                 isolation=self.isolation,
             )
         )
-        # Durable storage (issue 16, docs/state.md): .scout/state.db, opened on first use.
-        self.storage = SqliteStorage(self.scout_dir / STORAGE_FILE)
-        self.scheduler = Scheduler(self.storage.schedule)
         # what is kept only for a while (agent.historyDays, done inbox entries, TTLs) goes hourly
         self.retention = Retention(
             self.storage.conversations,
             self.storage.inbox,
             self.storage.kv,
             lambda: self.settings.agent.history_days,
-        )
-        # What answers the inbox (the bot), attached from outside; without one, messages are
-        # accepted into the inbox and nobody answers.
-        self.responder: Responder | None = None
-        self._storage_opened = False
-        self.manager.services.durable = DurableServices(
-            self.storage.kv, self.storage.inbox, self._wake, self.scheduler.for_instance
         )
 
     def attach(self, responder: Responder) -> None:
@@ -138,6 +144,7 @@ class Engine:
         self.responder = responder
 
     def _wake(self, connector_id: str, chat_id: str) -> None:
+        """A connector's message is in the inbox (api.inbox.accept): the responder answers."""
         if self.responder is not None:
             self.responder.wake(connector_id, chat_id)
 
@@ -231,6 +238,9 @@ class Engine:
 
     async def reconcile(self) -> None:
         """Apply the current settings again (after the plugin catalog changed)."""
+        self.applied = dataclasses.replace(
+            self.applied, timeouts=self.settings.timeouts, engine_settings=self.settings.raw
+        )
         await self.manager.sync_with_settings(self.settings)
 
     async def check(
@@ -259,13 +269,10 @@ class Engine:
         overlay = OverlaySecrets(
             self.secrets, config.instance_id, secrets, on_value=lambda v: MASK.add([v])
         )
-        services = dataclasses.replace(
-            self.manager.services,
-            catalog=self.catalog,
-            timeouts=self.settings.timeouts,
-            engine_settings=self.settings.raw,
+        applied = dataclasses.replace(  # the settings as read, applied or not
+            self.applied, timeouts=self.settings.timeouts, engine_settings=self.settings.raw
         )
-        return await check_entry(services, config, overlay)
+        return await check_entry(applied, self.isolation, config, overlay)
 
     def note_stall(self, instance_id: str | None) -> None:
         """The loop watchdog saw this instance's code block the event loop."""
@@ -303,9 +310,10 @@ class Engine:
         for custom in self.custom_plugins:
             apply_custom_plugins(catalog, overrides, custom, settings.plugin_dirs)
         self.catalog = catalog
-        self.manager.services.catalog = catalog
+        self._missing_dirs = tuple(d for d in settings.plugin_dirs if not d.is_dir())
         self.timeout_overrides.clear()
         self.timeout_overrides.update(overrides)
+        self.applied = dataclasses.replace(self.applied, catalog=catalog)
 
     def ensure_catalog(self) -> None:
         """Build the catalog from settings.json if it was never built (before `start`)."""
@@ -360,10 +368,15 @@ class Engine:
         """Make the running instances match `settings`: each entry that cannot be applied is
         held (what runs under its id keeps running as it was), and every problem of the edit is
         reported in one log record. False if a newer apply superseded this one."""
-        if self.retries:
-            self.manager.services.retry_policy = settings.retry
-        if settings.plugin_dirs != self.settings.plugin_dirs or not self.catalog.ids():
+        self._select_secrets(settings)
+        if self._catalog_stale(settings):
             self.rescan(settings)
+        self.applied = dataclasses.replace(
+            self.applied,
+            timeouts=settings.timeouts,
+            engine_settings=settings.raw,
+            retry_policy=settings.retry if self.retries else self.applied.retry_policy,
+        )
         self.settings = settings
         self.ignored_edit = None
         self.event_engine.handler_timeout = settings.timeouts.event_handler
@@ -378,6 +391,27 @@ class Engine:
         if first and self.responder is not None:
             await self.responder.resume()  # what waits in the inbox is answered from now on
         return applied
+
+    def _catalog_stale(self, settings: EngineSettings) -> bool:
+        """The one rule for a rescan before an apply: `pluginDirs` changed, the catalog was
+        never built, or a pluginDir missing at the last scan exists now."""
+        return (
+            settings.plugin_dirs != self.settings.plugin_dirs
+            or not self.catalog.ids()
+            or any(folder.is_dir() for folder in self._missing_dirs)
+        )
+
+    def _select_secrets(self, settings: EngineSettings) -> None:
+        """The `secrets` key: which backend the store reads (when the engine's store can
+        switch; a store the embedder chose stays). An invalid key keeps the backend in use."""
+        store = self.secrets
+        if not isinstance(store, SelectedSecretsStore):
+            return
+        config, problems = secrets_config(settings.raw, settings.path)
+        for problem in problems:
+            logger.error("settings: %s (keeping the %s backend)", problem, store.config.backend)
+        if not problems and store.select(config):
+            logger.info("secrets backend: %s", store.current)
 
     async def _open_storage(self) -> None:
         """Open .scout/state.db (raises StateError, e.g. a database of a newer grambot) and,

@@ -41,12 +41,7 @@ from grambot.config.settings import EngineSettings
 from grambot.containment.boundary import engine_cancelled, format_details
 from grambot.engine import Engine, InstanceState
 from grambot.errors import SecretsError
-from grambot.secrets.backends import (
-    SecretsConfig,
-    SelectedSecretsStore,
-    open_store,
-    secrets_config,
-)
+from grambot.secrets.backends import SelectedSecretsStore, open_store
 from grambot.secrets.sources import ExternalSecrets
 
 __all__ = ["EXIT_FORCED", "EXIT_SHUTDOWN_TIMEOUT", "Runtime", "run"]
@@ -85,13 +80,14 @@ class Runtime:
         self.heartbeat = heartbeat
         self.stall_threshold = stall_threshold
         self.lock = EngineLock(self.workspace)
-        self.secrets_config = SecretsConfig()
         # GRAMBOT_SECRET__* and GRAMBOT_SECRETS_DIR, ahead of the store (its folder is watched)
         self.external_secrets = ExternalSecrets()
+        # the backend is the `secrets` key's, switched by Engine.apply
         self.secrets = SelectedSecretsStore(
-            open_store(self.workspace, self.secrets_config, self.external_secrets),
+            lambda config: open_store(self.workspace, config, self.external_secrets),
             on_write=self._own_secret_write,
             on_value=lambda value: MASK.add([value]),
+            on_select=self._backend_switched,
         )
         self.engine = Engine(self.workspace, secrets=self.secrets, retries=True)
         # the bot answers the inbox; --log-messages: message texts in the log (masked)
@@ -282,10 +278,6 @@ class Runtime:
     async def _apply(self, settings: EngineSettings, digest: str) -> None:
         self._applied_digest = digest
         self._reported = None
-        self._select_secrets(settings)
-        old_dirs = self.engine.settings.plugin_dirs
-        if any(not d.is_dir() for d in old_dirs) and settings.plugin_dirs == old_dirs:
-            self.engine.rescan(settings)  # a pluginDir that was missing may exist by now
         await self.engine.apply(settings)
         self._restart_tree_watcher()
         self._follow_sources()
@@ -481,17 +473,9 @@ class Runtime:
 
     # -- secrets -------------------------------------------------------------------------------
 
-    def _select_secrets(self, settings: EngineSettings) -> None:
-        config, problems = secrets_config(settings.raw, settings.path)
-        for problem in problems:
-            logger.error(
-                "settings: %s (keeping the %s backend)", problem, self.secrets_config.backend
-            )
-        if problems or config == self.secrets_config:
-            return
-        self.secrets_config = config
-        self.secrets.current = open_store(self.workspace, config, self.external_secrets)
-        logger.info("secrets backend: %s", self.secrets.current)
+    def _backend_switched(self) -> None:
+        """Engine.apply switched the secrets backend: instances whose secrets differ there
+        reload (as after an edit of secrets.json)."""
         self._secrets_dirty = True
         self._wake.set()
 

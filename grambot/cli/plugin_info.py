@@ -20,7 +20,8 @@ from grambot.config.catalog import PluginCatalog, builtin_plugins_dir
 from grambot.config.descriptor import PluginDescriptor
 from grambot.config.settings import EngineSettings
 from grambot.containment.loader import PluginNamespace
-from grambot.contract.definition import DefinitionError, Plugin, read_definition
+from grambot.contract.definition import DefinitionError, Plugin
+from grambot.contract.entry import read_definition
 
 __all__ = [
     "FieldInfo",

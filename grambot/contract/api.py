@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grambot.containment.loader import instance_logger_name
+from grambot.contract.info import InstanceInfo as InstanceInfo  # re-exported: grambot.InstanceInfo
 
 if TYPE_CHECKING:
     import httpx
@@ -22,13 +22,6 @@ if TYPE_CHECKING:
     from grambot.events.event import PluginEvent, PluginEventQueue
     from grambot.scheduling import InstanceSchedule
     from grambot.secrets.store import InstanceSecrets
-
-
-@dataclass(frozen=True)
-class InstanceInfo:
-    instance_id: str
-    plugin_id: str
-    enabled: bool
 
 
 class InstanceEvents:

@@ -42,7 +42,7 @@ from grambot.secrets.sources import ENV_PREFIX as SECRET_ENV_PREFIX
 if TYPE_CHECKING:
     import httpx
 
-    from grambot.contract.api import InstanceInfo
+    from grambot.contract.info import InstanceInfo
     from grambot.secrets.store import SecretsStore
 
 __all__ = [

@@ -19,14 +19,14 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from grambot.config.settings import InstanceConfig
 from grambot.containment.boundary import describe, engine_cancelled
 from grambot.containment.stages import Progress
 from grambot.contract.context import MemoryCache
 from grambot.core.failures import Failure, classify
-from grambot.core.generation import Generation, Services
+from grambot.core.generation import Applied, Generation, Isolation, Services
+from grambot.core.loading import bring_up, new_generation
 from grambot.events.event import PluginEventQueue
 from grambot.masking import MASK
 from grambot.registries import Registries
@@ -97,11 +97,14 @@ class OverlaySecrets:
 
 
 async def check_entry(
-    engine_services: Services, config: InstanceConfig, secrets: SecretsStore
+    applied: Applied, isolation: Isolation | None, config: InstanceConfig, secrets: SecretsStore
 ) -> CheckResult:
-    """Load `config` for a check (see the module docstring) and unload it again."""
+    """Load `config` for a check (see the module docstring) and unload it again, with the
+    engine's catalog, deadlines and engine settings (`applied`) and its isolation backend."""
     instance_id = config.instance_id
     progress = Progress("lookup")
+    failure: Failure | None = None
+    detail = ""
 
     def redact(text: str) -> str:
         return MASK.redact_instance(secrets, instance_id, text)
@@ -113,52 +116,32 @@ async def check_entry(
 
     with tempfile.TemporaryDirectory(prefix=f"grambot-check-{instance_id}-") as scratch:
         services = Services(
-            catalog=engine_services.catalog,
             registries=Registries(),
             events=PluginEventQueue(),
             secrets=secrets,
             cache=MemoryCache(),
             data_root=Path(scratch),
-            timeouts=engine_services.timeouts,
-            timeout_overrides=engine_services.timeout_overrides,
-            engine_settings=engine_services.engine_settings,
+            applied=lambda: applied,
+            isolation=isolation,  # "isolation": "process": the check runs in a child
         )
         generation: Generation | None = None
-        isolation = engine_services.isolation
         try:
-            if isolation is not None:  # "isolation": "process": the check runs in a child
-                services.isolation = isolation
-                generation = isolation.generation(services, config, task_failed, _lost)
-            if generation is None:
-                generation = Generation(services, config, task_failed)
-            await generation.import_and_validate(progress, create=True)
-            if not generation.created:
-                await generation.create(progress)
-            await generation.call("load", progress)
-            detail = await generation.run_check(progress)
+            made = new_generation(services, config, task_failed, _lost)
+            failure = await bring_up(made, progress, redact)  # undone unless it loaded
+            if failure is None:
+                generation = made
+                detail = await generation.run_check(progress)
         except BaseException as exc:
             if engine_cancelled(exc):
                 raise
             failure = classify(exc, progress.stage, redact)
-            return CheckResult(instance_id, config.plugin_id, False, failure.kind, failure.message)
         finally:
             if generation is not None:
                 await generation.teardown(call_unload=generation.created, redact=redact)
+        if failure is not None:
+            return CheckResult(instance_id, config.plugin_id, False, failure.kind, failure.message)
     return CheckResult(instance_id, config.plugin_id, True, None, redact(detail))
 
 
 def _lost(generation: Generation, failure: Failure) -> None:
     """A checked instance's process ended: its step fails with the reason already."""
-
-
-async def run_check_hook(generation: Generation, progress: Progress) -> str:
-    """The plugin's `check(api)` hook, if it has one: what it said."""
-    definition = generation.definition
-    hook = definition.check if definition is not None else None
-    if hook is None:
-        return "loaded (the plugin has no check hook)"
-    progress.stage = "check"
-    result: Any = await generation.stage(
-        hook, "check", generation.deadlines.load, generation.api, progress=progress
-    )
-    return "" if result is None else str(result)

@@ -1,31 +1,35 @@
-"""One load of an instance: its live handles, and the steps that make and undo them.
+"""The generation contract: what an `Instance` holds of one load, wherever its code runs.
 
-An `Instance` (grambot.core.instance) owns at most one current `Generation`. A generation holds
-what one load made: its own import namespace (`grambot.instances.<id>__<n>`), its registrar
-(whose registrations are guarded, grambot.containment.guards), the tasks and timers its code
-started, the settings model, the object `create` returned, its runtime helpers
-(env/http/cache/vault) and the connectors it started. It knows the steps of loading
-(`import_and_validate`, `create`, `call`) and the one teardown; the Instance decides which to
-run and what state follows.
+An `Instance` (grambot.core.instance) owns at most one current `Generation`: what one load
+made, dropped whole when it unloads. Two kinds implement the Protocol below, and the core
+knows only the Protocol:
+
+    InProcessGeneration   grambot.core.inprocess: the plugin's own import namespace here
+    ProcessGeneration     grambot.isolation.remote: a child process runs the plugin; the
+                          engine holds proxies of what it registered
+
+`grambot.core.loading` picks between them (`new_generation`) and runs the load sequence once
+(`bring_up`), for load, reload and check. What both kinds keep on the engine's side is made by
+`engine_handles` (deadlines, health, tasks, guarded registrar), and a teardown step of either
+is run by `contained`. `Services` is what the engine lends every generation; it is frozen, and
+what changes over time (catalog, timeouts, engine settings, retry policy) is read through
+`Applied`, which the Engine alone replaces.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import functools
-import inspect
 import itertools
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from grambot.config.catalog import PluginCatalog
+from grambot.config.descriptor import PluginDescriptor
 from grambot.config.settings import InstanceConfig, Timeouts
-from grambot.containment.allowlist import module_guard
 from grambot.containment.boundary import describe, engine_cancelled
 from grambot.containment.guards import (
     GuardedConnector,
@@ -33,43 +37,112 @@ from grambot.containment.guards import (
     GuardedProvider,
     GuardedTool,
 )
-from grambot.containment.limits import Deadline, Limit, plugin_deadlines
-from grambot.containment.loader import PluginNamespace
-from grambot.containment.stages import Progress, run_stage
-from grambot.containment.tracking import (
-    InstanceTasks,
-    TaskFailureReporter,
-    instance_context,
-    wait_for_threads,
-)
-from grambot.contract.api import InstanceEvents, InstanceInfo, PluginApi
-from grambot.contract.context import CacheBackend, PluginRuntime, cache_namespace
-from grambot.contract.definition import (
-    Plugin,
-    ignored_keys,
-    migrate_settings,
-    read_definition,
-    validate_settings,
-)
+from grambot.containment.limits import Limit, PluginDeadlines, plugin_deadlines
+from grambot.containment.stages import Progress
+from grambot.containment.tracking import InstanceTasks, TaskFailureReporter, instance_context
+from grambot.contract.api import PluginApi
+from grambot.contract.context import CacheBackend
+from grambot.contract.durable import DurableHandles, DurableServices
 from grambot.contract.health import InstanceHealth
 from grambot.contract.registrar import PluginRegistrar
 from grambot.core.failures import Failure
-from grambot.errors import PluginNotFound, RegistrationError
 from grambot.events.event import PluginEventQueue
 from grambot.masking import MASK
 from grambot.registries import Registries
 from grambot.retry import RetryPolicy
-from grambot.secrets.store import InstanceSecrets, SecretsStore
+from grambot.secrets.store import SecretsStore
 
-if TYPE_CHECKING:
-    from grambot.contract.durable import DurableHandles, DurableServices
-    from grambot.core.instance import Instance
-
-__all__ = ["NOT_CREATED", "Generation", "Services"]
+__all__ = [
+    "NOT_CREATED",
+    "Applied",
+    "EngineHandles",
+    "Generation",
+    "Isolation",
+    "OnLost",
+    "Services",
+    "contained",
+    "engine_handles",
+]
 
 logger = logging.getLogger("grambot.instance")
 
 NOT_CREATED: Any = object()  # the import step left an async create() to the event loop
+
+
+class Generation(Protocol):
+    """One load of an instance: its live handles, and the steps that make and undo them. The
+    Instance decides which steps to run and what state follows."""
+
+    config: InstanceConfig
+    descriptor: PluginDescriptor
+    deadlines: PluginDeadlines
+    health: InstanceHealth
+    registrar: PluginRegistrar
+    settings: Any  # the validated settings model (a marker where the child holds it)
+    migrated: tuple[int, int] | None  # (from, to): migrated in memory
+    ignored: tuple[str, ...]  # settings keys its schema drops (misspelt, likely)
+    api: PluginApi | None
+    plugin_object: Any  # NOT_CREATED until `create` ran
+    started: list[Any]  # connectors started, in order
+    durable: DurableHandles | None  # its api.store/inbox/schedule
+
+    @property
+    def instance_id(self) -> str: ...
+
+    @property
+    def created(self) -> bool: ...
+
+    async def import_and_validate(self, progress: Progress, *, create: bool) -> None:
+        """Import the entry, read its `plugin`, validate the settings (and, when `create` and
+        the plugin's `create` is sync, create too): one deadline, the create deadline."""
+        ...
+
+    async def create(self, progress: Progress) -> None: ...
+
+    async def call(self, hook: str, progress: Progress) -> None:
+        """The plugin object's optional `load`/`unload` hook."""
+        ...
+
+    async def stage(
+        self,
+        fn: Callable[..., Any],
+        stage: str,
+        limit: Limit,
+        *args: Any,
+        progress: Progress | None = None,
+    ) -> Any:
+        """`fn(*args)` as this instance's code, done within `limit` from now."""
+        ...
+
+    async def validate(self, config: InstanceConfig) -> tuple[Any, tuple[int, int] | None]:
+        """`config`'s settings migrated and validated by this load's plugin (no import)."""
+        ...
+
+    def reconfigured(
+        self, config: InstanceConfig, settings: Any, migrated: tuple[int, int] | None
+    ) -> None:
+        """The plugin accepted `config` in place: its settings are these from now on."""
+        ...
+
+    async def run_check(self, progress: Progress) -> str:
+        """The plugin's `check(api)` hook on this load (grambot check); what it said."""
+        ...
+
+    async def teardown(self, *, call_unload: bool, redact: Callable[[str], str]) -> None:
+        """Undo everything this load did, each step contained; interrupted, it still releases
+        what it can without waiting before it lets the cancellation through."""
+        ...
+
+    def abandon(self) -> None:
+        """Release at once, without waiting, what is left of this load."""
+        ...
+
+    def discard(self) -> None:
+        """Forget a load that was prepared but will not load."""
+        ...
+
+
+OnLost = Callable[[Generation, Failure], None]  # a load's process ended unasked
 
 
 class Isolation(Protocol):
@@ -81,7 +154,7 @@ class Isolation(Protocol):
         services: Services,
         config: InstanceConfig,
         on_task_failure: TaskFailureReporter,
-        on_lost: Callable[[Generation, Failure], None],
+        on_lost: OnLost,
     ) -> Generation | None:
         """A generation that runs `config` elsewhere, or None to load it in this process."""
         ...
@@ -94,304 +167,99 @@ class Isolation(Protocol):
         ...
 
 
-@dataclass
-class Services:
-    """What the engine lends every instance; the manager keeps it current."""
+@dataclass(frozen=True)
+class Applied:
+    """What the engine applied last and every next load reads: the Engine alone replaces it
+    (on `apply` and on a catalog rescan); nothing else writes it."""
 
-    catalog: PluginCatalog
+    catalog: PluginCatalog = field(default_factory=PluginCatalog)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    timeout_overrides: Mapping[str, int] = field(default_factory=dict)  # plugin id -> ms
+    engine_settings: Mapping[str, Any] = field(default_factory=dict)
+    retry_policy: RetryPolicy | None = None  # None: a failure stays `failed` until an edit
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the engine lends every instance. Frozen: what changes is read through `applied`."""
+
     registries: Registries
     events: PluginEventQueue
     secrets: SecretsStore
     cache: CacheBackend
     data_root: Path
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    timeout_overrides: dict[str, int] = field(default_factory=dict)
-    engine_settings: Mapping[str, Any] = field(default_factory=dict)
-    retry_policy: RetryPolicy | None = None  # None: a failure stays `failed` until an edit
+    applied: Callable[[], Applied]  # what the engine applied last, from its one owner
     on_change: Callable[[], None] = lambda: None
-    on_retry_due: Callable[[Instance], None] = lambda instance: None
     # (instance id, reason, unless other connectors) -> stopping? (Engine.request_stop)
     request_stop: Callable[[str, str, bool], bool] = lambda instance_id, reason, sole: False
     load_order: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     durable: DurableServices | None = None  # api.store / api.inbox / api.schedule (issue 16)
     isolation: Isolation | None = None  # None: every instance runs in this process
-    # a process-isolated load's child ended unasked (the manager fails and retries it)
-    on_lost: Callable[[Instance, Generation, Failure], None] = lambda i, g, f: None
-
-
-class Generation:
-    """What one load of an instance made; dropped whole when it unloads."""
-
-    def __init__(
-        self, services: Services, config: InstanceConfig, on_task_failure: TaskFailureReporter
-    ) -> None:
-        descriptor = services.catalog.get(config.plugin_id)
-        if descriptor is None:
-            raise PluginNotFound(config.plugin_id, config.instance_id, services.catalog.ids())
-        instance_id = config.instance_id
-        self.services = services
-        self.config = config
-        self.descriptor = descriptor
-        self.deadlines = plugin_deadlines(
-            descriptor, services.timeouts, services.timeout_overrides.get(descriptor.id)
-        )
-        self.health = InstanceHealth(
-            lambda text: MASK.redact_instance(services.secrets, instance_id, text),
-            services.on_change,
-        )
-        health = self.health
-
-        def task_failed(instance_id: str, what: str, exc: BaseException) -> None:
-            # a background task or loop callback of this load crashed: the instance is
-            # unhealthy (and it is logged). A closure, not a method: contexts of finished tasks
-            # may outlive the generation and must not pin it (nor the plugin's objects).
-            health.error(exc, f"{what} crashed")
-            on_task_failure(instance_id, what, exc)
-
-        self.namespace = PluginNamespace(
-            instance_id,
-            descriptor.folder,
-            package_name=descriptor.package_name,
-            import_hook=module_guard(descriptor, instance_id),
-        )
-        self.tasks = InstanceTasks(instance_id, on_failure=task_failed)
-        self.context = instance_context(self.tasks, self.namespace.name)
-        wrap = functools.partial(_guard, instance_id, self.deadlines.tool, self.context)
-        self.registrar = PluginRegistrar(instance_id, services.registries, wrap=wrap)
-        self.definition: Plugin | None = None
-        self.settings: Any = None  # the validated settings model
-        self.migrated: tuple[int, int] | None = None  # (from, to): migrated in memory
-        self.api: PluginApi | None = None
-        self.events: InstanceEvents | None = None
-        self.plugin_object: Any = NOT_CREATED
-        self.runtime: PluginRuntime | None = None  # its http client closes on unload
-        self.started: list[Any] = []  # connectors started, in order
-        self.durable: DurableHandles | None = None  # its api.store/inbox/schedule
-        self.ignored: tuple[str, ...] = ()  # settings keys its schema drops (misspelt, likely)
 
     @property
-    def instance_id(self) -> str:
-        return self.config.instance_id
+    def catalog(self) -> PluginCatalog:
+        return self.applied().catalog
 
     @property
-    def created(self) -> bool:
-        return self.plugin_object is not NOT_CREATED
+    def timeouts(self) -> Timeouts:
+        return self.applied().timeouts
 
-    # -- loading, step by step -------------------------------------------------------------
+    @property
+    def timeout_overrides(self) -> Mapping[str, int]:
+        return self.applied().timeout_overrides
 
-    async def import_and_validate(self, progress: Progress, *, create: bool) -> None:
-        """Import the entry, read its `plugin`, validate the settings; and, when `create` and
-        the plugin's `create` is sync, create too, in the same worker-thread hand-off (one
-        deadline, the create deadline, covers the three)."""
-        config, descriptor = self.config, self.descriptor
+    @property
+    def engine_settings(self) -> Mapping[str, Any]:
+        return self.applied().engine_settings
 
-        def prepare() -> tuple[Plugin, Any, tuple[int, int] | None, Any]:
-            module = self.namespace.import_entry(descriptor.entry_path)
-            definition = read_definition(module, descriptor.attribute)
-            del module
-            settings, migrated = validated_settings(definition, config, progress)
-            if migrated is None:  # keys a migration renamed are the migration's business
-                self.ignored = tuple(ignored_keys(definition.settings_schema, config.settings))
-            if not create or inspect.iscoroutinefunction(definition.create):
-                return definition, settings, migrated, NOT_CREATED
-            progress.stage = "create"
-            api = self._make_api(settings)
-            return definition, settings, migrated, definition.create(api)
-
-        (
-            self.definition,
-            self.settings,
-            self.migrated,
-            self.plugin_object,
-        ) = await run_stage(
-            prepare,
-            instance_id=config.instance_id,
-            stage="import",
-            deadline=Deadline.after(self.deadlines.create),
-            context=self.context,
-            progress=progress,
-        )
-
-    async def create(self, progress: Progress) -> None:
-        assert self.definition is not None
-        api = self._make_api(self.settings)
-        self.plugin_object = await self.stage(
-            self.definition.create, "create", self.deadlines.create, api, progress=progress
-        )
-
-    async def call(self, hook: str, progress: Progress) -> None:
-        """The plugin object's optional `load`/`unload` hook (sync or async)."""
-        progress.stage = hook
-        method = getattr(self.plugin_object, hook, None)
-        if callable(method):
-            limit = self.deadlines.load if hook == "load" else self.deadlines.unload
-            await self.stage(method, hook, limit, progress=progress)
-
-    async def stage(
-        self,
-        fn: Callable[..., Any],
-        stage: str,
-        limit: Limit,
-        *args: Any,
-        progress: Progress | None = None,
-    ) -> Any:
-        """`fn(*args)` as this instance's code, done within `limit` from now
-        (grambot.containment.stages)."""
-        return await run_stage(
-            fn,
-            *args,
-            instance_id=self.instance_id,
-            stage=stage,
-            deadline=Deadline.after(limit),
-            context=self.context,
-            progress=progress,
-        )
-
-    async def run_check(self, progress: Progress) -> str:
-        """The plugin's `check(api)` hook on this load (grambot check); what it said."""
-        from grambot.core.check import run_check_hook
-
-        return await run_check_hook(self, progress)
-
-    async def validate(self, config: InstanceConfig) -> tuple[Any, tuple[int, int] | None]:
-        """`config`'s settings migrated and validated by this generation's plugin (no import):
-        the check before an in-place reconfigure. Raises as loading would."""
-        assert self.definition is not None
-        definition, progress = self.definition, Progress("settings migration")
-        return await self.stage(  # type: ignore[no-any-return]
-            validated_settings,
-            "settings validation",
-            self.deadlines.create,
-            definition,
-            config,
-            progress,
-            progress=progress,
-        )
-
-    def _make_api(self, settings: Any) -> PluginApi:
-        services, config = self.services, self.config
-        data_dir = services.data_root / config.instance_id  # created on first use
-        info = InstanceInfo(config.instance_id, config.plugin_id, config.enabled)
-        self.runtime = PluginRuntime(
-            instance=info,
-            manifest=self.descriptor,
-            secrets=services.secrets,
-            cache=services.cache,
-            data_dir=data_dir,
-        )
-        self.events = InstanceEvents(services.events, config.plugin_id, config.instance_id)
-        if services.durable is not None:
-            if self.durable is not None:
-                self.durable.close()
-            namespace = cache_namespace(self.descriptor, config.instance_id)
-            self.durable = services.durable.handles(config.instance_id, namespace, self.context)
-        self.api = PluginApi(
-            instance=info,
-            settings=settings,
-            engine_settings=services.engine_settings,
-            registrar=self.registrar,
-            secrets=InstanceSecrets(services.secrets, config.instance_id),
-            events=self.events,
-            data_dir=data_dir,
-            runtime=self.runtime,
-            health=self.health,
-            durable=self.durable,
-            request_stop=functools.partial(services.request_stop, config.instance_id),
-        )
-        return self.api
-
-    # -- the one teardown ------------------------------------------------------------------
-
-    async def teardown(self, *, call_unload: bool, redact: Callable[[str], str]) -> None:
-        """Undo everything this generation did, each step contained, in this order: intake
-        (its connectors stop), the plugin's own unload, registrations and events (later ones
-        refused), tasks and callbacks, http, threads (reported: they cannot be stopped),
-        modules. Interrupted (the engine cancelled it), it still releases everything it can
-        without waiting before it lets the cancellation through."""
-        try:
-            await self._teardown(call_unload, redact)
-        except BaseException:
-            self.abandon()
-            raise
-
-    async def _teardown(self, call_unload: bool, redact: Callable[[str], str]) -> None:
-        iid = self.instance_id
-        while self.started:
-            connector = getattr(self.started.pop(), "wrapped", None)
-            stop = getattr(connector, "stop", None)
-            if callable(stop):
-                step = self.stage(stop, "connector stop", self.deadlines.unload)
-                await _contained(iid, "connector stop", step, redact)
-        if call_unload:
-            await _contained(iid, "unload", self.call("unload", Progress("unload")), redact)
-        self._close_doors()
-        grace = min(1.0, self.deadlines.unload.seconds)
-        deadline = time.monotonic() + grace
-        self.tasks.cancel_timers()
-        leftover = await self.tasks.cancel_all(grace=grace)
-        if leftover:
-            logger.warning(
-                "instance %s: tasks still running after cancellation: %s", iid, ", ".join(leftover)
-            )
-        if self.runtime is not None:
-            await _contained(iid, "closing api.http", self._close_runtime(), redact)
-        threads = await wait_for_threads(self.namespace.name, deadline)
-        if threads:
-            logger.warning(
-                "instance %s: threads still running its code after unload (threads cannot be "
-                "stopped from outside; the plugin must end them in unload()): %s",
-                iid,
-                ", ".join(threads),
-            )
-        self.namespace.unload()
-
-    def _close_doors(self) -> None:
-        """No registration, unregistration or event of this load is accepted any more."""
-        try:
-            self.registrar.close()
-        except RegistrationError as exc:  # a registry entry it no longer owns: never fatal
-            logger.error("instance %s: %s", self.instance_id, exc)
-        if self.events is not None:
-            self.events.close()
-        if self.durable is not None:  # api.store/inbox refuse from now on; its jobs pause
-            self.durable.close()
-
-    def abandon(self) -> None:
-        """Release at once, without waiting, what is left of this load (an interrupted load or
-        unload): registrations, events, tasks and callbacks cancelled, modules forgotten."""
-        self._close_doors()
-        self.tasks.abandon()
-        self.namespace.unload()
-
-    def discard(self) -> None:
-        """Forget a generation that was prepared but will not load (none of its code ran
-        but its modules' top level)."""
-        self.abandon()
-
-    async def _close_runtime(self) -> None:
-        assert self.runtime is not None
-        async with asyncio.timeout(self.deadlines.unload.seconds):
-            await self.runtime.aclose()
+    @property
+    def retry_policy(self) -> RetryPolicy | None:
+        return self.applied().retry_policy
 
 
-def validated_settings(
-    definition: Plugin, config: InstanceConfig, progress: Progress
-) -> tuple[Any, tuple[int, int] | None]:
-    """The entry's settings migrated to the plugin's settings version, then validated by its
-    schema; and (from, to) when a migration happened (in memory: the file is never written)."""
-    where = f"{config.json_path}.settings"
-    data, migrated = config.settings, None
-    if config.settings_version != definition.settings_version:
-        progress.stage = "settings migration"
-        data = migrate_settings(
-            definition, config.settings, config.settings_version, config.json_path
-        )
-        migrated = (config.settings_version, definition.settings_version)
-    progress.stage = "settings validation"
-    return validate_settings(definition.settings_schema, data, where), migrated
+@dataclass(frozen=True)
+class EngineHandles:
+    """What the engine keeps of every load, wherever its code runs."""
+
+    deadlines: PluginDeadlines
+    health: InstanceHealth
+    tasks: InstanceTasks  # its tasks and timers (cancelled at unload)
+    context: contextvars.Context  # what runs as the instance's code runs in it
+    registrar: PluginRegistrar  # registry entries guarded (grambot.containment.guards)
 
 
-async def _contained(instance_id: str, what: str, step: Any, redact: Callable[[str], str]) -> None:
+def engine_handles(
+    services: Services,
+    config: InstanceConfig,
+    descriptor: PluginDescriptor,
+    on_task_failure: TaskFailureReporter,
+    namespace: str | None = None,
+) -> EngineHandles:
+    """The engine's handles of one load of `config` (`namespace`: its modules' package, when
+    they are imported in this process)."""
+    instance_id = config.instance_id
+    deadlines = plugin_deadlines(
+        descriptor, services.timeouts, services.timeout_overrides.get(descriptor.id)
+    )
+    health = InstanceHealth(
+        lambda text: MASK.redact_instance(services.secrets, instance_id, text), services.on_change
+    )
+
+    def task_failed(instance_id: str, what: str, exc: BaseException) -> None:
+        # a background task or loop callback of this load crashed: the instance is unhealthy
+        # (and it is logged). A closure, not a method: contexts of finished tasks may outlive
+        # the generation and must not pin it (nor the plugin's objects).
+        health.error(exc, f"{what} crashed")
+        on_task_failure(instance_id, what, exc)
+
+    tasks = InstanceTasks(instance_id, on_failure=task_failed)
+    context = instance_context(tasks, namespace)
+    wrap = functools.partial(_guard, instance_id, deadlines.tool, context)
+    registrar = PluginRegistrar(instance_id, services.registries, wrap=wrap)
+    return EngineHandles(deadlines, health, tasks, context, registrar)
+
+
+async def contained(instance_id: str, what: str, step: Any, redact: Callable[[str], str]) -> None:
     """Await one teardown step; its failure is logged, never raised (shutdown excepted)."""
     try:
         await step

@@ -27,7 +27,7 @@ import logging
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from grambot.config.settings import InstanceConfig
 from grambot.containment.boundary import describe, engine_cancelled, format_details
@@ -35,9 +35,10 @@ from grambot.containment.stages import Progress
 from grambot.contract.registrar import KINDS
 from grambot.core.failures import Failure, classify
 from grambot.core.generation import Generation, Services
+from grambot.core.loading import bring_up, new_generation
 from grambot.masking import MASK
 
-__all__ = ["Current", "Generation", "Instance", "InstanceState", "Services"]
+__all__ = ["Current", "Generation", "Instance", "InstanceState", "Services", "Supervisor"]
 
 logger = logging.getLogger("grambot.instance")
 
@@ -49,6 +50,19 @@ class InstanceState(StrEnum):
     FAILED = "failed"
     RETRYING = "retrying"
     UNLOADING = "unloading"
+
+
+class Supervisor(Protocol):
+    """Who runs the instances (grambot.core.manager.PluginManager): an instance tells it what
+    needs the manager's lock."""
+
+    def retry_due(self, instance: Instance) -> None:
+        """Its retry timer fired: load it again."""
+        ...
+
+    def lost(self, instance: Instance, generation: Generation, failure: Failure) -> None:
+        """The process of its load `generation` ended unasked: fail it (Instance.lost)."""
+        ...
 
 
 class Current(NamedTuple):
@@ -82,6 +96,7 @@ class Instance:
         self,
         config: InstanceConfig,
         services: Services,
+        supervisor: Supervisor,
         state: InstanceState = InstanceState.DISABLED,
     ) -> None:
         self.config = config
@@ -94,6 +109,7 @@ class Instance:
         self.load_seq = 0
         self.stalls = 0  # times it blocked the event loop (grambot.app.watchdog)
         self._services = services
+        self._supervisor = supervisor
         self._generation: Generation | None = None
         self._retry: asyncio.TimerHandle | None = None
 
@@ -227,10 +243,10 @@ class Instance:
         prepared: Generation | None = None,
         retry: bool = False,
     ) -> bool:
-        """import → validate settings → create → load, each under its deadline (the first
-        three share the create deadline, and run as one worker-thread hand-off when `create` is
-        sync). True when loaded; otherwise what was done is undone and the instance is
-        `failed` or `retrying`. `retry`: this is a retry (the attempt count goes on)."""
+        """Bring up a new generation of it (grambot.core.loading.bring_up), or `prepared`, the
+        one an edit validated. True when loaded; otherwise what was done is undone and the
+        instance is `failed` or `retrying`. `retry`: this is a retry (the attempt count goes
+        on)."""
         if config is not None:
             self.config = config
         self.cancel_retry()
@@ -242,27 +258,25 @@ class Instance:
         try:
             if generation is None:
                 generation = self._new_generation(self.config)
-                self._generation = generation
-                await generation.import_and_validate(progress, create=True)
             self._generation = generation
-            if not generation.created:
-                await generation.create(progress)
-            await generation.call("load", progress)
-        except BaseException as exc:
-            if engine_cancelled(exc):  # shutdown, or a caller gave up: leave nothing behind
-                if generation is not None:
-                    generation.abandon()
-                    if self._generation is generation:
-                        self._generation = None
+            failure = await bring_up(
+                generation, progress, self._redact, imported=prepared is not None
+            )
+        except BaseException as exc:  # no generation could be made, or the engine cancelled
+            if generation is not None and self._generation is generation:
+                self._generation = None  # bring_up released it
+            if engine_cancelled(exc):  # shutdown, or a caller gave up
                 cancelled = Failure("cancelled", progress.stage, "its load was cancelled", True)
                 self._set(InstanceState.FAILED, cancelled)  # the next reconcile loads it again
                 raise
             failure = classify(exc, progress.stage, self._redact)
             del exc
-            if generation is not None:
-                await self._teardown(generation)
+        if failure is not None:
+            if self._generation is generation:
+                self._generation = None
             self._settle(failure)
             return False
+        assert generation is not None
         self.load_seq = next(self._services.load_order)
         retries, self.attempt = self.attempt, 0
         self._set(InstanceState.LOADED)
@@ -350,9 +364,7 @@ class Instance:
             return False
         if accepted is not True:
             return False
-        generation.config, generation.settings, generation.migrated = config, settings, migrated
-        if generation.api is not None:
-            generation.api.settings = settings
+        generation.reconfigured(config, settings, migrated)
         self.config, self.held = config, ()
         self._services.on_change()
         logger.info(
@@ -394,16 +406,10 @@ class Instance:
         self._settle(failure)
 
     def _new_generation(self, config: InstanceConfig) -> Generation:
-        """A generation for `config`: in this process, or in a child (grambot.isolation)."""
-        isolation = self._services.isolation
-        if isolation is not None:
-            elsewhere = isolation.generation(self._services, config, self._task_failed, self._lost)
-            if elsewhere is not None:
-                return elsewhere
-        return Generation(self._services, config, self._task_failed)
+        return new_generation(self._services, config, self._task_failed, self._lost)
 
     def _lost(self, generation: Generation, failure: Failure) -> None:
-        self._services.on_lost(self, generation, failure)
+        self._supervisor.lost(self, generation, failure)
 
     async def _teardown(self, generation: Generation) -> None:
         """The one teardown (Generation.teardown): `unload` is called when `create` ran."""
@@ -468,7 +474,7 @@ class Instance:
 
     def _retry_fired(self) -> None:
         self._retry = None
-        self._services.on_retry_due(self)
+        self._supervisor.retry_due(self)
 
     def _set(self, state: InstanceState, failure: Failure | None = None) -> None:
         if state is not InstanceState.RETRYING:

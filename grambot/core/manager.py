@@ -41,10 +41,8 @@ _Load = tuple[Instance, InstanceConfig | None, Generation | None]
 
 class PluginManager:
     def __init__(self, services: Services) -> None:
+        """`services.on_change` must reach `changed` (the Engine wires it)."""
         self.services = services
-        services.on_change = self._changed
-        services.on_retry_due = self._retry_due
-        services.on_lost = self._lost
         self._instances: dict[str, Instance] = {}
         self._lock = asyncio.Lock()
         self._latest: EngineSettings | None = None
@@ -86,12 +84,9 @@ class PluginManager:
         async with self._lock:
             if settings is not self._latest:
                 return False
-            services = self.services
             self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
-            services.engine_settings = settings.raw
-            services.timeouts = settings.timeouts
             install_task_tracking(asyncio.get_running_loop())
-            catalog = frozenset(services.catalog.ids())
+            catalog = frozenset(self.services.catalog.ids())
             await self._execute(plan(self._instances, settings, catalog))
             return True
 
@@ -123,7 +118,7 @@ class PluginManager:
             for instance in sorted(self.instances(), key=lambda i: i.load_seq, reverse=True):
                 await instance.unload()
             self._instances.clear()
-            self._changed()
+            self.changed()
 
     # -- executing a plan ------------------------------------------------------------------
 
@@ -135,7 +130,7 @@ class PluginManager:
             for step, result in await self._validate(the_plan):
                 if isinstance(result, Failure):
                     self._instances[step.instance_id].hold((result.message,))
-                elif isinstance(result, Generation) and step.config is not None:
+                elif not isinstance(result, bool) and step.config is not None:
                     replacing[step.instance_id] = (step.config, result)
             for step in the_plan.of(Action.HOLD):
                 if (held := self._instances.get(step.instance_id)) is not None:
@@ -172,7 +167,7 @@ class PluginManager:
                     task.cancel()
                 elif not task.cancelled() and task.exception() is None:
                     result = task.result()
-                    if isinstance(result, Generation):
+                    if not isinstance(result, (bool, Failure)):
                         result.discard()
             raise
         return list(zip(steps, results, strict=True))
@@ -216,7 +211,7 @@ class PluginManager:
                 first = (
                     InstanceState.LOADING if step.action is Action.LOAD else InstanceState.DISABLED
                 )
-                instance = Instance(step.config, self.services, first)
+                instance = Instance(step.config, self.services, self, first)
                 self._instances[step.instance_id] = instance
             if step.action is Action.DISABLE:
                 instance.disable(step.config)
@@ -232,7 +227,7 @@ class PluginManager:
                 loads.append((instance, config, generation))
         for config in the_plan.kept:  # equal as data: only where it is in the file may move
             self._instances[config.instance_id].keep(config)
-        self._changed()
+        self.changed()
         return loads
 
     async def _bring_up(self, loads: list[_Load], *, retry: bool = False) -> None:
@@ -282,7 +277,8 @@ class PluginManager:
 
     # -- retries ---------------------------------------------------------------------------
 
-    def _retry_due(self, instance: Instance) -> None:
+    def retry_due(self, instance: Instance) -> None:
+        """Its retry timer fired (Instance's Supervisor)."""
         self._background(self._retry(instance), f"grambot-retry:{instance.instance_id}")
 
     def _background(self, work: Coroutine[object, object, None], name: str) -> None:
@@ -308,21 +304,22 @@ class PluginManager:
             )
             await self._bring_up([(instance, None, None)], retry=True)
 
-    def _lost(self, instance: Instance, gen: Generation, failure: Failure) -> None:
+    def lost(self, instance: Instance, gen: Generation, failure: Failure) -> None:
+        """Its isolated load's process ended unasked (Instance's Supervisor)."""
         self._background(self._fail(instance, gen, failure), f"grambot-lost:{instance.instance_id}")
 
     async def _fail(self, instance: Instance, gen: Generation, failure: Failure) -> None:
         async with self._lock:  # after the operation in progress (Instance.lost checks `gen`)
             await instance.lost(gen, failure)
 
-    def _changed(self) -> None:
+    def changed(self) -> None:
         """Tell the listeners (status), on the loop's thread and in the engine's own context:
         a change reported by plugin code (api.health from a worker thread, say) must not run
         the engine's callbacks as the plugin's, nor off the loop."""
         loop = self._loop
         if loop is not None and threading.get_ident() != self._loop_thread:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
-                loop.call_soon_threadsafe(self._changed, context=contextvars.Context())
+                loop.call_soon_threadsafe(self.changed, context=contextvars.Context())
             return
         for listener in list(self._listeners):
             try:

@@ -5,6 +5,7 @@ pipe (docs/isolation.md).
     backend.py     ProcessIsolation: the seam the core calls; modes, limits, status, the zygote
     remote.py      ProcessGeneration: one load of an isolated instance, as the engine holds it
     process.py     ChildProcess: one child's pipe, requests in flight, how it ended
+    spec.py        Spec and Enforcement: what a child is asked to be, how its limits are kept
     proxies.py     what the registries hold for the child's registrations
     calls.py       how arguments, results and errors of those calls cross the pipe
     wire.py        length-prefixed msgpack frames, capped at 16 MiB

@@ -29,23 +29,21 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any
 
 from grambot.config.catalog import builtin_plugins_dir
 from grambot.config.descriptor import PluginDescriptor
-from grambot.config.settings import InstanceConfig
+from grambot.config.settings import InstanceConfig, thaw
 from grambot.containment.tracking import TaskFailureReporter
 from grambot.contract.context import SHARED_VAULT_ROOT
-from grambot.core.failures import Failure
-from grambot.core.generation import Generation, Services
+from grambot.core.generation import Generation, OnLost, Services
+from grambot.core.instance import iso
 from grambot.errors import IsolatedFailure
 from grambot.isolation import cgroups, landlock
 from grambot.isolation.forkserver import ForkServer
-
-if TYPE_CHECKING:
-    from grambot.isolation.remote import ProcessGeneration
+from grambot.isolation.remote import ProcessGeneration
+from grambot.isolation.spec import Enforcement, Spec, config_fields
 
 __all__ = ["DEFAULT_MEMORY_MB", "ProcessIsolation", "Spec", "config_fields"]
 
@@ -53,30 +51,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_MB = 1024  # past the zygote's own image; RLIMIT_AS (docs/isolation.md)
 GROUPS_CLOSE_WAIT = 0.5  # at shutdown, for what is left in the children's cgroups to go
-
-
-@dataclass(frozen=True)
-class Spec:
-    """How one instance runs out of process."""
-
-    memory_mb: int
-    sandbox: str  # "required" | "best-effort"
-    cpu_seconds: float | None = None
-    max_processes: int | None = None
-
-
-@dataclass(frozen=True)
-class Enforcement:
-    """How one child's limits are kept: its cgroup (None: none could be made), and the
-    mechanism of each limit for status."""
-
-    group: cgroups.Group | None
-    memory: str  # "cgroup" | "rlimit"
-    processes: str | None  # "cgroup" | "rlimit" | "none (<why>)"; None: not limited
-    cpu_seconds: float | None = None  # sampled by the engine (grambot.isolation.cpu)
-
-    def to_status(self) -> dict[str, str | None]:
-        return {"memory": self.memory, "processes": self.processes}
 
 
 NO_PROCESS_LIMIT = "no pids cgroup can be made here, and RLIMIT_NPROC does not hold root"
@@ -133,11 +107,9 @@ class ProcessIsolation:
         services: Services,
         config: InstanceConfig,
         on_task_failure: TaskFailureReporter,
-        on_lost: Callable[[Generation, Failure], None],
+        on_lost: OnLost,
     ) -> Generation | None:
         """A ProcessGeneration for `config`, or None to load it in process."""
-        from grambot.isolation.remote import ProcessGeneration
-
         descriptor = services.catalog.get(config.plugin_id)
         if descriptor is None:
             return None  # Generation says the plugin is not found
@@ -170,8 +142,6 @@ class ProcessIsolation:
 
     def status(self, instance_id: str, generation: Generation | None) -> dict[str, Any]:
         """The instance's `isolation` in status.json."""
-        from grambot.isolation.remote import ProcessGeneration
-
         mode = self._modes.get(instance_id, "inprocess")
         if mode == "inprocess":
             return {"mode": "inprocess"}
@@ -186,7 +156,7 @@ class ProcessIsolation:
             "maxProcesses": None,
             "limits": None,
             "restarts": self._restarts.get(instance_id, 0),
-            "lastExit": {"reason": last[0], "at": _iso(last[1])} if last else None,
+            "lastExit": {"reason": last[0], "at": iso(last[1])} if last else None,
         }
         if isinstance(generation, ProcessGeneration):
             spec, enforced = generation.spec, generation.limits
@@ -294,7 +264,7 @@ class ProcessIsolation:
                 "override_ms": timeouts.override_ms,
             },
             "override_ms": services.timeout_overrides.get(descriptor.id),
-            "engine_settings": _plain(services.engine_settings),
+            "engine_settings": thaw(services.engine_settings),
             "data_root": str(services.data_root),
             "secrets": _secrets_of(services, config.instance_id, descriptor),
             "log_level": logging.getLogger().getEffectiveLevel(),
@@ -312,17 +282,6 @@ class ProcessIsolation:
             },
         }
         return request, tmp
-
-
-def config_fields(config: InstanceConfig) -> dict[str, Any]:
-    """What a child needs of an entry (grambot.isolation.child.config_of reads it back)."""
-    return {
-        "instance_id": config.instance_id,
-        "plugin_id": config.plugin_id,
-        "settings": config.settings,
-        "json_path": config.json_path,
-        "settings_version": config.settings_version,
-    }
 
 
 def _secrets_of(
@@ -350,15 +309,3 @@ def _allowed(descriptor: PluginDescriptor, owner: str, key: str) -> bool:
         path == prefix.rstrip("/") or path.startswith(prefix.rstrip("/") + "/")
         for prefix in descriptor.allowed_vault_paths
     )
-
-
-def _plain(value: Any) -> Any:
-    from grambot.config.settings import thaw
-
-    return thaw(value)
-
-
-def _iso(timestamp: float) -> str:
-    from grambot.core.instance import iso
-
-    return iso(timestamp)

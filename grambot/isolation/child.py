@@ -1,6 +1,6 @@
 """The child process of one process-isolated instance: the plugin runs here, through the same
-loader and the same `Generation` as in process, and everything it hands the engine crosses the
-pipe (grambot.isolation.wire).
+loader and the same `InProcessGeneration` as in process, and everything it hands the engine
+crosses the pipe (grambot.isolation.wire).
 
     engine -> child   {"id", "op": prepare | create | hook | start | teardown | call | cancel
                        | ping, ...}
@@ -40,7 +40,8 @@ from grambot.containment.tracking import install_task_tracking
 from grambot.contract.context import MemoryCache
 from grambot.contract.durable import DurableHandles, DurableServices
 from grambot.core.failures import Failure, classify
-from grambot.core.generation import Generation, Services
+from grambot.core.generation import Applied, Services
+from grambot.core.inprocess import InProcessGeneration
 from grambot.events.event import PluginEvent, PluginEventQueue
 from grambot.isolation import calls, confine, durable
 from grambot.isolation.wire import Channel, FrameTooLarge
@@ -199,7 +200,7 @@ class Child:
         self._asked_ids = 0
         self._schedule: durable.RemoteSchedule | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._generation: Generation | None = None
+        self._generation: InProcessGeneration | None = None
         self._done = asyncio.Event()
         self.config = config_of(request["config"])
         self._pending: tuple[InstanceConfig, Any, Any] | None = None  # validated, to reconfigure
@@ -348,21 +349,18 @@ class Child:
         timeouts = Timeouts(**request["timeouts"])
         overrides = {descriptor.id: request["override_ms"]} if request["override_ms"] else {}
         self._events = _Events(self)
-        services = Services(
-            catalog=catalog,
+        applied = Applied(catalog, timeouts, overrides, request["engine_settings"])
+        return Services(
             registries=_forwarding(Registries(), self),
             events=self._events,
             secrets=_Secrets(request["secrets"], self),
             cache=MemoryCache(),
             data_root=Path(request["data_root"]),
-            timeouts=timeouts,
-            timeout_overrides=overrides,
-            engine_settings=request["engine_settings"],
+            applied=lambda: applied,
+            on_change=self._health_changed,
             request_stop=self._request_stop,
             durable=_RemoteDurable(self._durable_handles) if request["durable"] else None,
         )
-        services.on_change = self._health_changed
-        return services
 
     def _request_stop(self, instance_id: str, reason: str, unless_others: bool) -> bool:
         self.send({"op": "stop", "reason": reason, "unlessOthers": unless_others})
@@ -408,7 +406,7 @@ class Child:
 
     async def _run_stage(self, op: str, message: dict[str, Any], progress: Progress) -> Any:
         if op == "prepare":
-            made = Generation(self._services, self.config, self._task_failed)
+            made = InProcessGeneration(self._services, self.config, self._task_failed)
             self._generation = made
             await made.import_and_validate(progress, create=message["create"])
             return self._described()
@@ -442,7 +440,7 @@ class Child:
             return await generation.run_check(progress)
         raise ValueError(f"unknown request {op!r}")
 
-    async def _reconfigure(self, generation: Generation, progress: Progress) -> bool:
+    async def _reconfigure(self, generation: InProcessGeneration, progress: Progress) -> bool:
         """The plugin's `reconfigure` with what `validate` left (Instance.reconfigure's steps,
         here): True, and the new settings are its own from now on."""
         assert self._pending is not None, "reconfigure without validate"
@@ -452,9 +450,7 @@ class Child:
         accepted = await generation.stage(hook, "reconfigure", generation.deadlines.load, settings)
         if accepted is not True:
             return False
-        generation.config, generation.settings, generation.migrated = config, settings, migrated
-        if generation.api is not None:
-            generation.api.settings = settings
+        generation.reconfigured(config, settings, migrated)
         self.config = config
         return True
 

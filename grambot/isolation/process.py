@@ -19,24 +19,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import logging
 import os
 import signal
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from grambot.isolation.child import MEMORY_EXIT, SANDBOX_EXIT
 from grambot.isolation.cpu import CpuMeter
 from grambot.isolation.forkserver import ForkServer
+from grambot.isolation.spec import Enforcement
 from grambot.isolation.wire import Channel, FrameTooLarge
-
-if TYPE_CHECKING:
-    from grambot.isolation.backend import Enforcement
 
 __all__ = ["ChildEnded", "ChildProcess", "reason_of"]
 
 logger = logging.getLogger(__name__)
+instance_logger = logging.getLogger("grambot.instance")  # what is about an instance's child
 
 EXIT_STATUS_WAIT = 1.0  # how long the end of a pipe waits for the exit status to name a reason
 # after the child's exit, for the rest of what it sent: then its pipe is closed from here, as
@@ -163,6 +163,60 @@ class ChildProcess:
         self._pending.pop(request_id, None)
         if self._meter is not None:
             self._meter.end(request_id)
+
+    async def beat(self, interval: float, unresponsive_after: float, who: str) -> None:
+        """Ping it every `interval`; one that does not answer within `unresponsive_after` is
+        killed (`who` it is, for the log)."""
+        while self.alive:
+            await asyncio.sleep(interval)
+            request_id = self.next_id()
+            answer = self.expect(request_id)
+            try:
+                self.send({"op": "ping", "id": request_id})
+                async with asyncio.timeout(unresponsive_after):
+                    await answer
+            except TimeoutError:
+                instance_logger.error(
+                    "%s: its process %s did not answer for %g s: killing it",
+                    who,
+                    self.pid,
+                    unresponsive_after,
+                )
+                self.kill("unresponsive")
+                return
+            except ChildEnded:
+                return
+            finally:
+                self.forget(request_id)
+
+    def cancel(self, request_id: int, ack_within: float, who: str) -> None:
+        """Ask it to cancel call `request_id`; kill it if it does not answer within
+        `ack_within` (its answer, whatever it is, is the acknowledgement)."""
+        answer = self.expect(request_id)  # the cancelled caller's future went with it
+        with contextlib.suppress(ChildEnded, ConnectionError):
+            self.send({"op": "cancel", "id": request_id})
+
+        def unanswered() -> None:
+            self.forget(request_id)
+            if not answer.done():
+                instance_logger.error(
+                    "%s: its process did not acknowledge a cancelled call within %g s: killing it",
+                    who,
+                    ack_within,
+                )
+                self.kill("unresponsive")
+
+        timer = asyncio.get_running_loop().call_later(
+            ack_within, unanswered, context=contextvars.Context()
+        )
+
+        def answered(future: asyncio.Future[Any]) -> None:
+            timer.cancel()
+            self.forget(request_id)
+            if not future.cancelled():
+                future.exception()  # consumed: nobody awaits a cancelled call's answer
+
+        answer.add_done_callback(answered)
 
     def _over_cpu(self, detail: str) -> None:
         logger.error("child %s: %s: killing it", self.pid, detail)

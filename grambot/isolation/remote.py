@@ -1,12 +1,12 @@
 """`ProcessGeneration`: one load of a process-isolated instance, as the engine holds it.
 
-It is the seam between the core and a child: `Instance` calls the same steps as on an in
-process `Generation` (import and validate, create, load/unload hooks, connector start, the one
-teardown), and each step becomes a request to the child, which runs the real `Generation`
-there (grambot.isolation.child). What stays in the engine: the registrar (the registries hold
-proxies of what the child registered), the instance's event emitter, its health, the tasks of
-calls in flight (so unload cancels them), and the child itself: its pipe, heartbeat, limits
-and end.
+It implements the generation contract (grambot.core.generation), so `Instance` calls the same
+steps as on an `InProcessGeneration` (import and validate, create, load/unload hooks, connector
+start, the one teardown), and each step becomes a request to the child, which runs an
+`InProcessGeneration` there (grambot.isolation.child). What stays in the engine: the registrar
+(the registries hold proxies of what the child registered), the instance's event emitter, its
+health, the tasks of calls in flight (so unload cancels them), and the child itself: its pipe,
+heartbeat, limits and end.
 
 A step past its deadline (plus `GRACE`, for the child's own typed timeout to arrive first)
 kills the child: a hung sync stage ends with its process instead of being abandoned. When the
@@ -26,19 +26,18 @@ import shutil
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from grambot.config.descriptor import PluginDescriptor
 from grambot.config.settings import InstanceConfig
-from grambot.containment.limits import Limit, plugin_deadlines
-from grambot.containment.stages import Progress
-from grambot.containment.tracking import InstanceTasks, TaskFailureReporter, instance_context
-from grambot.contract.api import InstanceEvents
+from grambot.containment.limits import Deadline, Limit
+from grambot.containment.stages import Progress, run_stage
+from grambot.containment.tracking import TaskFailureReporter
+from grambot.contract.api import InstanceEvents, PluginApi
 from grambot.contract.context import cache_namespace
-from grambot.contract.health import InstanceHealth
-from grambot.contract.registrar import PluginRegistrar
+from grambot.contract.durable import DurableHandles
 from grambot.core.failures import Failure
-from grambot.core.generation import NOT_CREATED, Generation, Services, _contained, _guard
+from grambot.core.generation import NOT_CREATED, OnLost, Services, contained, engine_handles
 from grambot.errors import (
     CallCancelled,
     IsolatedFailure,
@@ -47,8 +46,7 @@ from grambot.errors import (
     StageTimeout,
 )
 from grambot.isolation import calls, durable
-from grambot.isolation.backend import config_fields
-from grambot.isolation.forkserver import ZygoteError
+from grambot.isolation.forkserver import ForkServer, ZygoteError
 from grambot.isolation.process import ChildEnded, ChildProcess
 from grambot.isolation.proxies import (
     RemoteConnector,
@@ -56,13 +54,11 @@ from grambot.isolation.proxies import (
     RemoteProvider,
     RemoteTool,
 )
+from grambot.isolation.spec import Enforcement, Spec, config_fields
 from grambot.isolation.wire import Channel
 from grambot.masking import MASK
 
-if TYPE_CHECKING:
-    from grambot.isolation.backend import Enforcement, ProcessIsolation, Spec
-
-__all__ = ["GRACE", "RETRYABLE", "ProcessGeneration"]
+__all__ = ["GRACE", "RETRYABLE", "Host", "ProcessGeneration"]
 
 logger = logging.getLogger("grambot.instance")
 
@@ -73,18 +69,38 @@ LOST_CALLS_WAIT = 0.1  # for calls in flight to fail on their own once the child
 RETRYABLE = frozenset({"crashed", "killed", "memory-limit", "cpu-limit", "unresponsive", "timeout"})
 
 
-class ProcessGeneration(Generation):
-    """What one load of a process-isolated instance made (see the module docstring)."""
+class Host(Protocol):
+    """What a ProcessGeneration needs of the backend that made it
+    (grambot.isolation.backend.ProcessIsolation)."""
 
-    def __init__(  # not Generation.__init__: nothing of the plugin is imported in the engine
+    forkserver: ForkServer
+    heartbeat_interval: float  # between pings of a child
+    unresponsive_after: float  # a ping unanswered this long: the child is killed
+
+    def request(self, generation: ProcessGeneration) -> tuple[dict[str, Any], str]:
+        """The fork request of this load's child, and its private temporary folder."""
+        ...
+
+    def release(self, generation: ProcessGeneration) -> None:
+        """No child came of the request: what it reserved (its cgroup) goes."""
+        ...
+
+    def record_exit(self, instance_id: str, reason: str) -> None: ...
+
+
+class ProcessGeneration:
+    """What one load of a process-isolated instance made (see the module docstring); nothing
+    of the plugin is imported in the engine."""
+
+    def __init__(
         self,
-        backend: ProcessIsolation,
+        backend: Host,
         services: Services,
         config: InstanceConfig,
         descriptor: PluginDescriptor,
         spec: Spec,
         on_task_failure: TaskFailureReporter,
-        on_lost: Callable[[Generation, Failure], None],
+        on_lost: OnLost,
     ) -> None:
         instance_id = config.instance_id
         self.backend = backend
@@ -92,32 +108,21 @@ class ProcessGeneration(Generation):
         self.services = services
         self.config = config
         self.descriptor = descriptor
-        self.deadlines = plugin_deadlines(
-            descriptor, services.timeouts, services.timeout_overrides.get(descriptor.id)
-        )
-        self.health = InstanceHealth(self._redact, services.on_change)
-        health = self.health
-
-        def task_failed(instance_id: str, what: str, exc: BaseException) -> None:
-            health.error(exc, f"{what} crashed")
-            on_task_failure(instance_id, what, exc)
-
-        self._on_task_failure = on_task_failure
+        handles = engine_handles(services, config, descriptor, on_task_failure)
+        self.deadlines = handles.deadlines
+        self.health = handles.health
+        self.tasks = handles.tasks
+        self.context = handles.context
+        self.registrar = handles.registrar
         self._on_lost = on_lost
-        self.tasks = InstanceTasks(instance_id, on_failure=task_failed)
-        self.context = instance_context(self.tasks)
-        wrap = functools.partial(_guard, instance_id, self.deadlines.tool, self.context)
-        self.registrar = PluginRegistrar(instance_id, services.registries, wrap=wrap)
-        self.definition = None
-        self.settings = None
-        self.migrated = None
+        self.settings: Any = None  # never the model: the child holds it
+        self.migrated: tuple[int, int] | None = None
         self.ignored: tuple[str, ...] = ()  # settings keys its schema drops: the child's to say
-        self.api = None
+        self.api: PluginApi | None = None  # the child's
         self.events = InstanceEvents(services.events, config.plugin_id, instance_id)
-        self.plugin_object = NOT_CREATED
-        self.runtime = None
-        self.started = []
-        self.durable = None
+        self.plugin_object: Any = NOT_CREATED
+        self.started: list[Any] = []
+        self.durable: DurableHandles | None = None
         self.process: ChildProcess | None = None
         self.sandbox: str | None = None
         self.limits: Enforcement | None = None  # its cgroup and limits (backend.request)
@@ -126,6 +131,14 @@ class ProcessGeneration(Generation):
         self._heartbeat: asyncio.Task[None] | None = None
         self._refused: BaseException | None = None  # a registration the engine refused
         self._tmp: str | None = None
+
+    @property
+    def instance_id(self) -> str:
+        return self.config.instance_id
+
+    @property
+    def created(self) -> bool:
+        return self.plugin_object is not NOT_CREATED
 
     # -- loading, step by step -------------------------------------------------------------
 
@@ -154,6 +167,26 @@ class ProcessGeneration(Generation):
         async with self._deadline(limit, progress):
             await self._ask({"op": "hook", "name": hook}, progress)
 
+    async def stage(
+        self,
+        fn: Callable[..., Any],
+        stage: str,
+        limit: Limit,
+        *args: Any,
+        progress: Progress | None = None,
+    ) -> Any:
+        """`fn(*args)` in this instance's context, within `limit` from now: here, a call that
+        crosses to the child (a proxy's connector start, the reconfigure below)."""
+        return await run_stage(
+            fn,
+            *args,
+            instance_id=self.instance_id,
+            stage=stage,
+            deadline=Deadline.after(limit),
+            context=self.context,
+            progress=progress,
+        )
+
     async def validate(self, config: InstanceConfig) -> tuple[Any, tuple[int, int] | None]:
         """`config`'s settings migrated and validated in the child, which keeps them for the
         `reconfigure` that follows; the settings here are only a marker (the engine never
@@ -163,6 +196,11 @@ class ProcessGeneration(Generation):
             answer = await self._ask({"op": "validate", "config": config_fields(config)}, progress)
         migrated = answer["migrated"]
         return _IN_CHILD, (migrated[0], migrated[1]) if migrated else None
+
+    def reconfigured(
+        self, config: InstanceConfig, settings: Any, migrated: tuple[int, int] | None
+    ) -> None:
+        self.config, self.settings, self.migrated = config, settings, migrated
 
     async def _reconfigure(self, settings: Any) -> bool:
         """The plugin's `reconfigure` in the child, with the settings `validate` left there
@@ -264,40 +302,18 @@ class ProcessGeneration(Generation):
             reason, detail = ended.result()
             raise self._ended(reason, detail, "import")
         self._heartbeat = loop.create_task(
-            self._beat(self.process),
+            self.process.beat(
+                backend.heartbeat_interval,
+                backend.unresponsive_after,
+                f"instance {self.instance_id}",
+            ),
             name=f"grambot-heartbeat:{self.instance_id}",
             context=contextvars.Context(),  # the engine's, never counted as the instance's
         )
 
-    async def _beat(self, process: ChildProcess) -> None:
-        """Ping the child; one that does not answer within `unresponsive_after` is killed."""
-        backend = self.backend
-        while process.alive:
-            await asyncio.sleep(backend.heartbeat_interval)
-            request_id = process.next_id()
-            answer = process.expect(request_id)
-            try:
-                process.send({"op": "ping", "id": request_id})
-                async with asyncio.timeout(backend.unresponsive_after):
-                    await answer
-            except TimeoutError:
-                logger.error(
-                    "instance %s: its process %s did not answer for %g s: killing it",
-                    self.instance_id,
-                    process.pid,
-                    backend.unresponsive_after,
-                )
-                process.kill("unresponsive")
-                return
-            except ChildEnded:
-                return
-            finally:
-                process.forget(request_id)
-
     def _on_message(self, message: dict[str, Any]) -> None:
         op = message["op"]
         if op == "events":
-            assert self.events is not None
             emit = self.events.emit
             for type_, payload in message["items"]:
                 emit(type_, payload)
@@ -478,7 +494,7 @@ class ProcessGeneration(Generation):
             process.forget(request_id)
             raise ProcessLost(self.instance_id, what, exc.reason) from None
         except asyncio.CancelledError:
-            self._cancel(process, request_id)
+            process.cancel(request_id, CANCEL_ACK, f"instance {self.instance_id}")
             raise
         except BaseException:
             process.forget(request_id)
@@ -489,36 +505,6 @@ class ProcessGeneration(Generation):
             raise calls.decode_error(reply["error"])
         raise CallCancelled(self.instance_id, what)
 
-    def _cancel(self, process: ChildProcess, request_id: int) -> None:
-        """Ask the child to cancel a call; kill it if it does not answer within CANCEL_ACK
-        (its answer, whatever it is, is the acknowledgement)."""
-        answer = process.expect(request_id)  # the cancelled caller's future went with it
-        with contextlib.suppress(ChildEnded, ConnectionError):
-            process.send({"op": "cancel", "id": request_id})
-
-        def unanswered() -> None:
-            process.forget(request_id)
-            if not answer.done():
-                logger.error(
-                    "instance %s: its process did not acknowledge a cancelled call within %g s: "
-                    "killing it",
-                    self.instance_id,
-                    CANCEL_ACK,
-                )
-                process.kill("unresponsive")
-
-        timer = asyncio.get_running_loop().call_later(
-            CANCEL_ACK, unanswered, context=contextvars.Context()
-        )
-
-        def answered(future: asyncio.Future[Any]) -> None:
-            timer.cancel()
-            process.forget(request_id)
-            if not future.cancelled():
-                future.exception()  # consumed: nobody awaits a cancelled call's answer
-
-        answer.add_done_callback(answered)
-
     # -- the one teardown ------------------------------------------------------------------
 
     async def teardown(self, *, call_unload: bool, redact: Callable[[str], str]) -> None:
@@ -526,7 +512,7 @@ class ProcessGeneration(Generation):
             process = self.process
             if process is not None and process.alive:
                 ask = self._teardown_child(process, call_unload)
-                await _contained(self.instance_id, "teardown in its process", ask, redact)
+                await contained(self.instance_id, "teardown in its process", ask, redact)
                 await process.stop(STOP_GRACE)
             elif process is not None and (pending := self.tasks.pending()):
                 # it ended unasked: calls in flight are failing with ProcessLost already; let
@@ -547,12 +533,25 @@ class ProcessGeneration(Generation):
         async with self._deadline(limit, progress):
             await self._ask({"op": "teardown", "unload": call_unload}, progress)
 
+    def _close_doors(self) -> None:
+        """No registration, unregistration or event of this load is accepted any more."""
+        try:
+            self.registrar.close()
+        except RegistrationError as exc:  # a registry entry it no longer owns: never fatal
+            logger.error("instance %s: %s", self.instance_id, exc)
+        self.events.close()
+        if self.durable is not None:  # api.store/inbox refuse from now on; its jobs pause
+            self.durable.close()
+
     def abandon(self) -> None:
         if self.process is not None:
             self.process.kill("stopped")
         self._close_doors()
         self.tasks.abandon()
         self._forget()
+
+    def discard(self) -> None:
+        self.abandon()
 
     def _forget(self) -> None:
         if self._heartbeat is not None:

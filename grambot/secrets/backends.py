@@ -10,8 +10,8 @@ The keyring backend goes through the `keyring` package: each secret is the passw
 unless `service` is given), so two workspaces never share secrets. Keyrings cannot list their
 entries, so the key names (never the values) are kept in an index entry of the same service,
 updated under a file lock. `SelectedSecretsStore` is what the running engine hands to its
-instances: the backend behind it can be switched by a settings edit, and it tells the engine
-about writes made in this process.
+instances: `Engine.apply` switches the backend behind it when the `secrets` key changes
+(`select`), and it tells its owner about writes made in this process and about a switch.
 """
 
 from __future__ import annotations
@@ -243,13 +243,28 @@ class SelectedSecretsStore:
 
     def __init__(
         self,
-        current: SecretsStore,
+        opener: Callable[[SecretsConfig], SecretsStore],
+        config: SecretsConfig | None = None,
+        *,
         on_write: Callable[[str], None] | None = None,
         on_value: Callable[[str], None] | None = None,
+        on_select: Callable[[], None] | None = None,
     ) -> None:
-        self.current = current
+        self.config = config or SecretsConfig()
+        self.current = opener(self.config)
+        self._open = opener  # a backend's store, from its config (open_store, say)
         self.on_write = on_write  # called with the instance id after a set/delete
         self.on_value = on_value  # called with every value read or written (log masking)
+        self.on_select = on_select  # called after the backend was switched
+
+    def select(self, config: SecretsConfig) -> bool:
+        """Use the backend `config` names from now on; False when it is in use already."""
+        if config == self.config:
+            return False
+        self.current, self.config = self._open(config), config
+        if self.on_select is not None:
+            self.on_select()
+        return True
 
     def get(self, instance_id: str, key: str) -> str | None:
         value = self.current.get(instance_id, key)

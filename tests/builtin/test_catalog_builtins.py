@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from grambot.config.catalog import PluginCatalog
 from grambot.containment.loader import PluginNamespace
-from grambot.contract.definition import read_definition
+from grambot.contract.entry import read_definition
 from tests.builtin.conftest import BUILTIN_DIR
 
 BUILTINS = {
@@ -76,7 +76,8 @@ def test_listing_and_creating_builtins_imports_no_sdk(tmp_path: Path) -> None:
         import json, logging, sys, types
         from pathlib import Path
         from grambot.config.catalog import PluginCatalog
-        from grambot.contract.definition import read_definition, validate_settings
+        from grambot.contract.definition import validate_settings
+        from grambot.contract.entry import read_definition
         from grambot.containment.loader import PluginNamespace
 
         catalog = PluginCatalog.discover(

@@ -162,8 +162,8 @@ class ReconcileMachine(RuleBasedStateMachine):
         self.loop = _ClockLoop()
         self.engine = Engine(self.root, builtin_dir=None, entry_points=False)
         if self.RETRIES:  # what Engine.apply sets from the `retry` key; reconciles go direct
-            self.engine.manager.services.retry_policy = RetryPolicy(
-                initial=RETRY_DELAY, cap=RETRY_DELAY
+            self.engine.applied = replace(
+                self.engine.applied, retry_policy=RetryPolicy(initial=RETRY_DELAY, cap=RETRY_DELAY)
             )
         self.loop.run_until_complete(self.engine.event_engine.start())
         # The file as written: valid specs in file order; `broken` ids are written invalid.

@@ -31,7 +31,7 @@ def agent_command(assignments: tuple[str, ...], removals: tuple[str, ...], works
     """Show the bot's agent settings, or change them with --set / --unset (validated before
     writing: instance references must name entries, tool names tools of the running engine)."""
     from grambot.cli.agent_refs import check_provider, check_tools
-    from grambot.cli.manage import _edit
+    from grambot.cli.editing import edit_settings
     from grambot.config.edit import EditRefused, SettingsEdit, merge, parse_assignments, unset
     from grambot.config.settings import parse_agent
 
@@ -63,7 +63,7 @@ def agent_command(assignments: tuple[str, ...], removals: tuple[str, ...], works
             doc.data["agent"] = merged
             return merged
 
-        agent = _edit(workspace, change, catalog=None, ids=set())
+        agent = edit_settings(workspace, change, catalog=None, ids=set())
     else:
         from grambot.config.settings import load_settings, thaw
 

@@ -3,49 +3,19 @@ line (docs/hooks.md). `enable --check` and `secrets set --check` use `live_check
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from grambot.cli.common import fail, logging_options, setup_logging, workspace_option
 from grambot.cli.completion import instance_ids
+from grambot.cli.workspace import backup_settings, live_check, migrate_entry
 from grambot.config.names import entry_path
-from grambot.files import write_atomic
 
 if TYPE_CHECKING:
     from grambot.config.edit import SettingsEdit
-    from grambot.config.settings import EngineSettings, InstanceConfig
     from grambot.contract.definition import Plugin
-    from grambot.engine import CheckResult
-
-BACKUPS = "backups"
-
-
-def live_check(
-    workspace: Path,
-    instance_id: str,
-    *,
-    settings: EngineSettings | None = None,
-    config: InstanceConfig | None = None,
-    secrets: Mapping[str, str] | None = None,
-) -> CheckResult:
-    """Run the live check of one entry in this process (the running engine is not asked)."""
-    import asyncio
-
-    from grambot.cli.secrets import open_workspace_store
-    from grambot.engine import Engine
-    from grambot.errors import SettingsError
-
-    engine = Engine(workspace, secrets=open_workspace_store(workspace))
-    try:
-        engine.settings = settings if settings is not None else engine.read_settings()
-    except SettingsError as exc:
-        fail(f"{exc}\nfix the settings file first")
-    engine.rescan(engine.settings)
-    return asyncio.run(engine.check(instance_id, config=config, secrets=secrets))
 
 
 @click.command("check")
@@ -67,35 +37,6 @@ def check_command(instance_id: str, workspace: Path, log_level: str, log_format:
 # -- migrations --------------------------------------------------------------------------------
 
 
-def backup_settings(doc: SettingsEdit) -> Path | None:
-    """Copy settings.json into .scout/backups/ (before a migration rewrites it)."""
-    if not doc.path.exists():
-        return None
-    folder = doc.path.parent / BACKUPS
-    folder.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    target = folder / f"settings-{stamp}.json"
-    write_atomic(target, doc.path.read_bytes(), mode=None)  # whole, or not there at all
-    return target
-
-
-def migrate_entry(
-    entry: dict[str, Any], definition: Plugin, json_path: str
-) -> tuple[int, int] | None:
-    """Bring a settings.json entry (a dict of the document) up to its plugin's settings version,
-    in place; returns (from, to), or None when it is current. MigrationError if it cannot."""
-    from grambot.contract.definition import migrate_settings
-
-    version = entry.get("settingsVersion", 1)
-    target = definition.settings_version
-    if version == target:
-        return None
-    settings = entry.get("settings") or {}
-    entry["settings"] = migrate_settings(definition, settings, version, json_path)
-    entry["settingsVersion"] = target
-    return version, target
-
-
 @click.command("migrate")
 @click.argument("instance_id", required=False, shell_complete=instance_ids)
 @workspace_option
@@ -106,14 +47,14 @@ def migrate_command(
     """Write the settings of old entries (all, or INSTANCE_ID) migrated to their plugin's
     current settings version. The engine migrates in memory at every load and never writes
     settings.json itself; this persists it, keeping a copy in .scout/backups/."""
-    from grambot.cli.manage import _catalog, _edit, _settings
+    from grambot.cli.editing import catalog_of, edit_settings, read_settings
     from grambot.cli.plugin_info import PluginUnreadable, read_plugin
     from grambot.config.edit import EditRefused, find_entry
     from grambot.contract.definition import MigrationError
 
     setup_logging(log_level, log_format)
-    settings = _settings(workspace)
-    catalog = _catalog(settings)
+    settings = read_settings(workspace)
+    catalog = catalog_of(settings)
     chosen = [
         c
         for c in settings.instances
@@ -156,7 +97,7 @@ def migrate_command(
                 done.append(f"{config.instance_id}: settings v{step[0]} → v{step[1]}")
         return backup
 
-    backup = _edit(workspace, change, catalog=None, ids={c.instance_id for c in todo})
+    backup = edit_settings(workspace, change, catalog=None, ids={c.instance_id for c in todo})
     for line in done:
         click.echo(line)
     if backup is not None:

@@ -20,155 +20,25 @@ from grambot.cli.common import (
     workspace_option,
 )
 from grambot.cli.completion import instance_ids, plugin_ids
-from grambot.config.names import entry_path
+from grambot.cli.editing import (
+    catalog_of,
+    descriptor_of,
+    edit_settings,
+    live_check_of,
+    persist_migration,
+    read_settings,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from grambot.config.catalog import PluginCatalog
-    from grambot.config.descriptor import PluginDescriptor
     from grambot.config.edit import SettingsEdit
     from grambot.config.settings import EngineSettings
     from grambot.contract.definition import Plugin
-    from grambot.errors import Problem
-
-
-def _settings(workspace: Path) -> EngineSettings:
-    from grambot.config.settings import load_settings
-    from grambot.errors import SettingsError
-
-    try:
-        return load_settings(workspace)
-    except SettingsError as exc:
-        fail(f"{exc}\nfix the settings file first")
-
-
-def _catalog(settings: EngineSettings) -> PluginCatalog:
-    from grambot.cli.plugin_info import catalog_for
-
-    return catalog_for(settings)
-
-
-def _descriptor(catalog: PluginCatalog, plugin_id: str) -> PluginDescriptor:
-    descriptor = catalog.get(plugin_id)
-    if descriptor is None:
-        from grambot.errors import did_you_mean
-
-        known = ", ".join(catalog.ids()) or "none"
-        fail(
-            f"no plugin with id {plugin_id!r}{did_you_mean(plugin_id, catalog.ids())}; available "
-            f"plugins: {known} (see `grambot plugins`)"
-        )
-    return descriptor
 
 
 # -- enable / disable / remove -----------------------------------------------------------------
-
-
-def _schema_check(
-    catalog: PluginCatalog, instance_ids: set[str]
-) -> Any:  # Callable[[EngineSettings], list[Problem]]
-    from grambot.cli.plugin_info import PluginUnreadable, read_plugin
-    from grambot.contract.definition import (
-        MigrationError,
-        SettingsInvalid,
-        migrate_settings,
-        validate_settings,
-    )
-    from grambot.errors import Problem
-
-    def check(settings: EngineSettings) -> list[Problem]:
-        problems = []
-        for config in settings.instances:
-            if config.instance_id.lower() not in instance_ids:
-                continue
-            where = f"{config.json_path}.settings"
-            descriptor = catalog.get(config.plugin_id)
-            if descriptor is None:
-                problems.append(
-                    Problem(
-                        settings.path,
-                        f"{config.json_path}.pluginId",
-                        f"no plugin with id {config.plugin_id!r}",
-                    )
-                )
-                continue
-            try:
-                definition = read_plugin(descriptor)
-                data = migrate_settings(
-                    definition, config.settings, config.settings_version, config.json_path
-                )
-                validate_settings(definition.settings_schema, data, where)
-            except PluginUnreadable as exc:
-                problems.append(Problem(descriptor.entry_path, "", str(exc)))
-            except (SettingsInvalid, MigrationError) as exc:
-                problems.append(Problem(settings.path, "", str(exc)))
-        return problems
-
-    return check
-
-
-def _live_check(workspace: Path, instance_id: str, secrets: dict[str, str]) -> Any:
-    """A check of the edited file: the entry of `instance_id` checked live before writing."""
-    from grambot.errors import Problem
-
-    def check(settings: EngineSettings) -> list[Problem]:
-        from grambot.cli.hooks import live_check
-
-        result = live_check(
-            workspace.resolve(), instance_id, settings=settings, secrets=secrets or None
-        )
-        if result.ok:
-            click.echo(str(result))
-            return []
-        return [Problem(settings.path, "", f"check failed: {result}")]
-
-    return check
-
-
-def _persist_migration(
-    doc: SettingsEdit, entry: dict[str, Any], definition: Plugin, index: int
-) -> None:
-    """A CLI edit of an old entry writes it migrated (the previous file backed up)."""
-    from grambot.cli.hooks import backup_settings, migrate_entry
-    from grambot.config.edit import EditRefused
-    from grambot.contract.definition import MigrationError
-
-    if entry.get("settingsVersion", 1) == definition.settings_version:
-        return
-    backup_settings(doc)
-    try:
-        migrate_entry(entry, definition, entry_path(index))
-    except MigrationError as exc:
-        raise EditRefused(f"refused, nothing written: {exc}") from None
-
-
-def _edit(
-    workspace: Path,
-    change: Any,
-    *,
-    catalog: PluginCatalog | None,
-    ids: set[str],
-    live: Any = None,
-) -> Any:
-    from grambot.config.edit import EditRefused, edit_settings
-    from grambot.errors import SettingsError
-
-    lowered = {i.lower() for i in ids}
-    schema = _schema_check(catalog, lowered) if catalog is not None else None
-
-    def check(settings: EngineSettings) -> list[Problem]:
-        problems = list(schema(settings)) if schema is not None else []
-        if not problems and live is not None:  # a live check only of an edit that validates
-            problems += live(settings)
-        return problems
-
-    try:
-        return edit_settings(workspace, change, check=check, touched=lambda _doc: lowered)
-    except EditRefused as exc:
-        fail(str(exc))
-    except SettingsError as exc:
-        fail(f"{exc}\nfix the settings file first; nothing was written")
 
 
 @click.command("enable")
@@ -218,14 +88,14 @@ def enable_command(
     from grambot.config.edit import EditRefused, find_entry, merge, parse_assignments, unset
 
     setup_logging(log_level, log_format)
-    settings = _settings(workspace)
+    settings = read_settings(workspace)
     named = settings.instance(plugin_id) if instance_id is None else None
     if named is not None:  # `grambot enable tg`: the instance tg, whatever its plugin's id
         instance_id, plugin_id = named.instance_id, named.plugin_id
     instance_id = instance_id or plugin_id
-    catalog = _catalog(settings)
+    catalog = catalog_of(settings)
     try:
-        definition = read_plugin(_descriptor(catalog, plugin_id))
+        definition = read_plugin(descriptor_of(catalog, plugin_id))
     except PluginUnreadable as exc:
         fail(str(exc))
     try:
@@ -271,7 +141,7 @@ def enable_command(
                 f"instance {instance_id!r} belongs to plugin "
                 f"{entry.get('pluginId')!r}; choose another id with --instance"
             )
-        _persist_migration(doc, entry, definition, index)
+        persist_migration(doc, entry, definition, index)
         was = entry.get("enabled", True)
         entry["enabled"] = True
         if updates or removals:
@@ -280,8 +150,8 @@ def enable_command(
             entry["settings"] = unset(merged, removals, f"the settings of {instance_id!r}")
         return "updated" if was is True else "enabled"
 
-    live = _live_check(workspace, instance_id, secrets) if check else None
-    what = _edit(workspace, change, catalog=catalog, ids={instance_id}, live=live)
+    live = live_check_of(workspace, instance_id, secrets) if check else None
+    what = edit_settings(workspace, change, catalog=catalog, ids={instance_id}, live=live)
     if secrets:
         _store_secrets(workspace, instance_id, secrets)
     click.echo(
@@ -363,7 +233,7 @@ def _masked(text: str, secrets: dict[str, str]) -> str:
 
 
 def _store_secrets(workspace: Path, instance_id: str, secrets: dict[str, str]) -> None:
-    from grambot.cli.secrets import notify_engine, open_workspace_store
+    from grambot.cli.workspace import notify_engine, open_workspace_store
 
     store = open_workspace_store(workspace)
     for key, value in secrets.items():
@@ -387,13 +257,13 @@ def disable_command(instance_id: str, workspace: Path) -> None:
         entry["enabled"] = False
         return was
 
-    changed = _edit(workspace, change, catalog=None, ids={instance_id})
+    changed = edit_settings(workspace, change, catalog=None, ids={instance_id})
     click.echo(
         f"disabled instance {instance_id!r}"
         if changed
         else f"instance {instance_id!r} was already disabled"
     )
-    for warning in agent_warnings(_settings(workspace)):
+    for warning in agent_warnings(read_settings(workspace)):
         click.echo(f"warning: {warning}", err=True)
 
 
@@ -430,9 +300,9 @@ def remove_command(instance_id: str, workspace: Path, purge: bool = False) -> No
         del doc.plugins[index]
         return str(entry.get("pluginId"))
 
-    plugin_id = _edit(workspace, change, catalog=None, ids=set())
+    plugin_id = edit_settings(workspace, change, catalog=None, ids=set())
     if purge:  # issue 16: everything kept for it goes too (grambot.cli.state)
-        from grambot.cli.state import purge_instance
+        from grambot.cli.workspace import purge_instance
 
         gone = purge_instance(workspace, instance_id)
         click.echo(
@@ -496,8 +366,8 @@ def new_command(
             f"python -m pytest {root}"
         )
         return
-    settings = _settings(workspace)
-    catalog = _catalog(settings)
+    settings = read_settings(workspace)
+    catalog = catalog_of(settings)
     if plugin_id in catalog:
         existing = catalog.get(plugin_id)
         assert existing is not None

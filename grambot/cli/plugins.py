@@ -29,9 +29,9 @@ def plugins_command(workspace: Path, as_json: bool, log_level: str, log_format: 
     setup_logging(log_level, log_format)
     plugin_dirs = quick_plugin_dirs(workspace)
     if plugin_dirs is None:  # not plain JSON: read it properly (and say what is wrong)
-        from grambot.cli.manage import _settings
+        from grambot.cli.editing import read_settings
 
-        plugin_dirs = _settings(workspace).plugin_dirs
+        plugin_dirs = read_settings(workspace).plugin_dirs
     plugins = PluginListing(cache_dir())
     catalog = plugins.discover(tuple(plugin_dirs))
     items = plugins.items(catalog)

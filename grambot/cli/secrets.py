@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,37 +19,11 @@ import click
 
 from grambot.cli.common import EXIT_PROBLEMS, fail, workspace_option
 from grambot.cli.completion import instance_ids
+from grambot.cli.workspace import notify_engine, open_workspace_store
 from grambot.config.names import ID_PATTERN, SECRET_KEY_PATTERN, is_secret_key, is_valid_id
 
 if TYPE_CHECKING:
     from grambot.secrets.store import SecretsStore
-
-CHANGED_NAME = "secrets.changed"
-
-
-def open_workspace_store(workspace: Path) -> SecretsStore:
-    """The secrets store settings.json selects (`secrets.backend`), file by default."""
-    from grambot.config.settings import load_settings
-    from grambot.errors import SettingsError
-    from grambot.secrets.backends import open_store, secrets_config
-
-    try:
-        settings = load_settings(workspace)
-    except SettingsError as exc:
-        fail(f"{exc}\ncannot tell which secrets backend to use; fix the settings file first")
-    config, problems = secrets_config(settings.raw, settings.path)
-    if problems:
-        fail("\n".join(str(p) for p in problems))
-    return open_store(workspace, config)
-
-
-def notify_engine(workspace: Path) -> None:
-    """Tell a running engine that secrets changed (it watches this file)."""
-    from grambot.files import write_atomic
-
-    scout = workspace / ".scout"
-    if scout.is_dir():
-        write_atomic(scout / CHANGED_NAME, f"{time.time()}\n", fsync=False)
 
 
 def _check_names(instance_id: str, key: str | None = None) -> None:
@@ -103,7 +76,7 @@ def set_command(instance_id: str, key: str, check: bool, workspace: Path) -> Non
     if not value:
         fail("empty value; nothing stored (use `grambot secrets delete` to remove a secret)")
     if check:
-        from grambot.cli.hooks import live_check
+        from grambot.cli.workspace import live_check
 
         result = live_check(workspace.resolve(), instance_id, secrets={key: value})
         if not result.ok:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import tarfile
 import tempfile
 import time
@@ -12,7 +11,7 @@ import click
 
 from grambot.cli.common import workspace_option
 
-__all__ = ["backup_command", "purge_instance"]
+__all__ = ["backup_command"]
 
 # never in a backup: the live database files (a consistent copy goes in instead), and what
 # belongs to a running engine
@@ -50,30 +49,3 @@ def backup_command(file: Path | None, workspace: Path) -> None:
         partial.chmod(0o600)  # it holds the secrets
         partial.replace(target)
     click.echo(f"backed up {scout} to {target} (it contains the secrets: keep it private)")
-
-
-def purge_instance(workspace: Path, instance_id: str) -> list[str]:
-    """Delete everything kept for `instance_id`: its data folder, its secrets, and in state.db
-    its store, inbox entries, conversations, jobs and the bot's reminders in its chats."""
-    from grambot.cli.secrets import open_workspace_store
-    from grambot.storage import STORAGE_FILE, open_storage
-
-    scout = workspace.resolve() / ".scout"
-    done = []
-    data = scout / "plugins" / instance_id
-    if data.exists():
-        shutil.rmtree(data)
-        done.append(f"data folder {data}")
-    # the store's only: GRAMBOT_SECRET__* and GRAMBOT_SECRETS_DIR are not the workspace's
-    opened = open_workspace_store(workspace)
-    store = getattr(opened, "inner", opened)
-    keys = store.keys(instance_id)
-    for key in keys:
-        store.delete(instance_id, key)
-    if keys:
-        done.append(f"{len(keys)} secret(s)")
-    if (scout / STORAGE_FILE).exists():
-        with open_storage(scout / STORAGE_FILE) as storage:
-            removed = storage.purge_instance(instance_id)
-        done += [f"{n} {what}" for what, n in removed.items() if n]
-    return done

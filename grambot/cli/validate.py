@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import click
 
 from grambot.cli.common import EXIT_PROBLEMS, logging_options, setup_logging, workspace_option
-from grambot.cli.manage import _catalog, _schema_check, agent_warnings
+from grambot.cli.editing import catalog_of, schema_check
+from grambot.cli.manage import agent_warnings
 from grambot.config.names import entry_path
 
 if TYPE_CHECKING:
@@ -81,10 +82,10 @@ def _validate(settings: EngineSettings) -> tuple[list[str], list[str]]:
             from grambot.errors import Problem as P
 
             problems.append(P(settings.path, "pluginDirs", f"folder {directory} does not exist"))
-    catalog = _catalog(settings)
+    catalog = catalog_of(settings)
     problems += catalog.problems
     enabled = {c.instance_id.lower() for c in settings.instances if c.enabled}
-    problems += _schema_check(catalog, enabled)(settings)
+    problems += schema_check(catalog, enabled)(settings)
     texts, warnings = [str(p) for p in problems], agent_warnings(settings)
     if settings.agent.tools is not None:
         tools = check_tools(settings.workspace, settings.agent.tools)

@@ -27,11 +27,12 @@ from grambot.config.settings import (
     empty_settings,
     load_settings,
 )
+from grambot.containment.stages import StagePool
 from grambot.containment.tracking import install_task_tracking
 from grambot.contract.context import MemoryCache
 from grambot.contract.durable import DurableServices
 from grambot.core.instance import Instance, InstanceState, Services, iso
-from grambot.core.manager import PluginManager
+from grambot.core.manager import AroundLoads, PluginManager
 from grambot.errors import PluginNotFound, SettingsError
 from grambot.events.event import PluginEventQueue
 from grambot.events.queue import PluginEventEngine
@@ -73,9 +74,12 @@ class Engine:
         entry_points: bool = True,
         bot: bool = True,
         retries: bool = False,
+        around_loads: AroundLoads | None = None,
     ) -> None:
         """`retries`: retry recoverable failures with backoff (the `retry` settings key);
-        without it a failed instance waits for an edit."""
+        without it a failed instance waits for an edit. `around_loads(n)`: a context manager
+        each batch of `n` loads runs in, for the application's own interpreter settings
+        (`grambot run`'s is grambot.app.collector); the engine itself changes none."""
         self.workspace = workspace.resolve()
         self.scout_dir = self.workspace / SCOUT_DIR
         self.builtin_dir = builtin_dir if builtin_dir is not None else builtin_plugins_dir()
@@ -96,6 +100,8 @@ class Engine:
         self._stop_handlers: list[Callable[[str], None]] = []
         # `"isolation": "process"` instances run in children of one zygote (docs/isolation.md)
         self.isolation = ProcessIsolation()
+        # the worker threads of every sync plugin stage of this engine's instances
+        self.stage_pool = StagePool()
         self.manager = PluginManager(
             Services(
                 catalog=self.catalog,
@@ -107,7 +113,9 @@ class Engine:
                 timeout_overrides=self.timeout_overrides,
                 request_stop=self._plugin_requests_stop,
                 isolation=self.isolation,
-            )
+                stage_pool=self.stage_pool,
+            ),
+            around_loads=around_loads,
         )
         # Durable state (issue 16, docs/state.md): .scout/state.db, opened on first use.
         self.state = SqliteState(self.scout_dir / STATE_FILE)
@@ -351,6 +359,7 @@ class Engine:
             data_root=self.scout_dir / TRANSIENT_DIR,
             timeouts=self.settings.timeouts,
             override_ms=self.timeout_overrides.get(descriptor.id),
+            pool=self.stage_pool,
         )
 
     async def apply(self, settings: EngineSettings) -> bool:
@@ -424,6 +433,7 @@ class Engine:
         await self.bot.stop(drain_deadline)
         await self.manager.unload_all()
         self.isolation.close()  # every child has stopped; the zygote goes too
+        self.stage_pool.close()  # its idle workers end now, not in IDLE_SECONDS
         await self.scheduler.stop()
         await self.retention.stop()
         await self.state.close()

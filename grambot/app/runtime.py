@@ -28,6 +28,7 @@ import hashlib
 import logging
 from pathlib import Path
 
+from grambot.app.collector import collector_set_aside
 from grambot.app.control import REQUESTS_DIR, handle_requests, is_request
 from grambot.app.lock import EngineLock
 from grambot.app.logs import MASK
@@ -93,7 +94,10 @@ class Runtime:
             on_write=self._own_secret_write,
             on_value=lambda value: MASK.add([value]),
         )
-        self.engine = Engine(self.workspace, secrets=self.secrets, retries=True)
+        # the collector set aside while a burst loads: this process's choice, not the engine's
+        self.engine = Engine(
+            self.workspace, secrets=self.secrets, retries=True, around_loads=collector_set_aside
+        )
         self.engine.bot.log_messages = log_messages  # message texts in the log (masked)
         self._stop = asyncio.Event()
         self._stop_reason: str | None = None  # a plugin asked to stop (Engine.request_stop)

@@ -34,8 +34,8 @@ from grambot.containment.guards import (
     GuardedTool,
 )
 from grambot.containment.limits import Deadline, Limit, plugin_deadlines
-from grambot.containment.loader import PluginNamespace
-from grambot.containment.stages import Progress, run_stage
+from grambot.containment.loader import LoaderSnapshot, PluginNamespace
+from grambot.containment.stages import Progress, StagePool, run_stage
 from grambot.containment.tracking import (
     InstanceTasks,
     TaskFailureReporter,
@@ -117,6 +117,8 @@ class Services:
     isolation: Isolation | None = None  # None: every instance runs in this process
     # a process-isolated load's child ended unasked (the manager fails and retries it)
     on_lost: Callable[[Instance, Generation, Failure], None] = lambda i, g, f: None
+    # the workers of its instances' sync stages (the Engine's own; a pool of its own by default)
+    stage_pool: StagePool = field(default_factory=StagePool)
 
 
 class Generation:
@@ -156,7 +158,9 @@ class Generation:
         )
         self.tasks = InstanceTasks(instance_id, on_failure=task_failed)
         self.context = instance_context(self.tasks, self.namespace.name)
-        wrap = functools.partial(_guard, instance_id, self.deadlines.tool, self.context)
+        wrap = functools.partial(
+            _guard, instance_id, self.deadlines.tool, self.context, services.stage_pool
+        )
         self.registrar = PluginRegistrar(instance_id, services.registries, wrap=wrap)
         self.definition: Plugin | None = None
         self.settings: Any = None  # the validated settings model
@@ -179,14 +183,17 @@ class Generation:
 
     # -- loading, step by step -------------------------------------------------------------
 
-    async def import_and_validate(self, progress: Progress, *, create: bool) -> None:
+    async def import_and_validate(
+        self, progress: Progress, *, create: bool, snapshot: LoaderSnapshot | None = None
+    ) -> None:
         """Import the entry, read its `plugin`, validate the settings; and, when `create` and
         the plugin's `create` is sync, create too, in the same worker-thread hand-off (one
-        deadline, the create deadline, covers the three)."""
+        deadline, the create deadline, covers the three). `snapshot`: the import reads the
+        plugin's files as its batch of loads sees them (grambot.containment.loader)."""
         config, descriptor = self.config, self.descriptor
 
         def prepare() -> tuple[Plugin, Any, tuple[int, int] | None, Any]:
-            module = self.namespace.import_entry(descriptor.entry_path)
+            module = self.namespace.import_entry(descriptor.entry_path, snapshot)
             definition = read_definition(module, descriptor.attribute)
             del module
             settings, migrated = validated_settings(definition, config, progress)
@@ -205,6 +212,7 @@ class Generation:
             self.plugin_object,
         ) = await run_stage(
             prepare,
+            pool=self.services.stage_pool,
             instance_id=config.instance_id,
             stage="import",
             deadline=Deadline.after(self.deadlines.create),
@@ -240,6 +248,7 @@ class Generation:
         return await run_stage(
             fn,
             *args,
+            pool=self.services.stage_pool,
             instance_id=self.instance_id,
             stage=stage,
             deadline=Deadline.after(limit),
@@ -402,11 +411,16 @@ async def _contained(instance_id: str, what: str, step: Any, redact: Callable[[s
 
 
 def _guard(
-    instance_id: str, tool_limit: Limit, context: contextvars.Context, kind: str, item: Any
+    instance_id: str,
+    tool_limit: Limit,
+    context: contextvars.Context,
+    pool: StagePool,
+    kind: str,
+    item: Any,
 ) -> Any:
     """What the registry holds for `item` (grambot.containment.guards)."""
     if kind == "tools":
-        return GuardedTool(item, instance_id, tool_limit, context)
+        return GuardedTool(item, instance_id, tool_limit, context, pool)
     if kind == "inference":
         return GuardedProvider(item, instance_id, context)
     if kind == "images":

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 from grambot.config.settings import InstanceConfig
 from grambot.containment.boundary import describe, engine_cancelled, format_details
+from grambot.containment.loader import LoaderSnapshot
 from grambot.containment.stages import Progress
 from grambot.contract.registrar import KINDS
 from grambot.core.failures import Failure, classify
@@ -226,11 +227,13 @@ class Instance:
         *,
         prepared: Generation | None = None,
         retry: bool = False,
+        snapshot: LoaderSnapshot | None = None,
     ) -> bool:
         """import → validate settings → create → load, each under its deadline (the first
         three share the create deadline, and run as one worker-thread hand-off when `create` is
         sync). True when loaded; otherwise what was done is undone and the instance is
-        `failed` or `retrying`. `retry`: this is a retry (the attempt count goes on)."""
+        `failed` or `retrying`. `retry`: this is a retry (the attempt count goes on).
+        `snapshot`: the view of the plugin files its batch of loads shares (the manager's)."""
         if config is not None:
             self.config = config
         self.cancel_retry()
@@ -243,7 +246,7 @@ class Instance:
             if generation is None:
                 generation = self._new_generation(self.config)
                 self._generation = generation
-                await generation.import_and_validate(progress, create=True)
+                await generation.import_and_validate(progress, create=True, snapshot=snapshot)
             self._generation = generation
             if not generation.created:
                 await generation.create(progress)

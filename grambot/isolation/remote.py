@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from grambot.config.descriptor import PluginDescriptor
 from grambot.config.settings import InstanceConfig
 from grambot.containment.limits import Limit, plugin_deadlines
+from grambot.containment.loader import LoaderSnapshot
 from grambot.containment.stages import Progress
 from grambot.containment.tracking import InstanceTasks, TaskFailureReporter, instance_context
 from grambot.contract.api import InstanceEvents
@@ -106,7 +107,9 @@ class ProcessGeneration(Generation):
         self._on_lost = on_lost
         self.tasks = InstanceTasks(instance_id, on_failure=task_failed)
         self.context = instance_context(self.tasks)
-        wrap = functools.partial(_guard, instance_id, self.deadlines.tool, self.context)
+        wrap = functools.partial(
+            _guard, instance_id, self.deadlines.tool, self.context, services.stage_pool
+        )
         self.registrar = PluginRegistrar(instance_id, services.registries, wrap=wrap)
         self.definition = None
         self.settings = None
@@ -129,7 +132,10 @@ class ProcessGeneration(Generation):
 
     # -- loading, step by step -------------------------------------------------------------
 
-    async def import_and_validate(self, progress: Progress, *, create: bool) -> None:
+    async def import_and_validate(
+        self, progress: Progress, *, create: bool, snapshot: LoaderSnapshot | None = None
+    ) -> None:
+        # `snapshot` is this process's view of the files: the child reads them on its own
         progress.stage = "import"
         limit = self.deadlines.create
         durable_services = self.services.durable

@@ -122,6 +122,7 @@ async def check_entry(
             timeouts=engine_services.timeouts,
             timeout_overrides=engine_services.timeout_overrides,
             engine_settings=engine_services.engine_settings,
+            stage_pool=engine_services.stage_pool,  # the engine's workers, lent for the check
         )
         generation: Generation | None = None
         isolation = engine_services.isolation

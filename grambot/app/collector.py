@@ -16,10 +16,10 @@ manager wraps each batch of loads in it; from `BURST` loads on it sets, for the 
   so the frequent young collections walk it only to promote it. The cost is garbage cycles of
   up to that many objects (a few MB) living a little longer during the burst.
 
-Measured (bench scale, load 1000 instances, two cores, CPython 3.11, CPU time; bench/README.md):
-1.05-1.57x the floor with this (median 1.35x over 6 processes), 1.69-2.03x without (median
-1.83x). Below `BURST` loads (a real bot's reconcile) it does nothing. Each setting is left
-alone when someone else in the process changed it meanwhile (a plugin, say).
+Measured (bench scale, load 1000 instances, two cores, CPython 3.11; bench/README.md): 1.05-1.55x
+the floor with this (median 1.36x over 8 processes), 1.30-2.01x without (median 1.78x). Below
+`BURST` loads (a real bot's reconcile) it does nothing. Each setting is left alone when someone
+else in the process changed it meanwhile (a plugin, say).
 """
 
 from __future__ import annotations

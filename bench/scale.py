@@ -1,5 +1,9 @@
 """2. Instance scale: load N instances of a 3-module plugin through the manager.
 
+The engine is made as `grambot run` makes it: with the application's collector hook
+(grambot.app.collector), which sets the collector aside while a burst loads. The same load by
+an embedded Engine, which leaves the interpreter alone, is measured too (in the notes).
+
 Floor (same run, alternated): the three already-compiled code objects of the same plugin
 executed into N fresh sets of module dicts (a package module plus three modules, registered in
 sys.modules so the relative imports resolve) plus N plain `create()` calls. That is the least
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BENCH_PLUGINS, Result, alternate, median, ratio
+from grambot.app.collector import collector_set_aside
 from grambot.config.settings import EngineSettings, load_settings
 from grambot.containment.loader import CODE_CACHE
 from grambot.engine import Engine
@@ -30,6 +35,9 @@ from grambot.engine import Engine
 GROUP = "scale"
 PLUGIN = BENCH_PLUGINS / "trio"
 MODULES = ("models", "helper", "plugin")  # plugin.py imports the other two relatively
+# the load's ratio to its floor, with the collector hook of `grambot run` and nothing else of
+# the interpreter changed (no switch interval, no lock of a dependency's; issue 24)
+LOAD_TARGET = 1.75
 
 
 class _FloorApi:
@@ -100,8 +108,10 @@ class Workspace:
         (self.root / ".scout" / "settings.json").write_text(json.dumps(data))
         return load_settings(self.root)
 
-    def engine(self) -> Engine:
-        return Engine(self.root, builtin_dir=None, entry_points=False)
+    def engine(self, *, embedded: bool = False) -> Engine:
+        """As `grambot run` makes it, or (`embedded`) with no hook of the application's."""
+        around_loads = None if embedded else collector_set_aside
+        return Engine(self.root, builtin_dir=None, entry_points=False, around_loads=around_loads)
 
     def cleanup(self) -> None:
         self._tmp.cleanup()
@@ -121,9 +131,15 @@ async def _load_all(
     return elapsed
 
 
-def _grambot_load(ws: Workspace, settings: EngineSettings, cpu: list[float] | None = None) -> float:
+def _grambot_load(
+    ws: Workspace,
+    settings: EngineSettings,
+    cpu: list[float] | None = None,
+    *,
+    embedded: bool = False,
+) -> float:
     async def go() -> float:
-        engine = ws.engine()
+        engine = ws.engine(embedded=embedded)
         try:
             return await _load_all(engine, settings, cpu)
         finally:
@@ -218,6 +234,12 @@ def run(quick: bool) -> list[Result]:
             lambda: _floor_load(floor, n, floor_cpu),
             rounds,
         )
+        embedded, embedded_base = alternate(
+            lambda: _grambot_load(ws, settings, embedded=True),
+            lambda: _floor_load(floor, n),
+            rounds,
+        )
+        embedded_ratio = ratio(min(embedded), min(embedded_base))
         load_time, floor_time = min(gb), min(base)
         r = ratio(load_time, floor_time)
         cpu_ratio = ratio(min(gb_cpu), min(floor_cpu))
@@ -228,13 +250,14 @@ def run(quick: bool) -> list[Result]:
                 value=round(load_time * 1000, 1),
                 baseline=round(floor_time * 1000, 1),
                 ratio=r,
-                target="ratio <= 1.5",
+                target=f"ratio <= {LOAD_TARGET}",
                 unit="ms",
-                meets=r is not None and r <= 1.5,
+                meets=r is not None and r <= LOAD_TARGET,
                 notes=f"best of {rounds} alternated runs each; per instance "
                 f"{load_time / n * 1000:.3f} ms vs {floor_time / n * 1000:.3f} ms; in CPU "
                 f"time (process_time, which other jobs on the machine do not inflate) "
-                f"{cpu_ratio or 0:.2f}x",
+                f"{cpu_ratio or 0:.2f}x; an embedded Engine (no collector hook) "
+                f"{embedded_ratio or 0:.2f}x its floor",
                 group=GROUP,
                 details={
                     "grambot_s": gb,
@@ -242,6 +265,9 @@ def run(quick: bool) -> list[Result]:
                     "grambot_cpu_s": gb_cpu,
                     "floor_cpu_s": floor_cpu,
                     "cpu_ratio": cpu_ratio,
+                    "embedded_s": embedded,
+                    "embedded_floor_s": embedded_base,
+                    "embedded_ratio": embedded_ratio,
                 },
             )
         ]

@@ -27,6 +27,7 @@ from grambot.config.settings import (
     empty_settings,
     load_settings,
 )
+from grambot.containment.stages import StagePool
 from grambot.containment.tracking import install_task_tracking
 from grambot.contract.context import MemoryCache
 from grambot.contract.durable import DurableServices
@@ -35,7 +36,7 @@ from grambot.core.generation import Applied
 # InstanceState and CheckResult are re-exported: the app and the CLI name them through the engine
 from grambot.core.instance import Instance, Services, iso
 from grambot.core.instance import InstanceState as InstanceState
-from grambot.core.manager import PluginManager
+from grambot.core.manager import AroundLoads, PluginManager
 from grambot.errors import PluginNotFound, SettingsError
 from grambot.events.event import PluginEventQueue
 from grambot.events.queue import PluginEventEngine
@@ -77,9 +78,12 @@ class Engine:
         builtin_dir: Path | None = None,
         entry_points: bool = True,
         retries: bool = False,
+        around_loads: AroundLoads | None = None,
     ) -> None:
         """`retries`: retry recoverable failures with backoff (the `retry` settings key);
-        without it a failed instance waits for an edit."""
+        without it a failed instance waits for an edit. `around_loads(n)`: a context manager
+        each batch of `n` loads runs in, for the application's own interpreter settings
+        (`grambot run`'s is grambot.app.collector); the engine itself changes none."""
         self.workspace = workspace.resolve()
         self.scout_dir = self.workspace / SCOUT_DIR
         self.builtin_dir = builtin_dir if builtin_dir is not None else builtin_plugins_dir()
@@ -111,6 +115,8 @@ class Engine:
         # accepted into the inbox and nobody answers.
         self.responder: Responder | None = None
         self._storage_opened = False
+        # the worker threads of every sync plugin stage of this engine's instances
+        self.stage_pool = StagePool()
         self.manager = PluginManager(
             Services(
                 registries=self.registries,
@@ -125,7 +131,9 @@ class Engine:
                     self.storage.kv, self.storage.inbox, self._wake, self.scheduler.for_instance
                 ),
                 isolation=self.isolation,
-            )
+                stage_pool=self.stage_pool,
+            ),
+            around_loads=around_loads,
         )
         # what is kept only for a while (agent.historyDays, done inbox entries, TTLs) goes hourly
         self.retention = Retention(
@@ -272,7 +280,7 @@ class Engine:
         applied = dataclasses.replace(  # the settings as read, applied or not
             self.applied, timeouts=self.settings.timeouts, engine_settings=self.settings.raw
         )
-        return await check_entry(applied, self.isolation, config, overlay)
+        return await check_entry(applied, self.isolation, config, overlay, self.stage_pool)
 
     def note_stall(self, instance_id: str | None) -> None:
         """The loop watchdog saw this instance's code block the event loop."""
@@ -362,6 +370,7 @@ class Engine:
             data_root=self.scout_dir / TRANSIENT_DIR,
             timeouts=self.settings.timeouts,
             override_ms=self.timeout_overrides.get(descriptor.id),
+            pool=self.stage_pool,
         )
 
     async def apply(self, settings: EngineSettings) -> bool:
@@ -462,6 +471,7 @@ class Engine:
             await self.responder.stop(drain_deadline)
         await self.manager.unload_all()
         self.isolation.close()  # every child has stopped; the zygote goes too
+        self.stage_pool.close()  # its idle workers end now, not in IDLE_SECONDS
         await self.scheduler.stop()
         await self.retention.stop()
         await self.storage.close()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from grambot.containment.loader import PluginNamespace
+from grambot.containment.loader import LoaderSnapshot, PluginNamespace
 
 
 def _age(path: Path, seconds: float = 60.0) -> None:
@@ -16,10 +17,10 @@ def _age(path: Path, seconds: float = 60.0) -> None:
     os.utime(path, (past, past))
 
 
-def _load(folder: Path) -> object:
+def _load(folder: Path, snapshot: LoaderSnapshot | None = None) -> object:
     namespace = PluginNamespace("cache", folder)
     try:
-        return namespace.import_entry(folder / "plugin.py")
+        return namespace.import_entry(folder / "plugin.py", snapshot)
     finally:
         namespace.unload()
 
@@ -80,18 +81,45 @@ def test_remove_loggers_leaves_no_reference_in_placeholders() -> None:
 
 
 def test_a_snapshot_checks_each_file_once_and_ends(tmp_path: Path) -> None:
-    from grambot.containment.loader import snapshot
-
     source = tmp_path / "plugin.py"
     source.write_text("VALUE = 1\n")
     _age(source)
     _age(tmp_path)
-    with snapshot():
-        assert _load(tmp_path).VALUE == 1  # type: ignore[attr-defined]
+    with LoaderSnapshot() as snapshot:
+        assert _load(tmp_path, snapshot).VALUE == 1  # type: ignore[attr-defined]
         source.write_text("VALUE = 2\n")
         _age(source)
         # every instance loaded in one reconcile sees the same code
-        assert _load(tmp_path).VALUE == 1  # type: ignore[attr-defined]
-    assert _load(tmp_path).VALUE == 2  # type: ignore[attr-defined]
-    with snapshot():
-        assert _load(tmp_path).VALUE == 2  # type: ignore[attr-defined]
+        assert _load(tmp_path, snapshot).VALUE == 1  # type: ignore[attr-defined]
+        assert _load(tmp_path).VALUE == 2  # type: ignore[attr-defined]  # a load without one checks
+    assert _load(tmp_path, snapshot).VALUE == 2  # type: ignore[attr-defined]  # closed: checks
+    with LoaderSnapshot() as snapshot:
+        assert _load(tmp_path, snapshot).VALUE == 2  # type: ignore[attr-defined]
+
+
+def test_two_open_snapshots_each_check_the_disk_once(tmp_path: Path) -> None:
+    # two engines reconciling at once: each batch sees the files as they were when it first
+    # read them, whatever the other one read
+    source = tmp_path / "plugin.py"
+    source.write_text("VALUE = 1\n")
+    _age(source)
+    _age(tmp_path)
+    with LoaderSnapshot() as first:
+        assert _load(tmp_path, first).VALUE == 1  # type: ignore[attr-defined]
+        source.write_text("VALUE = 2\n")
+        _age(source)
+        with LoaderSnapshot() as second:
+            assert _load(tmp_path, second).VALUE == 2  # type: ignore[attr-defined]
+            assert _load(tmp_path, second).VALUE == 2  # type: ignore[attr-defined]
+        assert _load(tmp_path, first).VALUE == 1  # type: ignore[attr-defined]
+
+
+def test_one_snapshot_shared_by_threads(tmp_path: Path) -> None:
+    # the loads of a batch import in several stage workers at once
+    (tmp_path / "plugin.py").write_text("from .helper import VALUE\n")
+    (tmp_path / "helper.py").write_text("VALUE = 3\n")
+    for path in (tmp_path / "plugin.py", tmp_path / "helper.py", tmp_path):
+        _age(path)
+    with LoaderSnapshot() as snapshot, ThreadPoolExecutor(8) as threads:
+        values = list(threads.map(lambda _: _load(tmp_path, snapshot).VALUE, range(64)))  # type: ignore[attr-defined]
+    assert values == [3] * 64

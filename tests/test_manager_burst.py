@@ -1,126 +1,121 @@
-"""A reconcile that loads many instances at once: the collector's old heap is set aside, its
-young generation collected less often and the interpreter's thread switch interval longer only
-while it loads, and everything is still collectable afterwards."""
+"""A reconcile that loads many instances at once leaves the interpreter to the application: an
+embedded Engine changes no collector setting and no thread switch interval, `grambot run`'s
+burst hook sets the collector aside only while the burst loads, and everything is still
+collectable afterwards."""
 
 from __future__ import annotations
 
 import gc
 import sys
-import threading
 import weakref
+from pathlib import Path
 
-import pytest
-
+from grambot.app.collector import BURST as COLLECTOR_BURST
+from grambot.app.collector import YOUNG_THRESHOLD, collector_set_aside
 from grambot.containment.loader import NAMESPACE_ROOT
-from grambot.core import burst
-from grambot.core.instance import Instance, InstanceState
 from grambot.engine import Engine
-from tests.conftest import Workspace, entry
+from tests.conftest import FIXTURE_PLUGINS, Workspace, entry
+
+BURST = COLLECTOR_BURST + 6  # loads in one reconcile
+
+# load() records the interpreter's settings as plugin code sees them while the burst loads
+_WITNESS = """
+import gc
+import sys
+
+from grambot import Plugin
 
 
-async def test_a_burst_of_loads_unfreezes_and_stays_collectable(
+class Witness:
+    def __init__(self, api):
+        self.seen = None
+
+    def load(self):
+        self.seen = (gc.get_threshold(), sys.getswitchinterval(), gc.get_freeze_count())
+
+
+plugin = Plugin(create=Witness)
+"""
+
+
+def _witness_dir(root: Path) -> Path:
+    folder = root / "witness-plugins" / "witness"
+    folder.mkdir(parents=True)
+    (folder / "plugin.json").write_text(
+        '{"id": "witness", "name": "Witness", "description": "Records the interpreter.", '
+        '"entry": "plugin.py"}'
+    )
+    (folder / "plugin.py").write_text(_WITNESS)
+    return folder.parent
+
+
+def _seen(engine: Engine, count: int) -> list[tuple[tuple[int, int, int], float, int]]:
+    seen = []
+    for i in range(count):
+        generation = engine.instance(f"w{i}").generation  # type: ignore[union-attr]
+        assert generation is not None, f"w{i} did not load"
+        seen.append(generation.plugin_object.seen)
+    return seen
+
+
+async def test_an_embedded_engine_leaves_the_interpreter_as_it_found_it(
     engine: Engine, workspace: Workspace
 ) -> None:
-    count = burst.BURST + 6
-    frozen_during: list[int] = []
-    young_during: list[int] = []
-    switch_during: list[float] = []
-    threshold_before = gc.get_threshold()
-    switch_before = sys.getswitchinterval()
-    original = Instance.load
+    threshold, switch, frozen = gc.get_threshold(), sys.getswitchinterval(), gc.get_freeze_count()
+    dirs = [str(FIXTURE_PLUGINS), str(_witness_dir(workspace.root))]
+    await engine.apply(
+        workspace.write([entry(f"w{i}", "witness") for i in range(BURST)], pluginDirs=dirs)
+    )
+    assert set(_seen(engine, BURST)) == {(threshold, switch, frozen)}  # during the burst
+    assert (gc.get_threshold(), sys.getswitchinterval()) == (threshold, switch)  # and after
+    await engine.apply(workspace.write([], pluginDirs=dirs))
 
-    async def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        frozen_during.append(gc.get_freeze_count())
-        young_during.append(gc.get_threshold()[0])
-        switch_during.append(sys.getswitchinterval())
-        return await original(self, *args, **kwargs)
 
-    Instance.load = spy  # type: ignore[method-assign]
+async def test_grambot_runs_hook_sets_the_collector_aside_only_while_a_burst_loads(
+    workspace: Workspace,
+) -> None:
+    threshold, switch = gc.get_threshold(), sys.getswitchinterval()
+    dirs = [str(FIXTURE_PLUGINS), str(_witness_dir(workspace.root))]
+    # as grambot.app.runtime makes it
+    engine = Engine(
+        workspace.root, builtin_dir=None, entry_points=False, around_loads=collector_set_aside
+    )
+    await engine.event_engine.start()
     try:
-        await engine.apply(workspace.write([entry(f"c{i}", "counter") for i in range(count)]))
+        await engine.apply(
+            workspace.write([entry(f"w{i}", "witness") for i in range(BURST)], pluginDirs=dirs)
+        )
+        for young, *rest in {(t[0], t[1:], s, f) for t, s, f in _seen(engine, BURST)}:
+            assert young >= YOUNG_THRESHOLD > threshold[0]
+            assert rest[0] == threshold[1:]
+            assert rest[1] == switch  # the switch interval is never changed
+            assert rest[2] > 0  # the old heap set aside while loading
+        assert gc.get_threshold() == threshold  # and put back
+        assert gc.get_freeze_count() == 0
+
+        generation = engine.instance("w0").generation  # type: ignore[union-attr]
+        assert generation is not None
+        module = sys.modules[f"{generation.namespace.name}.plugin"]
+        del generation
+        ref = weakref.ref(module)
+        del module
+        await engine.apply(workspace.write([], pluginDirs=dirs))
+        gc.collect()
+        assert ref() is None  # still collectable
+        assert not [n for n in sys.modules if n.startswith(NAMESPACE_ROOT + ".")]
     finally:
-        Instance.load = original  # type: ignore[method-assign]
-    assert all(engine.state_of(f"c{i}") is InstanceState.LOADED for i in range(count))
-    assert frozen_during and all(n > 0 for n in frozen_during)  # set aside while loading
-    assert gc.get_freeze_count() == 0  # and put back
-    assert min(young_during) >= burst.YOUNG_THRESHOLD > threshold_before[0]
-    assert gc.get_threshold() == threshold_before
-    assert min(switch_during) >= burst.SWITCH_INTERVAL > switch_before
-    assert sys.getswitchinterval() == switch_before
-
-    generation = engine.instance("c0").generation  # type: ignore[union-attr]
-    assert generation is not None
-    module = sys.modules[f"{generation.namespace.name}.plugin"]
-    del generation
-    ref = weakref.ref(module)
-    del module
-    await engine.apply(workspace.write([]))
-    gc.collect()
-    assert ref() is None
-    assert not [n for n in sys.modules if n.startswith(NAMESPACE_ROOT + ".")]
+        await engine.stop(drain_deadline=1.0)
 
 
-def test_settings_someone_else_changed_during_a_burst_are_left_alone() -> None:
-    before, switch_before = gc.get_threshold(), sys.getswitchinterval()
+def test_collector_settings_someone_else_changed_during_a_burst_are_left_alone() -> None:
+    before = gc.get_threshold()
     try:
-        with burst.tuned_for_burst(burst.BURST):
+        with collector_set_aside(BURST):
             gc.set_threshold(1234, 5, 6)  # a plugin tuning the interpreter meanwhile
-            sys.setswitchinterval(0.001)
         assert gc.get_threshold() == (1234, 5, 6)
-        assert sys.getswitchinterval() == 0.001
-        with burst.tuned_for_burst(burst.BURST - 1):  # not a burst: untouched
+        frozen = gc.get_freeze_count()
+        with collector_set_aside(COLLECTOR_BURST - 1):  # not a burst: untouched
             assert gc.get_threshold() == (1234, 5, 6)
-            assert sys.getswitchinterval() == 0.001
+            assert gc.get_freeze_count() == frozen
     finally:
         gc.set_threshold(*before)
-        sys.setswitchinterval(switch_before)
-
-
-@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12 removed cached_property's lock")
-async def test_pydantic_namespace_properties_take_no_class_wide_lock_during_a_burst(
-    engine: Engine, workspace: Workspace
-) -> None:
-    _namespace_utils = pytest.importorskip(
-        "pydantic._internal._namespace_utils", reason="pydantic < 2.10: the burst leaves it be"
-    )
-
-    properties = [
-        _namespace_utils.NsResolver.__dict__["types_namespace"],
-        _namespace_utils.LazyLocalNamespace.__dict__["data"],
-    ]
-    locks_before = [p.lock for p in properties]
-    locks_during: list[list[object]] = []
-    original = Instance.load
-
-    async def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        locks_during.append([p.lock for p in properties])
-        return await original(self, *args, **kwargs)
-
-    Instance.load = spy  # type: ignore[method-assign]
-    try:
-        count = burst.BURST + 1
-        await engine.apply(workspace.write([entry(f"c{i}", "counter") for i in range(count)]))
-    finally:
-        Instance.load = original  # type: ignore[method-assign]
-    assert locks_during
-    for locks in locks_during:  # every model build reads them; 3.11 serialised every thread
-        assert not any(isinstance(lock, type(threading.RLock())) for lock in locks)
-        assert all(hasattr(lock, "__enter__") for lock in locks)
-    assert [p.lock for p in properties] == locks_before  # put back
-
-
-@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12 removed cached_property's lock")
-def test_overlapping_bursts_put_pydantic_locks_back_whichever_ends_first() -> None:
-    _namespace_utils = pytest.importorskip(
-        "pydantic._internal._namespace_utils", reason="pydantic < 2.10: the burst leaves it be"
-    )
-
-    prop = _namespace_utils.NsResolver.__dict__["types_namespace"]
-    lock = prop.lock
-    first = burst.tuned_for_burst(burst.BURST)
-    second = burst.tuned_for_burst(burst.BURST)  # another engine's reconcile, say
-    first.__enter__()
-    second.__enter__()
-    first.__exit__(None, None, None)
-    second.__exit__(None, None, None)
-    assert prop.lock is lock

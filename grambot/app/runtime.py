@@ -28,6 +28,7 @@ import hashlib
 import logging
 from pathlib import Path
 
+from grambot.app.collector import collector_set_aside
 from grambot.app.control import REQUESTS_DIR, handle_requests, is_request
 from grambot.app.lock import EngineLock
 from grambot.app.logs import MASK
@@ -89,7 +90,10 @@ class Runtime:
             on_value=lambda value: MASK.add([value]),
             on_select=self._backend_switched,
         )
-        self.engine = Engine(self.workspace, secrets=self.secrets, retries=True)
+        # the collector set aside while a burst loads: this process's choice, not the engine's
+        self.engine = Engine(
+            self.workspace, secrets=self.secrets, retries=True, around_loads=collector_set_aside
+        )
         # the bot answers the inbox; --log-messages: message texts in the log (masked)
         self.bot = attach_bot(self.engine, log_messages=log_messages)
         self._stop = asyncio.Event()

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from grambot.containment.boundary import crash
 from grambot.containment.limits import Deadline, Limit
-from grambot.containment.stages import call_plugin, run_stage
+from grambot.containment.stages import StagePool, call_plugin, run_stage
 from grambot.containment.tracking import run_marked
 from grambot.registries.connectors import Attachment
 from grambot.registries.images import GeneratedImage
@@ -81,15 +81,21 @@ class _Guard:
 
 class GuardedTool(_Guard):
     """A registered tool; each call runs under a deadline `limit` (its instance's tool limit)
-    from when it is made."""
+    from when it is made, a sync `execute` in one of `pool`'s workers."""
 
-    __slots__ = ("_limit", "description", "name")
+    __slots__ = ("_limit", "_pool", "description", "name")
 
     def __init__(
-        self, tool: Any, instance_id: str, limit: Limit, context: contextvars.Context
+        self,
+        tool: Any,
+        instance_id: str,
+        limit: Limit,
+        context: contextvars.Context,
+        pool: StagePool,
     ) -> None:
         super().__init__(tool, instance_id, context)
         self._limit = limit
+        self._pool = pool
         self.name: str = tool.name
         self.description: str = tool.description
 
@@ -111,6 +117,7 @@ class GuardedTool(_Guard):
             self.wrapped.execute,
             args,
             context,
+            pool=self._pool,
             instance_id=self._instance_id,
             stage=f"tool {self.name!r}",
             deadline=Deadline.after(self._limit),

@@ -28,7 +28,6 @@ the plugin's classes (typing's `Optional[X]` arguments; inspect's class MROs on 
 from __future__ import annotations
 
 import builtins
-import contextlib
 import functools
 import hashlib
 import importlib
@@ -42,7 +41,7 @@ import sys
 import threading
 import time
 import typing
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
@@ -78,16 +77,21 @@ class CodeCache:
         self._entries: dict[str, _CodeEntry] = {}
         self._lock = threading.Lock()
 
-    def get(self, path: Path | str) -> CodeType:
+    def get(self, path: Path | str, snapshot: LoaderSnapshot | None = None) -> CodeType:
+        """The code of `path` as `snapshot` first saw it, while it is open; else as on disk."""
         key = str(path)
-        epoch = _epoch
+        if snapshot is None or not snapshot.open:
+            return self._checked(key)
+        code = snapshot.codes.get(key)
+        if code is None:  # two threads at once take the same one
+            code = snapshot.codes.setdefault(key, self._checked(key))
+        return code
+
+    def _checked(self, key: str) -> CodeType:
         entry = self._entries.get(key)
-        if entry is not None and epoch and entry.checked == epoch:
-            return entry.code  # already checked against the disk in this snapshot
         st = os.stat(key)
         signature = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
         if entry is not None and entry.trusted and entry.signature == signature:
-            entry.checked = epoch
             return entry.code
         try:
             source = read_regular(key, MAX_MODULE_BYTES)
@@ -101,12 +105,12 @@ class CodeCache:
         changed = max(st.st_mtime_ns, st.st_ctime_ns) / 1e9
         trusted = time.time() - changed >= self.RACY_SECONDS
         with self._lock:
-            self._entries[key] = _CodeEntry(signature, digest, code, trusted, epoch)
+            self._entries[key] = _CodeEntry(signature, digest, code, trusted)
         return code
 
 
 class _CodeEntry:
-    __slots__ = ("checked", "code", "digest", "signature", "trusted")
+    __slots__ = ("code", "digest", "signature", "trusted")
 
     def __init__(
         self,
@@ -114,46 +118,51 @@ class _CodeEntry:
         digest: bytes,
         code: CodeType,
         trusted: bool,
-        epoch: int,
     ) -> None:
         self.signature = signature
         self.digest = digest
         self.code = code
         self.trusted = trusted
-        self.checked = epoch  # the snapshot that last checked it against the disk
 
 
 # -- snapshots ----------------------------------------------------------------------------------
 
-_epochs = itertools.count(1)
-_epoch = 0  # the snapshot in force (0: none: every use checks the disk)
-_holders = 0
-_snapshot_lock = threading.Lock()
 
+class LoaderSnapshot:
+    """One view of the plugin files, for the loads that are handed it: while it is open, each
+    plugin file and folder is checked against the disk once.
 
-@contextlib.contextmanager
-def snapshot() -> Iterator[None]:
-    """Within this block, each plugin file and folder is checked against the disk once.
+    The manager opens one around each batch of loads and passes it to every load of the batch
+    (`PluginNamespace.import_entry`): the instances it loads see the same code (an edit made
+    meanwhile applies from the next batch), and the stat calls that would otherwise check every
+    module of every instance again (each one a GIL hand-off for the worker thread doing the
+    import) happen once per file. Without a snapshot, or once it is closed, every use checks.
 
-    A reconcile loads its instances inside one: the instances it loads see the same code (an
-    edit made meanwhile applies from the next reconcile), and the stat calls that would
-    otherwise check every module of every instance again (each one a GIL hand-off for the
-    worker thread doing the import) happen once per file. Outside a snapshot every use checks.
+    It keeps what it handed out (path -> code, folder -> listing), so two snapshots open at once
+    (two engines reconciling) each see the files as they first read them. Thread-safe: the
+    loads of a batch import in several stage workers at once; an entry is added with
+    `dict.setdefault` (the first one stays), and `open` only ever goes from True to False.
     """
-    global _epoch, _holders
-    with _snapshot_lock:
-        if _holders == 0:
-            _epoch = next(_epochs)
-        _holders += 1
-    try:
-        yield
-    finally:
-        with _snapshot_lock:
-            _holders -= 1
-            if _holders == 0:
-                _epoch = 0
+
+    __slots__ = ("codes", "listings", "open")
+
+    def __init__(self) -> None:
+        self.open = True
+        self.codes: dict[str, CodeType] = {}
+        self.listings: dict[str, tuple[frozenset[str], frozenset[str]] | None] = {}
+
+    def __enter__(self) -> LoaderSnapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.open = False
+        self.codes.clear()  # the code stays in CODE_CACHE; this view is done
+        self.listings.clear()
 
 
+# The finder below is on sys.meta_path and Python's import system is one per process, so the
+# code it executes (CODE_CACHE) and the folder listings it reads (_listings) are kept per
+# process too: module-level, shared by every engine, keyed by path and checked against the disk.
 CODE_CACHE = CodeCache()
 
 
@@ -179,12 +188,15 @@ class PluginNamespace:
         self._lock = threading.RLock()  # one per namespace: imports inside it cannot deadlock
         self.loader = _InstanceLoader(self)
         self._loaded = False
+        self.snapshot: LoaderSnapshot | None = None  # the view its imports read the files in
         _refresh_builtins()
 
     # -- importing -----------------------------------------------------------------------------
 
-    def import_entry(self, entry_path: Path) -> ModuleType:
-        """Import the entry module (and, through it, its helpers) into this namespace."""
+    def import_entry(self, entry_path: Path, snapshot: LoaderSnapshot | None = None) -> ModuleType:
+        """Import the entry module (and, through it, its helpers) into this namespace; while
+        `snapshot` is open, this namespace's imports read the files as it sees them."""
+        self.snapshot = snapshot
         _FINDER.add(self)
         self._loaded = True
         return self.load(self.name + _entry_suffix(self.folder_str, str(entry_path)))
@@ -372,7 +384,7 @@ class _InstanceLoader(importlib.abc.Loader):
         module.__dict__["__builtins__"] = _BUILTINS
         spec = module.__spec__
         if spec is not None and spec.has_location and spec.origin is not None:
-            code = CODE_CACHE.get(spec.origin)
+            code = CODE_CACHE.get(spec.origin, self.namespace.snapshot)
             with self.namespace._lock:
                 exec(code, module.__dict__)
 
@@ -425,7 +437,7 @@ class _InstanceFinder(importlib.abc.MetaPathFinder):
         relative = parts[3:]
         if relative:
             folder = os.sep.join([namespace.folder_str, *relative[:-1]])
-            listing = _listing(folder)
+            listing = _listing(folder, namespace.snapshot)
             if listing is None:
                 return None
             files, folders = listing
@@ -443,7 +455,7 @@ class _InstanceFinder(importlib.abc.MetaPathFinder):
                 return None
         else:
             base = namespace.folder_str
-        inner = _listing(base)
+        inner = _listing(base, namespace.snapshot)
         if inner is None:
             return None
         init = f"{base}{os.sep}__init__.py" if "__init__.py" in inner[0] else None
@@ -456,21 +468,30 @@ class _InstanceFinder(importlib.abc.MetaPathFinder):
         return spec
 
 
-# folder -> (mtime_ns, trusted, files, folders, snapshot that last checked it)
-_listings: dict[str, tuple[int, bool, frozenset[str], frozenset[str], int]] = {}
+# folder -> (mtime_ns, trusted, files, folders)
+_listings: dict[str, tuple[int, bool, frozenset[str], frozenset[str]]] = {}
 
 
-def _listing(folder: str) -> tuple[frozenset[str], frozenset[str]] | None:
+def _listing(
+    folder: str, snapshot: LoaderSnapshot | None
+) -> tuple[frozenset[str], frozenset[str]] | None:
+    """`_checked_listing(folder)` as `snapshot` first saw it, while it is open."""
+    if snapshot is None or not snapshot.open:
+        return _checked_listing(folder)
+    listings = snapshot.listings
+    if folder in listings:
+        return listings[folder]
+    return listings.setdefault(folder, _checked_listing(folder))
+
+
+def _checked_listing(folder: str) -> tuple[frozenset[str], frozenset[str]] | None:
     """(file names, folder names) in `folder`, or None if it is not a folder.
 
     Cached while the folder's mtime is unchanged (adding, removing or renaming an entry
     changes it), with the same racily-clean rule as CodeCache: one stat instead of two per
     module imported.
     """
-    epoch = _epoch
     cached = _listings.get(folder)
-    if cached is not None and epoch and cached[4] == epoch:
-        return cached[2], cached[3]  # already checked in this snapshot
     try:
         st = os.stat(folder)
     except OSError:
@@ -478,7 +499,6 @@ def _listing(folder: str) -> tuple[frozenset[str], frozenset[str]] | None:
     if not stat.S_ISDIR(st.st_mode):
         return None
     if cached is not None and cached[1] and cached[0] == st.st_mtime_ns:
-        _listings[folder] = (*cached[:4], epoch)
         return cached[2], cached[3]
     files: set[str] = set()
     folders: set[str] = set()
@@ -496,7 +516,7 @@ def _listing(folder: str) -> tuple[frozenset[str], frozenset[str]] | None:
         return None
     trusted = time.time() - st.st_mtime_ns / 1e9 >= CodeCache.RACY_SECONDS
     result = (frozenset(files), frozenset(folders))
-    _listings[folder] = (st.st_mtime_ns, trusted, *result, epoch)
+    _listings[folder] = (st.st_mtime_ns, trusted, *result)
     return result
 
 

@@ -17,9 +17,13 @@ thread that hangs cannot be killed: it runs on, uncounted, and nothing waits for
 reconciles nor process exit) and another job may take its place; a job still queued at its
 deadline never runs. So sync stages of one instance never wait for another's (unless
 `CAPACITY` of them run at once), and the outcome of each reaches the loop the moment it is
-ready (one wake-up of the loop delivers every outcome that arrived before it ran: see
-`_Outcomes`). Workers are reused, so a quick sync `create()` costs a hand-off, not a thread
-start; a worker idle for `IDLE_SECONDS` ends.
+ready, with a wake-up of its own (`loop.call_soon_threadsafe`, as anyio's `to_thread` does).
+Workers are reused, so a quick sync `create()` costs a hand-off, not a thread start; a worker
+idle for `IDLE_SECONDS` ends.
+
+The workers are a `StagePool` the caller passes to every stage: the Engine makes one and lends
+it to its instances (`Services.stage_pool`); code that runs a stage without an engine makes its
+own (`StagePool()`), and `close()` lets its idle workers go when it is done with it.
 
 Why `CAPACITY` is 8, not more: Python threads share one interpreter lock, so more workers add
 nothing to CPU-bound work, and when a reconcile loads a thousand instances, every worker runs
@@ -51,7 +55,6 @@ import math
 import queue
 import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
@@ -60,7 +63,7 @@ from grambot.containment.limits import NEVER, Deadline
 from grambot.containment.tracking import close_unstarted, guard, owner_in, run_marked
 from grambot.errors import CallCancelled, PluginCrash
 
-__all__ = ["CAPACITY", "IDLE_SECONDS", "Progress", "call_plugin", "run_stage"]
+__all__ = ["CAPACITY", "IDLE_SECONDS", "Progress", "StagePool", "call_plugin", "run_stage"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,13 +85,15 @@ class Progress:
 async def run_stage(
     fn: Callable[..., Any],
     *args: Any,
+    pool: StagePool,
     instance_id: str,
     stage: str,
     deadline: Deadline,
     context: contextvars.Context,
     progress: Progress | None = None,
 ) -> Any:
-    """Call `fn(*args)` (sync or async) as `stage` of `instance_id`, done by `deadline`.
+    """Call `fn(*args)` (sync or async) as `stage` of `instance_id`, done by `deadline`; a sync
+    `fn` runs in one of `pool`'s workers.
 
     Raises StageTimeout once the deadline passed; exceptions of `fn` propagate unchanged. When
     `fn` runs several steps, it may record the current one in `progress` (set to `stage`
@@ -100,7 +105,7 @@ async def run_stage(
         progress.stage = stage
     if inspect.iscoroutinefunction(fn):
         return await _await_in_context(fn(*args), instance_id, stage, deadline, context)
-    result = await _call_in_thread(fn, args, instance_id, progress, deadline, context)
+    result = await _call_in_thread(pool, fn, args, instance_id, progress, deadline, context)
     if inspect.isawaitable(result):
         result = await _await_in_context(result, instance_id, progress.stage, deadline, context)
     return result
@@ -270,7 +275,10 @@ class _SyncCall:
         self.finished = time.monotonic()
         self.ok, self.value = ok, value
         del value
-        _outcomes(self.loop).put(self)
+        try:
+            self.loop.call_soon_threadsafe(self.settle)
+        except RuntimeError:  # the loop closed while this stage ran: nobody waits for it
+            self.value = None
 
     def settle(self) -> None:
         """On the loop: hand the outcome to the waiting caller."""
@@ -284,79 +292,25 @@ class _SyncCall:
             future.set_exception(value)
 
 
-class _Outcomes:
-    """The outcomes of one loop's sync calls on their way to it.
-
-    Each outcome wakes the loop at once (`call_soon_threadsafe`), unless a wake-up already on
-    its way will deliver it: the loop has not yet run the `deliver` an earlier outcome
-    scheduled. So no outcome ever waits for another, and a burst of outcomes costs one write to
-    the loop's self-pipe (a system call that hands the GIL around) instead of one each.
-    """
-
-    __slots__ = ("_calls", "_lock", "_loop", "_waking")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = weakref.ref(loop)  # weak: this is the value of a loop-keyed weak dict
-        self._calls: list[_SyncCall] = []
-        self._lock = threading.Lock()
-        self._waking = False
-
-    def put(self, call: _SyncCall) -> None:
-        """From a worker thread."""
-        with self._lock:
-            self._calls.append(call)
-            if self._waking:
-                return
-            self._waking = True
-        loop = self._loop()
-        if loop is None:
-            return  # the loop is gone: nobody waits for the outcome
-        try:
-            loop.call_soon_threadsafe(self.deliver)
-        except RuntimeError:  # the loop closed while this stage ran: nobody waits for it
-            with self._lock:
-                self._calls.clear()
-
-    def deliver(self) -> None:
-        """On the loop."""
-        with self._lock:
-            calls, self._calls = self._calls, []
-            self._waking = False
-        for call in calls:
-            call.settle()
-
-
-_all_outcomes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Outcomes] = (
-    weakref.WeakKeyDictionary()
-)
-_outcomes_lock = threading.Lock()
-
-
-def _outcomes(loop: asyncio.AbstractEventLoop) -> _Outcomes:
-    outcomes = _all_outcomes.get(loop)
-    if outcomes is None:
-        with _outcomes_lock:
-            outcomes = _all_outcomes.get(loop)
-            if outcomes is None:
-                outcomes = _all_outcomes[loop] = _Outcomes(loop)
-    return outcomes
-
-
-class _Pool:
-    """Daemon threads for sync plugin code (see the module docstring).
+class StagePool:
+    """Daemon threads for sync plugin code (see the module docstring): at most `capacity` jobs
+    running within their deadlines at once, a worker idle for `idle_seconds` ends.
 
     Jobs travel through a queue (never as Thread args, which a Thread keeps until it exits), so
     a finished job, and the plugin objects it returned, is not pinned by a worker. The counts
     below, kept under `_lock`, decide when another worker starts.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int = CAPACITY, *, idle_seconds: float = IDLE_SECONDS) -> None:
         self.capacity = capacity
-        self._jobs: queue.SimpleQueue[_SyncCall] = queue.SimpleQueue()
+        self.idle_seconds = idle_seconds
+        # None: "one idle worker ends" (close)
+        self._jobs: queue.SimpleQueue[_SyncCall | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._pending = 0  # jobs queued, neither taken nor dropped
         self._idle = 0  # workers waiting for a job
         self._starting = 0  # workers started, not yet waiting
+        self._workers = 0  # workers alive (waiting, running a job, or abandoned with one)
         self._in_flight: set[_SyncCall] = set()  # jobs running within their deadlines
         self._names = itertools.count(1)
 
@@ -370,6 +324,15 @@ class _Pool:
         self._jobs.put(call)
         if start:
             self._start_worker()
+
+    def close(self) -> None:
+        """Let the workers end as soon as they are idle, not after `idle_seconds` (their owner
+        stopped); running jobs finish as they would. A job submitted later starts a worker
+        again."""
+        with self._lock:
+            workers = self._workers
+        for _ in range(workers):  # one each: a worker still running takes its own when done
+            self._jobs.put(None)
 
     def expire(self, call: _SyncCall) -> None:
         """On the loop, at `call`'s deadline or when its caller gave up: a queued job is dropped
@@ -423,15 +386,28 @@ class _Pool:
         with lock:
             self._starting -= 1
             self._idle += 1
+            self._workers += 1
         while True:
             try:
-                call = jobs.get(timeout=IDLE_SECONDS)
+                call = jobs.get(timeout=self.idle_seconds)
             except queue.Empty:
                 with lock:
                     if self._pending <= 0:  # nothing on its way to this worker: end
                         self._idle -= 1
+                        self._workers -= 1
                         return
                 continue
+            if call is None:  # closed: this idle worker ends
+                with lock:
+                    self._idle -= 1
+                    self._workers -= 1
+                    # a job submitted since counted on this worker: another takes it
+                    start = self._short_of_workers()
+                    if start:
+                        self._starting += 1
+                if start:
+                    self._start_worker()
+                return
             with lock:
                 self._idle -= 1
                 if call.state == _QUEUED and call.deadline.passed():  # its loop is gone
@@ -451,15 +427,14 @@ class _Pool:
                 if not call.abandoned:
                     self._in_flight.discard(call)
                 elif len(self._in_flight) + self._idle + self._starting >= self.capacity:
+                    self._workers -= 1
                     return  # its capacity went at its deadline, and there is no room again
                 self._idle += 1
             del call  # do not pin the finished job while parked
 
 
-_POOL = _Pool(CAPACITY)
-
-
 async def _call_in_thread(
+    pool: StagePool,
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     instance_id: str,
@@ -471,7 +446,6 @@ async def _call_in_thread(
     call = _SyncCall(fn, args, context, loop, deadline)
     future = call.future
     assert future is not None
-    pool = _POOL
     pool.submit(call)
     timer = None
     if deadline.at != math.inf:
@@ -501,7 +475,7 @@ async def _call_in_thread(
     return result
 
 
-def _expire(pool: _Pool, call: _SyncCall) -> None:
+def _expire(pool: StagePool, call: _SyncCall) -> None:
     pool.expire(call)
     future = call.future
     if future is not None and not future.done():

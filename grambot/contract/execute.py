@@ -38,7 +38,7 @@ from grambot.config.descriptor import PluginDescriptor
 from grambot.containment.allowlist import module_guard
 from grambot.containment.limits import Deadline, plugin_deadlines
 from grambot.containment.loader import PluginNamespace
-from grambot.containment.stages import run_stage
+from grambot.containment.stages import StagePool, run_stage
 from grambot.containment.tracking import InstanceTasks, install_task_tracking, instance_context
 from grambot.contract.api import InstanceInfo, PluginApi, runtime_of
 from grambot.contract.context import CacheBackend, PluginRuntime
@@ -214,9 +214,11 @@ async def run_execute_plugin(
     data_root: Path,
     timeouts: Timeouts,
     override_ms: int | None = None,
+    pool: StagePool | None = None,
 ) -> Any:
     """Run `descriptor`'s `execute` once in a transient instance `run-plugin:<pluginId>`
-    (data dir `<data_root>/<pluginId>`).
+    (data dir `<data_root>/<pluginId>`); its sync steps run in `pool`'s workers (the engine's),
+    or, without one, in a pool of this run's own, closed when it ends.
 
     Import (with the plugin's `allowedModules`) runs under the create deadline and `execute`
     under the execute deadline (see grambot.containment.limits). Raises what went wrong:
@@ -226,6 +228,7 @@ async def run_execute_plugin(
     instance_id = transient_instance_id(descriptor.id)
     deadlines = plugin_deadlines(descriptor, timeouts, override_ms)
     install_task_tracking(asyncio.get_running_loop())
+    stages = StagePool() if pool is None else pool
     tasks = InstanceTasks(instance_id)
     context = instance_context(tasks)
     namespace = PluginNamespace(
@@ -247,6 +250,7 @@ async def run_execute_plugin(
         module = await run_stage(
             namespace.import_entry,
             descriptor.entry_path,
+            pool=stages,
             instance_id=instance_id,
             stage="import",
             deadline=Deadline.after(deadlines.create),
@@ -265,6 +269,7 @@ async def run_execute_plugin(
             inputs,
             runtime,
             cfg,
+            pool=stages,
             instance_id=instance_id,
             stage="execute",
             deadline=Deadline.after(deadlines.execute),
@@ -282,3 +287,5 @@ async def run_execute_plugin(
             await runtime.aclose()
         finally:
             namespace.unload()
+            if pool is None:
+                stages.close()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from grambot.config.settings import InstanceConfig
 from grambot.containment.boundary import describe, engine_cancelled
-from grambot.containment.stages import Progress
+from grambot.containment.stages import Progress, StagePool
 from grambot.contract.context import MemoryCache
 from grambot.core.failures import Failure, classify
 from grambot.core.generation import Applied, Generation, Isolation, Services
@@ -97,10 +97,15 @@ class OverlaySecrets:
 
 
 async def check_entry(
-    applied: Applied, isolation: Isolation | None, config: InstanceConfig, secrets: SecretsStore
+    applied: Applied,
+    isolation: Isolation | None,
+    config: InstanceConfig,
+    secrets: SecretsStore,
+    stage_pool: StagePool,
 ) -> CheckResult:
     """Load `config` for a check (see the module docstring) and unload it again, with the
-    engine's catalog, deadlines and engine settings (`applied`) and its isolation backend."""
+    engine's catalog, deadlines and engine settings (`applied`), its isolation backend and its
+    stage workers."""
     instance_id = config.instance_id
     progress = Progress("lookup")
     failure: Failure | None = None
@@ -123,6 +128,7 @@ async def check_entry(
             data_root=Path(scratch),
             applied=lambda: applied,
             isolation=isolation,  # "isolation": "process": the check runs in a child
+            stage_pool=stage_pool,  # the engine's workers, lent for the check
         )
         generation: Generation | None = None
         try:

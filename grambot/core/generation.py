@@ -38,7 +38,8 @@ from grambot.containment.guards import (
     GuardedTool,
 )
 from grambot.containment.limits import Limit, PluginDeadlines, plugin_deadlines
-from grambot.containment.stages import Progress
+from grambot.containment.loader import LoaderSnapshot
+from grambot.containment.stages import Progress, StagePool
 from grambot.containment.tracking import InstanceTasks, TaskFailureReporter, instance_context
 from grambot.contract.api import PluginApi
 from grambot.contract.context import CacheBackend
@@ -92,7 +93,9 @@ class Generation(Protocol):
     @property
     def created(self) -> bool: ...
 
-    async def import_and_validate(self, progress: Progress, *, create: bool) -> None:
+    async def import_and_validate(
+        self, progress: Progress, *, create: bool, snapshot: LoaderSnapshot | None = None
+    ) -> None:
         """Import the entry, read its `plugin`, validate the settings (and, when `create` and
         the plugin's `create` is sync, create too): one deadline, the create deadline."""
         ...
@@ -195,6 +198,8 @@ class Services:
     load_order: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     durable: DurableServices | None = None  # api.store / api.inbox / api.schedule (issue 16)
     isolation: Isolation | None = None  # None: every instance runs in this process
+    # the workers of its instances' sync stages (the Engine's own; a pool of its own by default)
+    stage_pool: StagePool = field(default_factory=StagePool)
 
     @property
     def catalog(self) -> PluginCatalog:
@@ -254,7 +259,7 @@ def engine_handles(
 
     tasks = InstanceTasks(instance_id, on_failure=task_failed)
     context = instance_context(tasks, namespace)
-    wrap = functools.partial(_guard, instance_id, deadlines.tool, context)
+    wrap = functools.partial(_guard, instance_id, deadlines.tool, context, services.stage_pool)
     registrar = PluginRegistrar(instance_id, services.registries, wrap=wrap)
     return EngineHandles(deadlines, health, tasks, context, registrar)
 
@@ -270,11 +275,16 @@ async def contained(instance_id: str, what: str, step: Any, redact: Callable[[st
 
 
 def _guard(
-    instance_id: str, tool_limit: Limit, context: contextvars.Context, kind: str, item: Any
+    instance_id: str,
+    tool_limit: Limit,
+    context: contextvars.Context,
+    pool: StagePool,
+    kind: str,
+    item: Any,
 ) -> Any:
     """What the registry holds for `item` (grambot.containment.guards)."""
     if kind == "tools":
-        return GuardedTool(item, instance_id, tool_limit, context)
+        return GuardedTool(item, instance_id, tool_limit, context, pool)
     if kind == "inference":
         return GuardedProvider(item, instance_id, context)
     if kind == "images":

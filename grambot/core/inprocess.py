@@ -21,7 +21,7 @@ from typing import Any
 from grambot.config.settings import InstanceConfig
 from grambot.containment.allowlist import module_guard
 from grambot.containment.limits import Deadline, Limit
-from grambot.containment.loader import PluginNamespace
+from grambot.containment.loader import LoaderSnapshot, PluginNamespace
 from grambot.containment.stages import Progress, run_stage
 from grambot.containment.tracking import TaskFailureReporter, wait_for_threads
 from grambot.contract.api import InstanceEvents, InstanceInfo, PluginApi
@@ -84,14 +84,17 @@ class InProcessGeneration:
 
     # -- loading, step by step -------------------------------------------------------------
 
-    async def import_and_validate(self, progress: Progress, *, create: bool) -> None:
+    async def import_and_validate(
+        self, progress: Progress, *, create: bool, snapshot: LoaderSnapshot | None = None
+    ) -> None:
         """Import the entry, read its `plugin`, validate the settings; and, when `create` and
         the plugin's `create` is sync, create too, in the same worker-thread hand-off (one
-        deadline, the create deadline, covers the three)."""
+        deadline, the create deadline, covers the three). `snapshot`: the import reads the
+        plugin's files as its batch of loads sees them (grambot.containment.loader)."""
         config, descriptor = self.config, self.descriptor
 
         def prepare() -> tuple[Plugin, Any, tuple[int, int] | None, Any]:
-            module = self.namespace.import_entry(descriptor.entry_path)
+            module = self.namespace.import_entry(descriptor.entry_path, snapshot)
             definition = read_definition(module, descriptor.attribute)
             del module
             settings, migrated = validated_settings(definition, config, progress)
@@ -110,6 +113,7 @@ class InProcessGeneration:
             self.plugin_object,
         ) = await run_stage(
             prepare,
+            pool=self.services.stage_pool,
             instance_id=config.instance_id,
             stage="import",
             deadline=Deadline.after(self.deadlines.create),
@@ -145,6 +149,7 @@ class InProcessGeneration:
         return await run_stage(
             fn,
             *args,
+            pool=self.services.stage_pool,
             instance_id=self.instance_id,
             stage=stage,
             deadline=Deadline.after(limit),

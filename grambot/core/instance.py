@@ -31,6 +31,7 @@ from typing import Any, NamedTuple, Protocol
 
 from grambot.config.settings import InstanceConfig
 from grambot.containment.boundary import describe, engine_cancelled, format_details
+from grambot.containment.loader import LoaderSnapshot
 from grambot.containment.stages import Progress
 from grambot.contract.registrar import KINDS
 from grambot.core.failures import Failure, classify
@@ -242,11 +243,13 @@ class Instance:
         *,
         prepared: Generation | None = None,
         retry: bool = False,
+        snapshot: LoaderSnapshot | None = None,
     ) -> bool:
         """Bring up a new generation of it (grambot.core.loading.bring_up), or `prepared`, the
         one an edit validated. True when loaded; otherwise what was done is undone and the
         instance is `failed` or `retrying`. `retry`: this is a retry (the attempt count goes
-        on)."""
+        on). `snapshot`: the view of the plugin files its batch of loads shares (the
+        manager's)."""
         if config is not None:
             self.config = config
         self.cancel_retry()
@@ -260,7 +263,11 @@ class Instance:
                 generation = self._new_generation(self.config)
             self._generation = generation
             failure = await bring_up(
-                generation, progress, self._redact, imported=prepared is not None
+                generation,
+                progress,
+                self._redact,
+                imported=prepared is not None,
+                snapshot=snapshot,
             )
         except BaseException as exc:  # no generation could be made, or the engine cancelled
             if generation is not None and self._generation is generation:

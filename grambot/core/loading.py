@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from grambot.config.settings import InstanceConfig
 from grambot.containment.boundary import engine_cancelled
+from grambot.containment.loader import LoaderSnapshot
 from grambot.containment.stages import Progress
 from grambot.containment.tracking import TaskFailureReporter
 from grambot.core.failures import Failure, classify
@@ -43,16 +44,18 @@ async def bring_up(
     redact: Callable[[str], str],
     *,
     imported: bool = False,
+    snapshot: LoaderSnapshot | None = None,
 ) -> Failure | None:
     """import → validate settings → create → load, each under its deadline (the first three
     share the create deadline, and run as one worker-thread hand-off when `create` is sync);
     `imported`: the first two ran already (an edit validated before it replaced a running
-    instance). None when loaded; else the Failure, once everything the steps did is undone
-    (the plugin's `unload` called if `create` ran). Cancelled by the engine, it releases the
-    load at once (`abandon`) and lets the cancellation through."""
+    instance); `snapshot`: the view of the plugin files the import reads. None when loaded;
+    else the Failure, once everything the steps did is undone (the plugin's `unload` called if
+    `create` ran). Cancelled by the engine, it releases the load at once (`abandon`) and lets
+    the cancellation through."""
     try:
         if not imported:
-            await generation.import_and_validate(progress, create=True)
+            await generation.import_and_validate(progress, create=True, snapshot=snapshot)
         if not generation.created:
             await generation.create(progress)
         await generation.call("load", progress)

@@ -23,11 +23,11 @@ import contextvars
 import logging
 import threading
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractContextManager, nullcontext
 
 from grambot.config.settings import EngineSettings, InstanceConfig
-from grambot.containment.loader import snapshot as loader_snapshot
+from grambot.containment.loader import LoaderSnapshot
 from grambot.containment.tracking import install_task_tracking
-from grambot.core.burst import tuned_for_burst
 from grambot.core.failures import Failure
 from grambot.core.instance import Generation, Instance, InstanceState, Services
 from grambot.core.plan import Action, Plan, Step, plan
@@ -37,12 +37,16 @@ __all__ = ["PluginManager"]
 logger = logging.getLogger(__name__)
 
 _Load = tuple[Instance, InstanceConfig | None, Generation | None]
+# what the application wraps a batch of N loads in (grambot.app.collector); the engine itself
+# changes no interpreter setting
+AroundLoads = Callable[[int], AbstractContextManager[object]]
 
 
 class PluginManager:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, *, around_loads: AroundLoads | None = None) -> None:
         """`services.on_change` must reach `changed` (the Engine wires it)."""
         self.services = services
+        self._around_loads: AroundLoads = around_loads or (lambda loads: nullcontext())
         self._instances: dict[str, Instance] = {}
         self._lock = asyncio.Lock()
         self._latest: EngineSettings | None = None
@@ -237,9 +241,13 @@ class PluginManager:
         tried = {i.instance_id for i, _, _ in loads}
         while True:
             if loads:
-                with loader_snapshot(), tuned_for_burst(len(loads)):
+                # the batch sees one version of each plugin file
+                with LoaderSnapshot() as snapshot, self._around_loads(len(loads)):
                     loaded = await asyncio.gather(
-                        *(i.load(config, prepared=gen, retry=retry) for i, config, gen in loads)
+                        *(
+                            i.load(config, prepared=gen, retry=retry, snapshot=snapshot)
+                            for i, config, gen in loads
+                        )
                     )
                 for (instance, _, _), ok in zip(loads, loaded, strict=True):
                     if ok:

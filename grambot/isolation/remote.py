@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from grambot.config.descriptor import PluginDescriptor
 from grambot.config.settings import InstanceConfig
 from grambot.containment.limits import Deadline, Limit
+from grambot.containment.loader import LoaderSnapshot
 from grambot.containment.stages import Progress, run_stage
 from grambot.containment.tracking import TaskFailureReporter
 from grambot.contract.api import InstanceEvents, PluginApi
@@ -142,7 +143,10 @@ class ProcessGeneration:
 
     # -- loading, step by step -------------------------------------------------------------
 
-    async def import_and_validate(self, progress: Progress, *, create: bool) -> None:
+    async def import_and_validate(
+        self, progress: Progress, *, create: bool, snapshot: LoaderSnapshot | None = None
+    ) -> None:
+        # `snapshot` is this process's view of the files: the child reads them on its own
         progress.stage = "import"
         limit = self.deadlines.create
         durable_services = self.services.durable
@@ -180,6 +184,7 @@ class ProcessGeneration:
         return await run_stage(
             fn,
             *args,
+            pool=self.services.stage_pool,
             instance_id=self.instance_id,
             stage=stage,
             deadline=Deadline.after(limit),

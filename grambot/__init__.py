@@ -38,7 +38,7 @@ _EXPORTS: dict[str, str] = {
     "ToolResult": "grambot.registries.tools",
     "ImageProvider": "grambot.registries.images",
     "GeneratedImage": "grambot.registries.images",
-    "ServiceError": "grambot.registries.errors",
+    "ServiceError": "grambot.errors",
     # errors
     "GrambotError": "grambot.errors",
     "StageTimeout": "grambot.errors",
@@ -96,6 +96,7 @@ if _TYPE_CHECKING:
         RegistrationConflict,
         RegistrationError,
         SecretsError,
+        ServiceError,
         SetupError,
         StageTimeout,
     )
@@ -106,7 +107,6 @@ if _TYPE_CHECKING:
         Connector,
         IncomingMessage,
     )
-    from grambot.registries.errors import ServiceError
     from grambot.registries.images import GeneratedImage, ImageProvider
     from grambot.registries.inference import (
         ChatMessage,

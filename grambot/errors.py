@@ -25,10 +25,23 @@
     │                            manifest does not allow
     ├── UnsafeFile               a file grambot reads is not a regular file (a FIFO, a device,
     │                            a socket) or is larger than its cap: never read
-    └── LockBusy                 a lock file stayed held by another process past the wait
+    ├── LockBusy                 a lock file stayed held by another process past the wait
+    ├── ServiceError             an outside service a plugin wraps failed; `kind` says how
+    ├── EditRefused              a CLI edit would make settings.json invalid; nothing written
+    ├── EngineLocked             another engine runs in this workspace
+    └── StateError               the state database cannot be used
+        └── SchemaTooNew         ... it was written by a newer grambot
 
 A module import refused by a manifest's `allowedModules` raises `PluginImportDenied`, an
 `ImportError` (what importing code expects), not a GrambotError.
+
+Signals that never leave grambot's own code are plain Exceptions, below the hierarchy, each
+under a comment naming the module that raises it: a plugin's definition or settings that do not
+pass (DefinitionError, MigrationError, SettingsInvalid, classified into an instance's reason),
+the pipe and zygote of process isolation (ChildEnded, FrameTooLarge, RemoteError,
+ZygoteError, SandboxRefused, LandlockError), a turn step that failed (TurnFailed), a control
+request left unanswered (NoAnswer), kit.http's HttpFailure, and the CLI's PluginUnreadable and
+ScaffoldError. Private signals used inside one function stay there.
 
 Every error names what it is about (file, JSON path, instance, plugin, value) in its message,
 and keeps those names as attributes so callers never have to parse the text.
@@ -40,6 +53,7 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 
 class GrambotError(Exception):
@@ -268,6 +282,206 @@ class LockBusy(GrambotError):
 
 class PluginImportDenied(ImportError):
     """A plugin module imported a module its manifest's `allowedModules` does not list."""
+
+
+# -- raised by grambot.isolation.confine -----------------------------------------------------------
+
+
+class SandboxRefused(Exception):
+    """`sandbox: required` and the sandbox cannot be applied here."""
+
+
+# -- raised by grambot.isolation.forkserver --------------------------------------------------------
+
+
+class ZygoteError(Exception):
+    """The zygote could not be started, or ended."""
+
+
+# -- raised by grambot.isolation.landlock ----------------------------------------------------------
+
+
+class LandlockError(OSError):
+    """The sandbox could not be applied."""
+
+
+# -- raised by grambot.isolation.process -----------------------------------------------------------
+
+
+class ChildEnded(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(detail)
+
+
+# -- raised by grambot.isolation.wire --------------------------------------------------------------
+
+
+class FrameTooLarge(Exception):
+    """A message over the pipe would exceed MAX_FRAME."""
+
+    def __init__(self, size: int, limit: int, what: str = "message") -> None:
+        self.size = size
+        super().__init__(
+            f"{what} of {size:,} bytes is over the {limit // (1024 * 1024)} MiB limit of "
+            "the pipe to an isolated instance"
+        )
+
+
+# -- raised by grambot.isolation.calls -------------------------------------------------------------
+
+
+class RemoteError(Exception):
+    """What an isolated instance's object raised, by type name and message."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        self.type_name = type_name
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+
+
+# -- raised by grambot.config.edit -----------------------------------------------------------------
+
+
+class EditRefused(GrambotError):
+    """The edit would make settings.json invalid (or cannot be made); nothing was written."""
+
+
+# -- raised by grambot.app.lock --------------------------------------------------------------------
+
+
+class EngineLocked(GrambotError):
+    """Another engine holds the workspace's lock."""
+
+    def __init__(self, workspace: Path, pid: int | None, lock: Path) -> None:
+        self.workspace = workspace
+        self.pid = pid
+        who = f" (pid {pid})" if pid else ""
+        super().__init__(
+            f"another grambot engine{who} is already running in {workspace} "
+            f"(it holds {lock}); stop it first, "
+            "or use --workspace for another workspace"
+        )
+
+
+# -- raised by grambot.app.control -----------------------------------------------------------------
+
+
+class NoAnswer(Exception):
+    """The engine did not answer in time."""
+
+
+# -- raised by grambot.registries.errors -----------------------------------------------------------
+
+
+#: What went wrong, as a caller can act on it.
+SERVICE_ERROR_KINDS: Final = (
+    "auth",  # the credentials were refused (401/403): fix the secret
+    "rate-limit",  # 429 / flood control, still failing after the allowed retries
+    "timeout",  # no answer within the configured time
+    "network",  # cannot connect, connection dropped
+    "server",  # 5xx from the service
+    "bad-request",  # the service refused the request as invalid (4xx other than above)
+    "bad-response",  # an answer the plugin cannot understand (malformed body, missing fields)
+    "refused",  # the service answered but declined the work (safety block, empty result)
+    "unavailable",  # the instance is not running (stopped, not loaded yet)
+)
+
+
+_RETRYABLE: Final = frozenset({"rate-limit", "timeout", "network", "server"})
+
+
+class ServiceError(GrambotError):
+    """A call to an outside service failed; `kind` is one of `SERVICE_ERROR_KINDS`."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        instance_id: str,
+        service: str,
+        kind: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        self.instance_id = instance_id
+        self.service = service
+        self.kind = kind
+        self.status = status
+        self.retry_after = retry_after
+        self.detail = message
+        self._retryable = retryable
+        super().__init__(f"{service} (instance {instance_id!r}): {message}")
+
+    @property
+    def retryable(self) -> bool:
+        """True when trying again later may succeed: the plugin's `retryable=` when it gave
+        one, else by kind (rate limit, timeout, network, 5xx; never `auth`)."""
+        if self._retryable is not None:
+            return self._retryable
+        return self.kind in _RETRYABLE
+
+
+# -- raised by grambot.contract.definition ---------------------------------------------------------
+
+
+class DefinitionError(Exception):
+    """The entry module does not expose a usable plugin (message says what is missing)."""
+
+
+class MigrationError(Exception):
+    """An entry's settings cannot be brought up to the plugin's settings version."""
+
+
+class SettingsInvalid(Exception):
+    """Instance settings failed the plugin's schema; the message lists each path."""
+
+
+# -- raised by grambot.bot.reply -------------------------------------------------------------------
+
+
+class TurnFailed(Exception):
+    """A step of a turn failed; the message is safe to show in the chat."""
+
+
+# -- raised by grambot.storage.base ----------------------------------------------------------------
+
+
+class StateError(GrambotError):
+    """The state database cannot be used (its path, its schema, a failed write)."""
+
+
+class SchemaTooNew(StateError):
+    """The database was written by a newer grambot (its schema version is above ours)."""
+
+
+# -- raised by grambot.cli.plugin_info -------------------------------------------------------------
+
+
+class PluginUnreadable(Exception):
+    """The entry module cannot be imported or does not define a plugin."""
+
+
+# -- raised by grambot.cli.scaffold ----------------------------------------------------------------
+
+
+class ScaffoldError(Exception):
+    pass
+
+
+# -- raised by grambot.kit.http --------------------------------------------------------------------
+
+
+class HttpFailure(Exception):
+    def __init__(
+        self, kind: str, text: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(text)
+        self.kind = kind
+        self.text = text
+        self.status = status
+        self.retry_after = retry_after
 
 
 def format_seconds(seconds: float) -> str:

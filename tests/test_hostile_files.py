@@ -23,10 +23,10 @@ import pytest
 
 from grambot.app.watcher import read_live_settings
 from grambot.config.catalog import PluginCatalog
-from grambot.config.edit import EditRefused, read_document
+from grambot.config.edit import read_document
 from grambot.config.settings import load_settings
 from grambot.engine import Engine
-from grambot.errors import SecretsError, SettingsError
+from grambot.errors import EditRefused, SecretsError, SettingsError
 from grambot.secrets.store import FileSecretsStore
 from tests.conftest import FIXTURE_PLUGINS, entry
 from tests.runproc import EngineProcess, workspace_with

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from grambot.cli.scaffold import ScaffoldError, scaffold
+from grambot.cli.scaffold import scaffold
 from grambot.config.names import (
     entry_index,
     entry_path,
@@ -16,6 +16,7 @@ from grambot.config.names import (
     json_path,
 )
 from grambot.config.settings import parse_settings
+from grambot.errors import ScaffoldError
 from grambot.secrets.sources import split_name
 
 GOOD_IDS = ["a", "tg", "Bot-1", "my_bot", "9lives", "x" * 64]

@@ -15,10 +15,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from grambot.engine import Engine
-from grambot.errors import RegistrationError
+from grambot.errors import RegistrationError, StateError
 from grambot.scheduling import Scheduler, next_run
 from grambot.storage import Job
-from grambot.storage.base import StateError
 from tests.conftest import Workspace, entry
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from grambot.app.logs import MASK, _Formatter
-from grambot.config.edit import EditRefused, edit_settings, find_entry
+from grambot.config.edit import edit_settings, find_entry
+from grambot.errors import EditRefused
 from grambot.masking import Masker
 from tests.conftest import FIXTURE_PLUGINS
 

@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from grambot.app.lock import EngineLock, EngineLocked, engine_running
+from grambot.app.lock import EngineLock, engine_running
 from grambot.app.status import StatusWriter, read_status
 from grambot.engine import Engine
+from grambot.errors import EngineLocked
 from tests.conftest import Workspace, entry
 
 

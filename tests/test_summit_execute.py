@@ -12,10 +12,16 @@ from typing import Any
 import pytest
 
 from grambot.containment.loader import NAMESPACE_ROOT
-from grambot.contract.definition import DefinitionError, SettingsInvalid
 from grambot.core.instance import InstanceState
 from grambot.engine import Engine
-from grambot.errors import AccessDenied, PluginImportDenied, PluginNotFound, StageTimeout
+from grambot.errors import (
+    AccessDenied,
+    DefinitionError,
+    PluginImportDenied,
+    PluginNotFound,
+    SettingsInvalid,
+    StageTimeout,
+)
 from grambot.registries.tools import ToolContext
 from tests.conftest import Workspace, entry
 from tests.fakes.rest_api import fake_rest_api

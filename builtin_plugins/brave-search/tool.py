@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from grambot import PluginApi, ServiceError, ToolContext, ToolResult
-from grambot.kit.http import Failure, retry_after, send, status_failure
+from grambot.errors import HttpFailure
+from grambot.kit.http import retry_after, send, status_failure
 
 if TYPE_CHECKING:
     from .plugin import Settings
@@ -77,7 +78,7 @@ class BraveSearchTool:
         """One real query (the cheapest question Brave answers)."""
         try:
             results = await self._search(SearchArgs(query="grambot", count=1))
-        except Failure as failure:
+        except HttpFailure as failure:
             raise ServiceError(
                 self._scrub(failure.text),
                 instance_id=self.api.instance.instance_id,
@@ -106,10 +107,10 @@ class BraveSearchTool:
                 is_error=True,
             )
         if self._client is None:
-            return self._failed(Failure("unavailable", "the search tool is not loaded"))
+            return self._failed(HttpFailure("unavailable", "the search tool is not loaded"))
         try:
             results = await self._search(call)
-        except Failure as failure:
+        except HttpFailure as failure:
             self.api.logger.warning("search failed: %s", self._scrub(failure.text))
             return self._failed(failure)
         if not results:
@@ -143,7 +144,7 @@ class BraveSearchTool:
         if response.status_code != 200:
             said = _error_detail(response)
             if response.status_code in (401, 403):
-                raise Failure(
+                raise HttpFailure(
                     "auth",
                     f"the API key was rejected ({response.status_code}: {said}); set it with "
                     f"`grambot secrets set {self.api.instance.instance_id} apiKey`",
@@ -167,7 +168,9 @@ class BraveSearchTool:
                 if isinstance(item, dict) and item.get("url")
             ]
         except (ValueError, AttributeError) as exc:
-            raise Failure("bad-response", f"unexpected answer from Brave Search: {exc}") from None
+            raise HttpFailure(
+                "bad-response", f"unexpected answer from Brave Search: {exc}"
+            ) from None
 
     def _format(self, query: str, results: list[dict[str, str]]) -> str:
         limit = self.settings.max_snippet_chars
@@ -180,7 +183,7 @@ class BraveSearchTool:
             lines.append(f"{n}. {item['title']}{age}\n   {item['url']}\n   {snippet}")
         return "\n".join(lines)
 
-    def _failed(self, failure: Failure) -> ToolResult:
+    def _failed(self, failure: HttpFailure) -> ToolResult:
         return ToolResult(
             text=self._scrub(f"{self.name} failed: {failure.text}"),
             data={

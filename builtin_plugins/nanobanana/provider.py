@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from grambot import GeneratedImage, PluginApi
-from grambot.kit.http import Failure, retry_after, send, status_failure
+from grambot.errors import HttpFailure
+from grambot.kit.http import retry_after, send, status_failure
 from grambot.kit.images import request_problem, save_all, sniff
 from grambot.kit.provider import ImageBase
 
@@ -56,7 +57,7 @@ class NanoBananaProvider(ImageBase):
             response = await self._send("GET", f"{s.base_url.rstrip('/')}/models")
             if response.status_code != 200:
                 raise self._status_failure(response)
-        except Failure as failure:
+        except HttpFailure as failure:
             raise self.error(failure.kind, failure.text, status=failure.status) from None
         models = [m.get("name", "?") for m in (response.json().get("models") or [])]
         return f"the key works: {len(models)} model(s)"
@@ -90,7 +91,7 @@ class NanoBananaProvider(ImageBase):
         for _ in range(count):
             try:
                 found.extend(await self._call(url, body))
-            except Failure as failure:
+            except HttpFailure as failure:
                 raise self.error(
                     failure.kind,
                     failure.text,
@@ -122,7 +123,7 @@ class NanoBananaProvider(ImageBase):
         try:
             data = response.json()
         except ValueError as exc:
-            raise Failure(
+            raise HttpFailure(
                 "bad-response", f"unexpected answer from {url}: not JSON ({exc})"
             ) from None
         return self._images(data, url)
@@ -136,7 +137,7 @@ class NanoBananaProvider(ImageBase):
                 for part in ((candidate.get("content") or {}).get("parts") or [])
             ]
         except AttributeError:
-            raise Failure(
+            raise HttpFailure(
                 "bad-response", f"unexpected answer from {url}: not a generateContent reply"
             ) from None
         found = []
@@ -152,12 +153,12 @@ class NanoBananaProvider(ImageBase):
             try:
                 raw = base64.b64decode(inline.get("data") or "", validate=True)
             except (binascii.Error, ValueError):
-                raise Failure(
+                raise HttpFailure(
                     "bad-response", f"unexpected answer from {url}: image data is not base64"
                 ) from None
             kind = sniff(raw)
             if kind is None:
-                raise Failure(
+                raise HttpFailure(
                     "bad-response",
                     f"unexpected answer from {url}: inlineData is not a PNG, JPEG, WebP or GIF",
                 )
@@ -166,7 +167,7 @@ class NanoBananaProvider(ImageBase):
             if not isinstance(data, dict) or (
                 "candidates" not in data and "promptFeedback" not in data
             ):
-                raise Failure(
+                raise HttpFailure(
                     "bad-response", f"unexpected answer from {url}: not a generateContent reply"
                 )
             reasons = [str(c.get("finishReason")) for c in candidates if c.get("finishReason")]
@@ -175,10 +176,10 @@ class NanoBananaProvider(ImageBase):
                 reasons.append(f"prompt blocked: {block}")
             said = f": {' '.join(texts)[:300]}" if texts else ""
             why = f" ({', '.join(reasons)})" if reasons else ""
-            raise Failure("refused", f"the model returned no image{why}{said}")
+            raise HttpFailure("refused", f"the model returned no image{why}{said}")
         return found
 
-    def _status_failure(self, response: Any) -> Failure:
+    def _status_failure(self, response: Any) -> HttpFailure:
         status = response.status_code
         try:
             error = response.json().get("error") or {}
@@ -193,7 +194,7 @@ class NanoBananaProvider(ImageBase):
             or "API_KEY_INVALID" in reasons
             or error.get("status") in ("UNAUTHENTICATED", "PERMISSION_DENIED")
         ):
-            return Failure(
+            return HttpFailure(
                 "auth",
                 f"the API key was rejected ({status}: {said}); set it with "
                 f"`grambot secrets set {self.id} apiKey`",

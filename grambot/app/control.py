@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grambot.errors import UnsafeFile
+from grambot.errors import NoAnswer, UnsafeFile
 from grambot.files import read_regular, write_atomic
 
 if TYPE_CHECKING:
@@ -31,10 +31,6 @@ logger = logging.getLogger(__name__)
 REQUESTS_DIR = "requests"
 COMMANDS = ("retry", "reload")
 MAX_REQUEST_BYTES = 64 * 1024
-
-
-class NoAnswer(Exception):
-    """The engine did not answer in time."""
 
 
 def is_request(path: Path) -> bool:

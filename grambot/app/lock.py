@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from grambot.errors import GrambotError
+from grambot.errors import EngineLocked
 
 if TYPE_CHECKING:
     from filelock import BaseFileLock
@@ -19,20 +19,6 @@ if TYPE_CHECKING:
 __all__ = ["LOCK_NAME", "EngineLock", "EngineLocked", "engine_running"]
 
 LOCK_NAME = "engine.lock"
-
-
-class EngineLocked(GrambotError):
-    """Another engine holds the workspace's lock."""
-
-    def __init__(self, workspace: Path, pid: int | None) -> None:
-        self.workspace = workspace
-        self.pid = pid
-        who = f" (pid {pid})" if pid else ""
-        super().__init__(
-            f"another grambot engine{who} is already running in {workspace} "
-            f"(it holds {workspace / '.scout' / LOCK_NAME}); stop it first, "
-            "or use --workspace for another workspace"
-        )
 
 
 def _file_lock(scout_dir: Path) -> BaseFileLock:
@@ -64,7 +50,9 @@ class EngineLock:
         try:
             lock.acquire(timeout=timeout)
         except Timeout:
-            raise EngineLocked(self.workspace, recorded_pid(self.scout_dir)) from None
+            raise EngineLocked(
+                self.workspace, recorded_pid(self.scout_dir), self.scout_dir / LOCK_NAME
+            ) from None
         self._lock = lock
 
     def release(self) -> None:

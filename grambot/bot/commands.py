@@ -7,8 +7,9 @@ import re
 from typing import Protocol
 
 from grambot.bot.reminders import Reminders
-from grambot.bot.reply import Reply, TurnFailed, apology
+from grambot.bot.reply import Reply, apology
 from grambot.config.settings import AgentSettings
+from grambot.errors import TurnFailed
 from grambot.registries.connectors import Attachment, IncomingMessage
 from grambot.storage.base import ConversationStore, InboxEntry
 

@@ -7,8 +7,8 @@ import asyncio
 from typing import Any
 
 from grambot.bot.context import BotContext
-from grambot.bot.reply import TurnFailed
 from grambot.config.settings import AgentSettings
+from grambot.errors import TurnFailed
 from grambot.registries.connectors import Attachment
 from grambot.registries.inference import ToolDefinition
 

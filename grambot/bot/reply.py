@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from grambot.bot.context import BotContext
 from grambot.bot.report import TurnStats
+from grambot.errors import TurnFailed
 from grambot.registries.connectors import Attachment, IncomingMessage
 from grambot.registries.inference import ChatMessage
 
@@ -17,10 +18,6 @@ __all__ = ["UNEXPECTED", "Reply", "Sender", "TurnFailed", "apology"]
 logger = logging.getLogger("grambot.bot.router")
 
 UNEXPECTED = "Sorry, something went wrong; details are in the log."
-
-
-class TurnFailed(Exception):
-    """A step of a turn failed; the message is safe to show in the chat."""
 
 
 def apology(failure: TurnFailed) -> str:

@@ -13,10 +13,10 @@ from grambot.bot.context import BotContext
 from grambot.bot.conversations import cap_content, trim_history
 from grambot.bot.images import IMAGE_TOOL, Images
 from grambot.bot.prompt import SystemPrompt
-from grambot.bot.reply import Reply, TurnFailed, apology
+from grambot.bot.reply import Reply, apology
 from grambot.bot.report import TurnStats
 from grambot.config.settings import AgentSettings
-from grambot.errors import CallCancelled
+from grambot.errors import CallCancelled, TurnFailed
 from grambot.registries.connectors import Attachment, IncomingMessage
 from grambot.registries.inference import (
     ChatMessage,

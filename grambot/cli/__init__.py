@@ -110,9 +110,9 @@ def run(
     import logging
     import os
 
-    from grambot.app.lock import EngineLocked
     from grambot.app.logs import install_exception_hooks
     from grambot.app.runtime import run as run_engine
+    from grambot.errors import EngineLocked
 
     _require_workspace(workspace)  # issue 14: say how to make one
     setup_logging(log_level, log_format)

@@ -32,8 +32,9 @@ def agent_command(assignments: tuple[str, ...], removals: tuple[str, ...], works
     writing: instance references must name entries, tool names tools of the running engine)."""
     from grambot.cli.agent_refs import check_provider, check_tools
     from grambot.cli.editing import edit_settings
-    from grambot.config.edit import EditRefused, SettingsEdit, merge, parse_assignments, unset
+    from grambot.config.edit import SettingsEdit, merge, parse_assignments, unset
     from grambot.config.settings import parse_agent
+    from grambot.errors import EditRefused
 
     if assignments or removals:
         # Text fields stay text even when they look like JSON (a model named "4", say).

@@ -13,8 +13,9 @@ ANSWER_TIMEOUT = 120.0  # a load may take up to its own deadline (30 s by defaul
 
 
 def _ask(workspace: Path, command: str, instance_id: str) -> None:
-    from grambot.app.control import NoAnswer, send
+    from grambot.app.control import send
     from grambot.app.lock import engine_running
+    from grambot.errors import NoAnswer
 
     workspace = workspace.resolve()
     if not engine_running(workspace):

@@ -55,14 +55,9 @@ def descriptor_of(catalog: PluginCatalog, plugin_id: str) -> PluginDescriptor:
 def schema_check(
     catalog: PluginCatalog, instance_ids: set[str]
 ) -> Any:  # Callable[[EngineSettings], list[Problem]]
-    from grambot.cli.plugin_info import PluginUnreadable, read_plugin
-    from grambot.contract.definition import (
-        MigrationError,
-        SettingsInvalid,
-        migrate_settings,
-        validate_settings,
-    )
-    from grambot.errors import Problem
+    from grambot.cli.plugin_info import read_plugin
+    from grambot.contract.definition import migrate_settings, validate_settings
+    from grambot.errors import MigrationError, PluginUnreadable, Problem, SettingsInvalid
 
     def check(settings: EngineSettings) -> list[Problem]:
         problems = []
@@ -118,8 +113,7 @@ def persist_migration(
 ) -> None:
     """A CLI edit of an old entry writes it migrated (the previous file backed up)."""
     from grambot.cli.workspace import backup_settings, migrate_entry
-    from grambot.config.edit import EditRefused
-    from grambot.contract.definition import MigrationError
+    from grambot.errors import EditRefused, MigrationError
 
     if entry.get("settingsVersion", 1) == definition.settings_version:
         return
@@ -138,8 +132,8 @@ def edit_settings(
     ids: set[str],
     live: Any = None,
 ) -> Any:
-    from grambot.config.edit import EditRefused, edit_settings
-    from grambot.errors import SettingsError
+    from grambot.config.edit import edit_settings
+    from grambot.errors import EditRefused, SettingsError
 
     lowered = {i.lower() for i in ids}
     schema = schema_check(catalog, lowered) if catalog is not None else None

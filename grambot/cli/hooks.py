@@ -48,9 +48,9 @@ def migrate_command(
     current settings version. The engine migrates in memory at every load and never writes
     settings.json itself; this persists it, keeping a copy in .scout/backups/."""
     from grambot.cli.editing import catalog_of, edit_settings, read_settings
-    from grambot.cli.plugin_info import PluginUnreadable, read_plugin
-    from grambot.config.edit import EditRefused, find_entry
-    from grambot.contract.definition import MigrationError
+    from grambot.cli.plugin_info import read_plugin
+    from grambot.config.edit import find_entry
+    from grambot.errors import EditRefused, MigrationError, PluginUnreadable
 
     setup_logging(log_level, log_format)
     settings = read_settings(workspace)

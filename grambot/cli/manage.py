@@ -84,8 +84,9 @@ def enable_command(
     On a terminal, the plugin's onboarding hook asks for what it needs; secrets it asks for are
     stored in the instance's secrets, never in settings.json.
     """
-    from grambot.cli.plugin_info import PluginUnreadable, read_plugin, text_fields
-    from grambot.config.edit import EditRefused, find_entry, merge, parse_assignments, unset
+    from grambot.cli.plugin_info import read_plugin, text_fields
+    from grambot.config.edit import find_entry, merge, parse_assignments, unset
+    from grambot.errors import EditRefused, PluginUnreadable
 
     setup_logging(log_level, log_format)
     settings = read_settings(workspace)
@@ -246,7 +247,8 @@ def _store_secrets(workspace: Path, instance_id: str, secrets: dict[str, str]) -
 @workspace_option
 def disable_command(instance_id: str, workspace: Path) -> None:
     """Disable an instance (its entry and settings stay)."""
-    from grambot.config.edit import EditRefused, find_entry
+    from grambot.config.edit import find_entry
+    from grambot.errors import EditRefused
 
     def change(doc: SettingsEdit) -> bool:
         found = find_entry(doc, instance_id)
@@ -290,7 +292,8 @@ def agent_warnings(settings: EngineSettings) -> list[str]:
 @workspace_option
 def remove_command(instance_id: str, workspace: Path, purge: bool = False) -> None:
     """Remove an instance's entry (its data, secrets and stored state are kept unless --purge)."""
-    from grambot.config.edit import EditRefused, find_entry
+    from grambot.config.edit import find_entry
+    from grambot.errors import EditRefused
 
     def change(doc: SettingsEdit) -> str:
         found = find_entry(doc, instance_id)
@@ -353,7 +356,8 @@ def new_command(
 ) -> None:
     """Create a working plugin: a folder (plugin.json, plugin.py, a test) in the first
     pluginDir, or with --package an installable package in the current folder."""
-    from grambot.cli.scaffold import ScaffoldError, scaffold, scaffold_package
+    from grambot.cli.scaffold import scaffold, scaffold_package
+    from grambot.errors import ScaffoldError
 
     if package:
         try:

@@ -20,8 +20,9 @@ from grambot.config.catalog import PluginCatalog, builtin_plugins_dir
 from grambot.config.descriptor import PluginDescriptor
 from grambot.config.settings import EngineSettings
 from grambot.containment.loader import PluginNamespace
-from grambot.contract.definition import DefinitionError, Plugin
+from grambot.contract.definition import Plugin
 from grambot.contract.entry import read_definition
+from grambot.errors import DefinitionError, PluginUnreadable
 
 __all__ = [
     "FieldInfo",
@@ -33,10 +34,6 @@ __all__ = [
 ]
 
 _probe_ids = itertools.count(1)
-
-
-class PluginUnreadable(Exception):
-    """The entry module cannot be imported or does not define a plugin."""
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,8 @@ def _problem(file: str | None, json_path: str, message: str, value: str | None) 
 
 def describe(descriptor: PluginDescriptor | _Listed) -> dict[str, Any]:
     """`settings` (the fields) and `onboarding`, or `error`: imports the plugin."""
-    from grambot.cli.plugin_info import PluginUnreadable, describe_fields, read_plugin
+    from grambot.cli.plugin_info import describe_fields, read_plugin
+    from grambot.errors import PluginUnreadable
 
     try:
         definition = read_plugin(descriptor)  # type: ignore[arg-type]  # its parts suffice

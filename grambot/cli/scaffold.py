@@ -13,15 +13,12 @@ import textwrap
 from pathlib import Path
 
 from grambot.config.names import ID_PATTERN, is_valid_id
+from grambot.errors import ScaffoldError
 from grambot.files import write_atomic
 
 __all__ = ["KINDS", "ScaffoldError", "scaffold"]
 
 KINDS = ("connector", "inference", "tool", "image")
-
-
-class ScaffoldError(Exception):
-    pass
 
 
 _COMMON_HEAD = '''"""{name}: {description}

@@ -98,9 +98,9 @@ def _validate(settings: EngineSettings) -> tuple[list[str], list[str]]:
 def _unknown_settings_keys(settings: EngineSettings, catalog: PluginCatalog) -> list[str]:
     """Keys of an enabled entry's settings its plugin's schema does not know and would ignore
     (a schema that forbids extra keys reports them as problems already)."""
-    from grambot.cli.plugin_info import PluginUnreadable, read_plugin
+    from grambot.cli.plugin_info import read_plugin
     from grambot.contract.definition import ignored_keys
-    from grambot.errors import did_you_mean
+    from grambot.errors import PluginUnreadable, did_you_mean
 
     warnings = []
     for index, config in enumerate(settings.instances):

@@ -24,7 +24,7 @@ from grambot.config.settings import (
     read_settings_bytes,
     settings_path,
 )
-from grambot.errors import GrambotError, Problem, SettingsError
+from grambot.errors import EditRefused, Problem, SettingsError
 from grambot.files import locked, write_atomic
 
 __all__ = [
@@ -38,10 +38,6 @@ __all__ = [
 
 T = TypeVar("T")
 LOCK_SUFFIX = ".lock"
-
-
-class EditRefused(GrambotError):
-    """The edit would make settings.json invalid (or cannot be made); nothing was written."""
 
 
 @dataclass

@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from grambot.errors import MigrationError, SettingsInvalid
+
 
 class NoSettings(BaseModel):
     """The schema of a plugin that declares none: no keys accepted."""
@@ -42,14 +44,6 @@ class Plugin:
     check: Callable[..., Any] | None = None
     settings_version: int = 1
     migrate: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None
-
-
-class DefinitionError(Exception):
-    """The entry module does not expose a usable plugin (message says what is missing)."""
-
-
-class MigrationError(Exception):
-    """An entry's settings cannot be brought up to the plugin's settings version."""
 
 
 def migrate_settings(
@@ -113,7 +107,3 @@ def ignored_keys(schema: type[BaseModel] | None, settings: dict[str, Any]) -> li
         if isinstance(f.validation_alias, str)
     }
     return [key for key in settings if key not in known]
-
-
-class SettingsInvalid(Exception):
-    """Instance settings failed the plugin's schema; the message lists each path."""

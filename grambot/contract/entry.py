@@ -8,8 +8,9 @@ from types import ModuleType
 
 from pydantic import BaseModel
 
-from grambot.contract.definition import DefinitionError, NoSettings, Plugin
+from grambot.contract.definition import NoSettings, Plugin
 from grambot.contract.execute import execute_plugin_definition
+from grambot.errors import DefinitionError
 
 __all__ = ["read_definition"]
 

@@ -42,7 +42,8 @@ from grambot.containment.stages import StagePool, run_stage
 from grambot.containment.tracking import InstanceTasks, install_task_tracking, instance_context
 from grambot.contract.api import InstanceInfo, PluginApi, runtime_of
 from grambot.contract.context import CacheBackend, PluginRuntime
-from grambot.contract.definition import DefinitionError, Plugin, validate_settings
+from grambot.contract.definition import Plugin, validate_settings
+from grambot.errors import DefinitionError
 from grambot.registries.tools import ToolContext, ToolResult
 
 if TYPE_CHECKING:

@@ -33,18 +33,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from grambot.containment.boundary import describe, format_details
-from grambot.contract.definition import DefinitionError, MigrationError, SettingsInvalid
 from grambot.errors import (
+    DefinitionError,
     IsolatedFailure,
+    MigrationError,
     MissingDependency,
     MissingSecret,
     NotReady,
     PluginNotFound,
     RegistrationConflict,
+    ServiceError,
+    SettingsInvalid,
     SetupError,
     StageTimeout,
 )
-from grambot.registries.errors import ServiceError
 
 __all__ = ["Failure", "classify", "missing_dependency"]
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import msgspec
 
+from grambot.errors import RemoteError, ServiceError
 from grambot.registries.connectors import Attachment
-from grambot.registries.errors import ServiceError
 from grambot.registries.images import GeneratedImage
 from grambot.registries.inference import InferenceRequest, InferenceResponse
 from grambot.registries.tools import ToolContext, ToolResult
@@ -56,14 +56,6 @@ _SIGNATURES: dict[tuple[str, str], tuple[tuple[Any, ...], dict[str, Any], Any]] 
     ("schedule", "run"): ((ScheduledRun,), {}, None),
     ("connectors", "stop"): ((), {}, None),
 }
-
-
-class RemoteError(Exception):
-    """What an isolated instance's object raised, by type name and message."""
-
-    def __init__(self, type_name: str, message: str) -> None:
-        self.type_name = type_name
-        super().__init__(f"{type_name}: {message}" if message else type_name)
 
 
 def _to_builtins(value: Any) -> Any:

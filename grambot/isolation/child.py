@@ -42,9 +42,10 @@ from grambot.contract.durable import DurableHandles, DurableServices
 from grambot.core.failures import Failure, classify
 from grambot.core.generation import Applied, Services
 from grambot.core.inprocess import InProcessGeneration
+from grambot.errors import FrameTooLarge
 from grambot.events.event import PluginEvent, PluginEventQueue
 from grambot.isolation import calls, confine, durable
-from grambot.isolation.wire import Channel, FrameTooLarge
+from grambot.isolation.wire import Channel
 from grambot.masking import MASK
 from grambot.registries import Registries
 

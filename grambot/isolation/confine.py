@@ -20,6 +20,7 @@ import tempfile
 import threading
 from typing import TypedDict
 
+from grambot.errors import SandboxRefused
 from grambot.isolation import landlock
 
 __all__ = ["NICE", "Confinement", "SandboxRefused", "apply"]
@@ -69,10 +70,6 @@ class Confinement(TypedDict):
     private: str  # the workspace's .scout: never readable, whatever else is
     tmp: str
     env: list[str]  # names kept from the environment (allowedEnv)
-
-
-class SandboxRefused(Exception):
-    """`sandbox: required` and the sandbox cannot be applied here."""
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -19,16 +19,14 @@ import subprocess
 import sys
 from typing import Any
 
+from grambot.errors import ZygoteError
+
 __all__ = ["ForkServer", "ZygoteError"]
 
 logger = logging.getLogger(__name__)
 
 _CONTROL_BYTES = 64 * 1024
 START_TIMEOUT = 30.0  # importing grambot and pydantic on a busy machine
-
-
-class ZygoteError(Exception):
-    """The zygote could not be started, or ended."""
 
 
 def _open(fd: int) -> bool:

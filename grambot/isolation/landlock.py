@@ -14,6 +14,8 @@ import ctypes
 import os
 from collections.abc import Iterable
 
+from grambot.errors import LandlockError
+
 __all__ = ["LandlockError", "abi", "restrict"]
 
 _SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446  # x86_64 and arm64
@@ -56,10 +58,6 @@ class _RulesetAttr(ctypes.Structure):
 class _PathBeneathAttr(ctypes.Structure):
     _pack_ = 1  # __attribute__((packed)) in linux/landlock.h
     _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
-
-
-class LandlockError(OSError):
-    """The sandbox could not be applied."""
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -27,11 +27,12 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+from grambot.errors import ChildEnded, FrameTooLarge
 from grambot.isolation.child import MEMORY_EXIT, SANDBOX_EXIT
 from grambot.isolation.cpu import CpuMeter
 from grambot.isolation.forkserver import ForkServer
 from grambot.isolation.spec import Enforcement
-from grambot.isolation.wire import Channel, FrameTooLarge
+from grambot.isolation.wire import Channel
 
 __all__ = ["ChildEnded", "ChildProcess", "reason_of"]
 
@@ -43,13 +44,6 @@ EXIT_STATUS_WAIT = 1.0  # how long the end of a pipe waits for the exit status t
 # its forked grandchildren may hold its end open (the pipe would never end on its own)
 EXIT_DRAIN = 0.2
 GROUP_CLOSE_WAIT = 0.5  # for killed grandchildren to leave the child's cgroup, to remove it
-
-
-class ChildEnded(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(detail)
 
 
 def reason_of(status: int | None, asked: str | None, oom: bool = False) -> tuple[str, str]:

@@ -41,14 +41,16 @@ from grambot.core.failures import Failure
 from grambot.core.generation import NOT_CREATED, OnLost, Services, contained, engine_handles
 from grambot.errors import (
     CallCancelled,
+    ChildEnded,
     IsolatedFailure,
     ProcessLost,
     RegistrationError,
     StageTimeout,
+    ZygoteError,
 )
 from grambot.isolation import calls, durable
-from grambot.isolation.forkserver import ForkServer, ZygoteError
-from grambot.isolation.process import ChildEnded, ChildProcess
+from grambot.isolation.forkserver import ForkServer
+from grambot.isolation.process import ChildProcess
 from grambot.isolation.proxies import (
     RemoteConnector,
     RemoteImageProvider,

@@ -18,22 +18,13 @@ from typing import Any
 
 import msgspec
 
+from grambot.errors import FrameTooLarge
+
 __all__ = ["MAX_FRAME", "Channel", "FrameTooLarge", "decode", "encode"]
 
 MAX_FRAME = 16 * 1024 * 1024
 _HEADER = struct.Struct(">I")
 _HIGH_WATER = 1024 * 1024
-
-
-class FrameTooLarge(Exception):
-    """A message over the pipe would exceed MAX_FRAME."""
-
-    def __init__(self, size: int, what: str = "message") -> None:
-        self.size = size
-        super().__init__(
-            f"{what} of {size:,} bytes is over the {MAX_FRAME // (1024 * 1024)} MiB limit of "
-            "the pipe to an isolated instance"
-        )
 
 
 def _fallback(value: Any) -> Any:
@@ -49,7 +40,7 @@ def encode(message: Any) -> bytes:
     """The frame of `message` (header included); FrameTooLarge past MAX_FRAME."""
     body = _encoder.encode(message)
     if len(body) > MAX_FRAME:
-        raise FrameTooLarge(len(body))
+        raise FrameTooLarge(len(body), MAX_FRAME)
     return _HEADER.pack(len(body)) + body
 
 
@@ -90,7 +81,7 @@ class Channel:
             return None
         (size,) = _HEADER.unpack(header)
         if size > MAX_FRAME:
-            raise FrameTooLarge(size, "incoming message")
+            raise FrameTooLarge(size, MAX_FRAME, "incoming message")
         try:
             body = await self._reader.readexactly(size)
         except (asyncio.IncompleteReadError, ConnectionError):

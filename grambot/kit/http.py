@@ -1,6 +1,6 @@
 """One HTTP request with bounded retries (timeouts, network errors, 429 + retry-after, 5xx).
 
-Failures come out as `Failure(kind, text, status, retry_after)`; kinds are those of
+Failures come out as `HttpFailure(kind, text, status, retry_after)`; kinds are those of
 grambot.ServiceError. httpx is passed in (imported by the caller at load time). Used by the
 brave-search and nanobanana built-ins.
 """
@@ -12,22 +12,12 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from grambot.errors import HttpFailure
 from grambot.registries.errors import kind_for_status
 from grambot.retry import RetryPolicy, retry_after_header
 from grambot.retry import retry_after as parse_retry_after
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-class Failure(Exception):
-    def __init__(
-        self, kind: str, text: str, *, status: int | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(text)
-        self.kind = kind
-        self.text = text
-        self.status = status
-        self.retry_after = retry_after
 
 
 def retry_after(headers: Any) -> float | None:
@@ -53,7 +43,7 @@ async def send(
     retry_after_of: Callable[[Any], float | None] | None = None,
     **kwargs: Any,
 ) -> Any:
-    """The response (any status once retries are spent), or Failure for timeouts/network.
+    """The response (any status once retries are spent), or HttpFailure for timeouts/network.
 
     `retry_after_of(response)` reads how long the service asks to wait (default: headers).
     """
@@ -66,10 +56,10 @@ async def send(
             response = await client.request(method, url, **kwargs)
         except httpx.TimeoutException:
             if attempt >= max_retries:
-                raise Failure("timeout", f"no answer within {timeout:g} s") from None
+                raise HttpFailure("timeout", f"no answer within {timeout:g} s") from None
         except httpx.TransportError as exc:
             if attempt >= max_retries:
-                raise Failure(
+                raise HttpFailure(
                     "network", f"cannot reach the service ({type(exc).__name__}: {exc})"
                 ) from None
         else:
@@ -86,7 +76,7 @@ async def send(
 
 def status_failure(
     status: int, said: str, retries: int, wait: float | None = None, kind: str | None = None
-) -> Failure:
+) -> HttpFailure:
     kind = kind or kind_for_status(status)
     if kind == "rate-limit":
         after = f"; the service asks to wait {wait:g} s" if wait is not None else ""
@@ -95,4 +85,4 @@ def status_failure(
         text = f"server error {status} ({said}) after {retries} retries"
     else:
         text = f"HTTP {status}: {said}"
-    return Failure(kind, text, status=status, retry_after=wait)
+    return HttpFailure(kind, text, status=status, retry_after=wait)

@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from grambot.contract.definition import Plugin
+from grambot.errors import ServiceError
 from grambot.kit.checks import run_check
 from grambot.kit.connection import ServiceSettings
 from grambot.kit.sdk_errors import scrub
-from grambot.registries.errors import ServiceError
 from grambot.registries.images import GeneratedImage
 from grambot.registries.inference import InferenceRequest, InferenceResponse
 

@@ -11,7 +11,8 @@ import json
 from types import ModuleType
 from typing import Any
 
-from grambot.registries.errors import ServiceError, kind_for_status
+from grambot.errors import ServiceError
+from grambot.registries.errors import kind_for_status
 from grambot.retry import retry_after_header
 
 MASK = "<apiKey>"

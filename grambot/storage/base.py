@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from grambot.errors import GrambotError
+from grambot.errors import SchemaTooNew, StateError
 from grambot.registries.connectors import IncomingMessage
 from grambot.registries.inference import ChatMessage
 
@@ -45,14 +45,6 @@ InboxState = Literal["accepted", "handling", "sending", "done", "uncertain"]
 DONE_KEPT_DAYS = 30  # done and uncertain inbox entries are kept this long (deduplication)
 MissedPolicy = Literal["run-once", "skip"]
 JobKind = Literal["every", "cron", "at"]
-
-
-class StateError(GrambotError):
-    """The state database cannot be used (its path, its schema, a failed write)."""
-
-
-class SchemaTooNew(StateError):
-    """The database was written by a newer grambot (its schema version is above ours)."""
 
 
 class _Missing:

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from grambot.storage.base import SchemaTooNew, StateError
+from grambot.errors import SchemaTooNew, StateError
 from grambot.storage.checkpoint import Checkpointer
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Database", "Synchronous"]

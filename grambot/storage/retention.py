@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from grambot.storage.base import DONE_KEPT_DAYS, ConversationStore, Inbox, KeyValueStore, StateError
+from grambot.errors import StateError
+from grambot.storage.base import DONE_KEPT_DAYS, ConversationStore, Inbox, KeyValueStore
 
 __all__ = ["Retention"]
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from grambot import ChatMessage, InferenceRequest, ServiceError
 from grambot.config.catalog import PluginCatalog
 from grambot.containment.loader import PluginNamespace
-from grambot.contract.definition import read_definition
+from grambot.contract.entry import read_definition
 from grambot.testing import running_instance
 from tests.builtin.conftest import BUILTIN_DIR, POISON
 from tests.fakes.openai_api import FakeOpenAI

@@ -13,8 +13,8 @@ from pathlib import Path
 from grambot.cli.status import render
 from grambot.registries.connectors import IncomingMessage
 from grambot.storage import Job, SqliteState
-from tests.conftest import entry
-from tests.runproc import EngineProcess, wait_until, workspace_with
+from tests.helpers import entry, eventually
+from tests.runproc import EngineProcess, workspace_with
 
 
 def status(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -123,7 +123,7 @@ def test_status_shows_the_inbox_and_the_scheduled_jobs(tmp_path: Path) -> None:
             inbox, schedule = doc.get("inbox") or {}, doc.get("schedule") or {}
             return inbox.get("handling") == 1 and schedule.get("jobs") == 3
 
-        wait_until(counted, 10, "the inbox and jobs counted in status.json")
+        eventually(counted, 10, what="the inbox and jobs counted in status.json")
         table = status(ws)
         as_json = status(ws, "--json")
     finally:

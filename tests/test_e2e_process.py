@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.brave_api import FakeBrave
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.telegram_api import FakeTelegram
+from tests.helpers import eventually
 
 TOKEN = "4242:process-e2e-token"
 OWNER = 5150
@@ -45,14 +45,14 @@ def servers() -> Iterator[dict[str, Any]]:
 
 
 def _wait(check: Callable[[], Any], timeout: float, proc: subprocess.Popen[str]) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """`eventually`, failing at once when `grambot run` has exited."""
+
+    def running_and() -> Any:
         value = check()
-        if value:
-            return value
-        assert proc.poll() is None, "grambot run exited early"
-        time.sleep(0.05)
-    raise AssertionError("timed out")
+        assert value or proc.poll() is None, "grambot run exited early"
+        return value
+
+    return eventually(running_and, timeout, 0.05)
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai-codex"])

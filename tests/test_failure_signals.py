@@ -11,26 +11,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from grambot.engine import Engine
-from tests.conftest import Workspace, entry
-from tests.runproc import EngineProcess, wait_until, workspace_with
+from tests.helpers import Workspace, entry, eventually
+from tests.runproc import EngineProcess, workspace_with
 
 HOUR = {"initialDelay": 3600, "maxDelay": 3600}  # no retry fires by itself during a test
-
-
-@pytest.fixture
-async def retrying(workspace: Workspace) -> AsyncIterator[Engine]:
-    eng = Engine(workspace.root, builtin_dir=None, entry_points=False, retries=True)
-    await eng.event_engine.start()
-    try:
-        yield eng
-    finally:
-        await eng.stop(drain_deadline=1.0)
 
 
 @pytest.mark.parametrize(
@@ -111,7 +100,7 @@ def test_grambot_retry_and_reload_act_on_the_running_engine(tmp_path: Path) -> N
         done = _grambot(ws, "reload", "p")
         assert done.returncode == 0, done.stderr
         reloaded = ["create", "load", "unload", "create", "load"]
-        wait_until(lambda: calls_p.read_text().split() == reloaded, what="p reloaded")
+        eventually(lambda: calls_p.read_text().split() == reloaded, what="p reloaded")
         refused = _grambot(ws, "retry", "nobody")
         assert refused.returncode == 1 and "nobody" in refused.stderr
     finally:
@@ -135,7 +124,7 @@ def test_a_secret_set_for_a_failed_instance_retries_it_at_once(tmp_path: Path) -
             timeout=30,
         )
         assert done.returncode == 0, done.stderr
-        wait_until(lambda: calls.read_text().split().count("load") == 2, what="h tried again")
+        eventually(lambda: calls.read_text().split().count("load") == 2, what="h tried again")
     finally:
         assert engine.stop() == 0, engine.output
 

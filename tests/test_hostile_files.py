@@ -28,7 +28,7 @@ from grambot.config.settings import load_settings
 from grambot.engine import Engine
 from grambot.errors import SecretsError, SettingsError
 from grambot.secrets.store import FileSecretsStore
-from tests.conftest import FIXTURE_PLUGINS, entry
+from tests.helpers import FIXTURE_PLUGINS, entry, eventually
 from tests.runproc import EngineProcess, workspace_with
 
 DEV_ZERO = Path("/dev/zero")
@@ -468,10 +468,7 @@ def test_a_hundred_concurrent_cli_edits_wait_or_give_up_cleanly(
                 return procs[n].poll() is not None
             return "waiting" in (logs / f"{n}.err").read_text()  # the patient: still waiting
 
-        deadline = time.monotonic() + 120
-        while not all(settled(n) for n in range(100)):
-            assert time.monotonic() < deadline, [n for n in range(100) if not settled(n)][:10]
-            time.sleep(0.1)
+        eventually(lambda: all(settled(n) for n in range(100)), 120, 0.1, what="all 100 settled")
     finally:
         lock.release()
     for proc in procs:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Dists
+from tests.helpers import Dists
 
 REPO = Path(__file__).resolve().parent.parent
 SDKS = ("anthropic", "openai", "telegram", "keyring")

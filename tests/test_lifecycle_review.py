@@ -20,8 +20,8 @@ import pytest
 from grambot import CONNECTOR_MESSAGE
 from grambot.app.status import StatusWriter
 from grambot.engine import Engine
-from tests.conftest import FIXTURE_PLUGINS, Workspace, entry
-from tests.runproc import EngineProcess, wait_until, workspace_with
+from tests.helpers import FIXTURE_PLUGINS, Workspace, entry, eventually, eventually_async
+from tests.runproc import EngineProcess, workspace_with
 
 
 async def _settle(seconds: float = 0.2) -> None:
@@ -50,7 +50,7 @@ def test_keyboard_interrupt_in_a_plugin_timer_never_ends_grambot_run(tmp_path: P
     engine = EngineProcess(ws)
     try:
         engine.wait_ready()
-        wait_until(lambda: "SystemExit" in engine.output, what="the failure logged")
+        eventually(lambda: "SystemExit" in engine.output, what="the failure logged")
         assert engine.proc.poll() is None
         engine.write([entry("m", "marker"), entry("m2", "marker")])
         engine.wait_states({"m": "loaded", "m2": "loaded"})
@@ -62,32 +62,24 @@ def test_keyboard_interrupt_in_a_plugin_timer_never_ends_grambot_run(tmp_path: P
 
 
 async def test_a_conflict_for_a_key_nobody_holds_is_not_retried_in_a_loop(
-    workspace: Workspace,
+    retrying: Engine, workspace: Workspace
 ) -> None:
-    eng = Engine(workspace.root, builtin_dir=None, entry_points=False, retries=True)
-    await eng.event_engine.start()
-    try:
-        hour = {"initialDelay": 3600, "maxDelay": 3600}
-        await eng.apply(workspace.write([entry("a", "rogue", mode="phantom-conflict")], retry=hour))
-        assert workspace.calls("a").count("load") == 1
-        assert str(eng.state_of("a")) == "retrying"
-    finally:
-        await eng.stop(drain_deadline=1.0)
+    hour = {"initialDelay": 3600, "maxDelay": 3600}
+    await retrying.apply(
+        workspace.write([entry("a", "rogue", mode="phantom-conflict")], retry=hour)
+    )
+    assert workspace.calls("a").count("load") == 1
+    assert str(retrying.state_of("a")) == "retrying"
 
 
 async def test_instances_conflicting_with_each_other_are_retried_at_most_once_per_edit(
-    workspace: Workspace,
+    retrying: Engine, workspace: Workspace
 ) -> None:
-    eng = Engine(workspace.root, builtin_dir=None, entry_points=False, retries=True)
-    await eng.event_engine.start()
-    try:
-        hour = {"initialDelay": 3600, "maxDelay": 3600}
-        pair = [entry("a", "rogue", mode="conflict-a"), entry("b", "rogue", mode="conflict-b")]
-        await eng.apply(workspace.write(pair, retry=hour))
-        loads = workspace.calls("a").count("load") + workspace.calls("b").count("load")
-        assert loads <= 4, (workspace.calls("a"), workspace.calls("b"))
-    finally:
-        await eng.stop(drain_deadline=1.0)
+    hour = {"initialDelay": 3600, "maxDelay": 3600}
+    pair = [entry("a", "rogue", mode="conflict-a"), entry("b", "rogue", mode="conflict-b")]
+    await retrying.apply(workspace.write(pair, retry=hour))
+    loads = workspace.calls("a").count("load") + workspace.calls("b").count("load")
+    assert loads <= 4, (workspace.calls("a"), workspace.calls("b"))
 
 
 # -- 3 ----------------------------------------------------------------------------------------
@@ -155,9 +147,9 @@ def test_restoring_the_file_after_an_ignored_edit_clears_it(tmp_path: Path) -> N
         engine.wait_ready()
         good = engine.settings_file.read_text()
         engine.settings_file.write_text("{ broken")
-        wait_until(lambda: (engine.status() or {}).get("ignoredEdit"), what="ignoredEdit")
+        eventually(lambda: (engine.status() or {}).get("ignoredEdit"), what="ignoredEdit")
         engine.settings_file.write_text(good)
-        wait_until(lambda: (engine.status() or {}).get("ignoredEdit") is None, what="cleared")
+        eventually(lambda: (engine.status() or {}).get("ignoredEdit") is None, what="cleared")
     finally:
         assert engine.stop() == 0, engine.output
 
@@ -172,10 +164,7 @@ async def test_nothing_a_plugin_thread_scheduled_runs_after_unload(
     ticks: list[Any] = []
     engine.event_engine.register("rogue.tick", ticks.append)
     await engine.apply(workspace.write([entry("r", "rogue", mode=mode)]))
-    for _ in range(100):
-        if len(ticks) >= 4:
-            break
-        await asyncio.sleep(0.02)
+    await eventually_async(lambda: len(ticks) >= 4, timeout=2)
     assert len(ticks) >= 4
     await engine.apply(workspace.write([]))
     await asyncio.sleep(0.1)
@@ -273,10 +262,7 @@ async def test_a_tool_whose_parameters_are_not_a_dict_is_left_out(
     connector = engine.registries.connectors.get("chat")
     assert connector is not None
     engine.queue.emit("fakechat", "chat", CONNECTOR_MESSAGE, {"chatId": "c", "text": "hi"})
-    for _ in range(300):
-        if connector.sent:
-            break
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: connector.sent, timeout=3)
     assert connector.sent and connector.sent[0][1] == "ok: hi"
 
 

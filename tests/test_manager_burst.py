@@ -15,7 +15,7 @@ from grambot.containment.loader import NAMESPACE_ROOT
 from grambot.core import burst
 from grambot.core.instance import Instance, InstanceState
 from grambot.engine import Engine
-from tests.conftest import Workspace, entry
+from tests.helpers import Workspace, entry
 
 
 async def test_a_burst_of_loads_unfreezes_and_stays_collectable(

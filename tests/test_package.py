@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import grambot
-from tests.conftest import Dists
+from tests.helpers import Dists
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -25,7 +25,7 @@ from grambot.config.settings import load_settings
 from grambot.engine import Engine
 from grambot.errors import StageTimeout
 from grambot.registries.tools import ToolContext
-from tests.conftest import Workspace, entry
+from tests.helpers import Workspace, entry
 
 STAGE_PLUGINS = Path(__file__).parent / "fixtures" / "stages"
 TRIALS = 12

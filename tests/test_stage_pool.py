@@ -19,6 +19,7 @@ from grambot.containment.limits import Deadline, Limit
 from grambot.containment.stages import run_stage
 from grambot.containment.tracking import InstanceTasks, instance_context
 from grambot.errors import PluginCrash, StageTimeout
+from tests.helpers import eventually_async
 
 
 def _ctx() -> contextvars.Context:
@@ -124,10 +125,7 @@ async def test_idle_workers_end(pool: stages._Pool, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(stages, "IDLE_SECONDS", 0.1)
     before = _stage_threads()
     await asyncio.gather(*(_run(time.sleep, 0.02) for _ in range(3)))
-    for _ in range(100):
-        if _stage_threads() <= before:
-            break
-        await asyncio.sleep(0.02)
+    await eventually_async(lambda: _stage_threads() <= before, timeout=2)
     assert _stage_threads() <= before
 
 

@@ -17,8 +17,8 @@ from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.errors import AccessDenied, PluginImportDenied, PluginNotFound, StageTimeout
 from grambot.registries.tools import ToolContext
-from tests.conftest import Workspace, entry
 from tests.fakes.rest_api import fake_rest_api
+from tests.helpers import Workspace, entry
 
 SUMMIT = Path(__file__).parent / "fixtures" / "summit"
 SAMPLES = Path(__file__).resolve().parent.parent / "plugins" / "samples"

@@ -16,8 +16,8 @@ from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.errors import AccessDenied, StageTimeout
 from grambot.registries.tools import ToolContext
-from tests.conftest import Workspace, entry
 from tests.fakes.rest_api import fake_rest_api
+from tests.helpers import Workspace, entry
 
 SUMMIT = Path(__file__).parent / "fixtures" / "summit"
 

@@ -12,11 +12,11 @@ import pytest
 
 from grambot.engine import Engine
 from tests.builtin.conftest import Harness
-from tests.conftest import Workspace, entry
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.brave_api import FakeBrave
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.telegram_api import PNG_1PX, FakeTelegram
+from tests.helpers import Workspace, entry, eventually_async
 
 pytest.importorskip("grambot.bot", reason="the engine has no bot routing here")
 
@@ -86,7 +86,7 @@ async def test_a_message_is_answered_with_the_help_of_a_tool(
 ) -> None:
     fakes.anthropic.reply_tool_use("web_search", {"query": "grambot", "count": 1})
     fakes.telegram.push_message(TOKEN, "what is grambot?", user_id=OWNER)
-    sent = await running.wait_for(lambda: fakes.telegram.sent(TOKEN, "sendMessage"), timeout=10)
+    sent = await eventually_async(lambda: fakes.telegram.sent(TOKEN, "sendMessage"), timeout=10)
     reply = sent[0]
     assert reply["text"].startswith("echo: tool result Web results for 'grambot':")
     assert json.loads(reply["reply_parameters"])["message_id"]
@@ -97,7 +97,7 @@ async def test_a_message_is_answered_with_the_help_of_a_tool(
 
 async def test_an_image_command_sends_a_photo(running: Harness, fakes: Fakes) -> None:
     fakes.telegram.push_message(TOKEN, "/image a red square", user_id=OWNER)
-    (photo,) = await running.wait_for(lambda: fakes.telegram.sent(TOKEN, "sendPhoto"), timeout=10)
+    (photo,) = await eventually_async(lambda: fakes.telegram.sent(TOKEN, "sendPhoto"), timeout=10)
     assert photo["photo"] == PNG_1PX
     assert photo["caption"] == "Here is your image for: a red square"
 
@@ -105,7 +105,7 @@ async def test_an_image_command_sends_a_photo(running: Harness, fakes: Fakes) ->
 async def test_a_failing_model_gets_an_apology_not_a_secret(running: Harness, fakes: Fakes) -> None:
     fakes.anthropic.fail(401, message=f"invalid x-api-key: {fakes.anthropic.api_key}")
     fakes.telegram.push_message(TOKEN, "hello?", user_id=OWNER)
-    (reply,) = await running.wait_for(lambda: fakes.telegram.sent(TOKEN, "sendMessage"), timeout=10)
+    (reply,) = await eventually_async(lambda: fakes.telegram.sent(TOKEN, "sendMessage"), timeout=10)
     assert reply["text"].startswith("Sorry,")
     assert fakes.anthropic.api_key not in reply["text"]
     assert running.loaded("claude") and running.loaded("tg")

@@ -14,8 +14,8 @@ import pytest
 from grambot.engine import Engine
 from tests.builtin.conftest import Harness
 from tests.builtin.test_end_to_end import OWNER, TOKEN, Fakes, fakes  # noqa: F401 (fixture)
-from tests.conftest import Workspace, entry
 from tests.fakes.telegram_api import PNG_1PX
+from tests.helpers import Workspace, entry, eventually_async
 
 pytest.importorskip("grambot.bot", reason="the engine has no bot routing here")
 
@@ -67,7 +67,7 @@ async def test_a_message_is_answered_with_the_help_of_a_tool(
 ) -> None:
     fakes.anthropic.reply_tool_use("web_search", {"query": "grambot", "count": 1})
     fakes.telegram.push_message(TOKEN, "what is grambot?", user_id=OWNER)
-    sent = await running.wait_for(lambda: fakes.telegram.sent(TOKEN, "sendMessage"), timeout=10)
+    sent = await eventually_async(lambda: fakes.telegram.sent(TOKEN, "sendMessage"), timeout=10)
     reply = sent[0]
     assert reply["text"].startswith("echo: tool result Web results for 'grambot':")
     assert json.loads(reply["reply_parameters"])["message_id"]
@@ -78,7 +78,7 @@ async def test_a_message_is_answered_with_the_help_of_a_tool(
 
 async def test_an_image_command_sends_a_photo(running: Harness, fakes: Fakes) -> None:  # noqa: F811
     fakes.telegram.push_message(TOKEN, "/image a red square", user_id=OWNER)
-    (photo,) = await running.wait_for(lambda: fakes.telegram.sent(TOKEN, "sendPhoto"), timeout=10)
+    (photo,) = await eventually_async(lambda: fakes.telegram.sent(TOKEN, "sendPhoto"), timeout=10)
     assert photo["photo"] == PNG_1PX
     assert photo["caption"] == "Here is your image for: a red square"
 
@@ -89,7 +89,7 @@ async def test_a_failing_model_gets_an_apology_not_a_secret(
 ) -> None:
     fakes.anthropic.fail(401, message=f"invalid x-api-key: {fakes.anthropic.api_key}")
     fakes.telegram.push_message(TOKEN, "hello?", user_id=OWNER)
-    (reply,) = await running.wait_for(lambda: fakes.telegram.sent(TOKEN, "sendMessage"), timeout=10)
+    (reply,) = await eventually_async(lambda: fakes.telegram.sent(TOKEN, "sendMessage"), timeout=10)
     assert reply["text"].startswith("Sorry,")
     assert fakes.anthropic.api_key not in reply["text"]
     assert running.loaded("claude") and running.loaded("tg")

@@ -23,6 +23,20 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def cli(
+    ws: Path, *args: str, stdin: str = "", env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """A `grambot` command on `ws`, run to its end."""
+    return subprocess.run(
+        [sys.executable, "-m", "grambot", *args, "--workspace", str(ws)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+
+
 class EngineProcess:
     def __init__(
         self,

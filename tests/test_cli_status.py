@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,16 +13,11 @@ from grambot.cli.status import render
 from grambot.registries.connectors import IncomingMessage
 from grambot.storage import Job, SqliteState
 from tests.helpers import entry, eventually
-from tests.runproc import EngineProcess, workspace_with
+from tests.runproc import EngineProcess, cli, workspace_with
 
 
 def status(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "grambot", "status", "--workspace", str(ws), *args],
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
+    return cli(ws, "status", *args, timeout=20)
 
 
 def test_status_of_a_running_engine_as_table_and_json(tmp_path: Path) -> None:

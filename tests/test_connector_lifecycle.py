@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import pytest
 
 from tests.fakes.telegram_api import FakeTelegram
 from tests.helpers import entry, eventually
-from tests.runproc import EngineProcess, workspace_with
+from tests.runproc import EngineProcess, cli, workspace_with
 
 TOKEN = "123456:AAH-first-token-for-lifecycle"
 TOKEN2 = "654321:BBH-rotated-token-for-lifecycle"
@@ -69,13 +67,7 @@ def _answered(fake: FakeTelegram, token: str, text: str) -> None:
 
 
 def _grambot(ws: Path, *args: str, stdin: str = "") -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "grambot", *args, "--workspace", str(ws)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = cli(ws, *args, stdin=stdin)
     assert done.returncode == 0, done.stderr
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from grambot.engine import Engine
 from tests.helpers import Workspace, entry, eventually
-from tests.runproc import EngineProcess, workspace_with
+from tests.runproc import EngineProcess, cli, workspace_with
 
 HOUR = {"initialDelay": 3600, "maxDelay": 3600}  # no retry fires by itself during a test
 
@@ -75,16 +75,6 @@ async def test_removing_the_owner_of_a_conflict_retries_the_other_at_once(
     assert retrying.registries.tools.owner_of("shared") == "b"
 
 
-def _grambot(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "grambot", *args, "--workspace", str(ws)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def test_grambot_retry_and_reload_act_on_the_running_engine(tmp_path: Path) -> None:
     ws = workspace_with(tmp_path, [entry("h", "rogue", mode="setup-error"), entry("p")], retry=HOUR)
     calls_h = ws / ".scout" / "plugins" / "h" / "calls.log"
@@ -93,19 +83,19 @@ def test_grambot_retry_and_reload_act_on_the_running_engine(tmp_path: Path) -> N
     try:
         engine.wait_ready()
         assert engine.states() == {"h": "failed", "p": "loaded"}
-        again = _grambot(ws, "retry", "h")  # tried again, and it fails again: exit 1, why
+        again = cli(ws, "retry", "h")  # tried again, and it fails again: exit 1, why
         assert again.returncode == 1 and "h: failed" in again.stderr, again.stderr
         assert "this account cannot use the service" in again.stderr
         assert calls_h.read_text().split().count("load") == 2
-        done = _grambot(ws, "reload", "p")
+        done = cli(ws, "reload", "p")
         assert done.returncode == 0, done.stderr
         reloaded = ["create", "load", "unload", "create", "load"]
         eventually(lambda: calls_p.read_text().split() == reloaded, what="p reloaded")
-        refused = _grambot(ws, "retry", "nobody")
+        refused = cli(ws, "retry", "nobody")
         assert refused.returncode == 1 and "nobody" in refused.stderr
     finally:
         assert engine.stop() == 0, engine.output
-    missing = _grambot(ws, "retry", "h")
+    missing = cli(ws, "retry", "h")
     assert missing.returncode == 3, missing.stderr  # no engine runs
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 
 from tests.fakes.telegram_api import FakeTelegram
 from tests.helpers import entry, eventually
-from tests.runproc import EngineProcess, workspace_with
+from tests.runproc import EngineProcess, cli, workspace_with
 
 TOKEN = "123456:AAH-token-for-the-hooks-tests"
 OTHER = "654321:BBH-another-good-token-here"
@@ -48,13 +47,7 @@ def _ws(root: Path, fake: FakeTelegram, token: str = TOKEN, **extra: Any) -> Pat
 
 
 def _grambot(ws: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "grambot", *args, "--workspace", str(ws)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return cli(ws, *args, stdin=stdin, timeout=60)
 
 
 def test_grambot_check_prints_ok_or_the_typed_reason(tmp_path: Path, fake: FakeTelegram) -> None:

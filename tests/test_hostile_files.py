@@ -29,7 +29,7 @@ from grambot.engine import Engine
 from grambot.errors import SecretsError, SettingsError
 from grambot.secrets.store import FileSecretsStore
 from tests.helpers import FIXTURE_PLUGINS, entry, eventually
-from tests.runproc import EngineProcess, workspace_with
+from tests.runproc import EngineProcess, cli, workspace_with
 
 DEV_ZERO = Path("/dev/zero")
 MEMORY_CAP = 4 * 1024**3  # bytes of address space a test (and its children) may use
@@ -46,20 +46,6 @@ def _bounded_memory() -> Iterator[None]:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-
-
-def cli(
-    ws: Path, *args: str, stdin: str = "", env: dict[str, str] | None = None, timeout: float = 30
-) -> subprocess.CompletedProcess[str]:
-    """A real `grambot` process on `ws`."""
-    return subprocess.run(
-        [sys.executable, "-m", "grambot", *args, "--workspace", str(ws)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=timeout,
-    )
 
 
 def settings_ws(root: Path, plugins: list[dict[str, Any]] | None = None, **keys: Any) -> Path:

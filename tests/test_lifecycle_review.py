@@ -21,7 +21,7 @@ from grambot import CONNECTOR_MESSAGE
 from grambot.app.status import StatusWriter
 from grambot.engine import Engine
 from tests.helpers import FIXTURE_PLUGINS, Workspace, entry, eventually, eventually_async
-from tests.runproc import EngineProcess, workspace_with
+from tests.runproc import EngineProcess, cli, workspace_with
 
 
 async def _settle(seconds: float = 0.2) -> None:
@@ -282,26 +282,15 @@ async def test_a_plugin_cancelling_itself_is_not_blamed_on_an_unload(
 # -- 9 ----------------------------------------------------------------------------------------
 
 
-def _cli(ws: Path, *args: str) -> Any:
-    import subprocess
-
-    return subprocess.run(
-        [sys.executable, "-m", "grambot", *args, "--workspace", str(ws)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
 def test_disabling_or_removing_the_agents_model_is_explained(tmp_path: Path) -> None:
     ws = workspace_with(
         tmp_path, [entry("p", "echo"), entry("q", "echo")], agent={"inference": "p"}
     )
-    disabled = _cli(ws, "disable", "p")
+    disabled = cli(ws, "disable", "p")
     assert disabled.returncode == 0 and "agent.inference names 'p'" in disabled.stderr
-    validated = _cli(ws, "validate")
+    validated = cli(ws, "validate")
     assert validated.returncode == 0 and "agent.inference names 'p'" in validated.stderr
-    removed = _cli(ws, "remove", "p")
+    removed = cli(ws, "remove", "p")
     assert removed.returncode == 1
     assert "agent.inference names instance 'p'" in removed.stderr
     assert "grambot agent --set inference=" in removed.stderr

@@ -34,7 +34,7 @@ from grambot.errors import AccessDenied
 from grambot.masking import MASK, Masker
 from grambot.secrets.store import FileSecretsStore
 from tests.helpers import FIXTURE_PLUGINS, Workspace, entry, eventually_async
-from tests.runproc import EngineProcess
+from tests.runproc import EngineProcess, cli
 
 MASKING_PLUGINS = Path(__file__).parent / "fixtures" / "masking"
 
@@ -278,12 +278,7 @@ def test_grambot_run_masks_logs_status_json_and_grambot_status(tmp_path: Path) -
         assert "shared-health" in status_text and "poll: Leak" in status_text
         assert leaks(status_text, OWN, SHARED) == [], status_text
         for args in (["status"], ["status", "--json"]):
-            shown = subprocess.run(
-                [sys.executable, "-m", "grambot", *args, "--workspace", str(tmp_path)],
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
+            shown = cli(tmp_path, *args)
             assert "own-url" in shown.stdout
             assert leaks(shown.stdout + shown.stderr, OWN, SHARED) == [], shown.stdout
     finally:

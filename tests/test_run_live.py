@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from tests.helpers import FIXTURE_PLUGINS, entry, eventually
-from tests.runproc import EngineProcess, workspace_with, write_json_atomic
+from tests.runproc import EngineProcess, cli, workspace_with, write_json_atomic
 
 
 def _marker(ws: Path, instance_id: str, what: str) -> Path:
@@ -442,12 +442,7 @@ def test_management_commands_apply_to_the_running_engine(tmp_path: Path) -> None
     engine = EngineProcess(ws, "--log-level", "warning")
 
     def grambot(*args: str) -> None:
-        done = subprocess.run(
-            [sys.executable, "-m", "grambot", *args, "--workspace", str(ws)],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
+        done = cli(ws, *args, timeout=20)
         assert done.returncode == 0, done.stderr
 
     try:

@@ -8,24 +8,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from grambot.engine import Engine
 from tests.helpers import Workspace, entry, eventually
-from tests.runproc import EngineProcess, workspace_with
+from tests.runproc import EngineProcess, cli, workspace_with
 
 HEARTBEAT = "0.2"  # seconds between heartbeats in these tests (stale after 3 of them)
 
 
 def _status(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "grambot", "status", "--workspace", str(ws), *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    return cli(ws, "status", *args)
 
 
 def _instance(engine: EngineProcess, instance_id: str) -> dict[str, object]:

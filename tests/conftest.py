@@ -13,7 +13,7 @@ import pytest
 
 from grambot.engine import Engine
 from tests import isolation
-from tests.helpers import REPO, Dists, Workspace
+from tests.helpers import REPO, Dists, Workspace, started_engine
 
 
 @pytest.fixture
@@ -23,23 +23,15 @@ def workspace(tmp_path: Path) -> Workspace:
 
 @pytest.fixture
 async def engine(workspace: Workspace) -> AsyncIterator[Engine]:
-    eng = Engine(workspace.root, builtin_dir=None, entry_points=False)
-    await eng.event_engine.start()
-    try:
+    async with started_engine(workspace) as eng:
         yield eng
-    finally:
-        await eng.stop(drain_deadline=1.0)
 
 
 @pytest.fixture
 async def retrying(workspace: Workspace) -> AsyncIterator[Engine]:
     """An engine that retries failed loads (the `engine` fixture does not: no timer fires)."""
-    eng = Engine(workspace.root, builtin_dir=None, entry_points=False, retries=True)
-    await eng.event_engine.start()
-    try:
+    async with started_engine(workspace, retries=True) as eng:
         yield eng
-    finally:
-        await eng.stop(drain_deadline=1.0)
 
 
 @pytest.fixture

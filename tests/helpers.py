@@ -4,14 +4,17 @@ entries, and `eventually`, the one way a test waits for something to become true
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, overload
 
 from grambot.config.settings import EngineSettings, load_settings
+from grambot.core.failures import Failure
+from grambot.engine import Engine
 
 FIXTURE_PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
 REPO = Path(__file__).resolve().parent.parent
@@ -48,6 +51,25 @@ class Workspace:
     def calls(self, instance_id: str) -> list[str]:
         log = self.data_dir(instance_id) / "calls.log"
         return log.read_text().split() if log.exists() else []
+
+
+@contextlib.asynccontextmanager
+async def started_engine(workspace: Workspace, **options: Any) -> AsyncIterator[Engine]:
+    """An Engine on `workspace` with the fixture plugins only (no built-ins, no entry points),
+    its event consumer started, stopped at the end."""
+    engine = Engine(workspace.root, builtin_dir=None, entry_points=False, **options)
+    await engine.event_engine.start()
+    try:
+        yield engine
+    finally:
+        await engine.stop(drain_deadline=1.0)
+
+
+def failure_of(engine: Engine, instance_id: str) -> Failure:
+    """The failure `instance_id` is in; a test that expects one fails here if there is none."""
+    instance = engine.instance(instance_id)
+    assert instance is not None and instance.failure is not None, instance_id
+    return instance.failure
 
 
 class Dists(NamedTuple):

@@ -14,6 +14,18 @@ from typing import Any
 from tests.helpers import FIXTURE_PLUGINS, eventually
 
 DEADLINE = 10.0
+# The top level of .scout/status.json as `grambot run` writes it.
+STATUS_KEYS = {
+    "pid",
+    "startedAt",
+    "updatedAt",
+    "heartbeatSeconds",
+    "ignoredEdit",
+    "settingsProblems",
+    "instances",
+    "inbox",
+    "schedule",
+}
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

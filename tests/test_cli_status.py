@@ -13,7 +13,7 @@ from grambot.cli.status import render
 from grambot.registries.connectors import IncomingMessage
 from grambot.storage import Job, SqliteState
 from tests.helpers import entry, eventually
-from tests.runproc import EngineProcess, cli, workspace_with
+from tests.runproc import STATUS_KEYS, EngineProcess, cli, workspace_with
 
 
 def status(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -55,17 +55,7 @@ def test_status_of_a_running_engine_as_table_and_json(tmp_path: Path) -> None:
 
     assert as_json.returncode == 1  # readiness, the same with --json
     data = json.loads(as_json.stdout)
-    assert set(data) == {
-        "pid",
-        "startedAt",
-        "updatedAt",
-        "heartbeatSeconds",
-        "ignoredEdit",
-        "settingsProblems",
-        "instances",
-        "inbox",
-        "schedule",
-    }
+    assert set(data) == STATUS_KEYS
     assert data["pid"] == engine.proc.pid
     assert {i["instanceId"]: i["state"] for i in data["instances"]} == {
         "t": "loaded",

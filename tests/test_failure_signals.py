@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from grambot.engine import Engine
-from tests.helpers import Workspace, entry, eventually
+from tests.helpers import Workspace, entry, eventually, failure_of
 from tests.runproc import EngineProcess, cli, workspace_with
 
 HOUR = {"initialDelay": 3600, "maxDelay": 3600}  # no retry fires by itself during a test
@@ -47,9 +47,7 @@ async def test_setup_error_keeps_the_plugins_message(
     retrying: Engine, workspace: Workspace
 ) -> None:
     await retrying.apply(workspace.write([entry("h", "rogue", mode="setup-error")], retry=HOUR))
-    instance = retrying.instance("h")
-    assert instance is not None and instance.failure is not None
-    assert "this account cannot use the service" in instance.failure.message
+    assert "this account cannot use the service" in failure_of(retrying, "h").message
 
 
 async def test_retry_tries_a_failed_instance_again_now(

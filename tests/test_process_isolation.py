@@ -21,7 +21,14 @@ from grambot.engine import Engine
 from grambot.errors import ProcessLost
 from grambot.isolation import landlock
 from grambot.registries.tools import ToolContext, ToolResult
-from tests.helpers import FIXTURE_PLUGINS, Workspace, entry, eventually, eventually_async
+from tests.helpers import (
+    FIXTURE_PLUGINS,
+    Workspace,
+    entry,
+    eventually,
+    eventually_async,
+    started_engine,
+)
 from tests.runproc import EngineProcess, workspace_with
 
 ISOLATION_FIXTURES = Path(__file__).parent / "fixtures" / "isolation"
@@ -40,14 +47,10 @@ def write(ws: Workspace, plugins: list[dict[str, Any]], **keys: Any) -> Any:
 
 @pytest.fixture
 async def engine(workspace: Workspace) -> AsyncIterator[Engine]:
-    eng = Engine(workspace.root, builtin_dir=None, entry_points=False, retries=True)
-    eng.isolation.heartbeat_interval = 0.2
-    eng.isolation.unresponsive_after = 1.0
-    await eng.event_engine.start()
-    try:
+    async with started_engine(workspace, retries=True) as eng:
+        eng.isolation.heartbeat_interval = 0.2
+        eng.isolation.unresponsive_after = 1.0
         yield eng
-    finally:
-        await eng.stop(drain_deadline=1.0)
 
 
 async def call(engine: Engine, tool: str, **args: Any) -> ToolResult:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from tests.helpers import FIXTURE_PLUGINS, entry, eventually
-from tests.runproc import EngineProcess, cli, workspace_with, write_json_atomic
+from tests.runproc import STATUS_KEYS, EngineProcess, cli, workspace_with, write_json_atomic
 
 
 def _marker(ws: Path, instance_id: str, what: str) -> Path:
@@ -384,17 +384,7 @@ def test_status_json_matches_the_schema(tmp_path: Path) -> None:
         engine.wait_states({"t": "loaded", "off": "disabled", "bad": "failed"})
         status = engine.status()
         assert status is not None
-        assert set(status) == {
-            "pid",
-            "startedAt",
-            "updatedAt",
-            "heartbeatSeconds",
-            "ignoredEdit",
-            "settingsProblems",
-            "instances",
-            "inbox",
-            "schedule",
-        }
+        assert set(status) == STATUS_KEYS
         assert status["pid"] == engine.proc.pid and status["ignoredEdit"] is None
         assert set(status["inbox"]) == {
             "accepted",

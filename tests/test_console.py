@@ -1,4 +1,4 @@
-"""The console connector (issue 13, item 3, console part), in real `grambot run` processes.
+"""The console connector, in real `grambot run` processes.
 
 On a pipe it reads with the event loop (no thread), and at EOF, when it is the only connector,
 it asks the engine to stop once the replies are out: `printf 'hi\\n' | grambot run` answers and

@@ -1,4 +1,4 @@
-"""Crash tests (issue 16): a real `grambot run` with the telegram and anthropic built-ins on
+"""Crash tests: a real `grambot run` with the telegram and anthropic built-ins on
 local fakes, 200 messages across 20 chats, killed and restarted three times.
 
 SIGKILL: no message gets two replies, every message without a reply is `uncertain`, there are

@@ -1,4 +1,4 @@
-"""The container recipe (issue 15 item 1): Dockerfile, .dockerignore and compose.yaml.
+"""The container recipe: Dockerfile, .dockerignore and compose.yaml.
 
 Without a Docker daemon (this machine has none) the files are checked as text, and the build
 stage is replayed: its COPY steps (through .dockerignore) and RUN steps run in a temporary

@@ -1,4 +1,4 @@
-"""Hostile files and trees (issue 13, item 2): settings, secrets and plugin files that are not
+"""Hostile files and trees: settings, secrets and plugin files that are not
 regular files or are huge, folder trees deeper than any real one, symlinked settings, lock
 contention between CLI processes, deadlines too short to keep, plugin folders that appear late.
 

@@ -1,4 +1,4 @@
-"""No message is lost across a graceful restart (issue 16): the real telegram built-in on the
+"""No message is lost across a graceful restart: the real telegram built-in on the
 fake Bot API, the scripted model, two engines one after the other on one workspace."""
 
 from __future__ import annotations

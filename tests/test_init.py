@@ -1,4 +1,4 @@
-"""First run anywhere (issue 14 item 1): `grambot init`, `grambot run` where there is no
+"""First run anywhere: `grambot init`, `grambot run` where there is no
 workspace, `grambot validate` without the default plugins/ folder."""
 
 from __future__ import annotations

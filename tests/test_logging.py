@@ -1,4 +1,4 @@
-"""Logs an operator can use (issue 15 item 4): in JSON every line is JSON (warnings, uncaught
+"""Logs an operator can use: in JSON every line is JSON (warnings, uncaught
 exceptions, signal and deadline lines included), tracebacks in `exception`, structured fields;
 one info line per message handled, without its text unless asked; GRAMBOT_LOG_LEVEL and
 GRAMBOT_LOG_FORMAT as the options' defaults."""

@@ -1,4 +1,4 @@
-"""One masker everywhere (issue 13, item 1).
+"""One masker everywhere.
 
 Every secret an instance can read (its own, and the shared vault secrets it read) is masked in
 every form text shows it (as it is, repr/ascii/JSON-escaped, URL-encoded, and any 8+ character

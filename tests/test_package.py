@@ -56,7 +56,7 @@ def test_wheel_carries_the_builtin_plugins(grambot_dists: Dists) -> None:
     assert not any(n.startswith("builtin_plugins/") for n in names)
 
 
-# -- packaging (issue 14 item 3) ---------------------------------------------------------------
+# -- packaging ---------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""`"isolation": "process"` (issue 18, docs/isolation.md): an instance in a child process forked
+"""`"isolation": "process"` (docs/isolation.md): an instance in a child process forked
 from the zygote, with the same plugin API over a pipe; what it does to itself stays there."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The limits of a process-isolated instance (issue 18, docs/isolation.md#limits): memoryMb in a
+"""The limits of a process-isolated instance (docs/isolation.md#limits): memoryMb in a
 memory cgroup (else RLIMIT_AS), cpuSeconds per stage or call (sampled by the engine),
 maxProcesses in a pids cgroup (else RLIMIT_NPROC when not root, else refused or warned); each
 beside a healthy in-process instance that keeps answering. Real cgroups, processes and /proc:

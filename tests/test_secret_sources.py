@@ -1,4 +1,4 @@
-"""Secrets for containers (issue 15 item 3): GRAMBOT_SECRET__<instanceId>__<key> variables and
+"""Secrets for containers: GRAMBOT_SECRET__<instanceId>__<key> variables and
 the GRAMBOT_SECRETS_DIR folder, ahead of the store, scoped, masked, watched; the CLI says where
 each key comes from and refuses to store over one."""
 

@@ -1,4 +1,4 @@
-"""Instances never slow each other (issue 13, item 4).
+"""Instances never slow each other.
 
 A quick sync stage of one instance (here: a sync tool's `execute`, which the engine runs in a
 worker thread under the tool's deadline) must not wait while another instance's sync stage

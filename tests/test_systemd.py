@@ -1,4 +1,4 @@
-"""grambot under systemd (issue 15 item 2): the unit file, and the notify protocol spoken by a
+"""grambot under systemd: the unit file, and the notify protocol spoken by a
 real `grambot run` to a fake NOTIFY_SOCKET (a real AF_UNIX datagram socket, as systemd's)."""
 
 from __future__ import annotations

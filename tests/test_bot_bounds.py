@@ -1,5 +1,5 @@
-"""Bot hygiene (issue 13, item 3): idle chat workers end, a huge tool result does not stall
-later turns, history is trimmed by size, unknown commands are answered."""
+"""What keeps a long-running bot small and responsive: idle chat workers end, a huge tool
+result does not stall later turns, history is trimmed by size, unknown commands are answered."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CLI polish (issue 15 item 5): --unset, references the agent block makes checked against the
+"""CLI edits, checks and suggestions: --unset, references the agent block makes checked against the
 running engine, "did you mean", --json listings."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Summit features for Grambot-style instances: deadlines from the manifest, env, cache, vault,
-http, manifest and allowedModules (grambot.containment.limits / .context / .allowlist)."""
+"""The runtime helpers of a plugin's api and its manifest's limits (features that come from
+Summit, docs/execute-plugins.md): deadlines from the manifest, env, cache, vault, http, manifest
+and allowedModules (grambot.containment.limits / .context / .allowlist)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ from grambot.registries.tools import ToolContext
 from tests.fakes.rest_api import fake_rest_api
 from tests.helpers import Workspace, entry, failure_of
 
-SUMMIT = Path(__file__).parent / "fixtures" / "summit"
+MANIFEST_PLUGINS = Path(__file__).parent / "fixtures" / "manifest"
 
 
 def write(workspace: Workspace, plugins: list[dict[str, Any]], **keys: Any) -> Any:
-    return workspace.write(plugins, pluginDirs=[str(SUMMIT)], **keys)
+    return workspace.write(plugins, pluginDirs=[str(MANIFEST_PLUGINS)], **keys)
 
 
 def api_of(engine: Engine, instance_id: str) -> Any:
@@ -79,7 +80,7 @@ async def test_register_custom_plugins_override_beats_engine_and_manifest(
         workspace, [entry("p", "summit-probe", hang_in="load")], timeouts={"overrideMs": 900}
     )
     engine.settings = settings
-    found = engine.register_custom_plugins(SUMMIT / "probe", timeout_ms=80)
+    found = engine.register_custom_plugins(MANIFEST_PLUGINS / "probe", timeout_ms=80)
     assert [d.id for d in found] == ["summit-probe"]
     await engine.apply(settings)
     failure = failure_of(engine, "p")

@@ -1,10 +1,9 @@
-"""Defects an adversarial review found in the lifecycle rewrite, each reproduced here.
-
-1 loop callbacks of a plugin raising SystemExit; 2 unbounded conflict retries; 3 the engine's
-timers adopted as a plugin's; 4 a misspelt instanceId key; 5 status misreporting held and
-ignored edits and invalid new entries; 6 work a plugin thread puts on the loop, emits and
-unregistrations after unload; 7 cancellation leaving debris; 8 parameters() returning None;
-10 a plugin cancelling itself blamed on an unload.
+"""Edge cases of an instance's lifecycle, each once a defect: a plugin's loop callbacks raising
+SystemExit or KeyboardInterrupt; conflicts retried at most once per edit; the engine's own
+timers never taken for a plugin's; a misspelt instanceId key; held entries, ignored edits and
+invalid new entries in status; what a plugin thread schedules, emits or unregisters after
+unload; cancellation leaving nothing behind; tool parameters that are not a dict; a plugin
+cancelling itself; the agent's model disabled or removed.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ async def _settle(seconds: float = 0.2) -> None:
     await asyncio.sleep(seconds)
 
 
-# -- 1 ----------------------------------------------------------------------------------------
+# -- a plugin's loop callbacks raising SystemExit or KeyboardInterrupt -----------------------------
 
 
 @pytest.mark.parametrize("mode", ["timer-exit", "soon-exit"])
@@ -58,7 +57,7 @@ def test_keyboard_interrupt_in_a_plugin_timer_never_ends_grambot_run(tmp_path: P
         assert engine.stop() == 0, engine.output
 
 
-# -- 2 ----------------------------------------------------------------------------------------
+# -- conflicts retried at most once per edit -------------------------------------------------------
 
 
 async def test_a_conflict_for_a_key_nobody_holds_is_not_retried_in_a_loop(
@@ -82,7 +81,7 @@ async def test_instances_conflicting_with_each_other_are_retried_at_most_once_pe
     assert loads <= 4, (workspace.calls("a"), workspace.calls("b"))
 
 
-# -- 3 ----------------------------------------------------------------------------------------
+# -- the engine's own timers are not a plugin's ----------------------------------------------------
 
 
 async def test_a_plugin_reporting_health_never_freezes_status_json(
@@ -99,7 +98,7 @@ async def test_a_plugin_reporting_health_never_freezes_status_json(
         writer.close()
 
 
-# -- 4 ----------------------------------------------------------------------------------------
+# -- a misspelt instanceId key ---------------------------------------------------------------------
 
 
 async def test_a_misspelt_instance_id_key_stops_nothing(
@@ -114,7 +113,7 @@ async def test_a_misspelt_instance_id_key_stops_nothing(
     assert any("instanceId" in p for p in instance.held), instance.held
 
 
-# -- 5 ----------------------------------------------------------------------------------------
+# -- held entries, ignored edits and invalid new entries in status ---------------------------------
 
 
 async def test_a_reload_keeps_an_entry_held(engine: Engine, workspace: Workspace) -> None:
@@ -154,7 +153,7 @@ def test_restoring_the_file_after_an_ignored_edit_clears_it(tmp_path: Path) -> N
         assert engine.stop() == 0, engine.output
 
 
-# -- 6 ----------------------------------------------------------------------------------------
+# -- a plugin thread's work after unload -----------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", ["thread-work", "thread-emit"])
@@ -187,7 +186,7 @@ async def test_a_stale_load_cannot_unregister_the_new_loads_tool(
     assert "stale-unregister-refused:RegistrationError" in workspace.calls("r")
 
 
-# -- 7 ----------------------------------------------------------------------------------------
+# -- cancellation leaves nothing behind ------------------------------------------------------------
 
 
 def _namespaces() -> list[str]:
@@ -243,7 +242,7 @@ async def test_a_cancelled_validation_leaks_no_namespace(
     assert sorted(_namespaces()) == before
 
 
-# -- 8 ----------------------------------------------------------------------------------------
+# -- tool parameters that are not a dict -----------------------------------------------------------
 
 
 async def test_a_tool_whose_parameters_are_not_a_dict_is_left_out(
@@ -266,7 +265,7 @@ async def test_a_tool_whose_parameters_are_not_a_dict_is_left_out(
     assert connector.sent and connector.sent[0][1] == "ok: hi"
 
 
-# -- 10 ---------------------------------------------------------------------------------------
+# -- a plugin cancelling itself --------------------------------------------------------------------
 
 
 async def test_a_plugin_cancelling_itself_is_not_blamed_on_an_unload(
@@ -279,7 +278,7 @@ async def test_a_plugin_cancelling_itself_is_not_blamed_on_an_unload(
     assert "cancel" in instance.failure.message.lower()
 
 
-# -- 9 ----------------------------------------------------------------------------------------
+# -- the agent's model disabled or removed ---------------------------------------------------------
 
 
 def test_disabling_or_removing_the_agents_model_is_explained(tmp_path: Path) -> None:

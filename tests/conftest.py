@@ -1,53 +1,20 @@
-"""Shared fixtures: a temporary workspace whose pluginDirs point at tests/fixtures/plugins."""
+"""Shared fixtures (what they build on is in tests/helpers.py): a temporary workspace whose
+pluginDirs point at tests/fixtures/plugins, an engine on it, the --slow option, the package
+as users get it."""
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import pytest
 
-from grambot.bot import Bot, attach_bot
-from grambot.config.settings import EngineSettings, load_settings
+from grambot.bot import Bot
 from grambot.engine import Engine
 from tests import isolation
-
-FIXTURE_PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
-REPO = Path(__file__).resolve().parent.parent
-
-
-def entry(
-    instance_id: str, plugin_id: str = "probe", enabled: bool = True, **settings: Any
-) -> dict[str, Any]:
-    return {
-        "instanceId": instance_id,
-        "pluginId": plugin_id,
-        "enabled": enabled,
-        "settings": settings,
-    }
-
-
-class Workspace:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.scout = root / ".scout"
-        self.scout.mkdir(parents=True, exist_ok=True)
-        self.settings_file = self.scout / "settings.json"
-
-    def write(self, plugins: list[dict[str, Any]], **engine_keys: Any) -> EngineSettings:
-        data = {"pluginDirs": [str(FIXTURE_PLUGINS)], "plugins": plugins, **engine_keys}
-        self.settings_file.write_text(json.dumps(data, indent=2))
-        return load_settings(self.root)
-
-    def data_dir(self, instance_id: str) -> Path:
-        return self.scout / "plugins" / instance_id
-
-    def calls(self, instance_id: str) -> list[str]:
-        log = self.data_dir(instance_id) / "calls.log"
-        return log.read_text().split() if log.exists() else []
+from tests.helpers import REPO, Dists, Workspace, started_engine
 
 
 @pytest.fixture
@@ -57,13 +24,26 @@ def workspace(tmp_path: Path) -> Workspace:
 
 @pytest.fixture
 async def engine(workspace: Workspace) -> AsyncIterator[Engine]:
-    eng = Engine(workspace.root, builtin_dir=None, entry_points=False)
-    attach_bot(eng)
-    await eng.event_engine.start()
-    try:
+    async with started_engine(workspace) as eng:
         yield eng
-    finally:
-        await eng.stop(drain_deadline=1.0)
+
+
+@pytest.fixture
+async def retrying(workspace: Workspace) -> AsyncIterator[Engine]:
+    """An engine that retries failed loads (the `engine` fixture does not: no timer fires)."""
+    async with started_engine(workspace, retries=True) as eng:
+        yield eng
+
+
+@pytest.fixture
+def keep_root_logging() -> Iterator[None]:
+    """For tests that run the CLI in-process: it configures the root logger as `grambot run`
+    does, which must not leak into the next test's logging (caplog, pytest's own handlers)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
@@ -114,11 +94,6 @@ def _example_workspace_untouched() -> Iterator[None]:
 
 
 # -- the package as users get it ---------------------------------------------------------------
-
-
-class Dists(NamedTuple):
-    sdist: Path
-    wheel: Path
 
 
 @pytest.fixture(scope="session")

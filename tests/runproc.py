@@ -8,26 +8,24 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import FIXTURE_PLUGINS
+from tests.helpers import FIXTURE_PLUGINS, eventually
 
 DEADLINE = 10.0
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = DEADLINE, what: str = "") -> Any:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        time.sleep(0.01)
+# The top level of .scout/status.json as `grambot run` writes it.
+STATUS_KEYS = {
+    "pid",
+    "startedAt",
+    "updatedAt",
+    "heartbeatSeconds",
+    "ignoredEdit",
+    "settingsProblems",
+    "instances",
+    "inbox",
+    "schedule",
+}
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -35,6 +33,20 @@ def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)
+
+
+def cli(
+    ws: Path, *args: str, stdin: str = "", env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """A `grambot` command on `ws`, run to its end."""
+    return subprocess.run(
+        [sys.executable, "-m", "grambot", *args, "--workspace", str(ws)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
 
 
 class EngineProcess:
@@ -82,10 +94,10 @@ class EngineProcess:
             return "".join(self.lines)
 
     def wait_for_log(self, text: str, timeout: float = DEADLINE, count: int = 1) -> None:
-        wait_until(
+        eventually(
             lambda: self.output.count(text) >= count or self.proc.poll() is not None,
             timeout,
-            f"log line {text!r}",
+            what=f"log line {text!r}",
         )
         assert self.output.count(text) >= count, f"{text!r} not logged:\n{self.output}"
 
@@ -108,7 +120,7 @@ class EngineProcess:
             return self.states() == expected
 
         try:
-            wait_until(match, timeout, f"states {expected}")
+            eventually(match, timeout, what=f"states {expected}")
         except AssertionError:
             raise AssertionError(f"states {self.states()} != {expected}\n{self.output}") from None
         return expected

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -18,7 +17,7 @@ import pytest
 from grambot import CONNECTOR_MESSAGE
 from grambot.bot import attach_bot
 from grambot.engine import Engine
-from tests.conftest import Workspace, entry
+from tests.helpers import Workspace, entry, eventually_async
 
 REPO = Path(__file__).resolve().parent.parent
 BOT_PLUGINS = [
@@ -39,12 +38,12 @@ async def _say(engine: Engine, text: str, chat: str = "c1", expect: int = 1) -> 
         CONNECTOR_MESSAGE,
         {"chatId": chat, "sender": "ada", "text": text, "messageId": "m1"},
     )
-    for _ in range(500):
+
+    def replies() -> list[Any]:
         mine = [s for s in connector.sent if s[0] == chat]
-        if len(mine) >= before + expect:
-            return mine[before:]
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"no reply to {text!r}; sent so far: {connector.sent}")
+        return mine[before:] if len(mine) >= before + expect else []
+
+    return await eventually_async(replies, timeout=5, what=f"{expect} replies to {text!r}")
 
 
 async def _bot(engine: Engine, workspace: Workspace, *extra: dict[str, Any], **agent: Any) -> None:
@@ -93,10 +92,7 @@ async def test_a_slow_chat_does_not_block_another(engine: Engine, workspace: Wor
     (reply,) = await _say(engine, "quick", chat="fast")
     assert reply[1] == "ok: quick"
     assert not [s for s in connector.sent if s[0] == "slow"]  # still thinking
-    for _ in range(500):
-        if [s for s in connector.sent if s[0] == "slow"]:
-            break
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: [s for s in connector.sent if s[0] == "slow"], timeout=5)
     slow = [s for s in connector.sent if s[0] == "slow"]
     assert slow and slow[0][1] == "Sorry, the inference provider 'brain' did not answer within 3 s."
 
@@ -108,10 +104,7 @@ async def test_messages_of_one_chat_are_answered_in_order(
     connector = engine.registries.connectors.get("chat")
     for n in range(20):
         engine.queue.emit("fakechat", "chat", CONNECTOR_MESSAGE, {"chatId": "o", "text": f"m{n}"})
-    for _ in range(500):
-        if len([s for s in connector.sent if s[0] == "o"]) == 20:
-            break
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: len([s for s in connector.sent if s[0] == "o"]) == 20, timeout=5)
     assert [s[1] for s in connector.sent if s[0] == "o"] == [f"ok: m{n}" for n in range(20)]
 
 

@@ -13,8 +13,7 @@ import pytest
 from grambot.bot import attach_bot
 from grambot.engine import Engine
 from grambot.registries.connectors import IncomingMessage
-from tests.conftest import Workspace, entry
-from tests.test_events import wait_until
+from tests.helpers import Workspace, entry, eventually_async
 
 PLUGINS = [entry("chat", "fakechat"), entry("brain", "scripted")]
 
@@ -56,8 +55,8 @@ async def test_without_a_bot_instances_run_and_messages_wait_for_one(
         await engine.apply(settings)
         connector = engine.registries.connectors.get("chat")
         assert connector is not None
-        await wait_until(lambda: len(connector.sent) == 1, 10.0)  # type: ignore[attr-defined]
+        await eventually_async(lambda: len(connector.sent) == 1, timeout=10.0)  # type: ignore[attr-defined]
         assert connector.sent[0][:2] == ("c1", "ok: hello")  # type: ignore[attr-defined]
-        await wait_until(lambda: engine.inbox_status().get("pending") == 0, 10.0)
+        await eventually_async(lambda: engine.inbox_status().get("pending") == 0, timeout=10.0)
     finally:
         await engine.stop(drain_deadline=1.0)

@@ -8,16 +8,9 @@ from typing import Any
 
 from grambot import CONNECTOR_MESSAGE
 from grambot.engine import Engine
-from tests.conftest import Workspace, entry
+from tests.helpers import Workspace, entry, eventually_async
 
 PLUGINS = [entry("chat", "fakechat"), entry("brain", "scripted")]
-
-
-async def _until(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_the_bots_own_status_refresh_does_not_rescan_the_inbox(
@@ -43,7 +36,7 @@ async def test_the_bots_own_status_refresh_does_not_rescan_the_inbox(
         payload = {"chatId": f"c{n % 3}", "text": f"m{n}", "messageId": f"m{n}"}
         engine.queue.emit("fakechat", "chat", CONNECTOR_MESSAGE, payload)
         await asyncio.sleep(0.01)  # a steady trickle: the counts change all along
-    await _until(lambda: len(connector.sent) == 60)
+    await eventually_async(lambda: len(connector.sent) == 60)
     await asyncio.sleep(0.6)  # two refresh periods after the last reply
     assert scans == 0
 
@@ -67,14 +60,14 @@ async def test_a_message_costs_four_operations_on_the_database(
         return counts(connector_id)
 
     engine.storage.inbox.counts = counted  # type: ignore[method-assign]
-    await _until(lambda: engine.retention.passes >= 1)  # the start's own work is over
+    await eventually_async(lambda: engine.retention.passes >= 1)  # the start's own work is over
     await asyncio.sleep(0.05)
     await db.run(lambda conn: None)
     before = db.ops
     for n in range(10):
         payload = {"chatId": "c", "text": f"m{n}", "messageId": f"m{n}"}
         engine.queue.emit("fakechat", "chat", CONNECTOR_MESSAGE, payload)
-        await _until(lambda n=n: len(connector.sent) == n + 1)
+        await eventually_async(lambda n=n: len(connector.sent) == n + 1)
         await asyncio.sleep(0.02)  # its done is recorded right after the send
     await db.run(lambda conn: None)
     used = db.ops - before - 1 - 2 * refreshes  # less the barrier and the refreshes

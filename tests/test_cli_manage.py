@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +13,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from grambot.cli import main
-from tests.conftest import FIXTURE_PLUGINS
+from tests.helpers import FIXTURE_PLUGINS
 
-
-@pytest.fixture(autouse=True)
-def _keep_root_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("keep_root_logging")
 
 
 def grambot(ws: Path, *args: str, input: str | None = None) -> Result:

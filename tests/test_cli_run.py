@@ -10,33 +10,17 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import FIXTURE_PLUGINS
+from tests.helpers import FIXTURE_PLUGINS, eventually
 from tests.isolation import shipped_example
 
 
-def _wait_for(path: Path, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def _wait_ready(scout: Path, timeout: float = 15.0) -> bool:
+def _settled(scout: Path) -> bool:
     """status.json shows every instance settled (written before "grambot ready" is logged)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            states = {
-                i["state"] for i in json.loads((scout / "status.json").read_text())["instances"]
-            }
-        except (OSError, ValueError, KeyError):
-            states = set()
-        if states and not states & {"loading", "unloading"}:
-            return True
-        time.sleep(0.02)
-    return False
+    try:
+        states = {i["state"] for i in json.loads((scout / "status.json").read_text())["instances"]}
+    except (OSError, ValueError, KeyError):
+        states = set()
+    return bool(states) and not states & {"loading", "unloading"}
 
 
 def _start(workspace: Path) -> subprocess.Popen[str]:
@@ -71,8 +55,8 @@ def test_run_loads_then_unloads_on_sigterm_and_exits_zero(tmp_path: Path) -> Non
     )
     proc = _start(tmp_path)
     try:
-        assert _wait_for(scout / "plugins" / "m1" / "loaded"), "instance never loaded"
-        assert _wait_ready(scout), "engine never reported both instances"
+        eventually((scout / "plugins" / "m1" / "loaded").exists, 15, what="m1 loaded")
+        eventually(lambda: _settled(scout), 15, what="both instances reported settled")
         assert not (scout / "plugins" / "m1" / "unloaded").exists()
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=15)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,17 +12,12 @@ from pathlib import Path
 from grambot.cli.status import render
 from grambot.registries.connectors import IncomingMessage
 from grambot.storage import Job, SqliteStorage
-from tests.conftest import entry
-from tests.runproc import EngineProcess, wait_until, workspace_with
+from tests.helpers import entry, eventually
+from tests.runproc import STATUS_KEYS, EngineProcess, cli, workspace_with
 
 
 def status(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "grambot", "status", "--workspace", str(ws), *args],
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
+    return cli(ws, "status", *args, timeout=20)
 
 
 def test_status_of_a_running_engine_as_table_and_json(tmp_path: Path) -> None:
@@ -61,17 +55,7 @@ def test_status_of_a_running_engine_as_table_and_json(tmp_path: Path) -> None:
 
     assert as_json.returncode == 1  # readiness, the same with --json
     data = json.loads(as_json.stdout)
-    assert set(data) == {
-        "pid",
-        "startedAt",
-        "updatedAt",
-        "heartbeatSeconds",
-        "ignoredEdit",
-        "settingsProblems",
-        "instances",
-        "inbox",
-        "schedule",
-    }
+    assert set(data) == STATUS_KEYS
     assert data["pid"] == engine.proc.pid
     assert {i["instanceId"]: i["state"] for i in data["instances"]} == {
         "t": "loaded",
@@ -123,7 +107,7 @@ def test_status_shows_the_inbox_and_the_scheduled_jobs(tmp_path: Path) -> None:
             inbox, schedule = doc.get("inbox") or {}, doc.get("schedule") or {}
             return inbox.get("handling") == 1 and schedule.get("jobs") == 3
 
-        wait_until(counted, 10, "the inbox and jobs counted in status.json")
+        eventually(counted, 10, what="the inbox and jobs counted in status.json")
         table = status(ws)
         as_json = status(ws, "--json")
     finally:

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import entry
 from tests.fakes.telegram_api import FakeTelegram
-from tests.runproc import EngineProcess, wait_until, workspace_with
+from tests.helpers import entry, eventually
+from tests.runproc import EngineProcess, cli, workspace_with
 
 TOKEN = "123456:AAH-first-token-for-lifecycle"
 TOKEN2 = "654321:BBH-rotated-token-for-lifecycle"
@@ -38,17 +36,9 @@ def fake() -> Iterator[FakeTelegram]:
 
 
 def _telegram(fake: FakeTelegram, plugin_id: str = "telegram", **extra: Any) -> dict[str, Any]:
-    settings = {
-        "baseUrl": fake.base_url,
-        "baseFileUrl": fake.base_file_url,
-        "allowedUserIds": [OWNER],
-        "pollTimeout": 1,
-        "requestTimeout": 3.0,
-        "backoffInitial": 0.05,
-        "backoffMax": 0.2,
-        "maxRetries": 1,
-        **extra,
-    }
+    settings = fake.plugin_settings(
+        OWNER, requestTimeout=3.0, backoffInitial=0.05, backoffMax=0.2, maxRetries=1, **extra
+    )
     return entry("tg", plugin_id, **settings)
 
 
@@ -69,7 +59,7 @@ def _workspace(root: Path, fake: FakeTelegram, **engine_keys: Any) -> Path:
 def _answered(fake: FakeTelegram, token: str, text: str) -> None:
     """Send `text` to the bot and wait until the echo answer comes back through Telegram."""
     fake.push_message(token, text, user_id=OWNER)
-    wait_until(
+    eventually(
         lambda: any(s.get("text") == text for s in fake.sent(token, "sendMessage")),
         timeout=15,
         what=f"an answer to {text!r}",
@@ -77,13 +67,7 @@ def _answered(fake: FakeTelegram, token: str, text: str) -> None:
 
 
 def _grambot(ws: Path, *args: str, stdin: str = "") -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "grambot", *args, "--workspace", str(ws)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = cli(ws, *args, stdin=stdin)
     assert done.returncode == 0, done.stderr
 
 

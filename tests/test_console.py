@@ -1,4 +1,4 @@
-"""The console connector (issue 13, item 3, console part), in real `grambot run` processes.
+"""The console connector, in real `grambot run` processes.
 
 On a pipe it reads with the event loop (no thread), and at EOF, when it is the only connector,
 it asks the engine to stop once the replies are out: `printf 'hi\\n' | grambot run` answers and
@@ -18,15 +18,14 @@ import struct
 import subprocess
 import sys
 import termios
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import entry
-from tests.runproc import EngineProcess, wait_until, workspace_with
+from tests.helpers import entry, eventually
+from tests.runproc import EngineProcess, workspace_with
 
 LEFTOVER = "threads still running its code"
 ECHO = entry("echo", "echo")
@@ -41,21 +40,7 @@ class OpenStdin(EngineProcess):
     """A `grambot run` whose stdin is a pipe the test keeps open and writes lines to."""
 
     def __init__(self, workspace: Path) -> None:
-        self.workspace = workspace
-        self.scout = workspace / ".scout"
-        self.settings_file = self.scout / "settings.json"
-        self.lines: list[str] = []
-        self._lock = threading.Lock()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "grambot", "run", "--workspace", str(workspace)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__(workspace, stdin_text="", close_stdin=False)
 
     def say(self, line: str) -> None:
         assert self.proc.stdin is not None
@@ -209,7 +194,7 @@ class Terminal:
             self.read(0.1)
             return text.encode() in self.seen or self.proc.poll() is not None
 
-        wait_until(seen, timeout, f"{text!r} on the terminal")
+        eventually(seen, timeout, what=f"{text!r} on the terminal")
         assert text.encode() in self.seen, self.text
 
     def type(self, keys: bytes) -> None:
@@ -237,9 +222,12 @@ def test_on_a_terminal_the_console_prompts_answers_and_ctrl_c_stops_cleanly(
         terminal.type(b"hello there\r")
         terminal.expect("bot> hello there")
         terminal.type(b"\x03")  # Ctrl-C
-        deadline = time.monotonic() + 20
-        while terminal.proc.poll() is None and time.monotonic() < deadline:
+
+        def exited() -> bool:
             terminal.read(0.1)
+            return terminal.proc.poll() is not None
+
+        eventually(exited, 20, 0, what="grambot run to exit after Ctrl-C")
         terminal.read(0.3)
         assert terminal.proc.poll() == 0, terminal.text
     finally:

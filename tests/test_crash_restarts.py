@@ -1,4 +1,4 @@
-"""Crash tests (issue 16): a real `grambot run` with the telegram and anthropic built-ins on
+"""Crash tests: a real `grambot run` with the telegram and anthropic built-ins on
 local fakes, 200 messages across 20 chats, killed and restarted three times.
 
 SIGKILL: no message gets two replies, every message without a reply is `uncertain`, there are
@@ -25,11 +25,11 @@ from pathlib import Path
 import pytest
 
 from grambot.secrets.store import FileSecretsStore
-from tests.conftest import entry
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.base import Request, Response
 from tests.fakes.telegram_api import FakeTelegram
-from tests.runproc import EngineProcess, wait_until, workspace_with
+from tests.helpers import entry, eventually
+from tests.runproc import EngineProcess, workspace_with
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -77,15 +77,7 @@ def fakes(seed: int) -> Iterator[tuple[FakeTelegram, SlowModel]]:
 
 def _workspace(root: Path, telegram: FakeTelegram, model: SlowModel) -> Path:
     users = [1000 + n for n in range(CHATS)]
-    tg = {
-        "baseUrl": telegram.base_url,
-        "baseFileUrl": telegram.base_file_url,
-        "allowedUserIds": users,
-        "pollTimeout": 1,
-        "requestTimeout": 5.0,
-        "backoffInitial": 0.05,
-        "backoffMax": 0.3,
-    }
+    tg = telegram.plugin_settings(*users, requestTimeout=5.0, backoffInitial=0.05, backoffMax=0.3)
     claude = {"baseUrl": model.url, "maxRetries": 0, "timeout": 10}
     workspace_with(
         root,
@@ -184,7 +176,7 @@ def _run(tmp_path: Path, fakes: tuple[FakeTelegram, SlowModel], seed: int, how: 
             pending = (status.get("inbox") or {}).get("pending", 1)
             return pending == 0 and len(answered) >= len(everything) - sum(busy_at_kills)
 
-        wait_until(settled, 60, "every message answered or uncertain")
+        eventually(settled, 60, what="every message answered or uncertain")
         time.sleep(1.0)
         assert proc.stop(30) == 0
     finally:

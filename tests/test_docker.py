@@ -1,4 +1,4 @@
-"""The container recipe (issue 15 item 1): Dockerfile, .dockerignore and compose.yaml.
+"""The container recipe: Dockerfile, .dockerignore and compose.yaml.
 
 Without a Docker daemon (this machine has none) the files are checked as text, and the build
 stage is replayed: its COPY steps (through .dockerignore) and RUN steps run in a temporary
@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from tests import dockerfile
-from tests.conftest import entry
-from tests.runproc import wait_until, workspace_with
+from tests.helpers import entry, eventually
+from tests.runproc import workspace_with
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
@@ -256,7 +256,7 @@ def test_the_build_stage_installs_and_the_image_command_runs(tmp_path: Path) -> 
         argv, env=run_env, cwd=workspace, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
-        wait_until(lambda: healthy() == 0, timeout=60, what="a healthy engine")
+        eventually(lambda: healthy() == 0, timeout=60, what="a healthy engine")
     finally:
         engine.terminate()
         _, err = engine.communicate(timeout=30)
@@ -295,7 +295,7 @@ def test_the_image_builds_runs_healthy_and_stops_cleanly(tmp_path: Path) -> None
         def health() -> str:
             return docker("inspect", "-f", "{{.State.Health.Status}}", name).stdout.strip()
 
-        wait_until(lambda: health() == "healthy", timeout=120, what="a healthy container")
+        eventually(lambda: health() == "healthy", timeout=120, what="a healthy container")
         began = time.monotonic()
         assert docker("stop", "-t", "75", name, timeout=100).returncode == 0
         assert time.monotonic() - began < 60  # an idle engine stops at once, not at SIGKILL

@@ -15,7 +15,7 @@ from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.secrets.backends import SecretsConfig, SelectedSecretsStore
 from grambot.secrets.store import FileSecretsStore, SecretsStore
-from tests.conftest import FIXTURE_PLUGINS, Workspace, entry
+from tests.helpers import FIXTURE_PLUGINS, Workspace, entry
 
 
 async def test_services_are_frozen_and_read_what_the_engine_applied(

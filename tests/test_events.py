@@ -6,21 +6,14 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from grambot.events.event import PluginEvent, PluginEventQueue
 from grambot.events.queue import PluginEventEngine
-
-
-async def wait_until(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    end = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
+from tests.helpers import eventually_async
 
 
 @pytest.fixture
@@ -45,9 +38,9 @@ async def test_event_before_and_after_start(
     assert len(queue) == 1
     await engine.start()
     assert engine.running
-    await wait_until(lambda: seen == [early.id])
+    await eventually_async(lambda: seen == [early.id], timeout=5)
     late = queue.emit("p", "i1", "ping")
-    await wait_until(lambda: seen == [early.id, late.id])
+    await eventually_async(lambda: seen == [early.id, late.id], timeout=5)
     assert engine.handled == 2
 
 
@@ -69,7 +62,7 @@ async def test_strict_order_sync_and_async(
     await engine.start()
     for n in range(1000):
         queue.emit("p", "i", "n", n)
-    await wait_until(lambda: engine.handled == 1000)
+    await eventually_async(lambda: engine.handled == 1000, timeout=5)
     expected = [(kind, n) for n in range(1000) for kind in ("sync", "async")]
     assert seen == expected
 
@@ -86,7 +79,7 @@ async def test_type_handlers_before_catch_all(
     await engine.start()
     queue.emit("p", "i", "a")
     queue.emit("p", "i", "c")
-    await wait_until(lambda: engine.handled == 2)
+    await eventually_async(lambda: engine.handled == 2, timeout=5)
     assert seen == ["a-1", "a-2", "all-1", "all-2", "all-1", "all-2"]
 
 
@@ -96,13 +89,13 @@ async def test_unsubscribe(queue: PluginEventQueue, engine: PluginEventEngine) -
     off_all = engine.register(None, lambda e: seen.append("all"))
     await engine.start()
     queue.emit("p", "i", "a")
-    await wait_until(lambda: engine.handled == 1)
+    await eventually_async(lambda: engine.handled == 1, timeout=5)
     off_typed()
     off_all()
     off_typed()  # idempotent
     off_all()
     queue.emit("p", "i", "a")
-    await wait_until(lambda: engine.handled == 2)
+    await eventually_async(lambda: engine.handled == 2, timeout=5)
     assert seen == ["typed", "all"]
 
 
@@ -120,7 +113,7 @@ async def test_unsubscribe_from_inside_handler(
     await engine.start()
     queue.emit("p", "i", "a")
     queue.emit("p", "i", "a")
-    await wait_until(lambda: engine.handled == 2)
+    await eventually_async(lambda: engine.handled == 2, timeout=5)
     assert seen == ["once", "other", "other"]
 
 
@@ -145,7 +138,7 @@ async def test_raising_handler_is_logged_and_engine_continues(
     with caplog.at_level(logging.ERROR, logger="grambot.events.queue"):
         bad = queue.emit("p", "inst-7", "a")
         good = queue.emit("p", "inst-7", "a")
-        await wait_until(lambda: engine.handled == 2)
+        await eventually_async(lambda: engine.handled == 2, timeout=5)
     assert seen == [bad.id, good.id]  # the next handler of the same event still ran
     failures = [r for r in caplog.records if r.exc_info]
     assert len(failures) == 2
@@ -167,7 +160,7 @@ async def test_sync_handler_returning_awaitable_is_awaited(
     engine.register("a", lambda e: later(e))
     await engine.start()
     ev = queue.emit("p", "i", "a")
-    await wait_until(lambda: engine.handled == 1)
+    await eventually_async(lambda: engine.handled == 1, timeout=5)
     assert seen == [ev.id]
 
 
@@ -187,7 +180,7 @@ async def test_hanging_handler_times_out(
         started = time.monotonic()
         hung = queue.emit("p", "inst-h", "a", "hang")
         ok = queue.emit("p", "inst-h", "a", "ok")
-        await wait_until(lambda: engine.handled == 2)
+        await eventually_async(lambda: engine.handled == 2, timeout=5)
         elapsed = time.monotonic() - started
     assert seen == [ok.id]
     assert 0.15 < elapsed < 1.5
@@ -216,14 +209,14 @@ async def test_emit_from_other_thread(queue: PluginEventQueue, engine: PluginEve
         t.start()
     for t in threads:
         t.join()
-    await wait_until(lambda: engine.handled == 1000)
+    await eventually_async(lambda: engine.handled == 1000, timeout=5)
     assert sorted(seen) == sorted(list(range(500)) * 2)
 
     # a single emit from a thread while the consumer waits wakes it up
     thread = threading.Thread(target=queue.emit, args=("p", "i", "t", -1))
     thread.start()
     thread.join()
-    await wait_until(lambda: engine.handled == 1001)
+    await eventually_async(lambda: engine.handled == 1001, timeout=5)
     assert seen[-1] == -1
 
 

@@ -11,26 +11,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from grambot.engine import Engine
-from tests.conftest import Workspace, entry
-from tests.runproc import EngineProcess, wait_until, workspace_with
+from tests.helpers import Workspace, entry, eventually, failure_of
+from tests.runproc import EngineProcess, cli, workspace_with
 
 HOUR = {"initialDelay": 3600, "maxDelay": 3600}  # no retry fires by itself during a test
-
-
-@pytest.fixture
-async def retrying(workspace: Workspace) -> AsyncIterator[Engine]:
-    eng = Engine(workspace.root, builtin_dir=None, entry_points=False, retries=True)
-    await eng.event_engine.start()
-    try:
-        yield eng
-    finally:
-        await eng.stop(drain_deadline=1.0)
 
 
 @pytest.mark.parametrize(
@@ -58,9 +47,7 @@ async def test_setup_error_keeps_the_plugins_message(
     retrying: Engine, workspace: Workspace
 ) -> None:
     await retrying.apply(workspace.write([entry("h", "rogue", mode="setup-error")], retry=HOUR))
-    instance = retrying.instance("h")
-    assert instance is not None and instance.failure is not None
-    assert "this account cannot use the service" in instance.failure.message
+    assert "this account cannot use the service" in failure_of(retrying, "h").message
 
 
 async def test_retry_tries_a_failed_instance_again_now(
@@ -86,16 +73,6 @@ async def test_removing_the_owner_of_a_conflict_retries_the_other_at_once(
     assert retrying.registries.tools.owner_of("shared") == "b"
 
 
-def _grambot(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "grambot", *args, "--workspace", str(ws)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def test_grambot_retry_and_reload_act_on_the_running_engine(tmp_path: Path) -> None:
     ws = workspace_with(tmp_path, [entry("h", "rogue", mode="setup-error"), entry("p")], retry=HOUR)
     calls_h = ws / ".scout" / "plugins" / "h" / "calls.log"
@@ -104,19 +81,19 @@ def test_grambot_retry_and_reload_act_on_the_running_engine(tmp_path: Path) -> N
     try:
         engine.wait_ready()
         assert engine.states() == {"h": "failed", "p": "loaded"}
-        again = _grambot(ws, "retry", "h")  # tried again, and it fails again: exit 1, why
+        again = cli(ws, "retry", "h")  # tried again, and it fails again: exit 1, why
         assert again.returncode == 1 and "h: failed" in again.stderr, again.stderr
         assert "this account cannot use the service" in again.stderr
         assert calls_h.read_text().split().count("load") == 2
-        done = _grambot(ws, "reload", "p")
+        done = cli(ws, "reload", "p")
         assert done.returncode == 0, done.stderr
         reloaded = ["create", "load", "unload", "create", "load"]
-        wait_until(lambda: calls_p.read_text().split() == reloaded, what="p reloaded")
-        refused = _grambot(ws, "retry", "nobody")
+        eventually(lambda: calls_p.read_text().split() == reloaded, what="p reloaded")
+        refused = cli(ws, "retry", "nobody")
         assert refused.returncode == 1 and "nobody" in refused.stderr
     finally:
         assert engine.stop() == 0, engine.output
-    missing = _grambot(ws, "retry", "h")
+    missing = cli(ws, "retry", "h")
     assert missing.returncode == 3, missing.stderr  # no engine runs
 
 
@@ -135,7 +112,7 @@ def test_a_secret_set_for_a_failed_instance_retries_it_at_once(tmp_path: Path) -
             timeout=30,
         )
         assert done.returncode == 0, done.stderr
-        wait_until(lambda: calls.read_text().split().count("load") == 2, what="h tried again")
+        eventually(lambda: calls.read_text().split().count("load") == 2, what="h tried again")
     finally:
         assert engine.stop() == 0, engine.output
 

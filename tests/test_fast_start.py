@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURE_PLUGINS
+from tests.helpers import FIXTURE_PLUGINS
 
 SDKS = ("anthropic", "openai", "telegram", "httpx2")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from grambot.engine import Engine
-from tests.conftest import Workspace, entry
+from tests.helpers import Workspace, entry
 
 
 def _v(instance_id: str, version: int | None, **settings: Any) -> dict[str, Any]:
@@ -93,7 +93,7 @@ async def test_reconfigure_applies_settings_in_place_or_reloads(
 
 
 def test_grambot_migrate_persists_with_a_backup(tmp_path: Path) -> None:
-    from tests.conftest import FIXTURE_PLUGINS
+    from tests.helpers import FIXTURE_PLUGINS
 
     scout = tmp_path / ".scout"
     scout.mkdir()

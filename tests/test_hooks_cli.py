@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import entry
 from tests.fakes.telegram_api import FakeTelegram
-from tests.runproc import EngineProcess, wait_until, workspace_with
+from tests.helpers import entry, eventually
+from tests.runproc import EngineProcess, cli, workspace_with
 
 TOKEN = "123456:AAH-token-for-the-hooks-tests"
 OTHER = "654321:BBH-another-good-token-here"
@@ -32,14 +31,7 @@ def fake() -> Iterator[FakeTelegram]:
 
 
 def _settings(fake: FakeTelegram, **extra: Any) -> dict[str, Any]:
-    return {
-        "baseUrl": fake.base_url,
-        "baseFileUrl": fake.base_file_url,
-        "allowedUserIds": [OWNER],
-        "pollTimeout": 1,
-        "maxRetries": 0,
-        **extra,
-    }
+    return fake.plugin_settings(OWNER, maxRetries=0, **extra)
 
 
 def _ws(root: Path, fake: FakeTelegram, token: str = TOKEN, **extra: Any) -> Path:
@@ -55,13 +47,7 @@ def _ws(root: Path, fake: FakeTelegram, token: str = TOKEN, **extra: Any) -> Pat
 
 
 def _grambot(ws: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "grambot", *args, "--workspace", str(ws)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return cli(ws, *args, stdin=stdin, timeout=60)
 
 
 def test_grambot_check_prints_ok_or_the_typed_reason(tmp_path: Path, fake: FakeTelegram) -> None:
@@ -115,7 +101,7 @@ def test_an_allowlist_edit_applies_in_place_without_dropping_the_long_poll(
     try:
         engine.wait_ready()
         fake.push_message(TOKEN, "from the owner", user_id=OWNER)
-        wait_until(lambda: any(s.get("text") == "from the owner" for s in fake.sent(TOKEN)))
+        eventually(lambda: any(s.get("text") == "from the owner" for s in fake.sent(TOKEN)))
         get_me = fake.paths().count(f"/bot{TOKEN}/getMe")
         done = _grambot(
             ws,
@@ -129,7 +115,7 @@ def test_an_allowlist_edit_applies_in_place_without_dropping_the_long_poll(
         assert done.returncode == 0, done.stderr
         engine.wait_for_log("reconfigured in place")
         fake.push_message(TOKEN, "from the friend", user_id=FRIEND)  # the new allowlist applies
-        wait_until(lambda: any(s.get("text") == "from the friend" for s in fake.sent(TOKEN)))
+        eventually(lambda: any(s.get("text") == "from the friend" for s in fake.sent(TOKEN)))
         status = engine.status() or {}
         (tg,) = [i for i in status["instances"] if i["instanceId"] == "tg"]
         assert tg["state"] == "loaded"

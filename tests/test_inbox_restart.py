@@ -1,4 +1,4 @@
-"""No message is lost across a graceful restart (issue 16): the real telegram built-in on the
+"""No message is lost across a graceful restart: the real telegram built-in on the
 fake Bot API, the scripted model, two engines one after the other on one workspace."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 
 from grambot.bot import attach_bot
 from grambot.engine import Engine
-from tests.conftest import Workspace, entry
 from tests.fakes.telegram_api import FakeTelegram
+from tests.helpers import Workspace, entry, eventually_async
 
 TOKEN = "123456:AAH-secret-token-for-restarts"
 OWNER = 111
@@ -26,15 +26,7 @@ def fake() -> Iterator[FakeTelegram]:
 
 
 def plugins(fake: FakeTelegram) -> list[dict[str, Any]]:
-    telegram = {
-        "baseUrl": fake.base_url,
-        "baseFileUrl": fake.base_file_url,
-        "allowedUserIds": [OWNER],
-        "pollTimeout": 1,
-        "requestTimeout": 3.0,
-        "backoffInitial": 0.05,
-        "backoffMax": 0.2,
-    }
+    telegram = fake.plugin_settings(OWNER, requestTimeout=3.0, backoffInitial=0.05, backoffMax=0.2)
     return [entry("tg", "telegram", **telegram), entry("brain", "scripted")]
 
 
@@ -51,14 +43,6 @@ def replies(fake: FakeTelegram) -> list[str]:
     return [str(s["text"]) for s in fake.sent(TOKEN, "sendMessage")]
 
 
-async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
 async def test_a_graceful_restart_during_a_model_call_loses_no_message(
     workspace: Workspace, fake: FakeTelegram
 ) -> None:
@@ -70,7 +54,9 @@ async def test_a_graceful_restart_during_a_model_call_loses_no_message(
         fake.push_message(TOKEN, "second", user_id=OWNER)
         fake.push_message(TOKEN, "third", user_id=OWNER)
         # all three fetched by the poller (the next getUpdates confirms them upstream)
-        await wait_for(lambda: len(fake.bots[TOKEN].offsets) >= 2 and not fake.bots[TOKEN].pending)
+        await eventually_async(
+            lambda: len(fake.bots[TOKEN].offsets) >= 2 and not fake.bots[TOKEN].pending
+        )
         await asyncio.sleep(0.3)  # the model is thinking about "nap 3"
     finally:
         await engine.stop(drain_deadline=0.2)
@@ -78,7 +64,7 @@ async def test_a_graceful_restart_during_a_model_call_loses_no_message(
 
     engine = await start(workspace, fake)
     try:
-        await wait_for(lambda: len(replies(fake)) >= 3)
+        await eventually_async(lambda: len(replies(fake)) >= 3)
         await asyncio.sleep(0.3)  # nothing more comes
         assert replies(fake) == ["ok: nap 3", "ok: second", "ok: third"]
     finally:
@@ -92,13 +78,13 @@ async def test_a_restart_after_the_replies_sends_nothing_again(
     try:
         for n in range(5):
             fake.push_message(TOKEN, f"m{n}", user_id=OWNER)
-        await wait_for(lambda: len(replies(fake)) >= 5)
+        await eventually_async(lambda: len(replies(fake)) >= 5)
     finally:
         await engine.stop(drain_deadline=1.0)
     engine = await start(workspace, fake)
     try:
         fake.push_message(TOKEN, "after", user_id=OWNER)
-        await wait_for(lambda: len(replies(fake)) >= 6)
+        await eventually_async(lambda: len(replies(fake)) >= 6)
         await asyncio.sleep(0.3)
         assert replies(fake) == [*(f"ok: m{n}" for n in range(5)), "ok: after"]
     finally:

@@ -1,11 +1,9 @@
-"""First run anywhere (issue 14 item 1): `grambot init`, `grambot run` where there is no
+"""First run anywhere: `grambot init`, `grambot run` where there is no
 workspace, `grambot validate` without the default plugins/ folder."""
 
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,16 +12,7 @@ from click.testing import CliRunner, Result
 from grambot.cli import main
 from tests.runproc import EngineProcess
 
-pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(autouse=True)
-def _keep_root_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("keep_root_logging")]
 
 
 def run(*args: str) -> Result:

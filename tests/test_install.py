@@ -1,4 +1,4 @@
-"""Install anywhere (issue 14, "Done means"): the wheel in clean virtual environments, from a
+"""Install anywhere: the wheel in clean virtual environments, from a
 new folder to a bot that answers; the extras; a scaffolded plugin package. Real pip installs
 (dependencies from the package index), so these are slow: run with --slow."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Dists
+from tests.helpers import Dists
 
 REPO = Path(__file__).resolve().parent.parent
 SDKS = ("anthropic", "openai", "telegram", "keyring")

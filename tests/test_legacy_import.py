@@ -18,8 +18,8 @@ import pytest
 from grambot import CONNECTOR_MESSAGE
 from grambot.bot import attach_bot
 from grambot.engine import Engine
-from tests.conftest import Workspace, entry
 from tests.fakes.telegram_api import FakeTelegram
+from tests.helpers import Workspace, entry, eventually_async
 
 TOKEN = "123456:AAH-secret-token-for-legacy"
 BOT_ID = 123456
@@ -77,13 +77,7 @@ def _old_tree(workspace: Workspace) -> Path:
 
 
 async def _start(workspace: Workspace, fake: FakeTelegram) -> Engine:
-    telegram = {
-        "baseUrl": fake.base_url,
-        "baseFileUrl": fake.base_file_url,
-        "allowedUserIds": [OWNER],
-        "pollTimeout": 1,
-        "requestTimeout": 3.0,
-    }
+    telegram = fake.plugin_settings(OWNER, requestTimeout=3.0)
     plugins = [entry("tg", "telegram", **telegram), entry("chat", "fakechat")]
     plugins.append(entry("brain", "scripted"))
     engine = Engine(workspace.root, entry_points=False)
@@ -92,13 +86,6 @@ async def _start(workspace: Workspace, fake: FakeTelegram) -> Engine:
     await engine.event_engine.start()
     await engine.apply(workspace.write(plugins, agent={"inference": "brain"}))
     return engine
-
-
-async def _until(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 def _telegram_replies(fake: FakeTelegram) -> list[str]:
@@ -111,7 +98,7 @@ async def _ask_mail_chat(engine: Engine) -> str:
     before = len(connector.sent)
     payload = {"chatId": MAIL_CHAT, "text": "count", "messageId": f"m{before}"}
     engine.queue.emit("fakechat", "chat", CONNECTOR_MESSAGE, payload)
-    await _until(lambda: len(connector.sent) > before)
+    await eventually_async(lambda: len(connector.sent) > before)
     return str(connector.sent[-1][1])
 
 
@@ -126,10 +113,10 @@ async def test_an_old_workspace_keeps_its_conversations_and_polling_position(
 
     engine = await _start(workspace, fake)
     try:
-        await _until(lambda: len(_telegram_replies(fake)) >= 1)
+        await eventually_async(lambda: len(_telegram_replies(fake)) >= 1)
         fake.ignore_offset = False  # both were handed out; from now on polls say where they are
         polls = len(fake.bots[TOKEN].offsets)  # (a poll made before hands out updates once)
-        await _until(lambda: len(fake.bots[TOKEN].offsets) > polls)
+        await eventually_async(lambda: len(fake.bots[TOKEN].offsets) > polls)
         assert await _ask_mail_chat(engine) == "2 user messages"  # under its real ids now
         await asyncio.sleep(0.3)  # nothing else is answered
         assert _telegram_replies(fake) == ["3 user messages"]  # 2 imported + this one
@@ -148,7 +135,7 @@ async def test_an_old_workspace_keeps_its_conversations_and_polling_position(
     fake.push_message(TOKEN, "count", user_id=OWNER, update_id=LAST_HANDLED + 2)
     engine = await _start(workspace, fake)
     try:
-        await _until(lambda: len(_telegram_replies(fake)) >= 2)
+        await eventually_async(lambda: len(_telegram_replies(fake)) >= 2)
         assert _telegram_replies(fake)[1] == "4 user messages"
         assert await _ask_mail_chat(engine) == "3 user messages"
     finally:

@@ -13,7 +13,7 @@ from pathlib import Path
 from grambot.containment.loader import CODE_CACHE, NAMESPACE_ROOT, PluginNamespace
 from grambot.core.instance import InstanceState
 from grambot.engine import Engine
-from tests.conftest import FIXTURE_PLUGINS, Workspace, entry
+from tests.helpers import FIXTURE_PLUGINS, Workspace, entry
 
 
 def _namespace_modules() -> list[str]:

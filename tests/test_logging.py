@@ -1,4 +1,4 @@
-"""Logs an operator can use (issue 15 item 4): in JSON every line is JSON (warnings, uncaught
+"""Logs an operator can use: in JSON every line is JSON (warnings, uncaught
 exceptions, signal and deadline lines included), tracebacks in `exception`, structured fields;
 one info line per message handled, without its text unless asked; GRAMBOT_LOG_LEVEL and
 GRAMBOT_LOG_FORMAT as the options' defaults."""
@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +22,13 @@ from grambot import CONNECTOR_MESSAGE
 from grambot.bot import Bot
 from grambot.cli import main
 from grambot.engine import Engine
-from tests.conftest import Workspace, entry
-from tests.runproc import EngineProcess, wait_until, workspace_with
+from tests.helpers import Workspace, entry, eventually
+from tests.runproc import EngineProcess, workspace_with
 
 SECRET = "noisy-secret-6d1f0c2e"
 
 
-@pytest.fixture(autouse=True)
-def _keep_root_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("keep_root_logging")
 
 
 def _json_lines(output: str) -> list[dict[str, Any]]:
@@ -130,7 +123,7 @@ def test_the_second_signal_line_is_json(tmp_path: Path) -> None:
     try:
         engine.wait_ready()
         engine.signal(signal.SIGTERM)
-        wait_until(lambda: "unload" in (engine.scout / "plugins" / "s" / "calls.log").read_text())
+        eventually(lambda: "unload" in (engine.scout / "plugins" / "s" / "calls.log").read_text())
         time.sleep(0.2)  # the loop is blocked in the plugin's unload
         engine.signal(signal.SIGTERM)
         assert engine.proc.wait(10) == 130
@@ -143,7 +136,7 @@ def test_the_second_signal_line_is_json(tmp_path: Path) -> None:
 def test_the_shutdown_deadline_line_is_json_with_every_stack(tmp_path: Path) -> None:
     engine = _stubborn(tmp_path, "block-load")
     try:
-        wait_until(lambda: (engine.scout / "plugins" / "s" / "calls.log").exists(), what="load")
+        eventually(lambda: (engine.scout / "plugins" / "s" / "calls.log").exists(), what="load")
         time.sleep(0.3)  # the loop is blocked in the plugin's time.sleep(30)
         engine.signal(signal.SIGTERM)
         assert engine.proc.wait(10) == 1

@@ -9,7 +9,7 @@ import pytest
 
 from grambot.core.instance import InstanceState
 from grambot.engine import Engine
-from tests.conftest import Workspace, entry
+from tests.helpers import Workspace, entry, eventually_async
 
 
 async def test_two_instances_of_one_plugin_each_see_their_own_module_globals(
@@ -212,10 +212,7 @@ async def test_events_emitted_by_a_plugin_reach_handlers(
         "probe.hello", lambda ev: seen.append((ev.instance_id, ev.type, ev.payload))
     )
     await engine.apply(workspace.write([entry("e", emit_on_load="probe.hello", label="hi")]))
-    for _ in range(50):
-        if seen:
-            break
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: seen, timeout=0.5)
     assert seen == [("e", "probe.hello", {"label": "hi"})]
 
 

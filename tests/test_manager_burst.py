@@ -14,7 +14,7 @@ from grambot.app.collector import BURST as COLLECTOR_BURST
 from grambot.app.collector import YOUNG_THRESHOLD, collector_set_aside
 from grambot.containment.loader import NAMESPACE_ROOT
 from grambot.engine import Engine
-from tests.conftest import FIXTURE_PLUGINS, Workspace, entry
+from tests.helpers import FIXTURE_PLUGINS, Workspace, entry
 
 BURST = COLLECTOR_BURST + 6  # loads in one reconcile
 

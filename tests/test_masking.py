@@ -1,4 +1,4 @@
-"""One masker everywhere (issue 13, item 1).
+"""One masker everywhere.
 
 Every secret an instance can read (its own, and the shared vault secrets it read) is masked in
 every form text shows it (as it is, repr/ascii/JSON-escaped, URL-encoded, and any 8+ character
@@ -12,15 +12,12 @@ The fixture plugins (tests/fixtures/masking) quote secrets the way real plugin c
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import os
 import re
 import reprlib
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -36,8 +33,8 @@ from grambot.engine import Engine
 from grambot.errors import AccessDenied
 from grambot.masking import MASK, Masker
 from grambot.secrets.store import FileSecretsStore
-from tests.conftest import FIXTURE_PLUGINS, Workspace, entry
-from tests.runproc import EngineProcess
+from tests.helpers import FIXTURE_PLUGINS, Workspace, entry, eventually_async
+from tests.runproc import EngineProcess, cli
 
 MASKING_PLUGINS = Path(__file__).parent / "fixtures" / "masking"
 
@@ -75,13 +72,7 @@ def leaks(text: str, *secrets: str) -> list[str]:
     return sorted(set(found))
 
 
-@pytest.fixture(autouse=True)
-def _keep_root_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("keep_root_logging")
 
 
 # -- the masker itself ---------------------------------------------------------------------------
@@ -247,10 +238,7 @@ async def test_the_bots_apology_and_log_never_show_a_shared_secret(
     connector = engine.registries.connectors.get("chat")
     assert connector is not None
     engine.queue.emit("fakechat", "chat", CONNECTOR_MESSAGE, {"chatId": "c", "text": "leak"})
-    for _ in range(500):
-        if connector.sent:
-            break
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: connector.sent, timeout=5)
     (reply,) = connector.sent
     assert reply[1].startswith("Sorry, the inference provider 'brain' failed")
     assert leaks(reply[1], SHARED) == []
@@ -290,12 +278,7 @@ def test_grambot_run_masks_logs_status_json_and_grambot_status(tmp_path: Path) -
         assert "shared-health" in status_text and "poll: Leak" in status_text
         assert leaks(status_text, OWN, SHARED) == [], status_text
         for args in (["status"], ["status", "--json"]):
-            shown = subprocess.run(
-                [sys.executable, "-m", "grambot", *args, "--workspace", str(tmp_path)],
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
+            shown = cli(tmp_path, *args)
             assert "own-url" in shown.stdout
             assert leaks(shown.stdout + shown.stderr, OWN, SHARED) == [], shown.stdout
     finally:

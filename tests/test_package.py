@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import grambot
-from tests.conftest import Dists
+from tests.helpers import Dists
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -93,7 +93,7 @@ def test_wheel_carries_the_builtin_plugins(grambot_dists: Dists) -> None:
     assert not any(n.startswith("builtin_plugins/") for n in names)
 
 
-# -- packaging (issue 14 item 3) ---------------------------------------------------------------
+# -- packaging ---------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Plugins as packages (issue 14 item 5): both entry-point forms, grambot.testing on an installed
+"""Plugins as packages: both entry-point forms, grambot.testing on an installed
 package (no site-packages scan, no bogus "defined twice"), secrets injection and the fake chat,
 and `--reload-plugins` following an editable install to its source folder."""
 

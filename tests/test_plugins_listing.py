@@ -1,4 +1,4 @@
-"""`grambot plugins` (issue 14 items 1 and 2): each plugin with the command that enables it,
+"""`grambot plugins`: each plugin with the command that enables it,
 the extra a built-in's SDK needs, and settings fields from a cache: a listing from the cache
 imports no plugin code and not pydantic (the cost that made it ~300 ms)."""
 

@@ -1,4 +1,4 @@
-"""`"isolation": "process"` (issue 18, docs/isolation.md): an instance in a child process forked
+"""`"isolation": "process"` (docs/isolation.md): an instance in a child process forked
 from the zygote, with the same plugin API over a pipe; what it does to itself stays there."""
 
 from __future__ import annotations
@@ -17,13 +17,20 @@ from typing import Any
 
 import pytest
 
-from grambot.bot import Bot, attach_bot
+from grambot.bot import Bot
 from grambot.engine import Engine
 from grambot.errors import ProcessLost
 from grambot.isolation import landlock
 from grambot.registries.tools import ToolContext, ToolResult
-from tests.conftest import FIXTURE_PLUGINS, Workspace, entry
-from tests.runproc import EngineProcess, wait_until, workspace_with
+from tests.helpers import (
+    FIXTURE_PLUGINS,
+    Workspace,
+    entry,
+    eventually,
+    eventually_async,
+    started_engine,
+)
+from tests.runproc import EngineProcess, workspace_with
 
 ISOLATION_FIXTURES = Path(__file__).parent / "fixtures" / "isolation"
 DIRS = [str(FIXTURE_PLUGINS), str(ISOLATION_FIXTURES)]
@@ -41,15 +48,10 @@ def write(ws: Workspace, plugins: list[dict[str, Any]], **keys: Any) -> Any:
 
 @pytest.fixture
 async def engine(workspace: Workspace) -> AsyncIterator[Engine]:
-    eng = Engine(workspace.root, builtin_dir=None, entry_points=False, retries=True)
-    attach_bot(eng)
-    eng.isolation.heartbeat_interval = 0.2
-    eng.isolation.unresponsive_after = 1.0
-    await eng.event_engine.start()
-    try:
+    async with started_engine(workspace, retries=True) as eng:
+        eng.isolation.heartbeat_interval = 0.2
+        eng.isolation.unresponsive_after = 1.0
         yield eng
-    finally:
-        await eng.stop(drain_deadline=1.0)
 
 
 async def call(engine: Engine, tool: str, **args: Any) -> ToolResult:
@@ -57,14 +59,6 @@ async def call(engine: Engine, tool: str, **args: Any) -> ToolResult:
     assert found is not None, f"tool {tool!r} is not registered"
     result: ToolResult = await found.execute(args, ToolContext())
     return result
-
-
-async def until(predicate: Any, timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        await asyncio.sleep(0.01)
 
 
 def isolation(engine: Engine, instance_id: str) -> dict[str, Any]:
@@ -100,7 +94,9 @@ async def test_changing_the_isolation_reloads_the_instance(
     await engine.apply(write(workspace, [in_process]))
     assert isolation(engine, "r") == {"mode": "inprocess"}
     assert int((await call(engine, "rogue", do="pid")).text) == os.getpid()
-    await until(lambda: not os.path.exists(f"/proc/{child}"), what="the old child to exit")
+    await eventually_async(
+        lambda: not os.path.exists(f"/proc/{child}"), what="the old child to exit"
+    )
     default = entry("r", "rogue-proc")
     await engine.apply(write(workspace, [default], isolation={"default": "process"}))
     assert isolation(engine, "r")["mode"] == "process"
@@ -137,7 +133,7 @@ async def test_events_and_logs_cross_masked(
     seen: list[Any] = []
     engine.event_engine.register("rogue.loaded", lambda event: seen.append(event.payload))
     await engine.apply(write(workspace, [rogue(label="sk-very-secret-value-123")]))
-    await until(lambda: seen, what="the child's event")
+    await eventually_async(lambda: seen, what="the child's event")
     assert seen[0]["label"] == "sk-very-secret-value-123"  # events carry data as emitted
     lines = [r.getMessage() for r in caplog.records if r.name == "grambot.plugin.r"]
     assert any("loaded in pid" in line for line in lines), lines
@@ -157,10 +153,10 @@ async def test_os_exit_in_a_tool_call_fails_the_instance_and_it_restarts(
     assert "rogue" not in engine.registries.tools  # its proxies go at once
     instance = engine.instance("r")
     assert instance is not None
-    await until(lambda: instance.failure is not None, what="the failure")
+    await eventually_async(lambda: instance.failure is not None, what="the failure")
     assert instance.failure is not None and instance.failure.kind == "crashed"
     assert "exited with code 3" in instance.failure.message
-    await until(lambda: str(instance.state) == "loaded", what="the restart")
+    await eventually_async(lambda: str(instance.state) == "loaded", what="the restart")
     status = isolation(engine, "r")
     assert status["restarts"] == 1 and status["lastExit"]["reason"] == "crashed"
     assert status["pid"] != first
@@ -172,7 +168,7 @@ async def test_a_segfault_is_a_crash(engine: Engine, workspace: Workspace) -> No
     with pytest.raises(ProcessLost) as lost:
         await call(engine, "rogue", do="segfault")
     assert lost.value.reason == "crashed"
-    await until(lambda: isolation(engine, "r")["lastExit"] is not None)
+    await eventually_async(lambda: isolation(engine, "r")["lastExit"] is not None)
     assert isolation(engine, "r")["lastExit"]["reason"] == "crashed"
 
 
@@ -220,7 +216,7 @@ async def test_a_big_allocation_hits_the_memory_limit(engine: Engine, workspace:
     with pytest.raises(ProcessLost) as lost:
         await call(engine, "rogue", do="allocate")
     assert lost.value.reason == "memory-limit"
-    await until(lambda: isolation(engine, "r")["lastExit"] is not None)
+    await eventually_async(lambda: isolation(engine, "r")["lastExit"] is not None)
     assert isolation(engine, "r")["lastExit"]["reason"] == "memory-limit"
 
 
@@ -241,7 +237,7 @@ async def test_a_call_that_ignores_its_cancellation_kills_the_child(
     started = time.monotonic()
     with pytest.raises(Exception, match="timed out"):
         await call(engine, "rogue", do="sleep")  # time.sleep blocks the child's loop
-    await until(lambda: isolation(engine, "r")["lastExit"] is not None, timeout=5)
+    await eventually_async(lambda: isolation(engine, "r")["lastExit"] is not None, timeout=5)
     assert time.monotonic() - started < 3.0
     assert isolation(engine, "r")["lastExit"]["reason"] == "unresponsive"
 
@@ -254,7 +250,7 @@ async def test_a_hung_sync_unload_ends_with_its_process(
     started = time.monotonic()
     await engine.apply(write(workspace, []))
     assert time.monotonic() - started < 5.0
-    await until(lambda: not os.path.exists(f"/proc/{pid}"), what="the child to end")
+    await eventually_async(lambda: not os.path.exists(f"/proc/{pid}"), what="the child to end")
 
 
 async def test_a_result_over_the_pipe_cap_is_a_typed_error(
@@ -304,11 +300,11 @@ async def test_a_healthy_in_process_instance_keeps_answering(
     async with neighbour_answers(engine):
         began = time.monotonic()
         for tool, what in (("a", "exit"), ("b", "segfault"), ("a", "allocate"), ("b", "sleep")):
-            await until(lambda t=tool: t in engine.registries.tools, what=f"tool {tool}")
+            await eventually_async(lambda t=tool: t in engine.registries.tools, what=f"tool {tool}")
             with pytest.raises(Exception):  # noqa: B017
                 await call(engine, tool, do=what)
-        await until(lambda: str(engine.state_of("a")) == "loaded", what="a restarted")
-        await until(lambda: str(engine.state_of("b")) == "loaded", what="b restarted")
+        await eventually_async(lambda: str(engine.state_of("a")) == "loaded", what="a restarted")
+        await eventually_async(lambda: str(engine.state_of("b")) == "loaded", what="b restarted")
         await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - began)))
 
 
@@ -336,7 +332,7 @@ def test_no_child_outlives_a_sigkilled_engine(tmp_path: Path) -> None:
     engine = EngineProcess(root)
     try:
         engine.wait_ready()
-        pids = wait_until(
+        pids = eventually(
             lambda: (
                 len(_children_of(engine.status() or {"instances": []})) == 2
                 and _children_of(engine.status() or {})
@@ -346,7 +342,7 @@ def test_no_child_outlives_a_sigkilled_engine(tmp_path: Path) -> None:
         assert all(_alive(pid) for pid in pids)
     finally:
         engine.kill()  # SIGKILL: the engine cannot tidy anything
-    wait_until(lambda: not any(_alive(pid) for pid in pids), timeout=5, what="no orphans")
+    eventually(lambda: not any(_alive(pid) for pid in pids), timeout=5, what="no orphans")
 
 
 def test_a_stopping_engine_stops_its_children(tmp_path: Path) -> None:
@@ -354,7 +350,7 @@ def test_a_stopping_engine_stops_its_children(tmp_path: Path) -> None:
     root = workspace_with(tmp_path, plugins, pluginDirs=DIRS, timeouts={"unload": 0.5})
     engine = EngineProcess(root, "--shutdown-timeout", "10")
     engine.wait_ready()
-    pids = wait_until(lambda: _children_of(engine.status() or {"instances": []}), what="child")
+    pids = eventually(lambda: _children_of(engine.status() or {"instances": []}), what="child")
     started = time.monotonic()
     assert engine.stop() == 0, engine.output
     assert time.monotonic() - started < 10
@@ -433,7 +429,7 @@ async def test_durable_state_is_the_engines(engine: Engine, workspace: Workspace
     assert report["removed"] is False and report["outstanding"] == 0
     assert report["job"] == ["tick", "every"] and report["jobs"] == ["tick"]
     child = isolation(engine, "r")["pid"]
-    await until(lambda: len(ticks) >= 2, what="the job to run twice")
+    await eventually_async(lambda: len(ticks) >= 2, what="the job to run twice")
     assert ticks[0] == {"name": "tick", "payload": {"p": 1}, "pid": child}
     durable = engine.instance("r").generation.durable  # type: ignore[union-attr]
     assert durable is not None
@@ -492,9 +488,11 @@ async def test_a_stopped_child_is_unresponsive_and_restarted(
     await engine.apply(write(workspace, [rogue()]))
     pid = isolation(engine, "r")["pid"]
     os.kill(pid, signal.SIGSTOP)  # idle, no call in flight: only the heartbeat notices
-    await until(lambda: isolation(engine, "r")["lastExit"] is not None, timeout=5)
+    await eventually_async(lambda: isolation(engine, "r")["lastExit"] is not None, timeout=5)
     assert isolation(engine, "r")["lastExit"]["reason"] == "unresponsive"
-    await until(lambda: str(engine.state_of("r")) == "loaded" and isolation(engine, "r")["pid"])
+    await eventually_async(
+        lambda: str(engine.state_of("r")) == "loaded" and isolation(engine, "r")["pid"]
+    )
     assert isolation(engine, "r")["pid"] != pid and not _alive(pid)
     assert (await call(engine, "rogue", do="echo", text="back")).text == "back"
 
@@ -508,8 +506,12 @@ async def test_the_zygote_dying_loses_the_instances_and_they_restart(
     assert zygote is not None
     os.kill(zygote, signal.SIGKILL)
     for instance_id in ("a", "b"):
-        await until(lambda i=instance_id: isolation(engine, i)["restarts"] == 1, timeout=5)
-        await until(lambda i=instance_id: str(engine.state_of(i)) == "loaded", timeout=10)
+        await eventually_async(
+            lambda i=instance_id: isolation(engine, i)["restarts"] == 1, timeout=5
+        )
+        await eventually_async(
+            lambda i=instance_id: str(engine.state_of(i)) == "loaded", timeout=10
+        )
     assert engine.isolation.forkserver.pid not in (None, zygote)
     assert not any(_alive(pid) for pid in children)
     assert (await call(engine, "a", do="echo", text="a")).text == "a"

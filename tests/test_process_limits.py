@@ -1,4 +1,4 @@
-"""The limits of a process-isolated instance (issue 18, docs/isolation.md#limits): memoryMb in a
+"""The limits of a process-isolated instance (docs/isolation.md#limits): memoryMb in a
 memory cgroup (else RLIMIT_AS), cpuSeconds per stage or call (sampled by the engine),
 maxProcesses in a pids cgroup (else RLIMIT_NPROC when not root, else refused or warned); each
 beside a healthy in-process instance that keeps answering. Real cgroups, processes and /proc:
@@ -20,7 +20,7 @@ from grambot.engine import Engine
 from grambot.errors import ProcessLost
 from grambot.isolation import cgroups
 from grambot.isolation.remote import ProcessGeneration
-from tests.conftest import Workspace, entry
+from tests.helpers import Workspace, entry, eventually, eventually_async
 from tests.test_process_isolation import (
     _alive,
     call,
@@ -28,7 +28,6 @@ from tests.test_process_isolation import (
     isolation,
     neighbour_answers,
     rogue,
-    until,
     write,
 )
 
@@ -89,10 +88,10 @@ async def test_memory_mb_is_a_memory_cgroup_and_the_oom_killer_is_memory_limit(
     with pytest.raises(ProcessLost) as lost:
         await call(engine, "rogue", do="allocate")  # 4 GB, touched: the kernel kills it
     assert lost.value.reason == "memory-limit"
-    await until(lambda: isolation(engine, "r")["lastExit"] is not None)
+    await eventually_async(lambda: isolation(engine, "r")["lastExit"] is not None)
     assert isolation(engine, "r")["lastExit"]["reason"] == "memory-limit"
     assert not folder.exists()  # removed when the child was reaped
-    await until(lambda: str(engine.state_of("r")) == "loaded", what="the restart")
+    await eventually_async(lambda: str(engine.state_of("r")) == "loaded", what="the restart")
     assert group_of(engine, "r").dirs["memory"] != folder  # a new group for the new child
 
 
@@ -108,7 +107,7 @@ async def test_catching_memory_error_does_not_pass_the_limit(
             await call(engine, "rogue", do="hog")
         assert lost.value.reason == "memory-limit"
         assert time.monotonic() - began < 10
-        await until(lambda: str(engine.state_of("r")) == "loaded", what="the restart")
+        await eventually_async(lambda: str(engine.state_of("r")) == "loaded", what="the restart")
     assert isolation(engine, "r")["lastExit"]["reason"] == "memory-limit"
 
 
@@ -129,7 +128,7 @@ async def test_cpu_seconds_ends_a_spinning_call_and_it_restarts(
             await call(engine, "rogue", do="spin")  # a sync `while True` in the tool call
         assert lost.value.reason == "cpu-limit"
         assert 0.9 < time.monotonic() - began < 10
-        await until(lambda: str(engine.state_of("r")) == "loaded", what="the restart")
+        await eventually_async(lambda: str(engine.state_of("r")) == "loaded", what="the restart")
     status = isolation(engine, "r")
     assert status["lastExit"]["reason"] == "cpu-limit" and status["restarts"] == 1
     assert status["pid"] != first and not _alive(first)
@@ -212,7 +211,9 @@ async def test_at_most_20_of_200_forks_with_max_processes_20(
     assert len(group.members()) == 1 + len(forked)
     assert (await call(engine, "rogue", do="echo", text="still")).text == "still"
     await engine.apply(write(workspace, [HEALTHY]))  # unload: no grandchild outlives it
-    await until(lambda: not any(_alive(pid) for pid in forked), timeout=5, what="forks gone")
+    await eventually_async(
+        lambda: not any(_alive(pid) for pid in forked), timeout=5, what="forks gone"
+    )
     assert not any(folder.exists() for folder in group.dirs.values())
 
 
@@ -287,16 +288,16 @@ def test_the_group_of_a_process_kills_what_it_forked() -> None:
         assert shell.stdin is not None
         shell.stdin.write(b"go\n")
         shell.stdin.close()
-        deadline = time.monotonic() + 5
-        while len(group.members()) < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        eventually(lambda: len(group.members()) >= 3, timeout=5)
         members = group.members()
         assert shell.pid in members and len(members) == 3, members
         assert not group.oom_killed()
-        deadline = time.monotonic() + 5
-        while not group.close() and time.monotonic() < deadline:
+
+        def closed() -> bool:
             shell.poll()  # reaped, so it leaves the group
-            time.sleep(0.01)
+            return group.close()
+
+        eventually(closed, timeout=5)
         assert group.closed and shell.wait(5) < 0
         assert not any(folder.exists() for folder in group.dirs.values())
     finally:
@@ -319,8 +320,10 @@ async def test_a_child_that_dies_leaving_forks_is_lost_at_once_and_its_forks_kil
     with pytest.raises(ProcessLost) as lost:
         await call(engine, "rogue", do="exit")
     assert lost.value.reason == "crashed" and time.monotonic() - began < 3
-    await until(lambda: not any(_alive(pid) for pid in forked), timeout=5, what="forks gone")
-    await until(lambda: str(engine.state_of("r")) == "loaded", what="the restart")
+    await eventually_async(
+        lambda: not any(_alive(pid) for pid in forked), timeout=5, what="forks gone"
+    )
+    await eventually_async(lambda: str(engine.state_of("r")) == "loaded", what="the restart")
 
 
 def test_closing_a_group_never_kills_pid_0(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ from grambot.engine import Engine
 from grambot.registries.connectors import IncomingMessage
 from grambot.registries.inference import ChatMessage
 from grambot.storage import DONE_KEPT_DAYS, SqliteStorage
-from tests.conftest import Workspace, entry
+from tests.helpers import Workspace, entry, eventually_async
 
 DAY = 86400.0
 
@@ -50,13 +49,6 @@ def _rows(path: Path) -> dict[str, list[str]]:
         conn.close()
 
 
-async def _until(predicate: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 async def test_old_rows_are_deleted_at_start_and_on_schedule(workspace: Workspace) -> None:
     path = workspace.scout / "state.db"
     await _seed(path, "fresh", 0)
@@ -71,7 +63,7 @@ async def test_old_rows_are_deleted_at_start_and_on_schedule(workspace: Workspac
     await engine.event_engine.start()
     try:
         await engine.apply(settings)
-        await _until(lambda: engine.retention.passes >= 1)
+        await eventually_async(lambda: engine.retention.passes >= 1)
         rows = _rows(path)
         assert rows["conversation"] == ["fresh", "fresh"]  # both messages of the old chat gone
         assert rows["inbox"] == ["fresh"]
@@ -79,7 +71,7 @@ async def test_old_rows_are_deleted_at_start_and_on_schedule(workspace: Workspac
 
         await _seed(path, "later", 3)  # older than historyDays, younger than the inbox's days
         passes = engine.retention.passes
-        await _until(lambda: engine.retention.passes >= passes + 2)
+        await eventually_async(lambda: engine.retention.passes >= passes + 2)
         rows = _rows(path)
         assert "later" not in rows["conversation"]
         assert rows["inbox"] == ["fresh", "later"]  # done entries are kept DONE_KEPT_DAYS
@@ -99,7 +91,7 @@ async def test_without_history_days_conversations_are_kept(workspace: Workspace)
     await engine.event_engine.start()
     try:
         await engine.apply(settings)
-        await _until(lambda: engine.retention.passes >= 1)
+        await eventually_async(lambda: engine.retention.passes >= 1)
     finally:
         await engine.stop()
     rows = _rows(path)

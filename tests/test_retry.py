@@ -4,33 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.retry import RetryPolicy, retry_policy_from
-from tests.conftest import Workspace, entry
-
-
-@pytest.fixture
-async def retrying(workspace: Workspace) -> AsyncIterator[Engine]:
-    eng = Engine(workspace.root, builtin_dir=None, entry_points=False, retries=True)
-    await eng.event_engine.start()
-    try:
-        yield eng
-    finally:
-        await eng.stop(drain_deadline=1.0)
-
-
-async def _wait_state(engine: Engine, instance_id: str, state: InstanceState) -> None:
-    async with asyncio.timeout(5):
-        while engine.state_of(instance_id) is not state:
-            await asyncio.sleep(0.005)
+from tests.helpers import Workspace, entry, eventually_async
 
 
 @given(
@@ -79,7 +61,7 @@ async def test_recoverable_failure_retries_with_attempt_and_next_attempt_at(
     (status,) = retrying.instances()
     assert status.attempt == 1 and status.next_attempt_at is not None
     assert status.failure is not None and "attempt 1 fails on purpose" in status.failure.message
-    await _wait_state(retrying, "f", InstanceState.LOADED)
+    await eventually_async(lambda: retrying.state_of("f") is InstanceState.LOADED, timeout=5)
     (status,) = retrying.instances()
     assert status.attempt == 0 and status.next_attempt_at is None and status.failure is None
     assert (workspace.data_dir("f") / "loaded").read_text() == "3"

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import FIXTURE_PLUGINS, entry
-from tests.runproc import EngineProcess, wait_until, workspace_with, write_json_atomic
+from tests.helpers import FIXTURE_PLUGINS, entry, eventually
+from tests.runproc import STATUS_KEYS, EngineProcess, cli, workspace_with, write_json_atomic
 
 
 def _marker(ws: Path, instance_id: str, what: str) -> Path:
@@ -25,9 +25,9 @@ def test_enable_by_edit_loads_and_disable_unloads(tmp_path: Path) -> None:
     try:
         engine.wait_ready()
         engine.write([entry("m1", "marker")])
-        wait_until(_marker(ws, "m1", "loaded").exists, what="m1 loaded")
+        eventually(_marker(ws, "m1", "loaded").exists, what="m1 loaded")
         engine.write([entry("m1", "marker", enabled=False)])
-        wait_until(_marker(ws, "m1", "unloaded").exists, what="m1 unloaded")
+        eventually(_marker(ws, "m1", "unloaded").exists, what="m1 unloaded")
         engine.wait_states({"m1": "disabled"})
         engine.write([])
         engine.wait_states({})
@@ -322,7 +322,7 @@ def test_reload_plugins_picks_up_an_edited_helper_module(tmp_path: Path) -> None
             assert _marker(ws, i, "value").read_text() == "one"
         (folder / "helper.py").write_text("VALUE = 'two'\n")
         for i in ("a", "b"):
-            wait_until(lambda i=i: _marker(ws, i, "value").read_text() == "two", what=i)
+            eventually(lambda i=i: _marker(ws, i, "value").read_text() == "two", what=i)
         engine.wait_for_log("plugin helped changed: reloading a, b")
         assert not _marker(ws, "m", "unloaded").exists(), "other plugins are left alone"
         engine.wait_states({"a": "loaded", "b": "loaded", "m": "loaded"})
@@ -362,7 +362,7 @@ def test_edit_to_loaded_latency_is_well_under_a_second(tmp_path: Path) -> None:
         for n in range(5):
             started = time.monotonic()
             engine.write([entry(f"l{n}", "marker")])
-            wait_until(_marker(ws, f"l{n}", "loaded").exists, what=f"l{n}")
+            eventually(_marker(ws, f"l{n}", "loaded").exists, what=f"l{n}")
             worst = max(worst, time.monotonic() - started)
         assert worst < 0.5, worst
     finally:
@@ -384,17 +384,7 @@ def test_status_json_matches_the_schema(tmp_path: Path) -> None:
         engine.wait_states({"t": "loaded", "off": "disabled", "bad": "failed"})
         status = engine.status()
         assert status is not None
-        assert set(status) == {
-            "pid",
-            "startedAt",
-            "updatedAt",
-            "heartbeatSeconds",
-            "ignoredEdit",
-            "settingsProblems",
-            "instances",
-            "inbox",
-            "schedule",
-        }
+        assert set(status) == STATUS_KEYS
         assert status["pid"] == engine.proc.pid and status["ignoredEdit"] is None
         assert set(status["inbox"]) == {
             "accepted",
@@ -442,16 +432,11 @@ def test_management_commands_apply_to_the_running_engine(tmp_path: Path) -> None
     engine = EngineProcess(ws, "--log-level", "warning")
 
     def grambot(*args: str) -> None:
-        done = subprocess.run(
-            [sys.executable, "-m", "grambot", *args, "--workspace", str(ws)],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
+        done = cli(ws, *args, timeout=20)
         assert done.returncode == 0, done.stderr
 
     try:
-        wait_until(lambda: engine.states() == {"m1": "loaded"}, what="m1 loaded")
+        eventually(lambda: engine.states() == {"m1": "loaded"}, what="m1 loaded")
         grambot("enable", "probe", "--instance", "p", "--set", "tool_name=t", "--no-input")
         engine.wait_states({"m1": "loaded", "p": "loaded"})
         grambot("disable", "m1")
@@ -471,7 +456,7 @@ def test_a_signal_during_a_hanging_first_load_stops_promptly(tmp_path: Path) -> 
     )
     engine = EngineProcess(ws)
     try:
-        wait_until(
+        eventually(
             lambda: (
                 "load" in (ws / ".scout/plugins/h/calls.log").read_text()
                 if (ws / ".scout/plugins/h/calls.log").exists()

@@ -18,17 +18,7 @@ from grambot.engine import Engine
 from grambot.errors import RegistrationError, StateError
 from grambot.scheduling import Scheduler, next_run
 from grambot.storage import Job
-from tests.conftest import Workspace, entry
-
-
-async def _until(predicate: Any, timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met in time")
+from tests.helpers import Workspace, entry, eventually_async
 
 
 def _runs(workspace: Workspace, instance: str = "j") -> list[str]:
@@ -40,7 +30,7 @@ async def test_an_every_job_runs_persists_and_pauses_while_unloaded(
 ) -> None:
     jobs = [{"name": "tick", "every": 0.1}]
     await engine.apply(workspace.write([entry("j", "jobs", jobs=jobs)]))
-    await _until(lambda: len(_runs(workspace)) >= 2)
+    await eventually_async(lambda: len(_runs(workspace)) >= 2, timeout=5)
     stored = await engine.storage.schedule.get("j", "tick")
     assert stored is not None and stored.kind == "every" and stored.next_run is not None
     await engine.apply(workspace.write([entry("j", "jobs", enabled=False, jobs=jobs)]))
@@ -49,7 +39,7 @@ async def test_an_every_job_runs_persists_and_pauses_while_unloaded(
     assert len(_runs(workspace)) == paused  # unloaded: its jobs wait
     assert await engine.storage.schedule.get("j", "tick") is not None  # and stay stored
     await engine.apply(workspace.write([entry("j", "jobs", jobs=jobs)]))
-    await _until(lambda: len(_runs(workspace)) > paused)
+    await eventually_async(lambda: len(_runs(workspace)) > paused, timeout=5)
 
 
 async def test_missed_runs_follow_the_job_policy(engine: Engine, workspace: Workspace) -> None:
@@ -63,7 +53,7 @@ async def test_missed_runs_follow_the_job_policy(engine: Engine, workspace: Work
         {"name": "skipper", "every": 600, "missed": "skip"},
     ]
     await engine.apply(workspace.write([entry("j", "jobs", jobs=jobs)]))
-    await _until(lambda: _runs(workspace) == ["run:catch-up:0"])
+    await eventually_async(lambda: _runs(workspace) == ["run:catch-up:0"], timeout=5)
     await asyncio.sleep(0.2)
     assert _runs(workspace) == ["run:catch-up:0"]  # once, however many were missed
     skipper = await engine.storage.schedule.get("j", "skipper")
@@ -78,8 +68,10 @@ async def test_a_stored_job_without_handler_is_logged_and_kept(
     await engine.storage.schedule.put(Job("j", "remind:1", "every", "1.0", time.time() - 5))
     with caplog.at_level(logging.WARNING, "grambot.scheduler"):
         await engine.apply(workspace.write([entry("j", "jobs", handle=["remind:*"])]))
-        await _until(lambda: _runs(workspace) == ["run:remind:1:0"])
-        await _until(lambda: "stored job 'orphan' has no handler" in caplog.text)
+        await eventually_async(lambda: _runs(workspace) == ["run:remind:1:0"], timeout=5)
+        await eventually_async(
+            lambda: "stored job 'orphan' has no handler" in caplog.text, timeout=5
+        )
     assert "instance j" in caplog.text
     assert await engine.storage.schedule.get("j", "orphan") is not None
 
@@ -91,8 +83,8 @@ async def test_a_failing_job_is_logged_and_retried_by_policy(
     jobs = [{"name": "fail-once", "at": soon, "retries": 2, "retry_delay": 0.05}]
     with caplog.at_level(logging.ERROR, "grambot.scheduler"):
         await engine.apply(workspace.write([entry("j", "jobs", jobs=jobs)]))
-        await _until(lambda: len(_runs(workspace)) == 3)
-        await _until(lambda: "after 2 retries; dropped" in caplog.text)
+        await eventually_async(lambda: len(_runs(workspace)) == 3, timeout=5)
+        await eventually_async(lambda: "after 2 retries; dropped" in caplog.text, timeout=5)
     assert _runs(workspace) == ["run:fail-once:0", "run:fail-once:1", "run:fail-once:2"]
     assert "instance j: job 'fail-once' failed (RuntimeError: job fail-once failed" in caplog.text
     assert await engine.storage.schedule.get("j", "fail-once") is None
@@ -112,7 +104,7 @@ async def test_a_job_stored_after_the_engine_started_runs_after_a_reload(
     # due now (as if a minute had passed): it runs once the instance is loaded again
     await engine.storage.schedule.put(dataclasses.replace(job, next_run=time.time()))
     await engine.apply(workspace.write([entry("k", "jobs", handle=["tick"])]))
-    await _until(lambda: _runs(workspace, "k"))
+    await eventually_async(lambda: _runs(workspace, "k"), timeout=5)
 
 
 async def test_owners_activated_before_the_owners_read_is_in_wait_for_it_in_one_task(
@@ -130,7 +122,9 @@ async def test_owners_activated_before_the_owners_read_is_in_wait_for_it_in_one_
     for owner in owners:
         scheduler.activate(owner)
     assert len(asyncio.all_tasks() - before) == 1
-    await _until(lambda: scheduler.active == 1)  # b7's stored job is armed all the same
+    await eventually_async(
+        lambda: scheduler.active == 1, timeout=5
+    )  # b7's stored job is armed all the same
     assert {owner for owner, _ in scheduler._jobs} == {"b7"}
 
 
@@ -158,11 +152,13 @@ async def test_a_failed_owners_read_neither_loses_nor_blocks_stored_jobs(
         first = scheduler.for_instance("f1", contextvars.copy_context())
         first.handle("tick", lambda run: None)
         scheduler.activate("f1")
-        await _until(lambda: scheduler.active == 1)  # its jobs were asked for directly
+        await eventually_async(
+            lambda: scheduler.active == 1, timeout=5
+        )  # its jobs were asked for directly
         second = scheduler.for_instance("f2", contextvars.copy_context())
         second.handle("tick", lambda run: None)
         scheduler.activate("f2")  # a later activation still gets its jobs
-        await _until(lambda: scheduler.active == 2)
+        await eventually_async(lambda: scheduler.active == 2, timeout=5)
     finally:
         await scheduler.stop()
 
@@ -181,18 +177,19 @@ async def test_an_owner_unloaded_while_the_owners_read_is_pending_gets_no_jobs(
     again = scheduler.for_instance("u1", contextvars.copy_context())  # loaded again
     again.handle("tick", lambda run: None)
     scheduler.activate("u1")
-    await _until(lambda: scheduler.active == 1)
+    await eventually_async(lambda: scheduler.active == 1, timeout=5)
 
 
 async def test_an_at_job_runs_once_and_is_gone(engine: Engine, workspace: Workspace) -> None:
     soon = datetime.fromtimestamp(time.time() + 0.05).astimezone().isoformat()
     await engine.apply(workspace.write([entry("j", "jobs", jobs=[{"name": "once", "at": soon}])]))
-    await _until(lambda: _runs(workspace) == ["run:once:0"])
-    await _until(lambda: engine.storage.schedule is not None)
-    for _ in range(50):
-        if await engine.storage.schedule.get("j", "once") is None:
-            break
-        await asyncio.sleep(0.02)
+    await eventually_async(lambda: _runs(workspace) == ["run:once:0"], timeout=5)
+    await eventually_async(lambda: engine.storage.schedule is not None, timeout=5)
+
+    async def forgotten() -> bool:
+        return await engine.storage.schedule.get("j", "once") is None
+
+    await eventually_async(forgotten, timeout=1)
     assert await engine.storage.schedule.get("j", "once") is None
 
 

@@ -1,4 +1,4 @@
-"""Secrets for containers (issue 15 item 3): GRAMBOT_SECRET__<instanceId>__<key> variables and
+"""Secrets for containers: GRAMBOT_SECRET__<instanceId>__<key> variables and
 the GRAMBOT_SECRETS_DIR folder, ahead of the store, scoped, masked, watched; the CLI says where
 each key comes from and refuses to store over one."""
 
@@ -10,7 +10,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,21 +23,15 @@ from grambot.masking import MASK
 from grambot.secrets.backends import SecretsConfig, open_store, store_instance_ids
 from grambot.secrets.sources import ExternalSecrets, LayeredSecretsStore
 from grambot.secrets.store import FileSecretsStore, InstanceSecrets
-from tests.conftest import entry
-from tests.runproc import EngineProcess, wait_until, workspace_with
+from tests.helpers import entry, eventually
+from tests.runproc import EngineProcess, workspace_with
 
 ENV_TOKEN = "env-token-5c1e9a77"
 DIR_TOKEN = "dir-token-0b8d22f4"
 STORE_TOKEN = "store-token-9e3f6a10"
 
 
-@pytest.fixture(autouse=True)
-def _keep_root_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("keep_root_logging")
 
 
 def _store(tmp_path: Path) -> FileSecretsStore:
@@ -262,7 +255,7 @@ def test_a_running_engine_uses_and_follows_the_secrets_folder(tmp_path: Path) ->
         # an update as Kubernetes makes it: a new file renamed over the old one
         (folder / ".new").write_text("second-dir-value")
         os.replace(folder / ".new", folder / "s__token")
-        wait_until(lambda: token_sha.read_text() == _sha("second-dir-value"), what="reload")
+        eventually(lambda: token_sha.read_text() == _sha("second-dir-value"), what="reload")
         (folder / "s__token").unlink()  # gone: the instance waits for its secret again
         engine.wait_states({"s": "failed"})
         assert (engine.status() or {})["instances"][0]["reason"] == "missing-secret"
@@ -318,7 +311,7 @@ def test_a_running_engine_follows_a_kubernetes_secret_volume(tmp_path: Path) -> 
         engine.wait_states({"s": "loaded"})
         assert token_sha.read_text() == _sha(DIR_TOKEN)
         _kubernetes_secret(folder, "v2", {"s__token": "rotated-by-kubelet"})
-        wait_until(lambda: token_sha.read_text() == _sha("rotated-by-kubelet"), what="reload")
+        eventually(lambda: token_sha.read_text() == _sha("rotated-by-kubelet"), what="reload")
     finally:
         assert engine.stop() == 0, engine.output
     assert "rotated-by-kubelet" not in engine.output and "..data" not in engine.output

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import stat
 import subprocess
@@ -20,21 +19,15 @@ from keyring.backend import KeyringBackend
 from grambot.cli import main
 from grambot.secrets.backends import KeyringSecretsStore, default_service, open_store
 from grambot.secrets.backends import SecretsConfig as Config
-from tests.conftest import entry
+from tests.helpers import entry, eventually
 from tests.keyring_backends import FILE_ENV, MemoryKeyring
-from tests.runproc import EngineProcess, wait_until, workspace_with
+from tests.runproc import EngineProcess, workspace_with
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "tok-3f9a-very-secret-value"
 
 
-@pytest.fixture(autouse=True)
-def _keep_root_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("keep_root_logging")
 
 
 @pytest.fixture
@@ -172,7 +165,7 @@ def test_secrets_set_reloads_the_instance_in_a_running_engine(tmp_path: Path, ba
         engine.wait_states({"s": "loaded"})
         assert token_sha.read_text() == _sha(TOKEN)
         _set_secret(ws, "second-value", env)
-        wait_until(lambda: token_sha.read_text() == _sha("second-value"), what="reload")
+        eventually(lambda: token_sha.read_text() == _sha("second-value"), what="reload")
         engine.wait_states({"s": "loaded"})
         status_text = (ws / ".scout" / "status.json").read_text()
     finally:

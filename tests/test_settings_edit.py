@@ -14,7 +14,7 @@ from grambot.app.logs import MASK, _Formatter
 from grambot.config.edit import edit_settings, find_entry
 from grambot.errors import EditRefused
 from grambot.masking import Masker
-from tests.conftest import FIXTURE_PLUGINS
+from tests.helpers import FIXTURE_PLUGINS
 
 
 def test_concurrent_cli_edits_never_lose_an_update(tmp_path: Path) -> None:

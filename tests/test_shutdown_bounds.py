@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import entry
-from tests.runproc import EngineProcess, wait_until, workspace_with
+from tests.helpers import entry, eventually
+from tests.runproc import EngineProcess, workspace_with
 
 TIMEOUT = 1.5  # --shutdown-timeout of these tests
 SLACK = 2.0  # the promise: exit within the timeout + 2 s
@@ -61,7 +61,7 @@ def test_a_signal_while_the_loop_is_blocked_still_ends_within_the_timeout(
     tmp_path: Path,
 ) -> None:
     engine = _engine(tmp_path, "block-load", block=30)
-    wait_until(lambda: (engine.scout / "plugins" / "s" / "calls.log").exists(), what="load")
+    eventually(lambda: (engine.scout / "plugins" / "s" / "calls.log").exists(), what="load")
     time.sleep(0.3)  # the loop is now blocked in the plugin's time.sleep(30)
     code = _stop_within(engine, TIMEOUT + SLACK)
     assert code != 0, engine.output  # the orderly shutdown could not run: the deadline ended it
@@ -74,7 +74,7 @@ def test_the_second_signal_exits_at_once_even_while_the_loop_is_blocked(
     engine = _engine(tmp_path, "block-unload", block=30)
     engine.wait_ready()
     engine.signal(signal.SIGTERM)
-    wait_until(lambda: "unload" in (engine.scout / "plugins" / "s" / "calls.log").read_text())
+    eventually(lambda: "unload" in (engine.scout / "plugins" / "s" / "calls.log").read_text())
     time.sleep(0.2)  # the loop is now blocked in the plugin's unload
     code = _stop_within(engine, 1.0)
     assert code == 130, engine.output

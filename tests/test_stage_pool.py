@@ -20,6 +20,7 @@ from grambot.containment.limits import Deadline, Limit
 from grambot.containment.stages import StagePool, run_stage
 from grambot.containment.tracking import InstanceTasks, instance_context
 from grambot.errors import PluginCrash, StageTimeout
+from tests.helpers import eventually_async
 
 
 def _ctx() -> contextvars.Context:
@@ -133,10 +134,7 @@ async def test_idle_workers_end() -> None:
     pool = StagePool(4, idle_seconds=0.1)
     before = _stage_threads()
     await asyncio.gather(*(_run(pool, time.sleep, 0.02) for _ in range(3)))
-    for _ in range(100):
-        if _stage_threads() <= before:
-            break
-        await asyncio.sleep(0.02)
+    await eventually_async(lambda: _stage_threads() <= before, timeout=2)
     assert _stage_threads() <= before
 
 

@@ -18,7 +18,7 @@ from grambot.engine import Engine
 from grambot.registries.connectors import IncomingMessage
 from grambot.secrets.store import FileSecretsStore
 from grambot.storage import Job, open_storage
-from tests.conftest import Workspace, entry
+from tests.helpers import Workspace, entry, eventually_async
 from tests.runproc import workspace_with
 
 
@@ -116,10 +116,9 @@ async def test_remind_list_cancel_tz_and_forget(engine: Engine, workspace: Works
     assert "call Ada" in listing and "tea" in listing
     assert "call Ada" not in await _say(engine, "/reminders", chat="other")  # its own only
     connector: Any = engine.registries.connectors.get("chat")
-    for _ in range(300):
-        if any(s[1] == "⏰ Reminder: tea" for s in connector.sent):
-            break
-        await asyncio.sleep(0.01)
+    await eventually_async(
+        lambda: any(s[1] == "⏰ Reminder: tea" for s in connector.sent), timeout=3
+    )
     assert any(s[0] == "c1" and s[1] == "⏰ Reminder: tea" for s in connector.sent)
     rid = listing.split("\n")[1].split(":")[0]
     cancel = await _say(engine, f"/reminders cancel {rid}")

@@ -12,7 +12,7 @@ from grambot.app.lock import EngineLock, engine_running
 from grambot.app.status import StatusWriter, read_status
 from grambot.engine import Engine
 from grambot.errors import EngineLocked
-from tests.conftest import Workspace, entry
+from tests.helpers import Workspace, entry, eventually_async
 
 
 async def test_many_state_changes_cost_few_writes(engine: Engine, workspace: Workspace) -> None:
@@ -24,13 +24,12 @@ async def test_many_state_changes_cost_few_writes(engine: Engine, workspace: Wor
         # 300 instances x (loading, loaded) = 600+ changes
         assert writer.writes <= 2 + elapsed / 0.1, (writer.writes, elapsed)
 
-        async with asyncio.timeout(5):  # the last change is written within the interval
-            while True:
-                status = read_status(workspace.scout)
-                states = [i["state"] for i in (status or {}).get("instances", [])]
-                if len(states) == 300 and set(states) == {"loaded"}:
-                    break
-                await asyncio.sleep(0.02)
+        def all_loaded() -> bool:
+            states = [i["state"] for i in (read_status(workspace.scout) or {}).get("instances", [])]
+            return len(states) == 300 and set(states) == {"loaded"}
+
+        # the last change is written within the interval
+        await eventually_async(all_loaded, timeout=5, interval=0.02)
     finally:
         writer.close()
     assert not (workspace.scout / "status.json").exists()

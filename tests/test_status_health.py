@@ -8,27 +8,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
 from grambot.engine import Engine
-from tests.conftest import Workspace, entry
-from tests.runproc import EngineProcess, wait_until, workspace_with
+from tests.helpers import Workspace, entry, eventually
+from tests.runproc import EngineProcess, cli, workspace_with
 
 HEARTBEAT = "0.2"  # seconds between heartbeats in these tests (stale after 3 of them)
 
 
 def _status(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "grambot", "status", "--workspace", str(ws), *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    return cli(ws, "status", *args)
 
 
 def _instance(engine: EngineProcess, instance_id: str) -> dict[str, object]:
@@ -44,12 +35,12 @@ def test_the_heartbeat_is_written_from_the_loop_and_a_frozen_loop_looks_stale(
     try:
         engine.wait_ready()
         first = (engine.status() or {})["updatedAt"]
-        wait_until(lambda: (engine.status() or {}).get("updatedAt") != first, what="a heartbeat")
+        eventually(lambda: (engine.status() or {}).get("updatedAt") != first, what="a heartbeat")
         # the plugin blocks the loop for 2.5 s from 0.3 s after load: the heartbeat stops
-        wait_until(lambda: _status(ws, "--check").returncode == 4, what="a stale heartbeat")
+        eventually(lambda: _status(ws, "--check").returncode == 4, what="a stale heartbeat")
         stale = _status(ws)
         assert stale.returncode == 4 and "stale" in stale.stderr, stale.stderr
-        wait_until(lambda: _status(ws, "--check").returncode == 0, what="fresh again")
+        eventually(lambda: _status(ws, "--check").returncode == 0, what="fresh again")
     finally:
         assert engine.stop() == 0, engine.output
     gone = _status(ws, "--check")
@@ -64,7 +55,7 @@ def test_a_stall_names_the_instance_in_the_log_and_in_status(tmp_path: Path) -> 
         engine.wait_for_log("event loop blocked", timeout=10)
         line = next(x for x in engine.output.splitlines() if "event loop blocked" in x)
         assert "instance st" in line, line
-        wait_until(lambda: _instance(engine, "st").get("stalls") == 1, what="stalls: 1")
+        eventually(lambda: _instance(engine, "st").get("stalls") == 1, what="stalls: 1")
         assert "time.sleep" in engine.output or "plugin.py" in engine.output  # the stack
     finally:
         assert engine.stop() == 0, engine.output
@@ -89,11 +80,11 @@ def test_readiness_says_degraded_and_liveness_says_alive(tmp_path: Path) -> None
         assert ready.returncode == 0, ready.stdout + ready.stderr
         # a held edit is degraded too: what runs is not what the file says
         engine.write([entry("ok", "nope")])
-        wait_until(lambda: _instance(engine, "ok").get("held"), what="held")
+        eventually(lambda: _instance(engine, "ok").get("held"), what="held")
         assert _status(ws).returncode == 1
         # an ignored edit as well
         engine.settings_file.write_text("{ not json")
-        wait_until(lambda: (engine.status() or {}).get("ignoredEdit"), what="ignored edit")
+        eventually(lambda: (engine.status() or {}).get("ignoredEdit"), what="ignored edit")
         assert _status(ws).returncode == 1
     finally:
         assert engine.stop() == 0, engine.output
@@ -121,7 +112,7 @@ def test_a_crashed_polling_task_makes_the_instance_unhealthy_and_status_exit_1(
     engine = EngineProcess(ws, "--heartbeat", HEARTBEAT)
     try:
         engine.wait_ready()
-        wait_until(
+        eventually(
             lambda: (_instance(engine, "p").get("health") or {}).get("healthy") is False,
             what="unhealthy",
         )
@@ -134,19 +125,9 @@ def test_a_crashed_polling_task_makes_the_instance_unhealthy_and_status_exit_1(
         assert engine.stop() == 0, engine.output
 
 
-@pytest.fixture
-async def plain(workspace: Workspace) -> AsyncIterator[Engine]:
-    eng = Engine(workspace.root, builtin_dir=None, entry_points=False)
-    await eng.event_engine.start()
-    try:
-        yield eng
-    finally:
-        await eng.stop(drain_deadline=1.0)
-
-
-async def test_api_health_records_ok_and_errors(plain: Engine, workspace: Workspace) -> None:
-    await plain.apply(workspace.write([entry("h", "stubborn", mode="health")]))
-    instance = plain.instance("h")
+async def test_api_health_records_ok_and_errors(engine: Engine, workspace: Workspace) -> None:
+    await engine.apply(workspace.write([entry("h", "stubborn", mode="health")]))
+    instance = engine.instance("h")
     assert instance is not None and instance.generation is not None
     status = instance.to_status()["health"]
     assert status["healthy"] is True and status["lastOk"]["what"] == "poll"
@@ -160,15 +141,15 @@ async def test_api_health_records_ok_and_errors(plain: Engine, workspace: Worksp
 
 
 async def test_a_load_that_blocked_past_its_deadline_is_a_timeout_not_loaded(
-    plain: Engine, workspace: Workspace
+    engine: Engine, workspace: Workspace
 ) -> None:
     started = time.monotonic()
-    await plain.apply(
+    await engine.apply(
         workspace.write(
             [entry("b", "stubborn", mode="block-load", block=1.2)], timeouts={"load": 0.5}
         )
     )
     assert time.monotonic() - started >= 1.2
-    instance = plain.instance("b")
+    instance = engine.instance("b")
     assert instance is not None and str(instance.state) == "failed", instance
     assert instance.failure is not None and instance.failure.kind == "timeout"

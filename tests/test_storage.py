@@ -25,6 +25,7 @@ from grambot.storage import (
 from grambot.storage.conversations import TRIM_EVERY
 from grambot.storage.database import MIGRATIONS
 from grambot.storage.sqlite import encode_message
+from tests.helpers import eventually_async
 
 
 @pytest.fixture
@@ -203,10 +204,7 @@ async def test_checkpoints_run_on_a_thread_of_their_own(state: SqliteStorage) ->
     assert checkpointer is not None
     before = checkpointer.checkpoints
     await asyncio.gather(*(state.kv.set("ns", f"k{i}", "x" * 500) for i in range(200)))
-    for _ in range(300):
-        if checkpointer.checkpoints > before:
-            break
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: checkpointer.checkpoints > before, timeout=3)
     assert checkpointer.checkpoints > before
     busy, in_log, copied = await state.db.run_raw(
         lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()

@@ -1,4 +1,4 @@
-"""grambot under systemd (issue 15 item 2): the unit file, and the notify protocol spoken by a
+"""grambot under systemd: the unit file, and the notify protocol spoken by a
 real `grambot run` to a fake NOTIFY_SOCKET (a real AF_UNIX datagram socket, as systemd's)."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import entry
-from tests.runproc import EngineProcess, wait_until, workspace_with
+from tests.helpers import entry, eventually
+from tests.runproc import EngineProcess, workspace_with
 
 UNIT = Path(__file__).resolve().parent.parent / "deploy" / "grambot.service"
 WATCHDOG_USEC = 200_000  # pings every 0.1 s in these tests
@@ -76,11 +76,11 @@ def test_ready_watchdog_and_stopping_reach_the_notify_socket(
     engine, fake = _run(tmp_path, address, [entry("m", "marker")])
     try:
         engine.wait_ready()
-        wait_until(lambda: fake.states("READY=1"), what="READY=1")
-        wait_until(lambda: len(fake.states("WATCHDOG=1")) >= 5, what="5 watchdog pings")
+        eventually(lambda: fake.states("READY=1"), what="READY=1")
+        eventually(lambda: len(fake.states("WATCHDOG=1")) >= 5, what="5 watchdog pings")
         assert not fake.states("STOPPING=1")
         assert engine.stop() == 0, engine.output
-        wait_until(lambda: fake.states("STOPPING=1"), what="STOPPING=1")
+        eventually(lambda: fake.states("STOPPING=1"), what="STOPPING=1")
         assert fake.states("READY=1")[0] < fake.states("STOPPING=1")[0]
         ready = fake.states("READY=1")[0]
         pings = [at for at in fake.states("WATCHDOG=1") if at > ready]
@@ -99,7 +99,7 @@ def test_a_blocked_event_loop_stops_the_watchdog_pings(tmp_path: Path) -> None:
     try:
         engine.wait_ready()
         engine.wait_for_log("event loop unblocked", timeout=10)
-        wait_until(lambda: len(fake.states("WATCHDOG=1")) >= 3, what="pings after the stall")
+        eventually(lambda: len(fake.states("WATCHDOG=1")) >= 3, what="pings after the stall")
         pings = fake.states("WATCHDOG=1")
         gaps = [b - a for a, b in itertools.pairwise(pings)]
         assert max(gaps) >= 1.3, f"pings went on while the loop was blocked: {gaps}"
@@ -112,7 +112,7 @@ def test_no_watchdog_pings_when_systemd_watches_another_process(tmp_path: Path) 
     engine, fake = _run(tmp_path, str(tmp_path / "notify"), [], WATCHDOG_PID="1")
     try:
         engine.wait_ready()
-        wait_until(lambda: fake.states("READY=1"), what="READY=1")
+        eventually(lambda: fake.states("READY=1"), what="READY=1")
         time.sleep(0.3)
         assert not fake.states("WATCHDOG=1")
     finally:

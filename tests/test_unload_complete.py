@@ -9,7 +9,7 @@ import weakref
 from typing import Any
 
 from grambot.engine import Engine
-from tests.conftest import Workspace, entry
+from tests.helpers import Workspace, entry, eventually_async
 
 
 async def test_a_timer_of_the_instance_stops_at_unload_and_the_instance_is_freed(
@@ -19,10 +19,7 @@ async def test_a_timer_of_the_instance_stops_at_unload_and_the_instance_is_freed
     engine.event_engine.register("rogue.tick", ticks.append)
     engine.secrets.set("h", "token", "tick-secret")
     await engine.apply(workspace.write([entry("h", "rogue", mode="timer", tool_name="tt")]))
-    for _ in range(200):
-        if len(ticks) >= 3:
-            break
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: len(ticks) >= 3, timeout=2)
     assert len(ticks) >= 3
     tool = engine.registries.tools.get("tt")
     assert tool is not None
@@ -40,9 +37,6 @@ async def test_a_timer_of_the_instance_stops_at_unload_and_the_instance_is_freed
 async def test_a_registration_after_unload_is_refused(engine: Engine, workspace: Workspace) -> None:
     await engine.apply(workspace.write([entry("h", "rogue", mode="late-register")]))
     await engine.apply(workspace.write([]))  # unloaded before its thread registers
-    for _ in range(200):
-        if "late-register" in " ".join(workspace.calls("h")):
-            break
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: "late-register" in " ".join(workspace.calls("h")), timeout=2)
     assert "late_tool" not in engine.registries.tools
     assert workspace.calls("h")[-1] == "late-register-refused:RegistrationError"

@@ -19,7 +19,7 @@ from grambot import CONNECTOR_MESSAGE
 from grambot.config.settings import load_settings
 from grambot.engine import Engine
 from grambot.errors import SettingsError
-from tests.conftest import FIXTURE_PLUGINS, Workspace, entry
+from tests.helpers import FIXTURE_PLUGINS, Workspace, entry
 from tests.runproc import EngineProcess, workspace_with, write_json_atomic
 
 

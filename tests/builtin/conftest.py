@@ -3,25 +3,37 @@ to load an instance through settings and secrets exactly as a user would."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import inspect
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from grambot import ChatMessage, InferenceRequest, ToolDefinition
 from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.events.event import PluginEvent
-from tests.conftest import Workspace, entry
+from tests.helpers import Workspace, entry
 
 # Values the SDKs would pick up from the environment if a plugin let them; tests set them to
 # prove the instance's own secrets and settings win.
 POISON = "poison-from-the-environment"
+
+# A tool the model providers' tests offer to the model.
+WEATHER = ToolDefinition(
+    name="weather",
+    description="Weather for a city.",
+    parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+
+
+def ask(text: str, **kwargs: Any) -> InferenceRequest:
+    """A one-message conversation for a model provider."""
+    return InferenceRequest(messages=[ChatMessage("user", text)], **kwargs)
 
 
 class Harness:
@@ -66,15 +78,17 @@ class Harness:
     def loaded(self, instance_id: str) -> bool:
         return self.engine.state_of(instance_id) is InstanceState.LOADED
 
-    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError("condition not met in time")
-            await asyncio.sleep(0.01)
+    async def load_service(
+        self, instance_id: str, plugin_id: str, registry: str, api_key: str, **settings: Any
+    ) -> Any:
+        """Load a built-in that calls a service (its `apiKey` a secret; one retry and a 2 s
+        timeout unless `settings` say otherwise) and return what it put in `registry`."""
+        settings = {"maxRetries": 1, "timeout": 2.0, **settings}
+        await self.load(instance_id, plugin_id, secrets={"apiKey": api_key}, **settings)
+        assert self.loaded(instance_id), self.failure(instance_id)
+        found = getattr(self.engine.registries, registry).get(instance_id)
+        assert found is not None
+        return found
 
     def of_type(self, event_type: str) -> list[PluginEvent]:
         return [e for e in self.events if e.type == event_type]

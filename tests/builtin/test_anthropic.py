@@ -16,17 +16,11 @@ from grambot import (
     InferenceRequest,
     ServiceError,
     ToolCall,
-    ToolDefinition,
 )
-from tests.builtin.conftest import POISON, Harness, closed_port_url
+from tests.builtin.conftest import POISON, WEATHER, Harness, ask, closed_port_url
 from tests.fakes.anthropic_api import FakeAnthropic
 
 KEY = "sk-ant-test-key-0123456789"
-WEATHER = ToolDefinition(
-    name="weather",
-    description="Weather for a city.",
-    parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-)
 
 
 @pytest.fixture
@@ -36,16 +30,10 @@ def fake() -> Iterator[FakeAnthropic]:
 
 
 async def load(h: Harness, fake: FakeAnthropic, **extra: Any) -> InferenceProvider:
-    settings = {"baseUrl": fake.url, "maxRetries": 1, "timeout": 2.0, **extra}
-    await h.load("claude", "anthropic", secrets={"apiKey": KEY}, **settings)
-    assert h.loaded("claude"), h.failure("claude")
-    provider = h.engine.registries.inference.get("claude")
-    assert provider is not None
+    provider: InferenceProvider = await h.load_service(
+        "claude", "anthropic", "inference", KEY, **{"baseUrl": fake.url, **extra}
+    )
     return provider
-
-
-def ask(text: str, **kwargs: Any) -> InferenceRequest:
-    return InferenceRequest(messages=[ChatMessage("user", text)], **kwargs)
 
 
 async def test_a_completion_goes_through_the_sdk(harness: Harness, fake: FakeAnthropic) -> None:
@@ -154,18 +142,7 @@ async def test_failures_are_clear_and_leave_the_instance_loaded(
     harness: Harness, fake: FakeAnthropic, script: dict[str, Any], kind: str, words: list[str]
 ) -> None:
     provider = await load(harness, fake, timeout=0.3)
-    if "hang" in script:
-        fake.hang(script["hang"], times=2)
-    elif "malformed" in script:
-        ctype = script.get("type", "application/json")
-        fake.malformed(body=script["malformed"], content_type=ctype)
-    else:
-        fake.fail(
-            script["status"],
-            times=script.get("times", 1),
-            headers=script.get("headers"),
-            message=f"bad key {KEY}" if script["status"] == 401 else "nope",
-        )
+    fake.play(script, secret_message=f"bad key {KEY}")
     started = time.monotonic()
     with pytest.raises(ServiceError) as caught:
         await provider.complete(ask("hello"))

@@ -142,17 +142,7 @@ async def test_failures_are_clear_tool_errors_and_the_instance_stays_loaded(
     harness: Harness, fake: FakeBrave, script: dict[str, Any], kind: str, words: list[str]
 ) -> None:
     tool = await load(harness, fake, timeout=0.3)
-    if "hang" in script:
-        fake.hang(script["hang"], times=2)
-    elif "malformed" in script:
-        fake.malformed(body=script["malformed"])
-    else:
-        fake.fail(
-            script["status"],
-            times=script.get("times", 1),
-            headers=script.get("headers"),
-            message=f"token {KEY} is invalid" if script["status"] == 401 else "nope",
-        )
+    fake.play(script, secret_message=f"token {KEY} is invalid")
     started = time.monotonic()
     result = await tool.execute({"query": "hello"}, CTX)
     assert time.monotonic() - started < 5

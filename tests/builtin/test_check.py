@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 
 from tests.builtin.conftest import Harness
-from tests.conftest import entry
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.base import FakeServer
 from tests.fakes.brave_api import FakeBrave
 from tests.fakes.gemini_api import FakeGemini
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.telegram_api import FakeTelegram
+from tests.helpers import entry
 
 GOOD = {
     "telegram": "123456:AAH-good-token-for-checks",

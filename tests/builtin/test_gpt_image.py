@@ -24,11 +24,9 @@ def fake() -> Iterator[FakeOpenAI]:
 
 
 async def load(h: Harness, fake: FakeOpenAI, **extra: Any) -> ImageProvider:
-    settings = {"baseUrl": f"{fake.url}/v1", "maxRetries": 1, "timeout": 2.0, **extra}
-    await h.load("img", "gpt-image", secrets={"apiKey": KEY}, **settings)
-    assert h.loaded("img"), h.failure("img")
-    provider = h.engine.registries.images.get("img")
-    assert provider is not None
+    provider: ImageProvider = await h.load_service(
+        "img", "gpt-image", "images", KEY, **{"baseUrl": f"{fake.url}/v1", **extra}
+    )
     return provider
 
 
@@ -120,17 +118,7 @@ async def test_failures_are_clear_and_leave_the_instance_loaded(
     harness: Harness, fake: FakeOpenAI, script: dict[str, Any], kind: str, words: list[str]
 ) -> None:
     provider = await load(harness, fake, timeout=0.3)
-    if "hang" in script:
-        fake.hang(script["hang"], times=2)
-    elif "malformed" in script:
-        fake.malformed(body=script["malformed"])
-    else:
-        fake.fail(
-            script["status"],
-            times=script.get("times", 1),
-            headers=script.get("headers"),
-            message=f"Incorrect API key provided: {KEY}" if script["status"] == 401 else "nope",
-        )
+    fake.play(script, secret_message=f"Incorrect API key provided: {KEY}")
     with pytest.raises(ServiceError) as caught:
         await provider.generate("a cat")
     error = caught.value

@@ -1,4 +1,4 @@
-"""A built-in whose SDK is not installed (issue 14 item 2): the instance fails with the reason
+"""A built-in whose SDK is not installed: the instance fails with the reason
 `missing-dependency`, is not retried, and its reason names the extra to install. The SDK is
 made unimportable the way Python documents (None in sys.modules); the slow install tests
 (tests/test_install.py) check the same in a real venv without the SDKs."""

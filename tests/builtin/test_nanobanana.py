@@ -24,11 +24,9 @@ def fake() -> Iterator[FakeGemini]:
 
 
 async def load(h: Harness, fake: FakeGemini, **extra: Any) -> ImageProvider:
-    settings = {"baseUrl": f"{fake.url}/v1beta", "maxRetries": 1, "timeout": 2.0, **extra}
-    await h.load("banana", "nanobanana", secrets={"apiKey": KEY}, **settings)
-    assert h.loaded("banana"), h.failure("banana")
-    provider = h.engine.registries.images.get("banana")
-    assert provider is not None
+    provider: ImageProvider = await h.load_service(
+        "banana", "nanobanana", "images", KEY, **{"baseUrl": f"{fake.url}/v1beta", **extra}
+    )
     return provider
 
 
@@ -135,17 +133,7 @@ async def test_failures_are_clear_and_leave_the_instance_loaded(
     harness: Harness, fake: FakeGemini, script: dict[str, Any], kind: str, words: list[str]
 ) -> None:
     provider = await load(harness, fake, timeout=0.3)
-    if "hang" in script:
-        fake.hang(script["hang"], times=2)
-    elif "malformed" in script:
-        fake.malformed(body=script["malformed"])
-    else:
-        fake.fail(
-            script["status"],
-            times=script.get("times", 1),
-            headers=dict(script.get("headers", {})),
-            message=f"API key not valid: {KEY}" if script["status"] == 400 else "nope",
-        )
+    fake.play(script, secret_message=f"API key not valid: {KEY}", secret_status=400)
     started = time.monotonic()
     with pytest.raises(ServiceError) as caught:
         await provider.generate("a cat")

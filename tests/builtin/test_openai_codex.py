@@ -17,17 +17,11 @@ from grambot import (
     InferenceRequest,
     ServiceError,
     ToolCall,
-    ToolDefinition,
 )
-from tests.builtin.conftest import POISON, Harness, closed_port_url
+from tests.builtin.conftest import POISON, WEATHER, Harness, ask, closed_port_url
 from tests.fakes.openai_api import FakeOpenAI
 
 KEY = "sk-proj-test-key-abcdefghijkl"
-WEATHER = ToolDefinition(
-    name="weather",
-    description="Weather for a city.",
-    parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-)
 APIS = ["responses", "chat"]
 PATHS = {"responses": "/v1/responses", "chat": "/v1/chat/completions"}
 
@@ -39,16 +33,10 @@ def fake() -> Iterator[FakeOpenAI]:
 
 
 async def load(h: Harness, fake: FakeOpenAI, **extra: Any) -> InferenceProvider:
-    settings = {"baseUrl": f"{fake.url}/v1", "maxRetries": 1, "timeout": 2.0, **extra}
-    await h.load("codex", "openai-codex", secrets={"apiKey": KEY}, **settings)
-    assert h.loaded("codex"), h.failure("codex")
-    provider = h.engine.registries.inference.get("codex")
-    assert provider is not None
+    provider: InferenceProvider = await h.load_service(
+        "codex", "openai-codex", "inference", KEY, **{"baseUrl": f"{fake.url}/v1", **extra}
+    )
     return provider
-
-
-def ask(text: str, **kwargs: Any) -> InferenceRequest:
-    return InferenceRequest(messages=[ChatMessage("user", text)], **kwargs)
 
 
 @pytest.mark.parametrize("api", APIS)
@@ -199,17 +187,7 @@ async def test_failures_are_clear_and_leave_the_instance_loaded(
     words: list[str],
 ) -> None:
     provider = await load(harness, fake, api=api, timeout=0.3)
-    if "hang" in script:
-        fake.hang(script["hang"], times=2)
-    elif "malformed" in script:
-        fake.malformed(body=script["malformed"])
-    else:
-        fake.fail(
-            script["status"],
-            times=script.get("times", 1),
-            headers=script.get("headers"),
-            message=f"Incorrect API key provided: {KEY}" if script["status"] == 401 else "nope",
-        )
+    fake.play(script, secret_message=f"Incorrect API key provided: {KEY}")
     started = time.monotonic()
     with pytest.raises(ServiceError) as caught:
         await provider.complete(ask("hello"))

@@ -17,6 +17,7 @@ import pytest
 from grambot import CONNECTOR_MESSAGE, Attachment, Connector, IncomingMessage, ServiceError
 from tests.builtin.conftest import Harness, closed_port_url, load_plugin_module
 from tests.fakes.telegram_api import PNG_1PX, FakeTelegram
+from tests.helpers import eventually_async
 
 TOKEN = "123456:AAH-secret-token-for-tests"
 TOKEN2 = "654321:BBH-other-secret-token"
@@ -37,17 +38,8 @@ def fake() -> Iterator[FakeTelegram]:
 
 
 def settings(fake: FakeTelegram, **extra: Any) -> dict[str, Any]:
-    base = {
-        "baseUrl": fake.base_url,
-        "baseFileUrl": fake.base_file_url,
-        "allowedUserIds": [OWNER],
-        "pollTimeout": 1,
-        "requestTimeout": 2.0,
-        "backoffInitial": 0.05,
-        "backoffMax": 0.2,
-        "maxRetries": 2,
-    }
-    return {**base, **extra}
+    base = {"requestTimeout": 2.0, "backoffInitial": 0.05, "backoffMax": 0.2, "maxRetries": 2}
+    return fake.plugin_settings(OWNER, **{**base, **extra})
 
 
 async def load(
@@ -95,13 +87,13 @@ async def test_an_update_arrives_in_the_inbox(harness: Harness, fake: FakeTelegr
     assert fake.bots[TOKEN].deleted_webhook == 1  # clearWebhook defaults to on
 
     uid = fake.push_message(TOKEN, "hi there", user_id=OWNER)
-    (msg,) = await harness.wait_for(lambda: messages(harness))
+    (msg,) = await eventually_async(lambda: messages(harness), timeout=5)
     assert harness.of_type(CONNECTOR_MESSAGE) == []  # the inbox, not an event (at most once)
     assert msg.connector_id == "tg"
     assert msg.chat_id == str(OWNER) and msg.sender == str(OWNER)
     assert msg.text == "hi there" and msg.message_id
     assert msg.extra["senderName"] == "Ada" and msg.extra["updateId"] == uid
-    await harness.wait_for(lambda: state_file(harness).exists())
+    await eventually_async(lambda: state_file(harness).exists(), timeout=5)
     assert json.loads(state_file(harness).read_text()) == {"botId": 123456, "lastUpdateId": uid}
 
 
@@ -117,7 +109,7 @@ async def test_stop_and_start_pause_and_resume_polling(
     assert len(fake.bots[TOKEN].offsets) == polls and messages(harness) == []
     await connector.start()
     await connector.start()  # idempotent: one poller
-    (msg,) = await harness.wait_for(lambda: messages(harness))
+    (msg,) = await eventually_async(lambda: messages(harness), timeout=5)
     assert msg.text == "while stopped"
     await asyncio.sleep(0.2)
     assert len(messages(harness)) == 1
@@ -137,17 +129,18 @@ async def test_messages_from_strangers_are_ignored_and_logged(
     fake.push_message(TOKEN, "let me in", user_id=STRANGER)
     fake.push_message(TOKEN, "group chat", user_id=STRANGER, chat_id=-500)
     last = fake.push_message(TOKEN, "owner", user_id=OWNER)
-    await harness.wait_for(lambda: len(messages(harness)) == 2)
+    await eventually_async(lambda: len(messages(harness)) == 2, timeout=5)
     assert [m.text for m in messages(harness)] == ["group chat", "owner"]
     ignored = [r.getMessage() for r in caplog.records if "ignored a message" in r.getMessage()]
     assert len(ignored) == 1 and str(STRANGER) in ignored[0]
     # an ignored update is handled too: the position moved past all three
     # (the file appears once the batch is in the inbox: a missing one is not a failure yet)
-    await harness.wait_for(
+    await eventually_async(
         lambda: (
             state_file(harness).exists()
             and json.loads(state_file(harness).read_text())["lastUpdateId"] == last
-        )
+        ),
+        timeout=5,
     )
 
 
@@ -156,7 +149,7 @@ async def test_with_empty_allow_lists_nothing_is_delivered(
 ) -> None:
     await load(harness, fake, allowedUserIds=[])
     uid = fake.push_message(TOKEN, "anyone?", user_id=OWNER)
-    await harness.wait_for(lambda: state_file(harness).exists())
+    await eventually_async(lambda: state_file(harness).exists(), timeout=5)
     assert json.loads(state_file(harness).read_text())["lastUpdateId"] == uid
     assert messages(harness) == []
 
@@ -166,7 +159,7 @@ async def test_an_incoming_photo_is_saved_as_an_attachment(
 ) -> None:
     await load(harness, fake)
     fake.push_message(TOKEN, None, user_id=OWNER, photo=PNG_1PX, caption="look")
-    (msg,) = await harness.wait_for(lambda: messages(harness))
+    (msg,) = await eventually_async(lambda: messages(harness), timeout=5)
     assert msg.text == "look"
     (attachment,) = msg.attachments
     assert attachment.mime_type == "image/png"
@@ -180,12 +173,12 @@ async def test_a_restart_resumes_from_the_stored_offset(
     await load(harness, fake)
     first = fake.push_message(TOKEN, "one", user_id=OWNER)
     second = fake.push_message(TOKEN, "two", user_id=OWNER)
-    await harness.wait_for(lambda: len(messages(harness)) == 2)
-    await harness.wait_for(
-        lambda: json.loads(state_file(harness).read_text())["lastUpdateId"] == second
+    await eventually_async(lambda: len(messages(harness)) == 2, timeout=5)
+    await eventually_async(
+        lambda: json.loads(state_file(harness).read_text())["lastUpdateId"] == second, timeout=5
     )
     # the next long poll has reached the fake (so it is not confused with the next instance's)
-    await harness.wait_for(lambda: fake.bots[TOKEN].offsets[-1] == second + 1)
+    await eventually_async(lambda: fake.bots[TOKEN].offsets[-1] == second + 1, timeout=5)
     await harness.remove("tg")
     assert "tg" not in harness.engine.registries.connectors
 
@@ -207,11 +200,11 @@ async def test_a_restart_resumes_from_the_stored_offset(
     third = fake.push_message(TOKEN, "three", user_id=OWNER)
     polls_before = len(fake.bots[TOKEN].offsets)
     await load(harness, fake)
-    await harness.wait_for(lambda: len(messages(harness)) == 3)
+    await eventually_async(lambda: len(messages(harness)) == 3, timeout=5)
     assert [m.text for m in messages(harness)] == ["one", "two", "three"]
     assert fake.bots[TOKEN].offsets[polls_before] == second + 1  # resumed after the last one
-    await harness.wait_for(
-        lambda: json.loads(state_file(harness).read_text())["lastUpdateId"] == third
+    await eventually_async(
+        lambda: json.loads(state_file(harness).read_text())["lastUpdateId"] == third, timeout=5
     )
 
 
@@ -222,7 +215,7 @@ async def test_polling_recovers_from_server_errors_and_flood_control(
     fake.fail(500, times=2, path_contains="getUpdates")
     fake.fail(429, headers={"retry_after": "1"}, path_contains="getUpdates")
     fake.push_message(TOKEN, "still here", user_id=OWNER)
-    (msg,) = await harness.wait_for(lambda: messages(harness), timeout=8)
+    (msg,) = await eventually_async(lambda: messages(harness), timeout=8)
     assert msg.text == "still here"
     assert harness.loaded("tg")
 
@@ -232,7 +225,7 @@ async def test_unload_stops_a_long_poll_within_its_deadline(
 ) -> None:
     fake.max_long_poll = 30
     await load(harness, fake, pollTimeout=30)
-    await harness.wait_for(lambda: fake.bots[TOKEN].offsets)  # a long poll is in flight
+    await eventually_async(lambda: fake.bots[TOKEN].offsets, timeout=5)  # a long poll is in flight
     started = time.monotonic()
     await harness.remove("tg")
     assert time.monotonic() - started < 2.0
@@ -250,7 +243,7 @@ async def test_two_instances_with_two_tokens_run_side_by_side(
     assert harness.loaded("tg1") and harness.loaded("tg2")
     fake.push_message(TOKEN, "to one", user_id=OWNER)
     fake.push_message(TOKEN2, "to two", user_id=OWNER)
-    await harness.wait_for(lambda: len(messages(harness)) == 2)
+    await eventually_async(lambda: len(messages(harness)) == 2, timeout=5)
     assert [m.text for m in messages(harness, "tg1")] == ["to one"]
     assert [m.text for m in messages(harness, "tg2")] == ["to two"]
     await one.send_message(str(OWNER), "from one")
@@ -334,18 +327,9 @@ async def test_send_failures_are_clear_and_leave_the_instance_loaded(
     harness: Harness, fake: FakeTelegram, script: dict[str, Any], kind: str
 ) -> None:
     connector = await load(harness, fake, requestTimeout=0.3)
-    if "hang" in script:
-        fake.hang(script["hang"], times=3, path_contains="sendMessage")
-    elif "malformed" in script:
-        fake.malformed(path_contains="sendMessage")
-    else:
-        fake.fail(
-            script["status"],
-            times=script.get("times", 1),
-            headers=script.get("headers"),
-            message=f"Unauthorized: {TOKEN}" if script["status"] == 401 else "nope",
-            path_contains="sendMessage",
-        )
+    fake.play(
+        script, secret_message=f"Unauthorized: {TOKEN}", hang_times=3, path_contains="sendMessage"
+    )
     started = time.monotonic()
     with pytest.raises(ServiceError) as caught:
         await connector.send_message(str(OWNER), "hello?")
@@ -356,7 +340,7 @@ async def test_send_failures_are_clear_and_leave_the_instance_loaded(
     assert_clean(error)
     assert harness.loaded("tg") and harness.engine.event_engine.running
     fake.push_message(TOKEN, "after", user_id=OWNER)  # polling carries on
-    await harness.wait_for(lambda: messages(harness), timeout=5)
+    await eventually_async(lambda: messages(harness), timeout=5)
     await connector.send_message(str(OWNER), "recovered")
     assert fake.sent(TOKEN, "sendMessage")[-1]["text"] == "recovered"
 
@@ -390,7 +374,7 @@ async def test_the_token_never_reaches_the_logs(
     caplog.set_level(logging.DEBUG)
     connector = await load(harness, fake)
     fake.push_message(TOKEN, "hi", user_id=OWNER)
-    await harness.wait_for(lambda: messages(harness))
+    await eventually_async(lambda: messages(harness), timeout=5)
     await connector.send_message(str(OWNER), "hello")
     await harness.remove("tg")
     assert any("getUpdates" in r.getMessage() for r in caplog.records)  # httpx logged the URLs
@@ -445,13 +429,15 @@ async def test_polling_and_sending_report_their_health(
     harness: Harness, fake: FakeTelegram
 ) -> None:
     connector = await load(harness, fake)
-    await harness.wait_for(lambda: (_health(harness).get("lastOk") or {}).get("what") == "poll")
+    await eventually_async(
+        lambda: (_health(harness).get("lastOk") or {}).get("what") == "poll", timeout=5
+    )
     assert _health(harness)["healthy"] is True
     fake.fail(502, times=1000, path_contains="getUpdates")  # Telegram goes away
-    await harness.wait_for(lambda: _health(harness)["healthy"] is False)
+    await eventually_async(lambda: _health(harness)["healthy"] is False, timeout=5)
     assert "getUpdates" in _health(harness)["lastError"]["message"]
     assert TOKEN not in json.dumps(_health(harness))
     fake._faults.clear()  # and comes back
-    await harness.wait_for(lambda: _health(harness)["healthy"] is True, timeout=10)
+    await eventually_async(lambda: _health(harness)["healthy"] is True, timeout=10)
     await connector.send_message(str(OWNER), "hello")
     assert _health(harness)["lastOk"]["what"] == "send"

@@ -12,10 +12,8 @@ import email.parser
 import email.policy
 import json
 import threading
-import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -131,6 +129,37 @@ class FakeServer:
         response = Response(200, body, {"Content-Type": content_type})
         self._add(_Fault(response, 200, {}, 0.0, times, path_contains))
 
+    def play(
+        self,
+        script: dict[str, Any],
+        *,
+        secret_message: str,
+        secret_status: int = 401,
+        hang_times: int = 2,
+        path_contains: str | None = None,
+    ) -> None:
+        """Script the next failure from a row of a test's failure table: `{"hang": seconds}`,
+        `{"malformed": body or True, "type": content type}` or `{"status", "times", "headers"}`.
+        An error of `secret_status` says `secret_message` (services echo the bad key: the test
+        proves it never reaches the user); any other says "nope"."""
+        if "hang" in script:
+            self.hang(script["hang"], times=hang_times, path_contains=path_contains)
+        elif "malformed" in script:
+            body = script["malformed"]
+            self.malformed(
+                **({"body": body} if isinstance(body, bytes) else {}),
+                content_type=script.get("type", "application/json"),
+                path_contains=path_contains,
+            )
+        else:
+            self.fail(
+                script["status"],
+                times=script.get("times", 1),
+                headers=script.get("headers"),
+                message=secret_message if script["status"] == secret_status else "nope",
+                path_contains=path_contains,
+            )
+
     def _add(self, fault: _Fault) -> None:
         with self._lock:
             self._faults.append(fault)
@@ -239,13 +268,3 @@ class FakeServer:
             handler.wfile.write(response.body)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (its timeout): that is the point of a hang
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll `predicate` from a sync context (fakes' own helpers)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()

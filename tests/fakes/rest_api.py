@@ -1,4 +1,5 @@
-"""A tiny REST API on 127.0.0.1 (stdlib http.server in a daemon thread) for the Summit tests.
+"""A tiny REST API on 127.0.0.1 (stdlib http.server in a daemon thread) for the execute-style
+plugin tests.
 
 GET /posts -> 200 [posts]; GET /posts/<id> -> 200 post or 404; anything else -> 404.
 Every request is recorded as (path, Authorization header or None).

@@ -61,6 +61,17 @@ class FakeTelegram(FakeServer):
     def base_file_url(self) -> str:
         return f"{self.url}/file/bot"
 
+    def plugin_settings(self, *allowed_user_ids: int, **extra: Any) -> dict[str, Any]:
+        """Settings of the built-in telegram plugin that talk to this fake, answering the given
+        users, with a short long poll so that a test (and its engine's stop) never waits long."""
+        return {
+            "baseUrl": self.base_url,
+            "baseFileUrl": self.base_file_url,
+            "allowedUserIds": list(allowed_user_ids),
+            "pollTimeout": 1,
+            **extra,
+        }
+
     def add_bot(self, token: str, username: str = "fake_bot") -> BotState:
         bot_id = int(token.split(":", 1)[0]) if ":" in token else 4242
         state = BotState(token, bot_id, username)

@@ -27,30 +27,6 @@ def slow_mode() -> bool:
     return os.environ.get(ENV_SLOW) == "1"
 
 
-def poll(predicate: Any, timeout: float = 5.0, interval: float = 0.01) -> bool:
-    """Wait (blocking) until `predicate()` is true or `timeout` passes; returns the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-
-
-async def apoll(predicate: Any, timeout: float = 5.0, interval: float = 0.01) -> bool:
-    """`poll` for coroutines: yields to the loop between checks."""
-    import asyncio
-
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(interval)
-
-
 @dataclass
 class Evidence:
     test: str

@@ -23,15 +23,15 @@ from grambot.errors import (
     StageTimeout,
 )
 from grambot.registries.tools import ToolContext
-from tests.conftest import Workspace, entry
 from tests.fakes.rest_api import fake_rest_api
+from tests.helpers import Workspace, entry
 
-SUMMIT = Path(__file__).parent / "fixtures" / "summit"
+MANIFEST_PLUGINS = Path(__file__).parent / "fixtures" / "manifest"
 SAMPLES = Path(__file__).resolve().parent.parent / "plugins" / "samples"
 
 
 def write(workspace: Workspace, plugins: list[dict[str, Any]], **keys: Any) -> Any:
-    return workspace.write(plugins, pluginDirs=[str(SUMMIT), str(SAMPLES)], **keys)
+    return workspace.write(plugins, pluginDirs=[str(MANIFEST_PLUGINS), str(SAMPLES)], **keys)
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ async def test_run_plugin_timeout_overrides(summit: Engine, workspace: Workspace
     summit.settings = write(workspace, [], timeouts={"overrideMs": 150})
     with pytest.raises(StageTimeout, match="after 150 ms"):
         await summit.run_plugin("summit-exec", {"action": "hang"})
-    summit.register_custom_plugins(SUMMIT, timeout_ms=60)
+    summit.register_custom_plugins(MANIFEST_PLUGINS, timeout_ms=60)
     with pytest.raises(StageTimeout, match="after 60 ms"):
         await summit.run_plugin("summit-exec", {"action": "hang"})
 
@@ -295,7 +295,7 @@ async def test_a_clashing_id_keeps_the_first(
     engine.settings = write(workspace, [])
     assert engine.register_custom_plugins(tmp_path / "c") == []
     descriptor = engine.catalog.get("summit-exec")
-    assert descriptor is not None and descriptor.folder == (SUMMIT / "exec").resolve()
+    assert descriptor is not None and descriptor.folder == (MANIFEST_PLUGINS / "exec").resolve()
     assert any(
         p.file == clash.resolve() and "defined twice" in p.message for p in engine.catalog.problems
     )

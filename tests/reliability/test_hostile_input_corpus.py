@@ -21,7 +21,7 @@ from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.errors import DescriptorError, SecretsError, SettingsError
 from grambot.secrets.store import FileSecretsStore
-from tests.conftest import FIXTURE_PLUGINS, Workspace
+from tests.helpers import FIXTURE_PLUGINS, Workspace
 from tests.reliability.evidence import Evidence
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"

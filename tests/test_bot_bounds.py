@@ -1,5 +1,5 @@
-"""Bot hygiene (issue 13, item 3): idle chat workers end, a huge tool result does not stall
-later turns, history is trimmed by size, unknown commands are answered."""
+"""What keeps a long-running bot small and responsive: idle chat workers end, a huge tool
+result does not stall later turns, history is trimmed by size, unknown commands are answered."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from grambot import CONNECTOR_MESSAGE
 from grambot.engine import Engine
-from tests.conftest import Workspace, entry
+from tests.helpers import Workspace, entry, eventually_async
 
 BOT_PLUGINS = [
     entry("chat", "fakechat"),
@@ -27,13 +27,12 @@ async def _say(engine: Engine, text: str, chat: str = "c1", timeout: float = 10.
     assert connector is not None
     before = len([s for s in connector.sent if s[0] == chat])
     engine.queue.emit("fakechat", "chat", CONNECTOR_MESSAGE, {"chatId": chat, "text": text})
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def reply() -> str:
         mine = [s for s in connector.sent if s[0] == chat]
-        if len(mine) > before:
-            return str(mine[before][1])
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"no reply to {text!r}")
+        return str(mine[before][1]) if len(mine) > before else ""
+
+    return await eventually_async(reply, timeout, what=f"a reply to {text!r}")
 
 
 def _chat_workers() -> list[asyncio.Task[Any]]:
@@ -44,10 +43,7 @@ async def test_idle_chat_workers_end_and_come_back(engine: Engine, workspace: Wo
     await _bot(engine, workspace, chatIdleSeconds=0.2)
     for n in range(30):
         assert await _say(engine, f"hi {n}", chat=f"chat{n}") == f"ok: hi {n}"
-    for _ in range(200):
-        if not _chat_workers():
-            break
-        await asyncio.sleep(0.02)
+    await eventually_async(lambda: not _chat_workers(), timeout=4)
     assert _chat_workers() == []
     assert await _say(engine, "back again", chat="chat3") == "ok: back again"
 

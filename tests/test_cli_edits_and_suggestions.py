@@ -1,4 +1,4 @@
-"""CLI polish (issue 15 item 5): --unset, references the agent block makes checked against the
+"""CLI edits, checks and suggestions: --unset, references the agent block makes checked against the
 running engine, "did you mean", --json listings."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from grambot.cli import main
-from tests.conftest import entry
-from tests.runproc import EngineProcess, wait_until, workspace_with
+from tests.helpers import entry, eventually
+from tests.runproc import EngineProcess, workspace_with
 
 
 def _agent(workspace: Path, *args: str) -> tuple[int, str, dict[str, object]]:
@@ -43,7 +43,7 @@ def test_agent_tools_are_checked_against_the_running_engine(tmp_path: Path) -> N
     engine = EngineProcess(workspace)
     try:
         engine.wait_ready()
-        wait_until(lambda: (engine.status() or {}).get("instances"), 20, "status.json")
+        eventually(lambda: (engine.status() or {}).get("instances"), 20, what="status.json")
         code, output, agent = _agent(workspace, "--set", 'tools=["lookpu"]')
         assert code == 1
         assert "no instance of the running engine registers a tool 'lookpu'" in output
@@ -169,7 +169,7 @@ def test_a_settings_key_the_plugin_ignores_shows_in_status_and_the_log(tmp_path:
     engine = EngineProcess(workspace)
     try:
         engine.wait_ready()
-        status = wait_until(lambda: engine.status(), 20, "status.json")
+        status = eventually(lambda: engine.status(), 20, what="status.json")
         (instance,) = status["instances"]
         assert instance["state"] == "loaded"
         assert instance["ignoredSettings"] == ["tool_nmae"]

@@ -26,8 +26,8 @@ from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.errors import StageTimeout
 from grambot.registries.tools import ToolContext
-from tests.conftest import FIXTURE_PLUGINS, Workspace, entry
-from tests.reliability.evidence import Evidence, apoll
+from tests.helpers import FIXTURE_PLUGINS, Workspace, entry, eventually_async
+from tests.reliability.evidence import Evidence
 from tests.reliability.faults import release_all
 
 FAULTY_PLUGINS = Path(__file__).resolve().parents[1] / "fixtures" / "faulty"
@@ -224,7 +224,9 @@ async def _scenario(
         assert len(registry) == 0
     # Nothing a failed instance started is still running; its modules are gone.
     failed = [f for f in FAULTS if f.kind is not None]
-    assert await apoll(lambda: not any(_pending_tasks(f.instance_id + ":") for f in failed), 2.0)
+    await eventually_async(
+        lambda: not any(_pending_tasks(f.instance_id + ":") for f in failed), 2.0
+    )
     for fault in failed:
         if fault.name != "import-hang":  # its abandoned import is checked after release
             assert _instance_modules(fault.instance_id + "__") == [], fault.name
@@ -251,14 +253,14 @@ async def _scenario(
     tool_seconds = loop.time() - call_started
     assert answered.text == "still here" and answered_after < TOOL_MS / 1000
     assert TOOL_MS / 1000 * 0.9 <= tool_seconds < TOOL_MS / 1000 + 2.0, tool_seconds
-    assert await apoll(lambda: not _pending_tasks("x-tool-hang:"), 2.0)
+    await eventually_async(lambda: not _pending_tasks("x-tool-hang:"), 2.0)
     assert engine.state_of("x-tool-hang") is InstanceState.LOADED
 
     # Events: the burst of the failed instance is handled in full, the raising and the hanging
     # handler are logged, and the consumer goes on to the next event.
     with caplog.at_level(logging.ERROR, logger="grambot"):
         engine.queue.emit("test", "test", "after")
-        assert await apoll(lambda: seen["after"] == 1, 5.0), seen
+        await eventually_async(lambda: seen["after"] == 1, 5.0, what=f"the 'after' event of {seen}")
     assert seen["faulty.burst"] == BURST
     assert "handler fails on faulty.raise" in caplog.text
     assert "timed out after 0.3 s" in caplog.text
@@ -279,17 +281,19 @@ async def _scenario(
     for fault in FAULTS:
         assert not _pending_tasks(f"{fault.instance_id}:") or fault.name == "task-leak"
     release_all()
-    assert await apoll(lambda: not _pending_tasks("x-"), 5.0), _pending_tasks("x-")
-    assert await apoll(lambda: not any(t.name.startswith("x-") for t in threading.enumerate()), 5.0)
+    await eventually_async(lambda: not _pending_tasks("x-"), 5.0, what="no x- task pending")
+    await eventually_async(
+        lambda: not any(t.name.startswith("x-") for t in threading.enumerate()), 5.0
+    )
     # The import that hung was abandoned; once it returns it must not resurrect its modules.
-    assert await apoll(lambda: not threads_running_code_of(NAMESPACE_ROOT), 5.0)
+    await eventually_async(lambda: not threads_running_code_of(NAMESPACE_ROOT), 5.0)
     assert _instance_modules("x-") == []
 
     # 4. Remove everything.
     await engine.apply(workspace.write([], pluginDirs=PLUGIN_DIRS, timeouts=TIMEOUTS))
     assert engine.loaded_ids() == []
     assert len(engine.registries.tools) == 0
-    assert await apoll(lambda: not _pending_tasks("h"), 2.0), _pending_tasks("h")
+    await eventually_async(lambda: not _pending_tasks("h"), 2.0, what="no h task pending")
     assert _instance_modules("") == []
     assert engine.event_engine.running and not loop.is_closed()
 
@@ -326,12 +330,12 @@ async def test_background_task_raising_systemexit_does_not_stop_the_engine(
     settings = [entry("h", "probe"), entry("x", "faulty", fault="task-exit")]
     with caplog.at_level(logging.ERROR, logger="grambot"):
         await engine.apply(workspace.write(settings, pluginDirs=PLUGIN_DIRS))
-        assert await apoll(lambda: not _pending_tasks("x:"), 2.0)
+        await eventually_async(lambda: not _pending_tasks("x:"), 2.0)
         await asyncio.sleep(0.05)  # the loop keeps turning after the task died
     assert sorted(engine.loaded_ids()) == ["h", "x"]
     assert "x:crash" in caplog.text and "SystemExit" in caplog.text
     engine.queue.emit("test", "test", "after")
-    assert await apoll(lambda: engine.event_engine.handled >= 1, 2.0)
+    await eventually_async(lambda: engine.event_engine.handled >= 1, 2.0)
     evidence.add(
         "fault injection",
         "a plugin's background task raises SystemExit",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,12 @@ def _encodings(doc: Any) -> st.SearchStrategy[bytes]:
 documents = st.one_of(json_values, settings_docs)
 
 
+def _fuzz(check: Callable[[bytes], None], documents: st.SearchStrategy[bytes]) -> None:
+    """`check` EXAMPLES generated documents, then EXAMPLES strings of raw bytes."""
+    for inputs in (documents, st.binary(max_size=200)):
+        FUZZ(given(inputs)(check))()
+
+
 def test_settings_parser_only_raises_settings_error(tmp_path: Path, evidence: Evidence) -> None:
     path = tmp_path / ".scout" / "settings.json"
     outcomes = {"accepted": 0, "refused": 0, "entry problems": 0}
@@ -162,18 +169,7 @@ def test_settings_parser_only_raises_settings_error(tmp_path: Path, evidence: Ev
         ids = [i.instance_id.lower() for i in result.instances]
         assert len(ids) == len(set(ids))  # ids unique ignoring case
 
-    @FUZZ
-    @given(documents.flatmap(_encodings))
-    def fuzz_json(data: bytes) -> None:
-        check(data)
-
-    @FUZZ
-    @given(st.binary(max_size=200))
-    def fuzz_bytes(data: bytes) -> None:
-        check(data)
-
-    fuzz_json()
-    fuzz_bytes()
+    _fuzz(check, documents.flatmap(_encodings))
     assert outcomes["accepted"] and outcomes["refused"]
     evidence.add(
         "fuzzing",
@@ -206,22 +202,10 @@ def test_descriptor_parser_only_raises_descriptor_error(tmp_path: Path, evidence
         assert descriptor.entry_path.is_relative_to(folder.resolve())
         assert descriptor.entry_path.is_file() and descriptor.entry_path.suffix == ".py"
 
-    @FUZZ
-    @given(
-        st.one_of(
-            json_values, descriptor_docs, typed_descriptor_docs, valid_descriptor_docs
-        ).flatmap(_encodings)
+    documents = st.one_of(
+        json_values, descriptor_docs, typed_descriptor_docs, valid_descriptor_docs
     )
-    def fuzz_json(data: bytes) -> None:
-        check(data)
-
-    @FUZZ
-    @given(st.binary(max_size=200))
-    def fuzz_bytes(data: bytes) -> None:
-        check(data)
-
-    fuzz_json()
-    fuzz_bytes()
+    _fuzz(check, documents.flatmap(_encodings))
     assert outcomes["refused"] and outcomes["accepted"]
     evidence.add(
         "fuzzing",

@@ -15,8 +15,8 @@ from typing import Any
 
 from grambot import CONNECTOR_MESSAGE
 from grambot.engine import Engine
-from tests.conftest import Workspace, entry
-from tests.runproc import EngineProcess, wait_until, workspace_with
+from tests.helpers import Workspace, entry, eventually, eventually_async
+from tests.runproc import EngineProcess, workspace_with
 
 
 async def test_load_awaiting_a_cancelled_task_fails_that_instance_and_edits_go_on(
@@ -173,10 +173,7 @@ async def test_event_handlers_raising_base_exceptions_do_not_stop_the_queue(
     engine.event_engine.register(None, lambda event: seen.append(event.type))
     engine.queue.emit("x", "x", "bad")
     engine.queue.emit("x", "x", "after")
-    for _ in range(300):
-        if "after" in seen:
-            break
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: "after" in seen, timeout=3)
     assert seen == ["bad", "after"]
 
 
@@ -223,7 +220,7 @@ def test_keyboard_interrupt_from_a_connector_send_never_ends_the_process(
     sent = ws / ".scout" / "plugins" / "hc" / "sent.log"
     try:
         engine.wait_ready()
-        wait_until(lambda: sent.exists() and "ok: two" in sent.read_text(), what="second reply")
+        eventually(lambda: sent.exists() and "ok: two" in sent.read_text(), what="second reply")
         assert "KeyboardInterrupt" in engine.output  # logged with the instance, not silent
         assert engine.proc.poll() is None, engine.output
     finally:

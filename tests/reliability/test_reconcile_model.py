@@ -59,7 +59,7 @@ from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.errors import SettingsError
 from grambot.retry import RetryPolicy
-from tests.conftest import FIXTURE_PLUGINS
+from tests.helpers import FIXTURE_PLUGINS, eventually_async
 from tests.reliability.evidence import Evidence, slow_mode
 
 # Sized for CI by default; --slow runs far more and may take minutes.
@@ -391,12 +391,10 @@ class ReconcileMachine(RuleBasedStateMachine):
                 instance.state is InstanceState.RETRYING and instance.attempt > attempt
             )
 
-        async def settled() -> None:
-            async with asyncio.timeout(20):
-                while not all(tried(i, attempt) for i, attempt in due.items()):
-                    await asyncio.sleep(0.001)
-
-        self.loop.run_until_complete(settled())
+        settled = eventually_async(
+            lambda: all(tried(i, attempt) for i, attempt in due.items()), 20, 0.001
+        )
+        self.loop.run_until_complete(settled)
         for instance_id in due:
             STATS["retries"] += 1
             record = self.records[instance_id]

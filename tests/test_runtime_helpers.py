@@ -1,5 +1,6 @@
-"""Summit features for Grambot-style instances: deadlines from the manifest, env, cache, vault,
-http, manifest and allowedModules (grambot.containment.limits / .context / .allowlist)."""
+"""The runtime helpers of a plugin's api and its manifest's limits (features that come from
+Summit, docs/execute-plugins.md): deadlines from the manifest, env, cache, vault, http, manifest
+and allowedModules (grambot.containment.limits / .context / .allowlist)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,14 @@ from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.errors import AccessDenied, StageTimeout
 from grambot.registries.tools import ToolContext
-from tests.conftest import Workspace, entry
 from tests.fakes.rest_api import fake_rest_api
+from tests.helpers import Workspace, entry, failure_of
 
-SUMMIT = Path(__file__).parent / "fixtures" / "summit"
+MANIFEST_PLUGINS = Path(__file__).parent / "fixtures" / "manifest"
 
 
 def write(workspace: Workspace, plugins: list[dict[str, Any]], **keys: Any) -> Any:
-    return workspace.write(plugins, pluginDirs=[str(SUMMIT)], **keys)
+    return workspace.write(plugins, pluginDirs=[str(MANIFEST_PLUGINS)], **keys)
 
 
 def api_of(engine: Engine, instance_id: str) -> Any:
@@ -41,10 +42,9 @@ async def test_hanging_load_times_out_at_the_manifest_value(
     started = time.monotonic()
     await engine.apply(write(workspace, [entry("slow", "summit-probe", hang_in="load")]))
     elapsed = time.monotonic() - started
-    record = engine.instance("slow")
-    assert record is not None and record.failure is not None
-    assert record.failure.kind == "timeout" and record.failure.stage == "load"
-    assert "load timed out after 300 ms" in record.failure.message
+    failure = failure_of(engine, "slow")
+    assert failure.kind == "timeout" and failure.stage == "load"
+    assert "load timed out after 300 ms" in failure.message
     assert 0.25 < elapsed < 2.0  # the manifest's 300 ms, not the engine's 30 s
 
 
@@ -54,9 +54,8 @@ async def test_create_and_unload_use_the_manifest_value(
 ) -> None:
     await engine.apply(write(workspace, [entry("p", "summit-probe", hang_in=stage)]))
     if stage == "create":
-        record = engine.instance("p")
-        assert record is not None and record.failure is not None
-        assert "create timed out after 300 ms" in record.failure.message
+        failure = failure_of(engine, "p")
+        assert "create timed out after 300 ms" in failure.message
     else:
         assert engine.state_of("p") is InstanceState.LOADED
         started = time.monotonic()
@@ -70,9 +69,8 @@ async def test_engine_override_beats_the_manifest(engine: Engine, workspace: Wor
         workspace, [entry("p", "summit-probe", hang_in="load")], timeouts={"overrideMs": 120}
     )
     await engine.apply(settings)
-    record = engine.instance("p")
-    assert record is not None and record.failure is not None
-    assert "load timed out after 120 ms" in record.failure.message
+    failure = failure_of(engine, "p")
+    assert "load timed out after 120 ms" in failure.message
 
 
 async def test_register_custom_plugins_override_beats_engine_and_manifest(
@@ -82,12 +80,11 @@ async def test_register_custom_plugins_override_beats_engine_and_manifest(
         workspace, [entry("p", "summit-probe", hang_in="load")], timeouts={"overrideMs": 900}
     )
     engine.settings = settings
-    found = engine.register_custom_plugins(SUMMIT / "probe", timeout_ms=80)
+    found = engine.register_custom_plugins(MANIFEST_PLUGINS / "probe", timeout_ms=80)
     assert [d.id for d in found] == ["summit-probe"]
     await engine.apply(settings)
-    record = engine.instance("p")
-    assert record is not None and record.failure is not None
-    assert "load timed out after 80 ms" in record.failure.message
+    failure = failure_of(engine, "p")
+    assert "load timed out after 80 ms" in failure.message
 
 
 async def test_without_any_ms_value_the_engine_seconds_apply(
@@ -96,9 +93,8 @@ async def test_without_any_ms_value_the_engine_seconds_apply(
     # The `probe` plugin of tests/fixtures/plugins has no timeoutMs.
     settings = workspace.write([entry("p", hang_in="load")], timeouts={"load": 0.2})
     await engine.apply(settings)
-    record = engine.instance("p")
-    assert record is not None and record.failure is not None
-    assert "load timed out after 0.2 s" in record.failure.message
+    failure = failure_of(engine, "p")
+    assert "load timed out after 0.2 s" in failure.message
 
 
 async def test_every_tool_execution_runs_under_the_manifest_deadline(
@@ -301,10 +297,9 @@ async def test_a_disallowed_import_fails_naming_plugin_and_module(
     engine: Engine, workspace: Workspace, module: str
 ) -> None:
     await engine.apply(write(workspace, [entry("no", "summit-allowed", late_import=module)]))
-    record = engine.instance("no")
-    assert record is not None and record.failure is not None
-    message = record.failure.message
-    assert record.failure.stage == "load"
+    failure = failure_of(engine, "no")
+    message = failure.message
+    assert failure.stage == "load"
     assert "PluginImportDenied" in message and "plugin 'summit-allowed'" in message
     assert f"may not import {module!r}" in message and "allowedModules (json, typing" in message
 
@@ -313,10 +308,9 @@ async def test_a_disallowed_top_level_import_fails_the_import_stage(
     engine: Engine, workspace: Workspace
 ) -> None:
     await engine.apply(write(workspace, [entry("den", "summit-denied")]))
-    record = engine.instance("den")
-    assert record is not None and record.failure is not None
-    assert record.failure.kind == "import-error"
-    assert "plugin 'summit-denied' (instance 'den') may not import 'csv'" in record.failure.message
+    failure = failure_of(engine, "den")
+    assert failure.kind == "import-error"
+    assert "plugin 'summit-denied' (instance 'den') may not import 'csv'" in failure.message
 
 
 async def test_the_guard_is_per_namespace_not_global(engine: Engine, workspace: Workspace) -> None:

@@ -25,9 +25,9 @@ import pytest
 from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.secrets.store import FileSecretsStore
-from tests.conftest import Workspace
-from tests.reliability.evidence import Evidence, poll, slow_mode
-from tests.runproc import EngineProcess, wait_until
+from tests.helpers import Workspace, eventually
+from tests.reliability.evidence import Evidence, slow_mode
+from tests.runproc import EngineProcess
 
 # Sized for CI by default; --slow runs far more and may take minutes.
 SIZED = pytest.mark.timeout(900 if slow_mode() else 60)
@@ -221,7 +221,7 @@ def test_secret_never_leaks_from_grambot_run_at_debug_level(
         engine.wait_ready()
         # grambot run retries recoverable failures: wait until those quoting the secret are
         # `retrying` after several failed retries (each logged), the rest loaded or failed.
-        wait_until(lambda: _settled(engine), 20.0, "instances settled")
+        eventually(lambda: _settled(engine), 20.0, what="instances settled")
         for reply in CONSOLE.values():
             engine.wait_for_log(reply)
         status_file = (scout / "status.json").read_bytes()
@@ -312,7 +312,7 @@ def test_killed_writer_never_leaves_the_store_truncated(tmp_path: Path, evidence
         )
         try:
             before = path.stat().st_mtime_ns
-            assert poll(lambda b=before: path.stat().st_mtime_ns != b, 10.0)  # it is writing
+            eventually(lambda b=before: path.stat().st_mtime_ns != b, 10.0)  # it is writing
             time.sleep(rng.uniform(0.0, 0.15))  # then kill it at a random moment
         finally:
             writer.send_signal(signal.SIGKILL)

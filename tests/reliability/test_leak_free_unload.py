@@ -24,7 +24,7 @@ from grambot.containment.loader import NAMESPACE_ROOT, PLUGIN_LOGGER_ROOT
 from grambot.containment.tracking import threads_running_code_of
 from grambot.core.instance import InstanceState
 from grambot.engine import Engine
-from tests.conftest import Workspace, entry
+from tests.helpers import Workspace, entry
 from tests.reliability.evidence import Evidence, slow_mode
 
 # Sized for CI by default; --slow runs far more and may take minutes.

@@ -21,8 +21,8 @@ import pytest
 from grambot import CONNECTOR_MESSAGE
 from grambot.core.instance import InstanceState
 from grambot.engine import Engine
-from tests.conftest import FIXTURE_PLUGINS, Workspace, entry
-from tests.reliability.evidence import Evidence, apoll
+from tests.helpers import FIXTURE_PLUGINS, Workspace, entry, eventually_async
+from tests.reliability.evidence import Evidence
 
 FAULTY_PLUGINS = Path(__file__).resolve().parents[1] / "fixtures" / "faulty"
 PLUGIN_DIRS = [str(FIXTURE_PLUGINS), str(FAULTY_PLUGINS)]
@@ -72,7 +72,9 @@ async def _say(engine: Engine, text: str, chat: str = "c1") -> tuple[str, float]
     before = len(_sent(engine, chat))
     started = loop.time()
     _message(engine, text, chat)
-    assert await apoll(lambda: len(_sent(engine, chat)) > before, 5.0), f"no reply to {text!r}"
+    await eventually_async(
+        lambda: len(_sent(engine, chat)) > before, 5.0, what=f"a reply to {text!r}"
+    )
     took = loop.time() - started
     await asyncio.sleep(0.02)  # one reply per message, never two
     replies = _sent(engine, chat)[before:]
@@ -110,7 +112,7 @@ async def test_faults_through_the_bot_end_in_an_apology_and_the_chat_goes_on(
         _message(engine, "hang", "c1")
         reply, other_took = await _say(engine, "meanwhile", chat="c2")
         assert reply == "ok: meanwhile" and other_took < REPLY_TIMEOUT
-        assert await apoll(lambda: len(_sent(engine, "c1")) == len(SCRIPT) + 1, 5.0)
+        await eventually_async(lambda: len(_sent(engine, "c1")) == len(SCRIPT) + 1, 5.0)
         replies += [str(s[1]) for s in _sent(engine, "c1")[len(SCRIPT) :]]
     # The tool's deadline came from its manifest, not from the bot's reply timeout.
     assert TOOL_MS / 1000 * 0.9 <= took["!slow_tool wait"] < REPLY_TIMEOUT + TOOL_MS / 1000

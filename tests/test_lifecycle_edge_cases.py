@@ -1,10 +1,9 @@
-"""Defects an adversarial review found in the lifecycle rewrite, each reproduced here.
-
-1 loop callbacks of a plugin raising SystemExit; 2 unbounded conflict retries; 3 the engine's
-timers adopted as a plugin's; 4 a misspelt instanceId key; 5 status misreporting held and
-ignored edits and invalid new entries; 6 work a plugin thread puts on the loop, emits and
-unregistrations after unload; 7 cancellation leaving debris; 8 parameters() returning None;
-10 a plugin cancelling itself blamed on an unload.
+"""Edge cases of an instance's lifecycle, each once a defect: a plugin's loop callbacks raising
+SystemExit or KeyboardInterrupt; conflicts retried at most once per edit; the engine's own
+timers never taken for a plugin's; a misspelt instanceId key; held entries, ignored edits and
+invalid new entries in status; what a plugin thread schedules, emits or unregisters after
+unload; cancellation leaving nothing behind; tool parameters that are not a dict; a plugin
+cancelling itself; the agent's model disabled or removed.
 """
 
 from __future__ import annotations
@@ -20,15 +19,15 @@ import pytest
 from grambot import CONNECTOR_MESSAGE
 from grambot.app.status import StatusWriter
 from grambot.engine import Engine
-from tests.conftest import FIXTURE_PLUGINS, Workspace, entry
-from tests.runproc import EngineProcess, wait_until, workspace_with
+from tests.helpers import FIXTURE_PLUGINS, Workspace, entry, eventually, eventually_async
+from tests.runproc import EngineProcess, cli, workspace_with
 
 
 async def _settle(seconds: float = 0.2) -> None:
     await asyncio.sleep(seconds)
 
 
-# -- 1 ----------------------------------------------------------------------------------------
+# -- a plugin's loop callbacks raising SystemExit or KeyboardInterrupt -----------------------------
 
 
 @pytest.mark.parametrize("mode", ["timer-exit", "soon-exit"])
@@ -50,7 +49,7 @@ def test_keyboard_interrupt_in_a_plugin_timer_never_ends_grambot_run(tmp_path: P
     engine = EngineProcess(ws)
     try:
         engine.wait_ready()
-        wait_until(lambda: "SystemExit" in engine.output, what="the failure logged")
+        eventually(lambda: "SystemExit" in engine.output, what="the failure logged")
         assert engine.proc.poll() is None
         engine.write([entry("m", "marker"), entry("m2", "marker")])
         engine.wait_states({"m": "loaded", "m2": "loaded"})
@@ -58,39 +57,31 @@ def test_keyboard_interrupt_in_a_plugin_timer_never_ends_grambot_run(tmp_path: P
         assert engine.stop() == 0, engine.output
 
 
-# -- 2 ----------------------------------------------------------------------------------------
+# -- conflicts retried at most once per edit -------------------------------------------------------
 
 
 async def test_a_conflict_for_a_key_nobody_holds_is_not_retried_in_a_loop(
-    workspace: Workspace,
+    retrying: Engine, workspace: Workspace
 ) -> None:
-    eng = Engine(workspace.root, builtin_dir=None, entry_points=False, retries=True)
-    await eng.event_engine.start()
-    try:
-        hour = {"initialDelay": 3600, "maxDelay": 3600}
-        await eng.apply(workspace.write([entry("a", "rogue", mode="phantom-conflict")], retry=hour))
-        assert workspace.calls("a").count("load") == 1
-        assert str(eng.state_of("a")) == "retrying"
-    finally:
-        await eng.stop(drain_deadline=1.0)
+    hour = {"initialDelay": 3600, "maxDelay": 3600}
+    await retrying.apply(
+        workspace.write([entry("a", "rogue", mode="phantom-conflict")], retry=hour)
+    )
+    assert workspace.calls("a").count("load") == 1
+    assert str(retrying.state_of("a")) == "retrying"
 
 
 async def test_instances_conflicting_with_each_other_are_retried_at_most_once_per_edit(
-    workspace: Workspace,
+    retrying: Engine, workspace: Workspace
 ) -> None:
-    eng = Engine(workspace.root, builtin_dir=None, entry_points=False, retries=True)
-    await eng.event_engine.start()
-    try:
-        hour = {"initialDelay": 3600, "maxDelay": 3600}
-        pair = [entry("a", "rogue", mode="conflict-a"), entry("b", "rogue", mode="conflict-b")]
-        await eng.apply(workspace.write(pair, retry=hour))
-        loads = workspace.calls("a").count("load") + workspace.calls("b").count("load")
-        assert loads <= 4, (workspace.calls("a"), workspace.calls("b"))
-    finally:
-        await eng.stop(drain_deadline=1.0)
+    hour = {"initialDelay": 3600, "maxDelay": 3600}
+    pair = [entry("a", "rogue", mode="conflict-a"), entry("b", "rogue", mode="conflict-b")]
+    await retrying.apply(workspace.write(pair, retry=hour))
+    loads = workspace.calls("a").count("load") + workspace.calls("b").count("load")
+    assert loads <= 4, (workspace.calls("a"), workspace.calls("b"))
 
 
-# -- 3 ----------------------------------------------------------------------------------------
+# -- the engine's own timers are not a plugin's ----------------------------------------------------
 
 
 async def test_a_plugin_reporting_health_never_freezes_status_json(
@@ -107,7 +98,7 @@ async def test_a_plugin_reporting_health_never_freezes_status_json(
         writer.close()
 
 
-# -- 4 ----------------------------------------------------------------------------------------
+# -- a misspelt instanceId key ---------------------------------------------------------------------
 
 
 async def test_a_misspelt_instance_id_key_stops_nothing(
@@ -122,7 +113,7 @@ async def test_a_misspelt_instance_id_key_stops_nothing(
     assert any("instanceId" in p for p in instance.held), instance.held
 
 
-# -- 5 ----------------------------------------------------------------------------------------
+# -- held entries, ignored edits and invalid new entries in status ---------------------------------
 
 
 async def test_a_reload_keeps_an_entry_held(engine: Engine, workspace: Workspace) -> None:
@@ -155,14 +146,14 @@ def test_restoring_the_file_after_an_ignored_edit_clears_it(tmp_path: Path) -> N
         engine.wait_ready()
         good = engine.settings_file.read_text()
         engine.settings_file.write_text("{ broken")
-        wait_until(lambda: (engine.status() or {}).get("ignoredEdit"), what="ignoredEdit")
+        eventually(lambda: (engine.status() or {}).get("ignoredEdit"), what="ignoredEdit")
         engine.settings_file.write_text(good)
-        wait_until(lambda: (engine.status() or {}).get("ignoredEdit") is None, what="cleared")
+        eventually(lambda: (engine.status() or {}).get("ignoredEdit") is None, what="cleared")
     finally:
         assert engine.stop() == 0, engine.output
 
 
-# -- 6 ----------------------------------------------------------------------------------------
+# -- a plugin thread's work after unload -----------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", ["thread-work", "thread-emit"])
@@ -172,10 +163,7 @@ async def test_nothing_a_plugin_thread_scheduled_runs_after_unload(
     ticks: list[Any] = []
     engine.event_engine.register("rogue.tick", ticks.append)
     await engine.apply(workspace.write([entry("r", "rogue", mode=mode)]))
-    for _ in range(100):
-        if len(ticks) >= 4:
-            break
-        await asyncio.sleep(0.02)
+    await eventually_async(lambda: len(ticks) >= 4, timeout=2)
     assert len(ticks) >= 4
     await engine.apply(workspace.write([]))
     await asyncio.sleep(0.1)
@@ -198,7 +186,7 @@ async def test_a_stale_load_cannot_unregister_the_new_loads_tool(
     assert "stale-unregister-refused:RegistrationError" in workspace.calls("r")
 
 
-# -- 7 ----------------------------------------------------------------------------------------
+# -- cancellation leaves nothing behind ------------------------------------------------------------
 
 
 def _namespaces() -> list[str]:
@@ -254,7 +242,7 @@ async def test_a_cancelled_validation_leaks_no_namespace(
     assert sorted(_namespaces()) == before
 
 
-# -- 8 ----------------------------------------------------------------------------------------
+# -- tool parameters that are not a dict -----------------------------------------------------------
 
 
 async def test_a_tool_whose_parameters_are_not_a_dict_is_left_out(
@@ -273,14 +261,11 @@ async def test_a_tool_whose_parameters_are_not_a_dict_is_left_out(
     connector = engine.registries.connectors.get("chat")
     assert connector is not None
     engine.queue.emit("fakechat", "chat", CONNECTOR_MESSAGE, {"chatId": "c", "text": "hi"})
-    for _ in range(300):
-        if connector.sent:
-            break
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: connector.sent, timeout=3)
     assert connector.sent and connector.sent[0][1] == "ok: hi"
 
 
-# -- 10 ---------------------------------------------------------------------------------------
+# -- a plugin cancelling itself --------------------------------------------------------------------
 
 
 async def test_a_plugin_cancelling_itself_is_not_blamed_on_an_unload(
@@ -293,29 +278,18 @@ async def test_a_plugin_cancelling_itself_is_not_blamed_on_an_unload(
     assert "cancel" in instance.failure.message.lower()
 
 
-# -- 9 ----------------------------------------------------------------------------------------
-
-
-def _cli(ws: Path, *args: str) -> Any:
-    import subprocess
-
-    return subprocess.run(
-        [sys.executable, "-m", "grambot", *args, "--workspace", str(ws)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+# -- the agent's model disabled or removed ---------------------------------------------------------
 
 
 def test_disabling_or_removing_the_agents_model_is_explained(tmp_path: Path) -> None:
     ws = workspace_with(
         tmp_path, [entry("p", "echo"), entry("q", "echo")], agent={"inference": "p"}
     )
-    disabled = _cli(ws, "disable", "p")
+    disabled = cli(ws, "disable", "p")
     assert disabled.returncode == 0 and "agent.inference names 'p'" in disabled.stderr
-    validated = _cli(ws, "validate")
+    validated = cli(ws, "validate")
     assert validated.returncode == 0 and "agent.inference names 'p'" in validated.stderr
-    removed = _cli(ws, "remove", "p")
+    removed = cli(ws, "remove", "p")
     assert removed.returncode == 1
     assert "agent.inference names instance 'p'" in removed.stderr
     assert "grambot agent --set inference=" in removed.stderr

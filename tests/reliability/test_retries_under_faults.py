@@ -22,8 +22,8 @@ import pytest
 from grambot.core.instance import InstanceState
 from grambot.engine import Engine
 from grambot.retry import RetryPolicy
-from tests.conftest import FIXTURE_PLUGINS, Workspace, entry
-from tests.reliability.evidence import Evidence, apoll
+from tests.helpers import FIXTURE_PLUGINS, Workspace, entry, eventually_async
+from tests.reliability.evidence import Evidence
 from tests.reliability.faults import release_all
 
 FAULTY_PLUGINS = Path(__file__).resolve().parents[1] / "fixtures" / "faulty"
@@ -132,12 +132,16 @@ async def _scenario(
         await engine.apply(_settings(workspace, holder=True))
         assert manager.services.retry_policy == RetryPolicy(initial=RETRY["initialDelay"], cap=0.04)
         passing = [p.instance_id for p in PASSING]
-        assert await apoll(
-            lambda: all(manager.state_of(i) is InstanceState.LOADED for i in passing), 10.0
-        ), {i: manager.state_of(i) for i in passing}
+        await eventually_async(
+            lambda: all(manager.state_of(i) is InstanceState.LOADED for i in passing),
+            10.0,
+            what=f"{passing} loaded",
+        )
         passed_after = loop.time() - started
         # The conflict persists while its holder is there: retried, never loaded.
-        assert await apoll(lambda: manager.state_of("r-conflict") is InstanceState.RETRYING)
+        await eventually_async(
+            lambda: manager.state_of("r-conflict") is InstanceState.RETRYING, 5.0
+        )
         record = manager.instance("r-conflict")
         assert record is not None and "loaded" not in {s for s, _ in seen["r-conflict"]}
         assert record.failure is not None and record.failure.kind == "registration-conflict"
@@ -146,7 +150,7 @@ async def _scenario(
         # Removing the holder is an edit of another entry: the conflict keeps its schedule and
         # its next retry loads it.
         await engine.apply(_settings(workspace, holder=False))
-        assert await apoll(lambda: manager.state_of("r-conflict") is InstanceState.LOADED, 5.0)
+        await eventually_async(lambda: manager.state_of("r-conflict") is InstanceState.LOADED, 5.0)
         await asyncio.sleep(0.2)  # many retry periods: nothing else may move
     log = caplog.text
 

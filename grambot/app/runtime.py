@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from dataclasses import KW_ONLY, InitVar, dataclass
 from pathlib import Path
 
 from grambot.app.collector import collector_set_aside
@@ -55,31 +56,24 @@ SECRETS_NAMES = frozenset({"secrets.json", "secrets.changed"})
 _RELOADABLE = (InstanceState.LOADED, InstanceState.FAILED, InstanceState.RETRYING)
 
 
+@dataclass(eq=False)
 class Runtime:
     """One `grambot run`: the engine of a workspace plus its watchers, status and signals."""
 
-    def __init__(
-        self,
-        workspace: Path,
-        *,
-        reload_plugins: bool = False,
-        drain_deadline: float = 5.0,
-        shutdown_timeout: float = 60.0,
-        status_interval: float = 0.25,
-        recheck_interval: float = 0.5,
-        heartbeat: float = 5.0,
-        stall_threshold: float = 1.0,
-        log_messages: bool = False,
-    ) -> None:
-        self.workspace = workspace.resolve()
+    workspace: Path
+    _: KW_ONLY
+    reload_plugins: bool = False
+    drain_deadline: float = 5.0
+    shutdown_timeout: float = 60.0
+    status_interval: float = 0.25
+    recheck_interval: float = 0.5
+    heartbeat: float = 5.0
+    stall_threshold: float = 1.0
+    log_messages: InitVar[bool] = False
+
+    def __post_init__(self, log_messages: bool) -> None:
+        self.workspace = self.workspace.resolve()
         self.scout = self.workspace / ".scout"
-        self.reload_plugins = reload_plugins
-        self.drain_deadline = drain_deadline
-        self.shutdown_timeout = shutdown_timeout
-        self.status_interval = status_interval
-        self.recheck_interval = recheck_interval
-        self.heartbeat = heartbeat
-        self.stall_threshold = stall_threshold
         self.lock = EngineLock(self.workspace)
         # GRAMBOT_SECRET__* and GRAMBOT_SECRETS_DIR, ahead of the store (its folder is watched)
         self.external_secrets = ExternalSecrets()

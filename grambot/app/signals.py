@@ -24,6 +24,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -97,22 +98,17 @@ def disarm_deadline() -> None:
     _armed = None
 
 
+@dataclass(eq=False)
 class ShutdownSignals:
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        on_first: Callable[[str], None],
-        *,
-        deadline: float,
-        status_file: Path,
-    ) -> None:
-        """`on_first(signal name)` runs on the loop; `deadline`: the shutdown timeout."""
-        self.loop = loop
-        self.on_first = on_first
-        self.deadline = deadline
-        self.status_file = status_file
-        self.received = 0
-        self._previous: dict[int, Any] = {}
+    """`on_first(signal name)` runs on the loop; `deadline`: the shutdown timeout."""
+
+    loop: asyncio.AbstractEventLoop
+    on_first: Callable[[str], None]
+    _: KW_ONLY
+    deadline: float
+    status_file: Path
+    received: int = field(default=0, init=False)
+    _previous: dict[int, Any] = field(default_factory=dict, init=False, repr=False)
 
     def install(self) -> bool:
         """Install the handlers; False where that is impossible (not the main thread)."""

@@ -42,6 +42,7 @@ import threading
 import time
 import typing
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
@@ -109,20 +110,12 @@ class CodeCache:
         return code
 
 
+@dataclass(slots=True, eq=False)
 class _CodeEntry:
-    __slots__ = ("code", "digest", "signature", "trusted")
-
-    def __init__(
-        self,
-        signature: tuple[int, int, int, int],
-        digest: bytes,
-        code: CodeType,
-        trusted: bool,
-    ) -> None:
-        self.signature = signature
-        self.digest = digest
-        self.code = code
-        self.trusted = trusted
+    signature: tuple[int, int, int, int]
+    digest: bytes
+    code: CodeType
+    trusted: bool
 
 
 # -- snapshots ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from grambot.errors import StateError
@@ -29,25 +30,17 @@ logger = logging.getLogger("grambot.storage")
 DAY = 86400.0
 
 
+@dataclass(eq=False)
 class Retention:
-    def __init__(
-        self,
-        conversations: ConversationStore,
-        inbox: Inbox,
-        kv: KeyValueStore,
-        history_days: Callable[[], float | None],
-        *,
-        interval: float = 3600.0,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.conversations = conversations
-        self.inbox = inbox
-        self.kv = kv
-        self.history_days = history_days
-        self.interval = interval
-        self.clock = clock
-        self.passes = 0
-        self._task: asyncio.Task[None] | None = None
+    conversations: ConversationStore
+    inbox: Inbox
+    kv: KeyValueStore
+    history_days: Callable[[], float | None]
+    _: KW_ONLY
+    interval: float = 3600.0
+    clock: Callable[[], float] = time.time
+    passes: int = field(default=0, init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     def start(self) -> None:
         """Run a pass now and then every `interval` seconds, until stop()."""

@@ -50,10 +50,10 @@ and keeps those names as attributes so callers never have to parse the text.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 
 class GrambotError(Exception):
@@ -77,6 +77,19 @@ class Problem:
         if self.value is not None:
             text = f"{text} (got {self.value})"
         return text
+
+
+def object_at(
+    settings: Mapping[str, Any], key: str, file: Path | None = None
+) -> tuple[Mapping[str, Any], list[Problem]]:
+    """The object under an engine key of a settings file: {} when the key is absent, and {}
+    with the problem when it holds something else (the caller then uses its defaults)."""
+    raw = settings.get(key)
+    if raw is None:
+        return {}, []
+    if not isinstance(raw, Mapping):
+        return {}, [Problem(file, key, f"{key} must be an object", repr(raw))]
+    return raw, []
 
 
 class _ProblemsError(GrambotError):

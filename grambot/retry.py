@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grambot.errors import Problem
+from grambot.errors import Problem, object_at
 
 __all__ = [
     "MAX_RETRY_AFTER",
@@ -132,12 +132,9 @@ def retry_policy_from(
     engine_settings: Mapping[str, Any], file: Path | None = None
 ) -> tuple[RetryPolicy, list[Problem]]:
     """The policy of a settings file's `retry` key, and the problems found in it."""
-    raw = engine_settings.get("retry")
-    if raw is None:
-        return RetryPolicy(), []
-    if not isinstance(raw, Mapping):
-        return RetryPolicy(), [Problem(file, "retry", "retry must be an object", repr(raw))]
-    problems: list[Problem] = []
+    raw, problems = object_at(engine_settings, "retry", file)
+    if problems:
+        return RetryPolicy(), problems
     initial, error = _seconds(raw, "initialDelay", RetryPolicy.initial)
     if error:
         problems.append(Problem(file, "retry.initialDelay", error, repr(raw["initialDelay"])))

@@ -122,15 +122,7 @@ def encode_error(exc: BaseException) -> dict[str, Any]:
 def decode_error(error: dict[str, Any]) -> Exception:
     service = error.get("service")
     if service is not None:
-        return ServiceError(
-            service["message"],
-            instance_id=service["instance_id"],
-            service=service["service"],
-            kind=service["kind"],
-            status=service["status"],
-            retry_after=service["retry_after"],
-            retryable=service["retryable"],
-        )
+        return ServiceError(**service)  # the keys encode_error wrote: its arguments
     message = str(error["message"])
     type_name = str(error["type"])
     return RemoteError(type_name, message.removeprefix(f"{type_name}: "))

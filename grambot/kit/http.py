@@ -78,11 +78,25 @@ def status_failure(
     status: int, said: str, retries: int, wait: float | None = None, kind: str | None = None
 ) -> HttpFailure:
     kind = kind or kind_for_status(status)
-    if kind == "rate-limit":
-        after = f"; the service asks to wait {wait:g} s" if wait is not None else ""
-        text = f"rate limited (429: {said}){after}"
-    elif kind == "server":
-        text = f"server error {status} ({said}) after {retries} retries"
-    else:
-        text = f"HTTP {status}: {said}"
+    text = status_text(kind, status, said, retries, wait)
     return HttpFailure(kind, text, status=status, retry_after=wait)
+
+
+def status_text(
+    kind: str,
+    status: int,
+    said: str,
+    retries: int,
+    wait: float | None,
+    *,
+    retried_429: bool = False,
+) -> str:
+    """What a failed status says: `retried_429` where a 429 is always retried (the SDKs);
+    send() answers one asking for a longer wait than allowed at once, without retries."""
+    if kind == "rate-limit":
+        tried = f" after {retries} retries" if retried_429 else ""
+        after = f"; the service asks to wait {wait:g} s" if wait is not None else ""
+        return f"rate limited (429: {said}){tried}{after}"
+    if kind == "server":
+        return f"server error {status} ({said}) after {retries} retries"
+    return f"HTTP {status}: {said}"

@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import Any
 
 from grambot.errors import ServiceError
+from grambot.kit.http import status_text
 from grambot.registries.errors import kind_for_status
 from grambot.retry import retry_after_header
 
@@ -63,14 +64,10 @@ def to_service_error(
                 f"the API key was rejected (401: {said}); "
                 f"set it with `grambot secrets set {instance_id} apiKey`"
             )
-        elif kind == "rate-limit":
-            wait = retry_after_header(exc.response.headers)
-            after = f"; the service asks to wait {wait:g} s" if wait is not None else ""
-            text = f"rate limited (429: {said}) after {retries} retries{after}"
-        elif kind == "server":
-            text = f"server error {status} ({said}) after {retries} retries"
         else:
-            text = f"HTTP {status}: {said}"
+            if kind == "rate-limit":
+                wait = retry_after_header(exc.response.headers)
+            text = status_text(kind, status, said, retries, wait, retried_429=True)
     elif isinstance(exc, sdk.APIResponseValidationError | sdk.APIError):
         kind, text = "bad-response", f"unexpected answer from {base_url}: {exc}"
     elif isinstance(exc, json.JSONDecodeError):  # the SDK lets a broken body through as is

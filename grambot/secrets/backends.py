@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grambot.errors import Problem, SecretsError
+from grambot.errors import Problem, SecretsError, object_at
 from grambot.files import locked
 from grambot.secrets.sources import ExternalSecrets, LayeredSecretsStore
 from grambot.secrets.store import FileSecretsStore, SecretsStore
@@ -51,14 +51,11 @@ def secrets_config(
     engine_settings: Mapping[str, Any], file: Path | None = None
 ) -> tuple[SecretsConfig, list[Problem]]:
     """Read the `secrets` key; problems (with the default config) when it is invalid."""
-    raw = engine_settings.get("secrets")
-    if raw is None:
-        return SecretsConfig(), []
-    if not isinstance(raw, Mapping):
-        return SecretsConfig(), [Problem(file, "secrets", "secrets must be an object", repr(raw))]
+    raw, problems = object_at(engine_settings, "secrets", file)
+    if problems:
+        return SecretsConfig(), problems
     backend = raw.get("backend", "file")
     service = raw.get("service")
-    problems = []
     if backend not in BACKENDS:
         problems.append(
             Problem(

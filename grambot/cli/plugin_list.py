@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from grambot.config.identity import PluginIdentity
 from grambot.files import write_atomic
 
 if TYPE_CHECKING:
@@ -108,18 +109,10 @@ class PluginListing:
         return items
 
 
-@dataclass(frozen=True)
-class _Listed:
+@dataclass(frozen=True, kw_only=True)
+class _Listed(PluginIdentity):
     """The parts of a PluginDescriptor a listing uses, as cached (no pydantic needed)."""
 
-    id: str
-    name: str
-    description: str
-    entry: str
-    folder: Path
-    entry_path: Path
-    descriptor_path: Path
-    source: str
     package_name: str | None
     version: str | None
 

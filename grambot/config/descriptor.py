@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from grambot.config.identity import PluginIdentity
 from grambot.config.names import ID_PATTERN, is_valid_id, json_path
 from grambot.errors import DescriptorError, Problem, UnsafeFile
 from grambot.files import read_regular
@@ -87,17 +88,9 @@ _VaultPrefix = Annotated[str, AfterValidator(_vault_prefix)]
 
 
 @dataclass(frozen=True, kw_only=True)
-class PluginDescriptor:
+class PluginDescriptor(PluginIdentity):
     """A validated plugin.json; paths are resolved and the entry is known to be safe."""
 
-    id: str
-    name: str
-    description: str
-    entry: str
-    folder: Path
-    entry_path: Path
-    descriptor_path: Path
-    source: str
     package_name: str | None = None
     attribute: str = "plugin"  # the entry module's object that is the plugin (issue 14)
     version: str | None = None

@@ -23,7 +23,7 @@ from grambot import (
     Usage,
 )
 from grambot.kit.checks import model_ids
-from grambot.kit.provider import InferenceBase
+from grambot.kit.provider import InferenceBase, split_system
 from grambot.kit.sdk_provider import SdkProvider
 
 if TYPE_CHECKING:
@@ -68,13 +68,9 @@ class AnthropicProvider(InferenceBase, SdkProvider):
 def to_anthropic_messages(
     messages: Sequence[ChatMessage],
 ) -> tuple[str, list[dict[str, Any]]]:
-    system: list[str] = []
+    system, turns = split_system(messages)
     out: list[dict[str, Any]] = []
-    for message in messages:
-        if message.role == "system":
-            if message.content:
-                system.append(message.content)
-            continue
+    for message in turns:
         blocks: list[dict[str, Any]] = []
         if message.role == "tool":
             role = "user"
@@ -101,7 +97,7 @@ def to_anthropic_messages(
             out[-1]["content"].extend(blocks)
         else:
             out.append({"role": role, "content": blocks})
-    return "\n\n".join(system), out
+    return system, out
 
 
 def to_anthropic_tool(tool: ToolDefinition) -> dict[str, Any]:

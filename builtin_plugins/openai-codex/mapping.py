@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from grambot import ChatMessage, InferenceResponse, ToolCall, ToolDefinition, Usage
+from grambot.kit.provider import split_system
 
 
 def parse_arguments(text: str | None) -> dict[str, Any]:
@@ -30,13 +31,10 @@ def parse_arguments(text: str | None) -> dict[str, Any]:
 
 
 def to_responses_input(messages: Sequence[ChatMessage]) -> tuple[str, list[dict[str, Any]]]:
-    instructions: list[str] = []
+    instructions, turns = split_system(messages)
     items: list[dict[str, Any]] = []
-    for message in messages:
-        if message.role == "system":
-            if message.content:
-                instructions.append(message.content)
-        elif message.role == "tool":
+    for message in turns:
+        if message.role == "tool":
             items.append(
                 {
                     "type": "function_call_output",
@@ -56,7 +54,7 @@ def to_responses_input(messages: Sequence[ChatMessage]) -> tuple[str, list[dict[
                         "arguments": json.dumps(call.arguments),
                     }
                 )
-    return "\n\n".join(instructions), items
+    return instructions, items
 
 
 def to_responses_tool(tool: ToolDefinition) -> dict[str, Any]:

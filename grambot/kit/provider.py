@@ -21,7 +21,7 @@ from grambot.kit.checks import run_check
 from grambot.kit.connection import ServiceSettings
 from grambot.kit.sdk_errors import scrub
 from grambot.registries.images import GeneratedImage
-from grambot.registries.inference import InferenceRequest, InferenceResponse
+from grambot.registries.inference import ChatMessage, InferenceRequest, InferenceResponse
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from grambot.contract.api import PluginApi
     from grambot.contract.registrar import PluginRegistrar
 
-__all__ = ["ImageBase", "InferenceBase", "KeyedProvider", "provider_plugin"]
+__all__ = ["ImageBase", "InferenceBase", "KeyedProvider", "provider_plugin", "split_system"]
 
 SECRET = "apiKey"
 
@@ -102,6 +102,13 @@ class KeyedProvider(ABC):
         return self.error(
             "bad-response", f"unexpected answer from {self.settings.base_url}: {text}"
         )
+
+
+def split_system(messages: Sequence[ChatMessage]) -> tuple[str, list[ChatMessage]]:
+    """The `system` turns' texts joined by blank lines (the APIs take them apart from the
+    conversation), and the other turns in order."""
+    system = [m.content for m in messages if m.role == "system" and m.content]
+    return "\n\n".join(system), [m for m in messages if m.role != "system"]
 
 
 class InferenceBase(KeyedProvider):

@@ -49,6 +49,35 @@ def ratio(value: float | None, baseline: float | None) -> float | None:
     return value / baseline
 
 
+def bounded(
+    name: str,
+    value: float,
+    baseline: float,
+    *,
+    limit: float,
+    unit: str,
+    digits: int | None,
+    notes: str,
+    group: str,
+    at_least: bool = False,
+    details: dict[str, Any] | None = None,
+) -> Result:
+    """A row whose target bounds the value: at most `limit` `unit` (at least, `at_least`);
+    value and baseline rounded to `digits`, the ratio of the two unrounded."""
+    return Result(
+        name=name,
+        value=round(value, digits),
+        baseline=round(baseline, digits),
+        ratio=ratio(value, baseline),
+        target=f"value {'>=' if at_least else '<='} {limit:g} {unit}",
+        unit=unit,
+        meets=value >= limit if at_least else value <= limit,
+        notes=notes,
+        group=group,
+        details=details or {},
+    )
+
+
 def percentile(values: Sequence[float], p: float) -> float:
     """Nearest-rank percentile (p in 0..100) of a non-empty sequence."""
     ordered = sorted(values)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.common import Result, alternate, percentile, ratio
+from bench.common import Result, alternate, bounded, percentile, ratio
 from grambot.contract.api import InstanceEvents
 from grambot.events.event import PluginEvent, PluginEventQueue
 from grambot.events.queue import PluginEventEngine
@@ -188,15 +188,13 @@ def run(quick: bool) -> list[Result]:
         value = percentile(gb_lat, p) / 1000
         baseline = percentile(raw_lat, p) / 1000
         results.append(
-            Result(
-                name=f"emit→handler latency p{p} at {RATE // 1000}k events/s "
-                "(vs raw asyncio.Queue)",
-                value=round(value, 1),
-                baseline=round(baseline, 1),
-                ratio=ratio(value, baseline),
-                target=f"value <= {limit:g} µs",
+            bounded(
+                f"emit→handler latency p{p} at {RATE // 1000}k events/s (vs raw asyncio.Queue)",
+                value,
+                baseline,
+                limit=limit,
                 unit="µs",
-                meets=value <= limit,
+                digits=1,
                 notes=f"{lat_rounds} x {count} events paced on the loop (asyncio sleeps ≥ 1 ms, so "
                 "events leave in small bursts); async handler",
                 group=GROUP,

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import BENCH_PLUGINS, Result, percentile, ratio
+from bench.common import BENCH_PLUGINS, Result, bounded, percentile
 from grambot.bot import attach_bot
 from grambot.engine import Engine
 from grambot.registries.connectors import IncomingMessage
@@ -190,14 +190,13 @@ def run(quick: bool) -> list[Result]:
         value = percentile(lat, p) * 1000
         baseline = percentile(raw_lat, p) * 1000
         results.append(
-            Result(
-                name=f"inbox accept→done p{p}, trivial model (vs a raw sqlite INSERT+COMMIT)",
-                value=round(value, 3),
-                baseline=round(baseline, 3),
-                ratio=ratio(value, baseline),
-                target=f"value <= {limit:g} ms",
+            bounded(
+                f"inbox accept→done p{p}, trivial model (vs a raw sqlite INSERT+COMMIT)",
+                value,
+                baseline,
+                limit=limit,
                 unit="ms",
-                meets=value <= limit,
+                digits=3,
                 notes=f"{n_lat} messages one at a time: accept; claim + history; model; "
                 "mark_sending; send; done + conversation + the next claim (4 operations on the "
                 "database, each a hand-off to its thread and a commit)",
@@ -205,15 +204,15 @@ def run(quick: bool) -> list[Result]:
             )
         )
     results.append(
-        Result(
-            name="inbox throughput, 100 chats, trivial model, group commit "
+        bounded(
+            "inbox throughput, 100 chats, trivial model, group commit "
             "(vs raw sqlite INSERT+COMMIT per row)",
-            value=round(tp),
-            baseline=round(raw_tp),
-            ratio=ratio(tp, raw_tp),
-            target="value >= 5000 messages/s",
+            tp,
+            raw_tp,
+            limit=5000,
             unit="messages/s",
-            meets=tp >= 5000,
+            digits=None,
+            at_least=True,
             notes=f"{n_tp} messages accepted in bursts of 500; {per_commit:.1f} operations "
             "per commit on average",
             group=GROUP,
@@ -224,14 +223,14 @@ def run(quick: bool) -> list[Result]:
         value = rates[f"store_{op}_concurrent"]
         baseline = rates[f"cache_{op}"]
         results.append(
-            Result(
-                name=f"api.store {op}, 1000 concurrent (vs api.cache {op}, in memory)",
-                value=round(value),
-                baseline=round(baseline),
-                ratio=ratio(value, baseline),
-                target="value >= 10000 ops/s",
+            bounded(
+                f"api.store {op}, 1000 concurrent (vs api.cache {op}, in memory)",
+                value,
+                baseline,
+                limit=10_000,
                 unit="ops/s",
-                meets=value >= 10_000,
+                digits=None,
+                at_least=True,
                 notes=f"{n_store} keys; one at a time: "
                 f"{rates[f'store_{op}_sequential']:,.0f} ops/s (a thread hand-off each)",
                 group=GROUP,

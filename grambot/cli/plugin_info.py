@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -45,13 +45,7 @@ class FieldInfo:
     description: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "type": self.type,
-            "required": self.required,
-            "default": self.default,
-            "description": self.description,
-        }
+        return asdict(self)
 
 
 def catalog_for(settings: EngineSettings, *, entry_points: bool = True) -> PluginCatalog:

@@ -28,6 +28,7 @@ import os
 import socket
 import sys
 import threading
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -525,11 +526,5 @@ def config_of(raw: dict[str, Any]) -> InstanceConfig:
 
 
 def _failure_fields(failure: Failure) -> dict[str, Any]:
-    return {
-        "kind": failure.kind,
-        "stage": failure.stage,
-        "message": failure.message,
-        "recoverable": failure.recoverable,
-        "details": failure.details,
-        "conflict": list(failure.conflict) if failure.conflict else None,
-    }
+    conflict = list(failure.conflict) if failure.conflict else None  # a list, as JSON has
+    return {**asdict(failure), "conflict": conflict}

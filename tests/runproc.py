@@ -141,6 +141,14 @@ class EngineProcess:
             self.kill()
         return code
 
+    def wait_exit(self, timeout: float = 30) -> int:
+        """Wait for the engine to exit on its own (e.g. at EOF on stdin); killed if it has not
+        within `timeout`."""
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+
     def kill(self) -> None:
         """Kill if still running, then release the pipe (idempotent)."""
         if self.proc.poll() is None:

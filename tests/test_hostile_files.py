@@ -349,28 +349,30 @@ def _held(lock_path: Path) -> Any:
     return lock
 
 
+def _gives_up_on_held_lock(
+    ws: Path, lock_name: str, lock_timeout: str, *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI while this test holds `lock_name`: it must say it waits, then exit 1 cleanly
+    after `lock_timeout` seconds."""
+    lock = _held(ws / ".scout" / lock_name)
+    try:
+        done = cli(ws, *args, stdin=stdin, env={"GRAMBOT_LOCK_TIMEOUT": lock_timeout}, timeout=20)
+    finally:
+        lock.release()
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "Timeout" not in done.stderr, done.stderr
+    assert "waiting" in done.stderr and lock_name in done.stderr, done.stderr
+    return done
+
+
 @pytest.mark.timeout(30)
 def test_an_edit_waits_for_a_held_settings_lock_with_a_message_then_exits_1(
     tmp_path: Path,
 ) -> None:
     ws = settings_ws(tmp_path)
-    lock = _held(ws / ".scout" / "settings.json.lock")
-    try:
-        started = time.monotonic()
-        done = cli(
-            ws,
-            "enable",
-            "marker",
-            "--no-input",
-            env={"GRAMBOT_LOCK_TIMEOUT": "1.5"},
-            timeout=20,
-        )
-        waited = time.monotonic() - started
-    finally:
-        lock.release()
-    assert done.returncode == 1, done.stderr
-    assert "Traceback" not in done.stderr and "Timeout" not in done.stderr, done.stderr
-    assert "waiting" in done.stderr and "settings.json.lock" in done.stderr, done.stderr
+    started = time.monotonic()
+    done = _gives_up_on_held_lock(ws, "settings.json.lock", "1.5", "enable", "marker", "--no-input")
+    waited = time.monotonic() - started
     assert "nothing was written" in done.stderr, done.stderr
     assert waited >= 1.5
     assert json.loads((ws / ".scout" / "settings.json").read_text())["plugins"] == []
@@ -381,23 +383,9 @@ def test_secrets_set_waits_for_a_held_secrets_lock_with_a_message_then_exits_1(
     tmp_path: Path,
 ) -> None:
     ws = settings_ws(tmp_path)
-    lock = _held(ws / ".scout" / "secrets.json.lock")
-    try:
-        done = cli(
-            ws,
-            "secrets",
-            "set",
-            "m1",
-            "token",
-            stdin="s3cret-value\n",
-            env={"GRAMBOT_LOCK_TIMEOUT": "1"},
-            timeout=20,
-        )
-    finally:
-        lock.release()
-    assert done.returncode == 1, done.stderr
-    assert "Traceback" not in done.stderr and "Timeout" not in done.stderr, done.stderr
-    assert "waiting" in done.stderr and "secrets.json.lock" in done.stderr, done.stderr
+    _gives_up_on_held_lock(
+        ws, "secrets.json.lock", "1", "secrets", "set", "m1", "token", stdin="s3cret-value\n"
+    )
     assert not (ws / ".scout" / "secrets.json").exists()
 
 

@@ -516,15 +516,21 @@ def test_an_engine_given_a_microsecond_event_handler_deadline_does_not_spin(
 # -- pluginDirs folders that appear after start --------------------------------------------------
 
 
+def _late_plugin_dir_ws(root: Path, later: Path) -> Path:
+    """A workspace whose only pluginDirs entry, `later`, does not exist yet, and an entry for
+    the `lateplug` plugin that will appear there."""
+    ws = settings_ws(root, [entry("lp", "lateplug")])
+    data = json.loads((ws / ".scout" / "settings.json").read_text())
+    data["pluginDirs"] = [str(later)]
+    (ws / ".scout" / "settings.json").write_text(json.dumps(data))
+    return ws
+
+
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("nested", [False, True])
 def test_a_plugin_dir_created_after_start_is_watched_at_once(tmp_path: Path, nested: bool) -> None:
     later = tmp_path / "later" / ("deeper" if nested else "")
-    ws = settings_ws(tmp_path / "ws", [entry("lp", "lateplug")])
-    data = json.loads((ws / ".scout" / "settings.json").read_text())
-    data["pluginDirs"] = [str(later)]
-    (ws / ".scout" / "settings.json").write_text(json.dumps(data))
-    engine = EngineProcess(ws)
+    engine = EngineProcess(_late_plugin_dir_ws(tmp_path / "ws", later))
     try:
         engine.wait_ready()
         assert engine.states() == {"lp": "failed"}
@@ -546,11 +552,7 @@ def test_a_plugin_dir_created_after_start_is_watched_at_once(tmp_path: Path, nes
 @pytest.mark.timeout(30)
 def test_a_plugin_dir_created_with_its_plugin_already_inside_is_loaded(tmp_path: Path) -> None:
     later = tmp_path / "later"
-    ws = settings_ws(tmp_path / "ws", [entry("lp", "lateplug")])
-    data = json.loads((ws / ".scout" / "settings.json").read_text())
-    data["pluginDirs"] = [str(later)]
-    (ws / ".scout" / "settings.json").write_text(json.dumps(data))
-    engine = EngineProcess(ws)
+    engine = EngineProcess(_late_plugin_dir_ws(tmp_path / "ws", later))
     try:
         engine.wait_ready()
         staging = tmp_path / "staging"

@@ -48,10 +48,7 @@ def test_a_module_turned_package_is_found(tmp_path: Path) -> None:
 
 
 def test_an_old_file_rewritten_is_recompiled(tmp_path: Path) -> None:
-    source = tmp_path / "plugin.py"
-    source.write_text("VALUE = 1\n")
-    _age(source)
-    _age(tmp_path)
+    source = _aged_plugin(tmp_path)
     assert _load(tmp_path).VALUE == 1  # type: ignore[attr-defined]
     assert _load(tmp_path).VALUE == 1  # type: ignore[attr-defined]  # now from the stat check
     source.write_text("VALUE = 2\n")
@@ -80,11 +77,17 @@ def test_remove_loggers_leaves_no_reference_in_placeholders() -> None:
     remove_loggers("grambot.instances.rl__2")
 
 
-def test_a_snapshot_checks_each_file_once_and_ends(tmp_path: Path) -> None:
-    source = tmp_path / "plugin.py"
+def _aged_plugin(folder: Path) -> Path:
+    """A plugin.py saying VALUE = 1, it and its folder dated in the past (so a rewrite shows)."""
+    source = folder / "plugin.py"
     source.write_text("VALUE = 1\n")
     _age(source)
-    _age(tmp_path)
+    _age(folder)
+    return source
+
+
+def test_a_snapshot_checks_each_file_once_and_ends(tmp_path: Path) -> None:
+    source = _aged_plugin(tmp_path)
     with LoaderSnapshot() as snapshot:
         assert _load(tmp_path, snapshot).VALUE == 1  # type: ignore[attr-defined]
         source.write_text("VALUE = 2\n")
@@ -100,10 +103,7 @@ def test_a_snapshot_checks_each_file_once_and_ends(tmp_path: Path) -> None:
 def test_two_open_snapshots_each_check_the_disk_once(tmp_path: Path) -> None:
     # two engines reconciling at once: each batch sees the files as they were when it first
     # read them, whatever the other one read
-    source = tmp_path / "plugin.py"
-    source.write_text("VALUE = 1\n")
-    _age(source)
-    _age(tmp_path)
+    source = _aged_plugin(tmp_path)
     with LoaderSnapshot() as first:
         assert _load(tmp_path, first).VALUE == 1  # type: ignore[attr-defined]
         source.write_text("VALUE = 2\n")

@@ -80,18 +80,22 @@ def test_remove_loggers_leaves_no_reference_in_placeholders() -> None:
 def _aged_plugin(folder: Path) -> Path:
     """A plugin.py saying VALUE = 1, it and its folder dated in the past (so a rewrite shows)."""
     source = folder / "plugin.py"
-    source.write_text("VALUE = 1\n")
-    _age(source)
+    _rewrite_aged(source, "VALUE = 1\n")
     _age(folder)
     return source
+
+
+def _rewrite_aged(source: Path, text: str) -> None:
+    """Rewrite `source` with an old mtime: only its ctime says it changed."""
+    source.write_text(text)
+    _age(source)
 
 
 def test_a_snapshot_checks_each_file_once_and_ends(tmp_path: Path) -> None:
     source = _aged_plugin(tmp_path)
     with LoaderSnapshot() as snapshot:
         assert _load(tmp_path, snapshot).VALUE == 1  # type: ignore[attr-defined]
-        source.write_text("VALUE = 2\n")
-        _age(source)
+        _rewrite_aged(source, "VALUE = 2\n")
         # every instance loaded in one reconcile sees the same code
         assert _load(tmp_path, snapshot).VALUE == 1  # type: ignore[attr-defined]
         assert _load(tmp_path).VALUE == 2  # type: ignore[attr-defined]  # a load without one checks
@@ -106,8 +110,7 @@ def test_two_open_snapshots_each_check_the_disk_once(tmp_path: Path) -> None:
     source = _aged_plugin(tmp_path)
     with LoaderSnapshot() as first:
         assert _load(tmp_path, first).VALUE == 1  # type: ignore[attr-defined]
-        source.write_text("VALUE = 2\n")
-        _age(source)
+        _rewrite_aged(source, "VALUE = 2\n")
         with LoaderSnapshot() as second:
             assert _load(tmp_path, second).VALUE == 2  # type: ignore[attr-defined]
             assert _load(tmp_path, second).VALUE == 2  # type: ignore[attr-defined]

@@ -29,7 +29,7 @@ from grambot.engine import Engine
 from grambot.errors import EditRefused, SecretsError, SettingsError
 from grambot.secrets.store import FileSecretsStore
 from tests.helpers import FIXTURE_PLUGINS, entry, eventually
-from tests.runproc import EngineProcess, cli, workspace_with
+from tests.runproc import EngineProcess, cli, running, workspace_with
 
 DEV_ZERO = Path("/dev/zero")
 MEMORY_CAP = 4 * 1024**3  # bytes of address space a test (and its children) may use
@@ -300,13 +300,9 @@ def test_validate_and_run_survive_a_1200_level_tree(
     assert "RecursionError" not in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert "deeper than" in done.stderr
 
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         engine.wait_states({"m": "loaded", "m2": "loaded"})
         assert "RecursionError" not in engine.output and "Traceback" not in engine.output
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 # -- CLI edits through a symlinked settings.json ------------------------------------------------
@@ -500,17 +496,13 @@ def test_an_engine_given_a_microsecond_event_handler_deadline_does_not_spin(
     tmp_path: Path,
 ) -> None:
     ws = settings_ws(tmp_path, [entry("m", "marker")], timeouts={"eventHandler": 1e-6})
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         assert "timeouts.eventHandler" in engine.output and "10 ms" in engine.output
         time.sleep(0.5)
         before = process_cpu_seconds(engine.proc.pid)
         time.sleep(1.5)
         used = process_cpu_seconds(engine.proc.pid) - before
         assert used < 0.5, f"{used:.2f} s of CPU in 1.5 s of idling"
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 # -- pluginDirs folders that appear after start --------------------------------------------------
@@ -530,9 +522,7 @@ def _late_plugin_dir_ws(root: Path, later: Path) -> Path:
 @pytest.mark.parametrize("nested", [False, True])
 def test_a_plugin_dir_created_after_start_is_watched_at_once(tmp_path: Path, nested: bool) -> None:
     later = tmp_path / "later" / ("deeper" if nested else "")
-    engine = EngineProcess(_late_plugin_dir_ws(tmp_path / "ws", later))
-    try:
-        engine.wait_ready()
+    with running(_late_plugin_dir_ws(tmp_path / "ws", later)) as engine:
         assert engine.states() == {"lp": "failed"}
         staging = tmp_path / "staging"
         plugin_folder(staging, "lateplug")
@@ -545,19 +535,13 @@ def test_a_plugin_dir_created_after_start_is_watched_at_once(tmp_path: Path, nes
         shutil.copytree(staging / "lateplug2", later / "lateplug2")
         engine.write([entry("lp", "lateplug"), entry("lp2", "lateplug2")], pluginDirs=[str(later)])
         engine.wait_states({"lp": "loaded", "lp2": "loaded"})
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 @pytest.mark.timeout(30)
 def test_a_plugin_dir_created_with_its_plugin_already_inside_is_loaded(tmp_path: Path) -> None:
     later = tmp_path / "later"
-    engine = EngineProcess(_late_plugin_dir_ws(tmp_path / "ws", later))
-    try:
-        engine.wait_ready()
+    with running(_late_plugin_dir_ws(tmp_path / "ws", later)) as engine:
         staging = tmp_path / "staging"
         plugin_folder(staging / "tree", "lateplug")
         os.rename(staging / "tree", later)  # the whole folder appears at once
         engine.wait_states({"lp": "loaded"})
-    finally:
-        assert engine.stop() == 0, engine.output

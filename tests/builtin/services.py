@@ -1,29 +1,14 @@
-"""Shared set-up and checks for the built-ins that call an outside service (anthropic,
-openai-codex, gpt-image, nanobanana, brave-search): the fake's fixture, the failure table every
-one of them must pass, and what a clear failure means."""
+"""What the built-ins that call an outside service (anthropic, openai-codex, gpt-image,
+nanobanana, brave-search) share in their tests: the failure table every one of them must pass,
+and what a clear failure means."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from tests.builtin.conftest import Harness
-from tests.fakes.base import FakeServer
-
-F = TypeVar("F", bound=FakeServer)
-
-
-def fake_fixture(make: Callable[[], F]) -> Any:
-    """A test file's `fake` fixture: the service fake `make` builds, serving for one test."""
-
-    def fake() -> Iterator[F]:
-        with make() as server:
-            yield server
-
-    return pytest.fixture(name="fake")(fake)
-
 
 # A row of a service built-in's failure table: (the fake's script, the error kind, the words
 # the message must hold); see FakeServer.play.

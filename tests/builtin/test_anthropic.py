@@ -17,8 +17,9 @@ from grambot import (
     ToolCall,
 )
 from tests.builtin.conftest import POISON, WEATHER, Harness, ask, closed_port_url
-from tests.builtin.services import assert_clear_failure, fake_fixture, service_failures
+from tests.builtin.services import assert_clear_failure, service_failures
 from tests.fakes.anthropic_api import FakeAnthropic
+from tests.fakes.base import fake_fixture
 
 KEY = "sk-ant-test-key-0123456789"
 

@@ -9,7 +9,8 @@ import pytest
 
 from grambot import Tool, ToolContext
 from tests.builtin.conftest import Harness, closed_port_url
-from tests.builtin.services import assert_clear_failure, fake_fixture, service_failures
+from tests.builtin.services import assert_clear_failure, service_failures
+from tests.fakes.base import fake_fixture
 from tests.fakes.brave_api import FakeBrave
 
 KEY = "BSA-test-subscription-token-42"

@@ -10,7 +10,8 @@ import pytest
 
 from grambot import ImageProvider, ServiceError
 from tests.builtin.conftest import POISON, Harness
-from tests.builtin.services import assert_clear_failure, fake_fixture, service_failures
+from tests.builtin.services import assert_clear_failure, service_failures
+from tests.fakes.base import fake_fixture
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.telegram_api import PNG_1PX
 

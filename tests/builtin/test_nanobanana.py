@@ -9,7 +9,8 @@ import pytest
 
 from grambot import ImageProvider, ServiceError
 from tests.builtin.conftest import Harness, closed_port_url, load_plugin_module
-from tests.builtin.services import assert_clear_failure, fake_fixture, service_failures
+from tests.builtin.services import assert_clear_failure, service_failures
+from tests.fakes.base import fake_fixture
 from tests.fakes.gemini_api import FakeGemini
 from tests.fakes.telegram_api import PNG_1PX
 

@@ -18,7 +18,8 @@ from grambot import (
     ToolCall,
 )
 from tests.builtin.conftest import POISON, WEATHER, Harness, ask, closed_port_url
-from tests.builtin.services import assert_clear_failure, fake_fixture, service_failures
+from tests.builtin.services import assert_clear_failure, service_failures
+from tests.fakes.base import fake_fixture
 from tests.fakes.openai_api import FakeOpenAI
 
 KEY = "sk-proj-test-key-abcdefghijkl"

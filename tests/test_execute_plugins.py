@@ -24,7 +24,7 @@ from grambot.errors import (
 )
 from grambot.registries.tools import ToolContext
 from tests.fakes.rest_api import fake_rest_api
-from tests.helpers import Workspace, entry, make_plugin
+from tests.helpers import Workspace, entry, failure_of, make_plugin
 
 MANIFEST_PLUGINS = Path(__file__).parent / "fixtures" / "manifest"
 SAMPLES = Path(__file__).resolve().parent.parent / "plugins" / "samples"
@@ -194,10 +194,9 @@ async def test_an_execute_plugin_with_an_unusable_execute_fails_clearly(
     )
     dirs = [str(tmp_path / "plugs")]
     await engine.apply(workspace.write([entry("s", "sync-exec")], pluginDirs=dirs))
-    record = engine.instance("s")
-    assert record is not None and record.failure is not None
-    assert record.failure.kind == "invalid-plugin"
-    assert "must be `async def execute(inputs, context, config)`" in record.failure.message
+    failure = failure_of(engine, "s")
+    assert failure.kind == "invalid-plugin"
+    assert "must be `async def execute(inputs, context, config)`" in failure.message
 
 
 async def test_settings_schema_validates_config_both_ways(
@@ -219,10 +218,9 @@ async def test_settings_schema_validates_config_both_ways(
     with pytest.raises(SettingsInvalid, match=r"config\.limit"):
         await engine.run_plugin("typed", {}, {"limit": "many"})
     await engine.apply(workspace.write([entry("t", "typed", limit="x")], pluginDirs=dirs))
-    record = engine.instance("t")
-    assert record is not None and record.failure is not None
-    assert record.failure.kind == "invalid-settings"
-    assert "plugins[0].settings.limit" in record.failure.message
+    failure = failure_of(engine, "t")
+    assert failure.kind == "invalid-settings"
+    assert "plugins[0].settings.limit" in failure.message
 
 
 # -- register_custom_plugins ---------------------------------------------------------------------

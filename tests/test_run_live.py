@@ -204,6 +204,14 @@ def test_second_run_on_the_same_workspace_is_refused(tmp_path: Path) -> None:
         assert engine.states() == {"m1": "loaded"}
 
 
+def _exit_after(engine: EngineProcess, signum: int) -> tuple[int, float]:
+    """Send `signum` and wait (up to 10 s) for the engine to exit: its code, the seconds taken."""
+    started = time.monotonic()
+    engine.signal(signum)
+    code = engine.proc.wait(10)
+    return code, time.monotonic() - started
+
+
 def test_sigterm_with_a_hanging_unload_exits_zero_within_the_deadline(tmp_path: Path) -> None:
     ws = workspace_with(
         tmp_path,
@@ -218,10 +226,7 @@ def test_sigterm_with_a_hanging_unload_exits_zero_within_the_deadline(tmp_path: 
     try:
         engine.wait_ready()
         engine.wait_states({"m1": "loaded", "h": "loaded", "hs": "loaded"})
-        started = time.monotonic()
-        engine.signal(signal.SIGTERM)
-        code = engine.proc.wait(10)
-        elapsed = time.monotonic() - started
+        code, elapsed = _exit_after(engine, signal.SIGTERM)
     finally:
         engine.kill()
     output = engine.output
@@ -249,10 +254,8 @@ def test_second_signal_exits_at_once_with_a_nonzero_code(tmp_path: Path) -> None
         engine.wait_ready()
         engine.signal(signal.SIGTERM)
         engine.wait_for_log("SIGTERM received: shutting down")
-        started = time.monotonic()
-        engine.signal(signal.SIGINT)
-        code = engine.proc.wait(10)
-        assert time.monotonic() - started < 3
+        code, elapsed = _exit_after(engine, signal.SIGINT)
+        assert elapsed < 3
     finally:
         engine.kill()
     assert code == 130, engine.output
@@ -415,10 +418,8 @@ def test_a_signal_during_a_hanging_first_load_stops_promptly(tmp_path: Path) -> 
             ),
             what="h loading",
         )
-        started = time.monotonic()
-        engine.signal(signal.SIGTERM)
-        code = engine.proc.wait(10)
-        assert time.monotonic() - started < 5
+        code, elapsed = _exit_after(engine, signal.SIGTERM)
+        assert elapsed < 5
     finally:
         engine.kill()
     assert code == 0, engine.output

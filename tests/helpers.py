@@ -33,6 +33,17 @@ def entry(
     }
 
 
+def make_plugin(folder: Path, manifest: dict[str, Any], code: str | None = None) -> Path:
+    """A plugin folder: `manifest` as its plugin.json and `code` (by default an execute-style
+    echo) as its entry; the plugin.json's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "plugin.json").write_text(json.dumps(manifest))
+    (folder / manifest.get("entry", "index.py")).write_text(
+        code or "async def execute(inputs, context, config):\n    return inputs\n"
+    )
+    return folder / "plugin.json"
+
+
 class Workspace:
     def __init__(self, root: Path) -> None:
         self.root = root

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +143,14 @@ class EngineProcess:
             self.kill()
         return code
 
+    def wait_exit(self, timeout: float = 30) -> int:
+        """Wait for the engine to exit on its own (e.g. at EOF on stdin); killed if it has not
+        within `timeout`."""
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+
     def kill(self) -> None:
         """Kill if still running, then release the pipe (idempotent)."""
         if self.proc.poll() is None:
@@ -151,6 +161,17 @@ class EngineProcess:
         self._reader.join(5)
         if self.proc.stdout is not None and not self.proc.stdout.closed:
             self.proc.stdout.close()
+
+
+@contextmanager
+def running(workspace: Path, *args: str, **options: Any) -> Iterator[EngineProcess]:
+    """A `grambot run` on `workspace`, ready; stopped at the end, where it must exit 0."""
+    engine = EngineProcess(workspace, *args, **options)
+    try:
+        engine.wait_ready()
+        yield engine
+    finally:
+        assert engine.stop() == 0, engine.output
 
 
 def workspace_with(root: Path, plugins: list[dict[str, Any]], **engine_keys: Any) -> Path:

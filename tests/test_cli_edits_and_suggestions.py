@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from grambot.cli import main
 from tests.helpers import entry, eventually
-from tests.runproc import EngineProcess, workspace_with
+from tests.runproc import EngineProcess, running, workspace_with
 
 
 def _agent(workspace: Path, *args: str) -> tuple[int, str, dict[str, object]]:
@@ -40,9 +40,7 @@ def test_agent_tools_are_checked_against_the_running_engine(tmp_path: Path) -> N
     code, output, agent = _agent(workspace, "--set", 'tools=["lookpu"]')
     assert code == 0, output
 
-    engine = EngineProcess(workspace)
-    try:
-        engine.wait_ready()
+    with running(workspace) as engine:
         eventually(lambda: (engine.status() or {}).get("instances"), 20, what="status.json")
         code, output, agent = _agent(workspace, "--set", 'tools=["lookpu"]')
         assert code == 1
@@ -59,8 +57,6 @@ def test_agent_tools_are_checked_against_the_running_engine(tmp_path: Path) -> N
             output
         )
         assert "inference" not in agent
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 def test_secrets_list_json_says_where_each_key_comes_from(tmp_path: Path) -> None:
@@ -166,16 +162,12 @@ def test_validate_json_reports_problems_and_unknown_settings_keys(tmp_path: Path
 
 def test_a_settings_key_the_plugin_ignores_shows_in_status_and_the_log(tmp_path: Path) -> None:
     workspace = workspace_with(tmp_path, [entry("p", tool_nmae="lookup")])
-    engine = EngineProcess(workspace)
-    try:
-        engine.wait_ready()
+    with running(workspace) as engine:
         status = eventually(lambda: engine.status(), 20, what="status.json")
         (instance,) = status["instances"]
         assert instance["state"] == "loaded"
         assert instance["ignoredSettings"] == ["tool_nmae"]
         engine.wait_for_log("instance p: plugin probe has no setting 'tool_nmae': ignored")
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 def test_a_secret_for_a_misspelt_instance_gets_a_suggestion(tmp_path: Path) -> None:

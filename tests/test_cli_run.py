@@ -10,8 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from tests.helpers import FIXTURE_PLUGINS, eventually
+from tests.helpers import entry, eventually
 from tests.isolation import shipped_example
+from tests.runproc import workspace_with
 
 
 def _settled(scout: Path) -> bool:
@@ -35,24 +36,8 @@ def _start(workspace: Path) -> subprocess.Popen[str]:
 
 
 def test_run_loads_then_unloads_on_sigterm_and_exits_zero(tmp_path: Path) -> None:
+    workspace_with(tmp_path, [entry("m1", "marker"), entry("broken", "probe", fail_in="load")])
     scout = tmp_path / ".scout"
-    scout.mkdir()
-    (scout / "settings.json").write_text(
-        json.dumps(
-            {
-                "pluginDirs": [str(FIXTURE_PLUGINS)],
-                "plugins": [
-                    {"instanceId": "m1", "pluginId": "marker", "enabled": True, "settings": {}},
-                    {
-                        "instanceId": "broken",
-                        "pluginId": "probe",
-                        "enabled": True,
-                        "settings": {"fail_in": "load"},
-                    },
-                ],
-            }
-        )
-    )
     proc = _start(tmp_path)
     try:
         eventually((scout / "plugins" / "m1" / "loaded").exists, 15, what="m1 loaded")

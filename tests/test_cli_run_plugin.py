@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.rest_api import fake_rest_api
+from tests.fakes.rest_api import FakeRestApi, fake_rest_api
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_PLUGINS = REPO / "plugins"
@@ -39,16 +39,25 @@ def run_plugin(
     )
 
 
+def run_sample(
+    workspace: Path, server: FakeRestApi, inputs: str, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """The rest-api-sample on `inputs`, pointed at the fake REST API; it must exit 0."""
+    done = run_plugin(
+        workspace,
+        "rest-api-sample",
+        "--input",
+        inputs,
+        *args,
+        env={"SAMPLE_REST_API_URL": server.url, **env},
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def test_sample_without_a_token(workspace: Path) -> None:
     with fake_rest_api() as server:
-        done = run_plugin(
-            workspace,
-            "rest-api-sample",
-            "--input",
-            '{"resource": "posts", "id": 1}',
-            env={"SAMPLE_REST_API_URL": server.url},
-        )
-    assert done.returncode == 0, done.stderr
+        done = run_sample(workspace, server, '{"resource": "posts", "id": 1}')
     assert json.loads(done.stdout) == {
         "status": 200,
         "url": f"{server.url}/posts/1",
@@ -59,16 +68,14 @@ def test_sample_without_a_token(workspace: Path) -> None:
 
 def test_sample_with_a_token_and_config(workspace: Path) -> None:
     with fake_rest_api() as server:
-        done = run_plugin(
+        done = run_sample(
             workspace,
-            "rest-api-sample",
-            "--input",
+            server,
             '{"resource": "whoami"}',
             "--config",
             '{"tenant": "alpha"}',
-            env={"SAMPLE_REST_API_URL": server.url, "SAMPLE_REST_API_TOKEN": "tok-1234"},
+            SAMPLE_REST_API_TOKEN="tok-1234",
         )
-    assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["status"] == 200 and result["url"] == f"{server.url}/whoami"
     assert result["data"] == {"authorization": "Bearer tok-1234"}
@@ -76,14 +83,7 @@ def test_sample_with_a_token_and_config(workspace: Path) -> None:
 
 def test_sample_http_error_status_is_a_result_not_a_failure(workspace: Path) -> None:
     with fake_rest_api() as server:
-        done = run_plugin(
-            workspace,
-            "rest-api-sample",
-            "--input",
-            '{"resource": "posts", "id": 404}',
-            env={"SAMPLE_REST_API_URL": server.url},
-        )
-    assert done.returncode == 0, done.stderr
+        done = run_sample(workspace, server, '{"resource": "posts", "id": 404}')
     assert json.loads(done.stdout)["status"] == 404
 
 

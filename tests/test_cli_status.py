@@ -13,7 +13,7 @@ from grambot.cli.status import render
 from grambot.registries.connectors import IncomingMessage
 from grambot.storage import Job, SqliteStorage
 from tests.helpers import entry, eventually
-from tests.runproc import STATUS_KEYS, EngineProcess, cli, workspace_with
+from tests.runproc import STATUS_KEYS, EngineProcess, cli, running, workspace_with
 
 
 def status(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -31,14 +31,10 @@ def test_status_of_a_running_engine_as_table_and_json(tmp_path: Path) -> None:
         ],
         retry={"initialDelay": 60, "maxDelay": 60},
     )
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         engine.wait_states({"t": "loaded", "bad": "failed", "r": "retrying", "off": "disabled"})
         table = status(ws)
         as_json = status(ws, "--json")
-    finally:
-        assert engine.stop() == 0, engine.output
     assert table.returncode == 1, table.stderr  # degraded: one failed, one retrying
     assert "degraded: bad is failed; r is retrying" in table.stderr
     out = table.stdout

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from tests.fakes.base import fake_fixture
 from tests.fakes.telegram_api import FakeTelegram
 from tests.helpers import entry, eventually
-from tests.runproc import EngineProcess, cli, workspace_with
+from tests.runproc import cli, running, workspace_with
 
 TOKEN = "123456:AAH-first-token-for-lifecycle"
 TOKEN2 = "654321:BBH-rotated-token-for-lifecycle"
@@ -27,12 +25,7 @@ OWNER = 111
 BUILTIN = Path(__file__).resolve().parent.parent / "builtin_plugins"
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeTelegram]:
-    with FakeTelegram() as server:
-        server.add_bot(TOKEN)
-        server.add_bot(TOKEN2, username="rotated_bot")
-        yield server
+fake = fake_fixture(lambda: FakeTelegram({TOKEN: "fake_bot", TOKEN2: "rotated_bot"}))
 
 
 def _telegram(fake: FakeTelegram, plugin_id: str = "telegram", **extra: Any) -> dict[str, Any]:
@@ -73,30 +66,22 @@ def _grambot(ws: Path, *args: str, stdin: str = "") -> None:
 
 def test_polling_resumes_after_a_settings_edit(tmp_path: Path, fake: FakeTelegram) -> None:
     ws = _workspace(tmp_path, fake)
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         _answered(fake, TOKEN, "before the edit")
         _grambot(ws, "enable", "telegram", "--instance", "tg", "--set", "requestTimeout=4")
         engine.wait_for_log("telegram bot @fake_bot ready", count=2)
         _answered(fake, TOKEN, "after the edit")
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 def test_polling_resumes_with_the_new_token_after_secrets_set(
     tmp_path: Path, fake: FakeTelegram
 ) -> None:
     ws = _workspace(tmp_path, fake)
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         _answered(fake, TOKEN, "with the first token")
         _grambot(ws, "secrets", "set", "tg", "botToken", stdin=TOKEN2 + "\n")
         engine.wait_for_log("telegram bot @rotated_bot ready")
         _answered(fake, TOKEN2, "with the rotated token")
-    finally:
-        assert engine.stop() == 0, engine.output
     assert TOKEN2 not in engine.output and TOKEN not in engine.output
 
 
@@ -111,43 +96,31 @@ def test_polling_resumes_after_reload_plugins(tmp_path: Path, fake: FakeTelegram
     data = json.loads(settings_file.read_text())
     data["pluginDirs"].append(str(plugins))
     settings_file.write_text(json.dumps(data))
-    engine = EngineProcess(ws, "--reload-plugins")
-    try:
-        engine.wait_ready()
+    with running(ws, "--reload-plugins") as engine:
         _answered(fake, TOKEN, "before the code change")
         text = copy / "text.py"
         text.write_text(text.read_text() + "\n# edited\n")
         engine.wait_for_log("plugin tgdev changed: reloading tg")
         engine.wait_for_log("telegram bot @fake_bot ready", count=2)
         _answered(fake, TOKEN, "after the code change")
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 def test_polling_starts_when_a_retry_succeeds(tmp_path: Path, fake: FakeTelegram) -> None:
     fake.fail(502, times=2, path_contains="getMe")
     ws = _workspace(tmp_path, fake, retry={"initialDelay": 0.2, "maxDelay": 0.5})
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         engine.wait_for_log("instance tg (plugin telegram) loaded after")
         _answered(fake, TOKEN, "after the retry")
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 def test_polling_resumes_after_disable_then_enable(tmp_path: Path, fake: FakeTelegram) -> None:
     ws = _workspace(tmp_path, fake)
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         _grambot(ws, "disable", "tg")
         engine.wait_for_log("instance tg (plugin telegram) unloaded")
         _grambot(ws, "enable", "telegram", "--instance", "tg", "--no-input")
         engine.wait_for_log("telegram bot @fake_bot ready", count=2)
         _answered(fake, TOKEN, "after enable")
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 def test_the_scaffolded_connector_is_started_once_by_the_engine(tmp_path: Path) -> None:
@@ -162,9 +135,5 @@ def test_the_scaffolded_connector_is_started_once_by_the_engine(tmp_path: Path) 
     assert "engine.manager" not in test_file.read_text()
     settings = {"plugins": [entry("mychat", "mychat")]}
     (ws / ".scout" / "settings.json").write_text(json.dumps(settings))
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         assert engine.output.count("connector started") == 1, engine.output
-    finally:
-        assert engine.stop() == 0, engine.output

@@ -59,10 +59,7 @@ class OpenStdin(EngineProcess):
 @pytest.mark.timeout(40)
 def test_printf_into_grambot_run_answers_and_exits_0(tmp_path: Path) -> None:
     engine = EngineProcess(console_ws(tmp_path), stdin_text="hi\nbye\n")
-    try:
-        code = engine.proc.wait(30)
-    finally:
-        engine.kill()
+    code = engine.wait_exit()
     out = engine.output
     assert code == 0, out
     assert "bot> hi" in out and "bot> bye" in out, out
@@ -77,10 +74,7 @@ def test_an_isolated_console_reads_the_engines_stdin(tmp_path: Path) -> None:
     plugins = [{**entry("console", "console"), "isolation": "process"}, ECHO]
     root = workspace_with(tmp_path, plugins, agent={"inference": "echo"})
     engine = EngineProcess(root, stdin_text="hi\nbye\n")
-    try:
-        code = engine.proc.wait(30)
-    finally:
-        engine.kill()
+    code = engine.wait_exit()
     out = engine.output
     assert code == 0, out
     assert "bot> hi" in out and "bot> bye" in out, out
@@ -91,10 +85,7 @@ def test_an_isolated_console_reads_the_engines_stdin(tmp_path: Path) -> None:
 @pytest.mark.timeout(40)
 def test_an_empty_pipe_stops_the_engine_too(tmp_path: Path) -> None:
     engine = EngineProcess(console_ws(tmp_path), stdin_text="")
-    try:
-        code = engine.proc.wait(30)
-    finally:
-        engine.kill()
+    code = engine.wait_exit()
     assert code == 0, engine.output
 
 

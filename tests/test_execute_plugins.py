@@ -24,7 +24,7 @@ from grambot.errors import (
 )
 from grambot.registries.tools import ToolContext
 from tests.fakes.rest_api import fake_rest_api
-from tests.helpers import Workspace, entry
+from tests.helpers import Workspace, entry, failure_of, make_plugin
 
 MANIFEST_PLUGINS = Path(__file__).parent / "fixtures" / "manifest"
 SAMPLES = Path(__file__).resolve().parent.parent / "plugins" / "samples"
@@ -187,29 +187,28 @@ async def test_an_enabled_instance_is_a_tool_named_after_it(
 async def test_an_execute_plugin_with_an_unusable_execute_fails_clearly(
     engine: Engine, workspace: Workspace, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "plugs" / "sync-exec"
-    folder.mkdir(parents=True)
-    (folder / "plugin.json").write_text(json.dumps({"name": "sync-exec", "entry": "x.py"}))
-    (folder / "x.py").write_text("def execute(inputs, context, config):\n    return 1\n")
+    make_plugin(
+        tmp_path / "plugs" / "sync-exec",
+        {"name": "sync-exec", "entry": "x.py"},
+        "def execute(inputs, context, config):\n    return 1\n",
+    )
     dirs = [str(tmp_path / "plugs")]
     await engine.apply(workspace.write([entry("s", "sync-exec")], pluginDirs=dirs))
-    record = engine.instance("s")
-    assert record is not None and record.failure is not None
-    assert record.failure.kind == "invalid-plugin"
-    assert "must be `async def execute(inputs, context, config)`" in record.failure.message
+    failure = failure_of(engine, "s")
+    assert failure.kind == "invalid-plugin"
+    assert "must be `async def execute(inputs, context, config)`" in failure.message
 
 
 async def test_settings_schema_validates_config_both_ways(
     engine: Engine, workspace: Workspace, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "plugs" / "typed"
-    folder.mkdir(parents=True)
-    (folder / "plugin.json").write_text(json.dumps({"name": "typed", "entry": "x.py"}))
-    (folder / "x.py").write_text(
+    make_plugin(
+        tmp_path / "plugs" / "typed",
+        {"name": "typed", "entry": "x.py"},
         "from pydantic import BaseModel\n"
         "class Settings(BaseModel):\n    limit: int = 3\n"
         "settings_schema = Settings\n"
-        "async def execute(inputs, context, config):\n    return config.limit\n"
+        "async def execute(inputs, context, config):\n    return config.limit\n",
     )
     dirs = [str(tmp_path / "plugs")]
     engine.settings = workspace.write([], pluginDirs=dirs)
@@ -219,22 +218,12 @@ async def test_settings_schema_validates_config_both_ways(
     with pytest.raises(SettingsInvalid, match=r"config\.limit"):
         await engine.run_plugin("typed", {}, {"limit": "many"})
     await engine.apply(workspace.write([entry("t", "typed", limit="x")], pluginDirs=dirs))
-    record = engine.instance("t")
-    assert record is not None and record.failure is not None
-    assert record.failure.kind == "invalid-settings"
-    assert "plugins[0].settings.limit" in record.failure.message
+    failure = failure_of(engine, "t")
+    assert failure.kind == "invalid-settings"
+    assert "plugins[0].settings.limit" in failure.message
 
 
 # -- register_custom_plugins ---------------------------------------------------------------------
-
-
-def make_plugin(folder: Path, manifest: dict[str, Any], code: str | None = None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "plugin.json").write_text(json.dumps(manifest))
-    (folder / manifest.get("entry", "index.py")).write_text(
-        code or "async def execute(inputs, context, config):\n    return inputs\n"
-    )
-    return folder / "plugin.json"
 
 
 async def test_register_custom_plugins_scans_anywhere_beneath(

@@ -17,7 +17,7 @@ import pytest
 
 from grambot.engine import Engine
 from tests.helpers import Workspace, entry, eventually, failure_of
-from tests.runproc import EngineProcess, cli, workspace_with
+from tests.runproc import cli, running, workspace_with
 
 HOUR = {"initialDelay": 3600, "maxDelay": 3600}  # no retry fires by itself during a test
 
@@ -77,9 +77,7 @@ def test_grambot_retry_and_reload_act_on_the_running_engine(tmp_path: Path) -> N
     ws = workspace_with(tmp_path, [entry("h", "rogue", mode="setup-error"), entry("p")], retry=HOUR)
     calls_h = ws / ".scout" / "plugins" / "h" / "calls.log"
     calls_p = ws / ".scout" / "plugins" / "p" / "calls.log"
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         assert engine.states() == {"h": "failed", "p": "loaded"}
         again = cli(ws, "retry", "h")  # tried again, and it fails again: exit 1, why
         assert again.returncode == 1 and "h: failed" in again.stderr, again.stderr
@@ -91,8 +89,6 @@ def test_grambot_retry_and_reload_act_on_the_running_engine(tmp_path: Path) -> N
         eventually(lambda: calls_p.read_text().split() == reloaded, what="p reloaded")
         refused = cli(ws, "retry", "nobody")
         assert refused.returncode == 1 and "nobody" in refused.stderr
-    finally:
-        assert engine.stop() == 0, engine.output
     missing = cli(ws, "retry", "h")
     assert missing.returncode == 3, missing.stderr  # no engine runs
 
@@ -100,9 +96,7 @@ def test_grambot_retry_and_reload_act_on_the_running_engine(tmp_path: Path) -> N
 def test_a_secret_set_for_a_failed_instance_retries_it_at_once(tmp_path: Path) -> None:
     ws = workspace_with(tmp_path, [entry("h", "rogue", mode="setup-error")], retry=HOUR)
     calls = ws / ".scout" / "plugins" / "h" / "calls.log"
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         assert engine.states() == {"h": "failed"}
         done = subprocess.run(
             [sys.executable, "-m", "grambot", "secrets", "set", "h", "token", "-w", str(ws)],
@@ -113,8 +107,6 @@ def test_a_secret_set_for_a_failed_instance_retries_it_at_once(tmp_path: Path) -
         )
         assert done.returncode == 0, done.stderr
         eventually(lambda: calls.read_text().split().count("load") == 2, what="h tried again")
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 def test_a_missing_secret_waits_for_the_secret_not_for_time() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import FIXTURE_PLUGINS
+from tests.runproc import workspace_with
 
 SDKS = ("anthropic", "openai", "telegram", "httpx2")
 
@@ -40,17 +40,7 @@ def _modules(*args: str) -> set[str]:
 
 @pytest.fixture
 def ws(tmp_path: Path) -> Path:
-    scout = tmp_path / ".scout"
-    scout.mkdir()
-    (scout / "settings.json").write_text(
-        json.dumps(
-            {
-                "pluginDirs": [str(FIXTURE_PLUGINS)],
-                "plugins": [{"instanceId": "m", "pluginId": "marker"}],
-            }
-        )
-    )
-    return tmp_path
+    return workspace_with(tmp_path, [{"instanceId": "m", "pluginId": "marker"}])
 
 
 @pytest.mark.parametrize(

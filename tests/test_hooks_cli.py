@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from tests.fakes.base import fake_fixture
 from tests.fakes.telegram_api import FakeTelegram
 from tests.helpers import entry, eventually
-from tests.runproc import EngineProcess, cli, workspace_with
+from tests.runproc import cli, running, workspace_with
 
 TOKEN = "123456:AAH-token-for-the-hooks-tests"
 OTHER = "654321:BBH-another-good-token-here"
@@ -22,12 +20,7 @@ BAD = "999999:not-a-token-telegram-knows"
 OWNER, FRIEND = 111, 222
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeTelegram]:
-    with FakeTelegram() as server:
-        server.add_bot(TOKEN)
-        server.add_bot(OTHER, username="other_bot")
-        yield server
+fake = fake_fixture(lambda: FakeTelegram({TOKEN: "fake_bot", OTHER: "other_bot"}))
 
 
 def _settings(fake: FakeTelegram, **extra: Any) -> dict[str, Any]:
@@ -97,9 +90,7 @@ def test_an_allowlist_edit_applies_in_place_without_dropping_the_long_poll(
     tmp_path: Path, fake: FakeTelegram
 ) -> None:
     ws = _ws(tmp_path, fake, pollTimeout=2)
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         fake.push_message(TOKEN, "from the owner", user_id=OWNER)
         eventually(lambda: any(s.get("text") == "from the owner" for s in fake.sent(TOKEN)))
         get_me = fake.paths().count(f"/bot{TOKEN}/getMe")
@@ -119,8 +110,6 @@ def test_an_allowlist_edit_applies_in_place_without_dropping_the_long_poll(
         status = engine.status() or {}
         (tg,) = [i for i in status["instances"] if i["instanceId"] == "tg"]
         assert tg["state"] == "loaded"
-    finally:
-        assert engine.stop() == 0, engine.output
     # never reloaded: one getMe (the load), and no "unloaded" in between
     assert fake.paths().count(f"/bot{TOKEN}/getMe") == get_me
     assert "instance tg (plugin telegram) unloaded" not in engine.output.split("reconfigured")[0]

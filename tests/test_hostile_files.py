@@ -29,7 +29,7 @@ from grambot.engine import Engine
 from grambot.errors import EditRefused, SecretsError, SettingsError
 from grambot.secrets.store import FileSecretsStore
 from tests.helpers import FIXTURE_PLUGINS, entry, eventually
-from tests.runproc import EngineProcess, cli, workspace_with
+from tests.runproc import EngineProcess, cli, running, workspace_with
 
 DEV_ZERO = Path("/dev/zero")
 MEMORY_CAP = 4 * 1024**3  # bytes of address space a test (and its children) may use
@@ -300,13 +300,9 @@ def test_validate_and_run_survive_a_1200_level_tree(
     assert "RecursionError" not in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert "deeper than" in done.stderr
 
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         engine.wait_states({"m": "loaded", "m2": "loaded"})
         assert "RecursionError" not in engine.output and "Traceback" not in engine.output
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 # -- CLI edits through a symlinked settings.json ------------------------------------------------
@@ -349,28 +345,30 @@ def _held(lock_path: Path) -> Any:
     return lock
 
 
+def _gives_up_on_held_lock(
+    ws: Path, lock_name: str, lock_timeout: str, *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI while this test holds `lock_name`: it must say it waits, then exit 1 cleanly
+    after `lock_timeout` seconds."""
+    lock = _held(ws / ".scout" / lock_name)
+    try:
+        done = cli(ws, *args, stdin=stdin, env={"GRAMBOT_LOCK_TIMEOUT": lock_timeout}, timeout=20)
+    finally:
+        lock.release()
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "Timeout" not in done.stderr, done.stderr
+    assert "waiting" in done.stderr and lock_name in done.stderr, done.stderr
+    return done
+
+
 @pytest.mark.timeout(30)
 def test_an_edit_waits_for_a_held_settings_lock_with_a_message_then_exits_1(
     tmp_path: Path,
 ) -> None:
     ws = settings_ws(tmp_path)
-    lock = _held(ws / ".scout" / "settings.json.lock")
-    try:
-        started = time.monotonic()
-        done = cli(
-            ws,
-            "enable",
-            "marker",
-            "--no-input",
-            env={"GRAMBOT_LOCK_TIMEOUT": "1.5"},
-            timeout=20,
-        )
-        waited = time.monotonic() - started
-    finally:
-        lock.release()
-    assert done.returncode == 1, done.stderr
-    assert "Traceback" not in done.stderr and "Timeout" not in done.stderr, done.stderr
-    assert "waiting" in done.stderr and "settings.json.lock" in done.stderr, done.stderr
+    started = time.monotonic()
+    done = _gives_up_on_held_lock(ws, "settings.json.lock", "1.5", "enable", "marker", "--no-input")
+    waited = time.monotonic() - started
     assert "nothing was written" in done.stderr, done.stderr
     assert waited >= 1.5
     assert json.loads((ws / ".scout" / "settings.json").read_text())["plugins"] == []
@@ -381,23 +379,9 @@ def test_secrets_set_waits_for_a_held_secrets_lock_with_a_message_then_exits_1(
     tmp_path: Path,
 ) -> None:
     ws = settings_ws(tmp_path)
-    lock = _held(ws / ".scout" / "secrets.json.lock")
-    try:
-        done = cli(
-            ws,
-            "secrets",
-            "set",
-            "m1",
-            "token",
-            stdin="s3cret-value\n",
-            env={"GRAMBOT_LOCK_TIMEOUT": "1"},
-            timeout=20,
-        )
-    finally:
-        lock.release()
-    assert done.returncode == 1, done.stderr
-    assert "Traceback" not in done.stderr and "Timeout" not in done.stderr, done.stderr
-    assert "waiting" in done.stderr and "secrets.json.lock" in done.stderr, done.stderr
+    _gives_up_on_held_lock(
+        ws, "secrets.json.lock", "1", "secrets", "set", "m1", "token", stdin="s3cret-value\n"
+    )
     assert not (ws / ".scout" / "secrets.json").exists()
 
 
@@ -512,33 +496,33 @@ def test_an_engine_given_a_microsecond_event_handler_deadline_does_not_spin(
     tmp_path: Path,
 ) -> None:
     ws = settings_ws(tmp_path, [entry("m", "marker")], timeouts={"eventHandler": 1e-6})
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         assert "timeouts.eventHandler" in engine.output and "10 ms" in engine.output
         time.sleep(0.5)
         before = process_cpu_seconds(engine.proc.pid)
         time.sleep(1.5)
         used = process_cpu_seconds(engine.proc.pid) - before
         assert used < 0.5, f"{used:.2f} s of CPU in 1.5 s of idling"
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 # -- pluginDirs folders that appear after start --------------------------------------------------
+
+
+def _late_plugin_dir_ws(root: Path, later: Path) -> Path:
+    """A workspace whose only pluginDirs entry, `later`, does not exist yet, and an entry for
+    the `lateplug` plugin that will appear there."""
+    ws = settings_ws(root, [entry("lp", "lateplug")])
+    data = json.loads((ws / ".scout" / "settings.json").read_text())
+    data["pluginDirs"] = [str(later)]
+    (ws / ".scout" / "settings.json").write_text(json.dumps(data))
+    return ws
 
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("nested", [False, True])
 def test_a_plugin_dir_created_after_start_is_watched_at_once(tmp_path: Path, nested: bool) -> None:
     later = tmp_path / "later" / ("deeper" if nested else "")
-    ws = settings_ws(tmp_path / "ws", [entry("lp", "lateplug")])
-    data = json.loads((ws / ".scout" / "settings.json").read_text())
-    data["pluginDirs"] = [str(later)]
-    (ws / ".scout" / "settings.json").write_text(json.dumps(data))
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(_late_plugin_dir_ws(tmp_path / "ws", later)) as engine:
         assert engine.states() == {"lp": "failed"}
         staging = tmp_path / "staging"
         plugin_folder(staging, "lateplug")
@@ -551,23 +535,13 @@ def test_a_plugin_dir_created_after_start_is_watched_at_once(tmp_path: Path, nes
         shutil.copytree(staging / "lateplug2", later / "lateplug2")
         engine.write([entry("lp", "lateplug"), entry("lp2", "lateplug2")], pluginDirs=[str(later)])
         engine.wait_states({"lp": "loaded", "lp2": "loaded"})
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 @pytest.mark.timeout(30)
 def test_a_plugin_dir_created_with_its_plugin_already_inside_is_loaded(tmp_path: Path) -> None:
     later = tmp_path / "later"
-    ws = settings_ws(tmp_path / "ws", [entry("lp", "lateplug")])
-    data = json.loads((ws / ".scout" / "settings.json").read_text())
-    data["pluginDirs"] = [str(later)]
-    (ws / ".scout" / "settings.json").write_text(json.dumps(data))
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(_late_plugin_dir_ws(tmp_path / "ws", later)) as engine:
         staging = tmp_path / "staging"
         plugin_folder(staging / "tree", "lateplug")
         os.rename(staging / "tree", later)  # the whole folder appears at once
         engine.wait_states({"lp": "loaded"})
-    finally:
-        assert engine.stop() == 0, engine.output

@@ -124,10 +124,7 @@ def test_a_fresh_workspace_answers_printf_and_exits_0(tmp_path: Path) -> None:
     at EOF (the console is the only connector)."""
     assert run("init", str(tmp_path)).exit_code == 0
     engine = EngineProcess(tmp_path, stdin_text="hi\n")
-    try:
-        code = engine.proc.wait(30)
-    finally:
-        engine.kill()
+    code = engine.wait_exit()
     assert code == 0, engine.output
     assert "bot> hi" in engine.output, engine.output
     assert "Traceback" not in engine.output, engine.output

@@ -20,7 +20,7 @@ from grambot import CONNECTOR_MESSAGE
 from grambot.app.status import StatusWriter
 from grambot.engine import Engine
 from tests.helpers import FIXTURE_PLUGINS, Workspace, entry, eventually, eventually_async
-from tests.runproc import EngineProcess, cli, workspace_with
+from tests.runproc import cli, running, workspace_with
 
 
 async def _settle(seconds: float = 0.2) -> None:
@@ -46,15 +46,11 @@ async def test_a_loop_callback_raising_system_exit_is_the_plugins_failure(
 
 def test_keyboard_interrupt_in_a_plugin_timer_never_ends_grambot_run(tmp_path: Path) -> None:
     ws = workspace_with(tmp_path, [entry("r", "rogue", mode="timer-exit"), entry("m", "marker")])
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         eventually(lambda: "SystemExit" in engine.output, what="the failure logged")
         assert engine.proc.poll() is None
         engine.write([entry("m", "marker"), entry("m2", "marker")])
         engine.wait_states({"m": "loaded", "m2": "loaded"})
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 # -- conflicts retried at most once per edit -------------------------------------------------------
@@ -141,16 +137,12 @@ async def test_an_invalid_new_entry_shows_in_status(engine: Engine, workspace: W
 
 def test_restoring_the_file_after_an_ignored_edit_clears_it(tmp_path: Path) -> None:
     ws = workspace_with(tmp_path, [entry("m", "marker")])
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         good = engine.settings_file.read_text()
         engine.settings_file.write_text("{ broken")
         eventually(lambda: (engine.status() or {}).get("ignoredEdit"), what="ignoredEdit")
         engine.settings_file.write_text(good)
         eventually(lambda: (engine.status() or {}).get("ignoredEdit") is None, what="cleared")
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 # -- a plugin thread's work after unload -----------------------------------------------------------

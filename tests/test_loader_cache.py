@@ -48,10 +48,7 @@ def test_a_module_turned_package_is_found(tmp_path: Path) -> None:
 
 
 def test_an_old_file_rewritten_is_recompiled(tmp_path: Path) -> None:
-    source = tmp_path / "plugin.py"
-    source.write_text("VALUE = 1\n")
-    _age(source)
-    _age(tmp_path)
+    source = _aged_plugin(tmp_path)
     assert _load(tmp_path).VALUE == 1  # type: ignore[attr-defined]
     assert _load(tmp_path).VALUE == 1  # type: ignore[attr-defined]  # now from the stat check
     source.write_text("VALUE = 2\n")
@@ -80,15 +77,25 @@ def test_remove_loggers_leaves_no_reference_in_placeholders() -> None:
     remove_loggers("grambot.instances.rl__2")
 
 
-def test_a_snapshot_checks_each_file_once_and_ends(tmp_path: Path) -> None:
-    source = tmp_path / "plugin.py"
-    source.write_text("VALUE = 1\n")
+def _aged_plugin(folder: Path) -> Path:
+    """A plugin.py saying VALUE = 1, it and its folder dated in the past (so a rewrite shows)."""
+    source = folder / "plugin.py"
+    _rewrite_aged(source, "VALUE = 1\n")
+    _age(folder)
+    return source
+
+
+def _rewrite_aged(source: Path, text: str) -> None:
+    """Rewrite `source` with an old mtime: only its ctime says it changed."""
+    source.write_text(text)
     _age(source)
-    _age(tmp_path)
+
+
+def test_a_snapshot_checks_each_file_once_and_ends(tmp_path: Path) -> None:
+    source = _aged_plugin(tmp_path)
     with LoaderSnapshot() as snapshot:
         assert _load(tmp_path, snapshot).VALUE == 1  # type: ignore[attr-defined]
-        source.write_text("VALUE = 2\n")
-        _age(source)
+        _rewrite_aged(source, "VALUE = 2\n")
         # every instance loaded in one reconcile sees the same code
         assert _load(tmp_path, snapshot).VALUE == 1  # type: ignore[attr-defined]
         assert _load(tmp_path).VALUE == 2  # type: ignore[attr-defined]  # a load without one checks
@@ -100,14 +107,10 @@ def test_a_snapshot_checks_each_file_once_and_ends(tmp_path: Path) -> None:
 def test_two_open_snapshots_each_check_the_disk_once(tmp_path: Path) -> None:
     # two engines reconciling at once: each batch sees the files as they were when it first
     # read them, whatever the other one read
-    source = tmp_path / "plugin.py"
-    source.write_text("VALUE = 1\n")
-    _age(source)
-    _age(tmp_path)
+    source = _aged_plugin(tmp_path)
     with LoaderSnapshot() as first:
         assert _load(tmp_path, first).VALUE == 1  # type: ignore[attr-defined]
-        source.write_text("VALUE = 2\n")
-        _age(source)
+        _rewrite_aged(source, "VALUE = 2\n")
         with LoaderSnapshot() as second:
             assert _load(tmp_path, second).VALUE == 2  # type: ignore[attr-defined]
             assert _load(tmp_path, second).VALUE == 2  # type: ignore[attr-defined]

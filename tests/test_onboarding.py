@@ -51,6 +51,11 @@ class Terminal:
     def send(self, line: str) -> None:
         os.write(self.master, line.encode() + b"\n")
 
+    def answer(self, prompt: str, line: str) -> None:
+        """Wait for `prompt`, then type `line` and Enter."""
+        self.expect(prompt)
+        self.send(line)
+
     def finish(self) -> int:
         code = self.proc.wait(15)
         while True:
@@ -68,10 +73,8 @@ class Terminal:
 def test_enable_on_a_terminal_runs_onboarding_and_stores_the_secret(tmp_path: Path) -> None:
     ws = workspace_with(tmp_path, [])
     term = Terminal("enable", "onboarded", "--instance", "ob", "-w", str(ws))
-    term.expect("Bot token: ")
-    term.send("tok-hidden-42")
-    term.expect("Chat id:")
-    term.send("12345")
+    term.answer("Bot token: ", "tok-hidden-42")
+    term.answer("Chat id:", "12345")
     code = term.finish()
     assert code == 0, term.seen
     assert "tok-hidden-42" not in term.seen  # typed without echo
@@ -101,8 +104,7 @@ def test_onboarding_does_not_ask_for_a_secret_the_environment_provides(tmp_path:
         env={"GRAMBOT_SECRET__ob__token": "tok-from-env-77"},
     )
     term.expect("token: set by GRAMBOT_SECRET__ob__token; not asked")
-    term.expect("Chat id:")
-    term.send("12345")
+    term.answer("Chat id:", "12345")
     code = term.finish()
     assert code == 0, term.seen
     assert "tok-from-env-77" not in term.seen
@@ -114,10 +116,8 @@ def test_onboarding_does_not_ask_for_a_secret_the_environment_provides(tmp_path:
 def test_set_values_win_over_onboarding_answers(tmp_path: Path) -> None:
     ws = workspace_with(tmp_path, [])
     term = Terminal("enable", "onboarded", "--set", "chat=777", "-w", str(ws))
-    term.expect("Bot token: ")
-    term.send("tok-abcdef")
-    term.expect("Chat id [777]:")
-    term.send("")
+    term.answer("Bot token: ", "tok-abcdef")
+    term.answer("Chat id [777]:", "")
     assert term.finish() == 0, term.seen
     data = json.loads((ws / ".scout" / "settings.json").read_text())
     assert data["plugins"][0]["settings"] == {"chat": "777"}
@@ -126,8 +126,7 @@ def test_set_values_win_over_onboarding_answers(tmp_path: Path) -> None:
 def test_failed_onboarding_writes_nothing_and_masks_the_secret(tmp_path: Path) -> None:
     ws = workspace_with(tmp_path, [])
     term = Terminal("enable", "onboarded", "-w", str(ws))
-    term.expect("Bot token: ")
-    term.send("abc")
+    term.answer("Bot token: ", "abc")
     assert term.finish() == 1, term.seen
     assert "onboarding of plugin 'onboarded' failed: ValueError: that token is too short" in (
         term.seen

@@ -16,7 +16,7 @@ from typing import Any
 from grambot import CONNECTOR_MESSAGE
 from grambot.engine import Engine
 from tests.helpers import Workspace, entry, eventually, eventually_async
-from tests.runproc import EngineProcess, workspace_with
+from tests.runproc import EngineProcess, running, workspace_with
 
 
 async def test_load_awaiting_a_cancelled_task_fails_that_instance_and_edits_go_on(
@@ -231,12 +231,8 @@ def test_a_cancelled_error_in_load_at_start_does_not_end_the_process(tmp_path: P
     ws = workspace_with(
         tmp_path, [entry("h", "rogue", mode="load-awaits-cancelled"), entry("m", "marker")]
     )
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         states = engine.states()
         assert states["m"] == "loaded" and states["h"] in ("failed", "retrying"), engine.output
         engine.write([entry("m", "marker"), entry("m2", "marker")])
         engine.wait_states({"m": "loaded", "m2": "loaded"})  # the reconcile loop is alive
-    finally:
-        assert engine.stop() == 0, engine.output

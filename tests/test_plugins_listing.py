@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import make_plugin
+
 pytestmark = pytest.mark.timeout(60)
 
 BUILTINS = ["anthropic", "brave-search", "console", "echo", "gpt-image", "nanobanana"]
@@ -52,10 +54,9 @@ def grambot(
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     root = tmp_path / "ws"
-    plugin = root / "plugins" / "mine"
-    plugin.mkdir(parents=True)
-    (plugin / "plugin.json").write_text(json.dumps({"id": "mine", "entry": "plugin.py"}))
-    (plugin / "plugin.py").write_text(
+    make_plugin(
+        root / "plugins" / "mine",
+        {"id": "mine", "entry": "plugin.py"},
         "import os\n"
         "from pydantic import BaseModel\n"
         "from grambot import Plugin\n"
@@ -63,7 +64,7 @@ def workspace(tmp_path: Path) -> Path:
         "    fh.write('imported\\n')\n"
         "class Settings(BaseModel):\n"
         "    colour: str = 'red'\n"
-        "plugin = Plugin(settings_schema=Settings, create=lambda api: object())\n"
+        "plugin = Plugin(settings_schema=Settings, create=lambda api: object())\n",
     )
     (root / ".scout").mkdir()
     (root / ".scout" / "settings.json").write_text('{"plugins": []}')

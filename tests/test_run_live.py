@@ -12,7 +12,14 @@ import time
 from pathlib import Path
 
 from tests.helpers import FIXTURE_PLUGINS, entry, eventually
-from tests.runproc import STATUS_KEYS, EngineProcess, cli, workspace_with, write_json_atomic
+from tests.runproc import (
+    STATUS_KEYS,
+    EngineProcess,
+    cli,
+    running,
+    workspace_with,
+    write_json_atomic,
+)
 
 
 def _marker(ws: Path, instance_id: str, what: str) -> Path:
@@ -21,9 +28,7 @@ def _marker(ws: Path, instance_id: str, what: str) -> Path:
 
 def test_enable_by_edit_loads_and_disable_unloads(tmp_path: Path) -> None:
     ws = workspace_with(tmp_path, [])
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         engine.write([entry("m1", "marker")])
         eventually(_marker(ws, "m1", "loaded").exists, what="m1 loaded")
         engine.write([entry("m1", "marker", enabled=False)])
@@ -31,15 +36,11 @@ def test_enable_by_edit_loads_and_disable_unloads(tmp_path: Path) -> None:
         engine.wait_states({"m1": "disabled"})
         engine.write([])
         engine.wait_states({})
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 def test_a_bad_edit_keeps_the_running_set_and_names_the_culprit(tmp_path: Path) -> None:
     ws = workspace_with(tmp_path, [entry("m1", "marker")])
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         engine.settings_file.write_text('{"plugins": [\n  {"instanceId": "m1",,}\n]}')
         engine.wait_for_log("settings.json: invalid JSON at line 2, column 23")
         engine.write([entry("m1", "marker")], pluginDirs=5)
@@ -54,15 +55,11 @@ def test_a_bad_edit_keeps_the_running_set_and_names_the_culprit(tmp_path: Path) 
         engine.write([entry("m2", "marker")])
         engine.wait_states({"m2": "loaded"})
         assert _marker(ws, "m1", "unloaded").exists()
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 def test_missing_or_empty_file_while_running_is_transient(tmp_path: Path) -> None:
     ws = workspace_with(tmp_path, [entry("m1", "marker")])
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         engine.settings_file.write_text("")
         engine.wait_for_log("settings.json is empty; keeping the 1 running instance(s)")
         engine.settings_file.unlink()
@@ -74,17 +71,13 @@ def test_missing_or_empty_file_while_running_is_transient(tmp_path: Path) -> Non
         engine.write([entry("m1", "marker"), entry("m2", "marker")])
         engine.wait_states({"m1": "loaded", "m2": "loaded"})
         assert not _marker(ws, "m1", "unloaded").exists()
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 def test_truncated_half_written_file_then_completed_ends_in_the_full_state(
     tmp_path: Path,
 ) -> None:
     ws = workspace_with(tmp_path, [])
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         full = json.dumps(
             {"pluginDirs": [str(FIXTURE_PLUGINS)], "plugins": [entry("m1", "marker")]}
         )
@@ -94,15 +87,11 @@ def test_truncated_half_written_file_then_completed_ends_in_the_full_state(
             time.sleep(0.02)
             handle.write(full[len(full) // 2 :])
         engine.wait_states({"m1": "loaded"})
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 def test_rename_saves_and_a_burst_of_20_edits_end_in_the_last_state(tmp_path: Path) -> None:
     ws = workspace_with(tmp_path, [])
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         data = {"pluginDirs": [str(FIXTURE_PLUGINS)], "plugins": [entry("r", "marker")]}
         write_json_atomic(engine.settings_file, data)
         engine.wait_states({"r": "loaded"})
@@ -129,8 +118,6 @@ def test_rename_saves_and_a_burst_of_20_edits_end_in_the_last_state(tmp_path: Pa
         for i in last:
             calls = (ws / ".scout" / "plugins" / i / "calls.log").read_text().split()
             assert calls[-1] == "load", (i, calls)
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 def test_retry_with_backoff_until_the_load_passes(tmp_path: Path) -> None:
@@ -139,15 +126,11 @@ def test_retry_with_backoff_until_the_load_passes(tmp_path: Path) -> None:
         [entry("f", "flaky", failures=3)],
         retry={"initialDelay": 0.05, "maxDelay": 0.2},
     )
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         engine.wait_states({"f": "loaded"})
         assert _marker(ws, "f", "loaded").read_text() == "4"
         assert "instance f (plugin flaky) loaded after 3 retries" in engine.output
         assert engine.output.count("Traceback") == 1, "later failures are one line each"
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 def test_retrying_instance_is_fixed_at_once_by_an_edit(tmp_path: Path) -> None:
@@ -156,9 +139,7 @@ def test_retrying_instance_is_fixed_at_once_by_an_edit(tmp_path: Path) -> None:
         [entry("p", "probe", fail_in="load")],
         retry={"initialDelay": 30, "maxDelay": 60},
     )
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         engine.wait_states({"p": "retrying"})
         status = engine.status()
         assert status is not None
@@ -171,8 +152,6 @@ def test_retrying_instance_is_fixed_at_once_by_an_edit(tmp_path: Path) -> None:
         assert time.monotonic() - started < 5, "the edit applies at once, not at the next retry"
         (item,) = (engine.status() or {})["instances"]
         assert item["attempt"] == 0 and item["nextAttemptAt"] is None
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 def test_unknown_plugin_waits_and_loads_when_its_folder_appears(tmp_path: Path) -> None:
@@ -184,9 +163,7 @@ def test_unknown_plugin_waits_and_loads_when_its_folder_appears(tmp_path: Path) 
         pluginDirs=[str(plugins)],
         retry={"initialDelay": 0.05, "maxDelay": 0.1},
     )
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         engine.wait_states({"late": "failed"})  # not retried: waiting cannot fix it
         (item,) = (engine.status() or {})["instances"]
         assert item["attempt"] == 0 and "latecomer" in item["error"]
@@ -196,8 +173,6 @@ def test_unknown_plugin_waits_and_loads_when_its_folder_appears(tmp_path: Path) 
         (staging / "plugin.json").write_text(json.dumps({**descriptor, "id": "latecomer"}))
         staging.rename(plugins / "latecomer")
         engine.wait_states({"late": "loaded"})
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 def test_plugin_dirs_edit_rescans_the_catalog(tmp_path: Path) -> None:
@@ -206,21 +181,15 @@ def test_plugin_dirs_edit_rescans_the_catalog(tmp_path: Path) -> None:
     descriptor = json.loads((other / "marker2" / "plugin.json").read_text())
     (other / "marker2" / "plugin.json").write_text(json.dumps({**descriptor, "id": "marker2"}))
     ws = workspace_with(tmp_path, [entry("x", "marker2")])
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         engine.wait_states({"x": "failed"})
         engine.write([entry("x", "marker2")], pluginDirs=[str(FIXTURE_PLUGINS), str(other)])
         engine.wait_states({"x": "loaded"})
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 def test_second_run_on_the_same_workspace_is_refused(tmp_path: Path) -> None:
     ws = workspace_with(tmp_path, [entry("m1", "marker")])
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         second = subprocess.run(
             [sys.executable, "-m", "grambot", "run", "--workspace", str(ws)],
             capture_output=True,
@@ -233,8 +202,14 @@ def test_second_run_on_the_same_workspace_is_refused(tmp_path: Path) -> None:
         )
         assert "grambot ready" not in second.stderr
         assert engine.states() == {"m1": "loaded"}
-    finally:
-        assert engine.stop() == 0, engine.output
+
+
+def _exit_after(engine: EngineProcess, signum: int) -> tuple[int, float]:
+    """Send `signum` and wait (up to 10 s) for the engine to exit: its code, the seconds taken."""
+    started = time.monotonic()
+    engine.signal(signum)
+    code = engine.proc.wait(10)
+    return code, time.monotonic() - started
 
 
 def test_sigterm_with_a_hanging_unload_exits_zero_within_the_deadline(tmp_path: Path) -> None:
@@ -251,10 +226,7 @@ def test_sigterm_with_a_hanging_unload_exits_zero_within_the_deadline(tmp_path: 
     try:
         engine.wait_ready()
         engine.wait_states({"m1": "loaded", "h": "loaded", "hs": "loaded"})
-        started = time.monotonic()
-        engine.signal(signal.SIGTERM)
-        code = engine.proc.wait(10)
-        elapsed = time.monotonic() - started
+        code, elapsed = _exit_after(engine, signal.SIGTERM)
     finally:
         engine.kill()
     output = engine.output
@@ -282,10 +254,8 @@ def test_second_signal_exits_at_once_with_a_nonzero_code(tmp_path: Path) -> None
         engine.wait_ready()
         engine.signal(signal.SIGTERM)
         engine.wait_for_log("SIGTERM received: shutting down")
-        started = time.monotonic()
-        engine.signal(signal.SIGINT)
-        code = engine.proc.wait(10)
-        assert time.monotonic() - started < 3
+        code, elapsed = _exit_after(engine, signal.SIGINT)
+        assert elapsed < 3
     finally:
         engine.kill()
     assert code == 130, engine.output
@@ -315,9 +285,7 @@ def test_reload_plugins_picks_up_an_edited_helper_module(tmp_path: Path) -> None
         [entry("a", "helped"), entry("b", "helped"), entry("m", "marker")],
         pluginDirs=[str(plugins), str(FIXTURE_PLUGINS)],
     )
-    engine = EngineProcess(ws, "--reload-plugins")
-    try:
-        engine.wait_ready()
+    with running(ws, "--reload-plugins") as engine:
         for i in ("a", "b"):
             assert _marker(ws, i, "value").read_text() == "one"
         (folder / "helper.py").write_text("VALUE = 'two'\n")
@@ -326,17 +294,13 @@ def test_reload_plugins_picks_up_an_edited_helper_module(tmp_path: Path) -> None
         engine.wait_for_log("plugin helped changed: reloading a, b")
         assert not _marker(ws, "m", "unloaded").exists(), "other plugins are left alone"
         engine.wait_states({"a": "loaded", "b": "loaded", "m": "loaded"})
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 def test_without_reload_plugins_code_edits_do_not_reload(tmp_path: Path) -> None:
     plugins = tmp_path / "plugins"
     shutil.copytree(FIXTURE_PLUGINS / "probe", plugins / "probe")
     ws = workspace_with(tmp_path, [entry("p", "probe")], pluginDirs=[str(plugins)])
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         source = plugins / "probe" / "plugin.py"
         source.write_text(source.read_text() + "\n# edited\n")
         # a settings edit after the code edit proves the engine saw and ignored the code edit
@@ -349,15 +313,11 @@ def test_without_reload_plugins_code_edits_do_not_reload(tmp_path: Path) -> None
             "create",
             "load",
         ]
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 def test_edit_to_loaded_latency_is_well_under_a_second(tmp_path: Path) -> None:
     ws = workspace_with(tmp_path, [])
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         worst = 0.0
         for n in range(5):
             started = time.monotonic()
@@ -365,8 +325,6 @@ def test_edit_to_loaded_latency_is_well_under_a_second(tmp_path: Path) -> None:
             eventually(_marker(ws, f"l{n}", "loaded").exists, what=f"l{n}")
             worst = max(worst, time.monotonic() - started)
         assert worst < 0.5, worst
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 def test_status_json_matches_the_schema(tmp_path: Path) -> None:
@@ -378,9 +336,7 @@ def test_status_json_matches_the_schema(tmp_path: Path) -> None:
             entry("bad", "nope"),
         ],
     )
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         engine.wait_states({"t": "loaded", "off": "disabled", "bad": "failed"})
         status = engine.status()
         assert status is not None
@@ -422,8 +378,6 @@ def test_status_json_matches_the_schema(tmp_path: Path) -> None:
         assert by_id["t"]["error"] is None and by_id["off"]["state"] == "disabled"
         assert "nope" in by_id["bad"]["error"] and by_id["bad"]["reason"] == "plugin-not-found"
         assert not any(p.name.endswith(".tmp") for p in (ws / ".scout").iterdir())
-    finally:
-        assert engine.stop() == 0, engine.output
     assert os.path.exists(ws / ".scout" / "engine.lock")
 
 
@@ -464,10 +418,8 @@ def test_a_signal_during_a_hanging_first_load_stops_promptly(tmp_path: Path) -> 
             ),
             what="h loading",
         )
-        started = time.monotonic()
-        engine.signal(signal.SIGTERM)
-        code = engine.proc.wait(10)
-        assert time.monotonic() - started < 5
+        code, elapsed = _exit_after(engine, signal.SIGTERM)
+        assert elapsed < 5
     finally:
         engine.kill()
     assert code == 0, engine.output

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from grambot.config.settings import EngineSettings
 from grambot.containment.guards import GuardedTool
 from grambot.contract.context import MemoryCache
 from grambot.core.instance import InstanceState
@@ -64,13 +65,17 @@ async def test_create_and_unload_use_the_manifest_value(
         assert "unload timed out after 300 ms" in caplog.text
 
 
+async def _failure_after_apply(engine: Engine, settings: EngineSettings) -> str:
+    """Apply `settings` and return instance `p`'s failure message (it must have failed)."""
+    await engine.apply(settings)
+    return failure_of(engine, "p").message
+
+
 async def test_engine_override_beats_the_manifest(engine: Engine, workspace: Workspace) -> None:
     settings = write(
         workspace, [entry("p", "summit-probe", hang_in="load")], timeouts={"overrideMs": 120}
     )
-    await engine.apply(settings)
-    failure = failure_of(engine, "p")
-    assert "load timed out after 120 ms" in failure.message
+    assert "load timed out after 120 ms" in await _failure_after_apply(engine, settings)
 
 
 async def test_register_custom_plugins_override_beats_engine_and_manifest(
@@ -82,9 +87,7 @@ async def test_register_custom_plugins_override_beats_engine_and_manifest(
     engine.settings = settings
     found = engine.register_custom_plugins(MANIFEST_PLUGINS / "probe", timeout_ms=80)
     assert [d.id for d in found] == ["summit-probe"]
-    await engine.apply(settings)
-    failure = failure_of(engine, "p")
-    assert "load timed out after 80 ms" in failure.message
+    assert "load timed out after 80 ms" in await _failure_after_apply(engine, settings)
 
 
 async def test_without_any_ms_value_the_engine_seconds_apply(
@@ -92,9 +95,7 @@ async def test_without_any_ms_value_the_engine_seconds_apply(
 ) -> None:
     # The `probe` plugin of tests/fixtures/plugins has no timeoutMs.
     settings = workspace.write([entry("p", hang_in="load")], timeouts={"load": 0.2})
-    await engine.apply(settings)
-    failure = failure_of(engine, "p")
-    assert "load timed out after 0.2 s" in failure.message
+    assert "load timed out after 0.2 s" in await _failure_after_apply(engine, settings)
 
 
 async def test_every_tool_execution_runs_under_the_manifest_deadline(

@@ -24,7 +24,7 @@ from grambot.secrets.backends import SecretsConfig, open_store, store_instance_i
 from grambot.secrets.sources import ExternalSecrets, LayeredSecretsStore
 from grambot.secrets.store import FileSecretsStore, InstanceSecrets
 from tests.helpers import entry, eventually
-from tests.runproc import EngineProcess, workspace_with
+from tests.runproc import EngineProcess, running, workspace_with
 
 ENV_TOKEN = "env-token-5c1e9a77"
 DIR_TOKEN = "dir-token-0b8d22f4"
@@ -247,9 +247,7 @@ def test_a_running_engine_uses_and_follows_the_secrets_folder(tmp_path: Path) ->
         tmp_path / "ws", [entry("s", "secretive")], retry={"initialDelay": 60, "maxDelay": 60}
     )
     token_sha = ws / ".scout" / "plugins" / "s" / "token_sha"
-    engine = EngineProcess(ws, env={"GRAMBOT_SECRETS_DIR": str(folder)})
-    try:
-        engine.wait_ready()
+    with running(ws, env={"GRAMBOT_SECRETS_DIR": str(folder)}) as engine:
         engine.wait_states({"s": "loaded"})
         assert token_sha.read_text() == _sha(DIR_TOKEN)
         # an update as Kubernetes makes it: a new file renamed over the old one
@@ -259,8 +257,6 @@ def test_a_running_engine_uses_and_follows_the_secrets_folder(tmp_path: Path) ->
         (folder / "s__token").unlink()  # gone: the instance waits for its secret again
         engine.wait_states({"s": "failed"})
         assert (engine.status() or {})["instances"][0]["reason"] == "missing-secret"
-    finally:
-        assert engine.stop() == 0, engine.output
     assert DIR_TOKEN not in engine.output and "second-dir-value" not in engine.output
     assert "loaded with token ***" in engine.output
     assert "secrets of s changed: reloading" in engine.output
@@ -268,9 +264,7 @@ def test_a_running_engine_uses_and_follows_the_secrets_folder(tmp_path: Path) ->
 
 def test_a_running_engine_takes_secrets_from_variables(tmp_path: Path) -> None:
     ws = workspace_with(tmp_path / "ws", [entry("s", "secretive")])
-    engine = EngineProcess(ws, env={"GRAMBOT_SECRET__s__token": ENV_TOKEN})
-    try:
-        engine.wait_ready()
+    with running(ws, env={"GRAMBOT_SECRET__s__token": ENV_TOKEN}) as engine:
         engine.wait_states({"s": "loaded"})
         sha = (ws / ".scout" / "plugins" / "s" / "token_sha").read_text()
         assert sha == _sha(ENV_TOKEN)
@@ -281,8 +275,6 @@ def test_a_running_engine_takes_secrets_from_variables(tmp_path: Path) -> None:
             timeout=30,
         )
         assert ENV_TOKEN not in status.stdout
-    finally:
-        assert engine.stop() == 0, engine.output
     assert ENV_TOKEN not in engine.output
     assert "1 from GRAMBOT_SECRET__* variables" in engine.output
 

@@ -21,7 +21,7 @@ from grambot.secrets.backends import KeyringSecretsStore, default_service, open_
 from grambot.secrets.backends import SecretsConfig as Config
 from tests.helpers import entry, eventually
 from tests.keyring_backends import FILE_ENV, MemoryKeyring
-from tests.runproc import EngineProcess, workspace_with
+from tests.runproc import EngineProcess, running, workspace_with
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "tok-3f9a-very-secret-value"
@@ -186,15 +186,11 @@ def test_an_instance_writing_its_own_secrets_is_not_reloaded(tmp_path: Path) -> 
     ws = workspace_with(tmp_path, [entry("s", "secretive", write_own_secret=True)])
     (ws / ".scout" / "secrets.json").write_text(json.dumps({"s": {"token": TOKEN}}))
     (ws / ".scout" / "secrets.json").chmod(0o600)
-    engine = EngineProcess(ws, "--log-level", "debug")
-    try:
-        engine.wait_ready()
+    with running(ws, "--log-level", "debug") as engine:
         engine.wait_states({"s": "loaded"})
         engine.wait_for_log("secrets changed; no running instance is affected")
         loads = (ws / ".scout" / "plugins" / "s" / "loads").read_text().split()
         assert loads == ["load"]
-    finally:
-        assert engine.stop() == 0, engine.output
     assert TOKEN not in engine.output
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from grambot.engine import Engine
 from tests.helpers import Workspace, entry, eventually
-from tests.runproc import EngineProcess, cli, workspace_with
+from tests.runproc import EngineProcess, cli, running, workspace_with
 
 HEARTBEAT = "0.2"  # seconds between heartbeats in these tests (stale after 3 of them)
 
@@ -31,9 +31,7 @@ def test_the_heartbeat_is_written_from_the_loop_and_a_frozen_loop_looks_stale(
     tmp_path: Path,
 ) -> None:
     ws = workspace_with(tmp_path, [entry("s", "stubborn", mode="stall-once", block=2.5)])
-    engine = EngineProcess(ws, "--heartbeat", HEARTBEAT)
-    try:
-        engine.wait_ready()
+    with running(ws, "--heartbeat", HEARTBEAT) as engine:
         first = (engine.status() or {})["updatedAt"]
         eventually(lambda: (engine.status() or {}).get("updatedAt") != first, what="a heartbeat")
         # the plugin blocks the loop for 2.5 s from 0.3 s after load: the heartbeat stops
@@ -41,24 +39,18 @@ def test_the_heartbeat_is_written_from_the_loop_and_a_frozen_loop_looks_stale(
         stale = _status(ws)
         assert stale.returncode == 4 and "stale" in stale.stderr, stale.stderr
         eventually(lambda: _status(ws, "--check").returncode == 0, what="fresh again")
-    finally:
-        assert engine.stop() == 0, engine.output
     gone = _status(ws, "--check")
     assert gone.returncode == 3
 
 
 def test_a_stall_names_the_instance_in_the_log_and_in_status(tmp_path: Path) -> None:
     ws = workspace_with(tmp_path, [entry("st", "stubborn", mode="stall-once", block=1.5)])
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         engine.wait_for_log("event loop blocked", timeout=10)
         line = next(x for x in engine.output.splitlines() if "event loop blocked" in x)
         assert "instance st" in line, line
         eventually(lambda: _instance(engine, "st").get("stalls") == 1, what="stalls: 1")
         assert "time.sleep" in engine.output or "plugin.py" in engine.output  # the stack
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 def test_readiness_says_degraded_and_liveness_says_alive(tmp_path: Path) -> None:
@@ -67,9 +59,7 @@ def test_readiness_says_degraded_and_liveness_says_alive(tmp_path: Path) -> None
         [entry("ok", "marker"), entry("bad", "nope")],
         retry={"initialDelay": 60, "maxDelay": 60},
     )
-    engine = EngineProcess(ws, "--heartbeat", HEARTBEAT)
-    try:
-        engine.wait_ready()
+    with running(ws, "--heartbeat", HEARTBEAT) as engine:
         assert _status(ws, "--check").returncode == 0
         degraded = _status(ws)
         assert degraded.returncode == 1, degraded.stdout + degraded.stderr
@@ -86,8 +76,6 @@ def test_readiness_says_degraded_and_liveness_says_alive(tmp_path: Path) -> None
         engine.settings_file.write_text("{ not json")
         eventually(lambda: (engine.status() or {}).get("ignoredEdit"), what="ignored edit")
         assert _status(ws).returncode == 1
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 def test_starting_while_the_lock_is_held_without_status_json(tmp_path: Path) -> None:
@@ -109,9 +97,7 @@ def test_a_crashed_polling_task_makes_the_instance_unhealthy_and_status_exit_1(
     tmp_path: Path,
 ) -> None:
     ws = workspace_with(tmp_path, [entry("p", "stubborn", mode="crash-poller")])
-    engine = EngineProcess(ws, "--heartbeat", HEARTBEAT)
-    try:
-        engine.wait_ready()
+    with running(ws, "--heartbeat", HEARTBEAT) as engine:
         eventually(
             lambda: (_instance(engine, "p").get("health") or {}).get("healthy") is False,
             what="unhealthy",
@@ -121,8 +107,6 @@ def test_a_crashed_polling_task_makes_the_instance_unhealthy_and_status_exit_1(
         assert "poller crashed" in json.dumps(item["health"])
         result = _status(ws)
         assert result.returncode == 1 and "unhealthy" in result.stdout, result.stdout
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 async def test_api_health_records_ok_and_errors(engine: Engine, workspace: Workspace) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import entry, eventually
-from tests.runproc import EngineProcess, workspace_with
+from tests.runproc import EngineProcess, running, workspace_with
 
 UNIT = Path(__file__).resolve().parent.parent / "deploy" / "grambot.service"
 WATCHDOG_USEC = 200_000  # pings every 0.1 s in these tests
@@ -125,12 +125,8 @@ def test_an_unreachable_notify_socket_is_reported_once_and_changes_nothing(
 ) -> None:
     ws = workspace_with(tmp_path / "ws", [entry("m", "marker")])
     env = {"NOTIFY_SOCKET": str(tmp_path / "nobody-listens"), "WATCHDOG_USEC": "100000"}
-    engine = EngineProcess(ws, env=env)
-    try:
-        engine.wait_ready()
+    with running(ws, env=env) as engine:
         time.sleep(0.3)  # a few failed pings
-    finally:
-        assert engine.stop() == 0, engine.output
     assert engine.output.count("cannot notify systemd") == 1, engine.output
 
 

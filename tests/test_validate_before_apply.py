@@ -20,7 +20,7 @@ from grambot.config.settings import load_settings
 from grambot.engine import Engine
 from grambot.errors import SettingsError
 from tests.helpers import FIXTURE_PLUGINS, Workspace, entry
-from tests.runproc import EngineProcess, workspace_with, write_json_atomic
+from tests.runproc import running, workspace_with, write_json_atomic
 
 
 def _held(engine: Engine, instance_id: str) -> str:
@@ -77,17 +77,13 @@ def test_a_file_without_a_plugins_key_is_refused_naming_the_key(tmp_path: Path) 
 
 def test_a_misspelt_plugins_key_while_running_unloads_nothing(tmp_path: Path) -> None:
     ws = workspace_with(tmp_path, [entry("m1", "marker")])
-    engine = EngineProcess(ws)
-    try:
-        engine.wait_ready()
+    with running(ws) as engine:
         write_json_atomic(
             engine.settings_file, {"pluginDirs": [str(FIXTURE_PLUGINS)], "plugin": []}
         )
         engine.wait_for_log("ignoring this edit")
         assert engine.states() == {"m1": "loaded"}
         assert not (ws / ".scout" / "plugins" / "m1" / "unloaded").exists()
-    finally:
-        assert engine.stop() == 0, engine.output
 
 
 async def _say(engine: Engine, text: str) -> str:

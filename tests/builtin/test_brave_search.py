@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from grambot import Tool, ToolContext
 from tests.builtin.conftest import Harness, closed_port_url
+from tests.builtin.services import assert_clear_failure, service_failures
+from tests.fakes.base import fake_fixture
 from tests.fakes.brave_api import FakeBrave
 
 KEY = "BSA-test-subscription-token-42"
 CTX = ToolContext(connector_id="tg", chat_id="1")
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeBrave]:
-    with FakeBrave(KEY) as server:
-        yield server
+fake = fake_fixture(lambda: FakeBrave(KEY))
 
 
 async def load(h: Harness, fake: FakeBrave, **extra: Any) -> Tool:
@@ -121,19 +119,19 @@ async def test_a_429_with_retry_after_is_retried(harness: Harness, fake: FakeBra
     assert len(fake.requests) == 2
 
 
-@pytest.mark.parametrize(
-    ("script", "kind", "words"),
-    [
-        ({"status": 401}, "auth", ["401", "grambot secrets set search apiKey"]),
+@service_failures(
+    "search",
+    rate_limits=[
         (
             {"status": 429, "headers": {"X-RateLimit-Reset": "1, 86400"}, "times": 2},
             "rate-limit",
             ["429", "wait 1 s"],
         ),
         ({"status": 429, "headers": {"Retry-After": "60"}}, "rate-limit", ["wait 60 s"]),
-        ({"status": 500, "times": 2}, "server", ["500"]),
-        ({"status": 422}, "bad-request", ["422"]),
-        ({"hang": 2.0}, "timeout", ["within 0.3 s"]),
+    ],
+    bad_request=422,
+    hang=2.0,
+    malformed=[
         ({"malformed": b"{not json"}, "bad-response", ["unexpected answer"]),
         ({"malformed": b'{"web": {"results": 3}}'}, "bad-response", ["unexpected answer"]),
     ],
@@ -148,10 +146,7 @@ async def test_failures_are_clear_tool_errors_and_the_instance_stays_loaded(
     assert time.monotonic() - started < 5
     assert result.is_error and result.data["kind"] == kind
     assert result.text.startswith("web_search failed: ")
-    for word in words:
-        assert word in result.text, result.text
-    assert KEY not in result.text
-    assert harness.loaded("search") and harness.engine.event_engine.running
+    assert_clear_failure(harness, "search", result.text, words, KEY)
     assert not (await tool.execute({"query": "later"}, CTX)).is_error
 
 

@@ -34,37 +34,28 @@ BAD = "the-wrong-key-for-this-service"
 
 # plugin id -> (make the fake, settings pointing at it, secret key)
 Setup = tuple[Callable[[], FakeServer], Callable[[Any], dict[str, Any]], str]
+
+
+def _api_key(make: Callable[[str], FakeServer], plugin_id: str, path: str = "") -> Setup:
+    """A service checked with its `apiKey` secret, its `baseUrl` the fake's URL + `path`."""
+    return (
+        lambda: make(GOOD[plugin_id]),
+        lambda f: {"baseUrl": f"{f.url}{path}", "maxRetries": 0},
+        "apiKey",
+    )
+
+
 SETUPS: dict[str, Setup] = {
     "telegram": (
         lambda: _telegram(),
         lambda f: {"baseUrl": f.base_url, "baseFileUrl": f.base_file_url, "maxRetries": 0},
         "botToken",
     ),
-    "anthropic": (
-        lambda: FakeAnthropic(GOOD["anthropic"]),
-        lambda f: {"baseUrl": f.url, "maxRetries": 0},
-        "apiKey",
-    ),
-    "openai-codex": (
-        lambda: FakeOpenAI(GOOD["openai-codex"]),
-        lambda f: {"baseUrl": f"{f.url}/v1", "maxRetries": 0},
-        "apiKey",
-    ),
-    "brave-search": (
-        lambda: FakeBrave(GOOD["brave-search"]),
-        lambda f: {"baseUrl": f.url, "maxRetries": 0},
-        "apiKey",
-    ),
-    "gpt-image": (
-        lambda: FakeOpenAI(GOOD["gpt-image"]),
-        lambda f: {"baseUrl": f"{f.url}/v1", "maxRetries": 0},
-        "apiKey",
-    ),
-    "nanobanana": (
-        lambda: FakeGemini(GOOD["nanobanana"]),
-        lambda f: {"baseUrl": f"{f.url}/v1beta", "maxRetries": 0},
-        "apiKey",
-    ),
+    "anthropic": _api_key(FakeAnthropic, "anthropic"),
+    "openai-codex": _api_key(FakeOpenAI, "openai-codex", "/v1"),
+    "brave-search": _api_key(FakeBrave, "brave-search"),
+    "gpt-image": _api_key(FakeOpenAI, "gpt-image", "/v1"),
+    "nanobanana": _api_key(FakeGemini, "nanobanana", "/v1beta"),
 }
 
 

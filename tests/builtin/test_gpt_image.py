@@ -4,23 +4,21 @@ openai SDK on the wire)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from grambot import ImageProvider, ServiceError
 from tests.builtin.conftest import POISON, Harness
+from tests.builtin.services import assert_clear_failure, service_failures
+from tests.fakes.base import fake_fixture
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.telegram_api import PNG_1PX
 
 KEY = "sk-proj-image-key-0987654321"
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(KEY) as server:
-        yield server
+fake = fake_fixture(lambda: FakeOpenAI(KEY))
 
 
 async def load(h: Harness, fake: FakeOpenAI, **extra: Any) -> ImageProvider:
@@ -92,14 +90,12 @@ async def test_a_429_with_retry_after_is_retried(harness: Harness, fake: FakeOpe
     assert time.monotonic() - started >= 0.25
 
 
-@pytest.mark.parametrize(
-    ("script", "kind", "words"),
-    [
-        ({"status": 401}, "auth", ["401", "grambot secrets set img apiKey"]),
-        ({"status": 429, "headers": {"retry-after": "0.1"}, "times": 2}, "rate-limit", ["429"]),
-        ({"status": 500, "times": 2}, "server", ["500"]),
-        ({"status": 400}, "bad-request", ["400"]),
-        ({"hang": 3.0}, "timeout", ["within 0.3 s"]),
+@service_failures(
+    "img",
+    rate_limits=[
+        ({"status": 429, "headers": {"retry-after": "0.1"}, "times": 2}, "rate-limit", ["429"])
+    ],
+    malformed=[
         ({"malformed": b"{nope"}, "bad-response", ["not JSON"]),
         (
             {"malformed": b'{"created": 1, "data": [{"b64_json": "!!!"}]}'},
@@ -123,8 +119,5 @@ async def test_failures_are_clear_and_leave_the_instance_loaded(
         await provider.generate("a cat")
     error = caught.value
     assert (error.kind, error.instance_id) == (kind, "img")
-    for word in words:
-        assert word in str(error), str(error)
-    assert KEY not in str(error)
-    assert harness.loaded("img") and harness.engine.event_engine.running
+    assert_clear_failure(harness, "img", str(error), words, KEY)
     assert len(await provider.generate("later")) == 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +18,8 @@ from grambot import (
     ToolCall,
 )
 from tests.builtin.conftest import POISON, WEATHER, Harness, ask, closed_port_url
+from tests.builtin.services import assert_clear_failure, service_failures
+from tests.fakes.base import fake_fixture
 from tests.fakes.openai_api import FakeOpenAI
 
 KEY = "sk-proj-test-key-abcdefghijkl"
@@ -26,10 +27,7 @@ APIS = ["responses", "chat"]
 PATHS = {"responses": "/v1/responses", "chat": "/v1/chat/completions"}
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(KEY) as server:
-        yield server
+fake = fake_fixture(lambda: FakeOpenAI(KEY))
 
 
 async def load(h: Harness, fake: FakeOpenAI, **extra: Any) -> InferenceProvider:
@@ -162,18 +160,17 @@ async def test_a_429_with_retry_after_is_retried(harness: Harness, fake: FakeOpe
 
 
 @pytest.mark.parametrize("api", APIS)
-@pytest.mark.parametrize(
-    ("script", "kind", "words"),
-    [
-        ({"status": 401}, "auth", ["401", "grambot secrets set codex apiKey"]),
+@service_failures(
+    "codex",
+    rate_limits=[
         (
             {"status": 429, "headers": {"retry-after": "0.1"}, "times": 2},
             "rate-limit",
             ["429", "0.1 s"],
-        ),
-        ({"status": 500, "times": 2}, "server", ["500"]),
-        ({"status": 404}, "bad-request", ["404"]),
-        ({"hang": 3.0}, "timeout", ["within 0.3 s"]),
+        )
+    ],
+    bad_request=404,
+    malformed=[
         ({"malformed": b'{"id": "x", "output": [tru'}, "bad-response", ["unexpected answer"]),
         ({"malformed": b'{"unexpected": true}'}, "bad-response", ["unexpected answer"]),
     ],
@@ -194,10 +191,7 @@ async def test_failures_are_clear_and_leave_the_instance_loaded(
     assert time.monotonic() - started < 5
     error = caught.value
     assert (error.kind, error.instance_id, error.service) == (kind, "codex", "openai")
-    for word in words:
-        assert word in str(error), str(error)
-    assert KEY not in str(error)
-    assert harness.loaded("codex") and harness.engine.event_engine.running
+    assert_clear_failure(harness, "codex", str(error), words, KEY)
     assert (await provider.complete(ask("later"))).text == "echo: later"
 
 

@@ -3,7 +3,8 @@
 Each fake subclasses `FakeServer` and implements `handle(request)`; the base runs a stdlib
 `ThreadingHTTPServer` in a daemon thread, records every request, and plays scripted faults
 (`fail`, `hang`, `malformed`) before the fake's own handler, so tests can drive the real SDKs
-through 401, 429 + retry-after, 500, timeouts and broken bodies.
+through 401, 429 + retry-after, 500, timeouts and broken bodies. `fake_fixture` makes a test
+file's `fake` fixture from one.
 """
 
 from __future__ import annotations
@@ -14,9 +15,14 @@ import json
 import threading
 import urllib.parse
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any, Self, TypeVar
+
+import pytest
+
+F = TypeVar("F", bound="FakeServer")
 
 
 @dataclass
@@ -268,3 +274,13 @@ class FakeServer:
             handler.wfile.write(response.body)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (its timeout): that is the point of a hang
+
+
+def fake_fixture(make: Callable[[], F]) -> Any:
+    """A test file's `fake` fixture: the service fake `make` builds, serving for one test."""
+
+    def fake() -> Iterator[F]:
+        with make() as server:
+            yield server
+
+    return pytest.fixture(name="fake")(fake)

@@ -39,9 +39,12 @@ class BotState:
 class FakeTelegram(FakeServer):
     name = "telegram"
 
-    def __init__(self) -> None:
+    def __init__(self, bots: dict[str, str] | None = None) -> None:
+        """`bots`: token -> username of the bots it knows from the start (see add_bot)."""
         super().__init__()
         self.bots: dict[str, BotState] = {}
+        for token, username in (bots or {}).items():
+            self.add_bot(token, username)
         self._cond = threading.Condition()
         self._update_ids = itertools.count(1000)
         self._message_ids = itertools.count(1)

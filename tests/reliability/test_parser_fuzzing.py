@@ -145,10 +145,28 @@ def _encodings(doc: Any) -> st.SearchStrategy[bytes]:
 documents = st.one_of(json_values, settings_docs)
 
 
-def _fuzz(check: Callable[[bytes], None], documents: st.SearchStrategy[bytes]) -> None:
-    """`check` EXAMPLES generated documents, then EXAMPLES strings of raw bytes."""
-    for inputs in (documents, st.binary(max_size=200)):
-        FUZZ(given(inputs)(check))()
+def _fuzz_parser(
+    evidence: Evidence,
+    check: Callable[[bytes], None],
+    documents: st.SearchStrategy[Any],
+    outcomes: dict[str, int],
+    *,
+    parser: str,
+    inputs: str,
+    held: str,
+) -> None:
+    """`check` EXAMPLES generated documents (in each encoding), then EXAMPLES strings of raw
+    bytes; the parser must have both accepted and refused some, and the run is recorded."""
+    for generated in (documents.flatmap(_encodings), st.binary(max_size=200)):
+        FUZZ(given(generated)(check))()
+    assert outcomes["accepted"] and outcomes["refused"]
+    evidence.add(
+        "fuzzing",
+        f"{parser}: {2 * EXAMPLES} {inputs}",
+        held,
+        examples=2 * EXAMPLES,
+        **{k.replace(" ", "_"): v for k, v in outcomes.items()},
+    )
 
 
 def test_settings_parser_only_raises_settings_error(tmp_path: Path, evidence: Evidence) -> None:
@@ -169,16 +187,16 @@ def test_settings_parser_only_raises_settings_error(tmp_path: Path, evidence: Ev
         ids = [i.instance_id.lower() for i in result.instances]
         assert len(ids) == len(set(ids))  # ids unique ignoring case
 
-    _fuzz(check, documents.flatmap(_encodings))
-    assert outcomes["accepted"] and outcomes["refused"]
-    evidence.add(
-        "fuzzing",
-        f"settings parser: {2 * EXAMPLES} generated inputs (random JSON, near-valid settings "
-        "documents, truncated and BOM-prefixed encodings, raw bytes)",
-        "only SettingsError (naming the file) or a valid EngineSettings came out; instance "
-        "ids always unique ignoring case",
-        examples=2 * EXAMPLES,
-        **{k.replace(" ", "_"): v for k, v in outcomes.items()},
+    _fuzz_parser(
+        evidence,
+        check,
+        documents,
+        outcomes,
+        parser="settings parser",
+        inputs="generated inputs (random JSON, near-valid settings documents, truncated and "
+        "BOM-prefixed encodings, raw bytes)",
+        held="only SettingsError (naming the file) or a valid EngineSettings came out; "
+        "instance ids always unique ignoring case",
     )
 
 
@@ -205,16 +223,16 @@ def test_descriptor_parser_only_raises_descriptor_error(tmp_path: Path, evidence
     documents = st.one_of(
         json_values, descriptor_docs, typed_descriptor_docs, valid_descriptor_docs
     )
-    _fuzz(check, documents.flatmap(_encodings))
-    assert outcomes["refused"] and outcomes["accepted"]
-    evidence.add(
-        "fuzzing",
-        f"descriptor parser: {2 * EXAMPLES} generated plugin.json files (random JSON, "
-        "near-valid descriptors with hostile ids and entries, raw bytes)",
-        "only DescriptorError (naming the file) or a descriptor whose entry is a .py file "
-        "inside its folder",
-        examples=2 * EXAMPLES,
-        **outcomes,
+    _fuzz_parser(
+        evidence,
+        check,
+        documents,
+        outcomes,
+        parser="descriptor parser",
+        inputs="generated plugin.json files (random JSON, near-valid descriptors with hostile "
+        "ids and entries, raw bytes)",
+        held="only DescriptorError (naming the file) or a descriptor whose entry is a .py "
+        "file inside its folder",
     )
 
 

@@ -24,10 +24,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from grambot.containment.boundary import crash
+from grambot.containment.forward import ConnectorForwarder
 from grambot.containment.limits import Deadline, Limit
 from grambot.containment.stages import StagePool, call_plugin, run_stage
 from grambot.containment.tracking import run_marked
-from grambot.registries.connectors import Attachment
 from grambot.registries.images import GeneratedImage
 from grambot.registries.inference import InferenceRequest, InferenceResponse
 from grambot.registries.tools import ToolContext, ToolResult
@@ -178,7 +178,7 @@ class GuardedImageProvider(_Guard):
         return list(images)
 
 
-class GuardedConnector(_Guard):
+class GuardedConnector(_Guard, ConnectorForwarder):
     """A registered connector. The engine starts and stops the plugin's object itself (under
     the stage deadlines); `start`/`stop` here are for code that holds the registry entry."""
 
@@ -190,14 +190,5 @@ class GuardedConnector(_Guard):
     async def stop(self) -> None:
         await self._call("connector stop", self.wrapped.stop)
 
-    async def send_message(
-        self,
-        chat_id: str,
-        text: str,
-        *,
-        files: Sequence[Attachment] = (),
-        reply_to: str | None = None,
-    ) -> None:
-        await self._call(
-            "send_message", self.wrapped.send_message, chat_id, text, files=files, reply_to=reply_to
-        )
+    async def _forward(self, method: str, *args: Any, **kwargs: Any) -> None:
+        await self._call(method, getattr(self.wrapped, method), *args, **kwargs)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from grambot.registries.connectors import Attachment
+from grambot.containment.forward import ConnectorForwarder
 from grambot.registries.images import GeneratedImage
 from grambot.registries.inference import InferenceRequest, InferenceResponse
 from grambot.registries.tools import ToolContext, ToolResult
@@ -78,7 +78,7 @@ class RemoteImageProvider:
         return images
 
 
-class RemoteConnector:
+class RemoteConnector(ConnectorForwarder):
     """A connector in the child. `start` runs as the child's stage (the child stops what it
     started at its teardown); `stop` only when asked through the registry entry."""
 
@@ -91,22 +91,7 @@ class RemoteConnector:
         await self._start(self.key)
 
     async def stop(self) -> None:
-        await self._call("connectors", self.key, "stop")
+        await self._forward("stop")
 
-    async def send_message(
-        self,
-        chat_id: str,
-        text: str,
-        *,
-        files: Sequence[Attachment] = (),
-        reply_to: str | None = None,
-    ) -> None:
-        await self._call(
-            "connectors",
-            self.key,
-            "send_message",
-            chat_id,
-            text,
-            files=tuple(files),
-            reply_to=reply_to,
-        )
+    async def _forward(self, method: str, *args: Any, **kwargs: Any) -> None:
+        await self._call("connectors", self.key, method, *args, **kwargs)

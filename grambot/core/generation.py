@@ -37,9 +37,9 @@ from grambot.containment.guards import (
     GuardedProvider,
     GuardedTool,
 )
-from grambot.containment.limits import Limit, PluginDeadlines, plugin_deadlines
+from grambot.containment.limits import Deadline, Limit, PluginDeadlines, plugin_deadlines
 from grambot.containment.loader import LoaderSnapshot
-from grambot.containment.stages import Progress, StagePool
+from grambot.containment.stages import Progress, StagePool, run_stage
 from grambot.containment.tracking import InstanceTasks, TaskFailureReporter, instance_context
 from grambot.contract.api import PluginApi
 from grambot.contract.context import CacheBackend
@@ -58,6 +58,7 @@ __all__ = [
     "Applied",
     "EngineHandles",
     "Generation",
+    "GenerationBase",
     "Isolation",
     "OnLost",
     "Services",
@@ -220,6 +221,44 @@ class Services:
     @property
     def retry_policy(self) -> RetryPolicy | None:
         return self.applied().retry_policy
+
+
+class GenerationBase:
+    """What the in-process and the isolated generation share: their identity, and a stage
+    run as the instance's code in its context (grambot.containment.stages)."""
+
+    config: InstanceConfig
+    services: Services
+    context: contextvars.Context
+    plugin_object: Any
+
+    @property
+    def instance_id(self) -> str:
+        return self.config.instance_id
+
+    @property
+    def created(self) -> bool:
+        return self.plugin_object is not NOT_CREATED
+
+    async def stage(
+        self,
+        fn: Callable[..., Any],
+        stage: str,
+        limit: Limit,
+        *args: Any,
+        progress: Progress | None = None,
+    ) -> Any:
+        """`fn(*args)` as this instance's code, done within `limit` from now."""
+        return await run_stage(
+            fn,
+            *args,
+            pool=self.services.stage_pool,
+            instance_id=self.instance_id,
+            stage=stage,
+            deadline=Deadline.after(limit),
+            context=self.context,
+            progress=progress,
+        )
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 from grambot.config.settings import InstanceConfig
 from grambot.containment.allowlist import module_guard
-from grambot.containment.limits import Deadline, Limit
+from grambot.containment.limits import Deadline
 from grambot.containment.loader import LoaderSnapshot, PluginNamespace
 from grambot.containment.stages import Progress, run_stage
 from grambot.containment.tracking import TaskFailureReporter, wait_for_threads
@@ -29,7 +29,7 @@ from grambot.contract.context import PluginRuntime, cache_namespace
 from grambot.contract.definition import Plugin, ignored_keys, migrate_settings, validate_settings
 from grambot.contract.durable import DurableHandles
 from grambot.contract.entry import read_definition
-from grambot.core.generation import NOT_CREATED, Services, contained, engine_handles
+from grambot.core.generation import NOT_CREATED, GenerationBase, Services, contained, engine_handles
 from grambot.errors import PluginNotFound, RegistrationError
 from grambot.secrets.store import InstanceSecrets
 
@@ -38,7 +38,7 @@ __all__ = ["InProcessGeneration", "validated_settings"]
 logger = logging.getLogger("grambot.instance")
 
 
-class InProcessGeneration:
+class InProcessGeneration(GenerationBase):
     """What one load of an instance made in this process; dropped whole when it unloads."""
 
     def __init__(
@@ -73,14 +73,6 @@ class InProcessGeneration:
         self.started: list[Any] = []  # connectors started, in order
         self.durable: DurableHandles | None = None  # its api.store/inbox/schedule
         self.ignored: tuple[str, ...] = ()  # settings keys its schema drops (misspelt, likely)
-
-    @property
-    def instance_id(self) -> str:
-        return self.config.instance_id
-
-    @property
-    def created(self) -> bool:
-        return self.plugin_object is not NOT_CREATED
 
     # -- loading, step by step -------------------------------------------------------------
 
@@ -135,27 +127,6 @@ class InProcessGeneration:
         if callable(method):
             limit = self.deadlines.load if hook == "load" else self.deadlines.unload
             await self.stage(method, hook, limit, progress=progress)
-
-    async def stage(
-        self,
-        fn: Callable[..., Any],
-        stage: str,
-        limit: Limit,
-        *args: Any,
-        progress: Progress | None = None,
-    ) -> Any:
-        """`fn(*args)` as this instance's code, done within `limit` from now
-        (grambot.containment.stages)."""
-        return await run_stage(
-            fn,
-            *args,
-            pool=self.services.stage_pool,
-            instance_id=self.instance_id,
-            stage=stage,
-            deadline=Deadline.after(limit),
-            context=self.context,
-            progress=progress,
-        )
 
     async def run_check(self, progress: Progress) -> str:
         """The plugin's `check(api)` hook, if it has one: what it said (grambot check)."""

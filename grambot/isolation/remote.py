@@ -30,15 +30,22 @@ from typing import Any, Protocol
 
 from grambot.config.descriptor import PluginDescriptor
 from grambot.config.settings import InstanceConfig
-from grambot.containment.limits import Deadline, Limit
+from grambot.containment.limits import Limit
 from grambot.containment.loader import LoaderSnapshot
-from grambot.containment.stages import Progress, run_stage
+from grambot.containment.stages import Progress
 from grambot.containment.tracking import TaskFailureReporter
 from grambot.contract.api import InstanceEvents, PluginApi
 from grambot.contract.context import cache_namespace
 from grambot.contract.durable import DurableHandles
 from grambot.core.failures import Failure
-from grambot.core.generation import NOT_CREATED, OnLost, Services, contained, engine_handles
+from grambot.core.generation import (
+    NOT_CREATED,
+    GenerationBase,
+    OnLost,
+    Services,
+    contained,
+    engine_handles,
+)
 from grambot.errors import (
     CallCancelled,
     ChildEnded,
@@ -91,7 +98,7 @@ class Host(Protocol):
     def record_exit(self, instance_id: str, reason: str) -> None: ...
 
 
-class ProcessGeneration:
+class ProcessGeneration(GenerationBase):
     """What one load of a process-isolated instance made (see the module docstring); nothing
     of the plugin is imported in the engine."""
 
@@ -135,14 +142,6 @@ class ProcessGeneration:
         self._refused: BaseException | None = None  # a registration the engine refused
         self._tmp: str | None = None
 
-    @property
-    def instance_id(self) -> str:
-        return self.config.instance_id
-
-    @property
-    def created(self) -> bool:
-        return self.plugin_object is not NOT_CREATED
-
     # -- loading, step by step -------------------------------------------------------------
 
     async def import_and_validate(
@@ -172,27 +171,6 @@ class ProcessGeneration:
         limit = self.deadlines.load if hook == "load" else self.deadlines.unload
         async with self._deadline(limit, progress):
             await self._ask({"op": "hook", "name": hook}, progress)
-
-    async def stage(
-        self,
-        fn: Callable[..., Any],
-        stage: str,
-        limit: Limit,
-        *args: Any,
-        progress: Progress | None = None,
-    ) -> Any:
-        """`fn(*args)` in this instance's context, within `limit` from now: here, a call that
-        crosses to the child (a proxy's connector start, the reconfigure below)."""
-        return await run_stage(
-            fn,
-            *args,
-            pool=self.services.stage_pool,
-            instance_id=self.instance_id,
-            stage=stage,
-            deadline=Deadline.after(limit),
-            context=self.context,
-            progress=progress,
-        )
 
     async def validate(self, config: InstanceConfig) -> tuple[Any, tuple[int, int] | None]:
         """`config`'s settings migrated and validated in the child, which keeps them for the

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,21 @@ class OpenStdin(EngineProcess):
         if self.proc.stdin is not None and not self.proc.stdin.closed:
             self.proc.stdin.close()
         super().kill()
+
+
+@contextmanager
+def answered_one(root: Path) -> Iterator[OpenStdin]:
+    """An engine on an open pipe that has answered "one"; killed at the end, where none of the
+    console's threads may be left running."""
+    engine = OpenStdin(console_ws(root))
+    try:
+        engine.wait_ready()
+        engine.say("one")
+        engine.wait_for_log("bot> one")
+        yield engine
+    finally:
+        engine.kill()
+    assert LEFTOVER not in engine.output, engine.output
 
 
 # -- a pipe ------------------------------------------------------------------------------------
@@ -99,26 +116,15 @@ def test_eof_does_not_stop_an_engine_with_another_connector(tmp_path: Path) -> N
 
 @pytest.mark.timeout(40)
 def test_sigint_while_the_console_waits_on_an_open_pipe_leaves_no_thread(tmp_path: Path) -> None:
-    engine = OpenStdin(console_ws(tmp_path))
-    try:
-        engine.wait_ready()
-        engine.say("one")
-        engine.wait_for_log("bot> one")
+    with answered_one(tmp_path) as engine:
         engine.signal(signal.SIGINT)
         assert engine.proc.wait(20) == 0, engine.output
-    finally:
-        engine.kill()
-    assert LEFTOVER not in engine.output, engine.output
     assert "console-reader" not in engine.output
 
 
 @pytest.mark.timeout(40)
 def test_a_reloaded_console_gets_the_next_line(tmp_path: Path) -> None:
-    engine = OpenStdin(console_ws(tmp_path))
-    try:
-        engine.wait_ready()
-        engine.say("one")
-        engine.wait_for_log("bot> one")
+    with answered_one(tmp_path) as engine:
         # an edit of the console's settings reloads it
         reloaded = entry("console", "console", botPrefix="bot2> ")
         engine.write([reloaded, ECHO], agent={"inference": "echo"})
@@ -128,9 +134,6 @@ def test_a_reloaded_console_gets_the_next_line(tmp_path: Path) -> None:
         engine.say("three")
         engine.wait_for_log("bot2> three")
         assert engine.output.count("bot2> two") == 1
-    finally:
-        engine.kill()
-    assert LEFTOVER not in engine.output, engine.output
 
 
 # -- a terminal --------------------------------------------------------------------------------

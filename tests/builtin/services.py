@@ -4,10 +4,13 @@ and what a clear failure means."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from grambot import ServiceError
 from tests.builtin.conftest import Harness
 
 # A row of a service built-in's failure table: (the fake's script, the error kind, the words
@@ -49,3 +52,25 @@ def assert_clear_failure(
         assert word in message, message
     assert secret not in message
     assert h.loaded(instance_id) and h.engine.event_engine.running
+
+
+async def raises_clearly(
+    h: Harness,
+    call: Callable[[], Awaitable[object]],
+    *,
+    kind: str,
+    instance_id: str,
+    service: str,
+    words: list[str],
+    secret: str,
+) -> ServiceError:
+    """The ServiceError `call` raises: soon (the tests' timeout is 0.3 s), of `kind`, naming the
+    instance and service, and clear (see assert_clear_failure)."""
+    started = time.monotonic()
+    with pytest.raises(ServiceError) as caught:
+        await call()
+    assert time.monotonic() - started < 5
+    error = caught.value
+    assert (error.kind, error.instance_id, error.service) == (kind, instance_id, service)
+    assert_clear_failure(h, instance_id, str(error), words, secret)
+    return error

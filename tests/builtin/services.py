@@ -5,7 +5,7 @@ and what a clear failure means."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -56,21 +56,18 @@ def assert_clear_failure(
 
 async def raises_clearly(
     h: Harness,
-    call: Callable[[], Awaitable[object]],
-    *,
-    kind: str,
-    instance_id: str,
-    service: str,
+    call: Awaitable[object],
+    expected: tuple[str, str, str],
     words: list[str],
     secret: str,
 ) -> ServiceError:
-    """The ServiceError `call` raises: soon (the tests' timeout is 0.3 s), of `kind`, naming the
-    instance and service, and clear (see assert_clear_failure)."""
+    """The ServiceError awaiting `call` raises: soon (the tests' timeout is 0.3 s), with the
+    `expected` kind, instance id and service, and clear (see assert_clear_failure)."""
     started = time.monotonic()
     with pytest.raises(ServiceError) as caught:
-        await call()
+        await call
     assert time.monotonic() - started < 5
     error = caught.value
-    assert (error.kind, error.instance_id, error.service) == (kind, instance_id, service)
-    assert_clear_failure(h, instance_id, str(error), words, secret)
+    assert (error.kind, error.instance_id, error.service) == expected
+    assert_clear_failure(h, expected[1], str(error), words, secret)
     return error

@@ -129,13 +129,7 @@ async def test_failures_are_clear_and_leave_the_instance_loaded(
     provider = await load(harness, fake, timeout=0.3)
     fake.play(script, secret_message=f"bad key {KEY}")
     error = await raises_clearly(
-        harness,
-        lambda: provider.complete(ask("hello")),
-        kind=kind,
-        instance_id="claude",
-        service="anthropic",
-        words=words,
-        secret=KEY,
+        harness, provider.complete(ask("hello")), (kind, "claude", "anthropic"), words, KEY
     )
     assert KEY not in repr(error.args)
     assert error.__cause__ is None and error.__suppress_context__

@@ -116,12 +116,6 @@ async def test_failures_are_clear_and_leave_the_instance_loaded(
     provider = await load(harness, fake, timeout=0.3)
     fake.play(script, secret_message=f"Incorrect API key provided: {KEY}")
     await raises_clearly(
-        harness,
-        lambda: provider.generate("a cat"),
-        kind=kind,
-        instance_id="img",
-        service="openai images",
-        words=words,
-        secret=KEY,
+        harness, provider.generate("a cat"), (kind, "img", "openai images"), words, KEY
     )
     assert len(await provider.generate("later")) == 1

@@ -135,13 +135,7 @@ async def test_failures_are_clear_and_leave_the_instance_loaded(
     provider = await load(harness, fake, timeout=0.3)
     fake.play(script, secret_message=f"API key not valid: {KEY}", secret_status=400)
     await raises_clearly(
-        harness,
-        lambda: provider.generate("a cat"),
-        kind=kind,
-        instance_id="banana",
-        service="gemini",
-        words=words,
-        secret=KEY,
+        harness, provider.generate("a cat"), (kind, "banana", "gemini"), words, KEY
     )
     assert len(await provider.generate("later")) == 1
 

@@ -176,13 +176,7 @@ async def test_failures_are_clear_and_leave_the_instance_loaded(
     provider = await load(harness, fake, api=api, timeout=0.3)
     fake.play(script, secret_message=f"Incorrect API key provided: {KEY}")
     await raises_clearly(
-        harness,
-        lambda: provider.complete(ask("hello")),
-        kind=kind,
-        instance_id="codex",
-        service="openai",
-        words=words,
-        secret=KEY,
+        harness, provider.complete(ask("hello")), (kind, "codex", "openai"), words, KEY
     )
     assert (await provider.complete(ask("later"))).text == "echo: later"
 

@@ -17,6 +17,13 @@ from tests.builtin.conftest import Harness
 # the message must hold); see FakeServer.play.
 Failure = tuple[dict[str, Any], str, list[str]]
 
+# Two 429s that say "Retry-After: 0.1" (the standard header), then an answer: as the SDKs see it.
+RETRY_AFTER: Failure = (
+    {"status": 429, "headers": {"retry-after": "0.1"}, "times": 2},
+    "rate-limit",
+    ["429", "0.1 s"],
+)
+
 
 def service_failures(
     instance_id: str,

@@ -12,7 +12,7 @@ from grambot import (
     ToolCall,
 )
 from tests.builtin.conftest import POISON, WEATHER, Harness, ask
-from tests.builtin.services import raises_clearly, service_failures
+from tests.builtin.services import RETRY_AFTER, raises_clearly, service_failures
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.base import fake_fixture
 
@@ -102,13 +102,7 @@ async def test_environment_credentials_are_ignored(
 
 @service_failures(
     "claude",
-    rate_limits=[
-        (
-            {"status": 429, "headers": {"retry-after": "0.1"}, "times": 2},
-            "rate-limit",
-            ["429", "0.1 s"],
-        )
-    ],
+    rate_limits=[RETRY_AFTER],
     malformed=[
         (
             {"malformed": b'{"id": "msg_1", "content": [tru'},

@@ -16,7 +16,7 @@ from grambot import (
     ToolCall,
 )
 from tests.builtin.conftest import POISON, WEATHER, Harness, ask
-from tests.builtin.services import raises_clearly, service_failures
+from tests.builtin.services import RETRY_AFTER, raises_clearly, service_failures
 from tests.fakes.base import fake_fixture
 from tests.fakes.openai_api import FakeOpenAI
 
@@ -152,13 +152,7 @@ async def test_organization_and_project_come_from_settings(
 @pytest.mark.parametrize("api", APIS)
 @service_failures(
     "codex",
-    rate_limits=[
-        (
-            {"status": 429, "headers": {"retry-after": "0.1"}, "times": 2},
-            "rate-limit",
-            ["429", "0.1 s"],
-        )
-    ],
+    rate_limits=[RETRY_AFTER],
     bad_request=404,
     malformed=[
         ({"malformed": b'{"id": "x", "output": [tru'}, "bad-response", ["unexpected answer"]),

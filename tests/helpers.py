@@ -89,6 +89,14 @@ def failure_of(engine: Engine, instance_id: str) -> Failure:
     return instance.failure
 
 
+def status_of(engine: Engine, instance_id: str, part: str) -> dict[str, Any]:
+    """`part` of `instance_id`'s status ("health", "isolation": as status.json shows it)."""
+    instance = engine.instance(instance_id)
+    assert instance is not None, instance_id
+    found: dict[str, Any] = instance.to_status()[part]
+    return found
+
+
 class Dists(NamedTuple):
     sdist: Path
     wheel: Path

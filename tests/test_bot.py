@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +13,7 @@ from grambot import CONNECTOR_MESSAGE
 from grambot.bot import attach_bot
 from grambot.engine import Engine
 from tests.helpers import Workspace, entry, eventually_async
+from tests.runproc import EngineProcess
 
 REPO = Path(__file__).resolve().parent.parent
 BOT_PLUGINS = [
@@ -186,36 +182,21 @@ def _offline_workspace(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _chat(workspace: Path, lines: str) -> tuple[str, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "grambot", "run", "--workspace", str(workspace)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(lines)
-    proc.stdin.close()
-    wanted = len(lines.splitlines())
-    out: list[str] = []
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and len([o for o in out if o.startswith("bot> ")]) < wanted:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        out.append(line)
-    proc.send_signal(signal.SIGTERM)
-    proc.stdin = None  # already closed: communicate() must not flush it
-    rest, err = proc.communicate(timeout=20)
-    assert proc.returncode == 0, err
-    return "".join(out) + rest, err
+def _chat(workspace: Path, lines: str) -> str:
+    """`grambot run` with `lines` on stdin: what it printed once it answered each; it must exit 0
+    on SIGTERM."""
+    engine = EngineProcess(workspace, stdin_text=lines)
+    try:
+        engine.wait_for_log("bot> ", timeout=20, count=len(lines.splitlines()))
+    finally:
+        code = engine.stop(20)
+    assert code == 0, engine.output
+    return engine.output
 
 
 def test_offline_default_answers_each_scripted_line(tmp_path: Path) -> None:
     workspace = _offline_workspace(tmp_path)
-    out, _ = _chat(workspace, "hello there\n!hello Ada\n")
+    out = _chat(workspace, "hello there\n!hello Ada\n")
     assert "bot> hello there\n" in out
     assert "bot> The tool said: Hello, Ada!\n" in out
 
@@ -229,5 +210,5 @@ def test_offline_echo_mode_is_a_setting(tmp_path: Path, mode: str) -> None:
         if plugin["instanceId"] == "echo":
             plugin["settings"]["mode"] = mode
     settings_file.write_text(json.dumps(data))
-    out, _ = _chat(workspace, "abc\n")
+    out = _chat(workspace, "abc\n")
     assert "bot> cba\n" in out

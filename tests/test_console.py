@@ -9,16 +9,10 @@ with prompt_toolkit's prompt_async, and Ctrl-C at the prompt stops the engine.
 
 from __future__ import annotations
 
-import fcntl
-import os
-import pty
-import select
 import signal
-import struct
-import subprocess
-import sys
-import termios
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +20,7 @@ import pytest
 
 from tests.helpers import entry, eventually
 from tests.runproc import EngineProcess, workspace_with
+from tests.terminal import Terminal
 
 LEFTOVER = "threads still running its code"
 ECHO = entry("echo", "echo")
@@ -51,6 +46,21 @@ class OpenStdin(EngineProcess):
         if self.proc.stdin is not None and not self.proc.stdin.closed:
             self.proc.stdin.close()
         super().kill()
+
+
+@contextmanager
+def answered_one(root: Path) -> Iterator[OpenStdin]:
+    """An engine on an open pipe that has answered "one"; killed at the end, where none of the
+    console's threads may be left running."""
+    engine = OpenStdin(console_ws(root))
+    try:
+        engine.wait_ready()
+        engine.say("one")
+        engine.wait_for_log("bot> one")
+        yield engine
+    finally:
+        engine.kill()
+    assert LEFTOVER not in engine.output, engine.output
 
 
 # -- a pipe ------------------------------------------------------------------------------------
@@ -106,26 +116,15 @@ def test_eof_does_not_stop_an_engine_with_another_connector(tmp_path: Path) -> N
 
 @pytest.mark.timeout(40)
 def test_sigint_while_the_console_waits_on_an_open_pipe_leaves_no_thread(tmp_path: Path) -> None:
-    engine = OpenStdin(console_ws(tmp_path))
-    try:
-        engine.wait_ready()
-        engine.say("one")
-        engine.wait_for_log("bot> one")
+    with answered_one(tmp_path) as engine:
         engine.signal(signal.SIGINT)
         assert engine.proc.wait(20) == 0, engine.output
-    finally:
-        engine.kill()
-    assert LEFTOVER not in engine.output, engine.output
     assert "console-reader" not in engine.output
 
 
 @pytest.mark.timeout(40)
 def test_a_reloaded_console_gets_the_next_line(tmp_path: Path) -> None:
-    engine = OpenStdin(console_ws(tmp_path))
-    try:
-        engine.wait_ready()
-        engine.say("one")
-        engine.wait_for_log("bot> one")
+    with answered_one(tmp_path) as engine:
         # an edit of the console's settings reloads it
         reloaded = entry("console", "console", botPrefix="bot2> ")
         engine.write([reloaded, ECHO], agent={"inference": "echo"})
@@ -135,83 +134,23 @@ def test_a_reloaded_console_gets_the_next_line(tmp_path: Path) -> None:
         engine.say("three")
         engine.wait_for_log("bot2> three")
         assert engine.output.count("bot2> two") == 1
-    finally:
-        engine.kill()
-    assert LEFTOVER not in engine.output, engine.output
 
 
 # -- a terminal --------------------------------------------------------------------------------
-
-
-class Terminal:
-    """`grambot run` on a real pseudo-terminal: what a person at a shell does."""
-
-    def __init__(self, workspace: Path) -> None:
-        self.master, slave = pty.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-
-        def controlling_terminal() -> None:  # in the child: as a shell's job would have it
-            os.setsid()
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "grambot", "run", "--workspace", str(workspace)],
-            stdin=slave,
-            stdout=slave,
-            stderr=slave,
-            env={**os.environ, "TERM": "xterm", "PYTHONUNBUFFERED": "1"},
-            preexec_fn=controlling_terminal,
-        )
-        os.close(slave)
-        self.seen = b""
-
-    def read(self, timeout: float = 0.2) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            ready, _, _ = select.select([self.master], [], [], 0.05)
-            if ready:
-                try:
-                    chunk = os.read(self.master, 65536)
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                self.seen += chunk
-                if b"\x1b[6n" in chunk:  # prompt_toolkit asks where the cursor is: answer
-                    os.write(self.master, b"\x1b[1;1R")
-
-    def expect(self, text: str, timeout: float = 20) -> None:
-        def seen() -> bool:
-            self.read(0.1)
-            return text.encode() in self.seen or self.proc.poll() is not None
-
-        eventually(seen, timeout, what=f"{text!r} on the terminal")
-        assert text.encode() in self.seen, self.text
-
-    def type(self, keys: bytes) -> None:
-        os.write(self.master, keys)
-
-    @property
-    def text(self) -> str:
-        return self.seen.decode(errors="replace")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        os.close(self.master)
 
 
 @pytest.mark.timeout(60)
 def test_on_a_terminal_the_console_prompts_answers_and_ctrl_c_stops_cleanly(
     tmp_path: Path,
 ) -> None:
-    terminal = Terminal(console_ws(tmp_path))
+    terminal = Terminal(
+        "run", "--workspace", str(console_ws(tmp_path)), term="xterm", controlling=True
+    )
     try:
-        terminal.expect("grambot ready")
-        terminal.expect("you>")  # drawn by prompt_toolkit: the space is a cursor move
+        terminal.expect("grambot ready", 20)
+        terminal.expect("you>", 20)  # drawn by prompt_toolkit: the space is a cursor move
         terminal.type(b"hello there\r")
-        terminal.expect("bot> hello there")
+        terminal.expect("bot> hello there", 20)
         terminal.type(b"\x03")  # Ctrl-C
 
         def exited() -> bool:

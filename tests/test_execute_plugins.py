@@ -41,6 +41,12 @@ def summit(engine: Engine, workspace: Workspace) -> Engine:
     return engine
 
 
+def plugin_dir(tmp_path: Path, name: str, code: str) -> list[str]:
+    """A plugin `name` whose entry x.py holds `code`, in tmp_path/plugs: the pluginDirs for it."""
+    make_plugin(tmp_path / "plugs" / name, {"name": name, "entry": "x.py"}, code)
+    return [str(tmp_path / "plugs")]
+
+
 def namespaces_of(instance_id: str) -> list[str]:
     prefix = f"{NAMESPACE_ROOT}.{instance_id}__"
     return [name for name in sys.modules if name.startswith(prefix)]
@@ -187,12 +193,9 @@ async def test_an_enabled_instance_is_a_tool_named_after_it(
 async def test_an_execute_plugin_with_an_unusable_execute_fails_clearly(
     engine: Engine, workspace: Workspace, tmp_path: Path
 ) -> None:
-    make_plugin(
-        tmp_path / "plugs" / "sync-exec",
-        {"name": "sync-exec", "entry": "x.py"},
-        "def execute(inputs, context, config):\n    return 1\n",
+    dirs = plugin_dir(
+        tmp_path, "sync-exec", "def execute(inputs, context, config):\n    return 1\n"
     )
-    dirs = [str(tmp_path / "plugs")]
     await engine.apply(workspace.write([entry("s", "sync-exec")], pluginDirs=dirs))
     failure = failure_of(engine, "s")
     assert failure.kind == "invalid-plugin"
@@ -202,15 +205,14 @@ async def test_an_execute_plugin_with_an_unusable_execute_fails_clearly(
 async def test_settings_schema_validates_config_both_ways(
     engine: Engine, workspace: Workspace, tmp_path: Path
 ) -> None:
-    make_plugin(
-        tmp_path / "plugs" / "typed",
-        {"name": "typed", "entry": "x.py"},
+    dirs = plugin_dir(
+        tmp_path,
+        "typed",
         "from pydantic import BaseModel\n"
         "class Settings(BaseModel):\n    limit: int = 3\n"
         "settings_schema = Settings\n"
         "async def execute(inputs, context, config):\n    return config.limit\n",
     )
-    dirs = [str(tmp_path / "plugs")]
     engine.settings = workspace.write([], pluginDirs=dirs)
     engine.rescan(engine.settings)
     assert await engine.run_plugin("typed", {}) == 3

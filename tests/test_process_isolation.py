@@ -29,6 +29,7 @@ from tests.helpers import (
     eventually,
     eventually_async,
     started_engine,
+    status_of,
 )
 from tests.runproc import EngineProcess, workspace_with
 
@@ -62,10 +63,7 @@ async def call(engine: Engine, tool: str, **args: Any) -> ToolResult:
 
 
 def isolation(engine: Engine, instance_id: str) -> dict[str, Any]:
-    instance = engine.instance(instance_id)
-    assert instance is not None
-    status: dict[str, Any] = instance.to_status()["isolation"]
-    return status
+    return status_of(engine, instance_id, "isolation")
 
 
 # -- the choice -----------------------------------------------------------------------------

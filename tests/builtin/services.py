@@ -4,15 +4,25 @@ and what a clear failure means."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
 
+from grambot import ServiceError
 from tests.builtin.conftest import Harness
 
 # A row of a service built-in's failure table: (the fake's script, the error kind, the words
 # the message must hold); see FakeServer.play.
 Failure = tuple[dict[str, Any], str, list[str]]
+
+# Two 429s that say "Retry-After: 0.1" (the standard header), then an answer: as the SDKs see it.
+RETRY_AFTER: Failure = (
+    {"status": 429, "headers": {"retry-after": "0.1"}, "times": 2},
+    "rate-limit",
+    ["429", "0.1 s"],
+)
 
 
 def service_failures(
@@ -49,3 +59,22 @@ def assert_clear_failure(
         assert word in message, message
     assert secret not in message
     assert h.loaded(instance_id) and h.engine.event_engine.running
+
+
+async def raises_clearly(
+    h: Harness,
+    call: Awaitable[object],
+    expected: tuple[str, str, str],
+    words: list[str],
+    secret: str,
+) -> ServiceError:
+    """The ServiceError awaiting `call` raises: soon (the tests' timeout is 0.3 s), with the
+    `expected` kind, instance id and service, and clear (see assert_clear_failure)."""
+    started = time.monotonic()
+    with pytest.raises(ServiceError) as caught:
+        await call
+    assert time.monotonic() - started < 5
+    error = caught.value
+    assert (error.kind, error.instance_id, error.service) == expected
+    assert_clear_failure(h, expected[1], str(error), words, secret)
+    return error

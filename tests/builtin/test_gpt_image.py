@@ -10,7 +10,7 @@ import pytest
 
 from grambot import ImageProvider, ServiceError
 from tests.builtin.conftest import POISON, Harness
-from tests.builtin.services import assert_clear_failure, service_failures
+from tests.builtin.services import raises_clearly, service_failures
 from tests.fakes.base import fake_fixture
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.telegram_api import PNG_1PX
@@ -115,9 +115,7 @@ async def test_failures_are_clear_and_leave_the_instance_loaded(
 ) -> None:
     provider = await load(harness, fake, timeout=0.3)
     fake.play(script, secret_message=f"Incorrect API key provided: {KEY}")
-    with pytest.raises(ServiceError) as caught:
-        await provider.generate("a cat")
-    error = caught.value
-    assert (error.kind, error.instance_id) == (kind, "img")
-    assert_clear_failure(harness, "img", str(error), words, KEY)
+    await raises_clearly(
+        harness, provider.generate("a cat"), (kind, "img", "openai images"), words, KEY
+    )
     assert len(await provider.generate("later")) == 1

@@ -17,7 +17,7 @@ import pytest
 from grambot import CONNECTOR_MESSAGE, Attachment, Connector, IncomingMessage, ServiceError
 from tests.builtin.conftest import Harness, closed_port_url, load_plugin_module
 from tests.fakes.telegram_api import PNG_1PX, FakeTelegram
-from tests.helpers import eventually_async
+from tests.helpers import eventually_async, status_of
 
 TOKEN = "123456:AAH-secret-token-for-tests"
 TOKEN2 = "654321:BBH-other-secret-token"
@@ -419,10 +419,7 @@ async def test_an_unreachable_bot_api_fails_the_load_as_a_network_error(
 
 
 def _health(h: Harness, instance: str = "tg") -> dict[str, Any]:
-    found = h.engine.instance(instance)
-    assert found is not None
-    health: dict[str, Any] = found.to_status()["health"]
-    return health
+    return status_of(h.engine, instance, "health")
 
 
 async def test_polling_and_sending_report_their_health(

@@ -36,6 +36,16 @@ def bad_id(instance_id: Any) -> dict[str, Any]:
     return {"instanceId": instance_id, "pluginId": "probe", "settings": {"tool_name": "evil"}}
 
 
+def bad_id_case(instance_id: Any, *words: str) -> tuple[str, dict[str, Any]]:
+    """A settings file whose third entry has a bad `instance_id`: reported there, with `words`."""
+    expected = {
+        "level": "entry",
+        "contains": ["instanceId must match", *words],
+        "json_path": "plugins[2].instanceId",
+    }
+    return settings_doc(bad_id(instance_id)), expected
+
+
 SETTINGS: dict[str, tuple[bytes | str, dict[str, Any]]] = {
     # -- the whole file is refused -----------------------------------------------------------
     "truncated": (settings_doc()[:60], {"level": "file", "contains": ["invalid JSON at line"]}),
@@ -114,50 +124,17 @@ SETTINGS: dict[str, tuple[bytes | str, dict[str, Any]]] = {
         {"level": "file", "contains": ["nested deeper than 100 levels"]},
     ),
     # -- bad entries are reported; good entries (and held instances) are unaffected ---------
-    "id-dot-dot-slash": (
-        settings_doc(bad_id("../evil")),
-        {"level": "entry", "contains": ["instanceId must match"], "json_path": "plugins[2].instanceId"},
-    ),
-    "id-slash": (
-        settings_doc(bad_id("a/b")),
-        {"level": "entry", "contains": ["instanceId must match", "'a/b'"], "json_path": "plugins[2].instanceId"},
-    ),
-    "id-absolute-path": (
-        settings_doc(bad_id("/etc/passwd")),
-        {"level": "entry", "contains": ["instanceId must match"], "json_path": "plugins[2].instanceId"},
-    ),
-    "id-backslash": (
-        settings_doc(bad_id("..\\..\\evil")),
-        {"level": "entry", "contains": ["instanceId must match"], "json_path": "plugins[2].instanceId"},
-    ),
-    "id-nul": (
-        settings_doc(bad_id("good1\u0000evil")),
-        {"level": "entry", "contains": ["instanceId must match", "\\x00"], "json_path": "plugins[2].instanceId"},
-    ),
-    "id-trailing-newline": (
-        settings_doc(bad_id("good3\n")),
-        {"level": "entry", "contains": ["instanceId must match"], "json_path": "plugins[2].instanceId"},
-    ),
-    "id-cyrillic-homoglyph": (
-        settings_doc(bad_id("g\u043e\u043ed1")),
-        {"level": "entry", "contains": ["instanceId must match"], "json_path": "plugins[2].instanceId"},
-    ),
-    "id-fullwidth": (
-        settings_doc(bad_id("\uff47\uff4f\uff4f\uff44\uff11")),
-        {"level": "entry", "contains": ["instanceId must match"], "json_path": "plugins[2].instanceId"},
-    ),
-    "id-right-to-left-override": (
-        settings_doc(bad_id("\u202egood1")),
-        {"level": "entry", "contains": ["instanceId must match"], "json_path": "plugins[2].instanceId"},
-    ),
-    "id-zero-width-space": (
-        settings_doc(bad_id("good\u200b1")),
-        {"level": "entry", "contains": ["instanceId must match"], "json_path": "plugins[2].instanceId"},
-    ),
-    "id-combining-mark": (
-        settings_doc(bad_id("good\u03011")),
-        {"level": "entry", "contains": ["instanceId must match"], "json_path": "plugins[2].instanceId"},
-    ),
+    "id-dot-dot-slash": bad_id_case("../evil"),
+    "id-slash": bad_id_case("a/b", "'a/b'"),
+    "id-absolute-path": bad_id_case("/etc/passwd"),
+    "id-backslash": bad_id_case("..\\..\\evil"),
+    "id-nul": bad_id_case("good1\u0000evil", "\\x00"),
+    "id-trailing-newline": bad_id_case("good3\n"),
+    "id-cyrillic-homoglyph": bad_id_case("g\u043e\u043ed1"),
+    "id-fullwidth": bad_id_case("\uff47\uff4f\uff4f\uff44\uff11"),
+    "id-right-to-left-override": bad_id_case("\u202egood1"),
+    "id-zero-width-space": bad_id_case("good\u200b1"),
+    "id-combining-mark": bad_id_case("good\u03011"),
     "id-lone-surrogate": (
         settings_doc().replace('"plugins": [', '"plugins": [{"instanceId": "\\ud800", "pluginId": "probe"}, ', 1),
         {"level": "entry", "contains": ["instanceId must match"], "json_path": "plugins[0].instanceId"},
@@ -166,10 +143,7 @@ SETTINGS: dict[str, tuple[bytes | str, dict[str, Any]]] = {
         settings_doc(bad_id("a" * 65)),
         {"level": "entry", "contains": ["at most 64"], "json_path": "plugins[2].instanceId"},
     ),
-    "id-empty": (
-        settings_doc(bad_id("")),
-        {"level": "entry", "contains": ["instanceId must match"], "json_path": "plugins[2].instanceId"},
-    ),
+    "id-empty": bad_id_case(""),
     "id-number": (
         settings_doc(bad_id(7)),
         {"level": "entry", "contains": ["instanceId must be a string"], "json_path": "plugins[2].instanceId"},

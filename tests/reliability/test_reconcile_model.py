@@ -290,6 +290,12 @@ class ReconcileMachine(RuleBasedStateMachine):
     def _existing(self, data: st.DataObject) -> str:
         return data.draw(st.sampled_from(sorted(self.entries)))
 
+    def _change(self, data: st.DataObject, **fields: Any) -> None:
+        """Edit one existing entry's `fields` and apply the file."""
+        instance_id = self._existing(data)
+        self._edit(instance_id, replace(self.entries[instance_id], **fields))
+        self._write_and_apply()
+
     @precondition(lambda self: self.entries)
     @rule(data=st.data())
     def remove(self, data: st.DataObject) -> None:
@@ -301,30 +307,22 @@ class ReconcileMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.entries)
     @rule(data=st.data(), enabled=st.booleans())
     def set_enabled(self, data: st.DataObject, enabled: bool) -> None:
-        instance_id = self._existing(data)
-        self._edit(instance_id, replace(self.entries[instance_id], enabled=enabled))
-        self._write_and_apply()
+        self._change(data, enabled=enabled)
 
     @precondition(lambda self: self.entries)
     @rule(data=st.data(), label=st.sampled_from(LABELS))
     def change_settings(self, data: st.DataObject, label: str) -> None:
-        instance_id = self._existing(data)
-        self._edit(instance_id, replace(self.entries[instance_id], label=label))
-        self._write_and_apply()
+        self._change(data, label=label)
 
     @precondition(lambda self: self.entries)
     @rule(data=st.data(), fail=st.sampled_from(FAILS))
     def change_failure(self, data: st.DataObject, fail: str) -> None:
-        instance_id = self._existing(data)
-        self._edit(instance_id, replace(self.entries[instance_id], fail=fail))
-        self._write_and_apply()
+        self._change(data, fail=fail)
 
     @precondition(lambda self: self.entries)
     @rule(data=st.data(), plugin=st.sampled_from(PLUGINS))
     def change_plugin(self, data: st.DataObject, plugin: str) -> None:
-        instance_id = self._existing(data)
-        self._edit(instance_id, replace(self.entries[instance_id], plugin=plugin))
-        self._write_and_apply()
+        self._change(data, plugin=plugin)
 
     @rule(seed=st.integers(0, 2**16))
     def reorder(self, seed: int) -> None:

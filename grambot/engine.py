@@ -246,9 +246,7 @@ class Engine:
 
     async def reconcile(self) -> None:
         """Apply the current settings again (after the plugin catalog changed)."""
-        self.applied = dataclasses.replace(
-            self.applied, timeouts=self.settings.timeouts, engine_settings=self.settings.raw
-        )
+        self.applied = self._applied_from(self.settings)
         await self.manager.sync_with_settings(self.settings)
 
     async def check(
@@ -277,9 +275,7 @@ class Engine:
         overlay = OverlaySecrets(
             self.secrets, config.instance_id, secrets, on_value=lambda v: MASK.add([v])
         )
-        applied = dataclasses.replace(  # the settings as read, applied or not
-            self.applied, timeouts=self.settings.timeouts, engine_settings=self.settings.raw
-        )
+        applied = self._applied_from(self.settings)  # the settings as read, applied or not
         return await check_entry(applied, self.isolation, config, overlay, self.stage_pool)
 
     def note_stall(self, instance_id: str | None) -> None:
@@ -380,12 +376,7 @@ class Engine:
         self._select_secrets(settings)
         if self._catalog_stale(settings):
             self.rescan(settings)
-        self.applied = dataclasses.replace(
-            self.applied,
-            timeouts=settings.timeouts,
-            engine_settings=settings.raw,
-            retry_policy=settings.retry if self.retries else self.applied.retry_policy,
-        )
+        self.applied = self._applied_from(settings)
         self.settings = settings
         self.ignored_edit = None
         self.event_engine.handler_timeout = settings.timeouts.event_handler
@@ -400,6 +391,16 @@ class Engine:
         if first and self.responder is not None:
             await self.responder.resume()  # what waits in the inbox is answered from now on
         return applied
+
+    def _applied_from(self, settings: EngineSettings) -> Applied:
+        """What loads read, taken from `settings`: their deadlines and engine settings, and the
+        retry policy when this engine retries (else the one it had: none)."""
+        return dataclasses.replace(
+            self.applied,
+            timeouts=settings.timeouts,
+            engine_settings=settings.raw,
+            retry_policy=settings.retry if self.retries else self.applied.retry_policy,
+        )
 
     def _catalog_stale(self, settings: EngineSettings) -> bool:
         """The one rule for a rescan before an apply: `pluginDirs` changed, the catalog was

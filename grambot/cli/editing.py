@@ -9,9 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from grambot.cli.common import (
-    fail,
-)
+from grambot.cli.common import fail
 from grambot.config.names import entry_path
 
 if TYPE_CHECKING:

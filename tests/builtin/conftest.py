@@ -4,7 +4,6 @@ to load an instance through settings and secrets exactly as a user would."""
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -95,12 +94,9 @@ class Harness:
 
 
 def make_engine(root: Path) -> Engine:
-    """An engine whose catalog holds the repository's builtin_plugins/ (and not the bot's
-    message routing, where the engine has it: these tests watch the plugins alone)."""
-    options: dict[str, Any] = {"entry_points": False}
-    if "bot" in inspect.signature(Engine).parameters:
-        options["bot"] = False
-    return Engine(root, **options)
+    """An engine whose catalog holds the repository's builtin_plugins/, with no bot attached:
+    these tests watch the plugins alone."""
+    return Engine(root, entry_points=False)
 
 
 @pytest.fixture
